@@ -1,0 +1,386 @@
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+use mm_model::time::{MICROS_PER_MINUTE, minute_of};
+use rustc_hash::FxHashMap;
+
+/// Window settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// How far behind the largest event time the watermark trails, in µs.
+    pub grace_us: i64,
+    /// After this long without input a partition's watermark follows the wall clock, in µs.
+    pub idle_timeout_us: i64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            grace_us: 3 * MICROS_PER_MINUTE,
+            idle_timeout_us: 10_000_000,
+        }
+    }
+}
+
+/// A window that has closed, with its final rollup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedWindow {
+    pub key: WindowKey,
+    pub rollup: Rollup,
+}
+
+/// What happened to one ingested event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Counted in an open window.
+    Open,
+    /// Its window had closed: counted as a correction.
+    Late,
+}
+
+/// Counters since the aggregator was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AggregatorStats {
+    pub events: u64,
+    pub late_events: u64,
+    pub windows_closed: u64,
+}
+
+#[derive(Debug)]
+struct OpenWindow {
+    minute: i64,
+    rollup: Rollup,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Series {
+    merchant: Arc<str>,
+    api: Arc<str>,
+    /// Index of the merchant-wide series this series also counts into (itself for totals).
+    total: u32,
+    windows: Vec<OpenWindow>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionClock {
+    max_event_us: i64,
+    last_arrival_wall_us: i64,
+}
+
+/// The window aggregator; see the crate documentation for its semantics.
+#[derive(Debug)]
+pub struct Aggregator {
+    config: WindowConfig,
+    series_index: FxHashMap<Box<str>, u32>,
+    series: Vec<Series>,
+    lookup: String,
+    /// (minute, series) of every open window, earliest first.
+    close_queue: BinaryHeap<Reverse<(i64, u32)>>,
+    partitions: FxHashMap<u32, PartitionClock>,
+    watermark_us: i64,
+    closed: Vec<ClosedWindow>,
+    corrections: FxHashMap<WindowKey, Rollup>,
+    dirty: Vec<(u32, i64)>,
+    open_windows: usize,
+    stats: AggregatorStats,
+}
+
+impl Aggregator {
+    /// An empty aggregator whose watermark has not started.
+    pub fn new(config: WindowConfig) -> Self {
+        Self {
+            config,
+            series_index: FxHashMap::default(),
+            series: Vec::new(),
+            lookup: String::new(),
+            close_queue: BinaryHeap::new(),
+            partitions: FxHashMap::default(),
+            watermark_us: i64::MIN,
+            closed: Vec::new(),
+            corrections: FxHashMap::default(),
+            dirty: Vec::new(),
+            open_windows: 0,
+            stats: AggregatorStats::default(),
+        }
+    }
+
+    /// The current watermark (µs); `i64::MIN` before any input.
+    pub fn watermark_us(&self) -> i64 {
+        self.watermark_us
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AggregatorStats {
+        self.stats
+    }
+
+    /// Number of open windows, merchant-wide ones included.
+    pub fn open_windows(&self) -> usize {
+        self.open_windows
+    }
+
+    /// The largest event time seen per partition, for checkpoints.
+    pub fn partition_clocks(&self) -> Vec<(u32, i64)> {
+        let mut clocks: Vec<(u32, i64)> = self
+            .partitions
+            .iter()
+            .map(|(partition, clock)| (*partition, clock.max_event_us))
+            .collect();
+        clocks.sort_unstable();
+        clocks
+    }
+
+    fn series_id(&mut self, merchant: &str, api: &str) -> u32 {
+        self.lookup.clear();
+        self.lookup.push_str(merchant);
+        self.lookup.push('\0');
+        self.lookup.push_str(api);
+        if let Some(id) = self.series_index.get(self.lookup.as_str()) {
+            return *id;
+        }
+        let total = if api == MERCHANT_TOTAL_API {
+            self.series.len() as u32
+        } else {
+            let lookup = std::mem::take(&mut self.lookup);
+            let total = self.series_id(merchant, MERCHANT_TOTAL_API);
+            self.lookup = lookup;
+            total
+        };
+        let id = self.series.len() as u32;
+        let merchant: Arc<str> = match self.series.get(total as usize) {
+            Some(total_series) => total_series.merchant.clone(),
+            None => Arc::from(merchant),
+        };
+        self.series.push(Series {
+            merchant,
+            api: Arc::from(api),
+            total,
+            windows: Vec::new(),
+        });
+        self.series_index.insert(self.lookup.as_str().into(), id);
+        id
+    }
+
+    fn window_is_closed(&self, minute: i64) -> bool {
+        (minute + 1).saturating_mul(MICROS_PER_MINUTE) <= self.watermark_us
+    }
+
+    /// Counts one API call. `now_wall_us` is the wall clock at arrival.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ingest(
+        &mut self,
+        partition: u32,
+        ts_us: i64,
+        merchant: &str,
+        api: &str,
+        status: u16,
+        latency_ms: f64,
+        now_wall_us: i64,
+    ) -> Disposition {
+        self.stats.events += 1;
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+            max_event_us: i64::MIN,
+            last_arrival_wall_us: now_wall_us,
+        });
+        clock.max_event_us = clock.max_event_us.max(ts_us.min(now_wall_us));
+        clock.last_arrival_wall_us = clock.last_arrival_wall_us.max(now_wall_us);
+
+        let minute = minute_of(ts_us);
+        if self.window_is_closed(minute) {
+            self.stats.late_events += 1;
+            for series_api in [api, MERCHANT_TOTAL_API] {
+                let key = WindowKey {
+                    merchant: merchant.to_owned(),
+                    api: series_api.to_owned(),
+                    minute,
+                };
+                self.corrections.entry(key).or_default().record(status, latency_ms);
+            }
+            return Disposition::Late;
+        }
+        let id = self.series_id(merchant, api);
+        let total = self.series[id as usize].total;
+        self.record_open(id, minute, status, latency_ms);
+        self.record_open(total, minute, status, latency_ms);
+        Disposition::Open
+    }
+
+    fn record_open(&mut self, id: u32, minute: i64, status: u16, latency_ms: f64) {
+        let window = self.open_window(id, minute);
+        window.rollup.record(status, latency_ms);
+        if !window.dirty {
+            window.dirty = true;
+            self.dirty.push((id, minute));
+        }
+    }
+
+    fn open_window(&mut self, id: u32, minute: i64) -> &mut OpenWindow {
+        let windows = &mut self.series[id as usize].windows;
+        let position = match windows.iter().position(|window| window.minute == minute) {
+            Some(position) => position,
+            None => {
+                windows.push(OpenWindow {
+                    minute,
+                    rollup: Rollup::default(),
+                    dirty: false,
+                });
+                self.close_queue.push(Reverse((minute, id)));
+                self.open_windows += 1;
+                windows.len() - 1
+            }
+        };
+        &mut self.series[id as usize].windows[position]
+    }
+
+    /// Moves the watermark for the wall clock `now_wall_us` and closes every window it passed.
+    /// `_partition_hint` is accepted for symmetry with ingest and ignored.
+    pub fn advance(&mut self, _partition_hint: u32, now_wall_us: i64) {
+        let grace = self.config.grace_us;
+        let idle_timeout = self.config.idle_timeout_us;
+        let wall_watermark = now_wall_us.saturating_sub(grace);
+        let candidate = if self.partitions.is_empty() {
+            wall_watermark
+        } else {
+            self.partitions
+                .values()
+                .map(|clock| {
+                    let own = clock.max_event_us.saturating_sub(grace);
+                    let idle = now_wall_us.saturating_sub(clock.last_arrival_wall_us) >= idle_timeout;
+                    if idle { own.max(wall_watermark) } else { own }
+                })
+                .min()
+                .unwrap_or(wall_watermark)
+        };
+        if candidate <= self.watermark_us {
+            return;
+        }
+        self.watermark_us = candidate;
+        self.close_due();
+    }
+
+    fn close_due(&mut self) {
+        while let Some(Reverse((minute, id))) = self.close_queue.peek().copied() {
+            if !self.window_is_closed(minute) {
+                break;
+            }
+            self.close_queue.pop();
+            let series = &mut self.series[id as usize];
+            let Some(position) = series.windows.iter().position(|window| window.minute == minute) else {
+                continue;
+            };
+            let window = series.windows.swap_remove(position);
+            self.open_windows -= 1;
+            self.stats.windows_closed += 1;
+            self.closed.push(ClosedWindow {
+                key: WindowKey {
+                    merchant: series.merchant.to_string(),
+                    api: series.api.to_string(),
+                    minute,
+                },
+                rollup: window.rollup,
+            });
+        }
+    }
+
+    /// Windows closed since the last call, each exactly once.
+    pub fn take_closed(&mut self) -> Vec<ClosedWindow> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Late calls since the last call, merged per window: add each to the stored final rollup.
+    pub fn take_corrections(&mut self) -> Vec<(WindowKey, Rollup)> {
+        let mut corrections: Vec<(WindowKey, Rollup)> = self.corrections.drain().collect();
+        corrections.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+        corrections
+    }
+
+    /// Calls `visit` for every open window changed since the last drain, and marks it clean.
+    pub fn drain_dirty(&mut self, mut visit: impl FnMut(&str, &str, i64, &Rollup)) {
+        for (id, minute) in std::mem::take(&mut self.dirty) {
+            let series = &mut self.series[id as usize];
+            if let Some(window) = series.windows.iter_mut().find(|window| window.minute == minute) {
+                window.dirty = false;
+                visit(&series.merchant, &series.api, minute, &window.rollup);
+            }
+        }
+    }
+
+    /// Calls `visit` for every open window of `merchant` (all its series).
+    pub fn visit_open(&self, merchant: &str, mut visit: impl FnMut(&str, i64, &Rollup)) {
+        for series in self.series.iter().filter(|series| &*series.merchant == merchant) {
+            for window in &series.windows {
+                visit(&series.api, window.minute, &window.rollup);
+            }
+        }
+    }
+
+    /// Restores an open window from a checkpoint (merchant-wide windows included, as saved).
+    pub fn restore_open(&mut self, merchant: &str, api: &str, minute: i64, rollup: Rollup) {
+        let id = self.series_id(merchant, api);
+        let window = self.open_window(id, minute);
+        window.rollup = rollup;
+    }
+
+    /// Restores a partition's clock and the watermark from a checkpoint.
+    pub fn restore_clock(&mut self, partition: u32, max_event_us: i64, now_wall_us: i64) {
+        self.partitions.insert(
+            partition,
+            PartitionClock {
+                max_event_us,
+                last_arrival_wall_us: now_wall_us,
+            },
+        );
+    }
+
+    /// Restores the watermark from a checkpoint.
+    pub fn restore_watermark(&mut self, watermark_us: i64) {
+        self.watermark_us = self.watermark_us.max(watermark_us);
+    }
+
+    /// Forgets series that have had no open window for a while, to bound memory with many
+    /// short-lived keys. Returns how many were removed.
+    pub fn compact_series(&mut self) -> usize {
+        let in_use = |series: &Series| !series.windows.is_empty();
+        if self.series.iter().all(in_use) {
+            return 0;
+        }
+        // Keep every series with open windows, and the merchant-wide series they point to.
+        let mut keep = vec![false; self.series.len()];
+        for (id, series) in self.series.iter().enumerate() {
+            if in_use(series) {
+                keep[id] = true;
+                keep[series.total as usize] = true;
+            }
+        }
+        let mut new_id = vec![u32::MAX; self.series.len()];
+        let mut kept = Vec::new();
+        for (id, series) in std::mem::take(&mut self.series).into_iter().enumerate() {
+            if keep[id] {
+                new_id[id] = kept.len() as u32;
+                kept.push(series);
+            }
+        }
+        let removed = keep.iter().filter(|kept| !**kept).count();
+        for series in kept.iter_mut() {
+            series.total = new_id[series.total as usize];
+        }
+        self.series = kept;
+        self.series_index.retain(|_, id| {
+            *id = new_id[*id as usize];
+            *id != u32::MAX
+        });
+        let queue = std::mem::take(&mut self.close_queue);
+        self.close_queue = queue
+            .into_iter()
+            .map(|Reverse((minute, id))| Reverse((minute, new_id[id as usize])))
+            .collect();
+        self.dirty = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|(id, minute)| (new_id[id as usize], minute))
+            .collect();
+        removed
+    }
+}
