@@ -34,7 +34,7 @@ impl Default for TrafficConfig {
             seed: 42,
             merchants: 5_000,
             // 2026-11-21T15:00:00Z: a whole minute, so minute boundaries are easy to read.
-            start_ts_us: 1_795_791_600 * MICROS_PER_SECOND,
+            start_ts_us: 1_795_273_200 * MICROS_PER_SECOND,
             events_per_second: 20_000.0,
             late_fraction: 0.05,
             max_lateness_us: 5 * MICROS_PER_MINUTE,

@@ -70,13 +70,13 @@ impl GeneratedEvent {
     }
 }
 
-/// Writes events as NDJSON, remembering the formatted date and time of the last second so
-/// that consecutive events (nearly always in the same second) skip the calendar arithmetic.
+/// Writes events as NDJSON, remembering the formatted date of the last day so that the
+/// calendar arithmetic runs once a day rather than once a line.
 #[derive(Debug, Default)]
 pub(crate) struct NdjsonWriter {
-    cached_second: Option<i64>,
-    /// `YYYY-MM-DDTHH:MM:SS` of `cached_second`.
-    cached_prefix: String,
+    cached_day: Option<i64>,
+    /// `YYYY-MM-DDT` of `cached_day`.
+    cached_date: String,
 }
 
 impl NdjsonWriter {
@@ -116,19 +116,26 @@ impl NdjsonWriter {
 
     /// RFC 3339 in UTC with exactly six fraction digits.
     fn write_timestamp(&mut self, ts_us: i64, out: &mut Vec<u8>) {
-        let second = ts_us.div_euclid(MICROS_PER_SECOND);
-        let micros = ts_us.rem_euclid(MICROS_PER_SECOND);
-        if self.cached_second != Some(second) {
-            self.cached_prefix.clear();
-            write_rfc3339(second * MICROS_PER_SECOND, &mut self.cached_prefix);
-            // Keep the date and time; the fraction is written below at full precision.
-            let fraction_at = self.cached_prefix.rfind('.').unwrap_or(self.cached_prefix.len());
-            self.cached_prefix.truncate(fraction_at);
-            self.cached_second = Some(second);
+        const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+        let day = ts_us.div_euclid(MICROS_PER_DAY);
+        let micros_of_day = ts_us.rem_euclid(MICROS_PER_DAY);
+        if self.cached_day != Some(day) {
+            self.cached_date.clear();
+            write_rfc3339(day * MICROS_PER_DAY, &mut self.cached_date);
+            // Keep the date and the `T`; the time of day is written below.
+            let time_at = self.cached_date.find('T').map_or(self.cached_date.len(), |at| at + 1);
+            self.cached_date.truncate(time_at);
+            self.cached_day = Some(day);
         }
-        out.extend_from_slice(self.cached_prefix.as_bytes());
+        out.extend_from_slice(self.cached_date.as_bytes());
+        let second_of_day = micros_of_day / MICROS_PER_SECOND;
+        write_zero_padded((second_of_day / 3_600) as u64, 2, out);
+        out.push(b':');
+        write_zero_padded((second_of_day / 60 % 60) as u64, 2, out);
+        out.push(b':');
+        write_zero_padded((second_of_day % 60) as u64, 2, out);
         out.push(b'.');
-        write_zero_padded(micros as u64, 6, out);
+        write_zero_padded((micros_of_day % MICROS_PER_SECOND) as u64, 6, out);
         out.push(b'Z');
     }
 }
@@ -139,6 +146,16 @@ pub(crate) fn write_json_string(text: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = text.as_bytes();
+    // Nearly every string is clean: check all bytes without branching (this vectorises), then
+    // copy them in one go.
+    let needs_escape = bytes
+        .iter()
+        .fold(false, |found, &byte| found | (byte < 0x20) | (byte == b'"') | (byte == b'\\'));
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut clean_from = 0;
     for (index, &byte) in bytes.iter().enumerate() {
         let escape: &[u8] = match byte {
@@ -206,10 +223,17 @@ fn write_millis(latency_ms: f64, out: &mut Vec<u8>) {
 
 /// Appends `value` as 32 lowercase hex digits.
 pub(crate) fn write_hex_u128(value: u128, out: &mut String) {
+    out.push_str(std::str::from_utf8(&hex_digits(value)).expect("hex digits are ASCII"));
+}
+
+/// The 32 lowercase hex digits of `value`, most significant first.
+pub(crate) fn hex_digits(value: u128) -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..32).rev() {
-        out.push(char::from(HEX[((value >> (shift * 4)) & 0xf) as usize]));
+    let mut digits = [0u8; 32];
+    for (index, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((value >> ((31 - index) * 4)) & 0xf) as usize];
     }
+    digits
 }
 
 #[cfg(test)]

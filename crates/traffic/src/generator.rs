@@ -1,21 +1,19 @@
 //! The generator: draws calls in event-time order and releases them in arrival order.
 //!
 //! Calls are drawn one at a time on a Poisson clock, so event times never decrease. Each call
-//! gets an arrival time at or after its event time and waits in a min-heap keyed by
-//! `(arrival, sequence)`. Since every later call has an event time, and so an arrival, at or
-//! after the newest event time, a queued call whose arrival is at or before that time can be
-//! released: nothing still to come can arrive before it. The heap therefore holds only the
-//! calls of the last `max(jitter_us, max_lateness_us)` of event time.
-
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+//! gets an arrival time at or after its event time and waits in an [`ArrivalQueue`] (min-heaps
+//! keyed by `(arrival, sequence)`). Since every later call has an event time, and so an
+//! arrival, at or after the newest event time, a queued call whose arrival is at or before
+//! that time can be released: nothing still to come can arrive before it. The queue therefore
+//! holds only the calls of the last `max(jitter_us, max_lateness_us)` of event time.
 
 use fastrand::Rng;
 
+use crate::arrival_queue::ArrivalQueue;
 use crate::behaviour::{BurstSchedule, BurstSettings, sample_latency_us, sample_status};
 use crate::catalog::{APIS, HOSTS, HOSTS_PER_REGION, MerchantTable, PARTNERS, REGIONS, SDKS};
 use crate::config::TrafficConfig;
-use crate::event::{GeneratedEvent, write_hex_u128};
+use crate::event::{GeneratedEvent, hex_digits, write_hex_u128};
 use crate::sampling::{WeightedIndex, exponential};
 
 /// Chance that a call uses another client than the merchant's usual SDK (a script, a test).
@@ -42,39 +40,11 @@ pub(crate) struct PendingEvent {
     pub api: u8,
     pub host: u8,
     pub sdk: u8,
+    /// Whether the call was drawn as late (its delay may still be short).
+    pub late: bool,
     /// Whether the call fell into an error burst (kept for tests; not part of the output).
     #[cfg_attr(not(test), expect(dead_code, reason = "only tests look behind the output"))]
     pub in_burst: bool,
-}
-
-/// Heap entry ordered so that `BinaryHeap` (a max-heap) pops the smallest arrival first.
-#[derive(Debug)]
-struct Queued(PendingEvent);
-
-impl Queued {
-    fn key(&self) -> (i64, u64) {
-        (self.0.arrival_us, self.0.sequence)
-    }
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Queued {}
-
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.key().cmp(&self.key())
-    }
 }
 
 /// An endless, seeded stream of API calls in arrival order. See the crate docs.
@@ -94,7 +64,7 @@ pub struct TrafficGenerator {
     /// Event time of the newest drawn call: nothing drawn later arrives before it.
     newest_ts_us: i64,
     next_sequence: u64,
-    queue: BinaryHeap<Queued>,
+    queue: ArrivalQueue,
 }
 
 impl TrafficGenerator {
@@ -116,7 +86,7 @@ impl TrafficGenerator {
             elapsed_us: 0.0,
             newest_ts_us: config.start_ts_us,
             next_sequence: 0,
-            queue: BinaryHeap::new(),
+            queue: ArrivalQueue::default(),
             config,
             merchants,
             merchant_volume,
@@ -155,14 +125,11 @@ impl TrafficGenerator {
     /// The next call in arrival order, not yet rendered.
     pub(crate) fn next_pending(&mut self) -> PendingEvent {
         loop {
-            if let Some(earliest) = self.queue.peek()
-                && earliest.0.arrival_us <= self.newest_ts_us
-            {
-                let Queued(event) = self.queue.pop().expect("peek just returned an entry");
+            if let Some(event) = self.queue.pop_arrived_by(self.newest_ts_us) {
                 return event;
             }
             let event = self.draw();
-            self.queue.push(Queued(event));
+            self.queue.push(event, event.late);
         }
     }
 
@@ -181,7 +148,8 @@ impl TrafficGenerator {
         let status = sample_status(profile, burst, rng);
         let latency_us = sample_latency_us(profile, status, burst, rng);
 
-        let delay_us = if rng.f64() < self.config.late_fraction {
+        let late = rng.f64() < self.config.late_fraction;
+        let delay_us = if late {
             rng.i64(0..=self.config.max_lateness_us)
         } else if self.config.jitter_us > 0 {
             rng.i64(0..self.config.jitter_us)
@@ -217,6 +185,7 @@ impl TrafficGenerator {
             api,
             host,
             sdk,
+            late,
             in_burst: burst.is_some(),
         }
     }
@@ -290,14 +259,15 @@ fn push_base36(mut value: u64, count: usize, out: &mut String) {
 
 /// Appends `value` as a version-4 UUID (`8-4-4-4-12` lowercase hex), as clients send them.
 fn write_uuid_v4(value: u128, out: &mut String) {
-    let version_and_variant = (value & !(0xf_u128 << 76) & !(0x3_u128 << 62))
+    let with_version_and_variant = (value & !(0xf_u128 << 76) & !(0x3_u128 << 62))
         | (0x4_u128 << 76)
         | (0x2_u128 << 62);
-    let start = out.len();
-    write_hex_u128(version_and_variant, out);
-    for dash_at in [start + 8, start + 13, start + 18, start + 23] {
-        out.insert(dash_at, '-');
+    let hex = hex_digits(with_version_and_variant);
+    let mut uuid = [b'-'; 36];
+    for (from, to, length) in [(0, 0, 8), (8, 9, 4), (12, 14, 4), (16, 19, 4), (20, 24, 12)] {
+        uuid[to..to + length].copy_from_slice(&hex[from..from + length]);
     }
+    out.push_str(std::str::from_utf8(&uuid).expect("hex digits and dashes are ASCII"));
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod arrival_queue;
 mod behaviour;
 mod catalog;
 mod config;

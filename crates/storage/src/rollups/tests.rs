@@ -1,0 +1,173 @@
+use super::*;
+
+fn key(merchant: &str, api: &str, minute: i64) -> WindowKey {
+    WindowKey {
+        merchant: merchant.into(),
+        api: api.into(),
+        minute,
+    }
+}
+
+fn rollup(calls: &[(u16, f64)]) -> Rollup {
+    let mut rollup = Rollup::default();
+    calls.iter().for_each(|(status, latency)| rollup.record(*status, *latency));
+    rollup
+}
+
+const MINUTE: i64 = 29_921_224; // 2026-11-21T15:04Z
+
+fn commit(store: &RollupStore, batch: CheckpointBatch) -> PreparedCheckpoint {
+    let prepared = store.prepare(batch).expect("prepares");
+    let summary = PreparedCheckpoint {
+        batch: store.db.batch(),
+        finals: prepared.finals.clone(),
+        corrected: prepared.corrected.clone(),
+    };
+    store.commit(prepared).expect("commits");
+    summary
+}
+
+#[test]
+fn checkpoint_open_windows_and_finals_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = RollupStore::open(dir.path()).expect("opens");
+        assert_eq!(store.load_checkpoint().expect("reads"), None);
+        commit(
+            &store,
+            CheckpointBatch {
+                finals: vec![(key("M", "a", MINUTE), rollup(&[(200, 1.0)]))],
+                open: vec![
+                    (key("M", "a", MINUTE + 1), rollup(&[(500, 2.0)])),
+                    (key("M", "", MINUTE + 1), rollup(&[(500, 2.0)])),
+                ],
+                checkpoint: Checkpoint { lsn: 7, watermark_us: 42, partitions: vec![(0, 99)] },
+                ..CheckpointBatch::default()
+            },
+        );
+    }
+    let store = RollupStore::open(dir.path()).expect("reopens");
+    let checkpoint = store.load_checkpoint().expect("reads").expect("present");
+    assert_eq!(checkpoint.lsn, 7);
+    assert_eq!(checkpoint.partitions, vec![(0, 99)]);
+    let mut open = store.load_open().expect("loads");
+    open.sort_by(|left, right| left.0.cmp(&right.0));
+    assert_eq!(open.len(), 2);
+    assert_eq!(open[1].0, key("M", "a", MINUTE + 1));
+
+    // Closing the open window removes its open marker.
+    commit(
+        &store,
+        CheckpointBatch {
+            finals: vec![(key("M", "a", MINUTE + 1), rollup(&[(500, 2.0), (200, 3.0)]))],
+            ..CheckpointBatch::default()
+        },
+    );
+    let open = store.load_open().expect("loads");
+    assert_eq!(open.len(), 1, "only the merchant-wide window is still open");
+
+    let mut seen = Vec::new();
+    store
+        .scan_series("M", "a", MINUTE, MINUTE + 2, |minute, view| seen.push((minute, view.calls, view.state)))
+        .expect("scans");
+    assert_eq!(seen, vec![(MINUTE, 1, RollupState::Final), (MINUTE + 1, 2, RollupState::Final)]);
+}
+
+#[test]
+fn corrections_merge_into_stored_finals_or_into_this_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    commit(
+        &store,
+        CheckpointBatch {
+            finals: vec![(key("M", "a", MINUTE), rollup(&[(200, 1.0)]))],
+            ..CheckpointBatch::default()
+        },
+    );
+    let summary = commit(
+        &store,
+        CheckpointBatch {
+            finals: vec![(key("M", "b", MINUTE), rollup(&[(200, 1.0)]))],
+            corrections: vec![
+                (key("M", "a", MINUTE), rollup(&[(503, 9.0)])),
+                (key("M", "b", MINUTE), rollup(&[(404, 4.0)])),
+                (key("N", "c", MINUTE - 600), rollup(&[(200, 4.0)])),
+            ],
+            ..CheckpointBatch::default()
+        },
+    );
+    assert_eq!(summary.finals.len(), 1);
+    assert_eq!(summary.finals[0].1.calls, 2, "late call folded into the closing window");
+    assert_eq!(summary.corrected.len(), 2);
+    let corrected_a = summary.corrected.iter().find(|(window, _)| window.api == "a").expect("a corrected");
+    assert_eq!(corrected_a.1.status, vec![(200, 1), (503, 1)]);
+    let stored = store.stored_rollup(&key("M", "a", MINUTE)).expect("reads").expect("present");
+    assert_eq!(stored, corrected_a.1);
+    let stored = store.stored_rollup(&key("N", "c", MINUTE - 600)).expect("reads").expect("present");
+    assert_eq!(stored.calls, 1, "a correction for a window never stored creates it");
+}
+
+#[test]
+fn merchant_totals_use_hours_and_minutes_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let start = MINUTE - MINUTE % 60 - 90; // 1.5 hours before an hour boundary
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    let mut finals = Vec::new();
+    for offset in 0..240 {
+        for (merchant, every) in [("A", 1), ("B", 7), ("C", 60)] {
+            if offset % every == 0 {
+                let calls = 1 + (offset % 5) as usize;
+                let rollup = rollup(&vec![(500, 1.0); calls]);
+                expected.insert((merchant.to_owned(), start + offset), calls as u64);
+                finals.push((key(merchant, "", start + offset), rollup));
+            }
+        }
+    }
+    // Write half as open windows first, then everything final: hour entries must not double.
+    let open: Vec<_> = finals.iter().step_by(2).cloned().collect();
+    commit(&store, CheckpointBatch { open, ..CheckpointBatch::default() });
+    commit(&store, CheckpointBatch { finals, ..CheckpointBatch::default() });
+    for (from, to) in [(start, start + 240), (start + 13, start + 200), (start + 30, start + 31), (start + 90, start + 150)] {
+        let totals = store.merchant_totals(from, to).expect("ranks");
+        for merchant in ["A", "B", "C"] {
+            let want: u64 = expected
+                .range((merchant.to_owned(), from)..(merchant.to_owned(), to))
+                .map(|(_, calls)| calls)
+                .sum();
+            let got = totals.get(merchant).map_or(0, |entry| entry.calls);
+            assert_eq!(got, want, "{merchant} over [{from}, {to})");
+            let errors = totals.get(merchant).map_or(0, |entry| entry.classes.status_5xx);
+            assert_eq!(errors, want);
+        }
+    }
+}
+
+#[test]
+fn retention_drops_whole_days() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let today = MINUTE;
+    let old = MINUTE - 3 * MINUTES_PER_DAY;
+    commit(
+        &store,
+        CheckpointBatch {
+            finals: vec![(key("M", "a", today), rollup(&[(200, 1.0)])), (key("M", "a", old), rollup(&[(200, 1.0)]))],
+            open: vec![(key("M", "b", old), rollup(&[(200, 1.0)]))],
+            ..CheckpointBatch::default()
+        },
+    );
+    assert_eq!(store.enforce_retention(today - MINUTES_PER_DAY).expect("drops"), 1);
+    let mut minutes = Vec::new();
+    store.scan_series("M", "a", old - 10, today + 10, |minute, _| minutes.push(minute)).expect("scans");
+    assert_eq!(minutes, vec![today]);
+    assert!(store.load_open().expect("loads").is_empty());
+}
+
+#[test]
+fn keys_split_back_into_their_parts() {
+    let window = key("Merchant 1", "/v1/payments", -5);
+    let bytes = rollup_key(&window);
+    assert_eq!(split_rollup_key(&bytes), Some(("Merchant 1", "/v1/payments", -5)));
+    assert!(sortable(-1) < sortable(0) && sortable(0) < sortable(1));
+}

@@ -1,0 +1,308 @@
+//! The group-commit writer thread.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{FRAME_HEADER_BYTES, frame_crc, list_segments, segment_name};
+use crate::StorageError;
+
+/// Called with the duration of every fsync, for metrics.
+pub type SyncObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+
+/// Writer settings.
+#[derive(Clone)]
+pub struct WalConfig {
+    /// Directory of the segment files.
+    pub dir: PathBuf,
+    /// Roll to a new segment past this many bytes.
+    pub segment_bytes: u64,
+    /// Appends waiting for the writer before new ones are refused as overload.
+    pub queue_capacity: usize,
+    /// Most payload bytes written under one fsync.
+    pub max_group_bytes: usize,
+    /// Observes fsync latency and group size.
+    pub on_sync: Option<SyncObserver>,
+}
+
+impl std::fmt::Debug for WalConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("WalConfig")
+            .field("dir", &self.dir)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WalConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: 64 * 1024 * 1024,
+            queue_capacity: 256,
+            max_group_bytes: 8 * 1024 * 1024,
+            on_sync: None,
+        }
+    }
+}
+
+/// A batch that is durable, handed to the consumer in LSN order.
+#[derive(Debug, Clone)]
+pub struct CommittedBatch {
+    pub lsn: u64,
+    pub payload: Arc<Vec<u8>>,
+}
+
+/// Why an append was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("the write-ahead log queue is full")]
+    Overloaded,
+    #[error("the write-ahead log is closed")]
+    Closed,
+    #[error("the write-ahead log failed: {0}")]
+    Failed(String),
+}
+
+struct Request {
+    payload: Arc<Vec<u8>>,
+    done: oneshot::Sender<Result<u64, AppendError>>,
+}
+
+/// Handle to the writer thread; cheap to clone. The thread stops when every handle is gone.
+#[derive(Clone)]
+pub struct Wal {
+    request_tx: SyncSender<Request>,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Wal").finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Starts the writer. New frames get LSNs from `next_lsn` on. Durable batches go to
+    /// `committed_tx`; segments entirely at or below `checkpointed_lsn` are deleted on roll.
+    pub fn start(
+        config: WalConfig,
+        next_lsn: u64,
+        committed_tx: SyncSender<CommittedBatch>,
+        checkpointed_lsn: Arc<AtomicU64>,
+    ) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|source| StorageError::io("create wal directory", &config.dir, source))?;
+        let (request_tx, request_rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
+        let segment = Segment::create(&config.dir, next_lsn)?;
+        let mut writer = Writer {
+            config,
+            next_lsn,
+            segment,
+            committed_tx,
+            checkpointed_lsn,
+            buffer: Vec::with_capacity(1 << 20),
+        };
+        let thread = std::thread::Builder::new()
+            .name("mm-wal".into())
+            .spawn(move || writer.run(request_rx))
+            .map_err(|source| StorageError::io("spawn wal thread", Path::new("."), source))?;
+        Ok(Self {
+            request_tx,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Queues a batch payload. The receiver resolves with its LSN once it is durable.
+    /// Refuses at once, without waiting, when the queue is full.
+    pub fn try_append(&self, payload: Vec<u8>) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
+        let (done, receiver) = oneshot::channel();
+        let request = Request {
+            payload: Arc::new(payload),
+            done,
+        };
+        match self.request_tx.try_send(request) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_)) => Err(AppendError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(AppendError::Closed),
+        }
+    }
+
+    /// Queues a batch, waiting for room (for replay tools and tests, not request handlers).
+    pub fn append_blocking(&self, payload: Vec<u8>) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
+        let (done, receiver) = oneshot::channel();
+        self.request_tx
+            .send(Request {
+                payload: Arc::new(payload),
+                done,
+            })
+            .map_err(|_| AppendError::Closed)?;
+        Ok(receiver)
+    }
+
+    /// Drops this handle and waits for the writer to finish if it was the last one.
+    pub fn shutdown(self) {
+        let thread = self.thread.clone();
+        drop(self);
+        if Arc::strong_count(&thread) == 1
+            && let Some(handle) = thread.lock().ok().and_then(|mut guard| guard.take())
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    first_lsn: u64,
+    bytes: u64,
+}
+
+impl Segment {
+    fn create(dir: &Path, first_lsn: u64) -> Result<Self, StorageError> {
+        let path = dir.join(segment_name(first_lsn));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| StorageError::io("create wal segment", &path, source))?;
+        let bytes = file
+            .metadata()
+            .map_err(|source| StorageError::io("stat wal segment", &path, source))?
+            .len();
+        // Make the new file's directory entry durable too.
+        if let Ok(directory) = File::open(dir) {
+            let _ = directory.sync_all();
+        }
+        Ok(Self {
+            file,
+            path,
+            first_lsn,
+            bytes,
+        })
+    }
+}
+
+struct Writer {
+    config: WalConfig,
+    next_lsn: u64,
+    segment: Segment,
+    committed_tx: SyncSender<CommittedBatch>,
+    checkpointed_lsn: Arc<AtomicU64>,
+    buffer: Vec<u8>,
+}
+
+impl Writer {
+    fn run(&mut self, request_rx: Receiver<Request>) {
+        let mut group: Vec<Request> = Vec::new();
+        while let Ok(first) = request_rx.recv() {
+            let mut group_bytes = first.payload.len();
+            group.push(first);
+            while group_bytes < self.config.max_group_bytes {
+                match request_rx.try_recv() {
+                    Ok(request) => {
+                        group_bytes += request.payload.len();
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = self.commit_group(&mut group) {
+                tracing::error!(%error, "write-ahead log write failed; refusing further appends");
+                let message = error.to_string();
+                for request in group.drain(..) {
+                    let _ = request.done.send(Err(AppendError::Failed(message.clone())));
+                }
+                // Fail everything still queued, then stop: the log's tail is in doubt.
+                while let Ok(request) = request_rx.try_recv() {
+                    let _ = request.done.send(Err(AppendError::Failed(message.clone())));
+                }
+                return;
+            }
+        }
+        let _ = self.segment.file.sync_all();
+    }
+
+    fn commit_group(&mut self, group: &mut Vec<Request>) -> Result<(), StorageError> {
+        self.buffer.clear();
+        let first_lsn = self.next_lsn;
+        for request in group.iter() {
+            let lsn = self.next_lsn;
+            self.next_lsn += 1;
+            let payload = &request.payload;
+            self.buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            self.buffer.extend_from_slice(&frame_crc(lsn, payload).to_le_bytes());
+            self.buffer.extend_from_slice(&lsn.to_le_bytes());
+            self.buffer.extend_from_slice(payload);
+        }
+        debug_assert!(self.buffer.len() >= FRAME_HEADER_BYTES * group.len());
+        self.segment
+            .file
+            .write_all(&self.buffer)
+            .map_err(|source| StorageError::io("write wal segment", &self.segment.path, source))?;
+        let started = Instant::now();
+        self.segment
+            .file
+            .sync_data()
+            .map_err(|source| StorageError::io("fsync wal segment", &self.segment.path, source))?;
+        if let Some(observer) = &self.config.on_sync {
+            observer(started.elapsed(), group.len());
+        }
+        self.segment.bytes += self.buffer.len() as u64;
+        for (offset, request) in group.drain(..).enumerate() {
+            let lsn = first_lsn + offset as u64;
+            // The consumer may be slower than the disk: waiting here pushes back on
+            // appenders through the bounded queue instead of buffering without limit.
+            let forwarded = self.committed_tx.send(CommittedBatch {
+                lsn,
+                payload: request.payload,
+            });
+            let outcome = match forwarded {
+                Ok(()) => Ok(lsn),
+                Err(_) => Err(AppendError::Closed),
+            };
+            let _ = request.done.send(outcome);
+        }
+        if self.segment.bytes >= self.config.segment_bytes {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self) -> Result<(), StorageError> {
+        self.segment
+            .file
+            .sync_all()
+            .map_err(|source| StorageError::io("fsync wal segment", &self.segment.path, source))?;
+        self.segment = Segment::create(&self.config.dir, self.next_lsn)?;
+        self.delete_checkpointed();
+        Ok(())
+    }
+
+    /// Deletes segments whose every frame is covered by the checkpoint.
+    fn delete_checkpointed(&self) {
+        let checkpointed = self.checkpointed_lsn.load(Ordering::Acquire);
+        let Ok(segments) = list_segments(&self.config.dir) else {
+            return;
+        };
+        for pair in segments.windows(2) {
+            let ((_, path), (next_first_lsn, _)) = (&pair[0], &pair[1]);
+            // The segment holds LSNs below the next segment's first LSN.
+            if next_first_lsn.saturating_sub(1) <= checkpointed && *next_first_lsn <= self.segment.first_lsn {
+                if let Err(error) = std::fs::remove_file(path) {
+                    tracing::warn!(%error, segment = %path.display(), "could not delete checkpointed wal segment");
+                }
+            }
+        }
+    }
+}
