@@ -76,11 +76,17 @@ impl LatencySketch {
         self.add_to_bin(bin_of(value_ms), 1);
     }
 
-    fn add_to_bin(&mut self, bin: i16, count: u64) {
+    /// Adds `count` values to `bin` (used when merging stored sketches).
+    pub fn add_to_bin(&mut self, bin: i16, count: u64) {
         match self.bins.binary_search_by_key(&bin, |(key, _)| *key) {
             Ok(position) => self.bins[position].1 += count,
             Err(position) => self.bins.insert(position, (bin, count)),
         }
+    }
+
+    /// Adds `count` values to the zero bin.
+    pub fn add_zero_count(&mut self, count: u64) {
+        self.zero_count += count;
     }
 
     /// Adds every count of `other` to this sketch.

@@ -3,56 +3,57 @@
 //! Two min-heaps keyed by `(arrival, sequence)`: one for calls delayed by the jitter only, one
 //! for late calls. Both are valid on their own; the next call to release is the smaller of
 //! their two tops. The split keeps the busy heap small (a couple of seconds of calls) while the
-//! late heap, which can span minutes, is touched only by the few late calls. Heap entries are
-//! 24-byte keys; the calls themselves wait in a slab whose slots are reused, so sifting moves
-//! little memory.
+//! late heap, which can span minutes, is touched only by the few late calls. Queued calls are
+//! 40 bytes, so sifting moves little memory.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::generator::PendingEvent;
 
-/// Heap key: ordered by arrival, then by draw order; `slot` never decides since sequences
-/// are unique.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Key {
-    arrival_us: i64,
-    sequence: u64,
-    slot: u32,
+/// A queued call, ordered by arrival, then by draw order (sequences are unique).
+#[derive(Debug, Clone, Copy)]
+struct Queued(PendingEvent);
+
+impl Queued {
+    fn key(&self) -> (i64, u64) {
+        (self.0.arrival_us, self.0.sequence)
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct ArrivalQueue {
-    on_time: BinaryHeap<Reverse<Key>>,
-    late: BinaryHeap<Reverse<Key>>,
-    slots: Vec<PendingEvent>,
-    free_slots: Vec<u32>,
+    on_time: BinaryHeap<Reverse<Queued>>,
+    late: BinaryHeap<Reverse<Queued>>,
 }
 
 impl ArrivalQueue {
     /// Queues `event`; `late` picks the heap (either is correct, the split is for speed).
     pub fn push(&mut self, event: PendingEvent, late: bool) {
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = event;
-                slot
-            }
-            None => {
-                let slot = u32::try_from(self.slots.len())
-                    .expect("fewer than 2^32 calls wait at once: that is hours of lateness");
-                self.slots.push(event);
-                slot
-            }
-        };
-        let key = Key {
-            arrival_us: event.arrival_us,
-            sequence: event.sequence,
-            slot,
-        };
         if late {
-            self.late.push(Reverse(key));
+            self.late.push(Reverse(Queued(event)));
         } else {
-            self.on_time.push(Reverse(key));
+            self.on_time.push(Reverse(Queued(event)));
         }
     }
 
@@ -70,16 +71,15 @@ impl ArrivalQueue {
         } else {
             &mut self.late
         };
-        let Reverse(key) = *heap.peek().expect("the chosen heap has a top");
-        if key.arrival_us > ts_us {
+        let Reverse(Queued(first)) = heap.peek().expect("the chosen heap has a top");
+        if first.arrival_us > ts_us {
             return None;
         }
-        heap.pop();
-        self.free_slots.push(key.slot);
-        Some(self.slots[key.slot as usize])
+        heap.pop().map(|Reverse(Queued(event))| event)
     }
 
     /// Number of calls waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.on_time.len() + self.late.len()
     }
@@ -94,15 +94,10 @@ mod tests {
             arrival_us,
             sequence,
             ts_us: 0,
-            corr_id: 0,
-            idempotency_key: None,
-            object_id: 0,
             merchant: 0,
             latency_us: 1,
             status: 200,
             api: 0,
-            host: 0,
-            sdk: 0,
             late: false,
             in_burst: false,
         }
@@ -121,9 +116,7 @@ mod tests {
             released.push(next.sequence);
         }
         assert_eq!(released, [1, 2, 3]);
-        // Freed slots are reused.
         queue.push(event(26, 4), false);
-        assert_eq!(queue.slots.len(), 4);
         assert_eq!(queue.len(), 2);
         assert_eq!(queue.pop_arrived_by(100).map(|e| e.sequence), Some(4));
         assert_eq!(queue.pop_arrived_by(100).map(|e| e.sequence), Some(0));

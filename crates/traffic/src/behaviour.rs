@@ -22,7 +22,14 @@ fn failure_weights(profile: &ApiProfile) -> [(u16, u32); 11] {
         (400, 1_200),
         (401, 250),
         (402, if profile.can_decline { 2_500 } else { 0 }),
-        (404, if profile.addresses_object() { 1_500 } else { 80 }),
+        (
+            404,
+            if profile.addresses_object() {
+                1_500
+            } else {
+                80
+            },
+        ),
         (409, if profile.method == "POST" { 300 } else { 0 }),
         (422, 900),
     ]
@@ -80,7 +87,9 @@ pub(crate) fn sample_latency_us(
         Some(burst) if !matches!(status, 429 | 504) => latency_ms * burst.latency_factor,
         _ => latency_ms,
     };
-    (latency_ms * 1_000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32
+    (latency_ms * 1_000.0)
+        .round()
+        .clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
 /// A (merchant, API) pair in trouble during `[start_us, end_us)` of event time.
@@ -266,12 +275,21 @@ mod tests {
         let mut most_active = 0;
         while ts_us < hour {
             schedule.advance(ts_us, &merchants, &apis, &mut rng);
-            assert!(schedule.active.iter().all(|burst| burst.start_us <= ts_us && ts_us < burst.end_us));
+            assert!(
+                schedule
+                    .active
+                    .iter()
+                    .all(|burst| burst.start_us <= ts_us && ts_us < burst.end_us)
+            );
             most_active = most_active.max(schedule.active.len());
             ts_us += MICROS_PER_SECOND;
         }
         // 40 an hour on average.
-        assert!((20..65).contains(&schedule.started()), "{}", schedule.started());
+        assert!(
+            (20..65).contains(&schedule.started()),
+            "{}",
+            schedule.started()
+        );
         assert!((1..15).contains(&most_active), "{most_active}");
     }
 }

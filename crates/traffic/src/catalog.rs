@@ -63,7 +63,15 @@ const fn api(
 
 /// A dozen APIs of a card-payments platform.
 pub(crate) const APIS: [ApiProfile; 12] = [
-    api("/v1/payments", "POST", 30.0, (180.0, 0.55, 0.020), 201, true, ("/v1/payments", "", "")),
+    api(
+        "/v1/payments",
+        "POST",
+        30.0,
+        (180.0, 0.55, 0.020),
+        201,
+        true,
+        ("/v1/payments", "", ""),
+    ),
     api(
         "/v1/payments/details",
         "POST",
@@ -73,7 +81,15 @@ pub(crate) const APIS: [ApiProfile; 12] = [
         true,
         ("/v1/payments/details", "", ""),
     ),
-    api("/v1/payments/{id}", "GET", 12.0, (35.0, 0.45, 0.004), 200, false, ("/v1/payments/", "pay_", "")),
+    api(
+        "/v1/payments/{id}",
+        "GET",
+        12.0,
+        (35.0, 0.45, 0.004),
+        200,
+        false,
+        ("/v1/payments/", "pay_", ""),
+    ),
     api(
         "/v1/payments/{id}/captures",
         "POST",
@@ -92,8 +108,24 @@ pub(crate) const APIS: [ApiProfile; 12] = [
         false,
         ("/v1/payments/", "pay_", "/cancels"),
     ),
-    api("/v1/refunds", "POST", 4.0, (150.0, 0.50, 0.010), 201, false, ("/v1/refunds", "", "")),
-    api("/v1/tokens", "POST", 10.0, (25.0, 0.35, 0.002), 201, false, ("/v1/tokens", "", "")),
+    api(
+        "/v1/refunds",
+        "POST",
+        4.0,
+        (150.0, 0.50, 0.010),
+        201,
+        false,
+        ("/v1/refunds", "", ""),
+    ),
+    api(
+        "/v1/tokens",
+        "POST",
+        10.0,
+        (25.0, 0.35, 0.002),
+        201,
+        false,
+        ("/v1/tokens", "", ""),
+    ),
     api(
         "/v1/paymentMethods",
         "POST",
@@ -103,10 +135,42 @@ pub(crate) const APIS: [ApiProfile; 12] = [
         false,
         ("/v1/paymentMethods", "", ""),
     ),
-    api("/v1/sessions", "POST", 8.0, (90.0, 0.45, 0.006), 201, false, ("/v1/sessions", "", "")),
-    api("/v1/balance", "GET", 5.0, (45.0, 0.40, 0.004), 200, false, ("/v1/balance", "", "")),
-    api("/v1/payouts", "POST", 2.5, (600.0, 0.50, 0.030), 201, true, ("/v1/payouts", "", "")),
-    api("/v1/disputes/{id}", "GET", 2.5, (80.0, 0.45, 0.006), 200, false, ("/v1/disputes/", "dp_", "")),
+    api(
+        "/v1/sessions",
+        "POST",
+        8.0,
+        (90.0, 0.45, 0.006),
+        201,
+        false,
+        ("/v1/sessions", "", ""),
+    ),
+    api(
+        "/v1/balance",
+        "GET",
+        5.0,
+        (45.0, 0.40, 0.004),
+        200,
+        false,
+        ("/v1/balance", "", ""),
+    ),
+    api(
+        "/v1/payouts",
+        "POST",
+        2.5,
+        (600.0, 0.50, 0.030),
+        201,
+        true,
+        ("/v1/payouts", "", ""),
+    ),
+    api(
+        "/v1/disputes/{id}",
+        "GET",
+        2.5,
+        (80.0, 0.45, 0.006),
+        200,
+        false,
+        ("/v1/disputes/", "dp_", ""),
+    ),
 ];
 
 /// Cloud regions the gateways run in; a merchant is served from its home region.
@@ -185,11 +249,46 @@ pub(crate) const PARTNERS: [&str; 20] = [
 ];
 
 const BRANDS: [&str; 40] = [
-    "Acme", "Globex", "Initech", "Umbrella", "Northwind", "Contoso", "Stark", "Wayne", "Hooli",
-    "Vandelay", "Soylent", "Tyrell", "Cyberdyne", "Wonka", "Oscorp", "Pied", "Aperture",
-    "Gringotts", "Monarch", "Dunder", "Massive", "Virtucon", "Ollivander", "Krusty", "Bluth",
-    "Sterling", "Prestige", "Zorg", "Nakatomi", "Gekko", "Duff", "Mooby", "Paddys", "Lacuna",
-    "Rekall", "Weyland", "Yoyodyne", "Spacely", "Cogswell", "Ajax",
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Northwind",
+    "Contoso",
+    "Stark",
+    "Wayne",
+    "Hooli",
+    "Vandelay",
+    "Soylent",
+    "Tyrell",
+    "Cyberdyne",
+    "Wonka",
+    "Oscorp",
+    "Pied",
+    "Aperture",
+    "Gringotts",
+    "Monarch",
+    "Dunder",
+    "Massive",
+    "Virtucon",
+    "Ollivander",
+    "Krusty",
+    "Bluth",
+    "Sterling",
+    "Prestige",
+    "Zorg",
+    "Nakatomi",
+    "Gekko",
+    "Duff",
+    "Mooby",
+    "Paddys",
+    "Lacuna",
+    "Rekall",
+    "Weyland",
+    "Yoyodyne",
+    "Spacely",
+    "Cogswell",
+    "Ajax",
 ];
 
 const SECTORS: [&str; 20] = [
@@ -268,10 +367,24 @@ mod tests {
         let table = MerchantTable::generate(20_000, &mut rng);
         let unique: HashSet<&String> = table.names.iter().collect();
         assert_eq!(unique.len(), 20_000);
-        assert!(table.partners.iter().flatten().all(|&p| usize::from(p) < PARTNERS.len()));
-        assert!(table.regions.iter().all(|&r| usize::from(r) < REGIONS.len()));
+        assert!(
+            table
+                .partners
+                .iter()
+                .flatten()
+                .all(|&p| usize::from(p) < PARTNERS.len())
+        );
+        assert!(
+            table
+                .regions
+                .iter()
+                .all(|&r| usize::from(r) < REGIONS.len())
+        );
         let partnered = table.partners.iter().filter(|p| p.is_some()).count();
-        assert!((3_000..5_000).contains(&partnered), "{partnered} partner merchants");
+        assert!(
+            (3_000..5_000).contains(&partnered),
+            "{partnered} partner merchants"
+        );
     }
 
     #[test]

@@ -52,7 +52,10 @@ impl TrafficConfig {
 
     /// Panics with a message naming the field when a setting cannot be honoured.
     pub(crate) fn assert_valid(&self) {
-        assert!(self.merchants >= 1, "TrafficConfig::merchants must be at least 1");
+        assert!(
+            self.merchants >= 1,
+            "TrafficConfig::merchants must be at least 1"
+        );
         assert!(
             u32::try_from(self.merchants).is_ok(),
             "TrafficConfig::merchants must fit in a u32"

@@ -123,7 +123,10 @@ impl NdjsonWriter {
             self.cached_date.clear();
             write_rfc3339(day * MICROS_PER_DAY, &mut self.cached_date);
             // Keep the date and the `T`; the time of day is written below.
-            let time_at = self.cached_date.find('T').map_or(self.cached_date.len(), |at| at + 1);
+            let time_at = self
+                .cached_date
+                .find('T')
+                .map_or(self.cached_date.len(), |at| at + 1);
             self.cached_date.truncate(time_at);
             self.cached_day = Some(day);
         }
@@ -148,9 +151,9 @@ pub(crate) fn write_json_string(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     // Nearly every string is clean: check all bytes without branching (this vectorises), then
     // copy them in one go.
-    let needs_escape = bytes
-        .iter()
-        .fold(false, |found, &byte| found | (byte < 0x20) | (byte == b'"') | (byte == b'\\'));
+    let needs_escape = bytes.iter().fold(false, |found, &byte| {
+        found | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+    });
     if !needs_escape {
         out.extend_from_slice(bytes);
         out.push(b'"');
@@ -248,7 +251,14 @@ mod tests {
 
     #[test]
     fn escaper_matches_serde_json() {
-        for text in ["", "plain", "quote\"back\\slash", "line\nfeed\ttab\r", "\u{1}\u{1f}\u{7f}", "é€😀"] {
+        for text in [
+            "",
+            "plain",
+            "quote\"back\\slash",
+            "line\nfeed\ttab\r",
+            "\u{1}\u{1f}\u{7f}",
+            "é€😀",
+        ] {
             let written = json_string(text);
             let parsed: String = serde_json::from_str(&written).expect("escaped string parses");
             assert_eq!(parsed, text);
@@ -268,7 +278,10 @@ mod tests {
         write_millis(0.0004, &mut out);
         out.push(b' ');
         write_millis(30_000.5, &mut out);
-        assert_eq!(String::from_utf8_lossy(&out), "0 18446744073709551615 25.040 0.000 30000.500");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "0 18446744073709551615 25.040 0.000 30000.500"
+        );
 
         let mut hex = String::new();
         write_hex_u128(0xabc, &mut hex);
@@ -278,7 +291,13 @@ mod tests {
     #[test]
     fn timestamps_have_six_fraction_digits_and_parse_back() {
         let mut writer = NdjsonWriter::default();
-        for ts_us in [0, 1_795_791_600_000_000, 1_795_791_600_000_050, 1_795_791_659_999_999, -1] {
+        for ts_us in [
+            0,
+            1_795_791_600_000_000,
+            1_795_791_600_000_050,
+            1_795_791_659_999_999,
+            -1,
+        ] {
             let mut out = Vec::new();
             writer.write_timestamp(ts_us, &mut out);
             let text = String::from_utf8(out).expect("timestamps are ASCII");

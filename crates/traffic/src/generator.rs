@@ -23,28 +23,42 @@ const IDEMPOTENCY_KEY_CHANCE: f64 = 0.5;
 /// Length of the random part of object ids in paths (`pay_k3j9x0q2m8zt`).
 const OBJECT_ID_CHARS: usize = 12;
 
-/// A drawn call before its strings are rendered: small and `Copy`, so the queue stays compact.
+/// A drawn call waiting for its arrival: only what must be decided at event time (the
+/// burst state, hence status and latency) and what orders the queue. Small and `Copy`, so
+/// the queue stays compact.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PendingEvent {
     pub arrival_us: i64,
     /// Draw order: breaks ties between equal arrivals, so the order is total and seeded.
     pub sequence: u64,
     pub ts_us: i64,
-    pub corr_id: u128,
-    pub idempotency_key: Option<u128>,
-    /// Random id of the object the path addresses (unused by routes without `{id}`).
-    pub object_id: u64,
     pub merchant: u32,
     pub latency_us: u32,
     pub status: u16,
     pub api: u8,
-    pub host: u8,
-    pub sdk: u8,
     /// Whether the call was drawn as late (its delay may still be short).
     pub late: bool,
     /// Whether the call fell into an error burst (kept for tests; not part of the output).
-    #[cfg_attr(not(test), expect(dead_code, reason = "only tests look behind the output"))]
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "only tests look behind the output")
+    )]
     pub in_burst: bool,
+}
+
+/// A released call with the attributes that need not wait in the queue, drawn on release
+/// from their own random stream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReleasedCall {
+    pub pending: PendingEvent,
+    pub corr_id: u128,
+    pub idempotency_key: Option<u128>,
+    /// Random id of the object the path addresses (unused by routes without `{id}`).
+    pub object_id: u64,
+    /// Index into [`HOSTS`].
+    pub host: u8,
+    /// Index into [`SDKS`].
+    pub sdk: u8,
 }
 
 /// An endless, seeded stream of API calls in arrival order. See the crate docs.
@@ -55,7 +69,10 @@ pub struct TrafficGenerator {
     merchant_volume: WeightedIndex,
     api_share: WeightedIndex,
     bursts: BurstSchedule,
+    /// Draws calls in event-time order.
     rng: Rng,
+    /// Draws the attributes of released calls, in arrival order.
+    release_rng: Rng,
     /// Mean event-time gap between calls.
     mean_gap_us: f64,
     /// Event time elapsed since `start_ts_us` on the Poisson clock, fractional so that
@@ -81,6 +98,7 @@ impl TrafficGenerator {
         let merchant_volume = WeightedIndex::zipf(config.merchants, config.zipf_exponent);
         let api_share = WeightedIndex::new(APIS.iter().map(|profile| profile.share));
         let bursts = BurstSchedule::new(BurstSettings::default(), config.start_ts_us, &mut rng);
+        let release_rng = Rng::with_seed(rng.u64(..));
         TrafficGenerator {
             mean_gap_us: 1_000_000.0 / config.events_per_second,
             elapsed_us: 0.0,
@@ -93,6 +111,7 @@ impl TrafficGenerator {
             api_share,
             bursts,
             rng,
+            release_rng,
         }
     }
 
@@ -123,13 +142,39 @@ impl TrafficGenerator {
     }
 
     /// The next call in arrival order, not yet rendered.
-    pub(crate) fn next_pending(&mut self) -> PendingEvent {
-        loop {
-            if let Some(event) = self.queue.pop_arrived_by(self.newest_ts_us) {
-                return event;
+    pub(crate) fn next_call(&mut self) -> ReleasedCall {
+        let pending = loop {
+            if let Some(pending) = self.queue.pop_arrived_by(self.newest_ts_us) {
+                break pending;
             }
-            let event = self.draw();
-            self.queue.push(event, event.late);
+            let pending = self.draw();
+            self.queue.push(pending, pending.late);
+        };
+        let rng = &mut self.release_rng;
+        let merchant_index = pending.merchant as usize;
+        let profile = &APIS[usize::from(pending.api)];
+        let region = usize::from(self.merchants.regions[merchant_index]);
+        let host = (region * HOSTS_PER_REGION + rng.usize(..HOSTS_PER_REGION)) as u8;
+        let sdk = if rng.f64() < OTHER_SDK_CHANCE {
+            rng.u8(..SDKS.len() as u8)
+        } else {
+            self.merchants.sdks[merchant_index]
+        };
+        let corr_id = rng.u128(..);
+        let object_id = if profile.addresses_object() {
+            rng.u64(..)
+        } else {
+            0
+        };
+        let idempotency_key =
+            (profile.method == "POST" && rng.f64() < IDEMPOTENCY_KEY_CHANCE).then(|| rng.u128(..));
+        ReleasedCall {
+            pending,
+            corr_id,
+            idempotency_key,
+            object_id,
+            host,
+            sdk,
         }
     }
 
@@ -138,7 +183,8 @@ impl TrafficGenerator {
         let ts_us = self.config.start_ts_us + self.elapsed_us as i64;
         self.elapsed_us += exponential(self.mean_gap_us, &mut self.rng);
         self.newest_ts_us = ts_us;
-        self.bursts.advance(ts_us, &self.merchant_volume, &self.api_share, &mut self.rng);
+        self.bursts
+            .advance(ts_us, &self.merchant_volume, &self.api_share, &mut self.rng);
 
         let rng = &mut self.rng;
         let merchant = self.merchant_volume.sample(rng) as u32;
@@ -147,7 +193,6 @@ impl TrafficGenerator {
         let burst = self.bursts.find(merchant, api);
         let status = sample_status(profile, burst, rng);
         let latency_us = sample_latency_us(profile, status, burst, rng);
-
         let late = rng.f64() < self.config.late_fraction;
         let delay_us = if late {
             rng.i64(0..=self.config.max_lateness_us)
@@ -157,62 +202,47 @@ impl TrafficGenerator {
             0
         };
 
-        let merchant_index = merchant as usize;
-        let region = usize::from(self.merchants.regions[merchant_index]);
-        let host = (region * HOSTS_PER_REGION + rng.usize(..HOSTS_PER_REGION)) as u8;
-        let sdk = if rng.f64() < OTHER_SDK_CHANCE {
-            rng.u8(..SDKS.len() as u8)
-        } else {
-            self.merchants.sdks[merchant_index]
-        };
-        let corr_id = rng.u128(..);
-        let object_id = if profile.addresses_object() { rng.u64(..) } else { 0 };
-        let idempotency_key = (profile.method == "POST" && rng.f64() < IDEMPOTENCY_KEY_CHANCE)
-            .then(|| rng.u128(..));
-
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         PendingEvent {
             arrival_us: ts_us + delay_us,
             sequence,
             ts_us,
-            corr_id,
-            idempotency_key,
-            object_id,
             merchant,
             latency_us,
             status,
             api,
-            host,
-            sdk,
             late,
             in_burst: burst.is_some(),
         }
     }
 
-    /// Renders `pending` into `event`, reusing the event's string buffers.
-    pub(crate) fn render(&self, pending: &PendingEvent, event: &mut GeneratedEvent) {
+    /// Renders `call` into `event`, reusing the event's string buffers.
+    pub(crate) fn render(&self, call: &ReleasedCall, event: &mut GeneratedEvent) {
+        let pending = &call.pending;
         let merchant_index = pending.merchant as usize;
         let profile = &APIS[usize::from(pending.api)];
-        let host = usize::from(pending.host);
+        let host = usize::from(call.host);
 
         event.ts_us = pending.ts_us;
         event.arrival_us = pending.arrival_us;
         event.merchant.clear();
-        event.merchant.push_str(&self.merchants.names[merchant_index]);
+        event
+            .merchant
+            .push_str(&self.merchants.names[merchant_index]);
         event.api = profile.route;
         event.method = profile.method;
         event.path.clear();
         event.path.push_str(profile.path_head);
         if profile.addresses_object() {
             event.path.push_str(profile.id_prefix);
-            push_base36(pending.object_id, OBJECT_ID_CHARS, &mut event.path);
+            push_base36(call.object_id, OBJECT_ID_CHARS, &mut event.path);
         }
         event.path.push_str(profile.path_tail);
         event.status = pending.status;
         event.latency_ms = f64::from(pending.latency_us) / 1_000.0;
         event.corr_id.clear();
-        write_hex_u128(pending.corr_id, &mut event.corr_id);
+        write_hex_u128(call.corr_id, &mut event.corr_id);
         match self.merchants.partners[merchant_index] {
             Some(partner) => {
                 let name = PARTNERS[usize::from(partner)];
@@ -224,8 +254,8 @@ impl TrafficGenerator {
         }
         event.host = HOSTS[host];
         event.region = REGIONS[host / HOSTS_PER_REGION];
-        event.sdk = SDKS[usize::from(pending.sdk)];
-        match pending.idempotency_key {
+        event.sdk = SDKS[usize::from(call.sdk)];
+        match call.idempotency_key {
             Some(key) => {
                 let buffer = event.idempotency_key.get_or_insert_with(String::new);
                 buffer.clear();
@@ -241,9 +271,9 @@ impl Iterator for TrafficGenerator {
 
     /// Never returns `None`: the stream is endless.
     fn next(&mut self) -> Option<GeneratedEvent> {
-        let pending = self.next_pending();
+        let call = self.next_call();
         let mut event = GeneratedEvent::empty();
-        self.render(&pending, &mut event);
+        self.render(&call, &mut event);
         Some(event)
     }
 }
@@ -259,9 +289,8 @@ fn push_base36(mut value: u64, count: usize, out: &mut String) {
 
 /// Appends `value` as a version-4 UUID (`8-4-4-4-12` lowercase hex), as clients send them.
 fn write_uuid_v4(value: u128, out: &mut String) {
-    let with_version_and_variant = (value & !(0xf_u128 << 76) & !(0x3_u128 << 62))
-        | (0x4_u128 << 76)
-        | (0x2_u128 << 62);
+    let with_version_and_variant =
+        (value & !(0xf_u128 << 76) & !(0x3_u128 << 62)) | (0x4_u128 << 76) | (0x2_u128 << 62);
     let hex = hex_digits(with_version_and_variant);
     let mut uuid = [b'-'; 36];
     for (from, to, length) in [(0, 0, 8), (8, 9, 4), (12, 14, 4), (16, 19, 4), (20, 24, 12)] {
@@ -296,7 +325,7 @@ mod tests {
         let mut generator = TrafficGenerator::new(config);
         let mut largest = 0;
         for _ in 0..300_000 {
-            generator.next_pending();
+            generator.next_call();
             largest = largest.max(generator.queued());
         }
         assert!(largest as f64 <= window_events * 1.1, "{largest} queued");
@@ -319,7 +348,7 @@ mod tests {
         // Calls and 5xx per (merchant, api, minute), to see the bursts from the outside too.
         let mut per_pair_minute: HashMap<(u32, u8, i64), (u32, u32)> = HashMap::new();
         for _ in 0..200_000 {
-            let event = generator.next_pending();
+            let event = generator.next_call().pending;
             let server_error = u32::from(event.status >= 500);
             if event.in_burst {
                 burst_calls += 1;
@@ -328,12 +357,20 @@ mod tests {
                 calm_calls += 1;
                 calm_errors += server_error;
             }
-            let key = (event.merchant, event.api, event.ts_us.div_euclid(MICROS_PER_MINUTE));
+            let key = (
+                event.merchant,
+                event.api,
+                event.ts_us.div_euclid(MICROS_PER_MINUTE),
+            );
             let counts = per_pair_minute.entry(key).or_default();
             counts.0 += 1;
             counts.1 += server_error;
         }
-        assert!(generator.bursts_started() >= 5, "{} bursts", generator.bursts_started());
+        assert!(
+            generator.bursts_started() >= 5,
+            "{} bursts",
+            generator.bursts_started()
+        );
         assert!(burst_calls >= 500, "{burst_calls} calls in bursts");
         let burst_share = f64::from(burst_errors) / f64::from(burst_calls);
         let calm_share = f64::from(calm_errors) / f64::from(calm_calls);
@@ -341,7 +378,9 @@ mod tests {
         assert!((0.001..0.006).contains(&calm_share), "{calm_share}");
         let troubled = per_pair_minute
             .values()
-            .filter(|(calls, errors)| *calls >= 20 && f64::from(*errors) >= 0.25 * f64::from(*calls))
+            .filter(|(calls, errors)| {
+                *calls >= 20 && f64::from(*errors) >= 0.25 * f64::from(*calls)
+            })
             .count();
         assert!(troubled >= 1, "no (merchant, api, minute) with many 5xx");
     }

@@ -37,7 +37,9 @@ impl WeightedIndex {
         let target = rng.f64() * total;
         // The first index whose cumulative weight exceeds the target; zero weights are never
         // picked. The `min` guards against rounding at the very top.
-        let index = self.cumulative.partition_point(|&cumulative| cumulative <= target);
+        let index = self
+            .cumulative
+            .partition_point(|&cumulative| cumulative <= target);
         index.min(self.cumulative.len() - 1)
     }
 }
@@ -90,7 +92,10 @@ mod tests {
         let normals: Vec<f64> = (0..draws).map(|_| standard_normal(&mut rng)).collect();
         let mean = normals.iter().sum::<f64>() / draws as f64;
         let variance = normals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / draws as f64;
-        assert!(mean.abs() < 0.02 && (variance - 1.0).abs() < 0.03, "{mean} {variance}");
+        assert!(
+            mean.abs() < 0.02 && (variance - 1.0).abs() < 0.03,
+            "{mean} {variance}"
+        );
         let gaps = (0..draws).map(|_| exponential(50.0, &mut rng)).sum::<f64>();
         assert!((gaps / draws as f64 - 50.0).abs() < 1.0);
     }

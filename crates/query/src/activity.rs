@@ -1,0 +1,293 @@
+//! The three rollup queries.
+
+use std::collections::BTreeMap;
+
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup};
+use mm_model::sketch::{LatencySketch, SketchAccumulator};
+use mm_model::time::{self, MICROS_PER_MINUTE};
+use mm_storage::codec::RollupView;
+use mm_storage::rollups::RollupStore;
+use serde::Serialize;
+
+use crate::params::{ApiSort, MerchantSort, Period, Step};
+use crate::{QueryError, round_ms};
+
+/// Most buckets one activity answer may hold.
+pub const MAX_BUCKETS: i64 = 20_000;
+
+/// One bucket of a merchant's activity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActivityBucket {
+    pub start: String,
+    pub calls: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub error_rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+/// `GET /v1/merchants/{merchant}/activity`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActivityResponse {
+    pub merchant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    pub step: &'static str,
+    pub buckets: Vec<ActivityBucket>,
+}
+
+/// One API of a merchant over a period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiRow {
+    pub api: String,
+    pub calls: u64,
+    /// Calls per exact status code (as a string key).
+    pub status: BTreeMap<String, u64>,
+    pub error_rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+/// `GET /v1/merchants/{merchant}/apis`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApisResponse {
+    pub merchant: String,
+    pub apis: Vec<ApiRow>,
+}
+
+/// One merchant of the ranking.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MerchantRow {
+    pub merchant: String,
+    pub calls: u64,
+    /// Server errors (5xx).
+    pub errors: u64,
+    pub error_rate: f64,
+}
+
+/// `GET /v1/merchants`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MerchantsResponse {
+    pub merchants: Vec<MerchantRow>,
+}
+
+/// Accumulates stored rollups into one merged rollup.
+#[derive(Debug, Default)]
+struct Merge {
+    calls: u64,
+    status: BTreeMap<u16, u64>,
+    latency_min_us: u64,
+    latency_max_us: u64,
+    latency_sum_us: u64,
+    sketch: SketchAccumulator,
+}
+
+impl Merge {
+    fn add(&mut self, view: &RollupView<'_>) {
+        if view.calls == 0 {
+            return;
+        }
+        if self.calls == 0 {
+            self.latency_min_us = view.latency_min_us;
+            self.latency_max_us = view.latency_max_us;
+        } else {
+            self.latency_min_us = self.latency_min_us.min(view.latency_min_us);
+            self.latency_max_us = self.latency_max_us.max(view.latency_max_us);
+        }
+        self.calls += view.calls;
+        self.latency_sum_us += view.latency_sum_us;
+        for (code, count) in view.status() {
+            *self.status.entry(code).or_default() += count;
+        }
+        self.sketch.add_parts(view.zero_count, view.bins());
+    }
+
+    fn finish(&self) -> Rollup {
+        Rollup {
+            calls: self.calls,
+            status: self.status.iter().map(|(code, count)| (*code, *count)).collect(),
+            latency_sum_us: self.latency_sum_us,
+            latency_min_us: self.latency_min_us,
+            latency_max_us: self.latency_max_us,
+            sketch: if self.calls == 0 { LatencySketch::new() } else { self.sketch.finish() },
+        }
+    }
+}
+
+struct Percentiles {
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+}
+
+fn percentiles(rollup: &Rollup) -> Percentiles {
+    let at = |q: f64| rollup.quantile_ms(q).map(round_ms);
+    Percentiles {
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: (rollup.calls > 0).then(|| round_ms(rollup.max_ms())),
+    }
+}
+
+fn bucket(start_minute: i64, rollup: &Rollup) -> ActivityBucket {
+    let classes = rollup.classes();
+    let latency = percentiles(rollup);
+    ActivityBucket {
+        start: time::format_rfc3339(start_minute * MICROS_PER_MINUTE),
+        calls: rollup.calls,
+        status_2xx: classes.status_2xx,
+        status_3xx: classes.status_3xx,
+        status_4xx: classes.status_4xx,
+        status_5xx: classes.status_5xx,
+        error_rate: rollup.error_rate(),
+        p50_ms: latency.p50,
+        p95_ms: latency.p95,
+        p99_ms: latency.p99,
+        max_ms: latency.max,
+    }
+}
+
+/// A merchant's activity over `period` in buckets of `step`, for all APIs or one. Buckets are
+/// aligned to UTC step boundaries and every bucket of the period is present.
+pub fn activity(
+    store: &RollupStore,
+    merchant: &str,
+    api: Option<&str>,
+    period: Period,
+    step: Step,
+) -> Result<ActivityResponse, QueryError> {
+    if api == Some(MERCHANT_TOTAL_API) {
+        return Err(QueryError::InvalidParameter("api must not be empty".into()));
+    }
+    let step_minutes = step.minutes();
+    let first_bucket = period.from_minute().div_euclid(step_minutes) * step_minutes;
+    let end_minute = period.to_minute_exclusive();
+    let bucket_count = (end_minute - first_bucket + step_minutes - 1) / step_minutes;
+    if bucket_count > MAX_BUCKETS {
+        return Err(QueryError::InvalidParameter(format!(
+            "{bucket_count} buckets of {} are too many (at most {MAX_BUCKETS}); choose a larger step",
+            step.as_str()
+        )));
+    }
+    let series_api = api.unwrap_or(MERCHANT_TOTAL_API);
+    let mut buckets = Vec::with_capacity(bucket_count as usize);
+    let mut current: Option<(i64, Merge)> = None;
+    let mut next_bucket = first_bucket;
+    let flush = |start: i64, merge: &Merge, buckets: &mut Vec<ActivityBucket>, next_bucket: &mut i64| {
+        while *next_bucket < start {
+            buckets.push(bucket(*next_bucket, &Rollup::default()));
+            *next_bucket += step_minutes;
+        }
+        buckets.push(bucket(start, &merge.finish()));
+        *next_bucket = start + step_minutes;
+    };
+    store.scan_series(merchant, series_api, first_bucket, first_bucket + bucket_count * step_minutes, |minute, view| {
+        let start = minute.div_euclid(step_minutes) * step_minutes;
+        match &mut current {
+            Some((bucket_start, merge)) if *bucket_start == start => merge.add(view),
+            _ => {
+                if let Some((bucket_start, merge)) = current.take() {
+                    flush(bucket_start, &merge, &mut buckets, &mut next_bucket);
+                }
+                let mut merge = Merge::default();
+                merge.add(view);
+                current = Some((start, merge));
+            }
+        }
+    })?;
+    if let Some((bucket_start, merge)) = current.take() {
+        flush(bucket_start, &merge, &mut buckets, &mut next_bucket);
+    }
+    while (buckets.len() as i64) < bucket_count {
+        buckets.push(bucket(next_bucket, &Rollup::default()));
+        next_bucket += step_minutes;
+    }
+    Ok(ActivityResponse {
+        merchant: merchant.to_owned(),
+        api: api.map(str::to_owned),
+        step: step.as_str(),
+        buckets,
+    })
+}
+
+/// Every API a merchant called in `period`, with counts per status code and percentiles.
+pub fn apis(store: &RollupStore, merchant: &str, period: Period, sort: ApiSort) -> Result<ApisResponse, QueryError> {
+    let mut per_api: BTreeMap<String, Merge> = BTreeMap::new();
+    store.scan_merchant_apis(merchant, period.from_minute(), period.to_minute_exclusive(), |api, _, view| {
+        match per_api.get_mut(api) {
+            Some(merge) => merge.add(view),
+            None => {
+                let mut merge = Merge::default();
+                merge.add(view);
+                per_api.insert(api.to_owned(), merge);
+            }
+        }
+    })?;
+    let mut rows: Vec<(ApiRow, f64, u64)> = per_api
+        .into_iter()
+        .map(|(api, merge)| {
+            let rollup = merge.finish();
+            let latency = percentiles(&rollup);
+            let errors = rollup.classes().status_5xx;
+            let row = ApiRow {
+                api,
+                calls: rollup.calls,
+                status: rollup.status.iter().map(|(code, count)| (code.to_string(), *count)).collect(),
+                error_rate: rollup.error_rate(),
+                p50_ms: latency.p50,
+                p95_ms: latency.p95,
+                p99_ms: latency.p99,
+                max_ms: latency.max,
+            };
+            (row, latency.p99.unwrap_or(0.0), errors)
+        })
+        .collect();
+    rows.sort_by(|(left, left_p99, left_errors), (right, right_p99, right_errors)| match sort {
+        ApiSort::Calls => right.calls.cmp(&left.calls).then_with(|| left.api.cmp(&right.api)),
+        ApiSort::Errors => right_errors.cmp(left_errors).then_with(|| left.api.cmp(&right.api)),
+        ApiSort::ErrorRate => right.error_rate.total_cmp(&left.error_rate).then_with(|| left.api.cmp(&right.api)),
+        ApiSort::P99 => right_p99.total_cmp(left_p99).then_with(|| left.api.cmp(&right.api)),
+        ApiSort::Api => left.api.cmp(&right.api),
+    });
+    Ok(ApisResponse {
+        merchant: merchant.to_owned(),
+        apis: rows.into_iter().map(|(row, _, _)| row).collect(),
+    })
+}
+
+/// The top `limit` merchants of `period` by `sort`.
+pub fn merchants(store: &RollupStore, period: Period, sort: MerchantSort, limit: usize) -> Result<MerchantsResponse, QueryError> {
+    let totals = store.merchant_totals(period.from_minute(), period.to_minute_exclusive())?;
+    let mut rows: Vec<MerchantRow> = totals
+        .into_iter()
+        .filter(|(_, totals)| totals.calls > 0)
+        .map(|(merchant, totals)| MerchantRow {
+            merchant,
+            calls: totals.calls,
+            errors: totals.classes.status_5xx,
+            error_rate: totals.classes.status_5xx as f64 / totals.calls as f64,
+        })
+        .collect();
+    rows.sort_by(|left, right| {
+        let order = match sort {
+            MerchantSort::Calls => right.calls.cmp(&left.calls),
+            MerchantSort::Errors => right.errors.cmp(&left.errors),
+            MerchantSort::ErrorRate => right.error_rate.total_cmp(&left.error_rate),
+        };
+        order.then_with(|| left.merchant.cmp(&right.merchant))
+    });
+    rows.truncate(limit);
+    Ok(MerchantsResponse { merchants: rows })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! Every metric Merchant Monitor exposes, defined in one place.
+//!
+//! Names follow `mm_<component>_<what>_<unit>`; counters get `_total` on exposition. The
+//! [`Metrics`] value is created once by the binary and passed to each component; there are
+//! no global registries.
+//!
+//! ```
+//! let metrics = mm_telemetry::Metrics::new();
+//! metrics.ingest_events.inc_by(3);
+//! assert!(metrics.render().contains("mm_ingest_events_total 3"));
+//! ```
+
+use std::sync::atomic::AtomicU64;
+
+use mm_model::mapping::RejectReason;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label of a rejection counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// Label of an activity-stream counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Label of an HTTP refusal counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+/// Handles to every metric.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Events accepted by ingest (durable).
+    pub ingest_events: Counter,
+    /// Request body bytes received by ingest (before decompression).
+    pub ingest_bytes: Counter,
+    /// Records rejected by ingest, by reason.
+    pub ingest_rejected: Family<ReasonLabel, Counter>,
+    /// Ingest requests refused whole (400, 401, 413, 429, 503), by status.
+    pub ingest_refused: Family<StatusLabel, Counter>,
+    /// Events whose window had already closed (applied as corrections).
+    pub window_late_events: Counter,
+    /// Windows closed and written final.
+    pub window_closed: Counter,
+    /// Correction records written and emitted.
+    pub window_corrections: Counter,
+    /// Open windows, merchant-wide series included.
+    pub window_open: Gauge,
+    /// Wall clock minus watermark, in seconds.
+    pub window_watermark_delay_seconds: Gauge<f64, AtomicU64>,
+    /// WAL fsync latency.
+    pub wal_fsync_seconds: Histogram,
+    /// Batches per WAL fsync (group commit size).
+    pub wal_group_batches: Histogram,
+    /// Last checkpointed WAL position.
+    pub wal_checkpointed_lsn: Gauge,
+    /// Rollup store checkpoint commit latency.
+    pub store_write_seconds: Histogram,
+    /// Records emitted on the activity stream, by kind (final, correction).
+    pub activity_records: Family<KindLabel, Counter>,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ]
+    .into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            ingest_events: Counter::default(),
+            ingest_bytes: Counter::default(),
+            ingest_rejected: Family::default(),
+            ingest_refused: Family::default(),
+            window_late_events: Counter::default(),
+            window_closed: Counter::default(),
+            window_corrections: Counter::default(),
+            window_open: Gauge::default(),
+            window_watermark_delay_seconds: Gauge::default(),
+            wal_fsync_seconds: Histogram::new(latency_buckets()),
+            wal_group_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0].into_iter()),
+            wal_checkpointed_lsn: Gauge::default(),
+            store_write_seconds: Histogram::new(latency_buckets()),
+            activity_records: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("mm_ingest_events", "Events accepted by ingest (durable)", metrics.ingest_events.clone());
+        registry.register("mm_ingest_bytes", "Request body bytes received by ingest", metrics.ingest_bytes.clone());
+        registry.register("mm_ingest_rejected", "Records rejected by ingest, by reason", metrics.ingest_rejected.clone());
+        registry.register("mm_ingest_refused", "Ingest requests refused whole, by HTTP status", metrics.ingest_refused.clone());
+        registry.register("mm_window_late_events", "Events later than grace, applied as corrections", metrics.window_late_events.clone());
+        registry.register("mm_window_closed", "Windows closed and written final", metrics.window_closed.clone());
+        registry.register("mm_window_corrections", "Correction records written and emitted", metrics.window_corrections.clone());
+        registry.register("mm_window_open", "Open windows", metrics.window_open.clone());
+        registry.register(
+            "mm_window_watermark_delay_seconds",
+            "Wall clock minus the watermark",
+            metrics.window_watermark_delay_seconds.clone(),
+        );
+        registry.register("mm_wal_fsync_seconds", "Write-ahead log fsync latency", metrics.wal_fsync_seconds.clone());
+        registry.register("mm_wal_group_batches", "Batches made durable by one fsync", metrics.wal_group_batches.clone());
+        registry.register("mm_wal_checkpointed_lsn", "Last checkpointed WAL position", metrics.wal_checkpointed_lsn.clone());
+        registry.register("mm_store_write_seconds", "Rollup store checkpoint commit latency", metrics.store_write_seconds.clone());
+        registry.register("mm_activity_records", "Activity records emitted, by kind", metrics.activity_records.clone());
+        // Pre-create every rejection reason so dashboards see zeros, not gaps.
+        for reason in RejectReason::ALL {
+            let _ = metrics.ingest_rejected.get_or_create(&ReasonLabel { reason: reason.as_str() });
+        }
+        Self { registry, ..metrics }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts a rejected record.
+    pub fn reject(&self, reason: RejectReason) {
+        self.ingest_rejected.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
+    }
+
+    /// Counts a refused request.
+    pub fn refuse(&self, status: u16) {
+        self.ingest_refused.get_or_create(&StatusLabel { status }).inc();
+    }
+}
