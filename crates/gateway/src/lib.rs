@@ -50,7 +50,10 @@ pub enum BodyError {
     #[error("unsupported content-encoding {0:?} (use gzip, zstd or identity)")]
     UnsupportedEncoding(String),
     #[error("body could not be decompressed as {encoding}: {detail}")]
-    Decompress { encoding: &'static str, detail: String },
+    Decompress {
+        encoding: &'static str,
+        detail: String,
+    },
     #[error("decompressed body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("body is not a readable JSON array: {0}")]
@@ -84,8 +87,15 @@ pub struct ProcessedBody {
 }
 
 /// Decompresses `body` according to its `Content-Encoding`.
-pub fn decode_body<'a>(encoding: Option<&str>, body: &'a [u8], limit: usize) -> Result<Cow<'a, [u8]>, BodyError> {
-    let encoding = encoding.map(str::trim).unwrap_or("identity").to_ascii_lowercase();
+pub fn decode_body<'a>(
+    encoding: Option<&str>,
+    body: &'a [u8],
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, BodyError> {
+    let encoding = encoding
+        .map(str::trim)
+        .unwrap_or("identity")
+        .to_ascii_lowercase();
     let mut decoded = Vec::new();
     let result = match encoding.as_str() {
         "" | "identity" => {
@@ -171,13 +181,15 @@ pub fn process_body(
     };
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
-        let records: Vec<&serde_json::value::RawValue> =
-            serde_json::from_slice(body).map_err(|error| BodyError::UnreadableArray(error.to_string()))?;
+        let records: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+            .map_err(|error| BodyError::UnreadableArray(error.to_string()))?;
         builder.records = records.len();
         for (index, raw) in records.iter().enumerate() {
             let text = raw.get();
             if text.len() > limits.max_record_bytes {
-                builder.rejected.push(too_large(index, None, text.len(), limits));
+                builder
+                    .rejected
+                    .push(too_large(index, None, text.len(), limits));
                 continue;
             }
             match parser.parse_str(text, bounds) {
@@ -196,25 +208,42 @@ pub fn process_body(
         let record_index = index;
         index += 1;
         if line.len() > limits.max_record_bytes {
-            builder.rejected.push(too_large(record_index, Some(line_number + 1), line.len(), limits));
+            builder.rejected.push(too_large(
+                record_index,
+                Some(line_number + 1),
+                line.len(),
+                limits,
+            ));
             continue;
         }
         match parser.parse(line, bounds) {
             Ok(event) => builder.accept(&event),
-            Err(error) => builder.rejected.push(rejected(record_index, Some(line_number + 1), error)),
+            Err(error) => {
+                builder
+                    .rejected
+                    .push(rejected(record_index, Some(line_number + 1), error))
+            }
         }
     }
     builder.records = index;
     Ok(builder.finish())
 }
 
-fn too_large(index: usize, line: Option<usize>, size: usize, limits: &IngestLimits) -> RejectedRecord {
+fn too_large(
+    index: usize,
+    line: Option<usize>,
+    size: usize,
+    limits: &IngestLimits,
+) -> RejectedRecord {
     RejectedRecord {
         index,
         line,
         field: None,
         code: RejectReason::RecordTooLarge,
-        reason: format!("record is {size} bytes; the limit is {}", limits.max_record_bytes),
+        reason: format!(
+            "record is {size} bytes; the limit is {}",
+            limits.max_record_bytes
+        ),
     }
 }
 
@@ -232,37 +261,70 @@ mod tests {
     #[test]
     fn ndjson_reports_bad_lines_and_keeps_good_ones() {
         let body = format!("{GOOD}\n\n{{\"broken\n{GOOD}\r\n[1]\n");
-        let processed = process_body(&parser(), body.as_bytes(), TimeBounds::UNBOUNDED, &IngestLimits::default()).expect("readable");
+        let processed = process_body(
+            &parser(),
+            body.as_bytes(),
+            TimeBounds::UNBOUNDED,
+            &IngestLimits::default(),
+        )
+        .expect("readable");
         assert_eq!(processed.records, 4);
         assert_eq!(processed.accepted, 2);
-        let positions: Vec<(usize, Option<usize>, RejectReason)> =
-            processed.rejected.iter().map(|record| (record.index, record.line, record.code)).collect();
-        assert_eq!(positions, vec![(1, Some(3), RejectReason::InvalidJson), (3, Some(5), RejectReason::NotAnObject)]);
+        let positions: Vec<(usize, Option<usize>, RejectReason)> = processed
+            .rejected
+            .iter()
+            .map(|record| (record.index, record.line, record.code))
+            .collect();
+        assert_eq!(
+            positions,
+            vec![
+                (1, Some(3), RejectReason::InvalidJson),
+                (3, Some(5), RejectReason::NotAnObject)
+            ]
+        );
         let mut merchants = Vec::new();
-        wal::decode_batch(&processed.payload, |event| merchants.push(event.merchant.into_owned())).expect("decodes");
+        wal::decode_batch(&processed.payload, |event| {
+            merchants.push(event.merchant.into_owned())
+        })
+        .expect("decodes");
         assert_eq!(merchants, vec!["M1", "M1"]);
     }
 
     #[test]
     fn arrays_report_by_element_index() {
         let body = format!("[{GOOD}, 5, {}]", GOOD.replace("\"M1\"", "\"\""));
-        let processed = process_body(&parser(), body.as_bytes(), TimeBounds::UNBOUNDED, &IngestLimits::default()).expect("readable");
+        let processed = process_body(
+            &parser(),
+            body.as_bytes(),
+            TimeBounds::UNBOUNDED,
+            &IngestLimits::default(),
+        )
+        .expect("readable");
         assert_eq!(processed.accepted, 1);
         assert_eq!(processed.rejected.len(), 2);
         assert_eq!(processed.rejected[1].index, 2);
         assert_eq!(processed.rejected[1].field.as_deref(), Some("merchant"));
         assert!(matches!(
-            process_body(&parser(), b"[{\"a\":1},", TimeBounds::UNBOUNDED, &IngestLimits::default()),
+            process_body(
+                &parser(),
+                b"[{\"a\":1},",
+                TimeBounds::UNBOUNDED,
+                &IngestLimits::default()
+            ),
             Err(BodyError::UnreadableArray(_))
         ));
     }
 
     #[test]
     fn oversized_records_are_refused_individually() {
-        let limits = IngestLimits { max_record_bytes: 200, ..IngestLimits::default() };
+        let limits = IngestLimits {
+            max_record_bytes: 200,
+            ..IngestLimits::default()
+        };
         let big = GOOD.replace("\"c\"", &format!("\"{}\"", "z".repeat(300)));
         let body = format!("{big}\n{GOOD}\n");
-        let processed = process_body(&parser(), body.as_bytes(), TimeBounds::UNBOUNDED, &limits).expect("readable");
+        let processed = process_body(&parser(), body.as_bytes(), TimeBounds::UNBOUNDED, &limits)
+            .expect("readable");
         assert_eq!(processed.accepted, 1);
         assert_eq!(processed.rejected[0].code, RejectReason::RecordTooLarge);
     }
@@ -273,11 +335,30 @@ mod tests {
         let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gzip.write_all(GOOD.as_bytes()).expect("compresses");
         let gzipped = gzip.finish().expect("compresses");
-        assert_eq!(decode_body(Some("gzip"), &gzipped, 1 << 20).expect("decodes").as_ref(), GOOD.as_bytes());
+        assert_eq!(
+            decode_body(Some("gzip"), &gzipped, 1 << 20)
+                .expect("decodes")
+                .as_ref(),
+            GOOD.as_bytes()
+        );
         let zstded = zstd::encode_all(GOOD.as_bytes(), 1).expect("compresses");
-        assert_eq!(decode_body(Some("zstd"), &zstded, 1 << 20).expect("decodes").as_ref(), GOOD.as_bytes());
-        assert!(matches!(decode_body(Some("gzip"), &gzipped, 10), Err(BodyError::TooLarge { .. })));
-        assert!(matches!(decode_body(Some("gzip"), b"not gzip", 1 << 20), Err(BodyError::Decompress { .. })));
-        assert!(matches!(decode_body(Some("br"), b"x", 1 << 20), Err(BodyError::UnsupportedEncoding(_))));
+        assert_eq!(
+            decode_body(Some("zstd"), &zstded, 1 << 20)
+                .expect("decodes")
+                .as_ref(),
+            GOOD.as_bytes()
+        );
+        assert!(matches!(
+            decode_body(Some("gzip"), &gzipped, 10),
+            Err(BodyError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode_body(Some("gzip"), b"not gzip", 1 << 20),
+            Err(BodyError::Decompress { .. })
+        ));
+        assert!(matches!(
+            decode_body(Some("br"), b"x", 1 << 20),
+            Err(BodyError::UnsupportedEncoding(_))
+        ));
     }
 }

@@ -270,19 +270,30 @@ impl EventParser {
     }
 
     /// Parses one record (a JSON object) and validates it against `bounds`.
-    pub fn parse<'a>(&self, record: &'a [u8], bounds: TimeBounds) -> Result<ApiCallRef<'a>, RecordError> {
+    pub fn parse<'a>(
+        &self,
+        record: &'a [u8],
+        bounds: TimeBounds,
+    ) -> Result<ApiCallRef<'a>, RecordError> {
         let text = std::str::from_utf8(record).map_err(|error| {
             RecordError::new(
                 None,
                 RejectReason::InvalidUtf8,
-                format!("record is not valid UTF-8 (at byte {})", error.valid_up_to()),
+                format!(
+                    "record is not valid UTF-8 (at byte {})",
+                    error.valid_up_to()
+                ),
             )
         })?;
         self.parse_str(text, bounds)
     }
 
     /// Parses one record given as text; see [`EventParser::parse`].
-    pub fn parse_str<'a>(&self, text: &'a str, bounds: TimeBounds) -> Result<ApiCallRef<'a>, RecordError> {
+    pub fn parse_str<'a>(
+        &self,
+        text: &'a str,
+        bounds: TimeBounds,
+    ) -> Result<ApiCallRef<'a>, RecordError> {
         let mut slots = Slots::default();
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let seed = ObjectSeed {
@@ -303,7 +314,11 @@ impl EventParser {
         self.build(slots, bounds)
     }
 
-    fn build<'a>(&self, mut slots: Slots<'a>, bounds: TimeBounds) -> Result<ApiCallRef<'a>, RecordError> {
+    fn build<'a>(
+        &self,
+        mut slots: Slots<'a>,
+        bounds: TimeBounds,
+    ) -> Result<ApiCallRef<'a>, RecordError> {
         let ts_us = self.timestamp(slots.take(Field::Ts))?;
         if ts_us < bounds.min_ts_us {
             return Err(RecordError::new(
@@ -351,7 +366,11 @@ impl EventParser {
     }
 
     fn missing(&self, field: Field) -> RecordError {
-        RecordError::new(Some(self.name(field)), RejectReason::MissingField, "required field is missing")
+        RecordError::new(
+            Some(self.name(field)),
+            RejectReason::MissingField,
+            "required field is missing",
+        )
     }
 
     fn wrong_type(&self, field: Field, expected: &str, found: &Scalar<'_>) -> RecordError {
@@ -369,17 +388,22 @@ impl EventParser {
     fn timestamp(&self, value: Scalar<'_>) -> Result<i64, RecordError> {
         let parsed = match &value {
             Scalar::Missing | Scalar::Null => return Err(self.missing(Field::Ts)),
-            Scalar::Str(text) if text.bytes().all(|byte| byte.is_ascii_digit()) && !text.is_empty() => text
-                .parse::<i64>()
-                .map_err(|_| time::TimeError::OutOfRange)
-                .and_then(time::from_epoch_number),
+            Scalar::Str(text)
+                if text.bytes().all(|byte| byte.is_ascii_digit()) && !text.is_empty() =>
+            {
+                text.parse::<i64>()
+                    .map_err(|_| time::TimeError::OutOfRange)
+                    .and_then(time::from_epoch_number)
+            }
             Scalar::Str(text) => time::parse_rfc3339(text),
             Scalar::Int(number) => time::from_epoch_number(*number),
             Scalar::UInt(number) => i64::try_from(*number)
                 .map_err(|_| time::TimeError::OutOfRange)
                 .and_then(time::from_epoch_number),
             Scalar::Float(number) => time::from_epoch_float(*number),
-            other => return Err(self.wrong_type(Field::Ts, "an RFC 3339 string or epoch number", other)),
+            other => {
+                return Err(self.wrong_type(Field::Ts, "an RFC 3339 string or epoch number", other));
+            }
         };
         parsed.map_err(|error| self.invalid(Field::Ts, error.to_string()))
     }
@@ -408,7 +432,11 @@ impl EventParser {
         Ok(text)
     }
 
-    fn optional_text<'a>(&self, field: Field, value: Scalar<'a>) -> Result<Option<Cow<'a, str>>, RecordError> {
+    fn optional_text<'a>(
+        &self,
+        field: Field,
+        value: Scalar<'a>,
+    ) -> Result<Option<Cow<'a, str>>, RecordError> {
         match value {
             Scalar::Missing | Scalar::Null => Ok(None),
             Scalar::Str(text) if text.len() > MAX_TEXT_BYTES => Err(RecordError::new(
@@ -434,7 +462,10 @@ impl EventParser {
             other => return Err(self.wrong_type(Field::Status, "an integer status code", other)),
         };
         if !(100..=599).contains(&number) {
-            return Err(self.invalid(Field::Status, format!("status {number} is not in 100..=599")));
+            return Err(self.invalid(
+                Field::Status,
+                format!("status {number} is not in 100..=599"),
+            ));
         }
         Ok(number as u16)
     }
@@ -449,13 +480,21 @@ impl EventParser {
                 .trim()
                 .parse::<f64>()
                 .map_err(|_| self.invalid(Field::Latency, format!("not a number: {text:?}")))?,
-            other => return Err(self.wrong_type(Field::Latency, "a number of milliseconds", other)),
+            other => {
+                return Err(self.wrong_type(Field::Latency, "a number of milliseconds", other));
+            }
         };
         if !number.is_finite() || number < 0.0 {
-            return Err(self.invalid(Field::Latency, format!("latency {number} must be a non-negative number")));
+            return Err(self.invalid(
+                Field::Latency,
+                format!("latency {number} must be a non-negative number"),
+            ));
         }
         if number > MAX_LATENCY_MS {
-            return Err(self.invalid(Field::Latency, format!("latency {number} ms is longer than a day")));
+            return Err(self.invalid(
+                Field::Latency,
+                format!("latency {number} ms is longer than a day"),
+            ));
         }
         Ok(number)
     }
@@ -474,18 +513,25 @@ fn insert_path(node: &mut Node, segments: &[String], field: Field) -> Result<(),
     let index = match existing {
         Some(index) => index,
         None => {
-            node.entries.push((first.clone(), Entry::Branch(Node::default())));
+            node.entries
+                .push((first.clone(), Entry::Branch(Node::default())));
             node.entries.len() - 1
         }
     };
     match &mut node.entries[index].1 {
         Entry::Branch(child) => insert_path(child, rest, field),
-        Entry::Leaf(_) => Err(format!("{first:?} is mapped to a value and cannot hold other fields")),
+        Entry::Leaf(_) => Err(format!(
+            "{first:?} is mapped to a value and cannot hold other fields"
+        )),
     }
 }
 
 fn json_error(error: serde_json::Error) -> RecordError {
-    RecordError::new(None, RejectReason::InvalidJson, format!("invalid JSON: {error}"))
+    RecordError::new(
+        None,
+        RejectReason::InvalidJson,
+        format!("invalid JSON: {error}"),
+    )
 }
 
 /// A mapped value before it is checked: whatever JSON scalar the record held.

@@ -81,7 +81,9 @@ impl Rollup {
                 return;
             }
         }
-        let position = self.status.partition_point(|(existing, _)| *existing < code);
+        let position = self
+            .status
+            .partition_point(|(existing, _)| *existing < code);
         self.status.insert(position, (code, count));
     }
 
@@ -153,14 +155,26 @@ mod tests {
 
     #[test]
     fn record_and_merge_agree() {
-        let calls = [(200, 12.5), (500, 300.0), (200, 0.2), (404, 45.0), (201, 7.125)];
+        let calls = [
+            (200, 12.5),
+            (500, 300.0),
+            (200, 0.2),
+            (404, 45.0),
+            (201, 7.125),
+        ];
         let mut whole = Rollup::default();
-        calls.iter().for_each(|(status, latency)| whole.record(*status, *latency));
+        calls
+            .iter()
+            .for_each(|(status, latency)| whole.record(*status, *latency));
 
         let mut left = Rollup::default();
         let mut right = Rollup::default();
-        calls[..2].iter().for_each(|(status, latency)| left.record(*status, *latency));
-        calls[2..].iter().for_each(|(status, latency)| right.record(*status, *latency));
+        calls[..2]
+            .iter()
+            .for_each(|(status, latency)| left.record(*status, *latency));
+        calls[2..]
+            .iter()
+            .for_each(|(status, latency)| right.record(*status, *latency));
         right.merge(&left);
         assert_eq!(right, whole);
 
@@ -170,7 +184,10 @@ mod tests {
         assert_eq!(whole.classes().status_5xx, 1);
         assert_eq!(whole.latency_min_us, 200);
         assert_eq!(whole.latency_max_us, 300_000);
-        assert_eq!(whole.latency_sum_us, 12_500 + 300_000 + 200 + 45_000 + 7_125);
+        assert_eq!(
+            whole.latency_sum_us,
+            12_500 + 300_000 + 200 + 45_000 + 7_125
+        );
         assert!((whole.error_rate() - 0.2).abs() < 1e-12);
         let p100 = whole.quantile_ms(1.0).expect("non-empty");
         assert!((p100 - 300.0).abs() <= 3.0, "p100 {p100} within 1% of 300");

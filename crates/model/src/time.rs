@@ -79,7 +79,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -176,7 +180,11 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, TimeError> {
     if at != bytes.len() {
         return Err(TimeError::Rfc3339("trailing characters"));
     }
-    let (second, micros) = if second == 60 { (59, 999_999) } else { (second, micros) };
+    let (second, micros) = if second == 60 {
+        (59, 999_999)
+    } else {
+        (second, micros)
+    };
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
     Ok(seconds * MICROS_PER_SECOND + micros)
@@ -216,9 +224,15 @@ pub fn format_rfc3339(ts_micros: i64) -> String {
 /// Reads a time given in a query parameter: RFC 3339, or epoch milliseconds.
 pub fn parse_param(text: &str) -> Result<i64, TimeError> {
     let trimmed = text.trim();
-    if !trimmed.is_empty() && trimmed.bytes().all(|byte| byte.is_ascii_digit() || byte == b'-') {
+    if !trimmed.is_empty()
+        && trimmed
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || byte == b'-')
+    {
         let value: i64 = trimmed.parse().map_err(|_| TimeError::OutOfRange)?;
-        return value.checked_mul(MICROS_PER_MILLI).ok_or(TimeError::OutOfRange);
+        return value
+            .checked_mul(MICROS_PER_MILLI)
+            .ok_or(TimeError::OutOfRange);
     }
     parse_rfc3339(trimmed)
 }
@@ -239,7 +253,10 @@ mod tests {
             parse_rfc3339("2026-11-21T16:04:05.123+01:00"),
             parse_rfc3339("2026-11-21T15:04:05.123Z")
         );
-        assert_eq!(parse_rfc3339("2026-11-21 15:04:05.123456789z"), Ok(1_795_273_445_123_456));
+        assert_eq!(
+            parse_rfc3339("2026-11-21 15:04:05.123456789z"),
+            Ok(1_795_273_445_123_456)
+        );
     }
 
     #[test]
@@ -261,15 +278,27 @@ mod tests {
 
     #[test]
     fn epoch_numbers_pick_their_unit() {
-        assert_eq!(from_epoch_number(1_795_273_445_123), Ok(1_795_273_445_123_000));
-        assert_eq!(from_epoch_number(1_795_273_445_123_456), Ok(1_795_273_445_123_456));
-        assert_eq!(from_epoch_float(1_795_273_445_123.5), Ok(1_795_273_445_123_500));
+        assert_eq!(
+            from_epoch_number(1_795_273_445_123),
+            Ok(1_795_273_445_123_000)
+        );
+        assert_eq!(
+            from_epoch_number(1_795_273_445_123_456),
+            Ok(1_795_273_445_123_456)
+        );
+        assert_eq!(
+            from_epoch_float(1_795_273_445_123.5),
+            Ok(1_795_273_445_123_500)
+        );
     }
 
     #[test]
     fn query_params_accept_both_forms() {
         assert_eq!(parse_param("1795273445123"), Ok(1_795_273_445_123_000));
-        assert_eq!(parse_param("2026-11-21T15:04:05.123Z"), Ok(1_795_273_445_123_000));
+        assert_eq!(
+            parse_param("2026-11-21T15:04:05.123Z"),
+            Ok(1_795_273_445_123_000)
+        );
         assert!(parse_param("soon").is_err());
     }
 

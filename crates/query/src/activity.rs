@@ -112,11 +112,19 @@ impl Merge {
     fn finish(&self) -> Rollup {
         Rollup {
             calls: self.calls,
-            status: self.status.iter().map(|(code, count)| (*code, *count)).collect(),
+            status: self
+                .status
+                .iter()
+                .map(|(code, count)| (*code, *count))
+                .collect(),
             latency_sum_us: self.latency_sum_us,
             latency_min_us: self.latency_min_us,
             latency_max_us: self.latency_max_us,
-            sketch: if self.calls == 0 { LatencySketch::new() } else { self.sketch.finish() },
+            sketch: if self.calls == 0 {
+                LatencySketch::new()
+            } else {
+                self.sketch.finish()
+            },
         }
     }
 }
@@ -182,28 +190,35 @@ pub fn activity(
     let mut buckets = Vec::with_capacity(bucket_count as usize);
     let mut current: Option<(i64, Merge)> = None;
     let mut next_bucket = first_bucket;
-    let flush = |start: i64, merge: &Merge, buckets: &mut Vec<ActivityBucket>, next_bucket: &mut i64| {
-        while *next_bucket < start {
-            buckets.push(bucket(*next_bucket, &Rollup::default()));
-            *next_bucket += step_minutes;
-        }
-        buckets.push(bucket(start, &merge.finish()));
-        *next_bucket = start + step_minutes;
-    };
-    store.scan_series(merchant, series_api, first_bucket, first_bucket + bucket_count * step_minutes, |minute, view| {
-        let start = minute.div_euclid(step_minutes) * step_minutes;
-        match &mut current {
-            Some((bucket_start, merge)) if *bucket_start == start => merge.add(view),
-            _ => {
-                if let Some((bucket_start, merge)) = current.take() {
-                    flush(bucket_start, &merge, &mut buckets, &mut next_bucket);
-                }
-                let mut merge = Merge::default();
-                merge.add(view);
-                current = Some((start, merge));
+    let flush =
+        |start: i64, merge: &Merge, buckets: &mut Vec<ActivityBucket>, next_bucket: &mut i64| {
+            while *next_bucket < start {
+                buckets.push(bucket(*next_bucket, &Rollup::default()));
+                *next_bucket += step_minutes;
             }
-        }
-    })?;
+            buckets.push(bucket(start, &merge.finish()));
+            *next_bucket = start + step_minutes;
+        };
+    store.scan_series(
+        merchant,
+        series_api,
+        first_bucket,
+        first_bucket + bucket_count * step_minutes,
+        |minute, view| {
+            let start = minute.div_euclid(step_minutes) * step_minutes;
+            match &mut current {
+                Some((bucket_start, merge)) if *bucket_start == start => merge.add(view),
+                _ => {
+                    if let Some((bucket_start, merge)) = current.take() {
+                        flush(bucket_start, &merge, &mut buckets, &mut next_bucket);
+                    }
+                    let mut merge = Merge::default();
+                    merge.add(view);
+                    current = Some((start, merge));
+                }
+            }
+        },
+    )?;
     if let Some((bucket_start, merge)) = current.take() {
         flush(bucket_start, &merge, &mut buckets, &mut next_bucket);
     }
@@ -220,18 +235,26 @@ pub fn activity(
 }
 
 /// Every API a merchant called in `period`, with counts per status code and percentiles.
-pub fn apis(store: &RollupStore, merchant: &str, period: Period, sort: ApiSort) -> Result<ApisResponse, QueryError> {
+pub fn apis(
+    store: &RollupStore,
+    merchant: &str,
+    period: Period,
+    sort: ApiSort,
+) -> Result<ApisResponse, QueryError> {
     let mut per_api: BTreeMap<String, Merge> = BTreeMap::new();
-    store.scan_merchant_apis(merchant, period.from_minute(), period.to_minute_exclusive(), |api, _, view| {
-        match per_api.get_mut(api) {
+    store.scan_merchant_apis(
+        merchant,
+        period.from_minute(),
+        period.to_minute_exclusive(),
+        |api, _, view| match per_api.get_mut(api) {
             Some(merge) => merge.add(view),
             None => {
                 let mut merge = Merge::default();
                 merge.add(view);
                 per_api.insert(api.to_owned(), merge);
             }
-        }
-    })?;
+        },
+    )?;
     let mut rows: Vec<(ApiRow, f64, u64)> = per_api
         .into_iter()
         .map(|(api, merge)| {
@@ -241,7 +264,11 @@ pub fn apis(store: &RollupStore, merchant: &str, period: Period, sort: ApiSort) 
             let row = ApiRow {
                 api,
                 calls: rollup.calls,
-                status: rollup.status.iter().map(|(code, count)| (code.to_string(), *count)).collect(),
+                status: rollup
+                    .status
+                    .iter()
+                    .map(|(code, count)| (code.to_string(), *count))
+                    .collect(),
                 error_rate: rollup.error_rate(),
                 p50_ms: latency.p50,
                 p95_ms: latency.p95,
@@ -251,13 +278,25 @@ pub fn apis(store: &RollupStore, merchant: &str, period: Period, sort: ApiSort) 
             (row, latency.p99.unwrap_or(0.0), errors)
         })
         .collect();
-    rows.sort_by(|(left, left_p99, left_errors), (right, right_p99, right_errors)| match sort {
-        ApiSort::Calls => right.calls.cmp(&left.calls).then_with(|| left.api.cmp(&right.api)),
-        ApiSort::Errors => right_errors.cmp(left_errors).then_with(|| left.api.cmp(&right.api)),
-        ApiSort::ErrorRate => right.error_rate.total_cmp(&left.error_rate).then_with(|| left.api.cmp(&right.api)),
-        ApiSort::P99 => right_p99.total_cmp(left_p99).then_with(|| left.api.cmp(&right.api)),
-        ApiSort::Api => left.api.cmp(&right.api),
-    });
+    rows.sort_by(
+        |(left, left_p99, left_errors), (right, right_p99, right_errors)| match sort {
+            ApiSort::Calls => right
+                .calls
+                .cmp(&left.calls)
+                .then_with(|| left.api.cmp(&right.api)),
+            ApiSort::Errors => right_errors
+                .cmp(left_errors)
+                .then_with(|| left.api.cmp(&right.api)),
+            ApiSort::ErrorRate => right
+                .error_rate
+                .total_cmp(&left.error_rate)
+                .then_with(|| left.api.cmp(&right.api)),
+            ApiSort::P99 => right_p99
+                .total_cmp(left_p99)
+                .then_with(|| left.api.cmp(&right.api)),
+            ApiSort::Api => left.api.cmp(&right.api),
+        },
+    );
     Ok(ApisResponse {
         merchant: merchant.to_owned(),
         apis: rows.into_iter().map(|(row, _, _)| row).collect(),
@@ -265,7 +304,12 @@ pub fn apis(store: &RollupStore, merchant: &str, period: Period, sort: ApiSort) 
 }
 
 /// The top `limit` merchants of `period` by `sort`.
-pub fn merchants(store: &RollupStore, period: Period, sort: MerchantSort, limit: usize) -> Result<MerchantsResponse, QueryError> {
+pub fn merchants(
+    store: &RollupStore,
+    period: Period,
+    sort: MerchantSort,
+    limit: usize,
+) -> Result<MerchantsResponse, QueryError> {
     let totals = store.merchant_totals(period.from_minute(), period.to_minute_exclusive())?;
     let mut rows: Vec<MerchantRow> = totals
         .into_iter()

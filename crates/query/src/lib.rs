@@ -11,8 +11,8 @@ mod activity;
 mod params;
 
 pub use activity::{
-    ActivityBucket, ActivityResponse, ApiRow, ApisResponse, MerchantRow, MerchantsResponse, activity, apis,
-    merchants,
+    ActivityBucket, ActivityResponse, ApiRow, ApisResponse, MerchantRow, MerchantsResponse,
+    activity, apis, merchants,
 };
 pub use params::{ApiSort, MerchantSort, Period, Step};
 

@@ -17,9 +17,15 @@ pub const MAX_PERIOD_DAYS: i64 = 400;
 impl Period {
     /// Reads `from` and `to` (RFC 3339 or epoch ms). `to` defaults to `now_us`, `from` to
     /// `default_span_us` before `to`.
-    pub fn parse(from: Option<&str>, to: Option<&str>, now_us: i64, default_span_us: i64) -> Result<Self, QueryError> {
+    pub fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        now_us: i64,
+        default_span_us: i64,
+    ) -> Result<Self, QueryError> {
         let parse = |name: &str, text: &str| {
-            time::parse_param(text).map_err(|error| QueryError::InvalidParameter(format!("{name}: {error}")))
+            time::parse_param(text)
+                .map_err(|error| QueryError::InvalidParameter(format!("{name}: {error}")))
         };
         let to_us = match to {
             Some(text) => parse("to", text)?,
@@ -30,10 +36,14 @@ impl Period {
             None => to_us - default_span_us,
         };
         if from_us >= to_us {
-            return Err(QueryError::InvalidParameter("from must be before to".into()));
+            return Err(QueryError::InvalidParameter(
+                "from must be before to".into(),
+            ));
         }
         if to_us - from_us > MAX_PERIOD_DAYS * 1440 * MICROS_PER_MINUTE {
-            return Err(QueryError::InvalidParameter(format!("period is longer than {MAX_PERIOD_DAYS} days")));
+            return Err(QueryError::InvalidParameter(format!(
+                "period is longer than {MAX_PERIOD_DAYS} days"
+            )));
         }
         Ok(Self { from_us, to_us })
     }
@@ -65,7 +75,9 @@ impl Step {
             "5m" => Ok(Step::FiveMinutes),
             "1h" => Ok(Step::OneHour),
             "1d" => Ok(Step::OneDay),
-            other => Err(QueryError::InvalidParameter(format!("step {other:?} is not one of 1m, 5m, 1h, 1d"))),
+            other => Err(QueryError::InvalidParameter(format!(
+                "step {other:?} is not one of 1m, 5m, 1h, 1d"
+            ))),
         }
     }
 

@@ -68,8 +68,14 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, count: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
-        let end = self.at.checked_add(count).ok_or(CodecError::Truncated(what))?;
-        let slice = self.bytes.get(self.at..end).ok_or(CodecError::Truncated(what))?;
+        let end = self
+            .at
+            .checked_add(count)
+            .ok_or(CodecError::Truncated(what))?;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(CodecError::Truncated(what))?;
         self.at = end;
         Ok(slice)
     }
@@ -120,10 +126,13 @@ pub fn encode_event(event: &ApiCallRef<'_>, out: &mut Vec<u8>) {
         event.region.as_deref(),
         event.attributes.as_deref(),
     ];
-    let presence = optional
-        .iter()
-        .enumerate()
-        .fold(0u8, |bits, (bit, value)| if value.is_some() { bits | (1 << bit) } else { bits });
+    let presence = optional.iter().enumerate().fold(0u8, |bits, (bit, value)| {
+        if value.is_some() {
+            bits | (1 << bit)
+        } else {
+            bits
+        }
+    });
     out.push(presence);
     for value in optional.into_iter().flatten() {
         put_str(out, value);
@@ -285,7 +294,8 @@ impl RollupView<'_> {
         if status.len() != self.status_count || bins.len() != self.bin_count {
             return Err(CodecError::Invalid("rollup body"));
         }
-        let sketch = LatencySketch::from_parts(self.zero_count, bins).ok_or(CodecError::Invalid("sketch bins"))?;
+        let sketch = LatencySketch::from_parts(self.zero_count, bins)
+            .ok_or(CodecError::Invalid("sketch bins"))?;
         Ok(Rollup {
             calls: self.calls,
             status,

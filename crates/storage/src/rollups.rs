@@ -89,7 +89,12 @@ impl Totals {
 
     /// Adds `other` field by field.
     pub fn add(&mut self, other: &Totals) {
-        let sum: Vec<u64> = self.fields().iter().zip(other.fields()).map(|(left, right)| left + right).collect();
+        let sum: Vec<u64> = self
+            .fields()
+            .iter()
+            .zip(other.fields())
+            .map(|(left, right)| left + right)
+            .collect();
         *self = Self::from_fields([sum[0], sum[1], sum[2], sum[3], sum[4], sum[5]]);
     }
 
@@ -107,7 +112,10 @@ impl Totals {
         for field in fields.iter_mut() {
             *field = reader
                 .varint("totals")
-                .map_err(|source| StorageError::Codec { what: "ranking totals", source })?;
+                .map_err(|source| StorageError::Codec {
+                    what: "ranking totals",
+                    source,
+                })?;
         }
         Ok(Self::from_fields(fields))
     }
@@ -162,7 +170,9 @@ pub struct RollupStore {
 
 impl std::fmt::Debug for RollupStore {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("RollupStore").finish_non_exhaustive()
+        formatter
+            .debug_struct("RollupStore")
+            .finish_non_exhaustive()
     }
 }
 
@@ -221,13 +231,19 @@ fn decode_error(what: &'static str) -> impl FnOnce(codec::CodecError) -> Storage
 impl RollupStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::io("create store directory", dir, source))?;
-        let db = Database::builder(dir).cache_size(256 * 1024 * 1024).open()?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StorageError::io("create store directory", dir, source))?;
+        let db = Database::builder(dir)
+            .cache_size(256 * 1024 * 1024)
+            .open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let open = db.keyspace("open", KeyspaceCreateOptions::default)?;
         let mut days = BTreeMap::new();
         for name in db.list_keyspace_names() {
-            let Some(day) = name.strip_prefix('r').and_then(|day| day.parse::<i64>().ok()) else {
+            let Some(day) = name
+                .strip_prefix('r')
+                .and_then(|day| day.parse::<i64>().ok())
+            else {
                 continue;
             };
             let rollups = db.keyspace(&name, KeyspaceCreateOptions::default)?;
@@ -250,8 +266,12 @@ impl RollupStore {
         if let Some(existing) = self.day(day) {
             return Ok(existing);
         }
-        let rollups = self.db.keyspace(&format!("r{day}"), KeyspaceCreateOptions::default)?;
-        let index = self.db.keyspace(&format!("i{day}"), KeyspaceCreateOptions::default)?;
+        let rollups = self
+            .db
+            .keyspace(&format!("r{day}"), KeyspaceCreateOptions::default)?;
+        let index = self
+            .db
+            .keyspace(&format!("i{day}"), KeyspaceCreateOptions::default)?;
         let created = Day { rollups, index };
         if let Ok(mut days) = self.days.write() {
             days.insert(day, created.clone());
@@ -273,11 +293,13 @@ impl RollupStore {
         let Some(bytes) = self.meta.get(CHECKPOINT_KEY)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|error| StorageError::Corrupt {
-            what: "checkpoint",
-            path: self.meta.path().to_owned(),
-            detail: error.to_string(),
-        })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|error| StorageError::Corrupt {
+                what: "checkpoint",
+                path: self.meta.path().to_owned(),
+                detail: error.to_string(),
+            })
     }
 
     /// Every window that was open at the last checkpoint, with its rollup then.
@@ -382,13 +404,18 @@ impl RollupStore {
             for (field, change) in fields.iter_mut().zip(delta) {
                 *field = field.saturating_add_signed(change);
             }
-            write.insert(&handles.index, hour_key, Totals::from_fields(fields).encode());
+            write.insert(
+                &handles.index,
+                hour_key,
+                Totals::from_fields(fields).encode(),
+            );
         }
-        let checkpoint_bytes = serde_json::to_vec(&checkpoint).map_err(|error| StorageError::Corrupt {
-            what: "checkpoint",
-            path: self.meta.path().to_owned(),
-            detail: error.to_string(),
-        })?;
+        let checkpoint_bytes =
+            serde_json::to_vec(&checkpoint).map_err(|error| StorageError::Corrupt {
+                what: "checkpoint",
+                path: self.meta.path().to_owned(),
+                detail: error.to_string(),
+            })?;
         write.insert(&self.meta, CHECKPOINT_KEY, checkpoint_bytes);
         Ok(PreparedCheckpoint {
             batch: write,
@@ -413,9 +440,17 @@ impl RollupStore {
         let current = Totals::of(rollup);
         write.insert(&day.index, minute_key, current.encode());
         let delta = hour_deltas
-            .entry((day_of(key.minute), key.minute.div_euclid(60), key.merchant.clone()))
+            .entry((
+                day_of(key.minute),
+                key.minute.div_euclid(60),
+                key.merchant.clone(),
+            ))
             .or_default();
-        for ((change, new), old) in delta.iter_mut().zip(current.fields()).zip(previous.fields()) {
+        for ((change, new), old) in delta
+            .iter_mut()
+            .zip(current.fields())
+            .zip(previous.fields())
+        {
             *change += new as i64 - old as i64;
         }
         Ok(())
@@ -423,7 +458,10 @@ impl RollupStore {
 
     /// Commits a prepared checkpoint atomically and durably.
     pub fn commit(&self, prepared: PreparedCheckpoint) -> Result<(), StorageError> {
-        prepared.batch.durability(Some(PersistMode::SyncData)).commit()?;
+        prepared
+            .batch
+            .durability(Some(PersistMode::SyncData))
+            .commit()?;
         Ok(())
     }
 
@@ -481,7 +519,11 @@ impl RollupStore {
 
     /// Totals per merchant over `[from_minute, to_minute)`, from the ranking index: whole
     /// hours from the hour entries, the ragged ends from the minute entries.
-    pub fn merchant_totals(&self, from_minute: i64, to_minute: i64) -> Result<BTreeMap<String, Totals>, StorageError> {
+    pub fn merchant_totals(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<BTreeMap<String, Totals>, StorageError> {
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
         if from_minute >= to_minute {
             return Ok(totals);
@@ -500,7 +542,11 @@ impl RollupStore {
             if from >= to {
                 continue;
             }
-            let (from_min, to_min) = if tag == b'h' { (from * 60, to * 60) } else { (from, to) };
+            let (from_min, to_min) = if tag == b'h' {
+                (from * 60, to * 60)
+            } else {
+                (from, to)
+            };
             for (_, day) in self.days_between(from_min, to_min) {
                 let start = index_key(tag, from, "");
                 let end = index_key(tag, to, "");

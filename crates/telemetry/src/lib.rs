@@ -101,35 +101,94 @@ impl Metrics {
             window_open: Gauge::default(),
             window_watermark_delay_seconds: Gauge::default(),
             wal_fsync_seconds: Histogram::new(latency_buckets()),
-            wal_group_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0].into_iter()),
+            wal_group_batches: Histogram::new(
+                [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0].into_iter(),
+            ),
             wal_checkpointed_lsn: Gauge::default(),
             store_write_seconds: Histogram::new(latency_buckets()),
             activity_records: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("mm_ingest_events", "Events accepted by ingest (durable)", metrics.ingest_events.clone());
-        registry.register("mm_ingest_bytes", "Request body bytes received by ingest", metrics.ingest_bytes.clone());
-        registry.register("mm_ingest_rejected", "Records rejected by ingest, by reason", metrics.ingest_rejected.clone());
-        registry.register("mm_ingest_refused", "Ingest requests refused whole, by HTTP status", metrics.ingest_refused.clone());
-        registry.register("mm_window_late_events", "Events later than grace, applied as corrections", metrics.window_late_events.clone());
-        registry.register("mm_window_closed", "Windows closed and written final", metrics.window_closed.clone());
-        registry.register("mm_window_corrections", "Correction records written and emitted", metrics.window_corrections.clone());
-        registry.register("mm_window_open", "Open windows", metrics.window_open.clone());
+        registry.register(
+            "mm_ingest_events",
+            "Events accepted by ingest (durable)",
+            metrics.ingest_events.clone(),
+        );
+        registry.register(
+            "mm_ingest_bytes",
+            "Request body bytes received by ingest",
+            metrics.ingest_bytes.clone(),
+        );
+        registry.register(
+            "mm_ingest_rejected",
+            "Records rejected by ingest, by reason",
+            metrics.ingest_rejected.clone(),
+        );
+        registry.register(
+            "mm_ingest_refused",
+            "Ingest requests refused whole, by HTTP status",
+            metrics.ingest_refused.clone(),
+        );
+        registry.register(
+            "mm_window_late_events",
+            "Events later than grace, applied as corrections",
+            metrics.window_late_events.clone(),
+        );
+        registry.register(
+            "mm_window_closed",
+            "Windows closed and written final",
+            metrics.window_closed.clone(),
+        );
+        registry.register(
+            "mm_window_corrections",
+            "Correction records written and emitted",
+            metrics.window_corrections.clone(),
+        );
+        registry.register(
+            "mm_window_open",
+            "Open windows",
+            metrics.window_open.clone(),
+        );
         registry.register(
             "mm_window_watermark_delay_seconds",
             "Wall clock minus the watermark",
             metrics.window_watermark_delay_seconds.clone(),
         );
-        registry.register("mm_wal_fsync_seconds", "Write-ahead log fsync latency", metrics.wal_fsync_seconds.clone());
-        registry.register("mm_wal_group_batches", "Batches made durable by one fsync", metrics.wal_group_batches.clone());
-        registry.register("mm_wal_checkpointed_lsn", "Last checkpointed WAL position", metrics.wal_checkpointed_lsn.clone());
-        registry.register("mm_store_write_seconds", "Rollup store checkpoint commit latency", metrics.store_write_seconds.clone());
-        registry.register("mm_activity_records", "Activity records emitted, by kind", metrics.activity_records.clone());
+        registry.register(
+            "mm_wal_fsync_seconds",
+            "Write-ahead log fsync latency",
+            metrics.wal_fsync_seconds.clone(),
+        );
+        registry.register(
+            "mm_wal_group_batches",
+            "Batches made durable by one fsync",
+            metrics.wal_group_batches.clone(),
+        );
+        registry.register(
+            "mm_wal_checkpointed_lsn",
+            "Last checkpointed WAL position",
+            metrics.wal_checkpointed_lsn.clone(),
+        );
+        registry.register(
+            "mm_store_write_seconds",
+            "Rollup store checkpoint commit latency",
+            metrics.store_write_seconds.clone(),
+        );
+        registry.register(
+            "mm_activity_records",
+            "Activity records emitted, by kind",
+            metrics.activity_records.clone(),
+        );
         // Pre-create every rejection reason so dashboards see zeros, not gaps.
         for reason in RejectReason::ALL {
-            let _ = metrics.ingest_rejected.get_or_create(&ReasonLabel { reason: reason.as_str() });
+            let _ = metrics.ingest_rejected.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
         }
-        Self { registry, ..metrics }
+        Self {
+            registry,
+            ..metrics
+        }
     }
 
     /// The Prometheus text exposition.
@@ -142,11 +201,17 @@ impl Metrics {
 
     /// Counts a rejected record.
     pub fn reject(&self, reason: RejectReason) {
-        self.ingest_rejected.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
+        self.ingest_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Counts a refused request.
     pub fn refuse(&self, status: u16) {
-        self.ingest_refused.get_or_create(&StatusLabel { status }).inc();
+        self.ingest_refused
+            .get_or_create(&StatusLabel { status })
+            .inc();
     }
 }

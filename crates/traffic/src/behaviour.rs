@@ -128,15 +128,28 @@ impl Default for BurstSettings {
 #[derive(Debug)]
 pub(crate) struct BurstSchedule {
     settings: BurstSettings,
+    /// Which merchant a burst hits: busier merchants more often (they run more integrations
+    /// and depend on more), but on a flatter law than traffic, or the busiest merchant would be
+    /// in trouble most of the time.
+    merchants: WeightedIndex,
     active: Vec<Burst>,
     next_start_us: i64,
     started: u64,
 }
 
 impl BurstSchedule {
-    pub fn new(settings: BurstSettings, start_ts_us: i64, rng: &mut Rng) -> BurstSchedule {
+    /// Bursts over `merchant_count` merchants whose traffic follows a Zipf law with
+    /// `zipf_exponent`.
+    pub fn new(
+        settings: BurstSettings,
+        merchant_count: usize,
+        zipf_exponent: f64,
+        start_ts_us: i64,
+        rng: &mut Rng,
+    ) -> BurstSchedule {
         BurstSchedule {
             settings,
+            merchants: WeightedIndex::zipf(merchant_count, zipf_exponent / 2.0),
             active: Vec::new(),
             next_start_us: start_ts_us + exponential(settings.mean_interval_us, rng) as i64,
             started: 0,
@@ -144,20 +157,14 @@ impl BurstSchedule {
     }
 
     /// Moves to event time `ts_us` (never backwards): starts the bursts due by then, picking
-    /// merchants and APIs by their traffic share, and drops the bursts that ended.
-    pub fn advance(
-        &mut self,
-        ts_us: i64,
-        merchants: &WeightedIndex,
-        apis: &WeightedIndex,
-        rng: &mut Rng,
-    ) {
+    /// APIs by their traffic share, and drops the bursts that ended.
+    pub fn advance(&mut self, ts_us: i64, apis: &WeightedIndex, rng: &mut Rng) {
         while self.next_start_us <= ts_us {
             let start_us = self.next_start_us;
             let duration_us =
                 rng.i64(self.settings.min_duration_us..=self.settings.max_duration_us);
             let burst = Burst {
-                merchant: merchants.sample(rng) as u32,
+                merchant: self.merchants.sample(rng) as u32,
                 api: apis.sample(rng) as u8,
                 start_us,
                 end_us: start_us + duration_us,
@@ -267,14 +274,13 @@ mod tests {
     #[test]
     fn schedule_starts_and_ends_bursts() {
         let mut rng = Rng::with_seed(12);
-        let merchants = WeightedIndex::zipf(100, 1.1);
         let apis = WeightedIndex::new(APIS.iter().map(|profile| profile.share));
-        let mut schedule = BurstSchedule::new(BurstSettings::default(), 0, &mut rng);
+        let mut schedule = BurstSchedule::new(BurstSettings::default(), 100, 1.1, 0, &mut rng);
         let hour = 60 * MICROS_PER_MINUTE;
         let mut ts_us = 0;
         let mut most_active = 0;
         while ts_us < hour {
-            schedule.advance(ts_us, &merchants, &apis, &mut rng);
+            schedule.advance(ts_us, &apis, &mut rng);
             assert!(
                 schedule
                     .active

@@ -121,7 +121,7 @@ impl NdjsonWriter {
         let micros_of_day = ts_us.rem_euclid(MICROS_PER_DAY);
         if self.cached_day != Some(day) {
             self.cached_date.clear();
-            write_rfc3339(day * MICROS_PER_DAY, &mut self.cached_date);
+            write_rfc3339(day.saturating_mul(MICROS_PER_DAY), &mut self.cached_date);
             // Keep the date and the `T`; the time of day is written below.
             let time_at = self
                 .cached_date

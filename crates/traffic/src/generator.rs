@@ -97,7 +97,13 @@ impl TrafficGenerator {
         let merchants = MerchantTable::generate(config.merchants, &mut rng);
         let merchant_volume = WeightedIndex::zipf(config.merchants, config.zipf_exponent);
         let api_share = WeightedIndex::new(APIS.iter().map(|profile| profile.share));
-        let bursts = BurstSchedule::new(BurstSettings::default(), config.start_ts_us, &mut rng);
+        let bursts = BurstSchedule::new(
+            BurstSettings::default(),
+            config.merchants,
+            config.zipf_exponent,
+            config.start_ts_us,
+            &mut rng,
+        );
         let release_rng = Rng::with_seed(rng.u64(..));
         TrafficGenerator {
             mean_gap_us: 1_000_000.0 / config.events_per_second,
@@ -128,7 +134,13 @@ impl TrafficGenerator {
     /// Replaces the burst schedule (tests use frequent bursts to see many in little time).
     #[cfg(test)]
     pub(crate) fn set_burst_settings(&mut self, settings: BurstSettings) {
-        self.bursts = BurstSchedule::new(settings, self.newest_ts_us, &mut self.rng);
+        self.bursts = BurstSchedule::new(
+            settings,
+            self.config.merchants,
+            self.config.zipf_exponent,
+            self.newest_ts_us,
+            &mut self.rng,
+        );
     }
 
     #[cfg(test)]
@@ -183,8 +195,7 @@ impl TrafficGenerator {
         let ts_us = self.config.start_ts_us + self.elapsed_us as i64;
         self.elapsed_us += exponential(self.mean_gap_us, &mut self.rng);
         self.newest_ts_us = ts_us;
-        self.bursts
-            .advance(ts_us, &self.merchant_volume, &self.api_share, &mut self.rng);
+        self.bursts.advance(ts_us, &self.api_share, &mut self.rng);
 
         let rng = &mut self.rng;
         let merchant = self.merchant_volume.sample(rng) as u32;

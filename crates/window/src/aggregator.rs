@@ -197,7 +197,10 @@ impl Aggregator {
                     api: series_api.to_owned(),
                     minute,
                 };
-                self.corrections.entry(key).or_default().record(status, latency_ms);
+                self.corrections
+                    .entry(key)
+                    .or_default()
+                    .record(status, latency_ms);
             }
             return Disposition::Late;
         }
@@ -248,7 +251,8 @@ impl Aggregator {
                 .values()
                 .map(|clock| {
                     let own = clock.max_event_us.saturating_sub(grace);
-                    let idle = now_wall_us.saturating_sub(clock.last_arrival_wall_us) >= idle_timeout;
+                    let idle =
+                        now_wall_us.saturating_sub(clock.last_arrival_wall_us) >= idle_timeout;
                     if idle { own.max(wall_watermark) } else { own }
                 })
                 .min()
@@ -268,7 +272,11 @@ impl Aggregator {
             }
             self.close_queue.pop();
             let series = &mut self.series[id as usize];
-            let Some(position) = series.windows.iter().position(|window| window.minute == minute) else {
+            let Some(position) = series
+                .windows
+                .iter()
+                .position(|window| window.minute == minute)
+            else {
                 continue;
             };
             let window = series.windows.swap_remove(position);
@@ -301,7 +309,11 @@ impl Aggregator {
     pub fn drain_dirty(&mut self, mut visit: impl FnMut(&str, &str, i64, &Rollup)) {
         for (id, minute) in std::mem::take(&mut self.dirty) {
             let series = &mut self.series[id as usize];
-            if let Some(window) = series.windows.iter_mut().find(|window| window.minute == minute) {
+            if let Some(window) = series
+                .windows
+                .iter_mut()
+                .find(|window| window.minute == minute)
+            {
                 window.dirty = false;
                 visit(&series.merchant, &series.api, minute, &window.rollup);
             }
@@ -310,7 +322,11 @@ impl Aggregator {
 
     /// Calls `visit` for every open window of `merchant` (all its series).
     pub fn visit_open(&self, merchant: &str, mut visit: impl FnMut(&str, i64, &Rollup)) {
-        for series in self.series.iter().filter(|series| &*series.merchant == merchant) {
+        for series in self
+            .series
+            .iter()
+            .filter(|series| &*series.merchant == merchant)
+        {
             for window in &series.windows {
                 visit(&series.api, window.minute, &window.rollup);
             }

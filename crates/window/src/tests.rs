@@ -31,15 +31,17 @@ fn call_strategy() -> impl Strategy<Value = Call> {
         prop::sample::select(vec![200u16, 201, 400, 404, 429, 500, 503]),
         0.0f64..2_000.0,
     )
-        .prop_map(|(partition, offset, delay, merchant, api, status, latency_ms)| Call {
-            partition,
-            ts_us: BASE + offset,
-            arrival_us: BASE + offset + delay,
-            merchant: format!("M{merchant}"),
-            api: format!("/v1/api{api}"),
-            status,
-            latency_ms: (latency_ms * 1000.0).round() / 1000.0,
-        })
+        .prop_map(
+            |(partition, offset, delay, merchant, api, status, latency_ms)| Call {
+                partition,
+                ts_us: BASE + offset,
+                arrival_us: BASE + offset + delay,
+                merchant: format!("M{merchant}"),
+                api: format!("/v1/api{api}"),
+                status,
+                latency_ms: (latency_ms * 1000.0).round() / 1000.0,
+            },
+        )
 }
 
 fn oracle(calls: &[Call]) -> BTreeMap<WindowKey, Rollup> {
@@ -63,7 +65,11 @@ fn oracle(calls: &[Call]) -> BTreeMap<WindowKey, Rollup> {
 /// Runs calls in arrival order, in batches, with wall-clock ticks between them, and plays the
 /// part of the store: final rollups plus merged corrections. Also checks that each window
 /// closes once.
-fn run(calls: &mut [Call], batch: usize, config: WindowConfig) -> (BTreeMap<WindowKey, Rollup>, u64) {
+fn run(
+    calls: &mut [Call],
+    batch: usize,
+    config: WindowConfig,
+) -> (BTreeMap<WindowKey, Rollup>, u64) {
     calls.sort_by_key(|call| call.arrival_us);
     let mut aggregator = Aggregator::new(config);
     let mut store: BTreeMap<WindowKey, Rollup> = BTreeMap::new();
@@ -97,11 +103,22 @@ fn run(calls: &mut [Call], batch: usize, config: WindowConfig) -> (BTreeMap<Wind
         absorb(&mut aggregator, &mut store);
     }
     // Traffic stops: wall-clock time alone must close every remaining window.
-    let end = calls.iter().map(|call| call.arrival_us).max().unwrap_or(BASE);
+    let end = calls
+        .iter()
+        .map(|call| call.arrival_us)
+        .max()
+        .unwrap_or(BASE);
     aggregator.advance(0, end + 1);
-    aggregator.advance(0, end + config.idle_timeout_us + config.grace_us + 2 * MICROS_PER_MINUTE);
+    aggregator.advance(
+        0,
+        end + config.idle_timeout_us + config.grace_us + 2 * MICROS_PER_MINUTE,
+    );
     absorb(&mut aggregator, &mut store);
-    assert_eq!(aggregator.open_windows(), 0, "idle time must close every window");
+    assert_eq!(
+        aggregator.open_windows(),
+        0,
+        "idle time must close every window"
+    );
     assert_eq!(aggregator.stats().late_events, late);
     (store, late)
 }
@@ -147,18 +164,33 @@ proptest! {
 #[test]
 fn late_events_become_corrections_not_drops() {
     let minute = MICROS_PER_MINUTE;
-    let config = WindowConfig { grace_us: minute, idle_timeout_us: 10 * MICROS_PER_SECOND };
+    let config = WindowConfig {
+        grace_us: minute,
+        idle_timeout_us: 10 * MICROS_PER_SECOND,
+    };
     let mut aggregator = Aggregator::new(config);
     aggregator.ingest(0, BASE, "M", "a", 200, 1.0, BASE);
     aggregator.ingest(0, BASE + 3 * minute, "M", "a", 200, 1.0, BASE + 3 * minute);
     aggregator.advance(0, BASE + 3 * minute);
     let closed = aggregator.take_closed();
-    assert!(closed.iter().any(|window| window.key.minute == minute_of(BASE)));
+    assert!(
+        closed
+            .iter()
+            .any(|window| window.key.minute == minute_of(BASE))
+    );
     let disposition = aggregator.ingest(0, BASE + 1, "M", "a", 500, 9.0, BASE + 3 * minute);
     assert_eq!(disposition, Disposition::Late);
     let corrections = aggregator.take_corrections();
-    assert_eq!(corrections.len(), 2, "the API window and the merchant total");
-    assert!(corrections.iter().all(|(key, delta)| key.minute == minute_of(BASE) && delta.calls == 1));
+    assert_eq!(
+        corrections.len(),
+        2,
+        "the API window and the merchant total"
+    );
+    assert!(
+        corrections
+            .iter()
+            .all(|(key, delta)| key.minute == minute_of(BASE) && delta.calls == 1)
+    );
 }
 
 #[test]
@@ -166,11 +198,24 @@ fn an_idle_partition_does_not_hold_back_the_watermark_forever() {
     let config = WindowConfig::default();
     let mut aggregator = Aggregator::new(config);
     aggregator.ingest(0, BASE, "M", "a", 200, 1.0, BASE);
-    aggregator.ingest(1, BASE + 10 * MICROS_PER_MINUTE, "M", "a", 200, 1.0, BASE + 10 * MICROS_PER_MINUTE);
+    aggregator.ingest(
+        1,
+        BASE + 10 * MICROS_PER_MINUTE,
+        "M",
+        "a",
+        200,
+        1.0,
+        BASE + 10 * MICROS_PER_MINUTE,
+    );
     aggregator.advance(0, BASE + 10 * MICROS_PER_MINUTE);
     // Partition 0 has been idle for ten minutes of wall time: it follows the wall clock.
     assert_eq!(aggregator.watermark_us(), BASE + 7 * MICROS_PER_MINUTE);
-    assert!(aggregator.take_closed().iter().any(|window| window.key.minute == minute_of(BASE)));
+    assert!(
+        aggregator
+            .take_closed()
+            .iter()
+            .any(|window| window.key.minute == minute_of(BASE))
+    );
 }
 
 #[test]
@@ -189,9 +234,25 @@ fn compacting_series_keeps_open_windows_and_their_totals() {
     aggregator.ingest(0, BASE, "Gone", "a", 200, 1.0, BASE);
     aggregator.advance(0, BASE + 10 * MICROS_PER_MINUTE);
     assert_eq!(aggregator.take_closed().len(), 2);
-    aggregator.ingest(0, BASE + 10 * MICROS_PER_MINUTE, "Kept", "b", 500, 2.0, BASE + 10 * MICROS_PER_MINUTE);
+    aggregator.ingest(
+        0,
+        BASE + 10 * MICROS_PER_MINUTE,
+        "Kept",
+        "b",
+        500,
+        2.0,
+        BASE + 10 * MICROS_PER_MINUTE,
+    );
     assert_eq!(aggregator.compact_series(), 2);
-    aggregator.ingest(0, BASE + 10 * MICROS_PER_MINUTE, "Kept", "b", 200, 3.0, BASE + 10 * MICROS_PER_MINUTE);
+    aggregator.ingest(
+        0,
+        BASE + 10 * MICROS_PER_MINUTE,
+        "Kept",
+        "b",
+        200,
+        3.0,
+        BASE + 10 * MICROS_PER_MINUTE,
+    );
     aggregator.advance(0, BASE + 30 * MICROS_PER_MINUTE);
     let closed = aggregator.take_closed();
     assert_eq!(closed.len(), 2);

@@ -15,23 +15,33 @@ fn reject(line: &str) -> RecordError {
 #[test]
 fn parses_a_complete_record() {
     let line = r#"{"ts":1795273445250,"merchant":"M1","api":"/v1/payments","status":"503","latency_ms":"7.25","corr_id":42,"partner":"P","method":"POST","path":"/v1/payments/x","host":"h1","region":"eu","extra":{"a":[1,2]},"n":1.50}"#;
-    let event = parser().parse(line.as_bytes(), TimeBounds::UNBOUNDED).expect("valid");
+    let event = parser()
+        .parse(line.as_bytes(), TimeBounds::UNBOUNDED)
+        .expect("valid");
     assert_eq!(event.ts_us, 1_795_273_445_250_000);
     assert_eq!(event.status, 503);
     assert_eq!(event.latency_ms, 7.25);
     assert_eq!(event.corr_id, "42");
     assert_eq!(event.partner.as_deref(), Some("P"));
     assert_eq!(event.region.as_deref(), Some("eu"));
-    assert_eq!(event.attributes.as_deref(), Some(r#"{"extra":{"a":[1,2]},"n":1.50}"#));
+    assert_eq!(
+        event.attributes.as_deref(),
+        Some(r#"{"extra":{"a":[1,2]},"n":1.50}"#)
+    );
 }
 
 #[test]
 fn skipping_attributes_gives_the_same_event_without_them() {
     let fast = EventParser::new(&FieldMapping::default(), false).expect("compiles");
-    let event = fast.parse(GOOD.as_bytes(), TimeBounds::UNBOUNDED).expect("valid");
+    let event = fast
+        .parse(GOOD.as_bytes(), TimeBounds::UNBOUNDED)
+        .expect("valid");
     assert_eq!(event.attributes, None);
     assert_eq!(event.merchant, "M1");
-    assert!(matches!(event.merchant, Cow::Borrowed(_)), "unescaped strings are borrowed");
+    assert!(
+        matches!(event.merchant, Cow::Borrowed(_)),
+        "unescaped strings are borrowed"
+    );
 }
 
 #[test]
@@ -44,7 +54,9 @@ fn nested_pointers_map_fields_and_keep_the_object() {
     };
     let parser = EventParser::new(&mapping, true).expect("compiles");
     let line = r#"{"ts":"2026-11-21T15:04:05Z","request":{"account":{"id":"M7"},"endpoint":"/v1/refunds","other":1},"status":201,"latency_ms":3,"trace/id":"t-9"}"#;
-    let event = parser.parse(line.as_bytes(), TimeBounds::UNBOUNDED).expect("valid");
+    let event = parser
+        .parse(line.as_bytes(), TimeBounds::UNBOUNDED)
+        .expect("valid");
     assert_eq!(event.merchant, "M7");
     assert_eq!(event.api, "/v1/refunds");
     assert_eq!(event.corr_id, "t-9");
@@ -81,18 +93,66 @@ fn each_malformed_record_names_field_and_reason() {
         ("{not json", None, RejectReason::InvalidJson),
         ("[1,2]", None, RejectReason::NotAnObject),
         ("17", None, RejectReason::NotAnObject),
-        (r#"{"ts":"2026-11-21T15:04:05Z","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#, Some("merchant"), RejectReason::MissingField),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":"","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#, Some("merchant"), RejectReason::InvalidValue),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":["M"],"api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#, Some("merchant"), RejectReason::WrongType),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":7,"status":200,"latency_ms":1,"corr_id":"c"}"#, Some("api"), RejectReason::WrongType),
-        (r#"{"ts":"yesterday","merchant":"M","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#, Some("ts"), RejectReason::InvalidValue),
-        (r#"{"ts":true,"merchant":"M","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#, Some("ts"), RejectReason::WrongType),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":999,"latency_ms":1,"corr_id":"c"}"#, Some("status"), RejectReason::InvalidValue),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":200,"latency_ms":-1,"corr_id":"c"}"#, Some("latency_ms"), RejectReason::InvalidValue),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":200,"latency_ms":"fast","corr_id":"c"}"#, Some("latency_ms"), RejectReason::InvalidValue),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":200,"latency_ms":1}"#, Some("corr_id"), RejectReason::MissingField),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M\u0000","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#, Some("merchant"), RejectReason::InvalidValue),
-        (r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":200,"latency_ms":1,"corr_id":"c","region":5}"#, Some("region"), RejectReason::WrongType),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#,
+            Some("merchant"),
+            RejectReason::MissingField,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":"","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#,
+            Some("merchant"),
+            RejectReason::InvalidValue,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":["M"],"api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#,
+            Some("merchant"),
+            RejectReason::WrongType,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":7,"status":200,"latency_ms":1,"corr_id":"c"}"#,
+            Some("api"),
+            RejectReason::WrongType,
+        ),
+        (
+            r#"{"ts":"yesterday","merchant":"M","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#,
+            Some("ts"),
+            RejectReason::InvalidValue,
+        ),
+        (
+            r#"{"ts":true,"merchant":"M","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#,
+            Some("ts"),
+            RejectReason::WrongType,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":999,"latency_ms":1,"corr_id":"c"}"#,
+            Some("status"),
+            RejectReason::InvalidValue,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":200,"latency_ms":-1,"corr_id":"c"}"#,
+            Some("latency_ms"),
+            RejectReason::InvalidValue,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":200,"latency_ms":"fast","corr_id":"c"}"#,
+            Some("latency_ms"),
+            RejectReason::InvalidValue,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":200,"latency_ms":1}"#,
+            Some("corr_id"),
+            RejectReason::MissingField,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M\u0000","api":"a","status":200,"latency_ms":1,"corr_id":"c"}"#,
+            Some("merchant"),
+            RejectReason::InvalidValue,
+        ),
+        (
+            r#"{"ts":"2026-11-21T15:04:05Z","merchant":"M","api":"a","status":200,"latency_ms":1,"corr_id":"c","region":5}"#,
+            Some("region"),
+            RejectReason::WrongType,
+        ),
     ];
     for (line, field, reason) in cases {
         let error = reject(line);
@@ -119,18 +179,30 @@ fn invalid_utf8_is_refused() {
     let mut bytes = GOOD.as_bytes().to_vec();
     let at = GOOD.find("M1").expect("merchant present");
     bytes[at] = 0xff;
-    let error = parser().parse(&bytes, TimeBounds::UNBOUNDED).expect_err("invalid utf-8");
+    let error = parser()
+        .parse(&bytes, TimeBounds::UNBOUNDED)
+        .expect_err("invalid utf-8");
     assert_eq!(error.reason, RejectReason::InvalidUtf8);
 }
 
 #[test]
 fn time_bounds_reject_old_and_future_events() {
     let event_ts = 1_795_273_445_250_000;
-    let too_old = TimeBounds { min_ts_us: event_ts + 1, max_ts_us: i64::MAX };
-    let error = parser().parse(GOOD.as_bytes(), too_old).expect_err("too old");
+    let too_old = TimeBounds {
+        min_ts_us: event_ts + 1,
+        max_ts_us: i64::MAX,
+    };
+    let error = parser()
+        .parse(GOOD.as_bytes(), too_old)
+        .expect_err("too old");
     assert_eq!(error.reason, RejectReason::TooOld);
-    let too_new = TimeBounds { min_ts_us: i64::MIN, max_ts_us: event_ts - 1 };
-    let error = parser().parse(GOOD.as_bytes(), too_new).expect_err("too new");
+    let too_new = TimeBounds {
+        min_ts_us: i64::MIN,
+        max_ts_us: event_ts - 1,
+    };
+    let error = parser()
+        .parse(GOOD.as_bytes(), too_new)
+        .expect_err("too new");
     assert_eq!(error.reason, RejectReason::TooFarInFuture);
     assert_eq!(error.field.as_deref(), Some("ts"));
 }
@@ -138,6 +210,8 @@ fn time_bounds_reject_old_and_future_events() {
 #[test]
 fn escaped_strings_are_decoded() {
     let line = GOOD.replace("\"M1\"", r#""M\u00e9\"1""#);
-    let event = parser().parse(line.as_bytes(), TimeBounds::UNBOUNDED).expect("valid");
+    let event = parser()
+        .parse(line.as_bytes(), TimeBounds::UNBOUNDED)
+        .expect("valid");
     assert_eq!(event.merchant, "Mé\"1");
 }

@@ -10,7 +10,9 @@ fn key(merchant: &str, api: &str, minute: i64) -> WindowKey {
 
 fn rollup(calls: &[(u16, f64)]) -> Rollup {
     let mut rollup = Rollup::default();
-    calls.iter().for_each(|(status, latency)| rollup.record(*status, *latency));
+    calls
+        .iter()
+        .for_each(|(status, latency)| rollup.record(*status, *latency));
     rollup
 }
 
@@ -41,7 +43,11 @@ fn checkpoint_open_windows_and_finals_survive_reopen() {
                     (key("M", "a", MINUTE + 1), rollup(&[(500, 2.0)])),
                     (key("M", "", MINUTE + 1), rollup(&[(500, 2.0)])),
                 ],
-                checkpoint: Checkpoint { lsn: 7, watermark_us: 42, partitions: vec![(0, 99)] },
+                checkpoint: Checkpoint {
+                    lsn: 7,
+                    watermark_us: 42,
+                    partitions: vec![(0, 99)],
+                },
                 ..CheckpointBatch::default()
             },
         );
@@ -68,9 +74,17 @@ fn checkpoint_open_windows_and_finals_survive_reopen() {
 
     let mut seen = Vec::new();
     store
-        .scan_series("M", "a", MINUTE, MINUTE + 2, |minute, view| seen.push((minute, view.calls, view.state)))
+        .scan_series("M", "a", MINUTE, MINUTE + 2, |minute, view| {
+            seen.push((minute, view.calls, view.state))
+        })
         .expect("scans");
-    assert_eq!(seen, vec![(MINUTE, 1, RollupState::Final), (MINUTE + 1, 2, RollupState::Final)]);
+    assert_eq!(
+        seen,
+        vec![
+            (MINUTE, 1, RollupState::Final),
+            (MINUTE + 1, 2, RollupState::Final)
+        ]
+    );
 }
 
 #[test]
@@ -97,14 +111,30 @@ fn corrections_merge_into_stored_finals_or_into_this_batch() {
         },
     );
     assert_eq!(summary.finals.len(), 1);
-    assert_eq!(summary.finals[0].1.calls, 2, "late call folded into the closing window");
+    assert_eq!(
+        summary.finals[0].1.calls, 2,
+        "late call folded into the closing window"
+    );
     assert_eq!(summary.corrected.len(), 2);
-    let corrected_a = summary.corrected.iter().find(|(window, _)| window.api == "a").expect("a corrected");
+    let corrected_a = summary
+        .corrected
+        .iter()
+        .find(|(window, _)| window.api == "a")
+        .expect("a corrected");
     assert_eq!(corrected_a.1.status, vec![(200, 1), (503, 1)]);
-    let stored = store.stored_rollup(&key("M", "a", MINUTE)).expect("reads").expect("present");
+    let stored = store
+        .stored_rollup(&key("M", "a", MINUTE))
+        .expect("reads")
+        .expect("present");
     assert_eq!(stored, corrected_a.1);
-    let stored = store.stored_rollup(&key("N", "c", MINUTE - 600)).expect("reads").expect("present");
-    assert_eq!(stored.calls, 1, "a correction for a window never stored creates it");
+    let stored = store
+        .stored_rollup(&key("N", "c", MINUTE - 600))
+        .expect("reads")
+        .expect("present");
+    assert_eq!(
+        stored.calls, 1,
+        "a correction for a window never stored creates it"
+    );
 }
 
 #[test]
@@ -126,9 +156,26 @@ fn merchant_totals_use_hours_and_minutes_exactly() {
     }
     // Write half as open windows first, then everything final: hour entries must not double.
     let open: Vec<_> = finals.iter().step_by(2).cloned().collect();
-    commit(&store, CheckpointBatch { open, ..CheckpointBatch::default() });
-    commit(&store, CheckpointBatch { finals, ..CheckpointBatch::default() });
-    for (from, to) in [(start, start + 240), (start + 13, start + 200), (start + 30, start + 31), (start + 90, start + 150)] {
+    commit(
+        &store,
+        CheckpointBatch {
+            open,
+            ..CheckpointBatch::default()
+        },
+    );
+    commit(
+        &store,
+        CheckpointBatch {
+            finals,
+            ..CheckpointBatch::default()
+        },
+    );
+    for (from, to) in [
+        (start, start + 240),
+        (start + 13, start + 200),
+        (start + 30, start + 31),
+        (start + 90, start + 150),
+    ] {
         let totals = store.merchant_totals(from, to).expect("ranks");
         for merchant in ["A", "B", "C"] {
             let want: u64 = expected
@@ -137,7 +184,9 @@ fn merchant_totals_use_hours_and_minutes_exactly() {
                 .sum();
             let got = totals.get(merchant).map_or(0, |entry| entry.calls);
             assert_eq!(got, want, "{merchant} over [{from}, {to})");
-            let errors = totals.get(merchant).map_or(0, |entry| entry.classes.status_5xx);
+            let errors = totals
+                .get(merchant)
+                .map_or(0, |entry| entry.classes.status_5xx);
             assert_eq!(errors, want);
         }
     }
@@ -152,14 +201,26 @@ fn retention_drops_whole_days() {
     commit(
         &store,
         CheckpointBatch {
-            finals: vec![(key("M", "a", today), rollup(&[(200, 1.0)])), (key("M", "a", old), rollup(&[(200, 1.0)]))],
+            finals: vec![
+                (key("M", "a", today), rollup(&[(200, 1.0)])),
+                (key("M", "a", old), rollup(&[(200, 1.0)])),
+            ],
             open: vec![(key("M", "b", old), rollup(&[(200, 1.0)]))],
             ..CheckpointBatch::default()
         },
     );
-    assert_eq!(store.enforce_retention(today - MINUTES_PER_DAY).expect("drops"), 1);
+    assert_eq!(
+        store
+            .enforce_retention(today - MINUTES_PER_DAY)
+            .expect("drops"),
+        1
+    );
     let mut minutes = Vec::new();
-    store.scan_series("M", "a", old - 10, today + 10, |minute, _| minutes.push(minute)).expect("scans");
+    store
+        .scan_series("M", "a", old - 10, today + 10, |minute, _| {
+            minutes.push(minute)
+        })
+        .expect("scans");
     assert_eq!(minutes, vec![today]);
     assert!(store.load_open().expect("loads").is_empty());
 }
@@ -168,6 +229,9 @@ fn retention_drops_whole_days() {
 fn keys_split_back_into_their_parts() {
     let window = key("Merchant 1", "/v1/payments", -5);
     let bytes = rollup_key(&window);
-    assert_eq!(split_rollup_key(&bytes), Some(("Merchant 1", "/v1/payments", -5)));
+    assert_eq!(
+        split_rollup_key(&bytes),
+        Some(("Merchant 1", "/v1/payments", -5))
+    );
     assert!(sortable(-1) < sortable(0) && sortable(0) < sortable(1));
 }

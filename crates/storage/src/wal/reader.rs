@@ -27,13 +27,16 @@ pub fn replay(
     after_lsn: u64,
     mut visit: impl FnMut(u64, &[u8]) -> Result<(), StorageError>,
 ) -> Result<ReplayReport, StorageError> {
-    std::fs::create_dir_all(dir).map_err(|source| StorageError::io("create wal directory", dir, source))?;
-    let segments = list_segments(dir).map_err(|source| StorageError::io("list wal segments", dir, source))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|source| StorageError::io("create wal directory", dir, source))?;
+    let segments =
+        list_segments(dir).map_err(|source| StorageError::io("list wal segments", dir, source))?;
     let mut report = ReplayReport::default();
     let mut payload = Vec::new();
     let segment_count = segments.len();
     for (index, (first_lsn, path)) in segments.into_iter().enumerate() {
-        let file = File::open(&path).map_err(|source| StorageError::io("open wal segment", &path, source))?;
+        let file = File::open(&path)
+            .map_err(|source| StorageError::io("open wal segment", &path, source))?;
         let length = file
             .metadata()
             .map_err(|source| StorageError::io("stat wal segment", &path, source))?
@@ -44,11 +47,13 @@ pub fn replay(
         let mut good = true;
         while offset < length {
             let mut header = [0u8; FRAME_HEADER_BYTES];
-            if length - offset < FRAME_HEADER_BYTES as u64 || input.read_exact(&mut header).is_err() {
+            if length - offset < FRAME_HEADER_BYTES as u64 || input.read_exact(&mut header).is_err()
+            {
                 good = false;
                 break;
             }
-            let payload_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let payload_len =
+                u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             let mut lsn_bytes = [0u8; 8];
             lsn_bytes.copy_from_slice(&header[8..16]);
@@ -80,7 +85,9 @@ pub fn replay(
             let file = OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .map_err(|source| StorageError::io("open wal segment for truncation", &path, source))?;
+                .map_err(|source| {
+                    StorageError::io("open wal segment for truncation", &path, source)
+                })?;
             file.set_len(offset)
                 .and_then(|()| file.sync_all())
                 .map_err(|source| StorageError::io("truncate wal segment", &path, source))?;

@@ -124,7 +124,10 @@ impl Wal {
 
     /// Queues a batch payload. The receiver resolves with its LSN once it is durable.
     /// Refuses at once, without waiting, when the queue is full.
-    pub fn try_append(&self, payload: Vec<u8>) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
+    pub fn try_append(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
         let (done, receiver) = oneshot::channel();
         let request = Request {
             payload: Arc::new(payload),
@@ -138,7 +141,10 @@ impl Wal {
     }
 
     /// Queues a batch, waiting for room (for replay tools and tests, not request handlers).
-    pub fn append_blocking(&self, payload: Vec<u8>) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
+    pub fn append_blocking(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
         let (done, receiver) = oneshot::channel();
         self.request_tx
             .send(Request {
@@ -240,8 +246,10 @@ impl Writer {
             let lsn = self.next_lsn;
             self.next_lsn += 1;
             let payload = &request.payload;
-            self.buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            self.buffer.extend_from_slice(&frame_crc(lsn, payload).to_le_bytes());
+            self.buffer
+                .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            self.buffer
+                .extend_from_slice(&frame_crc(lsn, payload).to_le_bytes());
             self.buffer.extend_from_slice(&lsn.to_le_bytes());
             self.buffer.extend_from_slice(payload);
         }
@@ -298,7 +306,9 @@ impl Writer {
         for pair in segments.windows(2) {
             let ((_, path), (next_first_lsn, _)) = (&pair[0], &pair[1]);
             // The segment holds LSNs below the next segment's first LSN.
-            if next_first_lsn.saturating_sub(1) <= checkpointed && *next_first_lsn <= self.segment.first_lsn {
+            if next_first_lsn.saturating_sub(1) <= checkpointed
+                && *next_first_lsn <= self.segment.first_lsn
+            {
                 if let Err(error) = std::fs::remove_file(path) {
                     tracing::warn!(%error, segment = %path.display(), "could not delete checkpointed wal segment");
                 }

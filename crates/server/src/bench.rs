@@ -1,0 +1,541 @@
+//! `bench`: the benchmarks behind the performance targets, printing medians.
+//!
+//! - `aggregate`: window aggregation in process, one thread (target ≥ 1,000,000 events/s).
+//! - `parse`: parse + aggregate a generated 2M-event NDJSON file, no HTTP (target ≥ 1.5M/s).
+//! - `query`: one merchant over 24 h at 1-minute step with 10,000 merchants stored (p99 ≤ 10 ms).
+//! - `ingest`: HTTP ingest end to end against a child server, batches of 1,000, durable acks,
+//!   rollups written (target ≥ 200,000 events/s sustained), with the server's peak RSS.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use mm_model::mapping::{EventParser, FieldMapping, TimeBounds};
+use mm_model::rollup::{Rollup, WindowKey};
+use mm_model::time::MICROS_PER_MINUTE;
+use mm_query::{ApiSort, MerchantSort, Period, Step};
+use mm_storage::rollups::{CheckpointBatch, RollupStore};
+use mm_storage::{codec, wal};
+use mm_traffic::{TrafficConfig, TrafficGenerator};
+use mm_window::{Aggregator, WindowConfig};
+
+use crate::pipeline::now_us;
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Benchmarks to run, comma-separated: aggregate, parse, query, ingest.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "aggregate,parse,query,ingest"
+    )]
+    pub only: Vec<String>,
+    /// Events in the generated datasets.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Repetitions of each in-process benchmark (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Duration of the ingest benchmark.
+    #[arg(long, default_value_t = 60)]
+    pub ingest_seconds: u64,
+    /// Parser threads for the parse benchmark [default: available cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Directory for datasets and stores [default: a fresh temporary directory].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let work_dir = match &args.work_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("mm-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+    println!("work directory: {}", work_dir.display());
+    for name in &args.only {
+        match name.as_str() {
+            "aggregate" => bench_aggregate(&args)?,
+            "parse" => bench_parse(&args, &work_dir)?,
+            "query" => bench_query(&args, &work_dir)?,
+            "ingest" => bench_ingest(&args, &work_dir)?,
+            other => bail!("unknown benchmark {other:?} (aggregate, parse, query, ingest)"),
+        }
+    }
+    if args.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    Ok(())
+}
+
+fn traffic(events: u64) -> TrafficConfig {
+    TrafficConfig {
+        seed: 11,
+        start_ts_us: now_us() - (events as f64 / 20_000.0 * 1e6) as i64,
+        ..TrafficConfig::default()
+    }
+}
+
+fn bench_aggregate(args: &BenchArgs) -> anyhow::Result<()> {
+    struct Compact {
+        ts_us: i64,
+        arrival_us: i64,
+        merchant: u32,
+        api: &'static str,
+        status: u16,
+        latency_ms: f64,
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    let events: Vec<Compact> = TrafficGenerator::new(traffic(args.events))
+        .take(args.events as usize)
+        .map(|event| {
+            let next = names.len() as u32;
+            let merchant = *index.entry(event.merchant.clone()).or_insert_with(|| {
+                names.push(event.merchant.clone());
+                next
+            });
+            Compact {
+                ts_us: event.ts_us,
+                arrival_us: event.arrival_us,
+                merchant,
+                api: event.api,
+                status: event.status,
+                latency_ms: event.latency_ms,
+            }
+        })
+        .collect();
+    let mut rates = Vec::new();
+    let mut late = 0;
+    for _ in 0..args.runs {
+        let mut aggregator = Aggregator::new(WindowConfig::default());
+        let started = Instant::now();
+        for (chunk_index, chunk) in events.chunks(1000).enumerate() {
+            let now = chunk.last().map_or(0, |event| event.arrival_us);
+            for event in chunk {
+                aggregator.ingest(
+                    0,
+                    event.ts_us,
+                    &names[event.merchant as usize],
+                    event.api,
+                    event.status,
+                    event.latency_ms,
+                    now,
+                );
+            }
+            aggregator.advance(0, now);
+            if chunk_index % 20 == 19 {
+                // What a checkpoint takes out of the aggregator.
+                std::hint::black_box(aggregator.take_closed());
+                std::hint::black_box(aggregator.take_corrections());
+                let mut dirty = 0usize;
+                aggregator.drain_dirty(|_, _, _, _| dirty += 1);
+                std::hint::black_box(dirty);
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        late = aggregator.stats().late_events;
+        rates.push(events.len() as f64 / elapsed);
+    }
+    println!(
+        "aggregate: {} events, {} merchants, {} late; median {:.0} events/s on one thread (runs: {})",
+        events.len(),
+        names.len(),
+        late,
+        median(&mut rates),
+        args.runs
+    );
+    Ok(())
+}
+
+/// Splits `data` into chunks of about `size` bytes that end at line boundaries.
+fn line_chunks(data: &[u8], size: usize) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let mut end = (start + size).min(data.len());
+        while end < data.len() && data[end - 1] != b'\n' {
+            end += 1;
+        }
+        chunks.push(&data[start..end]);
+        start = end;
+    }
+    chunks
+}
+
+fn dataset(work_dir: &Path, events: u64) -> anyhow::Result<PathBuf> {
+    let path = work_dir.join(format!("dataset-{events}.ndjson"));
+    if !path.exists() {
+        let config = TrafficConfig {
+            start_ts_us: 1_795_273_200_000_000,
+            seed: 11,
+            ..TrafficConfig::default()
+        };
+        crate::demo::write_gen(config, events, &path)?;
+    }
+    Ok(path)
+}
+
+fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
+    let path = dataset(work_dir, args.events)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get()))
+        .max(1);
+    let parser = EventParser::new(&FieldMapping::default(), false).context("default mapping")?;
+    let mut rates = Vec::new();
+    let mut summary = (0usize, 0u64, 0u64);
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let chunks = line_chunks(&data, 256 * 1024);
+        let next_chunk = std::sync::atomic::AtomicUsize::new(0);
+        let (parsed_tx, parsed_rx) = sync_channel::<(usize, Vec<u8>)>(threads * 4);
+        let (events, late, rejected) = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let parsed_tx = parsed_tx.clone();
+                let (chunks, next_chunk, parser) = (&chunks, &next_chunk, &parser);
+                scope.spawn(move || {
+                    let mut events = Vec::with_capacity(512 * 1024);
+                    loop {
+                        let index = next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = chunks.get(index) else {
+                            return;
+                        };
+                        events.clear();
+                        let mut count = 0;
+                        let mut rejected = 0u64;
+                        for line in chunk
+                            .split(|byte| *byte == b'\n')
+                            .filter(|line| !line.is_empty())
+                        {
+                            match parser.parse(line, TimeBounds::UNBOUNDED) {
+                                Ok(event) => {
+                                    codec::encode_event(&event, &mut events);
+                                    count += 1;
+                                }
+                                Err(_) => rejected += 1,
+                            }
+                        }
+                        let mut payload = Vec::with_capacity(events.len() + 16);
+                        wal::begin_batch(count, &mut payload);
+                        payload.extend_from_slice(&events);
+                        payload.extend_from_slice(&rejected.to_le_bytes());
+                        if parsed_tx.send((index, payload)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(parsed_tx);
+            // The aggregator takes chunks in file order, exactly as a single reader would.
+            let mut aggregator = Aggregator::new(WindowConfig::default());
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut expected = 0usize;
+            let mut events = 0usize;
+            let mut rejected = 0u64;
+            for (index, payload) in parsed_rx {
+                waiting.insert(index, payload);
+                while let Some(payload) = waiting.remove(&expected) {
+                    let (batch, trailer) = payload.split_at(payload.len() - 8);
+                    rejected += u64::from_le_bytes(trailer.try_into().unwrap_or([0; 8]));
+                    let mut last_ts = i64::MIN;
+                    let decoded = wal::decode_batch(batch, |event| {
+                        last_ts = last_ts.max(event.ts_us);
+                        aggregator.ingest(
+                            0,
+                            event.ts_us,
+                            &event.merchant,
+                            &event.api,
+                            event.status,
+                            event.latency_ms,
+                            i64::MAX,
+                        );
+                    });
+                    events += decoded.unwrap_or(0);
+                    aggregator.advance(0, last_ts);
+                    std::hint::black_box(aggregator.take_closed());
+                    std::hint::black_box(aggregator.take_corrections());
+                    expected += 1;
+                }
+            }
+            aggregator.advance(0, i64::MAX / 2);
+            std::hint::black_box(aggregator.take_closed());
+            (events, aggregator.stats().late_events, rejected)
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        rates.push(events as f64 / elapsed);
+        summary = (events, late, rejected);
+    }
+    let size = std::fs::metadata(&path).map_or(0, |meta| meta.len());
+    println!(
+        "parse+aggregate: {} events ({:.0} bytes/event, {} late, {} rejected), {} parser threads; median {:.0} events/s (runs: {})",
+        summary.0,
+        size as f64 / summary.0.max(1) as f64,
+        summary.1,
+        summary.2,
+        threads,
+        median(&mut rates),
+        args.runs
+    );
+    Ok(())
+}
+
+const QUERY_MERCHANTS: usize = 10_000;
+const APIS: [&str; 12] = [
+    "/v1/payments",
+    "/v1/payments/captures",
+    "/v1/refunds",
+    "/v1/payouts",
+    "/v1/authorizations",
+    "/v1/tokens",
+    "/v1/customers",
+    "/v1/balance",
+    "/v1/disputes",
+    "/v1/webhooks",
+    "/v1/payment_methods",
+    "/v1/sessions",
+];
+
+/// Fills a store with 24 h of rollups for 10,000 merchants: the busiest have every minute of
+/// every API, the tail a thinning share of minutes. Returns the end minute of the data.
+fn build_query_store(store: &RollupStore, end_minute: i64) -> anyhow::Result<u64> {
+    let mut template = Rollup::default();
+    for (index, latency) in [12.0, 35.5, 80.0, 150.0, 180.0, 210.0, 400.0, 1200.0]
+        .iter()
+        .enumerate()
+    {
+        template.record(if index == 7 { 503 } else { 200 }, *latency);
+    }
+    let mut stored = 0u64;
+    let mut finals = Vec::new();
+    let flush = |finals: &mut Vec<(WindowKey, Rollup)>| -> anyhow::Result<()> {
+        let prepared = store.prepare(CheckpointBatch {
+            finals: std::mem::take(finals),
+            ..CheckpointBatch::default()
+        })?;
+        store.commit(prepared)?;
+        Ok(())
+    };
+    for rank in 0..QUERY_MERCHANTS {
+        let merchant = format!("merchant-{rank:05}");
+        let every = 1 + rank / 50;
+        let api_count = if rank < 50 { APIS.len() } else { 3 };
+        for minute in (end_minute - 1440..end_minute).step_by(every) {
+            let mut total = Rollup::default();
+            for api in &APIS[..api_count] {
+                total.merge(&template);
+                finals.push((
+                    WindowKey {
+                        merchant: merchant.clone(),
+                        api: (*api).to_owned(),
+                        minute,
+                    },
+                    template.clone(),
+                ));
+            }
+            finals.push((
+                WindowKey {
+                    merchant: merchant.clone(),
+                    api: String::new(),
+                    minute,
+                },
+                total,
+            ));
+            stored += api_count as u64 + 1;
+        }
+        if finals.len() > 50_000 {
+            flush(&mut finals)?;
+        }
+    }
+    flush(&mut finals)?;
+    Ok(stored)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn bench_query(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
+    let dir = work_dir.join("query-store");
+    let marker = dir.join("built-until-minute");
+    let end_minute = match std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+    {
+        Some(minute) => minute,
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = RollupStore::open(&dir)?;
+            let end_minute = mm_model::time::minute_of(now_us());
+            let started = Instant::now();
+            let stored = build_query_store(&store, end_minute)?;
+            println!(
+                "query: stored {stored} rollups for {QUERY_MERCHANTS} merchants in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            drop(store);
+            std::fs::write(&marker, end_minute.to_string())?;
+            end_minute
+        }
+    };
+    let store = RollupStore::open(&dir)?;
+    let period = Period {
+        from_us: (end_minute - 1440) * MICROS_PER_MINUTE,
+        to_us: end_minute * MICROS_PER_MINUTE,
+    };
+    let iterations = 100 * args.runs.max(1);
+    let measure = |name: &str,
+                   mut query: Box<dyn FnMut(usize) -> anyhow::Result<usize> + '_>|
+     -> anyhow::Result<()> {
+        let mut timings = Vec::with_capacity(iterations);
+        let mut size = 0;
+        for iteration in 0..iterations {
+            let started = Instant::now();
+            size = query(iteration)?;
+            timings.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        timings.sort_by(f64::total_cmp);
+        println!(
+            "query {name}: p50 {:.2} ms, p99 {:.2} ms ({iterations} runs, {size} rows)",
+            percentile(&timings, 0.5),
+            percentile(&timings, 0.99)
+        );
+        Ok(())
+    };
+    measure(
+        "activity 24h step=1m (busiest merchants)",
+        Box::new(|iteration| {
+            let merchant = format!("merchant-{:05}", iteration % 50);
+            Ok(
+                mm_query::activity(&store, &merchant, None, period, Step::OneMinute)?
+                    .buckets
+                    .len(),
+            )
+        }),
+    )?;
+    measure(
+        "activity 24h step=1m api=/v1/payments",
+        Box::new(|iteration| {
+            let merchant = format!("merchant-{:05}", iteration % 50);
+            Ok(mm_query::activity(
+                &store,
+                &merchant,
+                Some("/v1/payments"),
+                period,
+                Step::OneMinute,
+            )?
+            .buckets
+            .len())
+        }),
+    )?;
+    measure(
+        "apis 24h (busiest merchants)",
+        Box::new(|iteration| {
+            let merchant = format!("merchant-{:05}", iteration % 50);
+            Ok(mm_query::apis(&store, &merchant, period, ApiSort::Calls)?
+                .apis
+                .len())
+        }),
+    )?;
+    measure(
+        "merchants 24h top 50",
+        Box::new(|_| {
+            Ok(
+                mm_query::merchants(&store, period, MerchantSort::Calls, 50)?
+                    .merchants
+                    .len(),
+            )
+        }),
+    )?;
+    Ok(())
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn bench_ingest(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
+    let data_dir = work_dir.join("ingest-data");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    // Event times end now, so every record is inside retention and clock skew.
+    let dataset = work_dir.join("ingest-dataset.ndjson");
+    crate::demo::write_gen(traffic(args.events), args.events, &dataset)?;
+    let executable = std::env::current_exe().context("locating this executable")?;
+    let mut child = std::process::Command::new(executable)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("MM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the server")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut first_line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first_line)
+        .context("reading the server's address")?;
+    let address = first_line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .context("server did not print its address")?
+        .to_owned();
+    let replay_args = crate::replay::ReplayArgs {
+        file: dataset,
+        to: address,
+        batch: 1_000,
+        concurrency: 8,
+        token: None,
+        duration: Some(args.ingest_seconds),
+        repeat: true,
+        quiet: true,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(crate::replay::replay(&replay_args));
+    let peak = peak_rss_kib(child.id());
+    // SIGTERM for a graceful drain; fall back to kill.
+    #[allow(unsafe_code)]
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (stats, elapsed) = outcome?;
+    let sent = stats
+        .sent_records
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "ingest: {sent} events over {:.1} s in batches of 1000, 8 in flight: {:.0} events/s sustained; server peak RSS {} MiB; retried requests {}",
+        elapsed.as_secs_f64(),
+        sent as f64 / elapsed.as_secs_f64(),
+        peak.map_or("?".to_owned(), |kib| (kib / 1024).to_string()),
+        stats.retries.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(())
+}

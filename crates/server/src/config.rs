@@ -1,0 +1,377 @@
+//! Configuration: a TOML file (every field optional), environment overrides, command-line
+//! flags, validated into one typed [`Config`].
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! data_dir = "./data"
+//!
+//! [auth]
+//! tokens = ["s3cret"]          # bearer tokens accepted by every endpoint
+//!
+//! [ingest]
+//! max_body_bytes = 16777216   # compressed request body limit (413 beyond)
+//! max_record_bytes = 262144
+//! max_clock_skew = "5m"       # events further in the future are rejected
+//! max_inflight_requests = 64  # more concurrent ingest requests get 429
+//!
+//! [window]
+//! grace = "3m"
+//! idle_timeout = "10s"
+//! checkpoint_interval = "1s"
+//!
+//! [storage]
+//! retention = "30d"
+//!
+//! [mapping]                   # JSON pointers into incoming records
+//! merchant = "/merchant"
+//!
+//! [activity]
+//! file = "activity.ndjson"    # relative to data_dir; omit to disable the file sink
+//! ```
+//!
+//! Environment overrides: `MM_LISTEN`, `MM_DATA_DIR`, `MM_AUTH_TOKENS` (comma-separated),
+//! `MM_RETENTION`, `MM_GRACE`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mm_model::mapping::FieldMapping;
+use serde::Deserialize;
+
+/// The file format, as written by users.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address the HTTP API listens on.
+    pub listen: Option<String>,
+    /// Directory of the WAL, the rollup store and the activity file.
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub ingest: RawIngest,
+    #[serde(default)]
+    pub window: RawWindow,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    #[serde(default)]
+    pub activity: RawActivity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Bearer tokens; without any, only a loopback listener is allowed.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    pub max_body_bytes: Option<usize>,
+    pub max_decoded_bytes: Option<usize>,
+    pub max_record_bytes: Option<usize>,
+    pub max_clock_skew: Option<String>,
+    pub max_inflight_requests: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    pub grace: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub checkpoint_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub retention: Option<String>,
+    pub wal_segment_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActivity {
+    /// NDJSON file of closed windows and corrections, relative to `data_dir`.
+    pub file: Option<PathBuf>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tokens: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_decoded_bytes: usize,
+    pub max_record_bytes: usize,
+    pub max_clock_skew: Duration,
+    pub max_inflight_requests: usize,
+    pub grace: Duration,
+    pub idle_timeout: Duration,
+    pub checkpoint_interval: Duration,
+    pub retention: Duration,
+    pub wal_segment_bytes: u64,
+    pub mapping: FieldMapping,
+    pub activity_file: Option<PathBuf>,
+}
+
+/// Reads `30d`, `3m`, `10s`, `500ms`, `2h` (one number and one unit).
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .with_context(|| format!("duration {text:?} must start with a whole number"))?;
+    let seconds = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(value)),
+        "s" | "" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        "d" => value * 86_400,
+        other => bail!("duration {text:?} has unknown unit {other:?} (use ms, s, m, h or d)"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+fn duration_or(field: &str, text: Option<&str>, default: Duration) -> anyhow::Result<Duration> {
+    match text {
+        Some(text) => parse_duration(text).with_context(|| format!("invalid {field}")),
+        None => Ok(default),
+    }
+}
+
+/// Overrides from flags, applied last.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        if let Some(listen) = env("MM_LISTEN") {
+            self.listen = Some(listen);
+        }
+        if let Some(dir) = env("MM_DATA_DIR") {
+            self.data_dir = Some(dir.into());
+        }
+        if let Some(tokens) = env("MM_AUTH_TOKENS") {
+            self.auth.tokens = tokens
+                .split(',')
+                .map(str::trim)
+                .filter(|token| !token.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(retention) = env("MM_RETENTION") {
+            self.storage.retention = Some(retention);
+        }
+        if let Some(grace) = env("MM_GRACE") {
+            self.window.grace = Some(grace);
+        }
+    }
+
+    /// Applies environment and flag overrides and validates everything.
+    pub fn validate(
+        mut self,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        self.apply_env(env);
+        if let Some(listen) = &overrides.listen {
+            self.listen = Some(listen.clone());
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.data_dir = Some(dir.clone());
+        }
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen address {listen_text:?} is not HOST:PORT with an IP host")
+        })?;
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+        if self.auth.tokens.iter().any(|token| token.len() < 8) {
+            bail!("auth tokens must be at least 8 characters long");
+        }
+        if self.auth.tokens.is_empty() && !listen.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {listen} without auth tokens: set [auth] tokens (or MM_AUTH_TOKENS), or listen on 127.0.0.1"
+            );
+        }
+        let grace = duration_or(
+            "window.grace",
+            self.window.grace.as_deref(),
+            Duration::from_secs(180),
+        )?;
+        let retention = duration_or(
+            "storage.retention",
+            self.storage.retention.as_deref(),
+            Duration::from_secs(30 * 86_400),
+        )?;
+        if retention < Duration::from_secs(86_400) {
+            bail!("storage.retention must be at least 1d");
+        }
+        if grace >= retention {
+            bail!("window.grace must be shorter than storage.retention");
+        }
+        let checkpoint_interval = duration_or(
+            "window.checkpoint_interval",
+            self.window.checkpoint_interval.as_deref(),
+            Duration::from_secs(1),
+        )?;
+        if checkpoint_interval.is_zero() || checkpoint_interval > Duration::from_secs(60) {
+            bail!("window.checkpoint_interval must be between 1ms and 60s");
+        }
+        let positive =
+            |name: &str, value: Option<usize>, default: usize| -> anyhow::Result<usize> {
+                match value {
+                    Some(0) => bail!("{name} must be greater than zero"),
+                    Some(value) => Ok(value),
+                    None => Ok(default),
+                }
+            };
+        mm_model::mapping::EventParser::new(&self.mapping, false).context("invalid [mapping]")?;
+        Ok(Config {
+            listen,
+            activity_file: self.activity.file.map(|file| {
+                if file.is_absolute() {
+                    file
+                } else {
+                    data_dir.join(file)
+                }
+            }),
+            data_dir,
+            tokens: self.auth.tokens,
+            max_body_bytes: positive(
+                "ingest.max_body_bytes",
+                self.ingest.max_body_bytes,
+                16 * 1024 * 1024,
+            )?,
+            max_decoded_bytes: positive(
+                "ingest.max_decoded_bytes",
+                self.ingest.max_decoded_bytes,
+                64 * 1024 * 1024,
+            )?,
+            max_record_bytes: positive(
+                "ingest.max_record_bytes",
+                self.ingest.max_record_bytes,
+                256 * 1024,
+            )?,
+            max_clock_skew: duration_or(
+                "ingest.max_clock_skew",
+                self.ingest.max_clock_skew.as_deref(),
+                Duration::from_secs(300),
+            )?,
+            max_inflight_requests: positive(
+                "ingest.max_inflight_requests",
+                self.ingest.max_inflight_requests,
+                64,
+            )?,
+            grace,
+            idle_timeout: duration_or(
+                "window.idle_timeout",
+                self.window.idle_timeout.as_deref(),
+                Duration::from_secs(10),
+            )?,
+            checkpoint_interval,
+            retention,
+            wal_segment_bytes: self
+                .storage
+                .wal_segment_bytes
+                .unwrap_or(64 * 1024 * 1024)
+                .max(4096),
+            mapping: self.mapping,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_valid_on_loopback() {
+        let config = RawConfig::default()
+            .validate(&Overrides::default(), &no_env)
+            .expect("valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.grace, Duration::from_secs(180));
+        assert_eq!(config.idle_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_clock_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn public_listener_needs_tokens() {
+        let overrides = Overrides {
+            listen: Some("0.0.0.0:8080".into()),
+            data_dir: None,
+        };
+        let error = RawConfig::default()
+            .validate(&overrides, &no_env)
+            .expect_err("refused");
+        assert!(error.to_string().contains("without auth tokens"));
+        let env = |name: &str| {
+            (name == "MM_AUTH_TOKENS").then(|| "token-one-long, token-two-long".to_owned())
+        };
+        let config = RawConfig::default()
+            .validate(&overrides, &env)
+            .expect("valid with tokens");
+        assert_eq!(config.tokens, vec!["token-one-long", "token-two-long"]);
+    }
+
+    #[test]
+    fn file_fields_are_checked() {
+        let raw: RawConfig =
+            toml::from_str("[window]\ngrace = \"2m\"\n[activity]\nfile = \"out.ndjson\"\n")
+                .expect("parses");
+        let config = raw.validate(&Overrides::default(), &no_env).expect("valid");
+        assert_eq!(config.grace, Duration::from_secs(120));
+        assert_eq!(
+            config.activity_file,
+            Some(PathBuf::from("./data/out.ndjson"))
+        );
+        assert!(
+            toml::from_str::<RawConfig>("[window]\ngrase = \"2m\"\n").is_err(),
+            "unknown fields are refused"
+        );
+        let raw: RawConfig = toml::from_str("[window]\ngrace = \"2 weeks\"\n").expect("parses");
+        assert!(raw.validate(&Overrides::default(), &no_env).is_err());
+        let raw: RawConfig =
+            toml::from_str("[mapping]\nmerchant = \"/a\"\napi = \"/a/b\"\n").expect("parses");
+        assert!(raw.validate(&Overrides::default(), &no_env).is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(
+            parse_duration("500ms").expect("ms"),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("30d").expect("days"),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The demo's built-in traffic and the `gen` command.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mm_traffic::{TrafficConfig, TrafficGenerator};
+
+use crate::http::AppState;
+use crate::pipeline::now_us;
+
+/// Settings of the demo generator.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    pub rate: f64,
+    pub merchants: usize,
+    pub seed: u64,
+}
+
+/// Feeds live generated traffic through the same ingest path as HTTP requests, each event
+/// released at its arrival time.
+pub async fn generate(state: Arc<AppState>, options: DemoOptions) {
+    let config = TrafficConfig {
+        seed: options.seed,
+        merchants: options.merchants,
+        start_ts_us: now_us(),
+        events_per_second: options.rate,
+        ..TrafficConfig::default()
+    };
+    let mut generator = TrafficGenerator::new(config);
+    let mut pending = generator.next();
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut body = Vec::with_capacity(1 << 20);
+    loop {
+        ticker.tick().await;
+        let now = now_us();
+        body.clear();
+        while let Some(event) = &pending {
+            if event.arrival_us > now || body.len() > 4 << 20 {
+                break;
+            }
+            event.write_ndjson(&mut body);
+            pending = generator.next();
+        }
+        if body.is_empty() {
+            continue;
+        }
+        match state.ingestor.ingest(None, &body).await {
+            Ok(reply) if reply.rejected > 0 => {
+                tracing::warn!(rejected = reply.rejected, first = ?reply.errors.first(), "demo records rejected");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "demo batch refused; retrying with the next tick"),
+        }
+    }
+}
+
+/// Writes `events` generated events as NDJSON to `output` (`-` for stdout).
+pub fn write_gen(config: TrafficConfig, events: u64, output: &Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let bytes = if output == Path::new("-") {
+        let stdout = std::io::stdout();
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        let bytes =
+            mm_traffic::write_dataset(config, events, &mut writer).context("writing to stdout")?;
+        writer.flush().context("writing to stdout")?;
+        bytes
+    } else {
+        let file = std::fs::File::create(output)
+            .with_context(|| format!("creating {}", output.display()))?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+        let bytes = mm_traffic::write_dataset(config, events, &mut writer)
+            .with_context(|| format!("writing {}", output.display()))?;
+        writer
+            .flush()
+            .with_context(|| format!("writing {}", output.display()))?;
+        bytes
+    };
+    eprintln!(
+        "wrote {events} events ({:.1} MB) in {:.2} s",
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The OpenAPI 3.1 document of the HTTP API, served at `/openapi.json`.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+fn time_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description,
+            "schema": { "type": "string", "examples": ["2026-11-21T15:00:00Z", "1795273200000"] } })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn latency_fields() -> Value {
+    json!({
+        "p50_ms": { "type": ["number", "null"] }, "p95_ms": { "type": ["number", "null"] },
+        "p99_ms": { "type": ["number", "null"] }, "max_ms": { "type": ["number", "null"] }
+    })
+}
+
+fn merge(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    base
+}
+
+/// The document.
+pub fn spec() -> Value {
+    let from = time_param(
+        "from",
+        "Start of the period, inclusive: RFC 3339 or epoch milliseconds. Default: one hour before `to`.",
+    );
+    let to = time_param(
+        "to",
+        "End of the period, exclusive: RFC 3339 or epoch milliseconds. Default: now.",
+    );
+    let merchant = json!({ "name": "merchant", "in": "path", "required": true, "schema": { "type": "string" } });
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Merchant Monitor",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Per-merchant, per-API, per-minute activity from payment API logs. Errors share one shape: {\"error\":{\"code\",\"message\"}}. Send `Authorization: Bearer <token>` when the server has tokens configured."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object",
+                    "required": ["code", "message"], "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } },
+                "IngestReply": { "type": "object", "required": ["accepted", "rejected"], "properties": {
+                    "accepted": { "type": "integer" }, "rejected": { "type": "integer" },
+                    "errors": { "type": "array", "items": { "type": "object", "required": ["index", "code", "reason"], "properties": {
+                        "index": { "type": "integer", "description": "0-based record position (blank NDJSON lines are not records)" },
+                        "line": { "type": "integer", "description": "1-based line of an NDJSON body" },
+                        "field": { "type": ["string", "null"] },
+                        "code": { "type": "string", "enum": ["invalid_json", "invalid_utf8", "not_an_object", "missing_field", "wrong_type", "invalid_value", "too_long", "too_old", "too_far_in_future", "record_too_large"] },
+                        "reason": { "type": "string" } } } } } },
+                "Activity": { "type": "object", "required": ["merchant", "step", "buckets"], "properties": {
+                    "merchant": { "type": "string" }, "api": { "type": "string" }, "step": { "type": "string", "enum": ["1m", "5m", "1h", "1d"] },
+                    "buckets": { "type": "array", "items": { "type": "object", "properties": merge(json!({
+                        "start": { "type": "string", "format": "date-time" }, "calls": { "type": "integer" },
+                        "status_2xx": { "type": "integer" }, "status_3xx": { "type": "integer" }, "status_4xx": { "type": "integer" },
+                        "status_5xx": { "type": "integer" }, "error_rate": { "type": "number", "description": "5xx share of calls" } }), latency_fields()) } } } },
+                "Apis": { "type": "object", "required": ["merchant", "apis"], "properties": {
+                    "merchant": { "type": "string" },
+                    "apis": { "type": "array", "items": { "type": "object", "properties": merge(json!({
+                        "api": { "type": "string" }, "calls": { "type": "integer" },
+                        "status": { "type": "object", "additionalProperties": { "type": "integer" }, "description": "calls per exact status code" },
+                        "error_rate": { "type": "number" } }), latency_fields()) } } } },
+                "Merchants": { "type": "object", "required": ["merchants"], "properties": {
+                    "merchants": { "type": "array", "items": { "type": "object", "properties": {
+                        "merchant": { "type": "string" }, "calls": { "type": "integer" }, "errors": { "type": "integer", "description": "5xx calls" },
+                        "error_rate": { "type": "number" } } } } } }
+            }
+        },
+        "security": [{ "bearer": [] }, {}],
+        "paths": {
+            "/v1/ingest": { "post": {
+                "summary": "Ingest API-call logs",
+                "description": "NDJSON (one JSON object per line) or a JSON array of objects; optional Content-Encoding gzip or zstd. Answers only after accepted records are durable.",
+                "requestBody": { "required": true, "content": { "application/x-ndjson": { "schema": { "type": "string" } }, "application/json": { "schema": { "type": "array", "items": { "type": "object" } } } } },
+                "responses": {
+                    "200": { "description": "All records accepted", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/IngestReply" } } } },
+                    "207": { "description": "Some records rejected, the others accepted", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/IngestReply" } } } },
+                    "400": error_response("Unreadable body"), "401": error_response("Missing or invalid token"),
+                    "413": error_response("Body over the size limit"), "415": error_response("Unsupported content encoding"),
+                    "429": error_response("Too many concurrent requests; see Retry-After"), "503": error_response("Overloaded; see Retry-After")
+                } } },
+            "/v1/merchants/{merchant}/activity": { "get": {
+                "summary": "A merchant's calls over time",
+                "parameters": [merchant, from, to,
+                    { "name": "step", "in": "query", "schema": { "type": "string", "enum": ["1m", "5m", "1h", "1d"], "default": "1m" } },
+                    { "name": "api", "in": "query", "schema": { "type": "string" }, "description": "Only this API" }],
+                "responses": { "200": { "description": "Buckets, empty ones included", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Activity" } } } },
+                    "400": error_response("Bad parameter") } } },
+            "/v1/merchants/{merchant}/apis": { "get": {
+                "summary": "Every API a merchant called",
+                "parameters": [merchant, from, to,
+                    { "name": "sort", "in": "query", "schema": { "type": "string", "enum": ["calls", "errors", "error_rate", "p99", "api"], "default": "calls" } }],
+                "responses": { "200": { "description": "One row per API", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Apis" } } } },
+                    "400": error_response("Bad parameter") } } },
+            "/v1/merchants": { "get": {
+                "summary": "Top merchants",
+                "parameters": [from, to,
+                    { "name": "sort", "in": "query", "schema": { "type": "string", "enum": ["calls", "errors", "error_rate"], "default": "calls" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 } }],
+                "responses": { "200": { "description": "Ranking", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Merchants" } } } },
+                    "400": error_response("Bad parameter") } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "Text exposition" } } } },
+            "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "Up" } } } },
+            "/readyz": { "get": { "summary": "Readiness", "security": [], "responses": { "200": { "description": "Ready" }, "503": error_response("Not ready") } } }
+        }
+    })
+}
+
+/// `GET /openapi.json`.
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}

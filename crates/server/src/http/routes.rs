@@ -1,0 +1,221 @@
+//! Handlers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mm_gateway::BodyError;
+use mm_model::time::MICROS_PER_MINUTE;
+use mm_query::{ApiSort, MerchantSort, Period, Step};
+
+use super::{ApiError, AppState};
+use crate::ingest::IngestFailure;
+use crate::pipeline::now_us;
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let Query(map) =
+        query.map_err(|rejection| ApiError::bad_request(format!("query string: {rejection}")))?;
+    if let Some(unknown) = map.keys().find(|key| !allowed.contains(&key.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter {unknown:?}; allowed: {}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(map)
+}
+
+fn period(map: &HashMap<String, String>, default_span_us: i64) -> Result<Period, ApiError> {
+    Ok(Period::parse(
+        map.get("from").map(String::as_str),
+        map.get("to").map(String::as_str),
+        now_us(),
+        default_span_us,
+    )?)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ApiError::internal("query task", error))?
+}
+
+/// `POST /v1/ingest`.
+pub async fn ingest(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let refuse = |error: ApiError| {
+        state.metrics.refuse(error.status.as_u16());
+        error.into_response()
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "request body is larger than {} bytes; send smaller batches",
+                state.max_body_bytes
+            ),
+        )
+    };
+    if declared.is_some_and(|length| length > state.max_body_bytes) {
+        return refuse(too_large());
+    }
+    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => return refuse(too_large()),
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|value| value.to_str().ok());
+    match state.ingestor.ingest(encoding, &bytes).await {
+        Ok(reply) if reply.rejected == 0 => (StatusCode::OK, Json(reply)).into_response(),
+        Ok(reply) => (StatusCode::MULTI_STATUS, Json(reply)).into_response(),
+        Err(failure) => refuse(failure_to_error(failure)),
+    }
+}
+
+fn failure_to_error(failure: IngestFailure) -> ApiError {
+    let message = failure.to_string();
+    match failure {
+        IngestFailure::Body(BodyError::TooLarge { .. }) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        }
+        IngestFailure::Body(BodyError::UnsupportedEncoding(_)) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            message,
+        ),
+        IngestFailure::Body(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", message)
+        }
+        IngestFailure::Empty => ApiError::new(StatusCode::BAD_REQUEST, "empty_body", message),
+        IngestFailure::TooManyRequests => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+                .retry_after(1)
+        }
+        IngestFailure::Overloaded => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).retry_after(1)
+        }
+        IngestFailure::Closed => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).retry_after(5)
+        }
+        IngestFailure::Storage(detail) => ApiError::internal("ingest", detail),
+    }
+}
+
+/// `GET /v1/merchants/{merchant}/activity`.
+pub async fn activity(
+    State(state): State<Arc<AppState>>,
+    Path(merchant): Path<String>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let map = params(query, &["from", "to", "step", "api"])?;
+    let period = period(&map, 60 * MICROS_PER_MINUTE)?;
+    let step = Step::parse(map.get("step").map(String::as_str))?;
+    let api = map.get("api").cloned();
+    let store = state.store.clone();
+    let answer = blocking(move || {
+        Ok(mm_query::activity(
+            &store,
+            &merchant,
+            api.as_deref(),
+            period,
+            step,
+        )?)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /v1/merchants/{merchant}/apis`.
+pub async fn apis(
+    State(state): State<Arc<AppState>>,
+    Path(merchant): Path<String>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let map = params(query, &["from", "to", "sort"])?;
+    let period = period(&map, 60 * MICROS_PER_MINUTE)?;
+    let sort = ApiSort::parse(map.get("sort").map(String::as_str))?;
+    let store = state.store.clone();
+    let answer = blocking(move || Ok(mm_query::apis(&store, &merchant, period, sort)?)).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /v1/merchants`.
+pub async fn merchants(
+    State(state): State<Arc<AppState>>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let map = params(query, &["from", "to", "sort", "limit"])?;
+    let period = period(&map, 60 * MICROS_PER_MINUTE)?;
+    let sort = MerchantSort::parse(map.get("sort").map(String::as_str))?;
+    let limit = match map.get("limit") {
+        None => 50,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=1000).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit {text:?} must be a whole number from 1 to 1000"
+                )));
+            }
+        },
+    };
+    let store = state.store.clone();
+    let answer = blocking(move || Ok(mm_query::merchants(&store, period, sort, limit)?)).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: recovery is done and the pipeline is running.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the pipeline is not running",
+        )
+        .into_response()
+    }
+}
+
+/// Anything else.
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /openapi.json",
+    )
+}

@@ -1,0 +1,140 @@
+//! `merchant-monitor`: one binary for the server, the demo, data generation, replay and
+//! benchmarks. See `merchant-monitor --help`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use merchant_monitor::serve::ServerArgs;
+use merchant_monitor::{bench, demo, pipeline, replay, serve};
+
+/// Per-merchant, per-API, per-minute activity from payment API logs.
+#[derive(Debug, Parser)]
+#[command(name = "merchant-monitor", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server with embedded storage.
+    Serve(ServerArgs),
+    /// Run the server with a built-in generator of realistic merchant traffic.
+    Demo {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Generated events per second.
+        #[arg(long, default_value_t = 2_000.0)]
+        rate: f64,
+        /// Number of merchant accounts.
+        #[arg(long, default_value_t = 5_000)]
+        merchants: usize,
+        /// Generator seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Write a realistic NDJSON dataset of N events (seeded, with controlled disorder).
+    Gen {
+        /// Number of events.
+        #[arg(long, short = 'n', default_value_t = 1_000_000)]
+        events: u64,
+        /// Output file; `-` for stdout.
+        #[arg(long, short = 'o', default_value = "-")]
+        output: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 5_000)]
+        merchants: usize,
+        /// Event-time rate of the dataset (events per second of event time).
+        #[arg(long, default_value_t = 20_000.0)]
+        rate: f64,
+        /// Share of events that arrive up to `max-lateness` late.
+        #[arg(long, default_value_t = 0.05)]
+        late_fraction: f64,
+        /// Largest lateness, in seconds.
+        #[arg(long, default_value_t = 300)]
+        max_lateness: u64,
+        /// Event time of the first event (RFC 3339 or epoch ms) [default: now minus the
+        /// dataset's duration, so the data ends about now].
+        #[arg(long)]
+        start: Option<String>,
+    },
+    /// Send an NDJSON file to a server's ingest endpoint, with progress and a final rate.
+    Replay(replay::ReplayArgs),
+    /// Run the benchmarks and print medians.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.log_json);
+            runtime()?.block_on(serve::run(args, None))
+        }
+        Command::Demo {
+            server,
+            rate,
+            merchants,
+            seed,
+        } => {
+            init_logging(server.log_json);
+            let demo = demo::DemoOptions {
+                rate,
+                merchants,
+                seed,
+            };
+            runtime()?.block_on(serve::run(server, Some(demo)))
+        }
+        Command::Gen {
+            events,
+            output,
+            seed,
+            merchants,
+            rate,
+            late_fraction,
+            max_lateness,
+            start,
+        } => {
+            let start_ts_us = match start {
+                Some(text) => mm_model::time::parse_param(&text)
+                    .with_context(|| format!("--start {text:?}"))?,
+                None => pipeline::now_us() - (events as f64 / rate * 1e6) as i64,
+            };
+            let config = mm_traffic::TrafficConfig {
+                seed,
+                merchants,
+                start_ts_us,
+                events_per_second: rate,
+                late_fraction,
+                max_lateness_us: max_lateness as i64 * 1_000_000,
+                ..mm_traffic::TrafficConfig::default()
+            };
+            demo::write_gen(config, events, &output)
+        }
+        Command::Replay(args) => runtime()?.block_on(replay::run(args)),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mm-worker")
+        .build()
+        .context("starting the async runtime")
+}

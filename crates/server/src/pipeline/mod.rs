@@ -1,0 +1,199 @@
+//! The embedded pipeline: rollup store, write-ahead log and the aggregator thread, wired
+//! together and recovered on start.
+//!
+//! Start-up order is what makes recovery exact: open the store, load the checkpoint and the
+//! open windows it covers, replay the WAL from the checkpoint's LSN through the same
+//! aggregator code, checkpoint, and only then start the WAL writer (with LSNs continuing after
+//! the last one on disk) and accept requests.
+
+mod activity;
+mod worker;
+
+pub use activity::{ActivityRecord, ActivitySinks};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use mm_storage::rollups::RollupStore;
+use mm_storage::wal::{self, Wal, WalConfig};
+use mm_telemetry::Metrics;
+use mm_window::{Aggregator, WindowConfig};
+use tokio::sync::broadcast;
+
+use worker::Worker;
+
+/// Wall clock in µs since the epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as i64)
+}
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub data_dir: PathBuf,
+    pub window: WindowConfig,
+    pub checkpoint_interval: Duration,
+    pub retention: Duration,
+    pub wal_segment_bytes: u64,
+    pub wal_queue_capacity: usize,
+    pub activity_file: Option<PathBuf>,
+}
+
+/// What start-up recovered.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    pub checkpoint_lsn: u64,
+    pub open_windows: usize,
+    pub replayed_batches: u64,
+    pub replayed_events: u64,
+    pub truncated_bytes: u64,
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    pub wal: Wal,
+    pub store: Arc<RollupStore>,
+    pub activity: broadcast::Sender<Arc<ActivityRecord>>,
+    pub recovery: Recovery,
+    healthy: Arc<AtomicBool>,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Pipeline")
+            .field("recovery", &self.recovery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Opens storage, recovers, and starts the WAL writer and the aggregator thread.
+    pub fn start(options: PipelineOptions, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+        let store = Arc::new(
+            RollupStore::open(&options.data_dir.join("store")).with_context(|| {
+                format!("opening rollup store in {}", options.data_dir.display())
+            })?,
+        );
+        let checkpoint = store
+            .load_checkpoint()
+            .context("reading checkpoint")?
+            .unwrap_or_default();
+        let start_wall = now_us();
+        let mut aggregator = Aggregator::new(options.window);
+        let open = store.load_open().context("loading open windows")?;
+        let mut recovery = Recovery {
+            checkpoint_lsn: checkpoint.lsn,
+            open_windows: open.len(),
+            ..Recovery::default()
+        };
+        for (key, rollup) in open {
+            aggregator.restore_open(&key.merchant, &key.api, key.minute, rollup);
+        }
+        for (partition, max_event_us) in &checkpoint.partitions {
+            aggregator.restore_clock(*partition, *max_event_us, start_wall);
+        }
+        aggregator.restore_watermark(checkpoint.watermark_us);
+
+        let (activity_tx, _) = broadcast::channel(4096);
+        let sinks = ActivitySinks::open(options.activity_file.as_deref(), activity_tx.clone())?;
+        let checkpointed_lsn = Arc::new(AtomicU64::new(checkpoint.lsn));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let mut worker = Worker::new(
+            aggregator,
+            store.clone(),
+            sinks,
+            metrics.clone(),
+            checkpoint.lsn,
+            checkpointed_lsn.clone(),
+            options.checkpoint_interval,
+            options.retention,
+        );
+
+        let wal_dir = options.data_dir.join("wal");
+        let report = wal::replay(&wal_dir, checkpoint.lsn, |lsn, payload| {
+            let events = worker.apply(lsn, payload, now_us()).map_err(|source| {
+                mm_storage::StorageError::Codec {
+                    what: "wal batch",
+                    source,
+                }
+            })?;
+            recovery.replayed_events += events as u64;
+            Ok(())
+        })
+        .with_context(|| format!("replaying write-ahead log in {}", wal_dir.display()))?;
+        recovery.replayed_batches = report.replayed;
+        recovery.truncated_bytes = report.truncated_bytes;
+        worker
+            .checkpoint(now_us())
+            .context("checkpoint after recovery")?;
+
+        let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(64);
+        let mut wal_config = WalConfig::new(&wal_dir);
+        wal_config.segment_bytes = options.wal_segment_bytes;
+        wal_config.queue_capacity = options.wal_queue_capacity;
+        let sync_metrics = metrics.clone();
+        wal_config.on_sync = Some(Arc::new(move |elapsed, batches| {
+            sync_metrics
+                .wal_fsync_seconds
+                .observe(elapsed.as_secs_f64());
+            sync_metrics.wal_group_batches.observe(batches as f64);
+        }));
+        let next_lsn = report.last_lsn.max(checkpoint.lsn) + 1;
+        let wal = Wal::start(wal_config, next_lsn, committed_tx, checkpointed_lsn)
+            .context("starting write-ahead log")?;
+
+        let worker_healthy = healthy.clone();
+        let thread = std::thread::Builder::new()
+            .name("mm-aggregator".into())
+            .spawn(move || {
+                let result = worker.run(committed_rx);
+                if let Err(error) = &result {
+                    worker_healthy.store(false, Ordering::Release);
+                    tracing::error!(error = format!("{error:#}"), "aggregator stopped");
+                }
+                result
+            })
+            .context("spawning aggregator thread")?;
+        Ok(Self {
+            wal,
+            store,
+            activity: activity_tx,
+            recovery,
+            healthy,
+            worker: Some(thread),
+        })
+    }
+
+    /// An in-process subscriber to the activity stream: every final and correction record
+    /// from now on. A subscriber that falls more than 4096 records behind is told it lagged.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ActivityRecord>> {
+        self.activity.subscribe()
+    }
+
+    /// False once the aggregator has failed.
+    pub fn healthy(&self) -> Arc<AtomicBool> {
+        self.healthy.clone()
+    }
+
+    /// Stops accepting appends, lets the aggregator drain and write a last checkpoint.
+    /// Every other clone of [`Pipeline::wal`] must have been dropped first.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.wal.shutdown();
+        match self.worker.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow!("aggregator thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}

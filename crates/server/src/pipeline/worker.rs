@@ -1,0 +1,241 @@
+//! The aggregator thread: one loop over durable WAL batches and a checkpoint timer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mm_model::rollup::{MERCHANT_TOTAL_API, WindowKey};
+use mm_model::time::minute_of;
+use mm_storage::codec::CodecError;
+use mm_storage::rollups::{Checkpoint, CheckpointBatch, RollupStore};
+use mm_storage::wal::{self, CommittedBatch};
+use mm_telemetry::{KindLabel, Metrics};
+use mm_window::Aggregator;
+
+use super::activity::{ActivityRecord, ActivitySinks};
+use super::now_us;
+
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+
+pub(super) struct Worker {
+    aggregator: Aggregator,
+    store: Arc<RollupStore>,
+    sinks: ActivitySinks,
+    metrics: Arc<Metrics>,
+    applied_lsn: u64,
+    checkpointed_lsn: Arc<AtomicU64>,
+    checkpoint_interval: Duration,
+    retention: Duration,
+    reported_late: u64,
+    reported_closed: u64,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        aggregator: Aggregator,
+        store: Arc<RollupStore>,
+        sinks: ActivitySinks,
+        metrics: Arc<Metrics>,
+        applied_lsn: u64,
+        checkpointed_lsn: Arc<AtomicU64>,
+        checkpoint_interval: Duration,
+        retention: Duration,
+    ) -> Self {
+        let stats = aggregator.stats();
+        Self {
+            aggregator,
+            store,
+            sinks,
+            metrics,
+            applied_lsn,
+            checkpointed_lsn,
+            checkpoint_interval,
+            retention,
+            reported_late: stats.late_events,
+            reported_closed: stats.windows_closed,
+        }
+    }
+
+    /// Counts one durable batch; returns its number of events.
+    pub(super) fn apply(
+        &mut self,
+        lsn: u64,
+        payload: &[u8],
+        now_wall_us: i64,
+    ) -> Result<usize, CodecError> {
+        let aggregator = &mut self.aggregator;
+        let count = wal::decode_batch(payload, |event| {
+            aggregator.ingest(
+                0,
+                event.ts_us,
+                &event.merchant,
+                &event.api,
+                event.status,
+                event.latency_ms,
+                now_wall_us,
+            );
+        })?;
+        self.applied_lsn = lsn;
+        self.aggregator.advance(0, now_wall_us);
+        Ok(count)
+    }
+
+    /// Writes everything that changed since the last checkpoint, atomically with the WAL
+    /// position it covers; emits the windows it makes final first (at-least-once).
+    pub(super) fn checkpoint(&mut self, now_wall_us: i64) -> anyhow::Result<()> {
+        self.aggregator.advance(0, now_wall_us);
+        let finals: Vec<(WindowKey, mm_model::Rollup)> = self
+            .aggregator
+            .take_closed()
+            .into_iter()
+            .map(|closed| (closed.key, closed.rollup))
+            .collect();
+        let corrections = self.aggregator.take_corrections();
+        let mut open = Vec::new();
+        self.aggregator
+            .drain_dirty(|merchant, api, minute, rollup| {
+                open.push((
+                    WindowKey {
+                        merchant: merchant.to_owned(),
+                        api: api.to_owned(),
+                        minute,
+                    },
+                    rollup.clone(),
+                ));
+            });
+        self.report_gauges(now_wall_us);
+        let covered = self.checkpointed_lsn.load(Ordering::Acquire);
+        if finals.is_empty()
+            && corrections.is_empty()
+            && open.is_empty()
+            && covered == self.applied_lsn
+        {
+            return Ok(());
+        }
+        let batch = CheckpointBatch {
+            finals,
+            corrections,
+            open,
+            checkpoint: Checkpoint {
+                lsn: self.applied_lsn,
+                watermark_us: self.aggregator.watermark_us(),
+                partitions: self.aggregator.partition_clocks(),
+            },
+        };
+        let started = Instant::now();
+        let prepared = self.store.prepare(batch).context("preparing checkpoint")?;
+        let mut records = Vec::with_capacity(prepared.finals.len() + prepared.corrected.len());
+        let mut corrections_emitted = 0u64;
+        for (key, rollup) in prepared
+            .finals
+            .iter()
+            .filter(|(key, _)| key.api != MERCHANT_TOTAL_API)
+        {
+            records.push(ActivityRecord::new(key, rollup, false));
+        }
+        for (key, rollup) in prepared
+            .corrected
+            .iter()
+            .filter(|(key, _)| key.api != MERCHANT_TOTAL_API)
+        {
+            records.push(ActivityRecord::new(key, rollup, true));
+            corrections_emitted += 1;
+        }
+        let finals_emitted = records.len() as u64 - corrections_emitted;
+        self.sinks
+            .emit(&records)
+            .context("emitting activity records")?;
+        self.store
+            .commit(prepared)
+            .context("committing checkpoint")?;
+        self.metrics
+            .store_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.window_corrections.inc_by(corrections_emitted);
+        self.metrics
+            .activity_records
+            .get_or_create(&KindLabel { kind: "final" })
+            .inc_by(finals_emitted);
+        self.metrics
+            .activity_records
+            .get_or_create(&KindLabel { kind: "correction" })
+            .inc_by(corrections_emitted);
+        self.metrics
+            .wal_checkpointed_lsn
+            .set(self.applied_lsn as i64);
+        self.checkpointed_lsn
+            .store(self.applied_lsn, Ordering::Release);
+        Ok(())
+    }
+
+    fn report_gauges(&mut self, now_wall_us: i64) {
+        let stats = self.aggregator.stats();
+        self.metrics
+            .window_late_events
+            .inc_by(stats.late_events - self.reported_late);
+        self.metrics
+            .window_closed
+            .inc_by(stats.windows_closed - self.reported_closed);
+        self.reported_late = stats.late_events;
+        self.reported_closed = stats.windows_closed;
+        self.metrics
+            .window_open
+            .set(self.aggregator.open_windows() as i64);
+        let watermark = self.aggregator.watermark_us();
+        if watermark > i64::MIN {
+            self.metrics
+                .window_watermark_delay_seconds
+                .set((now_wall_us - watermark) as f64 / 1e6);
+        }
+    }
+
+    fn housekeeping(&mut self, now_wall_us: i64) -> anyhow::Result<()> {
+        let retention_us = self.retention.as_micros() as i64;
+        let oldest_kept = minute_of(now_wall_us - retention_us) - 1;
+        let dropped = self
+            .store
+            .enforce_retention(oldest_kept)
+            .context("enforcing retention")?;
+        if dropped > 0 {
+            tracing::info!(days = dropped, "dropped rollups past retention");
+        }
+        let removed = self.aggregator.compact_series();
+        tracing::debug!(removed, "compacted idle series");
+        Ok(())
+    }
+
+    /// Runs until the WAL writer is gone, then writes a last checkpoint.
+    pub(super) fn run(&mut self, committed_rx: Receiver<CommittedBatch>) -> anyhow::Result<()> {
+        let mut next_checkpoint = Instant::now() + self.checkpoint_interval;
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
+        loop {
+            let timeout = next_checkpoint.saturating_duration_since(Instant::now());
+            match committed_rx.recv_timeout(timeout) {
+                Ok(batch) => {
+                    self.apply(batch.lsn, &batch.payload, now_us())
+                        .with_context(|| format!("decoding wal batch {}", batch.lsn))?;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.checkpoint(now_us())?;
+                    tracing::info!(
+                        lsn = self.applied_lsn,
+                        "aggregator drained and checkpointed"
+                    );
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= next_checkpoint {
+                self.checkpoint(now_us())?;
+                next_checkpoint = Instant::now() + self.checkpoint_interval;
+            }
+            if Instant::now() >= next_housekeeping {
+                self.housekeeping(now_us())?;
+                next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! `replay FILE --to URL`: sends an NDJSON file to an ingest endpoint in batches, several in
+//! flight, honouring 429/503 `Retry-After`, with a progress bar and a final events/s figure.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    /// NDJSON file to send.
+    pub file: PathBuf,
+    /// Server base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub to: String,
+    /// Records per request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Bearer token.
+    #[arg(long, env = "MM_TOKEN")]
+    pub token: Option<String>,
+    /// Stop after this many seconds (the file is sent again from the start while time remains
+    /// when `--loop` is given).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Send the file repeatedly until `--duration` has passed.
+    #[arg(long = "loop", requires = "duration")]
+    pub repeat: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Totals of a replay.
+#[derive(Debug, Default)]
+pub struct ReplayStats {
+    pub sent_records: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn ingest_url(base: &str) -> anyhow::Result<hyper::Uri> {
+    let base = base.trim_end_matches('/');
+    let url = if base.ends_with("/v1/ingest") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/ingest")
+    };
+    url.parse()
+        .with_context(|| format!("--to {base:?} is not a URL"))
+}
+
+async fn send(
+    client: &HttpClient,
+    url: &hyper::Uri,
+    token: Option<&str>,
+    body: Bytes,
+    stats: &ReplayStats,
+) -> anyhow::Result<()> {
+    loop {
+        let mut request = Request::post(url.clone()).header("content-type", "application/x-ndjson");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = client
+            .request(
+                request
+                    .body(Full::new(body.clone()))
+                    .context("building request")?,
+            )
+            .await
+            .context("sending batch")?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        let payload = response
+            .into_body()
+            .collect()
+            .await
+            .context("reading response")?
+            .to_bytes();
+        match status {
+            StatusCode::OK | StatusCode::MULTI_STATUS => {
+                let reply: serde_json::Value =
+                    serde_json::from_slice(&payload).context("decoding response")?;
+                stats
+                    .accepted
+                    .fetch_add(reply["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                stats
+                    .rejected
+                    .fetch_add(reply["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                return Ok(());
+            }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(retry_after.unwrap_or(1).min(5) * 200))
+                    .await;
+            }
+            other => bail!(
+                "server answered {other}: {}",
+                String::from_utf8_lossy(&payload)
+            ),
+        }
+    }
+}
+
+/// Reads the file into batches of `batch` lines (the file is read once, then re-sent when
+/// looping).
+fn read_batches(path: &PathBuf, batch: usize) -> anyhow::Result<Vec<(Bytes, u64)>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut batches = Vec::new();
+    let mut current = Vec::with_capacity(batch * 320);
+    let mut lines = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        current.extend_from_slice(&line);
+        if !line.ends_with(b"\n") {
+            current.push(b'\n');
+        }
+        lines += 1;
+        if lines as usize % batch == 0 {
+            batches.push((Bytes::from(std::mem::take(&mut current)), batch as u64));
+        }
+    }
+    let rest = lines % batch as u64;
+    if rest > 0 {
+        batches.push((Bytes::from(current), rest));
+    }
+    Ok(batches)
+}
+
+/// Sends the file; prints the rate. Returns the stats and elapsed time.
+pub async fn replay(args: &ReplayArgs) -> anyhow::Result<(Arc<ReplayStats>, Duration)> {
+    let url = ingest_url(&args.to)?;
+    let batches = Arc::new(read_batches(&args.file, args.batch.max(1))?);
+    let total_records: u64 = batches.iter().map(|(_, count)| count).sum();
+    if total_records == 0 {
+        bail!("{} holds no records", args.file.display());
+    }
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.concurrency)
+        .build_http();
+    let stats = Arc::new(ReplayStats::default());
+    let progress = if args.quiet || args.repeat {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total_records)
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = args
+        .duration
+        .map(|seconds| Instant::now() + Duration::from_secs(seconds));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (client, url, batches, stats, next, progress) = (
+            client.clone(),
+            url.clone(),
+            batches.clone(),
+            stats.clone(),
+            next.clone(),
+            progress.clone(),
+        );
+        let token = args.token.clone();
+        let repeat = args.repeat;
+        workers.push(tokio::spawn(async move {
+            loop {
+                if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if index >= batches.len() && !repeat {
+                    return Ok(());
+                }
+                let (body, count) = &batches[index % batches.len()];
+                send(&client, &url, token.as_deref(), body.clone(), &stats).await?;
+                stats.sent_records.fetch_add(*count, Ordering::Relaxed);
+                progress.inc(*count);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.context("replay worker")??;
+    }
+    progress.finish_and_clear();
+    Ok((stats, started.elapsed()))
+}
+
+pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let (stats, elapsed) = replay(&args).await?;
+    let sent = stats.sent_records.load(Ordering::Relaxed);
+    println!(
+        "replayed {sent} events in {:.2} s: {:.0} events/s (accepted {}, rejected {}, retried requests {})",
+        elapsed.as_secs_f64(),
+        sent as f64 / elapsed.as_secs_f64(),
+        stats.accepted.load(Ordering::Relaxed),
+        stats.rejected.load(Ordering::Relaxed),
+        stats.retries.load(Ordering::Relaxed),
+    );
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! `serve` and `demo`: configuration, pipeline, HTTP server, graceful shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use mm_gateway::IngestLimits;
+use mm_model::mapping::EventParser;
+use mm_telemetry::Metrics;
+use mm_window::WindowConfig;
+
+use crate::config::{Config, Overrides, RawConfig};
+use crate::demo::{self, DemoOptions};
+use crate::http::{self, AppState};
+use crate::ingest::Ingestor;
+use crate::pipeline::{Pipeline, PipelineOptions};
+use clap::Args;
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// TOML configuration file (every setting optional).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for the write-ahead log, rollup store and activity file [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// Loads and validates the configuration for `args`.
+pub fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
+    let raw = match &args.config {
+        Some(path) => RawConfig::load(path)?,
+        None => RawConfig::default(),
+    };
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
+    };
+    raw.validate(&overrides, &|name| std::env::var(name).ok())
+}
+
+/// Runs until SIGTERM or Ctrl-C, then drains and checkpoints.
+pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let metrics = Arc::new(Metrics::new());
+    let options = PipelineOptions {
+        data_dir: config.data_dir.clone(),
+        window: WindowConfig {
+            grace_us: config.grace.as_micros() as i64,
+            idle_timeout_us: config.idle_timeout.as_micros() as i64,
+        },
+        checkpoint_interval: config.checkpoint_interval,
+        retention: config.retention,
+        wal_segment_bytes: config.wal_segment_bytes,
+        wal_queue_capacity: 256,
+        activity_file: config.activity_file.clone(),
+    };
+    let pipeline = tokio::task::spawn_blocking({
+        let metrics = metrics.clone();
+        move || Pipeline::start(options, metrics)
+    })
+    .await
+    .context("start-up task")??;
+    let recovery = &pipeline.recovery;
+    tracing::info!(
+        checkpoint_lsn = recovery.checkpoint_lsn,
+        open_windows = recovery.open_windows,
+        replayed_batches = recovery.replayed_batches,
+        replayed_events = recovery.replayed_events,
+        truncated_bytes = recovery.truncated_bytes,
+        "recovered"
+    );
+    let parser = EventParser::new(&config.mapping, true).context("compiling field mapping")?;
+    let ingestor = Ingestor::new(
+        parser,
+        pipeline.wal.clone(),
+        metrics.clone(),
+        IngestLimits {
+            max_decoded_bytes: config.max_decoded_bytes,
+            max_record_bytes: config.max_record_bytes,
+        },
+        config.retention,
+        config.max_clock_skew,
+        config.max_inflight_requests,
+    );
+    let state = Arc::new(AppState {
+        ingestor,
+        store: pipeline.store.clone(),
+        metrics: metrics.clone(),
+        tokens: config.tokens.clone(),
+        max_body_bytes: config.max_body_bytes,
+        healthy: pipeline.healthy(),
+        ready: AtomicBool::new(true),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    if config.tokens.is_empty() {
+        tracing::warn!(%address, "no auth tokens configured: accepting unauthenticated requests on loopback only");
+    }
+    let generator = demo_options.map(|options| {
+        tracing::info!(
+            rate = options.rate,
+            merchants = options.merchants,
+            "demo traffic generator running"
+        );
+        tokio::spawn(demo::generate(state.clone(), options))
+    });
+    println!(
+        "merchant-monitor listening on http://{address}  (data in {})",
+        config.data_dir.display()
+    );
+    println!("  try: curl 'http://{address}/v1/merchants?sort=calls&limit=10'");
+    let app = http::router(state.clone());
+    let shutdown_state = state.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            shutdown_state.ready.store(false, Ordering::Release);
+            tracing::info!("shutting down: finishing requests, draining the pipeline");
+        })
+        .await
+        .context("serving HTTP")?;
+    if let Some(generator) = generator {
+        generator.abort();
+        let _ = generator.await;
+    }
+    // The last references to the WAL writer go with the state; then the pipeline drains.
+    drop(state);
+    tokio::task::spawn_blocking(move || pipeline.shutdown())
+        .await
+        .context("shutdown task")??;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
