@@ -513,7 +513,6 @@ fn bench_ingest(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
     let outcome = runtime.block_on(crate::replay::replay(&replay_args));
     let peak = peak_rss_kib(child.id());
     // SIGTERM for a graceful drain; fall back to kill.
-    #[allow(unsafe_code)]
     let _ = std::process::Command::new("kill")
         .arg(child.id().to_string())
         .status();
