@@ -202,6 +202,17 @@ struct Node {
     entries: Vec<(String, Entry)>,
 }
 
+impl Node {
+    /// The entry named `key`. Length and first byte are compared before the bytes, which
+    /// rejects almost every non-matching entry without a call to `memcmp`.
+    fn find(&self, key: &str) -> Option<&(String, Entry)> {
+        let first = key.as_bytes().first().copied();
+        self.entries.iter().find(|(name, _)| {
+            name.len() == key.len() && name.as_bytes().first().copied() == first && name == key
+        })
+    }
+}
+
 /// Parses records with one compiled [`FieldMapping`]. Cheap to share between threads.
 #[derive(Debug)]
 pub struct EventParser {
@@ -275,17 +286,19 @@ impl EventParser {
         record: &'a [u8],
         bounds: TimeBounds,
     ) -> Result<ApiCallRef<'a>, RecordError> {
-        let text = std::str::from_utf8(record).map_err(|error| {
-            RecordError::new(
-                None,
-                RejectReason::InvalidUtf8,
-                format!(
-                    "record is not valid UTF-8 (at byte {})",
-                    error.valid_up_to()
+        // Strings that are kept (mapped fields, raw attributes) are checked for UTF-8 as they
+        // are read; only when the record fails is the whole of it checked, to say why.
+        let reader = serde_json::de::SliceRead::new(record);
+        self.parse_from(reader, bounds).map_err(|error| {
+            match std::str::from_utf8(record) {
+                Err(utf8) if error.reason == RejectReason::InvalidJson => RecordError::new(
+                    None,
+                    RejectReason::InvalidUtf8,
+                    format!("record is not valid UTF-8 (at byte {})", utf8.valid_up_to()),
                 ),
-            )
-        })?;
-        self.parse_str(text, bounds)
+                _ => error,
+            }
+        })
     }
 
     /// Parses one record given as text; see [`EventParser::parse`].
@@ -294,8 +307,16 @@ impl EventParser {
         text: &'a str,
         bounds: TimeBounds,
     ) -> Result<ApiCallRef<'a>, RecordError> {
+        self.parse_from(serde_json::de::StrRead::new(text), bounds)
+    }
+
+    fn parse_from<'a, R: serde_json::de::Read<'a>>(
+        &self,
+        reader: R,
+        bounds: TimeBounds,
+    ) -> Result<ApiCallRef<'a>, RecordError> {
         let mut slots = Slots::default();
-        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let mut deserializer = serde_json::Deserializer::new(reader);
         let seed = ObjectSeed {
             node: &self.root,
             slots: &mut slots,
@@ -673,7 +694,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let keep = self.keep_attributes && self.top;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let entry = self.node.entries.iter().find(|(name, _)| *name == key);
+            let entry = self.node.find(&key);
             match entry {
                 Some((_, Entry::Leaf(field))) => {
                     self.slots.values[*field as usize] = map.next_value::<Scalar<'de>>()?;

@@ -59,7 +59,13 @@ pub fn latency_micros(latency_ms: f64) -> u64 {
 impl Rollup {
     /// Records one call.
     pub fn record(&mut self, status: u16, latency_ms: f64) {
-        let latency_us = latency_micros(latency_ms);
+        self.record_prepared(status, latency_micros(latency_ms), crate::sketch::bin_for(latency_ms));
+    }
+
+    /// Records one call whose latency was already converted ([`latency_micros`]) and mapped
+    /// to its sketch bin ([`crate::sketch::bin_for`]); lets a caller that counts one call into
+    /// several rollups do that work once.
+    pub fn record_prepared(&mut self, status: u16, latency_us: u64, bin: Option<i16>) {
         if self.calls == 0 {
             self.latency_min_us = latency_us;
             self.latency_max_us = latency_us;
@@ -70,7 +76,10 @@ impl Rollup {
         self.calls += 1;
         self.latency_sum_us += latency_us;
         self.count_status(status, 1);
-        self.sketch.add(latency_ms);
+        match bin {
+            Some(bin) => self.sketch.add_to_bin(bin, 1),
+            None => self.sketch.add_zero_count(1),
+        }
     }
 
     fn count_status(&mut self, code: u16, count: u64) {

@@ -33,12 +33,42 @@ pub fn bin_value(bin: i16) -> f64 {
     2.0 * (f64::from(bin) * ln_gamma()).exp() / (GAMMA + 1.0)
 }
 
-/// A latency sketch: a zero bin plus sparse `(bin, count)` pairs sorted by bin.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Bins at which a sketch switches from the sparse to the dense representation.
+const SPARSE_LIMIT: usize = 24;
+
+/// A latency sketch: a zero bin plus counted bins, sparse while it has few bins (one minute of
+/// a quiet API), dense once it has many (a busy series), so adding stays O(1) where it matters
+/// and small windows stay small.
+#[derive(Debug, Clone)]
 pub struct LatencySketch {
     zero_count: u64,
-    bins: Vec<(i16, u64)>,
+    store: Store,
 }
+
+#[derive(Debug, Clone)]
+enum Store {
+    /// `(bin, count)` sorted by bin, unique.
+    Sparse(Vec<(i16, u64)>),
+    /// `counts[i]` is the count of bin `offset + i`.
+    Dense { offset: i16, counts: Vec<u64> },
+}
+
+impl Default for LatencySketch {
+    fn default() -> Self {
+        Self {
+            zero_count: 0,
+            store: Store::Sparse(Vec::new()),
+        }
+    }
+}
+
+impl PartialEq for LatencySketch {
+    fn eq(&self, other: &Self) -> bool {
+        self.zero_count == other.zero_count && self.bins().eq(other.bins())
+    }
+}
+
+impl Eq for LatencySketch {}
 
 impl LatencySketch {
     /// An empty sketch.
@@ -49,7 +79,15 @@ impl LatencySketch {
     /// Builds a sketch from its parts (as stored); `bins` must be sorted by bin, unique.
     pub fn from_parts(zero_count: u64, bins: Vec<(i16, u64)>) -> Option<Self> {
         let sorted = bins.windows(2).all(|pair| pair[0].0 < pair[1].0);
-        sorted.then_some(Self { zero_count, bins })
+        if !sorted {
+            return None;
+        }
+        let mut sketch = Self {
+            zero_count,
+            store: Store::Sparse(bins),
+        };
+        sketch.densify_if_large();
+        Some(sketch)
     }
 
     /// Count of values below [`MIN_TRACKED_MS`].
@@ -57,31 +95,84 @@ impl LatencySketch {
         self.zero_count
     }
 
-    /// The non-empty bins, sorted by bin index.
-    pub fn bins(&self) -> &[(i16, u64)] {
-        &self.bins
+    /// The non-empty bins in ascending order.
+    pub fn bins(&self) -> impl Iterator<Item = (i16, u64)> + '_ {
+        let (sparse, dense): (&[(i16, u64)], Option<(i16, &[u64])>) = match &self.store {
+            Store::Sparse(bins) => (bins, None),
+            Store::Dense { offset, counts } => (&[], Some((*offset, counts))),
+        };
+        let dense_bins = dense.into_iter().flat_map(|(offset, counts)| {
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, count)| **count > 0)
+                .map(move |(index, count)| (offset + index as i16, *count))
+        });
+        sparse.iter().copied().chain(dense_bins)
+    }
+
+    /// Number of non-empty bins.
+    pub fn bin_count(&self) -> usize {
+        match &self.store {
+            Store::Sparse(bins) => bins.len(),
+            Store::Dense { counts, .. } => counts.iter().filter(|count| **count > 0).count(),
+        }
     }
 
     /// Total number of values recorded.
     pub fn count(&self) -> u64 {
-        self.zero_count + self.bins.iter().map(|(_, count)| count).sum::<u64>()
+        self.zero_count + self.bins().map(|(_, count)| count).sum::<u64>()
     }
 
     /// Records one value (milliseconds; negative or NaN values count as zero).
     pub fn add(&mut self, value_ms: f64) {
-        if value_ms.is_nan() || value_ms < MIN_TRACKED_MS {
-            self.zero_count += 1;
-            return;
+        match bin_for(value_ms) {
+            Some(bin) => self.add_to_bin(bin, 1),
+            None => self.zero_count += 1,
         }
-        self.add_to_bin(bin_of(value_ms), 1);
     }
 
     /// Adds `count` values to `bin` (used when merging stored sketches).
     pub fn add_to_bin(&mut self, bin: i16, count: u64) {
-        match self.bins.binary_search_by_key(&bin, |(key, _)| *key) {
-            Ok(position) => self.bins[position].1 += count,
-            Err(position) => self.bins.insert(position, (bin, count)),
+        match &mut self.store {
+            Store::Dense { offset, counts } => {
+                if bin < *offset {
+                    let grow = (*offset - bin) as usize;
+                    counts.splice(0..0, std::iter::repeat_n(0, grow));
+                    *offset = bin;
+                }
+                let index = (bin - *offset) as usize;
+                if index >= counts.len() {
+                    counts.resize(index + 1, 0);
+                }
+                counts[index] += count;
+            }
+            Store::Sparse(bins) => {
+                match bins.binary_search_by_key(&bin, |(key, _)| *key) {
+                    Ok(position) => bins[position].1 += count,
+                    Err(position) => bins.insert(position, (bin, count)),
+                }
+                self.densify_if_large();
+            }
         }
+    }
+
+    fn densify_if_large(&mut self) {
+        let Store::Sparse(bins) = &self.store else {
+            return;
+        };
+        if bins.len() <= SPARSE_LIMIT {
+            return;
+        }
+        let (Some(first), Some(last)) = (bins.first(), bins.last()) else {
+            return;
+        };
+        let offset = first.0;
+        let mut counts = vec![0u64; (last.0 - offset) as usize + 1];
+        for (bin, count) in bins {
+            counts[(bin - offset) as usize] += count;
+        }
+        self.store = Store::Dense { offset, counts };
     }
 
     /// Adds `count` values to the zero bin.
@@ -92,37 +183,9 @@ impl LatencySketch {
     /// Adds every count of `other` to this sketch.
     pub fn merge(&mut self, other: &LatencySketch) {
         self.zero_count += other.zero_count;
-        if other.bins.is_empty() {
-            return;
+        for (bin, count) in other.bins() {
+            self.add_to_bin(bin, count);
         }
-        if self.bins.is_empty() {
-            self.bins.extend_from_slice(&other.bins);
-            return;
-        }
-        let mut merged = Vec::with_capacity(self.bins.len() + other.bins.len());
-        let (mut left, mut right) = (0, 0);
-        while left < self.bins.len() && right < other.bins.len() {
-            let (left_bin, left_count) = self.bins[left];
-            let (right_bin, right_count) = other.bins[right];
-            match left_bin.cmp(&right_bin) {
-                std::cmp::Ordering::Less => {
-                    merged.push((left_bin, left_count));
-                    left += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    merged.push((right_bin, right_count));
-                    right += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    merged.push((left_bin, left_count + right_count));
-                    left += 1;
-                    right += 1;
-                }
-            }
-        }
-        merged.extend_from_slice(&self.bins[left..]);
-        merged.extend_from_slice(&other.bins[right..]);
-        self.bins = merged;
     }
 
     /// The value at quantile `q` (0..=1), within 1% of the true value of the item of rank
@@ -137,13 +200,24 @@ impl LatencySketch {
         if seen > rank {
             return Some(0.0);
         }
-        for (bin, count) in &self.bins {
+        let mut last = None;
+        for (bin, count) in self.bins() {
             seen += count;
+            last = Some(bin);
             if seen > rank {
-                return Some(bin_value(*bin));
+                return Some(bin_value(bin));
             }
         }
-        self.bins.last().map(|(bin, _)| bin_value(*bin))
+        last.map(bin_value)
+    }
+}
+
+/// The bin of a value, or `None` for the zero bin.
+pub fn bin_for(value_ms: f64) -> Option<i16> {
+    if value_ms.is_nan() || value_ms < MIN_TRACKED_MS {
+        None
+    } else {
+        Some(bin_of(value_ms))
     }
 }
 
@@ -174,7 +248,7 @@ impl SketchAccumulator {
     /// Adds the counts of `sketch`.
     pub fn add(&mut self, sketch: &LatencySketch) {
         self.zero_count += sketch.zero_count;
-        for &(bin, count) in &sketch.bins {
+        for (bin, count) in sketch.bins() {
             if (DENSE_LOW..DENSE_HIGH).contains(&bin) {
                 self.dense[(bin - DENSE_LOW) as usize] += count;
             } else {
@@ -199,9 +273,7 @@ impl SketchAccumulator {
     pub fn finish(&self) -> LatencySketch {
         let mut bins: Vec<(i16, u64)> = self
             .spill
-            .bins
-            .iter()
-            .copied()
+            .bins()
             .chain(
                 self.dense
                     .iter()
@@ -211,10 +283,12 @@ impl SketchAccumulator {
             )
             .collect();
         bins.sort_unstable_by_key(|(bin, _)| *bin);
-        LatencySketch {
+        let mut sketch = LatencySketch {
             zero_count: self.zero_count,
-            bins,
-        }
+            store: Store::Sparse(bins),
+        };
+        sketch.densify_if_large();
+        sketch
     }
 
     /// Clears the accumulator for reuse.

@@ -78,10 +78,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The benchmarks' traffic: 2,000 events per second of event time, ending now, so that a
+/// 2M-event dataset spans about 17 minutes and its late events include true corrections.
 fn traffic(events: u64) -> TrafficConfig {
     TrafficConfig {
         seed: 11,
-        start_ts_us: now_us() - (events as f64 / 20_000.0 * 1e6) as i64,
+        start_ts_us: now_us() - (events as f64 / 2_000.0 * 1e6) as i64,
+        events_per_second: 2_000.0,
         ..TrafficConfig::default()
     }
 }
@@ -158,32 +161,126 @@ fn bench_aggregate(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Splits `data` into chunks of about `size` bytes that end at line boundaries.
-fn line_chunks(data: &[u8], size: usize) -> Vec<&[u8]> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    while start < data.len() {
-        let mut end = (start + size).min(data.len());
-        while end < data.len() && data[end - 1] != b'\n' {
-            end += 1;
-        }
-        chunks.push(&data[start..end]);
-        start = end;
-    }
-    chunks
-}
-
 fn dataset(work_dir: &Path, events: u64) -> anyhow::Result<PathBuf> {
-    let path = work_dir.join(format!("dataset-{events}.ndjson"));
+    // 2,000 events per second of event time: a 2M-event file spans about 17 minutes, so the
+    // 5% of events that arrive up to 5 minutes late include true corrections.
+    let path = work_dir.join(format!("dataset-{events}-r2000.ndjson"));
     if !path.exists() {
         let config = TrafficConfig {
             start_ts_us: 1_795_273_200_000_000,
             seed: 11,
+            events_per_second: 2_000.0,
             ..TrafficConfig::default()
         };
         crate::demo::write_gen(config, events, &path)?;
     }
     Ok(path)
+}
+
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Streams `input` in line-aligned chunks to `threads` parser threads; one aggregator takes
+/// the parsed chunks in input order, exactly as a single reader would. Chunk buffers are
+/// recycled, so memory stays at a few megabytes whatever the file size.
+/// Returns (events, late events, rejected records).
+pub fn parse_and_aggregate(
+    mut input: impl std::io::Read + Send,
+    parser: &EventParser,
+    threads: usize,
+) -> anyhow::Result<(usize, u64, u64)> {
+    let (raw_tx, raw_rx) = sync_channel::<(usize, Vec<u8>)>(threads * 2);
+    let raw_rx = std::sync::Mutex::new(raw_rx);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (parsed_tx, parsed_rx) = sync_channel::<(usize, Vec<u8>, u64)>(threads * 2);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> anyhow::Result<()> {
+            let mut carry: Vec<u8> = Vec::new();
+            for index in 0.. {
+                let mut buffer = free_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(READ_CHUNK_BYTES * 2));
+                buffer.clear();
+                buffer.append(&mut carry);
+                let start = buffer.len();
+                buffer.resize(start + READ_CHUNK_BYTES, 0);
+                let read = input.read(&mut buffer[start..]).context("reading input")?;
+                buffer.truncate(start + read);
+                if read == 0 {
+                    if !buffer.is_empty() {
+                        let _ = raw_tx.send((index, buffer));
+                    }
+                    return Ok(());
+                }
+                if let Some(last_newline) = buffer.iter().rposition(|byte| *byte == b'\n') {
+                    carry.extend_from_slice(&buffer[last_newline + 1..]);
+                    buffer.truncate(last_newline + 1);
+                } else {
+                    carry = buffer;
+                    continue;
+                }
+                if raw_tx.send((index, buffer)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        for _ in 0..threads {
+            let (parsed_tx, free_tx, raw_rx) = (parsed_tx.clone(), free_tx.clone(), &raw_rx);
+            scope.spawn(move || {
+                let mut events = Vec::with_capacity(READ_CHUNK_BYTES);
+                loop {
+                    let next = raw_rx.lock().map(|receiver| receiver.recv());
+                    let Ok(Ok((index, chunk))) = next else { return };
+                    events.clear();
+                    let mut count = 0;
+                    let mut rejected = 0u64;
+                    for line in chunk.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()) {
+                        match parser.parse(line, TimeBounds::UNBOUNDED) {
+                            Ok(event) => {
+                                codec::encode_event(&event, &mut events);
+                                count += 1;
+                            }
+                            Err(_) => rejected += 1,
+                        }
+                    }
+                    let _ = free_tx.send(chunk);
+                    let mut payload = Vec::with_capacity(events.len() + 16);
+                    wal::begin_batch(count, &mut payload);
+                    payload.extend_from_slice(&events);
+                    if parsed_tx.send((index, payload, rejected)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(parsed_tx);
+        drop(free_tx);
+        let mut aggregator = Aggregator::new(WindowConfig::default());
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut expected = 0usize;
+        let mut events = 0usize;
+        let mut rejected = 0u64;
+        for (index, payload, chunk_rejected) in parsed_rx {
+            waiting.insert(index, (payload, chunk_rejected));
+            while let Some((payload, chunk_rejected)) = waiting.remove(&expected) {
+                rejected += chunk_rejected;
+                let mut last_ts = i64::MIN;
+                let decoded = wal::decode_batch(&payload, |event| {
+                    last_ts = last_ts.max(event.ts_us);
+                    aggregator.ingest(0, event.ts_us, &event.merchant, &event.api, event.status, event.latency_ms, i64::MAX);
+                })
+                .context("decoding a parsed chunk")?;
+                events += decoded;
+                // The file's own clock: time advances with the data.
+                aggregator.advance(0, last_ts);
+                std::hint::black_box(aggregator.take_closed());
+                std::hint::black_box(aggregator.take_corrections());
+                expected += 1;
+            }
+        }
+        reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+        aggregator.advance(0, i64::MAX / 2);
+        std::hint::black_box(aggregator.take_closed());
+        Ok((events, aggregator.stats().late_events, rejected))
+    })
 }
 
 fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
@@ -197,82 +294,8 @@ fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
     let mut summary = (0usize, 0u64, 0u64);
     for _ in 0..args.runs {
         let started = Instant::now();
-        let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let chunks = line_chunks(&data, 256 * 1024);
-        let next_chunk = std::sync::atomic::AtomicUsize::new(0);
-        let (parsed_tx, parsed_rx) = sync_channel::<(usize, Vec<u8>)>(threads * 4);
-        let (events, late, rejected) = std::thread::scope(|scope| {
-            for _ in 0..threads {
-                let parsed_tx = parsed_tx.clone();
-                let (chunks, next_chunk, parser) = (&chunks, &next_chunk, &parser);
-                scope.spawn(move || {
-                    let mut events = Vec::with_capacity(512 * 1024);
-                    loop {
-                        let index = next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(index) else {
-                            return;
-                        };
-                        events.clear();
-                        let mut count = 0;
-                        let mut rejected = 0u64;
-                        for line in chunk
-                            .split(|byte| *byte == b'\n')
-                            .filter(|line| !line.is_empty())
-                        {
-                            match parser.parse(line, TimeBounds::UNBOUNDED) {
-                                Ok(event) => {
-                                    codec::encode_event(&event, &mut events);
-                                    count += 1;
-                                }
-                                Err(_) => rejected += 1,
-                            }
-                        }
-                        let mut payload = Vec::with_capacity(events.len() + 16);
-                        wal::begin_batch(count, &mut payload);
-                        payload.extend_from_slice(&events);
-                        payload.extend_from_slice(&rejected.to_le_bytes());
-                        if parsed_tx.send((index, payload)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            drop(parsed_tx);
-            // The aggregator takes chunks in file order, exactly as a single reader would.
-            let mut aggregator = Aggregator::new(WindowConfig::default());
-            let mut waiting = std::collections::BTreeMap::new();
-            let mut expected = 0usize;
-            let mut events = 0usize;
-            let mut rejected = 0u64;
-            for (index, payload) in parsed_rx {
-                waiting.insert(index, payload);
-                while let Some(payload) = waiting.remove(&expected) {
-                    let (batch, trailer) = payload.split_at(payload.len() - 8);
-                    rejected += u64::from_le_bytes(trailer.try_into().unwrap_or([0; 8]));
-                    let mut last_ts = i64::MIN;
-                    let decoded = wal::decode_batch(batch, |event| {
-                        last_ts = last_ts.max(event.ts_us);
-                        aggregator.ingest(
-                            0,
-                            event.ts_us,
-                            &event.merchant,
-                            &event.api,
-                            event.status,
-                            event.latency_ms,
-                            i64::MAX,
-                        );
-                    });
-                    events += decoded.unwrap_or(0);
-                    aggregator.advance(0, last_ts);
-                    std::hint::black_box(aggregator.take_closed());
-                    std::hint::black_box(aggregator.take_corrections());
-                    expected += 1;
-                }
-            }
-            aggregator.advance(0, i64::MAX / 2);
-            std::hint::black_box(aggregator.take_closed());
-            (events, aggregator.stats().late_events, rejected)
-        });
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let (events, late, rejected) = parse_and_aggregate(file, &parser, threads)?;
         let elapsed = started.elapsed().as_secs_f64();
         rates.push(events as f64 / elapsed);
         summary = (events, late, rejected);

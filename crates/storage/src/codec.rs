@@ -200,12 +200,12 @@ pub fn encode_rollup(rollup: &Rollup, state: RollupState, out: &mut Vec<u8>) {
         put_varint(out, *count);
     }
     put_varint(out, rollup.sketch.zero_count());
-    put_varint(out, rollup.sketch.bins().len() as u64);
+    put_varint(out, rollup.sketch.bin_count() as u64);
     let mut previous = 0i64;
     for (bin, count) in rollup.sketch.bins() {
-        put_varint(out, zigzag(i64::from(*bin) - previous));
-        put_varint(out, *count);
-        previous = i64::from(*bin);
+        put_varint(out, zigzag(i64::from(bin) - previous));
+        put_varint(out, count);
+        previous = i64::from(bin);
     }
 }
 

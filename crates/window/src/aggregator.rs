@@ -2,7 +2,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey, latency_micros};
+use mm_model::sketch::bin_for;
 use mm_model::time::{MICROS_PER_MINUTE, minute_of};
 use rustc_hash::FxHashMap;
 
@@ -206,14 +207,16 @@ impl Aggregator {
         }
         let id = self.series_id(merchant, api);
         let total = self.series[id as usize].total;
-        self.record_open(id, minute, status, latency_ms);
-        self.record_open(total, minute, status, latency_ms);
+        let latency_us = latency_micros(latency_ms);
+        let bin = bin_for(latency_ms);
+        self.record_open(id, minute, status, latency_us, bin);
+        self.record_open(total, minute, status, latency_us, bin);
         Disposition::Open
     }
 
-    fn record_open(&mut self, id: u32, minute: i64, status: u16, latency_ms: f64) {
+    fn record_open(&mut self, id: u32, minute: i64, status: u16, latency_us: u64, bin: Option<i16>) {
         let window = self.open_window(id, minute);
-        window.rollup.record(status, latency_ms);
+        window.rollup.record_prepared(status, latency_us, bin);
         if !window.dirty {
             window.dirty = true;
             self.dirty.push((id, minute));
