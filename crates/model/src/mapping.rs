@@ -289,16 +289,15 @@ impl EventParser {
         // Strings that are kept (mapped fields, raw attributes) are checked for UTF-8 as they
         // are read; only when the record fails is the whole of it checked, to say why.
         let reader = serde_json::de::SliceRead::new(record);
-        self.parse_from(reader, bounds).map_err(|error| {
-            match std::str::from_utf8(record) {
+        self.parse_from(reader, bounds)
+            .map_err(|error| match std::str::from_utf8(record) {
                 Err(utf8) if error.reason == RejectReason::InvalidJson => RecordError::new(
                     None,
                     RejectReason::InvalidUtf8,
                     format!("record is not valid UTF-8 (at byte {})", utf8.valid_up_to()),
                 ),
                 _ => error,
-            }
-        })
+            })
     }
 
     /// Parses one record given as text; see [`EventParser::parse`].
@@ -423,7 +422,11 @@ impl EventParser {
                 .and_then(time::from_epoch_number),
             Scalar::Float(number) => time::from_epoch_float(*number),
             other => {
-                return Err(self.wrong_type(Field::Ts, "an RFC 3339 string or epoch number", other));
+                return Err(self.wrong_type(
+                    Field::Ts,
+                    "an RFC 3339 string or epoch number",
+                    other,
+                ));
             }
         };
         parsed.map_err(|error| self.invalid(Field::Ts, error.to_string()))

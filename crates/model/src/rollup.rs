@@ -59,7 +59,11 @@ pub fn latency_micros(latency_ms: f64) -> u64 {
 impl Rollup {
     /// Records one call.
     pub fn record(&mut self, status: u16, latency_ms: f64) {
-        self.record_prepared(status, latency_micros(latency_ms), crate::sketch::bin_for(latency_ms));
+        self.record_prepared(
+            status,
+            latency_micros(latency_ms),
+            crate::sketch::bin_for(latency_ms),
+        );
     }
 
     /// Records one call whose latency was already converted ([`latency_micros`]) and mapped

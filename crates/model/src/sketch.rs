@@ -97,7 +97,8 @@ impl LatencySketch {
 
     /// The non-empty bins in ascending order.
     pub fn bins(&self) -> impl Iterator<Item = (i16, u64)> + '_ {
-        let (sparse, dense): (&[(i16, u64)], Option<(i16, &[u64])>) = match &self.store {
+        type Parts<'s> = (&'s [(i16, u64)], Option<(i16, &'s [u64])>);
+        let (sparse, dense): Parts<'_> = match &self.store {
             Store::Sparse(bins) => (bins, None),
             Store::Dense { offset, counts } => (&[], Some((*offset, counts))),
         };

@@ -196,7 +196,9 @@ pub fn parse_and_aggregate(
         let reader = scope.spawn(move || -> anyhow::Result<()> {
             let mut carry: Vec<u8> = Vec::new();
             for index in 0.. {
-                let mut buffer = free_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(READ_CHUNK_BYTES * 2));
+                let mut buffer = free_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(READ_CHUNK_BYTES * 2));
                 buffer.clear();
                 buffer.append(&mut carry);
                 let start = buffer.len();
@@ -232,7 +234,10 @@ pub fn parse_and_aggregate(
                     events.clear();
                     let mut count = 0;
                     let mut rejected = 0u64;
-                    for line in chunk.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()) {
+                    for line in chunk
+                        .split(|byte| *byte == b'\n')
+                        .filter(|line| !line.is_empty())
+                    {
                         match parser.parse(line, TimeBounds::UNBOUNDED) {
                             Ok(event) => {
                                 codec::encode_event(&event, &mut events);
@@ -265,7 +270,15 @@ pub fn parse_and_aggregate(
                 let mut last_ts = i64::MIN;
                 let decoded = wal::decode_batch(&payload, |event| {
                     last_ts = last_ts.max(event.ts_us);
-                    aggregator.ingest(0, event.ts_us, &event.merchant, &event.api, event.status, event.latency_ms, i64::MAX);
+                    aggregator.ingest(
+                        0,
+                        event.ts_us,
+                        &event.merchant,
+                        &event.api,
+                        event.status,
+                        event.latency_ms,
+                        i64::MAX,
+                    );
                 })
                 .context("decoding a parsed chunk")?;
                 events += decoded;
@@ -276,7 +289,9 @@ pub fn parse_and_aggregate(
                 expected += 1;
             }
         }
-        reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+        reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
         aggregator.advance(0, i64::MAX / 2);
         std::hint::black_box(aggregator.take_closed());
         Ok((events, aggregator.stats().late_events, rejected))
@@ -294,7 +309,8 @@ fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
     let mut summary = (0usize, 0u64, 0u64);
     for _ in 0..args.runs {
         let started = Instant::now();
-        let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let (events, late, rejected) = parse_and_aggregate(file, &parser, threads)?;
         let elapsed = started.elapsed().as_secs_f64();
         rates.push(events as f64 / elapsed);

@@ -146,7 +146,7 @@ fn read_batches(path: &PathBuf, batch: usize) -> anyhow::Result<Vec<(Bytes, u64)
             current.push(b'\n');
         }
         lines += 1;
-        if lines as usize % batch == 0 {
+        if (lines as usize).is_multiple_of(batch) {
             batches.push((Bytes::from(std::mem::take(&mut current)), batch as u64));
         }
     }

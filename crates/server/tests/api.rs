@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use mm_model::rollup::MERCHANT_TOTAL_API;
 use mm_model::time::{MICROS_PER_MINUTE, format_rfc3339, minute_of};
-use mm_testkit::{ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us, oracle, request};
+use mm_testkit::{
+    ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us, oracle, request,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 
@@ -19,22 +21,46 @@ fn ingest_then_query_every_endpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(EXE, dir.path(), &[], &[]);
     let now = now_us();
-    let events = calls(1, 3_000, 5, &["/v1/payments", "/v1/refunds", "/v1/tokens"], now, 20);
+    let events = calls(
+        1,
+        3_000,
+        5,
+        &["/v1/payments", "/v1/refunds", "/v1/tokens"],
+        now,
+        20,
+    );
     let body: String = events.iter().map(ndjson_line).collect();
     let response = ingest(server.address, body.as_bytes()).expect("answers");
-    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
     assert_eq!(response.json()["accepted"], 3_000);
     assert_eq!(response.json()["rejected"], 0);
 
     let expected = oracle(&events);
     let from = format_rfc3339(minute_of(now - 25 * MICROS_PER_MINUTE) * MICROS_PER_MINUTE);
     let to = format_rfc3339((minute_of(now) + 1) * MICROS_PER_MINUTE);
-    let activity_path = format!("/v1/merchants/m0/activity?from={}&to={}&step=1m", encode(&from), encode(&to));
+    let activity_path = format!(
+        "/v1/merchants/m0/activity?from={}&to={}&step=1m",
+        encode(&from),
+        encode(&to)
+    );
     // Open windows reach the store with the next checkpoint (one second by default).
     let activity = eventually(Duration::from_secs(10), || {
         let answer = get(server.address, &activity_path).json();
-        let calls: u64 = answer["buckets"].as_array()?.iter().map(|bucket| bucket["calls"].as_u64().unwrap_or(0)).sum();
-        let want: u64 = expected.iter().filter(|(key, _)| key.merchant == "m0" && key.api == MERCHANT_TOTAL_API).map(|(_, rollup)| rollup.calls).sum();
+        let calls: u64 = answer["buckets"]
+            .as_array()?
+            .iter()
+            .map(|bucket| bucket["calls"].as_u64().unwrap_or(0))
+            .sum();
+        let want: u64 = expected
+            .iter()
+            .filter(|(key, _)| key.merchant == "m0" && key.api == MERCHANT_TOTAL_API)
+            .map(|(_, rollup)| rollup.calls)
+            .sum();
         (calls == want).then_some(answer)
     })
     .expect("activity reflects every ingested call");
@@ -43,8 +69,13 @@ fn ingest_then_query_every_endpoint() {
     let buckets = activity["buckets"].as_array().expect("buckets");
     assert_eq!(buckets.len(), 26, "every minute of the period is present");
     for bucket in buckets {
-        let start = mm_model::time::parse_rfc3339(bucket["start"].as_str().expect("start")).expect("RFC 3339");
-        let key = mm_model::WindowKey { merchant: "m0".into(), api: MERCHANT_TOTAL_API.into(), minute: minute_of(start) };
+        let start = mm_model::time::parse_rfc3339(bucket["start"].as_str().expect("start"))
+            .expect("RFC 3339");
+        let key = mm_model::WindowKey {
+            merchant: "m0".into(),
+            api: MERCHANT_TOTAL_API.into(),
+            minute: minute_of(start),
+        };
         match expected.get(&key) {
             Some(rollup) => {
                 let classes = rollup.classes();
@@ -62,57 +93,130 @@ fn ingest_then_query_every_endpoint() {
     }
 
     // Five-minute steps merge exactly, and an API filter narrows to one series.
-    let five = get(server.address, &format!("/v1/merchants/m0/activity?from={}&to={}&step=5m&api=/v1/refunds", encode(&from), encode(&to))).json();
-    let refunds: u64 = five["buckets"].as_array().expect("buckets").iter().map(|bucket| bucket["calls"].as_u64().unwrap_or(0)).sum();
-    let want: u64 = events.iter().filter(|event| event.merchant == "m0" && event.api == "/v1/refunds").count() as u64;
+    let five = get(
+        server.address,
+        &format!(
+            "/v1/merchants/m0/activity?from={}&to={}&step=5m&api=/v1/refunds",
+            encode(&from),
+            encode(&to)
+        ),
+    )
+    .json();
+    let refunds: u64 = five["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|bucket| bucket["calls"].as_u64().unwrap_or(0))
+        .sum();
+    let want: u64 = events
+        .iter()
+        .filter(|event| event.merchant == "m0" && event.api == "/v1/refunds")
+        .count() as u64;
     assert_eq!(refunds, want);
 
     // The per-API table counts every status code.
-    let apis = get(server.address, &format!("/v1/merchants/m1/apis?from={}&to={}", encode(&from), encode(&to))).json();
+    let apis = get(
+        server.address,
+        &format!(
+            "/v1/merchants/m1/apis?from={}&to={}",
+            encode(&from),
+            encode(&to)
+        ),
+    )
+    .json();
     let rows = apis["apis"].as_array().expect("apis");
     assert_eq!(rows.len(), 3);
     for row in rows {
         let api = row["api"].as_str().expect("api");
         let mut status: BTreeMap<String, u64> = BTreeMap::new();
-        for event in events.iter().filter(|event| event.merchant == "m1" && event.api == api) {
+        for event in events
+            .iter()
+            .filter(|event| event.merchant == "m1" && event.api == api)
+        {
             *status.entry(event.status.to_string()).or_default() += 1;
         }
-        let got: BTreeMap<String, u64> = serde_json::from_value(row["status"].clone()).expect("status map");
+        let got: BTreeMap<String, u64> =
+            serde_json::from_value(row["status"].clone()).expect("status map");
         assert_eq!(got, status, "status codes of {api}");
         assert_eq!(row["calls"], status.values().sum::<u64>());
     }
-    let calls_order: Vec<u64> = rows.iter().map(|row| row["calls"].as_u64().unwrap_or(0)).collect();
-    assert!(calls_order.windows(2).all(|pair| pair[0] >= pair[1]), "sorted by calls");
+    let calls_order: Vec<u64> = rows
+        .iter()
+        .map(|row| row["calls"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        calls_order.windows(2).all(|pair| pair[0] >= pair[1]),
+        "sorted by calls"
+    );
 
     // The ranking.
-    let ranking = get(server.address, &format!("/v1/merchants?from={}&to={}&sort=errors&limit=3", encode(&from), encode(&to))).json();
+    let ranking = get(
+        server.address,
+        &format!(
+            "/v1/merchants?from={}&to={}&sort=errors&limit=3",
+            encode(&from),
+            encode(&to)
+        ),
+    )
+    .json();
     let rows = ranking["merchants"].as_array().expect("merchants");
     assert_eq!(rows.len(), 3);
-    let errors: Vec<u64> = rows.iter().map(|row| row["errors"].as_u64().unwrap_or(0)).collect();
+    let errors: Vec<u64> = rows
+        .iter()
+        .map(|row| row["errors"].as_u64().unwrap_or(0))
+        .collect();
     assert!(errors.windows(2).all(|pair| pair[0] >= pair[1]));
     let top = rows[0]["merchant"].as_str().expect("merchant");
-    let want = events.iter().filter(|event| event.merchant == top && event.status >= 500).count() as u64;
+    let want = events
+        .iter()
+        .filter(|event| event.merchant == top && event.status >= 500)
+        .count() as u64;
     assert_eq!(errors[0], want);
 
     // Operability endpoints.
     assert_eq!(get(server.address, "/healthz").status, 200);
     assert_eq!(get(server.address, "/readyz").status, 200);
     let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
-    for name in ["mm_ingest_events_total 3000", "mm_wal_fsync_seconds_bucket", "mm_window_open", "mm_ingest_rejected_total{reason=\"invalid_json\"} 0", "mm_store_write_seconds"] {
+    for name in [
+        "mm_ingest_events_total 3000",
+        "mm_wal_fsync_seconds_bucket",
+        "mm_window_open",
+        "mm_ingest_rejected_total{reason=\"invalid_json\"} 0",
+        "mm_store_write_seconds",
+    ] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
     let openapi = get(server.address, "/openapi.json").json();
     assert_eq!(openapi["openapi"], "3.1.0");
-    for path in ["/v1/ingest", "/v1/merchants", "/v1/merchants/{merchant}/activity", "/v1/merchants/{merchant}/apis"] {
+    for path in [
+        "/v1/ingest",
+        "/v1/merchants",
+        "/v1/merchants/{merchant}/activity",
+        "/v1/merchants/{merchant}/apis",
+    ] {
         assert!(openapi["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert!(server.terminate(), "graceful shutdown exits cleanly");
 }
 
 fn assert_error(response: &mm_testkit::Response, status: u16, code: &str) {
-    assert_eq!(response.status, status, "{}", String::from_utf8_lossy(&response.body));
-    assert_eq!(response.json()["error"]["code"], code, "{}", String::from_utf8_lossy(&response.body));
-    assert!(response.json()["error"]["message"].as_str().is_some_and(|message| !message.is_empty()));
+    assert_eq!(
+        response.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(
+        response.json()["error"]["code"],
+        code,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(
+        response.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty())
+    );
 }
 
 #[test]
@@ -120,13 +224,21 @@ fn error_paths_answer_with_one_json_shape() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[ingest]\nmax_body_bytes = 4096\n").expect("config written");
-    let server = ServerProcess::start(EXE, &dir.path().join("data"), &["--config", config.to_str().expect("utf-8")], &[]);
+    let server = ServerProcess::start(
+        EXE,
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+        &[],
+    );
     let address = server.address;
 
     for (path, fragment) in [
         ("/v1/merchants/m/activity?from=yesterday", "from"),
         ("/v1/merchants/m/activity?step=7m", "step"),
-        ("/v1/merchants/m/activity?from=2026-11-21T10:00:00Z&to=2026-11-21T09:00:00Z", "before"),
+        (
+            "/v1/merchants/m/activity?from=2026-11-21T10:00:00Z&to=2026-11-21T09:00:00Z",
+            "before",
+        ),
         ("/v1/merchants/m/activity?colour=red", "unknown parameter"),
         ("/v1/merchants/m/apis?sort=loudness", "sort"),
         ("/v1/merchants?limit=0", "limit"),
@@ -134,17 +246,46 @@ fn error_paths_answer_with_one_json_shape() {
     ] {
         let response = get(address, path);
         assert_error(&response, 400, "bad_request");
-        let message = response.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+        let message = response.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert!(message.contains(fragment), "{path}: {message}");
     }
     assert_error(&get(address, "/v2/everything"), 404, "not_found");
 
-    assert_error(&ingest(address, &vec![b' '; 5000]).expect("answers"), 413, "payload_too_large");
-    assert_error(&ingest(address, b"\n\n").expect("answers"), 400, "empty_body");
-    assert_error(&ingest(address, b"[{\"ts\": ").expect("answers"), 400, "unreadable_body");
-    let brotli = request(address, "POST", "/v1/ingest", &[("Content-Encoding", "br")], b"x").expect("answers");
+    assert_error(
+        &ingest(address, &vec![b' '; 5000]).expect("answers"),
+        413,
+        "payload_too_large",
+    );
+    assert_error(
+        &ingest(address, b"\n\n").expect("answers"),
+        400,
+        "empty_body",
+    );
+    assert_error(
+        &ingest(address, b"[{\"ts\": ").expect("answers"),
+        400,
+        "unreadable_body",
+    );
+    let brotli = request(
+        address,
+        "POST",
+        "/v1/ingest",
+        &[("Content-Encoding", "br")],
+        b"x",
+    )
+    .expect("answers");
     assert_error(&brotli, 415, "unsupported_encoding");
-    let bad_gzip = request(address, "POST", "/v1/ingest", &[("Content-Encoding", "gzip")], b"not gzip").expect("answers");
+    let bad_gzip = request(
+        address,
+        "POST",
+        "/v1/ingest",
+        &[("Content-Encoding", "gzip")],
+        b"not gzip",
+    )
+    .expect("answers");
     assert_error(&bad_gzip, 400, "unreadable_body");
 
     // Compressed bodies are accepted.
@@ -152,25 +293,62 @@ fn error_paths_answer_with_one_json_shape() {
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gzip.write_all(line.as_bytes()).expect("compresses");
     let gzipped = gzip.finish().expect("compresses");
-    let response = request(address, "POST", "/v1/ingest", &[("Content-Encoding", "gzip")], &gzipped).expect("answers");
+    let response = request(
+        address,
+        "POST",
+        "/v1/ingest",
+        &[("Content-Encoding", "gzip")],
+        &gzipped,
+    )
+    .expect("answers");
     assert_eq!(response.status, 200);
     // A JSON array body works too.
     let array = format!("[{}]", line.trim());
-    assert_eq!(ingest(address, array.as_bytes()).expect("answers").status, 200);
+    assert_eq!(
+        ingest(address, array.as_bytes()).expect("answers").status,
+        200
+    );
 }
 
 #[test]
 fn tokens_are_required_when_configured_and_public_listeners_need_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start(EXE, dir.path(), &[], &[("MM_AUTH_TOKENS", "correct-horse-battery")]);
+    let server = ServerProcess::start(
+        EXE,
+        dir.path(),
+        &[],
+        &[("MM_AUTH_TOKENS", "correct-horse-battery")],
+    );
     let line = ndjson_line(&calls(4, 1, 1, &["/v1/x"], now_us(), 1)[0]);
-    assert_error(&ingest(server.address, line.as_bytes()).expect("answers"), 401, "unauthorized");
-    let wrong = request(server.address, "POST", "/v1/ingest", &[("Authorization", "Bearer wrong-token-value")], line.as_bytes()).expect("answers");
+    assert_error(
+        &ingest(server.address, line.as_bytes()).expect("answers"),
+        401,
+        "unauthorized",
+    );
+    let wrong = request(
+        server.address,
+        "POST",
+        "/v1/ingest",
+        &[("Authorization", "Bearer wrong-token-value")],
+        line.as_bytes(),
+    )
+    .expect("answers");
     assert_error(&wrong, 401, "unauthorized");
-    let right = request(server.address, "POST", "/v1/ingest", &[("Authorization", "Bearer correct-horse-battery")], line.as_bytes()).expect("answers");
+    let right = request(
+        server.address,
+        "POST",
+        "/v1/ingest",
+        &[("Authorization", "Bearer correct-horse-battery")],
+        line.as_bytes(),
+    )
+    .expect("answers");
     assert_eq!(right.status, 200);
     assert_error(&get(server.address, "/v1/merchants"), 401, "unauthorized");
-    assert_eq!(get(server.address, "/healthz").status, 200, "health needs no token");
+    assert_eq!(
+        get(server.address, "/healthz").status,
+        200,
+        "health needs no token"
+    );
 
     let refused = std::process::Command::new(EXE)
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])

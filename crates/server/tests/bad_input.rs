@@ -14,7 +14,9 @@ fn malformed_records_are_reported_and_the_rest_stored() {
     let now = now_us();
     let ts = format_rfc3339(now - 30_000_000);
     let good = |merchant: &str, status: u16| {
-        format!(r#"{{"ts":"{ts}","merchant":"{merchant}","api":"/v1/payments","status":{status},"latency_ms":12.5,"corr_id":"c"}}"#)
+        format!(
+            r#"{{"ts":"{ts}","merchant":"{merchant}","api":"/v1/payments","status":{status},"latency_ms":12.5,"corr_id":"c"}}"#
+        )
     };
     let huge = "x".repeat(100_000);
     let mut body: Vec<u8> = Vec::new();
@@ -34,14 +36,22 @@ fn malformed_records_are_reported_and_the_rest_stored() {
         good("bad-input-m", 404).into_bytes(),                                                                  // 12 ok
     ];
     // Replace the UTF-8 replacement character with a raw invalid byte.
-    let position = lines[8].windows(3).position(|window| window == "\u{fffd}".as_bytes()).expect("marker present");
+    let position = lines[8]
+        .windows(3)
+        .position(|window| window == "\u{fffd}".as_bytes())
+        .expect("marker present");
     lines[8].splice(position..position + 3, [0xffu8]);
     for line in &lines {
         body.extend_from_slice(line);
         body.push(b'\n');
     }
     let response = ingest(server.address, &body).expect("answers");
-    assert_eq!(response.status, 207, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        207,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
     let reply = response.json();
     assert_eq!(reply["accepted"], 3);
     assert_eq!(reply["rejected"], 10);
@@ -68,15 +78,25 @@ fn malformed_records_are_reported_and_the_rest_stored() {
         (10, "invalid_value", Some("latency_ms")),
         (11, "not_an_object", None),
     ];
-    let expected: Vec<(u64, String, Option<String>)> =
-        expected.into_iter().map(|(index, code, field)| (index, code.to_owned(), field.map(str::to_owned))).collect();
+    let expected: Vec<(u64, String, Option<String>)> = expected
+        .into_iter()
+        .map(|(index, code, field)| (index, code.to_owned(), field.map(str::to_owned)))
+        .collect();
     assert_eq!(reported, expected);
-    assert!(errors.iter().all(|error| error["reason"].as_str().is_some_and(|reason| !reason.is_empty())));
+    assert!(errors.iter().all(|error| {
+        error["reason"]
+            .as_str()
+            .is_some_and(|reason| !reason.is_empty())
+    }));
 
     // The valid three are stored; the server keeps serving.
     let from = format_rfc3339(now - 10 * 60_000_000).replace(':', "%3A");
     let apis = eventually(Duration::from_secs(10), || {
-        let answer = get(server.address, &format!("/v1/merchants/bad-input-m/apis?from={from}")).json();
+        let answer = get(
+            server.address,
+            &format!("/v1/merchants/bad-input-m/apis?from={from}"),
+        )
+        .json();
         (answer["apis"][0]["calls"] == 3).then_some(answer)
     })
     .expect("valid records are counted");
@@ -84,7 +104,14 @@ fn malformed_records_are_reported_and_the_rest_stored() {
     assert_eq!(apis["apis"][0]["status"]["500"], 1);
     assert_eq!(apis["apis"][0]["status"]["404"], 1);
     let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
-    assert!(metrics.contains("mm_ingest_rejected_total{reason=\"invalid_value\"} 2"), "{metrics}");
-    let again = ingest(server.address, format!("{}\n", good("bad-input-m", 200)).as_bytes()).expect("answers");
+    assert!(
+        metrics.contains("mm_ingest_rejected_total{reason=\"invalid_value\"} 2"),
+        "{metrics}"
+    );
+    let again = ingest(
+        server.address,
+        format!("{}\n", good("bad-input-m", 200)).as_bytes(),
+    )
+    .expect("answers");
     assert_eq!(again.status, 200);
 }

@@ -30,7 +30,14 @@ enum Fate {
 fn batch_events(batch: usize, now: i64) -> Vec<ApiCall> {
     let api = format!("/crash/{batch:04}");
     // Spread over the last ten minutes: some windows close (and take corrections) meanwhile.
-    calls(1000 + batch as u64, PER_BATCH, MERCHANTS, &[api.as_str()], now, 10)
+    calls(
+        1000 + batch as u64,
+        PER_BATCH,
+        MERCHANTS,
+        &[api.as_str()],
+        now,
+        10,
+    )
 }
 
 #[test]
@@ -41,7 +48,10 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let now = now_us();
     let batches: Vec<Vec<ApiCall>> = (0..BATCHES).map(|batch| batch_events(batch, now)).collect();
-    let bodies: Vec<String> = batches.iter().map(|events| events.iter().map(ndjson_line).collect()).collect();
+    let bodies: Vec<String> = batches
+        .iter()
+        .map(|events| events.iter().map(ndjson_line).collect())
+        .collect();
     let fates: Arc<Mutex<BTreeMap<usize, Fate>>> = Arc::new(Mutex::new(BTreeMap::new()));
     let next = Arc::new(AtomicUsize::new(0));
     let bodies = Arc::new(bodies);
@@ -84,11 +94,22 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
         }
         server = ServerProcess::start(EXE, dir.path(), &[], &[]);
     }
-    assert!(next.load(Ordering::SeqCst) >= BATCHES, "every batch was attempted");
+    assert!(
+        next.load(Ordering::SeqCst) >= BATCHES,
+        "every batch was attempted"
+    );
 
     let fates = fates.lock().expect("lock").clone();
-    let unknown: BTreeSet<usize> = fates.iter().filter(|(_, fate)| **fate == Fate::Unknown).map(|(batch, _)| *batch).collect();
-    println!("{} acknowledged, {} in flight at a kill", fates.len() - unknown.len(), unknown.len());
+    let unknown: BTreeSet<usize> = fates
+        .iter()
+        .filter(|(_, fate)| **fate == Fate::Unknown)
+        .map(|(batch, _)| *batch)
+        .collect();
+    println!(
+        "{} acknowledged, {} in flight at a kill",
+        fates.len() - unknown.len(),
+        unknown.len()
+    );
 
     // Read back per-API totals for each merchant (one checkpoint interval after the last ack).
     std::thread::sleep(Duration::from_millis(2_500));
@@ -96,10 +117,17 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
     let to = format_rfc3339((minute_of(now) + 2) * MICROS_PER_MINUTE).replace(':', "%3A");
     let mut stored_calls: BTreeMap<(String, String), u64> = BTreeMap::new();
     for merchant in 0..MERCHANTS {
-        let answer = get(server.address, &format!("/v1/merchants/m{merchant}/apis?from={from}&to={to}")).json();
+        let answer = get(
+            server.address,
+            &format!("/v1/merchants/m{merchant}/apis?from={from}&to={to}"),
+        )
+        .json();
         for row in answer["apis"].as_array().expect("apis") {
             stored_calls.insert(
-                (format!("m{merchant}"), row["api"].as_str().expect("api").to_owned()),
+                (
+                    format!("m{merchant}"),
+                    row["api"].as_str().expect("api").to_owned(),
+                ),
                 row["calls"].as_u64().expect("calls"),
             );
         }
@@ -111,16 +139,30 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
             *per_merchant.entry(event.merchant.clone()).or_default() += 1;
         }
         let api = format!("/crash/{batch:04}");
-        let stored: Vec<u64> = per_merchant.keys().map(|merchant| stored_calls.get(&(merchant.clone(), api.clone())).copied().unwrap_or(0)).collect();
+        let stored: Vec<u64> = per_merchant
+            .keys()
+            .map(|merchant| {
+                stored_calls
+                    .get(&(merchant.clone(), api.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
         let want: Vec<u64> = per_merchant.values().copied().collect();
         let absent = stored.iter().all(|calls| *calls == 0);
         match fates.get(&batch) {
             Some(Fate::Acknowledged) => {
-                assert_eq!(stored, want, "acknowledged batch {batch} must be counted exactly once");
+                assert_eq!(
+                    stored, want,
+                    "acknowledged batch {batch} must be counted exactly once"
+                );
                 included.push(batch);
             }
             Some(Fate::Unknown) | None => {
-                assert!(stored == want || absent, "in-flight batch {batch} counted partly: {stored:?} of {want:?}");
+                assert!(
+                    stored == want || absent,
+                    "in-flight batch {batch} counted partly: {stored:?} of {want:?}"
+                );
                 if !absent {
                     included.push(batch);
                 }
@@ -132,18 +174,39 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
     let expected = oracle(included.iter().flat_map(|batch| batches[*batch].iter()));
     for merchant in 0..MERCHANTS {
         let merchant = format!("m{merchant}");
-        let answer = get(server.address, &format!("/v1/merchants/{merchant}/activity?from={from}&to={to}&step=1m")).json();
+        let answer = get(
+            server.address,
+            &format!("/v1/merchants/{merchant}/activity?from={from}&to={to}&step=1m"),
+        )
+        .json();
         for bucket in answer["buckets"].as_array().expect("buckets") {
-            let start = mm_model::time::parse_rfc3339(bucket["start"].as_str().expect("start")).expect("time");
-            let key = mm_model::WindowKey { merchant: merchant.clone(), api: MERCHANT_TOTAL_API.into(), minute: minute_of(start) };
+            let start = mm_model::time::parse_rfc3339(bucket["start"].as_str().expect("start"))
+                .expect("time");
+            let key = mm_model::WindowKey {
+                merchant: merchant.clone(),
+                api: MERCHANT_TOTAL_API.into(),
+                minute: minute_of(start),
+            };
             let (calls, p50, max) = match expected.get(&key) {
                 Some(rollup) => (rollup.calls, rollup.quantile_ms(0.5), Some(rollup.max_ms())),
                 None => (0, None, None),
             };
-            assert_eq!(bucket["calls"].as_u64(), Some(calls), "{merchant} at {start}");
+            assert_eq!(
+                bucket["calls"].as_u64(),
+                Some(calls),
+                "{merchant} at {start}"
+            );
             let round = |value: f64| (value * 1000.0).round() / 1000.0;
-            assert_eq!(bucket["p50_ms"].as_f64(), p50.map(round), "{merchant} p50 at {start}");
-            assert_eq!(bucket["max_ms"].as_f64(), max.map(round), "{merchant} max at {start}");
+            assert_eq!(
+                bucket["p50_ms"].as_f64(),
+                p50.map(round),
+                "{merchant} p50 at {start}"
+            );
+            assert_eq!(
+                bucket["max_ms"].as_f64(),
+                max.map(round),
+                "{merchant} max at {start}"
+            );
         }
     }
     let started = Instant::now();

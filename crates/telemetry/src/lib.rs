@@ -101,9 +101,7 @@ impl Metrics {
             window_open: Gauge::default(),
             window_watermark_delay_seconds: Gauge::default(),
             wal_fsync_seconds: Histogram::new(latency_buckets()),
-            wal_group_batches: Histogram::new(
-                [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0].into_iter(),
-            ),
+            wal_group_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             wal_checkpointed_lsn: Gauge::default(),
             store_write_seconds: Histogram::new(latency_buckets()),
             activity_records: Family::default(),

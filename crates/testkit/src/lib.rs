@@ -39,7 +39,9 @@ impl ServerProcess {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        reader.read_line(&mut line).expect("server prints its address");
+        reader
+            .read_line(&mut line)
+            .expect("server prints its address");
         let address = line
             .split_whitespace()
             .find_map(|word| word.strip_prefix("http://"))
@@ -105,8 +107,12 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "body is not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -127,7 +133,10 @@ pub fn request(
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -152,19 +161,24 @@ pub fn request(
         .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(name, value)| name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked"));
+    let chunked = headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked")
+    });
     if chunked {
         body = dechunk(&body);
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut input: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(end) = input.windows(2).position(|window| window == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&input[..end]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&input[..end]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -182,7 +196,13 @@ pub fn get(address: SocketAddr, path: &str) -> Response {
 
 /// `POST /v1/ingest` with an NDJSON body.
 pub fn ingest(address: SocketAddr, body: &[u8]) -> std::io::Result<Response> {
-    request(address, "POST", "/v1/ingest", &[("Content-Type", "application/x-ndjson")], body)
+    request(
+        address,
+        "POST",
+        "/v1/ingest",
+        &[("Content-Type", "application/x-ndjson")],
+        body,
+    )
 }
 
 /// Expected rollups: a plain fold over the events, API series and merchant-wide series.
@@ -195,7 +215,10 @@ pub fn oracle<'a>(events: impl IntoIterator<Item = &'a ApiCall>) -> BTreeMap<Win
                 api: api.to_owned(),
                 minute: minute_of(event.ts_us),
             };
-            expected.entry(key).or_insert_with(Rollup::default).record(event.status, event.latency_ms);
+            expected
+                .entry(key)
+                .or_insert_with(Rollup::default)
+                .record(event.status, event.latency_ms);
         }
     }
     expected
@@ -238,13 +261,26 @@ pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
 }
 
 /// A small seeded generator of API calls around `now_us`, spread over `span_minutes` back.
-pub fn calls(seed: u64, count: usize, merchants: usize, apis: &[&str], now: i64, span_minutes: i64) -> Vec<ApiCall> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+pub fn calls(
+    seed: u64,
+    count: usize,
+    merchants: usize,
+    apis: &[&str],
+    now: i64,
+    span_minutes: i64,
+) -> Vec<ApiCall> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as u32
     };
-    let statuses = [200u16, 200, 200, 200, 201, 204, 400, 404, 429, 500, 502, 503];
+    let statuses = [
+        200u16, 200, 200, 200, 201, 204, 400, 404, 429, 500, 502, 503,
+    ];
     (0..count)
         .map(|index| {
             let back = (next() as i64 % (span_minutes * 60_000)) * 1000;

@@ -214,7 +214,14 @@ impl Aggregator {
         Disposition::Open
     }
 
-    fn record_open(&mut self, id: u32, minute: i64, status: u16, latency_us: u64, bin: Option<i16>) {
+    fn record_open(
+        &mut self,
+        id: u32,
+        minute: i64,
+        status: u16,
+        latency_us: u64,
+        bin: Option<i16>,
+    ) {
         let window = self.open_window(id, minute);
         window.rollup.record_prepared(status, latency_us, bin);
         if !window.dirty {

@@ -5,7 +5,10 @@ use super::*;
 
 const MINUTE: i64 = 29_921_220; // an hour boundary: 2026-11-21T15:00Z
 
-fn store_with(windows: &[(&str, &str, i64, &[(u16, f64)])]) -> (tempfile::TempDir, RollupStore) {
+/// (merchant, api, minute, calls as (status, latency)).
+type Window<'a> = (&'a str, &'a str, i64, &'a [(u16, f64)]);
+
+fn store_with(windows: &[Window<'_>]) -> (tempfile::TempDir, RollupStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = RollupStore::open(dir.path()).expect("opens");
     let mut finals = Vec::new();

@@ -308,10 +308,9 @@ impl Writer {
             // The segment holds LSNs below the next segment's first LSN.
             if next_first_lsn.saturating_sub(1) <= checkpointed
                 && *next_first_lsn <= self.segment.first_lsn
+                && let Err(error) = std::fs::remove_file(path)
             {
-                if let Err(error) = std::fs::remove_file(path) {
-                    tracing::warn!(%error, segment = %path.display(), "could not delete checkpointed wal segment");
-                }
+                tracing::warn!(%error, segment = %path.display(), "could not delete checkpointed wal segment");
             }
         }
     }
