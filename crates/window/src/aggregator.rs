@@ -87,6 +87,9 @@ pub struct Aggregator {
     dirty: Vec<(u32, i64)>,
     open_windows: usize,
     stats: AggregatorStats,
+    /// Wall time of the first `advance` while no input had been seen: an input that has never
+    /// delivered anything is idle from then on.
+    idle_since_us: Option<i64>,
 }
 
 impl Aggregator {
@@ -105,6 +108,7 @@ impl Aggregator {
             dirty: Vec::new(),
             open_windows: 0,
             stats: AggregatorStats::default(),
+            idle_since_us: None,
         }
     }
 
@@ -255,6 +259,10 @@ impl Aggregator {
         let idle_timeout = self.config.idle_timeout_us;
         let wall_watermark = now_wall_us.saturating_sub(grace);
         let candidate = if self.partitions.is_empty() {
+            let idle_since = *self.idle_since_us.get_or_insert(now_wall_us);
+            if now_wall_us.saturating_sub(idle_since) < idle_timeout {
+                return;
+            }
             wall_watermark
         } else {
             self.partitions

@@ -1,0 +1,131 @@
+//! Closed windows go out once on the activity stream; late data goes out as a correction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mm_model::time::{MICROS_PER_MINUTE, minute_of};
+use mm_testkit::{ServerProcess, calls, eventually, ingest, ndjson_line, now_us, oracle};
+
+const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
+
+fn read_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each activity line is JSON"))
+        .collect()
+}
+
+#[test]
+fn idle_windows_close_once_and_late_calls_are_corrections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[window]\ngrace = \"1m\"\nidle_timeout = \"2s\"\ncheckpoint_interval = \"200ms\"\n[activity]\nfile = \"activity.ndjson\"\n",
+    )
+    .expect("config written");
+    let data = dir.path().join("data");
+    let activity = data.join("activity.ndjson");
+    let server = ServerProcess::start(
+        EXE,
+        &data,
+        &["--config", config.to_str().expect("utf-8")],
+        &[],
+    );
+
+    // Calls from 2 to 4 minutes ago, sent right after start (before the new input counts as
+    // idle): on time. With no further traffic the idle input's watermark then follows the
+    // wall clock and every one of these windows must close.
+    let now = now_us();
+    let events: Vec<_> = calls(
+        9,
+        500,
+        3,
+        &["/v1/payments", "/v1/refunds"],
+        now - 2 * MICROS_PER_MINUTE,
+        2,
+    );
+    let body: String = events.iter().map(ndjson_line).collect();
+    assert_eq!(
+        ingest(server.address, body.as_bytes())
+            .expect("answers")
+            .status,
+        200
+    );
+    let expected = oracle(&events);
+    let api_windows = expected.keys().filter(|key| !key.api.is_empty()).count();
+    let records = eventually(Duration::from_secs(20), || {
+        let records = read_records(&activity);
+        (records.len() >= api_windows).then_some(records)
+    })
+    .expect("every window closes without new traffic");
+    std::thread::sleep(Duration::from_millis(600));
+    let records = read_records(&activity);
+    assert_eq!(
+        records.len(),
+        api_windows,
+        "one record per (merchant, api, minute), merchant totals not emitted"
+    );
+    let mut seen = BTreeMap::new();
+    for record in &records {
+        assert_eq!(record["correction"], false);
+        let start = mm_model::time::parse_rfc3339(record["window_start"].as_str().expect("start"))
+            .expect("time");
+        let key = mm_model::WindowKey {
+            merchant: record["merchant"].as_str().expect("merchant").to_owned(),
+            api: record["api"].as_str().expect("api").to_owned(),
+            minute: minute_of(start),
+        };
+        let rollup = expected.get(&key).expect("record for a real window");
+        assert_eq!(record["calls"], rollup.calls);
+        assert_eq!(record["status_5xx"], rollup.classes().status_5xx);
+        let dedupe = record["dedupe_key"]
+            .as_str()
+            .expect("dedupe key")
+            .to_owned();
+        assert!(
+            seen.insert(dedupe, ()).is_none(),
+            "dedupe keys are unique per record"
+        );
+    }
+
+    // A late call for one of the closed windows: stored as a correction and emitted flagged.
+    let mut late = events[0].clone();
+    late.corr_id = "late-one".into();
+    late.status = 503;
+    assert_eq!(
+        ingest(server.address, ndjson_line(&late).as_bytes())
+            .expect("answers")
+            .status,
+        200
+    );
+    let key = mm_model::WindowKey {
+        merchant: late.merchant.clone(),
+        api: late.api.clone(),
+        minute: minute_of(late.ts_us),
+    };
+    let correction = eventually(Duration::from_secs(10), || {
+        read_records(&activity)
+            .into_iter()
+            .find(|record| record["correction"] == true)
+    })
+    .expect("a correction record is emitted");
+    assert_eq!(correction["merchant"], key.merchant.as_str());
+    assert_eq!(correction["api"], key.api.as_str());
+    assert_eq!(
+        correction["calls"],
+        expected[&key].calls + 1,
+        "the correction carries the corrected total"
+    );
+    let metrics =
+        String::from_utf8(mm_testkit::get(server.address, "/metrics").body).expect("utf-8");
+    assert!(
+        metrics.contains("mm_window_late_events_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mm_window_corrections_total 1"),
+        "{metrics}"
+    );
+}
