@@ -220,6 +220,8 @@ pub struct EventParser {
     /// How each field is named in error messages: its pointer without the leading slash.
     display_names: [String; FIELD_COUNT],
     keep_attributes: bool,
+    /// Every field maps to a top-level key: the fast scanner applies.
+    flat: bool,
 }
 
 fn split_pointer(field: &'static str, pointer: &str) -> Result<Vec<String>, MappingError> {
@@ -269,10 +271,15 @@ impl EventParser {
                 reason,
             })?;
         }
+        let flat = root
+            .entries
+            .iter()
+            .all(|(_, entry)| matches!(entry, Entry::Leaf(_)));
         Ok(Self {
             root,
             display_names,
             keep_attributes,
+            flat,
         })
     }
 
@@ -286,6 +293,12 @@ impl EventParser {
         record: &'a [u8],
         bounds: TimeBounds,
     ) -> Result<ApiCallRef<'a>, RecordError> {
+        if self.flat
+            && let Ok(text) = std::str::from_utf8(record)
+            && let Some(slots) = fast::scan(text, &self.root, self.keep_attributes)
+        {
+            return self.build(slots, bounds);
+        }
         // Strings that are kept (mapped fields, raw attributes) are checked for UTF-8 as they
         // are read; only when the record fails is the whole of it checked, to say why.
         let reader = serde_json::de::SliceRead::new(record);
@@ -306,7 +319,22 @@ impl EventParser {
         text: &'a str,
         bounds: TimeBounds,
     ) -> Result<ApiCallRef<'a>, RecordError> {
+        if self.flat
+            && let Some(slots) = fast::scan(text, &self.root, self.keep_attributes)
+        {
+            return self.build(slots, bounds);
+        }
         self.parse_from(serde_json::de::StrRead::new(text), bounds)
+    }
+
+    /// The serde path alone, for checking the fast scanner against it.
+    #[cfg(test)]
+    fn parse_without_fast_path<'a>(
+        &self,
+        record: &'a [u8],
+        bounds: TimeBounds,
+    ) -> Result<ApiCallRef<'a>, RecordError> {
+        self.parse_from(serde_json::de::SliceRead::new(record), bounds)
     }
 
     fn parse_from<'a, R: serde_json::de::Read<'a>>(
@@ -658,6 +686,10 @@ impl<'de> Slots<'de> {
     }
 
     fn push_attribute(&mut self, key: &str, raw: &RawValue) {
+        self.push_attribute_text(key, raw.get());
+    }
+
+    fn push_attribute_text(&mut self, key: &str, raw: &str) {
         let text = self.attributes.get_or_insert_with(|| String::from("{"));
         if text.len() > 1 {
             text.push(',');
@@ -666,7 +698,13 @@ impl<'de> Slots<'de> {
         let quoted = serde_json::to_string(key).unwrap_or_default();
         text.push_str(&quoted);
         text.push(':');
-        text.push_str(raw.get());
+        text.push_str(raw);
+    }
+
+    fn close_attributes(&mut self) {
+        if let Some(text) = self.attributes.as_mut() {
+            text.push('}');
+        }
     }
 }
 
@@ -732,8 +770,8 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, 'de> {
                 }
             }
         }
-        if let Some(text) = self.slots.attributes.as_mut().filter(|_| keep) {
-            text.push('}');
+        if keep {
+            self.slots.close_attributes();
         }
         Ok(true)
     }
@@ -765,5 +803,6 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, 'de> {
     }
 }
 
+mod fast;
 #[cfg(test)]
 mod tests;

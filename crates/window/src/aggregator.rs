@@ -311,6 +311,13 @@ impl Aggregator {
         }
     }
 
+    /// Closes every open window: the input has ended (a bounded file, a finished replay).
+    /// Anything ingested afterwards is late.
+    pub fn close_all(&mut self) {
+        self.watermark_us = i64::MAX;
+        self.close_due();
+    }
+
     /// Windows closed since the last call, each exactly once.
     pub fn take_closed(&mut self) -> Vec<ClosedWindow> {
         std::mem::take(&mut self.closed)

@@ -215,3 +215,146 @@ fn escaped_strings_are_decoded() {
         .expect("valid");
     assert_eq!(event.merchant, "Mé\"1");
 }
+
+mod fast_path {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("ts".to_owned()),
+            Just("merchant".to_owned()),
+            Just("api".to_owned()),
+            Just("status".to_owned()),
+            Just("latency_ms".to_owned()),
+            Just("corr_id".to_owned()),
+            Just("region".to_owned()),
+            Just("partner".to_owned()),
+            "[a-z_]{1,8}",
+            Just("we\\\"ird".to_owned()),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("\"2026-11-21T15:04:05.250Z\"".to_owned()),
+            Just("1795273445250".to_owned()),
+            Just("\"M1\"".to_owned()),
+            "\"[a-zA-Z0-9 /:.é-]{0,12}\"",
+            Just("\"esc\\\"aped\\n\"".to_owned()),
+            Just("\"\\u00e9t\\u00e9\"".to_owned()),
+            any::<u16>().prop_map(|number| number.to_string()),
+            any::<i64>().prop_map(|number| number.to_string()),
+            any::<u64>().prop_map(|number| number.to_string()),
+            (0.0f64..1e7).prop_map(|number| number.to_string()),
+            (-1e3f64..1e3).prop_map(|number| format!("{number:e}")),
+            Just("12.50".to_owned()),
+            Just("-0".to_owned()),
+            Just("01".to_owned()),
+            Just("1.".to_owned()),
+            Just("1e".to_owned()),
+            Just("+1".to_owned()),
+            Just("99999999999999999999999".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            Just("null".to_owned()),
+            Just("nul".to_owned()),
+            Just("[1, {\"a\": [2]}]".to_owned()),
+            Just("{\"nested\": true}".to_owned()),
+        ]
+    }
+
+    fn whitespace() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["", "", "", " ", "\t", "\r\n "])
+    }
+
+    fn record() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec((key(), value(), whitespace(), whitespace()), 0..10),
+            whitespace(),
+            prop::sample::select(vec!["", "", "", "x", ",", "}"]),
+        )
+            .prop_map(|(fields, outer, tail)| {
+                let body: Vec<String> = fields
+                    .iter()
+                    .map(|(key, value, before, after)| {
+                        format!("{before}\"{key}\"{after}:{before}{value}{after}")
+                    })
+                    .collect();
+                format!("{outer}{{{}}}{outer}{tail}", body.join(","))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn fast_scanner_agrees_with_the_serde_path(text in record(), keep: bool) {
+            let parser = EventParser::new(&FieldMapping::default(), keep).expect("compiles");
+            let fast = parser.parse(text.as_bytes(), TimeBounds::UNBOUNDED);
+            let serde = parser.parse_without_fast_path(text.as_bytes(), TimeBounds::UNBOUNDED);
+            prop_assert_eq!(fast, serde, "{}", text);
+        }
+    }
+
+    #[test]
+    fn generated_style_records_take_the_fast_path() {
+        let parser = EventParser::new(&FieldMapping::default(), true).expect("compiles");
+        let slots = fast::scan(GOOD, &parser.root, true).expect("a flat record is scanned");
+        assert!(matches!(
+            slots.values[Field::Merchant as usize],
+            Scalar::Str(Cow::Borrowed("M1"))
+        ));
+        assert!(
+            fast::scan(r#"{"a":"x\"y"}"#, &parser.root, true).is_none(),
+            "escapes go to serde"
+        );
+        assert!(
+            fast::scan(r#"{"a":[1]}"#, &parser.root, true).is_none(),
+            "nesting goes to serde"
+        );
+    }
+}
+
+mod fast_path_complete {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn complete_records_parse_identically(
+            ts in prop_oneof![
+                (1_700_000_000_000i64..1_900_000_000_000).prop_map(|ms| ms.to_string()),
+                Just("\"2026-11-21T15:04:05.123456Z\"".to_owned()),
+                Just("\"2026-11-21T16:04:05+01:00\"".to_owned()),
+            ],
+            merchant in "[A-Za-z0-9]{1,20}",
+            status in prop_oneof![(100u16..600).prop_map(|code| code.to_string()), Just("\"503\"".to_owned()), Just("200.0".to_owned())],
+            latency in prop_oneof![(0.0f64..1e6).prop_map(|value| value.to_string()), (0u32..100_000).prop_map(|value| value.to_string()), Just("1.5e2".to_owned())],
+            extras in prop::collection::vec(("[a-z]{1,6}x", prop_oneof![Just("\"v\"".to_owned()), Just("17".to_owned()), Just("null".to_owned()), Just("-2.5".to_owned())]), 0..4),
+            keep: bool,
+            order in any::<u64>(),
+        ) {
+            let mut fields = vec![
+                format!("\"ts\":{ts}"),
+                format!("\"merchant\":\"{merchant}\""),
+                "\"api\":\"/v1/payments\"".to_owned(),
+                format!("\"status\":{status}"),
+                format!("\"latency_ms\":{latency}"),
+                "\"corr_id\":\"c-1\"".to_owned(),
+            ];
+            fields.extend(extras.iter().map(|(key, value)| format!("\"{key}\":{value}")));
+            let count = fields.len();
+            fields.rotate_left((order % count as u64) as usize);
+            let text = format!("{{{}}}", fields.join(","));
+            let parser = EventParser::new(&FieldMapping::default(), keep).expect("compiles");
+            prop_assert!(fast::scan(&text, &parser.root, keep).is_some(), "{}", text);
+            let fast = parser.parse(text.as_bytes(), TimeBounds::UNBOUNDED);
+            let serde = parser.parse_without_fast_path(text.as_bytes(), TimeBounds::UNBOUNDED);
+            prop_assert!(fast.is_ok(), "{} -> {:?}", text, fast);
+            prop_assert_eq!(fast, serde, "{}", text);
+        }
+    }
+}

@@ -24,6 +24,9 @@ use mm_window::{Aggregator, WindowConfig};
 
 use crate::pipeline::now_us;
 
+mod sharded;
+pub use sharded::parse_and_aggregate_sharded;
+
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
     /// Benchmarks to run, comma-separated: aggregate, parse, query, ingest.
@@ -292,7 +295,7 @@ pub fn parse_and_aggregate(
         reader
             .join()
             .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
-        aggregator.advance(0, i64::MAX / 2);
+        aggregator.close_all();
         std::hint::black_box(aggregator.take_closed());
         Ok((events, aggregator.stats().late_events, rejected))
     })
@@ -305,27 +308,44 @@ fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get()))
         .max(1);
     let parser = EventParser::new(&FieldMapping::default(), false).context("default mapping")?;
-    let mut rates = Vec::new();
+    let size = std::fs::metadata(&path).map_or(0, |meta| meta.len());
+    // Both engines, alternating run by run so machine noise hits them alike.
+    let mut ordered_rates = Vec::new();
+    let mut sharded_rates = Vec::new();
     let mut summary = (0usize, 0u64, 0u64);
+    let mut sharded_late = 0;
     for _ in 0..args.runs {
         let started = Instant::now();
         let file =
             std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let (events, late, rejected) = parse_and_aggregate(file, &parser, threads)?;
-        let elapsed = started.elapsed().as_secs_f64();
-        rates.push(events as f64 / elapsed);
+        ordered_rates.push(events as f64 / started.elapsed().as_secs_f64());
         summary = (events, late, rejected);
+
+        let started = Instant::now();
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let (events, late, _) = parse_and_aggregate_sharded(file, &parser, threads, None)?;
+        sharded_rates.push(events as f64 / started.elapsed().as_secs_f64());
+        sharded_late = late;
     }
-    let size = std::fs::metadata(&path).map_or(0, |meta| meta.len());
     println!(
-        "parse+aggregate: {} events ({:.0} bytes/event, {} late, {} rejected), {} parser threads; median {:.0} events/s (runs: {})",
+        "parse+aggregate: {} events ({:.0} bytes/event, {} rejected), {} threads, {} runs each:",
         summary.0,
         size as f64 / summary.0.max(1) as f64,
-        summary.1,
         summary.2,
         threads,
-        median(&mut rates),
         args.runs
+    );
+    println!(
+        "  one ordered aggregator fed by {threads} parser threads: median {:.0} events/s ({} late)",
+        median(&mut ordered_rates),
+        summary.1
+    );
+    println!(
+        "  aggregation sharded by merchant over {threads} workers:  median {:.0} events/s ({} late)",
+        median(&mut sharded_rates),
+        sharded_late
     );
     Ok(())
 }
