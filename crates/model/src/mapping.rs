@@ -200,16 +200,36 @@ enum Entry {
 #[derive(Debug, Default)]
 struct Node {
     entries: Vec<(String, Entry)>,
+    /// Per entry: its length and its first eight bytes as a number, compared before the bytes.
+    fingerprints: Vec<(usize, u64)>,
+}
+
+/// The first eight bytes of a key, zero-padded, as a number.
+fn fingerprint(key: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let length = key.len().min(8);
+    head[..length].copy_from_slice(&key[..length]);
+    u64::from_le_bytes(head)
 }
 
 impl Node {
-    /// The entry named `key`. Length and first byte are compared before the bytes, which
-    /// rejects almost every non-matching entry without a call to `memcmp`.
+    /// The entry named `key`. Keys of up to eight bytes are matched on the fingerprint alone.
     fn find(&self, key: &str) -> Option<&(String, Entry)> {
-        let first = key.as_bytes().first().copied();
-        self.entries.iter().find(|(name, _)| {
-            name.len() == key.len() && name.as_bytes().first().copied() == first && name == key
-        })
+        let bytes = key.as_bytes();
+        let wanted = (bytes.len(), fingerprint(bytes));
+        self.fingerprints
+            .iter()
+            .zip(&self.entries)
+            .find(|(candidate, (name, _))| {
+                **candidate == wanted && (bytes.len() <= 8 || name.as_bytes() == bytes)
+            })
+            .map(|(_, entry)| entry)
+    }
+
+    fn push(&mut self, name: String, entry: Entry) {
+        self.fingerprints
+            .push((name.len(), fingerprint(name.as_bytes())));
+        self.entries.push((name, entry));
     }
 }
 
@@ -478,7 +498,7 @@ impl EventParser {
                 format!("longer than {MAX_ID_BYTES} bytes ({} bytes)", text.len()),
             ));
         }
-        if text.chars().any(char::is_control) {
+        if has_control_character(&text) {
             return Err(self.invalid(field, "must not contain control characters"));
         }
         Ok(text)
@@ -552,6 +572,19 @@ impl EventParser {
     }
 }
 
+/// Whether `text` holds a Unicode control character (C0, DEL or C1), checked on the bytes:
+/// C1 controls are the two-byte sequences `C2 80`..`C2 9F`.
+fn has_control_character(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let c0_or_delete = bytes.iter().fold(false, |found, byte| {
+        found | (*byte < 0x20) | (*byte == 0x7f)
+    });
+    c0_or_delete
+        || bytes
+            .windows(2)
+            .any(|pair| pair[0] == 0xc2 && (0x80..=0x9f).contains(&pair[1]))
+}
+
 fn insert_path(node: &mut Node, segments: &[String], field: Field) -> Result<(), String> {
     let (first, rest) = segments.split_first().ok_or("empty pointer")?;
     let existing = node.entries.iter_mut().position(|(name, _)| name == first);
@@ -559,14 +592,13 @@ fn insert_path(node: &mut Node, segments: &[String], field: Field) -> Result<(),
         if existing.is_some() {
             return Err(format!("{first:?} is already mapped to another field"));
         }
-        node.entries.push((first.clone(), Entry::Leaf(field)));
+        node.push(first.clone(), Entry::Leaf(field));
         return Ok(());
     }
     let index = match existing {
         Some(index) => index,
         None => {
-            node.entries
-                .push((first.clone(), Entry::Branch(Node::default())));
+            node.push(first.clone(), Entry::Branch(Node::default()));
             node.entries.len() - 1
         }
     };

@@ -375,3 +375,21 @@ mod tests {
         assert!(parse_duration("5 fortnights").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../merchant-monitor.toml");
+        let raw = RawConfig::load(&path).expect("example parses");
+        let example = raw
+            .validate(&Overrides::default(), &|_| None)
+            .expect("example validates");
+        let defaults = RawConfig::default()
+            .validate(&Overrides::default(), &|_| None)
+            .expect("defaults validate");
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+}

@@ -80,16 +80,31 @@ impl Ingestor {
         }
     }
 
+    /// A place among the requests in flight, held while a request's body is read and
+    /// ingested; refused at once when all are taken (the caller answers 429).
+    pub fn try_admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, IngestFailure> {
+        self.inflight
+            .try_acquire()
+            .map_err(|_| IngestFailure::TooManyRequests)
+    }
+
     /// Ingests one request body; resolves once accepted records are durable.
     pub async fn ingest(
         &self,
         content_encoding: Option<&str>,
         body: &[u8],
     ) -> Result<IngestReply, IngestFailure> {
-        let _permit = self
-            .inflight
-            .try_acquire()
-            .map_err(|_| IngestFailure::TooManyRequests)?;
+        let _permit = self.try_admit()?;
+        self.ingest_admitted(content_encoding, body).await
+    }
+
+    /// [`Ingestor::ingest`] for a caller that already holds a place from
+    /// [`Ingestor::try_admit`].
+    pub async fn ingest_admitted(
+        &self,
+        content_encoding: Option<&str>,
+        body: &[u8],
+    ) -> Result<IngestReply, IngestFailure> {
         self.metrics.ingest_bytes.inc_by(body.len() as u64);
         let decoded = decode_body(content_encoding, body, self.limits.max_decoded_bytes)?;
         let now = now_us();

@@ -360,3 +360,42 @@ fn tokens_are_required_when_configured_and_public_listeners_need_them() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("without auth tokens"), "{stderr}");
 }
+
+#[test]
+fn too_many_requests_in_flight_get_429_with_retry_after() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[ingest]\nmax_inflight_requests = 1\n").expect("config written");
+    let server = ServerProcess::start(
+        EXE,
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+        &[],
+    );
+    // A sender that announces a body and sends only part of it holds the one place.
+    let mut slow = std::net::TcpStream::connect(server.address).expect("connects");
+    write!(
+        slow,
+        "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"ts\":"
+    )
+    .expect("writes");
+    slow.flush().expect("flushes");
+    let line = ndjson_line(&calls(5, 1, 1, &["/v1/x"], now_us(), 1)[0]);
+    let refused = eventually(Duration::from_secs(5), || {
+        let response = ingest(server.address, line.as_bytes()).expect("answers");
+        (response.status == 429).then_some(response)
+    })
+    .expect("the second request is refused while the first holds the place");
+    assert_error(&refused, 429, "too_many_requests");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    drop(slow);
+    let accepted = eventually(Duration::from_secs(5), || {
+        let response = ingest(server.address, line.as_bytes()).expect("answers");
+        (response.status == 200).then_some(response)
+    });
+    assert!(
+        accepted.is_some(),
+        "the place is free again once the slow sender is gone"
+    );
+}

@@ -46,6 +46,7 @@ pub enum Disposition {
 pub struct AggregatorStats {
     pub events: u64,
     pub late_events: u64,
+    /// Windows closed, merchant-wide ones included.
     pub windows_closed: u64,
 }
 
@@ -56,12 +57,20 @@ struct OpenWindow {
     dirty: bool,
 }
 
+/// A (merchant, api) series, or a merchant-wide series (api [`MERCHANT_TOTAL_API`]).
+///
+/// Only API series hold windows. A merchant-wide window is the merge of its merchant's API
+/// windows of the same minute, computed when it is needed (a checkpoint, a close) instead of
+/// being counted event by event: every API window of one merchant-minute closes in the same
+/// watermark step, so the merge is always complete.
 #[derive(Debug)]
 struct Series {
     merchant: Arc<str>,
     api: Arc<str>,
-    /// Index of the merchant-wide series this series also counts into (itself for totals).
+    /// For an API series: its merchant-wide series. For a merchant-wide series: itself.
     total: u32,
+    /// For a merchant-wide series: its API series.
+    members: Vec<u32>,
     windows: Vec<OpenWindow>,
 }
 
@@ -78,12 +87,13 @@ pub struct Aggregator {
     series_index: FxHashMap<Box<str>, u32>,
     series: Vec<Series>,
     lookup: String,
-    /// (minute, series) of every open window, earliest first.
+    /// (minute, API series) of every open window, earliest first.
     close_queue: BinaryHeap<Reverse<(i64, u32)>>,
     partitions: FxHashMap<u32, PartitionClock>,
     watermark_us: i64,
     closed: Vec<ClosedWindow>,
     corrections: FxHashMap<WindowKey, Rollup>,
+    /// API windows that changed since the last drain.
     dirty: Vec<(u32, i64)>,
     open_windows: usize,
     stats: AggregatorStats,
@@ -122,7 +132,7 @@ impl Aggregator {
         self.stats
     }
 
-    /// Number of open windows, merchant-wide ones included.
+    /// Number of open (merchant, api) windows.
     pub fn open_windows(&self) -> usize {
         self.open_windows
     }
@@ -146,23 +156,29 @@ impl Aggregator {
         if let Some(id) = self.series_index.get(self.lookup.as_str()) {
             return *id;
         }
-        let total = if api == MERCHANT_TOTAL_API {
-            self.series.len() as u32
-        } else {
-            let lookup = std::mem::take(&mut self.lookup);
-            let total = self.series_id(merchant, MERCHANT_TOTAL_API);
-            self.lookup = lookup;
-            total
-        };
         let id = self.series.len() as u32;
-        let merchant: Arc<str> = match self.series.get(total as usize) {
-            Some(total_series) => total_series.merchant.clone(),
-            None => Arc::from(merchant),
-        };
+        if api == MERCHANT_TOTAL_API {
+            self.series.push(Series {
+                merchant: Arc::from(merchant),
+                api: Arc::from(api),
+                total: id,
+                members: Vec::new(),
+                windows: Vec::new(),
+            });
+            self.series_index.insert(self.lookup.as_str().into(), id);
+            return id;
+        }
+        let lookup = std::mem::take(&mut self.lookup);
+        let total = self.series_id(merchant, MERCHANT_TOTAL_API);
+        self.lookup = lookup;
+        let id = self.series.len() as u32;
+        let merchant = self.series[total as usize].merchant.clone();
+        self.series[total as usize].members.push(id);
         self.series.push(Series {
             merchant,
             api: Arc::from(api),
             total,
+            members: Vec::new(),
             windows: Vec::new(),
         });
         self.series_index.insert(self.lookup.as_str().into(), id);
@@ -210,28 +226,15 @@ impl Aggregator {
             return Disposition::Late;
         }
         let id = self.series_id(merchant, api);
-        let total = self.series[id as usize].total;
-        let latency_us = latency_micros(latency_ms);
-        let bin = bin_for(latency_ms);
-        self.record_open(id, minute, status, latency_us, bin);
-        self.record_open(total, minute, status, latency_us, bin);
-        Disposition::Open
-    }
-
-    fn record_open(
-        &mut self,
-        id: u32,
-        minute: i64,
-        status: u16,
-        latency_us: u64,
-        bin: Option<i16>,
-    ) {
         let window = self.open_window(id, minute);
-        window.rollup.record_prepared(status, latency_us, bin);
+        window
+            .rollup
+            .record_prepared(status, latency_micros(latency_ms), bin_for(latency_ms));
         if !window.dirty {
             window.dirty = true;
             self.dirty.push((id, minute));
         }
+        Disposition::Open
     }
 
     fn open_window(&mut self, id: u32, minute: i64) -> &mut OpenWindow {
@@ -250,6 +253,21 @@ impl Aggregator {
             }
         };
         &mut self.series[id as usize].windows[position]
+    }
+
+    /// The merchant-wide rollup of `minute`: the merge of the open API windows of that minute.
+    fn merchant_total(&self, total: u32, minute: i64) -> Option<Rollup> {
+        let mut merged: Option<Rollup> = None;
+        for member in &self.series[total as usize].members {
+            let windows = &self.series[*member as usize].windows;
+            if let Some(window) = windows.iter().find(|window| window.minute == minute) {
+                match merged.as_mut() {
+                    Some(merged) => merged.merge(&window.rollup),
+                    None => merged = Some(window.rollup.clone()),
+                }
+            }
+        }
+        merged
     }
 
     /// Moves the watermark for the wall clock `now_wall_us` and closes every window it passed.
@@ -283,7 +301,17 @@ impl Aggregator {
         self.close_due();
     }
 
+    /// Closes every open window: the input has ended (a bounded file, a finished replay).
+    /// Anything ingested afterwards is late.
+    pub fn close_all(&mut self) {
+        self.watermark_us = i64::MAX;
+        self.close_due();
+    }
+
     fn close_due(&mut self) {
+        // Merchant-wide totals of the minutes closing now, merged as their API windows close.
+        let mut totals: Vec<((u32, i64), Rollup)> = Vec::new();
+        let mut total_index: FxHashMap<(u32, i64), usize> = FxHashMap::default();
         while let Some(Reverse((minute, id))) = self.close_queue.peek().copied() {
             if !self.window_is_closed(minute) {
                 break;
@@ -300,6 +328,13 @@ impl Aggregator {
             let window = series.windows.swap_remove(position);
             self.open_windows -= 1;
             self.stats.windows_closed += 1;
+            let slot = *total_index
+                .entry((series.total, minute))
+                .or_insert_with(|| {
+                    totals.push(((series.total, minute), Rollup::default()));
+                    totals.len() - 1
+                });
+            totals[slot].1.merge(&window.rollup);
             self.closed.push(ClosedWindow {
                 key: WindowKey {
                     merchant: series.merchant.to_string(),
@@ -309,30 +344,38 @@ impl Aggregator {
                 rollup: window.rollup,
             });
         }
+        for ((total, minute), rollup) in totals {
+            self.stats.windows_closed += 1;
+            self.closed.push(ClosedWindow {
+                key: WindowKey {
+                    merchant: self.series[total as usize].merchant.to_string(),
+                    api: MERCHANT_TOTAL_API.to_owned(),
+                    minute,
+                },
+                rollup,
+            });
+        }
     }
 
-    /// Closes every open window: the input has ended (a bounded file, a finished replay).
-    /// Anything ingested afterwards is late.
-    pub fn close_all(&mut self) {
-        self.watermark_us = i64::MAX;
-        self.close_due();
-    }
-
-    /// Windows closed since the last call, each exactly once.
+    /// Windows closed since the last call, each exactly once, merchant-wide ones included.
     pub fn take_closed(&mut self) -> Vec<ClosedWindow> {
         std::mem::take(&mut self.closed)
     }
 
-    /// Late calls since the last call, merged per window: add each to the stored final rollup.
+    /// Late calls since the last call, merged per window (merchant-wide ones included): add
+    /// each to the stored final rollup.
     pub fn take_corrections(&mut self) -> Vec<(WindowKey, Rollup)> {
         let mut corrections: Vec<(WindowKey, Rollup)> = self.corrections.drain().collect();
         corrections.sort_unstable_by(|left, right| left.0.cmp(&right.0));
         corrections
     }
 
-    /// Calls `visit` for every open window changed since the last drain, and marks it clean.
+    /// Calls `visit` for every open window changed since the last drain, and for the
+    /// merchant-wide window of each such minute, and marks them clean.
     pub fn drain_dirty(&mut self, mut visit: impl FnMut(&str, &str, i64, &Rollup)) {
-        for (id, minute) in std::mem::take(&mut self.dirty) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut totals: Vec<(u32, i64)> = Vec::with_capacity(dirty.len());
+        for (id, minute) in dirty {
             let series = &mut self.series[id as usize];
             if let Some(window) = series
                 .windows
@@ -341,31 +384,35 @@ impl Aggregator {
             {
                 window.dirty = false;
                 visit(&series.merchant, &series.api, minute, &window.rollup);
+                totals.push((series.total, minute));
+            }
+        }
+        totals.sort_unstable();
+        totals.dedup();
+        for (total, minute) in totals {
+            if let Some(rollup) = self.merchant_total(total, minute) {
+                visit(
+                    &self.series[total as usize].merchant,
+                    MERCHANT_TOTAL_API,
+                    minute,
+                    &rollup,
+                );
             }
         }
     }
 
-    /// Calls `visit` for every open window of `merchant` (all its series).
-    pub fn visit_open(&self, merchant: &str, mut visit: impl FnMut(&str, i64, &Rollup)) {
-        for series in self
-            .series
-            .iter()
-            .filter(|series| &*series.merchant == merchant)
-        {
-            for window in &series.windows {
-                visit(&series.api, window.minute, &window.rollup);
-            }
-        }
-    }
-
-    /// Restores an open window from a checkpoint (merchant-wide windows included, as saved).
+    /// Restores an open window from a checkpoint. Merchant-wide windows are recomputed from
+    /// their API windows, so restoring one is a no-op.
     pub fn restore_open(&mut self, merchant: &str, api: &str, minute: i64, rollup: Rollup) {
+        if api == MERCHANT_TOTAL_API {
+            return;
+        }
         let id = self.series_id(merchant, api);
         let window = self.open_window(id, minute);
         window.rollup = rollup;
     }
 
-    /// Restores a partition's clock and the watermark from a checkpoint.
+    /// Restores a partition's clock from a checkpoint.
     pub fn restore_clock(&mut self, partition: u32, max_event_us: i64, now_wall_us: i64) {
         self.partitions.insert(
             partition,
@@ -381,20 +428,18 @@ impl Aggregator {
         self.watermark_us = self.watermark_us.max(watermark_us);
     }
 
-    /// Forgets series that have had no open window for a while, to bound memory with many
-    /// short-lived keys. Returns how many were removed.
+    /// Forgets series without open windows, to bound memory with many short-lived keys.
+    /// Returns how many series were removed.
     pub fn compact_series(&mut self) -> usize {
-        let in_use = |series: &Series| !series.windows.is_empty();
-        if self.series.iter().all(in_use) {
-            return 0;
-        }
-        // Keep every series with open windows, and the merchant-wide series they point to.
         let mut keep = vec![false; self.series.len()];
         for (id, series) in self.series.iter().enumerate() {
-            if in_use(series) {
+            if !series.windows.is_empty() {
                 keep[id] = true;
                 keep[series.total as usize] = true;
             }
+        }
+        if keep.iter().all(|kept| *kept) {
+            return 0;
         }
         let mut new_id = vec![u32::MAX; self.series.len()];
         let mut kept = Vec::new();
@@ -407,6 +452,12 @@ impl Aggregator {
         let removed = keep.iter().filter(|kept| !**kept).count();
         for series in kept.iter_mut() {
             series.total = new_id[series.total as usize];
+            series.members = series
+                .members
+                .iter()
+                .map(|member| new_id[*member as usize])
+                .filter(|member| *member != u32::MAX)
+                .collect();
         }
         self.series = kept;
         self.series_index.retain(|_, id| {

@@ -14,8 +14,10 @@
 //! - An event whose window has already closed is late: it is never dropped, but collected as
 //!   a correction ([`Aggregator::take_corrections`]) that the caller merges into the stored
 //!   final rollup and emits flagged as a correction.
-//! - Besides each (merchant, api) series the aggregator keeps a merchant-wide series (api
-//!   [`MERCHANT_TOTAL_API`]) so merchant charts and rankings read one rollup per minute.
+//! - Besides each (merchant, api) window the aggregator yields a merchant-wide window (api
+//!   [`MERCHANT_TOTAL_API`]) so merchant charts and rankings read one rollup per minute. It is
+//!   the merge of the merchant's API windows of that minute, computed when a checkpoint or a
+//!   close needs it rather than counted per event.
 //!
 //! The aggregator is pure: time is passed in, and it does no I/O. The caller persists the
 //! windows that changed ([`Aggregator::drain_dirty`]) and restores them after a restart

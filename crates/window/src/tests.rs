@@ -73,6 +73,8 @@ fn run(
     calls.sort_by_key(|call| call.arrival_us);
     let mut aggregator = Aggregator::new(config);
     let mut store: BTreeMap<WindowKey, Rollup> = BTreeMap::new();
+    // Provisional values of open windows, as a checkpoint would write them.
+    let mut provisional: BTreeMap<WindowKey, Rollup> = BTreeMap::new();
     let mut late = 0;
     let absorb = |aggregator: &mut Aggregator, store: &mut BTreeMap<WindowKey, Rollup>| {
         for closed in aggregator.take_closed() {
@@ -101,6 +103,28 @@ fn run(
         let now = chunk.last().map_or(BASE, |call| call.arrival_us);
         aggregator.advance(0, now);
         absorb(&mut aggregator, &mut store);
+        let mut totals = Vec::new();
+        aggregator.drain_dirty(|merchant, api, minute, rollup| {
+            let key = WindowKey {
+                merchant: merchant.to_owned(),
+                api: api.to_owned(),
+                minute,
+            };
+            if api == MERCHANT_TOTAL_API {
+                totals.push((key, rollup.clone()));
+            } else {
+                provisional.insert(key, rollup.clone());
+            }
+        });
+        for (key, total) in totals {
+            let mut merged = Rollup::default();
+            for (_, rollup) in provisional.iter().filter(|(api_key, _)| {
+                api_key.merchant == key.merchant && api_key.minute == key.minute
+            }) {
+                merged.merge(rollup);
+            }
+            assert_eq!(total, merged, "provisional merchant total of {key:?}");
+        }
     }
     // Traffic stops: wall-clock time alone must close every remaining window.
     let end = calls

@@ -358,3 +358,25 @@ mod fast_path_complete {
         }
     }
 }
+
+#[test]
+fn keys_sharing_their_first_eight_bytes_are_told_apart() {
+    let mapping = FieldMapping {
+        latency_ms: "/latency_total".into(),
+        corr_id: "/latency_trace".into(),
+        ..FieldMapping::default()
+    };
+    let parser = EventParser::new(&mapping, false).expect("compiles");
+    let line = br#"{"ts":1795273445000,"merchant":"M","api":"a","status":200,"latency_trace":"t-1","latency_total":7.5}"#;
+    let event = parser.parse(line, TimeBounds::UNBOUNDED).expect("valid");
+    assert_eq!(event.latency_ms, 7.5);
+    assert_eq!(event.corr_id, "t-1");
+}
+
+#[test]
+fn control_characters_are_found_in_every_form() {
+    assert!(has_control_character("a\u{7f}b"));
+    assert!(has_control_character("a\u{85}b"));
+    assert!(has_control_character("\u{1}"));
+    assert!(!has_control_character("Müller & Co — ŝ"));
+}

@@ -70,6 +70,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         match name.as_str() {
             "aggregate" => bench_aggregate(&args)?,
             "parse" => bench_parse(&args, &work_dir)?,
+            "stages" => bench_stages(&args, &work_dir)?,
             "query" => bench_query(&args, &work_dir)?,
             "ingest" => bench_ingest(&args, &work_dir)?,
             other => bail!("unknown benchmark {other:?} (aggregate, parse, query, ingest)"),
@@ -126,7 +127,8 @@ fn bench_aggregate(args: &BenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.runs {
         let mut aggregator = Aggregator::new(WindowConfig::default());
         let started = Instant::now();
-        for (chunk_index, chunk) in events.chunks(1000).enumerate() {
+        let mut next_checkpoint = Instant::now() + Duration::from_secs(1);
+        for chunk in events.chunks(1000) {
             let now = chunk.last().map_or(0, |event| event.arrival_us);
             for event in chunk {
                 aggregator.ingest(
@@ -140,15 +142,18 @@ fn bench_aggregate(args: &BenchArgs) -> anyhow::Result<()> {
                 );
             }
             aggregator.advance(0, now);
-            if chunk_index % 20 == 19 {
-                // What a checkpoint takes out of the aggregator.
-                std::hint::black_box(aggregator.take_closed());
-                std::hint::black_box(aggregator.take_corrections());
+            std::hint::black_box(aggregator.take_closed());
+            std::hint::black_box(aggregator.take_corrections());
+            if Instant::now() >= next_checkpoint {
+                // What the server's once-a-second checkpoint takes out of the aggregator.
                 let mut dirty = 0usize;
                 aggregator.drain_dirty(|_, _, _, _| dirty += 1);
                 std::hint::black_box(dirty);
+                next_checkpoint = Instant::now() + Duration::from_secs(1);
             }
         }
+        aggregator.close_all();
+        std::hint::black_box(aggregator.take_closed());
         let elapsed = started.elapsed().as_secs_f64();
         late = aggregator.stats().late_events;
         rates.push(events.len() as f64 / elapsed);
@@ -299,6 +304,82 @@ pub fn parse_and_aggregate(
         std::hint::black_box(aggregator.take_closed());
         Ok((events, aggregator.stats().late_events, rejected))
     })
+}
+
+/// Single-threaded cost of each stage of parse + aggregate, on the file held in memory.
+fn bench_stages(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
+    let path = dataset(work_dir, args.events)?;
+    let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let lines: Vec<&[u8]> = data
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .collect();
+    let parser = EventParser::new(&FieldMapping::default(), false).context("default mapping")?;
+    let per_event = |elapsed: Duration| elapsed.as_nanos() as f64 / lines.len() as f64;
+
+    let started = Instant::now();
+    let mut valid = 0usize;
+    for line in &lines {
+        valid += usize::from(std::str::from_utf8(line).is_ok());
+    }
+    let utf8 = per_event(started.elapsed());
+
+    let started = Instant::now();
+    let mut parsed = 0usize;
+    for line in &lines {
+        parsed += usize::from(parser.parse(line, TimeBounds::UNBOUNDED).is_ok());
+    }
+    let parse = per_event(started.elapsed());
+
+    let started = Instant::now();
+    let mut encoded = Vec::with_capacity(data.len() / 2);
+    for line in &lines {
+        if let Ok(event) = parser.parse(line, TimeBounds::UNBOUNDED) {
+            codec::encode_event(&event, &mut encoded);
+        }
+    }
+    let parse_encode = per_event(started.elapsed());
+    let mut payload = Vec::with_capacity(encoded.len() + 10);
+    wal::begin_batch(parsed, &mut payload);
+    payload.extend_from_slice(&encoded);
+
+    let started = Instant::now();
+    let mut decoded = 0usize;
+    wal::decode_batch(&payload, |event| decoded += usize::from(event.status > 0))
+        .context("decoding")?;
+    let decode = per_event(started.elapsed());
+
+    let started = Instant::now();
+    let mut aggregator = Aggregator::new(WindowConfig::default());
+    let mut last_ts = i64::MIN;
+    let mut count = 0usize;
+    wal::decode_batch(&payload, |event| {
+        last_ts = last_ts.max(event.ts_us);
+        aggregator.ingest(
+            0,
+            event.ts_us,
+            &event.merchant,
+            &event.api,
+            event.status,
+            event.latency_ms,
+            i64::MAX,
+        );
+        count += 1;
+        if count.is_multiple_of(1000) {
+            aggregator.advance(0, last_ts);
+            std::hint::black_box(aggregator.take_closed());
+            std::hint::black_box(aggregator.take_corrections());
+        }
+    })
+    .context("decoding")?;
+    aggregator.close_all();
+    std::hint::black_box(aggregator.take_closed());
+    let decode_aggregate = per_event(started.elapsed());
+    std::hint::black_box((valid, decoded));
+    println!(
+        "stages (one thread, ns/event): utf-8 check {utf8:.0}, parse {parse:.0}, parse+encode {parse_encode:.0}, decode {decode:.0}, decode+aggregate {decode_aggregate:.0}"
+    );
+    Ok(())
 }
 
 fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {

@@ -17,6 +17,9 @@ use super::{ApiError, AppState};
 use crate::ingest::IngestFailure;
 use crate::pipeline::now_us;
 
+/// How long a client may take to send an ingest body while holding a place in flight.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
@@ -75,14 +78,34 @@ pub async fn ingest(
     if declared.is_some_and(|length| length > state.max_body_bytes) {
         return refuse(too_large());
     }
-    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(_) => return refuse(too_large()),
+    // The place is taken before the body is read, so slow senders count against the limit
+    // and buffered bodies stay bounded.
+    let _permit = match state.ingestor.try_admit() {
+        Ok(permit) => permit,
+        Err(failure) => return refuse(failure_to_error(failure)),
+    };
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, state.max_body_bytes),
+    );
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return refuse(too_large()),
+        Err(_) => {
+            return refuse(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            ));
+        }
     };
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|value| value.to_str().ok());
-    match state.ingestor.ingest(encoding, &bytes).await {
+    match state.ingestor.ingest_admitted(encoding, &bytes).await {
         Ok(reply) if reply.rejected == 0 => (StatusCode::OK, Json(reply)).into_response(),
         Ok(reply) => (StatusCode::MULTI_STATUS, Json(reply)).into_response(),
         Err(failure) => refuse(failure_to_error(failure)),
