@@ -98,6 +98,8 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         max_body_bytes: config.max_body_bytes,
         healthy: pipeline.healthy(),
         ready: AtomicBool::new(true),
+        activity: pipeline.activity.clone(),
+        shutdown: tokio::sync::watch::Sender::new(false),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -125,6 +127,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             shutdown_state.ready.store(false, Ordering::Release);
+            shutdown_state.shutdown.send_replace(true);
             tracing::info!("shutting down: finishing requests, draining the pipeline");
         })
         .await

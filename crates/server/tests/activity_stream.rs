@@ -8,6 +8,50 @@ use mm_testkit::{ServerProcess, calls, eventually, ingest, ndjson_line, now_us, 
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 
+/// Reads `activity` events from a server-sent-event stream until it has been quiet for two
+/// seconds after the first event.
+fn subscribe(
+    address: std::net::SocketAddr,
+    path: &str,
+) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("writes");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout set");
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut reader = BufReader::new(stream);
+        let mut records = Vec::new();
+        let mut event = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) if records.is_empty() && started.elapsed() < Duration::from_secs(30) => {
+                    continue;
+                }
+                Err(_) => break,
+            }
+            let line = line.trim_end();
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && event == "activity"
+            {
+                records.push(serde_json::from_str(data).expect("event data is JSON"));
+            }
+        }
+        records
+    })
+}
+
 fn read_records(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -33,6 +77,8 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
         &["--config", config.to_str().expect("utf-8")],
         &[],
     );
+    // A server-sent-events subscriber, connected before any traffic.
+    let subscriber = subscribe(server.address, "/v1/activity/stream?merchant=m1");
 
     // Calls from 2 to 4 minutes ago, sent right after start (before the new input counts as
     // idle): on time. With no further traffic the idle input's watermark then follows the
@@ -89,6 +135,16 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
             "dedupe keys are unique per record"
         );
     }
+
+    // The subscriber saw m1's windows, and only m1's.
+    let streamed = subscriber.join().expect("subscriber thread");
+    let want_m1 = records
+        .iter()
+        .filter(|record| record["merchant"] == "m1")
+        .count();
+    assert!(want_m1 > 0);
+    assert_eq!(streamed.len(), want_m1, "one event per m1 record");
+    assert!(streamed.iter().all(|record| record["merchant"] == "m1"));
 
     // A late call for one of the closed windows: stored as a correction and emitted flagged.
     let mut late = events[0].clone();

@@ -173,6 +173,14 @@ fn ingest_then_query_every_endpoint() {
         .count() as u64;
     assert_eq!(errors[0], want);
 
+    // Suggestions: known merchants by prefix, ignoring case.
+    let search = get(server.address, "/v1/merchants/search?prefix=M&limit=3").json();
+    assert_eq!(search["merchants"], serde_json::json!(["m0", "m1", "m2"]));
+    assert_eq!(
+        get(server.address, "/v1/merchants/search?prefix=nobody").json()["merchants"],
+        serde_json::json!([])
+    );
+
     // Operability endpoints.
     assert_eq!(get(server.address, "/healthz").status, 200);
     assert_eq!(get(server.address, "/readyz").status, 200);
@@ -196,7 +204,22 @@ fn ingest_then_query_every_endpoint() {
     ] {
         assert!(openapi["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // An open server-sent-events subscriber does not hold up a graceful shutdown.
+    let mut subscriber = std::net::TcpStream::connect(server.address).expect("connects");
+    write!(
+        subscriber,
+        "GET /v1/activity/stream HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .expect("writes");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
     assert!(server.terminate(), "graceful shutdown exits cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(subscriber);
 }
 
 fn assert_error(response: &mm_testkit::Response, status: u16, code: &str) {
@@ -373,20 +396,29 @@ fn too_many_requests_in_flight_get_429_with_retry_after() {
         &["--config", config.to_str().expect("utf-8")],
         &[],
     );
-    // A sender that announces a body and sends only part of it holds the one place.
-    let mut slow = std::net::TcpStream::connect(server.address).expect("connects");
-    write!(
-        slow,
-        "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"ts\":"
-    )
-    .expect("writes");
-    slow.flush().expect("flushes");
+    // A sender that announces a body and sends only part of it holds the one place. If a
+    // probe happened to hold the place when it arrived, it was refused itself: try again.
     let line = ndjson_line(&calls(5, 1, 1, &["/v1/x"], now_us(), 1)[0]);
-    let refused = eventually(Duration::from_secs(5), || {
+    let holder_and_refusal = eventually(Duration::from_secs(20), || {
+        let mut slow = std::net::TcpStream::connect(server.address).expect("connects");
+        write!(
+            slow,
+            "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"ts\":"
+        )
+        .expect("writes");
+        slow.flush().expect("flushes");
+        std::thread::sleep(Duration::from_millis(200));
+        slow.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout set");
+        let mut first = [0u8; 1];
+        if std::io::Read::read(&mut slow, &mut first).is_ok() {
+            return None; // answered already: it did not get the place
+        }
         let response = ingest(server.address, line.as_bytes()).expect("answers");
-        (response.status == 429).then_some(response)
-    })
-    .expect("the second request is refused while the first holds the place");
+        (response.status == 429).then_some((slow, response))
+    });
+    let (slow, refused) =
+        holder_and_refusal.expect("a request is refused while another holds the only place");
     assert_error(&refused, 429, "too_many_requests");
     assert_eq!(refused.header("retry-after"), Some("1"));
     drop(slow);

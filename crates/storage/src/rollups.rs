@@ -12,8 +12,9 @@
 //!   `'h' hour merchant` → totals of that merchant-hour (the sum of its minutes, kept exact by
 //!   adding the change of each minute entry as it is rewritten).
 //!
-//! And two global keyspaces: `open` (the keys of windows that are still open, for recovery)
-//! and `meta` (the checkpoint: WAL position, watermark and partition clocks).
+//! And three global keyspaces: `open` (the keys of windows that are still open, for
+//! recovery), `merchants` (lowercased name `0x00` name → last minute with calls, for
+//! suggestions) and `meta` (the checkpoint: WAL position, watermark and partition clocks).
 //!
 //! # Invariants
 //!
@@ -165,6 +166,7 @@ pub struct RollupStore {
     db: Database,
     meta: Keyspace,
     open: Keyspace,
+    merchants: Keyspace,
     days: RwLock<BTreeMap<i64, Day>>,
 }
 
@@ -212,6 +214,15 @@ fn split_rollup_key(bytes: &[u8]) -> Option<(&str, &str, i64)> {
     Some((merchant, api, unsortable(minute)?))
 }
 
+/// Key of the merchant-name index: the lowercased name (for prefix search ignoring case),
+/// `0x00`, the name as ingested. Value: the last minute with calls.
+fn merchant_name_key(merchant: &str) -> Vec<u8> {
+    let mut key = merchant.to_lowercase().into_bytes();
+    key.push(0);
+    key.extend_from_slice(merchant.as_bytes());
+    key
+}
+
 fn index_key(tag: u8, time: i64, merchant: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + merchant.len());
     key.push(tag);
@@ -238,6 +249,7 @@ impl RollupStore {
             .open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let open = db.keyspace("open", KeyspaceCreateOptions::default)?;
+        let merchants = db.keyspace("merchants", KeyspaceCreateOptions::default)?;
         let mut days = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let Some(day) = name
@@ -254,6 +266,7 @@ impl RollupStore {
             db,
             meta,
             open,
+            merchants,
             days: RwLock::new(days),
         })
     }
@@ -387,6 +400,11 @@ impl RollupStore {
                     RollupState::Final => write.remove(&self.open, store_key),
                 }
                 if key.api == MERCHANT_TOTAL_API {
+                    write.insert(
+                        &self.merchants,
+                        merchant_name_key(&key.merchant),
+                        sortable(key.minute),
+                    );
                     self.index_minute(&mut write, &day, key, rollup, &mut hour_deltas)?;
                 }
             }
@@ -577,6 +595,16 @@ impl RollupStore {
                 .collect(),
             Err(_) => return Ok(0),
         };
+        if !expired.is_empty() {
+            let mut stale = self.db.batch();
+            for guard in self.merchants.iter() {
+                let (key, value) = guard.into_inner()?;
+                if unsortable(&value).is_some_and(|minute| minute < oldest_kept_minute) {
+                    stale.remove(&self.merchants, key);
+                }
+            }
+            stale.commit()?;
+        }
         for (day, handles) in &expired {
             if let Ok(mut days) = self.days.write() {
                 days.remove(day);
@@ -594,6 +622,30 @@ impl RollupStore {
             self.db.delete_keyspace(handles.index.clone())?;
         }
         Ok(expired.len())
+    }
+
+    /// Known merchants whose name starts with `prefix`, ignoring case, in name order.
+    pub fn search_merchants(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut names = Vec::new();
+        for guard in self.merchants.prefix(prefix.to_lowercase().as_bytes()) {
+            let key = guard.key()?;
+            let Some(name) = key
+                .iter()
+                .position(|byte| *byte == 0)
+                .and_then(|separator| std::str::from_utf8(&key[separator + 1..]).ok())
+            else {
+                continue;
+            };
+            names.push(name.to_owned());
+            if names.len() >= limit {
+                break;
+            }
+        }
+        Ok(names)
     }
 
     /// Approximate bytes on disk.

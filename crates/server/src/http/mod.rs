@@ -29,6 +29,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub healthy: Arc<AtomicBool>,
     pub ready: AtomicBool,
+    /// Set to `true` when the server starts shutting down; ends long-lived streams.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The activity stream, for server-sent-event subscribers.
+    pub activity: tokio::sync::broadcast::Sender<Arc<crate::pipeline::ActivityRecord>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -42,6 +46,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/ingest", post(routes::ingest))
         .route("/v1/merchants", get(routes::merchants))
+        .route("/v1/merchants/search", get(routes::search_merchants))
+        .route("/v1/activity/stream", get(routes::activity_stream))
         .route("/v1/merchants/{merchant}/activity", get(routes::activity))
         .route("/v1/merchants/{merchant}/apis", get(routes::apis))
         .route("/metrics", get(routes::metrics))

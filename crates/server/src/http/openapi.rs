@@ -108,6 +108,19 @@ pub fn spec() -> Value {
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 } }],
                 "responses": { "200": { "description": "Ranking", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Merchants" } } } },
                     "400": error_response("Bad parameter") } } },
+            "/v1/merchants/search": { "get": {
+                "summary": "Known merchants starting with a prefix, ignoring case (suggestions)",
+                "parameters": [
+                    { "name": "prefix", "in": "query", "schema": { "type": "string", "default": "" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 20 } }],
+                "responses": { "200": { "description": "Matching merchant accounts in name order", "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "prefix": { "type": "string" }, "merchants": { "type": "array", "items": { "type": "string" } } } } } } },
+                    "400": error_response("Bad parameter") } } },
+            "/v1/activity/stream": { "get": {
+                "summary": "The activity stream as server-sent events",
+                "description": "One `activity` event per closed (merchant, api, minute) window or correction from now on (JSON data with `correction` and `dedupe_key`); a `lagged` event tells a slow reader how many records it missed.",
+                "parameters": [{ "name": "merchant", "in": "query", "schema": { "type": "string" }, "description": "Only this merchant" }],
+                "responses": { "200": { "description": "text/event-stream" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "Text exposition" } } } },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "Up" } } } },
             "/readyz": { "get": { "summary": "Readiness", "security": [], "responses": { "200": { "description": "Ready" }, "503": error_response("Not ready") } } }

@@ -242,3 +242,84 @@ pub async fn not_found() -> ApiError {
         "no such endpoint; see /openapi.json",
     )
 }
+
+/// `GET /v1/merchants/search?prefix=&limit=`: known merchants starting with `prefix`, ignoring
+/// case, for suggestions.
+pub async fn search_merchants(
+    State(state): State<Arc<AppState>>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let map = params(query, &["prefix", "limit"])?;
+    let prefix = map.get("prefix").cloned().unwrap_or_default();
+    let limit = match map.get("limit") {
+        None => 20,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=1000).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit {text:?} must be a whole number from 1 to 1000"
+                )));
+            }
+        },
+    };
+    let store = state.store.clone();
+    let search_prefix = prefix.clone();
+    let merchants = blocking(move || {
+        store
+            .search_merchants(&search_prefix, limit)
+            .map_err(|error| ApiError::internal("merchant search", error))
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "prefix": prefix, "merchants": merchants })).into_response())
+}
+
+/// `GET /v1/activity/stream[?merchant=]`: the activity stream as server-sent events, one
+/// `activity` event per final or correction record from now on.
+pub async fn activity_stream(
+    State(state): State<Arc<AppState>>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let map = params(query, &["merchant"])?;
+    let merchant = map.get("merchant").cloned();
+    let receiver = state.activity.subscribe();
+    let shutdown = state.shutdown.subscribe();
+    let stream = futures_util::stream::unfold(
+        (receiver, merchant, shutdown),
+        |(mut receiver, merchant, mut shutdown)| async move {
+            loop {
+                let received = tokio::select! {
+                    received = receiver.recv() => received,
+                    // The server is stopping: end the stream so graceful shutdown can finish.
+                    _ = shutdown.wait_for(|stopping| *stopping) => return None,
+                };
+                let event = match received {
+                    Ok(record) => {
+                        if merchant
+                            .as_deref()
+                            .is_some_and(|wanted| wanted != record.merchant)
+                        {
+                            continue;
+                        }
+                        Event::default()
+                            .event("activity")
+                            .json_data(&*record)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable record"))
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        Event::default().event("lagged").data(missed.to_string())
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((
+                    Ok::<Event, std::convert::Infallible>(event),
+                    (receiver, merchant, shutdown),
+                ));
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

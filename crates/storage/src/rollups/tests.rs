@@ -235,3 +235,35 @@ fn keys_split_back_into_their_parts() {
     );
     assert!(sortable(-1) < sortable(0) && sortable(0) < sortable(1));
 }
+
+#[test]
+fn merchants_are_found_by_prefix_ignoring_case() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let finals = ["AcmeShop", "acme-eu", "Globex", "ACMEX"]
+        .iter()
+        .map(|merchant| (key(merchant, "", MINUTE), rollup(&[(200, 1.0)])))
+        .collect();
+    commit(
+        &store,
+        CheckpointBatch {
+            finals,
+            ..CheckpointBatch::default()
+        },
+    );
+    assert_eq!(
+        store.search_merchants("acme", 10).expect("searches"),
+        vec!["acme-eu", "AcmeShop", "ACMEX"]
+    );
+    assert_eq!(
+        store.search_merchants("ACME", 2).expect("searches").len(),
+        2
+    );
+    assert_eq!(store.search_merchants("", 10).expect("searches").len(), 4);
+    assert!(
+        store
+            .search_merchants("zzz", 10)
+            .expect("searches")
+            .is_empty()
+    );
+}
