@@ -1,0 +1,372 @@
+//! The raw event archive: every accepted event, findable by correlation id or by merchant and
+//! time, readable by any Parquet reader.
+//!
+//! # Layout
+//!
+//! ```text
+//! archive/
+//!   MANIFEST.json                  the segments that exist, and the WAL position they cover
+//!   2026-11-21T15/                 one directory per UTC hour
+//!     seg-00000000000000000042.parquet
+//! ```
+//!
+//! A segment holds events of one hour sorted by (merchant, ts); columns `ts` (timestamp µs,
+//! UTC), `merchant`, `api`, `status`, `latency_ms`, `corr_id`, `partner`, `method`, `path`,
+//! `host`, `region`, `attributes` (the unmapped fields as a JSON object). zstd compression,
+//! dictionary encoding for the low-cardinality columns, page statistics and a bloom filter on
+//! `corr_id`. DuckDB, Spark and BigQuery read the directory as Parquet
+//! (`read_parquet('archive/*/*.parquet')`).
+//!
+//! Events not yet in a segment are held in memory (the hot tail) and searched there, so an
+//! event is findable as soon as its ingest is acknowledged.
+//!
+//! # Guarantees
+//!
+//! - The manifest is the truth: a segment exists for readers only once the manifest that
+//!   lists it has been written (temporary file, fsync, rename, directory fsync). Files not in
+//!   the manifest are leftovers of an interrupted flush and are deleted on open.
+//! - The manifest records the last WAL position (LSN) whose events are all in segments. After
+//!   a crash the hot tail is rebuilt by replaying the WAL after that position, so no
+//!   acknowledged event is lost and none is archived twice. The WAL keeps every frame the
+//!   archive has not covered yet.
+//! - A flush writes new segments first and switches the manifest after; readers see either
+//!   the hot tail or the segments holding the same events, never both.
+
+mod segment;
+
+pub use segment::{RowQuery, SegmentInfo};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use mm_model::ApiCall;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+const MICROS_PER_HOUR: i64 = 3_600_000_000;
+const MANIFEST: &str = "MANIFEST.json";
+
+/// Errors of the archive.
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parquet: {0}")]
+    Parquet(String),
+    #[error("corrupt archive file {}: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+impl ArchiveError {
+    fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        ArchiveError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Flush policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveConfig {
+    /// Flush once the hot tail holds this many events.
+    pub flush_max_events: usize,
+    /// Flush events older than this in the hot tail.
+    pub flush_max_age: Duration,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            flush_max_events: 500_000,
+            flush_max_age: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Manifest {
+    /// Every WAL frame up to this LSN is in the segments below.
+    archived_lsn: u64,
+    segments: Vec<SegmentInfo>,
+}
+
+#[derive(Debug, Default)]
+struct HotTail {
+    hours: BTreeMap<i64, Vec<ApiCall>>,
+    events: usize,
+    last_lsn: u64,
+    oldest: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    manifest: Manifest,
+    /// Events not yet in a segment.
+    hot: HotTail,
+    /// Events being written to segments, still served from memory until the manifest lists
+    /// them. Moving events hot → flushing → segments happens under one lock each time, so a
+    /// reader finds every event exactly once.
+    flushing: Option<Arc<HotTail>>,
+}
+
+/// The archive.
+#[derive(Debug)]
+pub struct Archive {
+    dir: PathBuf,
+    config: ArchiveConfig,
+    state: RwLock<State>,
+    /// Serializes flushes.
+    flush_lock: std::sync::Mutex<()>,
+}
+
+fn hour_of(ts_us: i64) -> i64 {
+    ts_us.div_euclid(MICROS_PER_HOUR)
+}
+
+/// `2026-11-21T15`: the directory of an hour.
+fn hour_directory(hour: i64) -> String {
+    let text = mm_model::time::format_rfc3339(hour * MICROS_PER_HOUR);
+    text[..13].to_owned()
+}
+
+fn sync_directory(path: &Path) {
+    if let Ok(directory) = std::fs::File::open(path) {
+        let _ = directory.sync_all();
+    }
+}
+
+fn poisoned() -> ArchiveError {
+    ArchiveError::Parquet("archive lock poisoned by a panic".into())
+}
+
+impl Archive {
+    /// Opens the archive in `dir`, removing leftovers of an interrupted flush.
+    pub fn open(dir: &Path, config: ArchiveConfig) -> Result<Self, ArchiveError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| ArchiveError::io("create archive directory", dir, source))?;
+        let manifest_path = dir.join(MANIFEST);
+        let manifest: Manifest = match std::fs::read(&manifest_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| ArchiveError::Corrupt {
+                path: manifest_path.clone(),
+                detail: error.to_string(),
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
+            Err(source) => return Err(ArchiveError::io("read manifest", &manifest_path, source)),
+        };
+        let archive = Self {
+            dir: dir.to_owned(),
+            config,
+            state: RwLock::new(State {
+                manifest,
+                hot: HotTail::default(),
+                flushing: None,
+            }),
+            flush_lock: std::sync::Mutex::new(()),
+        };
+        archive.remove_orphans()?;
+        Ok(archive)
+    }
+
+    fn remove_orphans(&self) -> Result<(), ArchiveError> {
+        let state = self.state.read().map_err(|_| poisoned())?;
+        let listed: std::collections::BTreeSet<PathBuf> = state
+            .manifest
+            .segments
+            .iter()
+            .map(|segment| {
+                self.dir
+                    .join(hour_directory(segment.hour))
+                    .join(&segment.file)
+            })
+            .collect();
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|source| ArchiveError::io("list archive", &self.dir, source))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                let file_path = file.path();
+                if !listed.contains(&file_path) {
+                    tracing::warn!(file = %file_path.display(), "removing an archive file no manifest lists (interrupted flush)");
+                    let _ = std::fs::remove_file(&file_path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every WAL frame up to this LSN is in segments.
+    pub fn archived_lsn(&self) -> u64 {
+        self.state
+            .read()
+            .map(|state| state.manifest.archived_lsn)
+            .unwrap_or(0)
+    }
+
+    /// Adds the events of WAL frame `lsn` to the hot tail.
+    pub fn append(&self, lsn: u64, events: impl IntoIterator<Item = ApiCall>) {
+        let Ok(mut state) = self.state.write() else {
+            return;
+        };
+        let hot = &mut state.hot;
+        for event in events {
+            hot.hours
+                .entry(hour_of(event.ts_us))
+                .or_default()
+                .push(event);
+            hot.events += 1;
+        }
+        hot.last_lsn = hot.last_lsn.max(lsn);
+        if hot.oldest.is_none() {
+            hot.oldest = Some(Instant::now());
+        }
+    }
+
+    /// Whether the hot tail is due for a flush.
+    pub fn flush_due(&self) -> bool {
+        self.state.read().is_ok_and(|state| {
+            state.hot.events >= self.config.flush_max_events
+                || state
+                    .hot
+                    .oldest
+                    .is_some_and(|oldest| oldest.elapsed() >= self.config.flush_max_age)
+        })
+    }
+
+    /// Events waiting in memory.
+    pub fn hot_events(&self) -> usize {
+        self.state.read().map(|state| state.hot.events).unwrap_or(0)
+    }
+
+    /// Writes the hot tail to segments and switches the manifest. Returns the events written.
+    pub fn flush(&self) -> Result<usize, ArchiveError> {
+        let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
+        let flushing = {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            if state.hot.events == 0 {
+                return Ok(0);
+            }
+            let mut taken = std::mem::take(&mut state.hot);
+            for events in taken.hours.values_mut() {
+                segment::sort(events);
+            }
+            let taken = Arc::new(taken);
+            state.flushing = Some(taken.clone());
+            taken
+        };
+        let mut new_segments = Vec::new();
+        for (hour, events) in &flushing.hours {
+            let directory = self.dir.join(hour_directory(*hour));
+            std::fs::create_dir_all(&directory)
+                .map_err(|source| ArchiveError::io("create hour directory", &directory, source))?;
+            let path = directory.join(format!("seg-{:020}.parquet", flushing.last_lsn));
+            new_segments.push(segment::write(&path, *hour, events)?);
+            sync_directory(&directory);
+        }
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        let mut manifest = state.manifest.clone();
+        manifest.segments.extend(new_segments);
+        manifest.archived_lsn = manifest.archived_lsn.max(flushing.last_lsn);
+        self.write_manifest(&manifest)?;
+        state.manifest = manifest;
+        state.flushing = None;
+        Ok(flushing.events)
+    }
+
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), ArchiveError> {
+        let path = self.dir.join(MANIFEST);
+        let temporary = self.dir.join(format!("{MANIFEST}.tmp"));
+        let bytes = serde_json::to_vec(manifest)
+            .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
+        std::fs::write(&temporary, bytes)
+            .map_err(|source| ArchiveError::io("write manifest", &temporary, source))?;
+        std::fs::File::open(&temporary)
+            .and_then(|file| file.sync_all())
+            .map_err(|source| ArchiveError::io("fsync manifest", &temporary, source))?;
+        std::fs::rename(&temporary, &path)
+            .map_err(|source| ArchiveError::io("install manifest", &path, source))?;
+        sync_directory(&self.dir);
+        Ok(())
+    }
+
+    /// Events matching `query` from segments and memory, in no particular order.
+    pub fn find(&self, query: &RowQuery<'_>) -> Result<Vec<ApiCall>, ArchiveError> {
+        let matches = |event: &ApiCall| {
+            (query.from_us..query.to_us).contains(&event.ts_us)
+                && query.corr_id.is_none_or(|corr_id| event.corr_id == corr_id)
+                && query
+                    .merchant
+                    .is_none_or(|merchant| event.merchant == merchant)
+        };
+        let hours = hour_of(query.from_us)..=hour_of(query.to_us.saturating_sub(1));
+        let mut found = Vec::new();
+        let segments: Vec<PathBuf> = {
+            let state = self.state.read().map_err(|_| poisoned())?;
+            let in_memory = state
+                .flushing
+                .iter()
+                .map(|flushing| &flushing.hours)
+                .chain([&state.hot.hours]);
+            for hours_of_tail in in_memory {
+                for (_, events) in hours_of_tail.range(hours.clone()) {
+                    found.extend(events.iter().filter(|event| matches(event)).cloned());
+                }
+            }
+            state
+                .manifest
+                .segments
+                .iter()
+                .filter(|segment| hours.contains(&segment.hour))
+                .filter(|segment| {
+                    segment.max_ts_us >= query.from_us && segment.min_ts_us < query.to_us
+                })
+                .filter(|segment| {
+                    query.merchant.is_none_or(|merchant| {
+                        segment.min_merchant.as_str() <= merchant
+                            && merchant <= segment.max_merchant.as_str()
+                    })
+                })
+                .map(|segment| {
+                    self.dir
+                        .join(hour_directory(segment.hour))
+                        .join(&segment.file)
+                })
+                .collect()
+        };
+        for path in segments {
+            found.extend(segment::read(&path, query)?);
+        }
+        Ok(found)
+    }
+    /// Number of segments and their total bytes.
+    pub fn size(&self) -> (usize, u64) {
+        self.state
+            .read()
+            .map(|state| {
+                (
+                    state.manifest.segments.len(),
+                    state
+                        .manifest
+                        .segments
+                        .iter()
+                        .map(|segment| segment.bytes)
+                        .sum(),
+                )
+            })
+            .unwrap_or((0, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,351 @@
+//! One Parquet segment: the events of one UTC hour, sorted by (merchant, ts).
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, TimestampMicrosecondType};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use mm_model::ApiCall;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, PageIndexPolicy};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+use crate::ArchiveError;
+
+/// Rows per row group: small enough that merchant statistics and the bloom filter prune well.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// What the manifest records about a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentInfo {
+    /// File name inside the hour directory.
+    pub file: String,
+    /// The UTC hour (hours since the epoch) all its events belong to.
+    pub hour: i64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub min_ts_us: i64,
+    pub max_ts_us: i64,
+    pub min_merchant: String,
+    pub max_merchant: String,
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The archive's Parquet schema.
+pub fn schema() -> SchemaRef {
+    let optional = |name: &str| Field::new(name, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        Field::new("ts", timestamp_type(), false),
+        Field::new("merchant", DataType::Utf8, false),
+        Field::new("api", DataType::Utf8, false),
+        Field::new("status", DataType::Int32, false),
+        Field::new("latency_ms", DataType::Float64, false),
+        Field::new("corr_id", DataType::Utf8, false),
+        optional("partner"),
+        optional("method"),
+        optional("path"),
+        optional("host"),
+        optional("region"),
+        optional("attributes"),
+    ]))
+}
+
+fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, ArchiveError> {
+    let corr_id = ColumnPath::from("corr_id");
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).map_err(|error| ArchiveError::Parquet(error.to_string()))?,
+        ))
+        .set_dictionary_enabled(true)
+        .set_column_dictionary_enabled(corr_id.clone(), false)
+        .set_column_dictionary_enabled(ColumnPath::from("path"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("attributes"), false)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_bloom_filter_enabled(corr_id.clone(), true)
+        .set_column_bloom_filter_fpp(corr_id.clone(), 0.01)
+        .set_column_bloom_filter_max_ndv(corr_id, rows.clamp(1, ROW_GROUP_ROWS) as u64)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_size_limit(128 * 1024)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "merchant_monitor.hour".into(),
+            hour.to_string(),
+        )]))
+        .build())
+}
+
+fn to_batch(events: &[ApiCall]) -> Result<RecordBatch, ArchiveError> {
+    let strings =
+        |pick: fn(&ApiCall) -> &str| StringArray::from_iter_values(events.iter().map(pick));
+    let optional =
+        |pick: fn(&ApiCall) -> Option<&str>| StringArray::from_iter(events.iter().map(pick));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(events.iter().map(|event| event.ts_us))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(strings(|event| &event.merchant)),
+        Arc::new(strings(|event| &event.api)),
+        Arc::new(Int32Array::from_iter_values(
+            events.iter().map(|event| i32::from(event.status)),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            events.iter().map(|event| event.latency_ms),
+        )),
+        Arc::new(strings(|event| &event.corr_id)),
+        Arc::new(optional(|event| event.partner.as_deref())),
+        Arc::new(optional(|event| event.method.as_deref())),
+        Arc::new(optional(|event| event.path.as_deref())),
+        Arc::new(optional(|event| event.host.as_deref())),
+        Arc::new(optional(|event| event.region.as_deref())),
+        Arc::new(optional(|event| event.attributes.as_deref())),
+    ];
+    RecordBatch::try_new(schema(), columns)
+        .map_err(|error| ArchiveError::Parquet(error.to_string()))
+}
+
+/// Sorts events into segment order: (merchant, ts, corr_id).
+pub fn sort(events: &mut [ApiCall]) {
+    events.sort_unstable_by(|left, right| {
+        (left.merchant.as_str(), left.ts_us, left.corr_id.as_str()).cmp(&(
+            right.merchant.as_str(),
+            right.ts_us,
+            right.corr_id.as_str(),
+        ))
+    });
+}
+
+/// Writes `events` (all of one hour, already in [`sort`] order) to `path`, fsynced.
+pub fn write(path: &Path, hour: i64, events: &[ApiCall]) -> Result<SegmentInfo, ArchiveError> {
+    let file =
+        File::create(path).map_err(|source| ArchiveError::io("create segment", path, source))?;
+    let mut writer =
+        ArrowWriter::try_new(file, schema(), Some(writer_properties(events.len(), hour)?))
+            .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
+    for chunk in events.chunks(ROW_GROUP_ROWS) {
+        writer
+            .write(&to_batch(chunk)?)
+            .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
+    }
+    writer
+        .finish()
+        .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
+    writer
+        .inner()
+        .sync_all()
+        .map_err(|source| ArchiveError::io("fsync segment", path, source))?;
+    drop(writer);
+    let bytes = std::fs::metadata(path)
+        .map_err(|source| ArchiveError::io("stat segment", path, source))?
+        .len();
+    Ok(SegmentInfo {
+        file: path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        hour,
+        rows: events.len() as u64,
+        bytes,
+        min_ts_us: events
+            .iter()
+            .map(|event| event.ts_us)
+            .min()
+            .unwrap_or_default(),
+        max_ts_us: events
+            .iter()
+            .map(|event| event.ts_us)
+            .max()
+            .unwrap_or_default(),
+        min_merchant: events
+            .first()
+            .map(|event| event.merchant.clone())
+            .unwrap_or_default(),
+        max_merchant: events
+            .last()
+            .map(|event| event.merchant.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// Which rows of a segment a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct RowQuery<'a> {
+    pub corr_id: Option<&'a str>,
+    pub merchant: Option<&'a str>,
+    pub from_us: i64,
+    pub to_us: i64,
+}
+
+fn byte_range(statistics: Option<&Statistics>) -> Option<(Vec<u8>, Vec<u8>)> {
+    match statistics {
+        Some(Statistics::ByteArray(values)) => Some((
+            values.min_opt()?.data().to_vec(),
+            values.max_opt()?.data().to_vec(),
+        )),
+        _ => None,
+    }
+}
+
+fn i64_range(statistics: Option<&Statistics>) -> Option<(i64, i64)> {
+    match statistics {
+        Some(Statistics::Int64(values)) => Some((*values.min_opt()?, *values.max_opt()?)),
+        _ => None,
+    }
+}
+
+/// Reads the rows of `path` that match `query`: row groups are pruned by merchant and time
+/// statistics and by the correlation-id bloom filter, then only matching rows are decoded.
+pub fn read(path: &Path, query: &RowQuery<'_>) -> Result<Vec<ApiCall>, ArchiveError> {
+    let parquet_error = |error: parquet::errors::ParquetError| ArchiveError::Corrupt {
+        path: path.to_owned(),
+        detail: error.to_string(),
+    };
+    let file = File::open(path).map_err(|source| ArchiveError::io("open segment", path, source))?;
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(parquet_error)?;
+    let metadata = builder.metadata().clone();
+    let descriptor = builder.parquet_schema();
+    let column = |name: &str| {
+        descriptor
+            .columns()
+            .iter()
+            .position(|column| column.name() == name)
+    };
+    let (Some(ts_column), Some(merchant_column), Some(corr_column)) =
+        (column("ts"), column("merchant"), column("corr_id"))
+    else {
+        return Err(ArchiveError::Corrupt {
+            path: path.to_owned(),
+            detail: "segment lacks the archive columns".into(),
+        });
+    };
+    let mut row_groups = Vec::new();
+    for (index, row_group) in metadata.row_groups().iter().enumerate() {
+        if let Some((low, high)) = i64_range(row_group.column(ts_column).statistics())
+            && (high < query.from_us || low >= query.to_us)
+        {
+            continue;
+        }
+        if let Some(merchant) = query.merchant
+            && let Some((low, high)) = byte_range(row_group.column(merchant_column).statistics())
+            && (merchant.as_bytes() < low.as_slice() || merchant.as_bytes() > high.as_slice())
+        {
+            continue;
+        }
+        if let Some(corr_id) = query.corr_id
+            && let Some(bloom) = builder
+                .get_row_group_column_bloom_filter(index, corr_column)
+                .map_err(parquet_error)?
+            && !bloom.check(corr_id)
+        {
+            continue;
+        }
+        row_groups.push(index);
+    }
+    if row_groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut filter_columns = vec![ts_column, merchant_column];
+    if query.corr_id.is_some() {
+        filter_columns.push(corr_column);
+    }
+    let mask = ProjectionMask::leaves(descriptor, filter_columns.clone());
+    let wanted_corr = query.corr_id.map(str::to_owned);
+    let wanted_merchant = query.merchant.map(str::to_owned);
+    let (from_us, to_us) = (query.from_us, query.to_us);
+    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+        let ts = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+        let merchants = batch.column(1).as_string::<i32>();
+        let corr_ids = wanted_corr
+            .as_ref()
+            .map(|_| batch.column(2).as_string::<i32>());
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|row| {
+                let in_time = (from_us..to_us).contains(&ts.value(row));
+                let merchant_ok = wanted_merchant
+                    .as_deref()
+                    .is_none_or(|merchant| merchants.value(row) == merchant);
+                let corr_ok = match (&wanted_corr, &corr_ids) {
+                    (Some(wanted), Some(values)) => values.value(row) == wanted,
+                    _ => true,
+                };
+                Some(in_time && merchant_ok && corr_ok)
+            })
+            .collect();
+        Ok(keep)
+    });
+    let reader = builder
+        .with_row_groups(row_groups)
+        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+        .build()
+        .map_err(parquet_error)?;
+    let mut events = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|error| ArchiveError::Corrupt {
+            path: path.to_owned(),
+            detail: error.to_string(),
+        })?;
+        append_events(&batch, &mut events).map_err(|detail| ArchiveError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        })?;
+    }
+    Ok(events)
+}
+
+fn append_events(batch: &RecordBatch, events: &mut Vec<ApiCall>) -> Result<(), String> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| format!("missing column {name}"))
+    };
+    let ts = column("ts")?.as_primitive::<TimestampMicrosecondType>();
+    let merchant = column("merchant")?.as_string::<i32>();
+    let api = column("api")?.as_string::<i32>();
+    let status = column("status")?.as_primitive::<Int32Type>();
+    let latency = column("latency_ms")?.as_primitive::<Float64Type>();
+    let corr_id = column("corr_id")?.as_string::<i32>();
+    let optional: Vec<&arrow_array::StringArray> =
+        ["partner", "method", "path", "host", "region", "attributes"]
+            .iter()
+            .map(|name| column(name).map(|array| array.as_string::<i32>()))
+            .collect::<Result<_, _>>()?;
+    let text = |array: &StringArray, row: usize| {
+        (!array.is_null(row)).then(|| array.value(row).to_owned())
+    };
+    for row in 0..batch.num_rows() {
+        events.push(ApiCall {
+            ts_us: ts.value(row),
+            merchant: merchant.value(row).to_owned(),
+            api: api.value(row).to_owned(),
+            status: u16::try_from(status.value(row))
+                .map_err(|_| "status out of range".to_owned())?,
+            latency_ms: latency.value(row),
+            corr_id: corr_id.value(row).to_owned(),
+            partner: text(optional[0], row),
+            method: text(optional[1], row),
+            path: text(optional[2], row),
+            host: text(optional[3], row),
+            region: text(optional[4], row),
+            attributes: text(optional[5], row),
+        });
+    }
+    Ok(())
+}

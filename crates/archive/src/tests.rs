@@ -1,0 +1,147 @@
+use super::*;
+
+const BASE: i64 = 1_795_273_200_000_000; // 2026-11-21T15:00:00Z
+
+fn events(count: usize) -> Vec<ApiCall> {
+    (0..count)
+        .map(|index| ApiCall {
+            ts_us: BASE + (index as i64 * 7_919_000) % (2 * MICROS_PER_HOUR),
+            merchant: format!("M{}", index % 13),
+            api: format!("/v1/api{}", index % 4),
+            status: [200u16, 201, 404, 500][index % 4],
+            latency_ms: index as f64 / 8.0,
+            corr_id: format!("corr-{index:06}"),
+            partner: (index % 3 == 0).then(|| "P1".to_owned()),
+            method: Some("POST".into()),
+            path: Some(format!("/v1/things/{index}")),
+            host: None,
+            region: Some("eu-west-1".into()),
+            attributes: (index % 2 == 0).then(|| format!("{{\"sdk\":\"rust\",\"n\":{index}}}")),
+        })
+        .collect()
+}
+
+fn everything() -> RowQuery<'static> {
+    RowQuery {
+        corr_id: None,
+        merchant: None,
+        from_us: i64::MIN,
+        to_us: i64::MAX,
+    }
+}
+
+fn sorted(mut found: Vec<ApiCall>) -> Vec<ApiCall> {
+    found.sort_by(|left, right| left.corr_id.cmp(&right.corr_id));
+    found
+}
+
+#[test]
+fn events_are_found_in_memory_and_after_flush_with_every_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = Archive::open(dir.path(), ArchiveConfig::default()).expect("opens");
+    let all = events(5_000);
+    for (lsn, chunk) in all.chunks(1_000).enumerate() {
+        archive.append(lsn as u64 + 1, chunk.iter().cloned());
+    }
+    let probe = &all[1_234];
+    let query = RowQuery {
+        corr_id: Some(&probe.corr_id),
+        merchant: None,
+        from_us: BASE - 1,
+        to_us: BASE + 3 * MICROS_PER_HOUR,
+    };
+    assert_eq!(
+        archive.find(&query).expect("finds"),
+        vec![probe.clone()],
+        "hot tail"
+    );
+    assert_eq!(archive.flush().expect("flushes"), 5_000);
+    assert_eq!(archive.hot_events(), 0);
+    assert_eq!(archive.archived_lsn(), 5);
+    assert_eq!(
+        archive.find(&query).expect("finds"),
+        vec![probe.clone()],
+        "segment"
+    );
+    assert_eq!(
+        sorted(archive.find(&everything()).expect("finds")),
+        sorted(all.clone())
+    );
+
+    let merchant = RowQuery {
+        corr_id: None,
+        merchant: Some("M3"),
+        from_us: BASE,
+        to_us: BASE + MICROS_PER_HOUR,
+    };
+    let want: Vec<ApiCall> = all
+        .iter()
+        .filter(|event| event.merchant == "M3" && event.ts_us < BASE + MICROS_PER_HOUR)
+        .cloned()
+        .collect();
+    assert_eq!(
+        sorted(archive.find(&merchant).expect("finds")),
+        sorted(want)
+    );
+    let missing = RowQuery {
+        corr_id: Some("corr-none"),
+        ..everything()
+    };
+    assert!(archive.find(&missing).expect("finds").is_empty());
+
+    // Segments are one per hour, and the manifest survives a reopen.
+    let (segments, bytes) = archive.size();
+    assert_eq!(segments, 2);
+    assert!(bytes > 0);
+    drop(archive);
+    let reopened = Archive::open(dir.path(), ArchiveConfig::default()).expect("reopens");
+    assert_eq!(reopened.archived_lsn(), 5);
+    assert_eq!(reopened.find(&query).expect("finds"), vec![probe.clone()]);
+}
+
+#[test]
+fn files_no_manifest_lists_are_removed_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = Archive::open(dir.path(), ArchiveConfig::default()).expect("opens");
+    archive.append(1, events(10));
+    archive.flush().expect("flushes");
+    drop(archive);
+    let hour = dir.path().join("2026-11-21T15");
+    let orphan = hour.join("seg-00000000000000000099.parquet");
+    std::fs::write(&orphan, b"half a segment").expect("writes");
+    let archive = Archive::open(dir.path(), ArchiveConfig::default()).expect("reopens");
+    assert!(!orphan.exists());
+    assert_eq!(
+        sorted(archive.find(&everything()).expect("finds")).len(),
+        10
+    );
+}
+
+#[test]
+fn flush_is_due_by_count_or_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ArchiveConfig {
+        flush_max_events: 10,
+        flush_max_age: Duration::from_secs(3600),
+    };
+    let archive = Archive::open(dir.path(), config).expect("opens");
+    archive.append(1, events(9));
+    assert!(!archive.flush_due());
+    archive.append(2, events(1));
+    assert!(archive.flush_due());
+    let aged = Archive::open(
+        &dir.path().join("aged"),
+        ArchiveConfig {
+            flush_max_events: 1000,
+            flush_max_age: Duration::ZERO,
+        },
+    )
+    .expect("opens");
+    aged.append(1, events(1));
+    assert!(aged.flush_due());
+}
+
+#[test]
+fn hour_directories_are_named_by_utc_hour() {
+    assert_eq!(hour_directory(hour_of(BASE + 5)), "2026-11-21T15");
+}
