@@ -42,6 +42,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mm_model::ApiCall;
+use mm_storage::wal;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -62,6 +63,8 @@ pub enum ArchiveError {
     Parquet(String),
     #[error("corrupt archive file {}: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
+    #[error("undecodable wal batch {lsn}: {detail}")]
+    Decode { lsn: u64, detail: String },
 }
 
 impl ArchiveError {
@@ -99,12 +102,22 @@ struct Manifest {
     segments: Vec<SegmentInfo>,
 }
 
+/// Durable WAL batches not yet in a segment, kept as they were logged: appending is cheap
+/// enough to happen before the ingest request is acknowledged.
 #[derive(Debug, Default)]
 struct HotTail {
-    hours: BTreeMap<i64, Vec<ApiCall>>,
+    batches: Vec<Arc<Vec<u8>>>,
     events: usize,
     last_lsn: u64,
     oldest: Option<Instant>,
+}
+
+/// Events being written to segments, decoded and sorted per hour.
+#[derive(Debug)]
+struct Flushing {
+    hours: BTreeMap<i64, Vec<ApiCall>>,
+    events: usize,
+    last_lsn: u64,
 }
 
 #[derive(Debug, Default)]
@@ -115,7 +128,10 @@ struct State {
     /// Events being written to segments, still served from memory until the manifest lists
     /// them. Moving events hot → flushing → segments happens under one lock each time, so a
     /// reader finds every event exactly once.
-    flushing: Option<Arc<HotTail>>,
+    flushing: Option<Arc<Flushing>>,
+    /// Batches taken from the hot tail for a flush, readable until they are decoded into
+    /// `flushing`.
+    taken: Option<Arc<HotTail>>,
 }
 
 /// The archive.
@@ -169,6 +185,7 @@ impl Archive {
                 manifest,
                 hot: HotTail::default(),
                 flushing: None,
+                taken: None,
             }),
             flush_lock: std::sync::Mutex::new(()),
         };
@@ -214,23 +231,21 @@ impl Archive {
             .unwrap_or(0)
     }
 
-    /// Adds the events of WAL frame `lsn` to the hot tail.
-    pub fn append(&self, lsn: u64, events: impl IntoIterator<Item = ApiCall>) {
-        let Ok(mut state) = self.state.write() else {
-            return;
-        };
+    /// Adds WAL frame `lsn` (a batch payload, see `mm_storage::wal`) to the hot tail.
+    pub fn append(&self, lsn: u64, payload: Arc<Vec<u8>>) -> Result<(), ArchiveError> {
+        let events = wal::batch_len(&payload).map_err(|source| ArchiveError::Decode {
+            lsn,
+            detail: source.to_string(),
+        })?;
+        let mut state = self.state.write().map_err(|_| poisoned())?;
         let hot = &mut state.hot;
-        for event in events {
-            hot.hours
-                .entry(hour_of(event.ts_us))
-                .or_default()
-                .push(event);
-            hot.events += 1;
-        }
+        hot.batches.push(payload);
+        hot.events += events;
         hot.last_lsn = hot.last_lsn.max(lsn);
         if hot.oldest.is_none() {
             hot.oldest = Some(Instant::now());
         }
+        Ok(())
     }
 
     /// Whether the hot tail is due for a flush.
@@ -252,19 +267,42 @@ impl Archive {
     /// Writes the hot tail to segments and switches the manifest. Returns the events written.
     pub fn flush(&self) -> Result<usize, ArchiveError> {
         let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
-        let flushing = {
+        let taken = {
             let mut state = self.state.write().map_err(|_| poisoned())?;
             if state.hot.events == 0 {
                 return Ok(0);
             }
-            let mut taken = std::mem::take(&mut state.hot);
-            for events in taken.hours.values_mut() {
-                segment::sort(events);
-            }
-            let taken = Arc::new(taken);
-            state.flushing = Some(taken.clone());
+            let taken = Arc::new(std::mem::take(&mut state.hot));
+            state.taken = Some(taken.clone());
             taken
         };
+        // Decoding and sorting happen while the batches stay readable as `taken`.
+        let mut hours: BTreeMap<i64, Vec<ApiCall>> = BTreeMap::new();
+        for payload in &taken.batches {
+            wal::decode_batch(payload, |event| {
+                hours
+                    .entry(hour_of(event.ts_us))
+                    .or_default()
+                    .push(event.into_owned());
+            })
+            .map_err(|source| ArchiveError::Decode {
+                lsn: taken.last_lsn,
+                detail: source.to_string(),
+            })?;
+        }
+        for events in hours.values_mut() {
+            segment::sort(events);
+        }
+        let flushing = Arc::new(Flushing {
+            hours,
+            events: taken.events,
+            last_lsn: taken.last_lsn,
+        });
+        {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            state.flushing = Some(flushing.clone());
+            state.taken = None;
+        }
         let mut new_segments = Vec::new();
         for (hour, events) in &flushing.hours {
             let directory = self.dir.join(hour_directory(*hour));
@@ -313,15 +351,31 @@ impl Archive {
         let mut found = Vec::new();
         let segments: Vec<PathBuf> = {
             let state = self.state.read().map_err(|_| poisoned())?;
-            let in_memory = state
-                .flushing
-                .iter()
-                .map(|flushing| &flushing.hours)
-                .chain([&state.hot.hours]);
-            for hours_of_tail in in_memory {
-                for (_, events) in hours_of_tail.range(hours.clone()) {
+            if let Some(flushing) = &state.flushing {
+                for (_, events) in flushing.hours.range(hours.clone()) {
                     found.extend(events.iter().filter(|event| matches(event)).cloned());
                 }
+            }
+            let raw_batches = state
+                .taken
+                .iter()
+                .flat_map(|taken| taken.batches.iter())
+                .chain(state.hot.batches.iter());
+            for payload in raw_batches {
+                let decoded = wal::decode_batch(payload, |event| {
+                    let hit = (query.from_us..query.to_us).contains(&event.ts_us)
+                        && query.corr_id.is_none_or(|corr_id| event.corr_id == corr_id)
+                        && query
+                            .merchant
+                            .is_none_or(|merchant| event.merchant == merchant);
+                    if hit {
+                        found.push(event.into_owned());
+                    }
+                });
+                decoded.map_err(|source| ArchiveError::Decode {
+                    lsn: 0,
+                    detail: source.to_string(),
+                })?;
             }
             state
                 .manifest

@@ -21,6 +21,11 @@ fn events(count: usize) -> Vec<ApiCall> {
         .collect()
 }
 
+fn payload(events: &[ApiCall]) -> Arc<Vec<u8>> {
+    let borrowed: Vec<mm_model::ApiCallRef<'_>> = events.iter().map(ApiCall::as_ref).collect();
+    Arc::new(wal::encode_batch(borrowed.iter()))
+}
+
 fn everything() -> RowQuery<'static> {
     RowQuery {
         corr_id: None,
@@ -41,7 +46,9 @@ fn events_are_found_in_memory_and_after_flush_with_every_field() {
     let archive = Archive::open(dir.path(), ArchiveConfig::default()).expect("opens");
     let all = events(5_000);
     for (lsn, chunk) in all.chunks(1_000).enumerate() {
-        archive.append(lsn as u64 + 1, chunk.iter().cloned());
+        archive
+            .append(lsn as u64 + 1, payload(chunk))
+            .expect("appends");
     }
     let probe = &all[1_234];
     let query = RowQuery {
@@ -103,7 +110,7 @@ fn events_are_found_in_memory_and_after_flush_with_every_field() {
 fn files_no_manifest_lists_are_removed_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let archive = Archive::open(dir.path(), ArchiveConfig::default()).expect("opens");
-    archive.append(1, events(10));
+    archive.append(1, payload(&events(10))).expect("appends");
     archive.flush().expect("flushes");
     drop(archive);
     let hour = dir.path().join("2026-11-21T15");
@@ -125,9 +132,9 @@ fn flush_is_due_by_count_or_age() {
         flush_max_age: Duration::from_secs(3600),
     };
     let archive = Archive::open(dir.path(), config).expect("opens");
-    archive.append(1, events(9));
+    archive.append(1, payload(&events(9))).expect("appends");
     assert!(!archive.flush_due());
-    archive.append(2, events(1));
+    archive.append(2, payload(&events(1))).expect("appends");
     assert!(archive.flush_due());
     let aged = Archive::open(
         &dir.path().join("aged"),
@@ -137,7 +144,7 @@ fn flush_is_due_by_count_or_age() {
         },
     )
     .expect("opens");
-    aged.append(1, events(1));
+    aged.append(1, payload(&events(1))).expect("appends");
     assert!(aged.flush_due());
 }
 

@@ -93,6 +93,10 @@ pub struct RawWindow {
 pub struct RawStorage {
     pub retention: Option<String>,
     pub wal_segment_bytes: Option<u64>,
+    /// Events held in memory before the archive writes them to Parquet.
+    pub archive_flush_events: Option<usize>,
+    /// Longest time an event waits in memory before the archive writes it to Parquet.
+    pub archive_flush_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +122,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub retention: Duration,
     pub wal_segment_bytes: u64,
+    pub archive_flush_events: usize,
+    pub archive_flush_age: Duration,
     pub mapping: FieldMapping,
     pub activity_file: Option<PathBuf>,
 }
@@ -296,6 +302,16 @@ impl RawConfig {
                 .wal_segment_bytes
                 .unwrap_or(64 * 1024 * 1024)
                 .max(4096),
+            archive_flush_events: positive(
+                "storage.archive_flush_events",
+                self.storage.archive_flush_events,
+                500_000,
+            )?,
+            archive_flush_age: duration_or(
+                "storage.archive_flush_age",
+                self.storage.archive_flush_age.as_deref(),
+                Duration::from_secs(60),
+            )?,
             mapping: self.mapping,
         })
     }

@@ -61,6 +61,10 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         wal_segment_bytes: config.wal_segment_bytes,
         wal_queue_capacity: 256,
         activity_file: config.activity_file.clone(),
+        archive: mm_archive::ArchiveConfig {
+            flush_max_events: config.archive_flush_events,
+            flush_max_age: config.archive_flush_age,
+        },
     };
     let pipeline = tokio::task::spawn_blocking({
         let metrics = metrics.clone();
@@ -93,6 +97,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     let state = Arc::new(AppState {
         ingestor,
         store: pipeline.store.clone(),
+        archive: pipeline.archive.clone(),
         metrics: metrics.clone(),
         tokens: config.tokens.clone(),
         max_body_bytes: config.max_body_bytes,

@@ -1,6 +1,7 @@
 //! The HTTP API: ingest, queries, OpenAPI document, health and metrics.
 
 mod error;
+mod events;
 mod openapi;
 mod routes;
 
@@ -24,6 +25,7 @@ use crate::ingest::Ingestor;
 pub struct AppState {
     pub ingestor: Ingestor,
     pub store: Arc<RollupStore>,
+    pub archive: Arc<mm_archive::Archive>,
     pub metrics: Arc<Metrics>,
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,
@@ -48,6 +50,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/merchants", get(routes::merchants))
         .route("/v1/merchants/search", get(routes::search_merchants))
         .route("/v1/activity/stream", get(routes::activity_stream))
+        .route("/v1/events/{corr_id}", get(events::lookup))
+        .route("/v1/merchants/{merchant}/events", get(events::list))
         .route("/v1/merchants/{merchant}/activity", get(routes::activity))
         .route("/v1/merchants/{merchant}/apis", get(routes::apis))
         .route("/metrics", get(routes::metrics))

@@ -121,6 +121,27 @@ pub fn spec() -> Value {
                 "description": "One `activity` event per closed (merchant, api, minute) window or correction from now on (JSON data with `correction` and `dedupe_key`); a `lagged` event tells a slow reader how many records it missed.",
                 "parameters": [{ "name": "merchant", "in": "query", "schema": { "type": "string" }, "description": "Only this merchant" }],
                 "responses": { "200": { "description": "text/event-stream" } } } },
+            "/v1/events/{corr_id}": { "get": {
+                "summary": "The call(s) that carried a correlation id",
+                "description": "Each event with every field as ingested: ts (RFC 3339), merchant, api, status, latency_ms, corr_id, the optional mapped fields, and every unmapped field of the original record.",
+                "parameters": [
+                    { "name": "corr_id", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "merchant", "in": "query", "schema": { "type": "string" }, "description": "Narrows the search to one merchant" },
+                    time_param("from", "Start, inclusive (default: 24 hours before `to`)"), time_param("to", "End, exclusive (default: now)")],
+                "responses": { "200": { "description": "Matching events, oldest first", "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "events": { "type": "array", "items": { "type": "object" } } } } } } },
+                    "400": error_response("Bad parameter") } } },
+            "/v1/merchants/{merchant}/events": { "get": {
+                "summary": "A merchant's raw calls, newest first",
+                "parameters": [merchant.clone(), time_param("from", "Start, inclusive (default: 1 hour before `to`)"), time_param("to", "End, exclusive (default: now)"),
+                    { "name": "api", "in": "query", "schema": { "type": "string" } },
+                    { "name": "status", "in": "query", "schema": { "type": "integer", "minimum": 100, "maximum": 599 } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+                    { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "`next_cursor` of the previous page" }],
+                "responses": { "200": { "description": "A page of events", "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "merchant": { "type": "string" }, "events": { "type": "array", "items": { "type": "object" } },
+                        "next_cursor": { "type": ["string", "null"], "description": "null on the last page" } } } } } },
+                    "400": error_response("Bad parameter") } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "Text exposition" } } } },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "Up" } } } },
             "/readyz": { "get": { "summary": "Readiness", "security": [], "responses": { "200": { "description": "Ready" }, "503": error_response("Not ready") } } }

@@ -20,9 +20,9 @@ use crate::pipeline::now_us;
 /// How long a client may take to send an ingest body while holding a place in flight.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let Query(map) =
         query.map_err(|rejection| ApiError::bad_request(format!("query string: {rejection}")))?;
     if let Some(unknown) = map.keys().find(|key| !allowed.contains(&key.as_str())) {
@@ -34,7 +34,10 @@ fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, Ap
     Ok(map)
 }
 
-fn period(map: &HashMap<String, String>, default_span_us: i64) -> Result<Period, ApiError> {
+pub(super) fn period(
+    map: &HashMap<String, String>,
+    default_span_us: i64,
+) -> Result<Period, ApiError> {
     Ok(Period::parse(
         map.get("from").map(String::as_str),
         map.get("to").map(String::as_str),
@@ -43,7 +46,7 @@ fn period(map: &HashMap<String, String>, default_span_us: i64) -> Result<Period,
     )?)
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)

@@ -7,6 +7,7 @@
 //! the last one on disk) and accept requests.
 
 mod activity;
+mod archiver;
 mod worker;
 
 pub use activity::{ActivityRecord, ActivitySinks};
@@ -18,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use mm_archive::{Archive, ArchiveConfig};
 use mm_storage::rollups::RollupStore;
 use mm_storage::wal::{self, Wal, WalConfig};
 use mm_telemetry::Metrics;
@@ -43,6 +45,7 @@ pub struct PipelineOptions {
     pub wal_segment_bytes: u64,
     pub wal_queue_capacity: usize,
     pub activity_file: Option<PathBuf>,
+    pub archive: ArchiveConfig,
 }
 
 /// What start-up recovered.
@@ -53,12 +56,16 @@ pub struct Recovery {
     pub replayed_batches: u64,
     pub replayed_events: u64,
     pub truncated_bytes: u64,
+    pub archived_lsn: u64,
 }
 
 /// The running pipeline.
 pub struct Pipeline {
     pub wal: Wal,
     pub store: Arc<RollupStore>,
+    pub archive: Arc<Archive>,
+    archive_thread: Option<JoinHandle<anyhow::Result<()>>>,
+    archive_stop: Option<std::sync::mpsc::Sender<()>>,
     pub activity: broadcast::Sender<Arc<ActivityRecord>>,
     pub recovery: Recovery,
     healthy: Arc<AtomicBool>,
@@ -106,6 +113,14 @@ impl Pipeline {
 
         let (activity_tx, _) = broadcast::channel(4096);
         let sinks = ActivitySinks::open(options.activity_file.as_deref(), activity_tx.clone())?;
+        let archive = Arc::new(
+            Archive::open(&options.data_dir.join("archive"), options.archive).with_context(
+                || format!("opening the archive in {}", options.data_dir.display()),
+            )?,
+        );
+        let archived_lsn = archive.archived_lsn();
+        recovery.archived_lsn = archived_lsn;
+        let floor = Arc::new(archiver::WalFloor::new(checkpoint.lsn, archived_lsn));
         let checkpointed_lsn = Arc::new(AtomicU64::new(checkpoint.lsn));
         let healthy = Arc::new(AtomicBool::new(true));
         let mut worker = Worker::new(
@@ -120,14 +135,27 @@ impl Pipeline {
         );
 
         let wal_dir = options.data_dir.join("wal");
-        let report = wal::replay(&wal_dir, checkpoint.lsn, |lsn, payload| {
-            let events = worker.apply(lsn, payload, now_us()).map_err(|source| {
-                mm_storage::StorageError::Codec {
-                    what: "wal batch",
-                    source,
-                }
-            })?;
-            recovery.replayed_events += events as u64;
+        // One replay feeds both consumers, each from its own position.
+        let replay_from = checkpoint.lsn.min(archived_lsn);
+        let report = wal::replay(&wal_dir, replay_from, |lsn, payload| {
+            if lsn > checkpoint.lsn {
+                let events = worker.apply(lsn, payload, now_us()).map_err(|source| {
+                    mm_storage::StorageError::Codec {
+                        what: "wal batch",
+                        source,
+                    }
+                })?;
+                recovery.replayed_events += events as u64;
+            }
+            if lsn > archived_lsn {
+                archive
+                    .append(lsn, Arc::new(payload.to_vec()))
+                    .map_err(|error| mm_storage::StorageError::Corrupt {
+                        what: "wal batch for the archive",
+                        path: wal_dir.clone(),
+                        detail: error.to_string(),
+                    })?;
+            }
             Ok(())
         })
         .with_context(|| format!("replaying write-ahead log in {}", wal_dir.display()))?;
@@ -142,6 +170,13 @@ impl Pipeline {
         wal_config.segment_bytes = options.wal_segment_bytes;
         wal_config.queue_capacity = options.wal_queue_capacity;
         let sync_metrics = metrics.clone();
+        let durable_archive = archive.clone();
+        wal_config.on_durable = Some(Arc::new(move |lsn, payload| {
+            // Findable from the moment it is acknowledged: the hot tail gets it first.
+            if let Err(error) = durable_archive.append(lsn, payload.clone()) {
+                tracing::error!(%error, lsn, "archive refused a durable batch");
+            }
+        }));
         wal_config.on_sync = Some(Arc::new(move |elapsed, batches| {
             sync_metrics
                 .wal_fsync_seconds
@@ -149,9 +184,25 @@ impl Pipeline {
             sync_metrics.wal_group_batches.observe(batches as f64);
         }));
         let next_lsn = report.last_lsn.max(checkpoint.lsn) + 1;
-        let wal = Wal::start(wal_config, next_lsn, committed_tx, checkpointed_lsn)
+        let wal = Wal::start(wal_config, next_lsn, committed_tx, floor.floor.clone())
             .context("starting write-ahead log")?;
 
+        let (archive_stop_tx, archive_stop_rx) = std::sync::mpsc::channel::<()>();
+        worker.report_to(floor.clone());
+        let archive_healthy = healthy.clone();
+        let archive_floor = floor.clone();
+        let archive_for_thread = archive.clone();
+        let archive_thread = std::thread::Builder::new()
+            .name("mm-archive".into())
+            .spawn(move || {
+                let result = archiver::run(archive_for_thread, archive_stop_rx, archive_floor);
+                if let Err(error) = &result {
+                    archive_healthy.store(false, Ordering::Release);
+                    tracing::error!(error = format!("{error:#}"), "archive stopped");
+                }
+                result
+            })
+            .context("spawning archive thread")?;
         let worker_healthy = healthy.clone();
         let thread = std::thread::Builder::new()
             .name("mm-aggregator".into())
@@ -167,6 +218,9 @@ impl Pipeline {
         Ok(Self {
             wal,
             store,
+            archive,
+            archive_thread: Some(archive_thread),
+            archive_stop: Some(archive_stop_tx),
             activity: activity_tx,
             recovery,
             healthy,
@@ -189,11 +243,20 @@ impl Pipeline {
     /// Every other clone of [`Pipeline::wal`] must have been dropped first.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.wal.shutdown();
-        match self.worker.take() {
+        let aggregated = match self.worker.take() {
             Some(thread) => thread
                 .join()
                 .map_err(|_| anyhow!("aggregator thread panicked"))?,
             None => Ok(()),
-        }
+        };
+        // No more appends can arrive: let the archive write what it holds.
+        drop(self.archive_stop.take());
+        let archived = match self.archive_thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow!("archive thread panicked"))?,
+            None => Ok(()),
+        };
+        aggregated.and(archived)
     }
 }

@@ -15,6 +15,7 @@ use mm_telemetry::{KindLabel, Metrics};
 use mm_window::Aggregator;
 
 use super::activity::{ActivityRecord, ActivitySinks};
+use super::archiver::WalFloor;
 use super::now_us;
 
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
@@ -30,6 +31,7 @@ pub(super) struct Worker {
     retention: Duration,
     reported_late: u64,
     reported_closed: u64,
+    floor: Option<Arc<WalFloor>>,
 }
 
 impl Worker {
@@ -56,7 +58,13 @@ impl Worker {
             retention,
             reported_late: stats.late_events,
             reported_closed: stats.windows_closed,
+            floor: None,
         }
+    }
+
+    /// Reports checkpoint positions to the WAL floor.
+    pub(super) fn report_to(&mut self, floor: Arc<WalFloor>) {
+        self.floor = Some(floor);
     }
 
     /// Counts one durable batch; returns its number of events.
@@ -168,6 +176,9 @@ impl Worker {
             .set(self.applied_lsn as i64);
         self.checkpointed_lsn
             .store(self.applied_lsn, Ordering::Release);
+        if let Some(floor) = &self.floor {
+            floor.checkpointed(self.applied_lsn);
+        }
         Ok(())
     }
 

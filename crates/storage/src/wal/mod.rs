@@ -25,7 +25,7 @@ mod reader;
 mod writer;
 
 pub use reader::{ReplayReport, replay};
-pub use writer::{AppendError, CommittedBatch, Wal, WalConfig};
+pub use writer::{AppendError, CommittedBatch, DurableObserver, Wal, WalConfig};
 
 use crate::codec::{self, CodecError, Reader};
 use mm_model::event::ApiCallRef;
@@ -48,6 +48,15 @@ pub fn encode_batch<'a>(events: impl ExactSizeIterator<Item = &'a ApiCallRef<'a>
         codec::encode_event(event, &mut out);
     }
     out
+}
+
+/// Number of events in a batch payload, read from its header.
+pub fn batch_len(payload: &[u8]) -> Result<usize, CodecError> {
+    let mut reader = Reader::new(payload);
+    if reader.u8("batch version")? != BATCH_VERSION {
+        return Err(CodecError::Invalid("batch version"));
+    }
+    Ok(reader.varint("batch count")? as usize)
 }
 
 /// Calls `visit` for each event of a batch payload.

@@ -17,6 +17,9 @@ use crate::StorageError;
 /// Called with the duration of every fsync, for metrics.
 pub type SyncObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
+/// Called with each batch once it is durable and before it is acknowledged, in LSN order.
+pub type DurableObserver = Arc<dyn Fn(u64, &Arc<Vec<u8>>) + Send + Sync>;
+
 /// Writer settings.
 #[derive(Clone)]
 pub struct WalConfig {
@@ -30,6 +33,8 @@ pub struct WalConfig {
     pub max_group_bytes: usize,
     /// Observes fsync latency and group size.
     pub on_sync: Option<SyncObserver>,
+    /// Sees every batch after it is durable and before its append is acknowledged.
+    pub on_durable: Option<DurableObserver>,
 }
 
 impl std::fmt::Debug for WalConfig {
@@ -51,6 +56,7 @@ impl WalConfig {
             queue_capacity: 256,
             max_group_bytes: 8 * 1024 * 1024,
             on_sync: None,
+            on_durable: None,
         }
     }
 }
@@ -269,6 +275,9 @@ impl Writer {
         self.segment.bytes += self.buffer.len() as u64;
         for (offset, request) in group.drain(..).enumerate() {
             let lsn = first_lsn + offset as u64;
+            if let Some(observer) = &self.config.on_durable {
+                observer(lsn, &request.payload);
+            }
             // The consumer may be slower than the disk: waiting here pushes back on
             // appenders through the bounded queue instead of buffering without limit.
             let forwarded = self.committed_tx.send(CommittedBatch {

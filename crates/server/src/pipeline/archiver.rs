@@ -1,0 +1,79 @@
+//! The archive thread: flushes the archive's hot tail (filled by the WAL writer before each
+//! acknowledgement) to Parquet segments by size or age, and reports how far it got.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use anyhow::Context;
+use mm_archive::Archive;
+
+/// The WAL may delete frames at or below `floor`: the lower of what the checkpoint and the
+/// archive cover. Each side stores its own position and recomputes the floor; a stale read
+/// can only make the floor lower (keeping more WAL), never higher.
+#[derive(Debug, Default)]
+pub struct WalFloor {
+    checkpointed: AtomicU64,
+    archived: AtomicU64,
+    pub floor: Arc<AtomicU64>,
+}
+
+impl WalFloor {
+    pub fn new(checkpointed: u64, archived: u64) -> Self {
+        let floor = Self {
+            checkpointed: AtomicU64::new(checkpointed),
+            archived: AtomicU64::new(archived),
+            floor: Arc::new(AtomicU64::new(0)),
+        };
+        floor.recompute();
+        floor
+    }
+
+    fn recompute(&self) {
+        let lowest = self
+            .checkpointed
+            .load(Ordering::Acquire)
+            .min(self.archived.load(Ordering::Acquire));
+        self.floor.store(lowest, Ordering::Release);
+    }
+
+    pub fn checkpointed(&self, lsn: u64) {
+        self.checkpointed.store(lsn, Ordering::Release);
+        self.recompute();
+    }
+
+    pub fn archived(&self, lsn: u64) {
+        self.archived.store(lsn, Ordering::Release);
+        self.recompute();
+    }
+}
+
+/// Flushes the archive when due until `stop_rx`'s sender is gone, then flushes what is left.
+pub fn run(
+    archive: Arc<Archive>,
+    stop_rx: Receiver<()>,
+    floor: Arc<WalFloor>,
+) -> anyhow::Result<()> {
+    loop {
+        match stop_rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                archive
+                    .flush()
+                    .context("flushing the archive at shutdown")?;
+                floor.archived(archive.archived_lsn());
+                return Ok(());
+            }
+        }
+        if archive.flush_due() {
+            let written = archive.flush().context("flushing the archive")?;
+            tracing::debug!(
+                events = written,
+                lsn = archive.archived_lsn(),
+                "archive flushed"
+            );
+            floor.archived(archive.archived_lsn());
+        }
+    }
+}
