@@ -36,7 +36,6 @@ mod segment;
 
 pub use segment::{RowQuery, SegmentInfo};
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -112,25 +111,14 @@ struct HotTail {
     oldest: Option<Instant>,
 }
 
-/// Events being written to segments, decoded and sorted per hour.
-#[derive(Debug)]
-struct Flushing {
-    hours: BTreeMap<i64, Vec<ApiCall>>,
-    events: usize,
-    last_lsn: u64,
-}
-
 #[derive(Debug, Default)]
 struct State {
     manifest: Manifest,
     /// Events not yet in a segment.
     hot: HotTail,
-    /// Events being written to segments, still served from memory until the manifest lists
-    /// them. Moving events hot → flushing → segments happens under one lock each time, so a
-    /// reader finds every event exactly once.
-    flushing: Option<Arc<Flushing>>,
-    /// Batches taken from the hot tail for a flush, readable until they are decoded into
-    /// `flushing`.
+    /// Batches being written to segments, still served from memory until the manifest lists
+    /// the segments. Moving batches hot → taken → segments happens under one lock each time,
+    /// so a reader finds every event exactly once.
     taken: Option<Arc<HotTail>>,
 }
 
@@ -184,7 +172,6 @@ impl Archive {
             state: RwLock::new(State {
                 manifest,
                 hot: HotTail::default(),
-                flushing: None,
                 taken: None,
             }),
             flush_lock: std::sync::Mutex::new(()),
@@ -276,50 +263,42 @@ impl Archive {
             state.taken = Some(taken.clone());
             taken
         };
-        // Decoding and sorting happen while the batches stay readable as `taken`.
-        let mut hours: BTreeMap<i64, Vec<ApiCall>> = BTreeMap::new();
+        // The batches stay readable as `taken` while they are decoded, sorted and written.
+        let mut events = Vec::with_capacity(taken.events);
         for payload in &taken.batches {
-            wal::decode_batch(payload, |event| {
-                hours
-                    .entry(hour_of(event.ts_us))
-                    .or_default()
-                    .push(event.into_owned());
-            })
-            .map_err(|source| ArchiveError::Decode {
-                lsn: taken.last_lsn,
-                detail: source.to_string(),
+            wal::decode_batch(payload, |event| events.push(event)).map_err(|source| {
+                ArchiveError::Decode {
+                    lsn: taken.last_lsn,
+                    detail: source.to_string(),
+                }
             })?;
         }
-        for events in hours.values_mut() {
-            segment::sort(events);
-        }
-        let flushing = Arc::new(Flushing {
-            hours,
-            events: taken.events,
-            last_lsn: taken.last_lsn,
-        });
-        {
-            let mut state = self.state.write().map_err(|_| poisoned())?;
-            state.flushing = Some(flushing.clone());
-            state.taken = None;
-        }
+        let events = segment::sorted(events);
         let mut new_segments = Vec::new();
-        for (hour, events) in &flushing.hours {
-            let directory = self.dir.join(hour_directory(*hour));
+        let mut start = 0;
+        while start < events.len() {
+            let hour = hour_of(events[start].ts_us);
+            let end = start
+                + events[start..]
+                    .iter()
+                    .take_while(|event| hour_of(event.ts_us) == hour)
+                    .count();
+            let directory = self.dir.join(hour_directory(hour));
             std::fs::create_dir_all(&directory)
                 .map_err(|source| ArchiveError::io("create hour directory", &directory, source))?;
-            let path = directory.join(format!("seg-{:020}.parquet", flushing.last_lsn));
-            new_segments.push(segment::write(&path, *hour, events)?);
+            let path = directory.join(format!("seg-{:020}.parquet", taken.last_lsn));
+            new_segments.push(segment::write(&path, hour, &events[start..end])?);
             sync_directory(&directory);
+            start = end;
         }
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut manifest = state.manifest.clone();
         manifest.segments.extend(new_segments);
-        manifest.archived_lsn = manifest.archived_lsn.max(flushing.last_lsn);
+        manifest.archived_lsn = manifest.archived_lsn.max(taken.last_lsn);
         self.write_manifest(&manifest)?;
         state.manifest = manifest;
-        state.flushing = None;
-        Ok(flushing.events)
+        state.taken = None;
+        Ok(taken.events)
     }
 
     fn write_manifest(&self, manifest: &Manifest) -> Result<(), ArchiveError> {
@@ -340,22 +319,10 @@ impl Archive {
 
     /// Events matching `query` from segments and memory, in no particular order.
     pub fn find(&self, query: &RowQuery<'_>) -> Result<Vec<ApiCall>, ArchiveError> {
-        let matches = |event: &ApiCall| {
-            (query.from_us..query.to_us).contains(&event.ts_us)
-                && query.corr_id.is_none_or(|corr_id| event.corr_id == corr_id)
-                && query
-                    .merchant
-                    .is_none_or(|merchant| event.merchant == merchant)
-        };
         let hours = hour_of(query.from_us)..=hour_of(query.to_us.saturating_sub(1));
         let mut found = Vec::new();
         let segments: Vec<PathBuf> = {
             let state = self.state.read().map_err(|_| poisoned())?;
-            if let Some(flushing) = &state.flushing {
-                for (_, events) in flushing.hours.range(hours.clone()) {
-                    found.extend(events.iter().filter(|event| matches(event)).cloned());
-                }
-            }
             let raw_batches = state
                 .taken
                 .iter()

@@ -11,7 +11,7 @@ use arrow_array::{
     TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use mm_model::ApiCall;
+use mm_model::{ApiCall, ApiCallRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -71,7 +71,7 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
     let corr_id = ColumnPath::from("corr_id");
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).map_err(|error| ArchiveError::Parquet(error.to_string()))?,
+            ZstdLevel::try_new(1).map_err(|error| ArchiveError::Parquet(error.to_string()))?,
         ))
         .set_dictionary_enabled(true)
         .set_column_dictionary_enabled(corr_id.clone(), false)
@@ -90,49 +90,91 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
         .build())
 }
 
-fn to_batch(events: &[ApiCall]) -> Result<RecordBatch, ArchiveError> {
-    let strings =
-        |pick: fn(&ApiCall) -> &str| StringArray::from_iter_values(events.iter().map(pick));
-    let optional =
-        |pick: fn(&ApiCall) -> Option<&str>| StringArray::from_iter(events.iter().map(pick));
+fn to_batch(events: &[ApiCallRef<'_>]) -> Result<RecordBatch, ArchiveError> {
+    fn text<'e>(value: &'e Option<std::borrow::Cow<'_, str>>) -> Option<&'e str> {
+        value.as_deref()
+    }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
             TimestampMicrosecondArray::from_iter_values(events.iter().map(|event| event.ts_us))
                 .with_timezone("UTC"),
         ),
-        Arc::new(strings(|event| &event.merchant)),
-        Arc::new(strings(|event| &event.api)),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|event| event.merchant.as_ref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|event| event.api.as_ref()),
+        )),
         Arc::new(Int32Array::from_iter_values(
             events.iter().map(|event| i32::from(event.status)),
         )),
         Arc::new(Float64Array::from_iter_values(
             events.iter().map(|event| event.latency_ms),
         )),
-        Arc::new(strings(|event| &event.corr_id)),
-        Arc::new(optional(|event| event.partner.as_deref())),
-        Arc::new(optional(|event| event.method.as_deref())),
-        Arc::new(optional(|event| event.path.as_deref())),
-        Arc::new(optional(|event| event.host.as_deref())),
-        Arc::new(optional(|event| event.region.as_deref())),
-        Arc::new(optional(|event| event.attributes.as_deref())),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|event| event.corr_id.as_ref()),
+        )),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|event| text(&event.partner)),
+        )),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|event| text(&event.method)),
+        )),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|event| text(&event.path)),
+        )),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|event| text(&event.host)),
+        )),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|event| text(&event.region)),
+        )),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|event| text(&event.attributes)),
+        )),
     ];
     RecordBatch::try_new(schema(), columns)
         .map_err(|error| ArchiveError::Parquet(error.to_string()))
 }
 
-/// Sorts events into segment order: (merchant, ts, corr_id).
-pub fn sort(events: &mut [ApiCall]) {
-    events.sort_unstable_by(|left, right| {
-        (left.merchant.as_str(), left.ts_us, left.corr_id.as_str()).cmp(&(
-            right.merchant.as_str(),
-            right.ts_us,
-            right.corr_id.as_str(),
-        ))
+/// Puts events into segment order: hour, merchant, ts, corr_id. Merchants are compared once
+/// each, through their rank among the distinct merchants, not once per comparison.
+pub fn sorted(events: Vec<ApiCallRef<'_>>) -> Vec<ApiCallRef<'_>> {
+    let mut merchants: Vec<&str> = events.iter().map(|event| event.merchant.as_ref()).collect();
+    merchants.sort_unstable();
+    merchants.dedup();
+    let rank = |merchant: &str| merchants.binary_search(&merchant).unwrap_or(usize::MAX);
+    let mut keyed: Vec<(i64, usize, i64, usize)> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            (
+                event.ts_us.div_euclid(3_600_000_000),
+                rank(&event.merchant),
+                event.ts_us,
+                index,
+            )
+        })
+        .collect();
+    keyed.sort_unstable_by(|left, right| {
+        (left.0, left.1, left.2)
+            .cmp(&(right.0, right.1, right.2))
+            .then_with(|| events[left.3].corr_id.cmp(&events[right.3].corr_id))
     });
+    let order: Vec<usize> = keyed.into_iter().map(|(_, _, _, index)| index).collect();
+    let mut slots: Vec<Option<ApiCallRef<'_>>> = events.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|index| slots[index].take())
+        .collect()
 }
 
 /// Writes `events` (all of one hour, already in [`sort`] order) to `path`, fsynced.
-pub fn write(path: &Path, hour: i64, events: &[ApiCall]) -> Result<SegmentInfo, ArchiveError> {
+pub fn write(
+    path: &Path,
+    hour: i64,
+    events: &[ApiCallRef<'_>],
+) -> Result<SegmentInfo, ArchiveError> {
     let file =
         File::create(path).map_err(|source| ArchiveError::io("create segment", path, source))?;
     let mut writer =
@@ -174,11 +216,11 @@ pub fn write(path: &Path, hour: i64, events: &[ApiCall]) -> Result<SegmentInfo, 
             .unwrap_or_default(),
         min_merchant: events
             .first()
-            .map(|event| event.merchant.clone())
+            .map(|event| event.merchant.to_string())
             .unwrap_or_default(),
         max_merchant: events
             .last()
-            .map(|event| event.merchant.clone())
+            .map(|event| event.merchant.to_string())
             .unwrap_or_default(),
     })
 }

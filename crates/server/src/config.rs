@@ -17,7 +17,7 @@
 //! [window]
 //! grace = "3m"
 //! idle_timeout = "10s"
-//! checkpoint_interval = "1s"
+//! checkpoint_interval = "2s"
 //!
 //! [storage]
 //! retention = "30d"
@@ -239,7 +239,7 @@ impl RawConfig {
         let checkpoint_interval = duration_or(
             "window.checkpoint_interval",
             self.window.checkpoint_interval.as_deref(),
-            Duration::from_secs(1),
+            Duration::from_secs(2),
         )?;
         if checkpoint_interval.is_zero() || checkpoint_interval > Duration::from_secs(60) {
             bail!("window.checkpoint_interval must be between 1ms and 60s");

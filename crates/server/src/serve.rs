@@ -121,11 +121,22 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         );
         tokio::spawn(demo::generate(state.clone(), options))
     });
-    println!(
-        "merchant-monitor listening on http://{address}  (data in {})",
-        config.data_dir.display()
-    );
-    println!("  try: curl 'http://{address}/v1/merchants?sort=calls&limit=10'");
+    // Where to reach the server, on stdout; a closed stdout (a supervisor that read the first
+    // line and went away) is not a reason to stop serving.
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(
+            stdout,
+            "merchant-monitor listening on http://{address}  (data in {})",
+            config.data_dir.display()
+        );
+        let _ = writeln!(
+            stdout,
+            "  try: curl 'http://{address}/v1/merchants?sort=calls&limit=10'"
+        );
+        let _ = stdout.flush();
+    }
     let app = http::router(state.clone());
     let shutdown_state = state.clone();
     axum::serve(listener, app)

@@ -48,7 +48,7 @@ fn ingest_then_query_every_endpoint() {
         encode(&from),
         encode(&to)
     );
-    // Open windows reach the store with the next checkpoint (one second by default).
+    // Open windows reach the store with the next checkpoint (every 2 s by default).
     let activity = eventually(Duration::from_secs(10), || {
         let answer = get(server.address, &activity_path).json();
         let calls: u64 = answer["buckets"]

@@ -111,8 +111,8 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
         unknown.len()
     );
 
-    // Read back per-API totals for each merchant (one checkpoint interval after the last ack).
-    std::thread::sleep(Duration::from_millis(2_500));
+    // Read back per-API totals for each merchant (two checkpoint intervals after the last ack).
+    std::thread::sleep(Duration::from_millis(4_500));
     let from = format_rfc3339((minute_of(now) - 15) * MICROS_PER_MINUTE).replace(':', "%3A");
     let to = format_rfc3339((minute_of(now) + 2) * MICROS_PER_MINUTE).replace(':', "%3A");
     let mut stored_calls: BTreeMap<(String, String), u64> = BTreeMap::new();

@@ -71,6 +71,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "aggregate" => bench_aggregate(&args)?,
             "parse" => bench_parse(&args, &work_dir)?,
             "stages" => bench_stages(&args, &work_dir)?,
+            "archive" => bench_archive(&args, &work_dir)?,
             "query" => bench_query(&args, &work_dir)?,
             "ingest" => bench_ingest(&args, &work_dir)?,
             other => bail!("unknown benchmark {other:?} (aggregate, parse, query, ingest)"),
@@ -145,7 +146,7 @@ fn bench_aggregate(args: &BenchArgs) -> anyhow::Result<()> {
             std::hint::black_box(aggregator.take_closed());
             std::hint::black_box(aggregator.take_corrections());
             if Instant::now() >= next_checkpoint {
-                // What the server's once-a-second checkpoint takes out of the aggregator.
+                // What a server checkpoint takes out of the aggregator.
                 let mut dirty = 0usize;
                 aggregator.drain_dirty(|_, _, _, _| dirty += 1);
                 std::hint::black_box(dirty);
@@ -304,6 +305,62 @@ pub fn parse_and_aggregate(
         std::hint::black_box(aggregator.take_closed());
         Ok((events, aggregator.stats().late_events, rejected))
     })
+}
+
+/// The archive on the generator's realistic traffic: bytes stored per event and write rate
+/// (parse, WAL-batch encoding, Parquet encoding with zstd and the bloom filter, fsync).
+fn bench_archive(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
+    let path = dataset(work_dir, args.events)?;
+    let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let parser = EventParser::new(&FieldMapping::default(), true).context("default mapping")?;
+    let mut payloads = Vec::new();
+    let mut events = 0usize;
+    for chunk in data
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .chunks(1000)
+    {
+        let mut batch = Vec::new();
+        let mut count = 0;
+        for line in chunk {
+            if let Ok(event) = parser.parse(line, TimeBounds::UNBOUNDED) {
+                codec::encode_event(&event, &mut batch);
+                count += 1;
+            }
+        }
+        let mut payload = Vec::with_capacity(batch.len() + 10);
+        wal::begin_batch(count, &mut payload);
+        payload.extend_from_slice(&batch);
+        payloads.push(std::sync::Arc::new(payload));
+        events += count;
+    }
+    let mut rates = Vec::new();
+    let mut stored = 0u64;
+    for run in 0..args.runs.max(1) {
+        let dir = work_dir.join(format!("archive-bench-{run}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let archive = mm_archive::Archive::open(&dir, mm_archive::ArchiveConfig::default())?;
+        let started = Instant::now();
+        for (lsn, payload) in payloads.iter().enumerate() {
+            archive.append(lsn as u64 + 1, payload.clone())?;
+            if archive.flush_due() {
+                archive.flush()?;
+            }
+        }
+        archive.flush()?;
+        rates.push(events as f64 / started.elapsed().as_secs_f64());
+        stored = archive.size().1;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!(
+        "archive: {events} events ({:.0} bytes/event as NDJSON) stored in {:.1} MB of Parquet = {:.1} bytes/event; median write {:.0} events/s on one thread (flush every 500k events)",
+        data.len() as f64 / events.max(1) as f64,
+        stored as f64 / 1e6,
+        stored as f64 / events.max(1) as f64,
+        median(&mut rates)
+    );
+    Ok(())
 }
 
 /// Single-threaded cost of each stage of parse + aggregate, on the file held in memory.
