@@ -120,6 +120,8 @@ struct State {
     /// the segments. Moving batches hot → taken → segments happens under one lock each time,
     /// so a reader finds every event exactly once.
     taken: Option<Arc<HotTail>>,
+    /// Segments found corrupt and moved aside.
+    quarantined: usize,
 }
 
 /// The archive.
@@ -173,11 +175,111 @@ impl Archive {
                 manifest,
                 hot: HotTail::default(),
                 taken: None,
+                quarantined: 0,
             }),
             flush_lock: std::sync::Mutex::new(()),
         };
         archive.remove_orphans()?;
+        archive.verify_segments()?;
         Ok(archive)
+    }
+
+    fn segment_path(&self, segment: &SegmentInfo) -> PathBuf {
+        self.dir
+            .join(hour_directory(segment.hour))
+            .join(&segment.file)
+    }
+
+    /// Checks every listed segment's CRC; a torn or corrupt one is moved to `quarantine/`,
+    /// dropped from the manifest and reported, and the rest keeps serving.
+    fn verify_segments(&self) -> Result<(), ArchiveError> {
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        let mut kept = Vec::with_capacity(state.manifest.segments.len());
+        let mut quarantined = Vec::new();
+        for segment in &state.manifest.segments {
+            let path = self.segment_path(segment);
+            match segment::file_crc32(&path) {
+                Ok((crc32, bytes)) if crc32 == segment.crc32 && bytes == segment.bytes => {
+                    kept.push(segment.clone())
+                }
+                Ok((crc32, bytes)) => quarantined.push((
+                    segment.clone(),
+                    format!(
+                        "crc {crc32:08x} and {bytes} bytes, expected {:08x} and {}",
+                        segment.crc32, segment.bytes
+                    ),
+                )),
+                Err(error) => quarantined.push((segment.clone(), error.to_string())),
+            }
+        }
+        if quarantined.is_empty() {
+            return Ok(());
+        }
+        let quarantine = self.dir.join("quarantine");
+        std::fs::create_dir_all(&quarantine)
+            .map_err(|source| ArchiveError::io("create quarantine", &quarantine, source))?;
+        for (segment, reason) in &quarantined {
+            let from = self.segment_path(segment);
+            let to = quarantine.join(format!("{}-{}", hour_directory(segment.hour), segment.file));
+            tracing::error!(segment = %from.display(), moved_to = %to.display(), rows = segment.rows, reason, "corrupt archive segment quarantined");
+            let _ = std::fs::rename(&from, &to);
+        }
+        let mut manifest = state.manifest.clone();
+        manifest.segments = kept;
+        self.write_manifest(&manifest)?;
+        state.manifest = manifest;
+        state.quarantined += quarantined.len();
+        Ok(())
+    }
+
+    /// Segments quarantined since the archive opened.
+    pub fn quarantined(&self) -> usize {
+        self.state
+            .read()
+            .map(|state| state.quarantined)
+            .unwrap_or(0)
+    }
+
+    /// Drops whole segments: every one whose events are all older than `oldest_kept_us`, then
+    /// the oldest ones while the archive is larger than `max_bytes`. The manifest stops listing
+    /// them before their files are deleted. Returns how many were dropped.
+    pub fn enforce_retention(
+        &self,
+        oldest_kept_us: i64,
+        max_bytes: Option<u64>,
+    ) -> Result<usize, ArchiveError> {
+        let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        let mut segments = state.manifest.segments.clone();
+        segments.sort_by_key(|segment| (segment.max_ts_us, segment.file.clone()));
+        let mut total: u64 = segments.iter().map(|segment| segment.bytes).sum();
+        let mut dropped = Vec::new();
+        let mut kept = Vec::new();
+        for segment in segments {
+            let too_old = segment.max_ts_us < oldest_kept_us;
+            let too_big = max_bytes.is_some_and(|limit| total > limit);
+            if too_old || too_big {
+                total -= segment.bytes;
+                dropped.push(segment);
+            } else {
+                kept.push(segment);
+            }
+        }
+        if dropped.is_empty() {
+            return Ok(0);
+        }
+        let mut manifest = state.manifest.clone();
+        manifest.segments = kept;
+        self.write_manifest(&manifest)?;
+        state.manifest = manifest;
+        drop(state);
+        for segment in &dropped {
+            let path = self.segment_path(segment);
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(%error, segment = %path.display(), "could not delete a segment past retention");
+            }
+        }
+        Ok(dropped.len())
     }
 
     fn remove_orphans(&self) -> Result<(), ArchiveError> {
@@ -196,7 +298,7 @@ impl Archive {
             .map_err(|source| ArchiveError::io("list archive", &self.dir, source))?;
         for entry in entries.flatten() {
             let path = entry.path();
-            if !path.is_dir() {
+            if !path.is_dir() || path.file_name().is_some_and(|name| name == "quarantine") {
                 continue;
             }
             for file in std::fs::read_dir(&path).into_iter().flatten().flatten() {
@@ -366,7 +468,13 @@ impl Archive {
                 .collect()
         };
         for path in segments {
-            found.extend(segment::read(&path, query)?);
+            match segment::read(&path, query) {
+                Ok(events) => found.extend(events),
+                // One unreadable segment must not fail every lookup: report it and go on.
+                Err(error) => {
+                    tracing::error!(%error, segment = %path.display(), "archive segment unreadable; skipped")
+                }
+            }
         }
         Ok(found)
     }

@@ -42,6 +42,29 @@ pub struct SegmentInfo {
     pub max_ts_us: i64,
     pub min_merchant: String,
     pub max_merchant: String,
+    /// CRC-32 of the whole file, checked when the archive opens.
+    #[serde(default)]
+    pub crc32: u32,
+}
+
+/// CRC-32 of a file's bytes.
+pub fn file_crc32(path: &Path) -> Result<(u32, u64), ArchiveError> {
+    use std::io::Read as _;
+    let mut file =
+        File::open(path).map_err(|source| ArchiveError::io("open segment", path, source))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut length = 0u64;
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .map_err(|source| ArchiveError::io("read segment", path, source))?;
+        if read == 0 {
+            return Ok((hasher.finalize(), length));
+        }
+        hasher.update(&buffer[..read]);
+        length += read as u64;
+    }
 }
 
 fn timestamp_type() -> DataType {
@@ -193,10 +216,9 @@ pub fn write(
         .sync_all()
         .map_err(|source| ArchiveError::io("fsync segment", path, source))?;
     drop(writer);
-    let bytes = std::fs::metadata(path)
-        .map_err(|source| ArchiveError::io("stat segment", path, source))?
-        .len();
+    let (crc32, bytes) = file_crc32(path)?;
     Ok(SegmentInfo {
+        crc32,
         file: path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())

@@ -152,3 +152,93 @@ fn flush_is_due_by_count_or_age() {
 fn hour_directories_are_named_by_utc_hour() {
     assert_eq!(hour_directory(hour_of(BASE + 5)), "2026-11-21T15");
 }
+
+#[test]
+fn a_corrupt_segment_is_quarantined_and_the_rest_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = Archive::open(dir.path(), ArchiveConfig::default()).expect("opens");
+    let all = events(3_000);
+    archive.append(1, payload(&all[..1_500])).expect("appends");
+    archive.flush().expect("flushes");
+    archive.append(2, payload(&all[1_500..])).expect("appends");
+    archive.flush().expect("flushes");
+    drop(archive);
+    // Flip bytes in the middle of one segment of the first flush.
+    let hour = dir.path().join("2026-11-21T15");
+    let victim = hour.join("seg-00000000000000000001.parquet");
+    let mut bytes = std::fs::read(&victim).expect("reads");
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 8]
+        .iter_mut()
+        .for_each(|byte| *byte ^= 0x5a);
+    std::fs::write(&victim, &bytes).expect("writes");
+
+    let archive =
+        Archive::open(dir.path(), ArchiveConfig::default()).expect("opens despite the corruption");
+    assert_eq!(archive.quarantined(), 1);
+    assert!(!victim.exists());
+    assert!(
+        dir.path()
+            .join("quarantine")
+            .join("2026-11-21T15-seg-00000000000000000001.parquet")
+            .exists()
+    );
+    let found = archive.find(&everything()).expect("serves the rest");
+    let lost: usize = all[..1_500]
+        .iter()
+        .filter(|event| hour_of(event.ts_us) == hour_of(BASE))
+        .count();
+    assert_eq!(
+        found.len(),
+        all.len() - lost,
+        "only the quarantined segment's events are missing"
+    );
+    // Reopening again finds nothing more to quarantine.
+    drop(archive);
+    assert_eq!(
+        Archive::open(dir.path(), ArchiveConfig::default())
+            .expect("opens")
+            .quarantined(),
+        0
+    );
+}
+
+#[test]
+fn retention_drops_whole_segments_by_age_and_by_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = Archive::open(dir.path(), ArchiveConfig::default()).expect("opens");
+    let all = events(4_000);
+    for (lsn, chunk) in all.chunks(1_000).enumerate() {
+        archive
+            .append(lsn as u64 + 1, payload(chunk))
+            .expect("appends");
+        archive.flush().expect("flushes");
+    }
+    let (segments, bytes) = archive.size();
+    assert_eq!(segments, 8, "four flushes over two hours");
+    // By age: everything of the first hour goes.
+    let dropped = archive
+        .enforce_retention(BASE + MICROS_PER_HOUR, None)
+        .expect("enforces");
+    assert_eq!(dropped, 4);
+    assert!(
+        archive
+            .find(&everything())
+            .expect("finds")
+            .iter()
+            .all(|event| event.ts_us >= BASE + MICROS_PER_HOUR)
+    );
+    // By size: keep at most about half of what is left.
+    let (_, left) = archive.size();
+    let dropped = archive
+        .enforce_retention(i64::MIN, Some(left / 2))
+        .expect("enforces");
+    assert!(dropped >= 2);
+    assert!(archive.size().1 <= left / 2);
+    assert!(bytes > left);
+    // Dropped files are gone from disk.
+    let files = std::fs::read_dir(dir.path().join("2026-11-21T15"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(files, 0);
+}

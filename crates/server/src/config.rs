@@ -97,6 +97,8 @@ pub struct RawStorage {
     pub archive_flush_events: Option<usize>,
     /// Longest time an event waits in memory before the archive writes it to Parquet.
     pub archive_flush_age: Option<String>,
+    /// Largest archive size in bytes; the oldest segments are dropped beyond it.
+    pub archive_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +126,7 @@ pub struct Config {
     pub wal_segment_bytes: u64,
     pub archive_flush_events: usize,
     pub archive_flush_age: Duration,
+    pub archive_max_bytes: Option<u64>,
     pub mapping: FieldMapping,
     pub activity_file: Option<PathBuf>,
 }
@@ -312,6 +315,7 @@ impl RawConfig {
                 self.storage.archive_flush_age.as_deref(),
                 Duration::from_secs(60),
             )?,
+            archive_max_bytes: self.storage.archive_max_bytes,
             mapping: self.mapping,
         })
     }

@@ -65,6 +65,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             flush_max_events: config.archive_flush_events,
             flush_max_age: config.archive_flush_age,
         },
+        archive_max_bytes: config.archive_max_bytes,
     };
     let pipeline = tokio::task::spawn_blocking({
         let metrics = metrics.clone();

@@ -256,3 +256,78 @@ fn duckdb_reads_the_archive_as_parquet() {
         assert_eq!(row[5].as_i64(), Some(event.ts_us));
     }
 }
+
+#[test]
+fn a_corrupt_segment_is_reported_and_the_rest_still_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = config(dir.path());
+    let server = ServerProcess::start(
+        EXE,
+        &data,
+        &["--config", config.to_str().expect("utf-8")],
+        &[],
+    );
+    let first = generated(1_600, 11);
+    let second = generated(1_600, 12);
+    for batch in [&first, &second] {
+        let mut body = Vec::new();
+        batch.iter().for_each(|event| event.write_ndjson(&mut body));
+        assert_eq!(ingest(server.address, &body).expect("answers").status, 200);
+        let before = segments(&data);
+        eventually(Duration::from_secs(15), || {
+            (segments(&data) > before).then_some(())
+        })
+        .expect("flushed");
+    }
+    assert!(server.terminate());
+    // Corrupt the first flush's segment.
+    let hour_dirs: Vec<std::path::PathBuf> = std::fs::read_dir(data.join("archive"))
+        .expect("archive exists")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect();
+    let mut files: Vec<std::path::PathBuf> = hour_dirs
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path())
+        })
+        .collect();
+    files.sort();
+    let victim = files.first().expect("a segment").clone();
+    let mut bytes = std::fs::read(&victim).expect("reads");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&victim, bytes).expect("writes");
+
+    let server = ServerProcess::start(
+        EXE,
+        &data,
+        &["--config", config.to_str().expect("utf-8")],
+        &[],
+    );
+    let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
+    assert!(
+        metrics.contains("mm_archive_quarantined_segments 1"),
+        "{metrics}"
+    );
+    assert!(
+        data.join("archive/quarantine")
+            .read_dir()
+            .expect("quarantine exists")
+            .count()
+            == 1
+    );
+    // Events of the intact segment are still found.
+    let found = second
+        .iter()
+        .filter(|event| lookup(&server, &event.corr_id).len() == 1)
+        .count();
+    assert!(found > 0, "the intact segment still serves");
+    assert_eq!(get(server.address, "/readyz").status, 200);
+}

@@ -71,6 +71,12 @@ pub struct Metrics {
     pub store_write_seconds: Histogram,
     /// Records emitted on the activity stream, by kind (final, correction).
     pub activity_records: Family<KindLabel, Counter>,
+    /// Archive segments found corrupt and moved to quarantine.
+    pub archive_quarantined_segments: Gauge,
+    /// Bytes of Parquet segments in the archive.
+    pub archive_bytes: Gauge,
+    /// Events held in memory, not yet in a segment.
+    pub archive_hot_events: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -105,6 +111,9 @@ impl Metrics {
             wal_checkpointed_lsn: Gauge::default(),
             store_write_seconds: Histogram::new(latency_buckets()),
             activity_records: Family::default(),
+            archive_quarantined_segments: Gauge::default(),
+            archive_bytes: Gauge::default(),
+            archive_hot_events: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,6 +185,21 @@ impl Metrics {
             "mm_activity_records",
             "Activity records emitted, by kind",
             metrics.activity_records.clone(),
+        );
+        registry.register(
+            "mm_archive_quarantined_segments",
+            "Archive segments found corrupt and moved to quarantine",
+            metrics.archive_quarantined_segments.clone(),
+        );
+        registry.register(
+            "mm_archive_bytes",
+            "Bytes of Parquet segments in the archive",
+            metrics.archive_bytes.clone(),
+        );
+        registry.register(
+            "mm_archive_hot_events",
+            "Archived events held in memory, not yet in a segment",
+            metrics.archive_hot_events.clone(),
         );
         // Pre-create every rejection reason so dashboards see zeros, not gaps.
         for reason in RejectReason::ALL {

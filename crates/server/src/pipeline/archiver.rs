@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mm_archive::Archive;
+use mm_telemetry::Metrics;
 
 /// The WAL may delete frames at or below `floor`: the lower of what the checkpoint and the
 /// archive cover. Each side stores its own position and recomputes the floor; a stale read
@@ -49,12 +50,28 @@ impl WalFloor {
     }
 }
 
-/// Flushes the archive when due until `stop_rx`'s sender is gone, then flushes what is left.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the archive thread needs besides the archive.
+pub struct ArchiverOptions {
+    pub retention: Duration,
+    pub max_bytes: Option<u64>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Flushes the archive when due and enforces retention until `stop_rx`'s sender is gone,
+/// then flushes what is left.
 pub fn run(
     archive: Arc<Archive>,
     stop_rx: Receiver<()>,
     floor: Arc<WalFloor>,
+    options: ArchiverOptions,
 ) -> anyhow::Result<()> {
+    let metrics = &options.metrics;
+    metrics
+        .archive_quarantined_segments
+        .set(archive.quarantined() as i64);
+    let mut next_retention = Instant::now();
     loop {
         match stop_rx.recv_timeout(Duration::from_millis(250)) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
@@ -75,5 +92,20 @@ pub fn run(
             );
             floor.archived(archive.archived_lsn());
         }
+        if Instant::now() >= next_retention {
+            let oldest_kept = crate::pipeline::now_us() - options.retention.as_micros() as i64;
+            let dropped = archive
+                .enforce_retention(oldest_kept, options.max_bytes)
+                .context("archive retention")?;
+            if dropped > 0 {
+                tracing::info!(
+                    segments = dropped,
+                    "dropped archive segments past retention"
+                );
+            }
+            next_retention = Instant::now() + RETENTION_INTERVAL;
+        }
+        metrics.archive_bytes.set(archive.size().1 as i64);
+        metrics.archive_hot_events.set(archive.hot_events() as i64);
     }
 }

@@ -46,6 +46,8 @@ pub struct PipelineOptions {
     pub wal_queue_capacity: usize,
     pub activity_file: Option<PathBuf>,
     pub archive: ArchiveConfig,
+    /// Largest archive size; the oldest segments go first beyond it.
+    pub archive_max_bytes: Option<u64>,
 }
 
 /// What start-up recovered.
@@ -192,10 +194,20 @@ impl Pipeline {
         let archive_healthy = healthy.clone();
         let archive_floor = floor.clone();
         let archive_for_thread = archive.clone();
+        let archiver_options = archiver::ArchiverOptions {
+            retention: options.retention,
+            max_bytes: options.archive_max_bytes,
+            metrics: metrics.clone(),
+        };
         let archive_thread = std::thread::Builder::new()
             .name("mm-archive".into())
             .spawn(move || {
-                let result = archiver::run(archive_for_thread, archive_stop_rx, archive_floor);
+                let result = archiver::run(
+                    archive_for_thread,
+                    archive_stop_rx,
+                    archive_floor,
+                    archiver_options,
+                );
                 if let Err(error) = &result {
                     archive_healthy.store(false, Ordering::Release);
                     tracing::error!(error = format!("{error:#}"), "archive stopped");
