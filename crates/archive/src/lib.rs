@@ -47,6 +47,8 @@ use thiserror::Error;
 
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 const MANIFEST: &str = "MANIFEST.json";
+/// How long a segment replaced by compaction stays on disk for lookups still reading it.
+const RETIRED_GRACE: Duration = Duration::from_secs(30);
 
 /// Errors of the archive.
 #[derive(Debug, Error)]
@@ -122,6 +124,8 @@ struct State {
     taken: Option<Arc<HotTail>>,
     /// Segments found corrupt and moved aside.
     quarantined: usize,
+    /// Files replaced by compaction, deleted after [`RETIRED_GRACE`].
+    retired: Vec<(Instant, PathBuf)>,
 }
 
 /// The archive.
@@ -176,6 +180,7 @@ impl Archive {
                 hot: HotTail::default(),
                 taken: None,
                 quarantined: 0,
+                retired: Vec::new(),
             }),
             flush_lock: std::sync::Mutex::new(()),
         };
@@ -230,6 +235,96 @@ impl Archive {
         state.manifest = manifest;
         state.quarantined += quarantined.len();
         Ok(())
+    }
+
+    /// Merges the segments of every hour before `before_hour` that has at least `min_segments`
+    /// of them (and at most `max_rows` rows in all) into one segment. The merged segment is
+    /// written and fsynced before the manifest switches to it; the replaced files are deleted
+    /// a while later, so lookups already reading them finish. Returns the hours compacted.
+    pub fn compact(
+        &self,
+        before_hour: i64,
+        min_segments: usize,
+        max_rows: u64,
+    ) -> Result<usize, ArchiveError> {
+        let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
+        self.delete_retired();
+        let snapshot = self
+            .state
+            .read()
+            .map_err(|_| poisoned())?
+            .manifest
+            .segments
+            .clone();
+        let mut by_hour: std::collections::BTreeMap<i64, Vec<SegmentInfo>> =
+            std::collections::BTreeMap::new();
+        for segment in snapshot {
+            by_hour.entry(segment.hour).or_default().push(segment);
+        }
+        let mut compacted = 0;
+        for (hour, segments) in by_hour.range(..before_hour) {
+            let rows: u64 = segments.iter().map(|segment| segment.rows).sum();
+            if segments.len() < min_segments.max(2) || rows > max_rows {
+                continue;
+            }
+            let mut events = Vec::with_capacity(rows as usize);
+            for segment in segments {
+                let everything = RowQuery {
+                    corr_id: None,
+                    merchant: None,
+                    from_us: i64::MIN,
+                    to_us: i64::MAX,
+                };
+                events.extend(segment::read(&self.segment_path(segment), &everything)?);
+            }
+            let borrowed: Vec<mm_model::ApiCallRef<'_>> =
+                events.iter().map(ApiCall::as_ref).collect();
+            let sorted = segment::sorted(borrowed);
+            let directory = self.dir.join(hour_directory(*hour));
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_micros());
+            let path = directory.join(format!("seg-c{stamp:020}.parquet"));
+            let merged = segment::write(&path, *hour, &sorted)?;
+            sync_directory(&directory);
+            let replaced: std::collections::BTreeSet<&str> = segments
+                .iter()
+                .map(|segment| segment.file.as_str())
+                .collect();
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            let mut manifest = state.manifest.clone();
+            manifest.segments.retain(|segment| {
+                segment.hour != *hour || !replaced.contains(segment.file.as_str())
+            });
+            manifest.segments.push(merged);
+            self.write_manifest(&manifest)?;
+            state.manifest = manifest;
+            let retire_at = Instant::now();
+            state.retired.extend(
+                segments
+                    .iter()
+                    .map(|segment| (retire_at, self.segment_path(segment))),
+            );
+            compacted += 1;
+        }
+        Ok(compacted)
+    }
+
+    /// Deletes replaced segment files once no lookup can still be reading them.
+    fn delete_retired(&self) {
+        let Ok(mut state) = self.state.write() else {
+            return;
+        };
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.retired)
+            .into_iter()
+            .partition(|(retired_at, _)| retired_at.elapsed() >= RETIRED_GRACE);
+        state.retired = waiting;
+        drop(state);
+        for (_, path) in due {
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(%error, segment = %path.display(), "could not delete a replaced segment");
+            }
+        }
     }
 
     /// Segments quarantined since the archive opened.

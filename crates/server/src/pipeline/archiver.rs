@@ -51,6 +51,10 @@ impl WalFloor {
 }
 
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// An hour with this many segments is compacted into one...
+const COMPACT_MIN_SEGMENTS: usize = 4;
+/// ...unless it holds more rows than this (memory stays bounded while merging).
+const COMPACT_MAX_ROWS: u64 = 5_000_000;
 
 /// What the archive thread needs besides the archive.
 pub struct ArchiverOptions {
@@ -102,6 +106,14 @@ pub fn run(
                     segments = dropped,
                     "dropped archive segments past retention"
                 );
+            }
+            // Small segments of finished hours become one per hour.
+            let current_hour = crate::pipeline::now_us().div_euclid(3_600_000_000);
+            let compacted = archive
+                .compact(current_hour, COMPACT_MIN_SEGMENTS, COMPACT_MAX_ROWS)
+                .context("archive compaction")?;
+            if compacted > 0 {
+                tracing::info!(hours = compacted, "compacted archive hours");
             }
             next_retention = Instant::now() + RETENTION_INTERVAL;
         }

@@ -1,0 +1,169 @@
+//! SIGKILL at random points while the archive flushes constantly: every acknowledged event is
+//! found exactly once afterwards, and a batch in flight at a kill is found whole or not at all.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mm_testkit::{ServerProcess, get, ingest, now_us};
+use mm_traffic::{GeneratedEvent, TrafficConfig, TrafficGenerator};
+
+const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
+const BATCHES: usize = 300;
+const PER_BATCH: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Acknowledged,
+    Unknown,
+}
+
+#[test]
+fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
+    let seed = now_us() as u64;
+    println!("archive crash test seed {seed}");
+    let mut state = seed | 1;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.toml");
+    // Tiny flushes, so kills land during them.
+    std::fs::write(
+        &config,
+        "[storage]\narchive_flush_events = 250\narchive_flush_age = \"100ms\"\n",
+    )
+    .expect("config written");
+    let traffic = TrafficConfig {
+        seed: 21,
+        merchants: 30,
+        start_ts_us: now_us() - 30 * 60_000_000,
+        events_per_second: 50.0,
+        ..TrafficConfig::default()
+    };
+    let events: Vec<GeneratedEvent> = TrafficGenerator::new(traffic)
+        .take(BATCHES * PER_BATCH)
+        .collect();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        events
+            .chunks(PER_BATCH)
+            .map(|chunk| {
+                let mut body = Vec::new();
+                chunk.iter().for_each(|event| event.write_ndjson(&mut body));
+                body
+            })
+            .collect(),
+    );
+    let fates: Arc<Mutex<BTreeMap<usize, Fate>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = || {
+        ServerProcess::start(
+            EXE,
+            &data,
+            &["--config", config.to_str().expect("utf-8")],
+            &[],
+        )
+    };
+    let mut server = start();
+    for round in 0..4 {
+        let address = server.address;
+        let senders: Vec<_> = (0..2)
+            .map(|_| {
+                let (next, bodies, fates) = (next.clone(), bodies.clone(), fates.clone());
+                std::thread::spawn(move || {
+                    loop {
+                        let batch = next.fetch_add(1, Ordering::SeqCst);
+                        if batch >= BATCHES {
+                            return;
+                        }
+                        let fate = match ingest(address, &bodies[batch]) {
+                            Ok(response) if response.status == 200 => Fate::Acknowledged,
+                            Ok(response) => panic!("batch {batch}: unexpected {}", response.status),
+                            Err(_) => Fate::Unknown,
+                        };
+                        fates.lock().expect("lock").insert(batch, fate);
+                        if fate == Fate::Unknown {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        if round == 3 {
+            senders
+                .into_iter()
+                .for_each(|sender| sender.join().expect("sender"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50 + random() % 250));
+        server.kill9();
+        senders
+            .into_iter()
+            .for_each(|sender| sender.join().expect("sender"));
+        server = start();
+    }
+    assert!(
+        next.load(Ordering::SeqCst) >= BATCHES,
+        "every batch was attempted"
+    );
+    let fates = fates.lock().expect("lock").clone();
+    let unknown = fates
+        .values()
+        .filter(|fate| **fate == Fate::Unknown)
+        .count();
+    println!(
+        "{} acknowledged, {unknown} in flight at a kill",
+        fates.len() - unknown
+    );
+    let quarantined = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
+    assert!(
+        quarantined.contains("mm_archive_quarantined_segments 0"),
+        "no segment may be corrupt after kills"
+    );
+
+    // Every archived event, read back through the listing endpoint, merchant by merchant.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let merchants: std::collections::BTreeSet<&str> =
+        events.iter().map(|event| event.merchant.as_str()).collect();
+    let from = mm_model::time::format_rfc3339(now_us() - 60 * 60_000_000).replace(':', "%3A");
+    for merchant in merchants {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/merchants/{merchant}/events?from={from}&limit=1000");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = get(server.address, &path).json();
+            for event in page["events"].as_array().expect("events") {
+                *seen
+                    .entry(event["corr_id"].as_str().expect("corr_id").to_owned())
+                    .or_default() += 1;
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+    }
+    for (batch, chunk) in events.chunks(PER_BATCH).enumerate() {
+        let counts: Vec<usize> = chunk
+            .iter()
+            .map(|event| seen.get(&event.corr_id).copied().unwrap_or(0))
+            .collect();
+        match fates.get(&batch) {
+            Some(Fate::Acknowledged) => assert!(
+                counts.iter().all(|count| *count == 1),
+                "acknowledged batch {batch}: {counts:?}"
+            ),
+            _ => assert!(
+                counts.iter().all(|count| *count == 1) || counts.iter().all(|count| *count == 0),
+                "in-flight batch {batch} found in part or twice: {counts:?}"
+            ),
+        }
+    }
+}
