@@ -34,7 +34,7 @@
 
 mod segment;
 
-pub use segment::{RowQuery, SegmentInfo};
+pub use segment::{MetadataCache, RowQuery, SegmentInfo};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -136,6 +136,8 @@ pub struct Archive {
     state: RwLock<State>,
     /// Serializes flushes.
     flush_lock: std::sync::Mutex<()>,
+    /// Parsed footers of segments.
+    metadata: MetadataCache,
 }
 
 fn hour_of(ts_us: i64) -> i64 {
@@ -183,6 +185,7 @@ impl Archive {
                 retired: Vec::new(),
             }),
             flush_lock: std::sync::Mutex::new(()),
+            metadata: MetadataCache::default(),
         };
         archive.remove_orphans()?;
         archive.verify_segments()?;
@@ -205,7 +208,11 @@ impl Archive {
             let path = self.segment_path(segment);
             match segment::file_crc32(&path) {
                 Ok((crc32, bytes)) if crc32 == segment.crc32 && bytes == segment.bytes => {
-                    kept.push(segment.clone())
+                    // Lookups after a restart find the footers parsed already.
+                    if let Err(error) = self.metadata.preload(&path) {
+                        tracing::warn!(%error, "could not preload a segment footer");
+                    }
+                    kept.push(segment.clone());
                 }
                 Ok((crc32, bytes)) => quarantined.push((
                     segment.clone(),
@@ -275,7 +282,11 @@ impl Archive {
                     from_us: i64::MIN,
                     to_us: i64::MAX,
                 };
-                events.extend(segment::read(&self.segment_path(segment), &everything)?);
+                events.extend(segment::read(
+                    &self.segment_path(segment),
+                    &everything,
+                    &self.metadata,
+                )?);
             }
             let borrowed: Vec<mm_model::ApiCallRef<'_>> =
                 events.iter().map(ApiCall::as_ref).collect();
@@ -321,6 +332,7 @@ impl Archive {
         state.retired = waiting;
         drop(state);
         for (_, path) in due {
+            self.metadata.remove(&path);
             if let Err(error) = std::fs::remove_file(&path) {
                 tracing::warn!(%error, segment = %path.display(), "could not delete a replaced segment");
             }
@@ -370,6 +382,7 @@ impl Archive {
         drop(state);
         for segment in &dropped {
             let path = self.segment_path(segment);
+            self.metadata.remove(&path);
             if let Err(error) = std::fs::remove_file(&path) {
                 tracing::warn!(%error, segment = %path.display(), "could not delete a segment past retention");
             }
@@ -563,7 +576,7 @@ impl Archive {
                 .collect()
         };
         for path in segments {
-            match segment::read(&path, query) {
+            match segment::read(&path, query, &self.metadata) {
                 Ok(events) => found.extend(events),
                 // One unreadable segment must not fail every lookup: report it and go on.
                 Err(error) => {

@@ -15,7 +15,8 @@ use mm_model::{ApiCall, ApiCallRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter,
 };
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, PageIndexPolicy};
@@ -247,6 +248,51 @@ pub fn write(
     })
 }
 
+/// Footers (and page indexes) of recently read segments, so a lookup does not parse them
+/// again. Bounded: past [`METADATA_CACHE_ENTRIES`] it starts over.
+#[derive(Debug, Default)]
+pub struct MetadataCache {
+    entries: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, ArrowReaderMetadata>>,
+}
+
+const METADATA_CACHE_ENTRIES: usize = 512;
+
+impl MetadataCache {
+    fn get(&self, path: &Path) -> Option<ArrowReaderMetadata> {
+        self.entries.lock().ok()?.get(path).cloned()
+    }
+
+    fn insert(&self, path: &Path, metadata: ArrowReaderMetadata) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= METADATA_CACHE_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(path.to_owned(), metadata);
+        }
+    }
+
+    /// Parses and keeps a segment's footer and page index ahead of the first lookup.
+    pub fn preload(&self, path: &Path) -> Result<(), ArchiveError> {
+        let file =
+            File::open(path).map_err(|source| ArchiveError::io("open segment", path, source))?;
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let loaded =
+            ArrowReaderMetadata::load(&file, options).map_err(|error| ArchiveError::Corrupt {
+                path: path.to_owned(),
+                detail: error.to_string(),
+            })?;
+        self.insert(path, loaded);
+        Ok(())
+    }
+
+    /// Forgets a segment that is gone or replaced.
+    pub fn remove(&self, path: &Path) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(path);
+        }
+    }
+}
+
 /// Which rows of a segment a query wants.
 #[derive(Debug, Clone, Default)]
 pub struct RowQuery<'a> {
@@ -275,15 +321,27 @@ fn i64_range(statistics: Option<&Statistics>) -> Option<(i64, i64)> {
 
 /// Reads the rows of `path` that match `query`: row groups are pruned by merchant and time
 /// statistics and by the correlation-id bloom filter, then only matching rows are decoded.
-pub fn read(path: &Path, query: &RowQuery<'_>) -> Result<Vec<ApiCall>, ArchiveError> {
+pub fn read(
+    path: &Path,
+    query: &RowQuery<'_>,
+    cache: &MetadataCache,
+) -> Result<Vec<ApiCall>, ArchiveError> {
     let parquet_error = |error: parquet::errors::ParquetError| ArchiveError::Corrupt {
         path: path.to_owned(),
         detail: error.to_string(),
     };
     let file = File::open(path).map_err(|source| ArchiveError::io("open segment", path, source))?;
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(parquet_error)?;
+    let reader_metadata = match cache.get(path) {
+        Some(cached) => cached,
+        None => {
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+            let loaded = ArrowReaderMetadata::load(&file, options).map_err(parquet_error)?;
+            cache.insert(path, loaded.clone());
+            loaded
+        }
+    };
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata);
     let metadata = builder.metadata().clone();
     let descriptor = builder.parquet_schema();
     let column = |name: &str| {

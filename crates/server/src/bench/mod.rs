@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Duration of the ingest benchmark.
     #[arg(long, default_value_t = 60)]
     pub ingest_seconds: u64,
+    /// Events archived for the lookup benchmark (spread over 24 hours).
+    #[arg(long, default_value_t = 50_000_000)]
+    pub lookup_events: u64,
     /// Parser threads for the parse benchmark [default: available cores].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -72,6 +75,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "parse" => bench_parse(&args, &work_dir)?,
             "stages" => bench_stages(&args, &work_dir)?,
             "archive" => bench_archive(&args, &work_dir)?,
+            "lookup" => bench_lookup(&args, &work_dir)?,
             "query" => bench_query(&args, &work_dir)?,
             "ingest" => bench_ingest(&args, &work_dir)?,
             other => bail!("unknown benchmark {other:?} (aggregate, parse, query, ingest)"),
@@ -360,6 +364,108 @@ fn bench_archive(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
         stored as f64 / events.max(1) as f64,
         median(&mut rates)
     );
+    Ok(())
+}
+
+/// Correlation-id lookup over (by default) 50 million archived events spread over 24 hours, with and
+/// without a merchant, after compaction (one segment per hour).
+fn bench_lookup(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
+    let lookup_events = args.lookup_events.max(1000);
+    let dir = work_dir.join(format!("lookup-archive-{lookup_events}"));
+    let marker = dir.join("built-until-us");
+    let parser = EventParser::new(&FieldMapping::default(), true).context("default mapping")?;
+    let end_us = match std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+    {
+        Some(end_us) => end_us,
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+            let archive = mm_archive::Archive::open(&dir, mm_archive::ArchiveConfig::default())?;
+            let end_us = now_us();
+            let config = TrafficConfig {
+                seed: 31,
+                start_ts_us: end_us - 24 * 3_600_000_000,
+                events_per_second: lookup_events as f64 / 86_400.0,
+                ..TrafficConfig::default()
+            };
+            let started = Instant::now();
+            let progress = indicatif::ProgressBar::new(lookup_events);
+            let mut generator = TrafficGenerator::new(config);
+            let mut line = Vec::with_capacity(512);
+            for lsn in 1..=lookup_events / 1000 {
+                let mut batch = Vec::with_capacity(1000 * 160);
+                for event in generator.by_ref().take(1000) {
+                    line.clear();
+                    event.write_ndjson(&mut line);
+                    let parsed = parser
+                        .parse(&line[..line.len() - 1], TimeBounds::UNBOUNDED)
+                        .map_err(|error| anyhow::anyhow!("{error}"))?;
+                    codec::encode_event(&parsed, &mut batch);
+                }
+                let mut payload = Vec::with_capacity(batch.len() + 10);
+                wal::begin_batch(1000, &mut payload);
+                payload.extend_from_slice(&batch);
+                archive.append(lsn, std::sync::Arc::new(payload))?;
+                if archive.flush_due() {
+                    archive.flush()?;
+                }
+                progress.inc(1000);
+            }
+            archive.flush()?;
+            let compacted = archive.compact(i64::MAX, 2, u64::MAX)?;
+            progress.finish_and_clear();
+            println!(
+                "lookup: archived {lookup_events} events in {:.0} s ({} hours compacted, {:.1} GB)",
+                started.elapsed().as_secs_f64(),
+                compacted,
+                archive.size().1 as f64 / 1e9
+            );
+            std::fs::write(&marker, end_us.to_string())?;
+            end_us
+        }
+    };
+    let archive = mm_archive::Archive::open(&dir, mm_archive::ArchiveConfig::default())?;
+    // Probe ids: a sample of archived events, regenerated from the same seed.
+    let config = TrafficConfig {
+        seed: 31,
+        start_ts_us: end_us - 24 * 3_600_000_000,
+        events_per_second: lookup_events as f64 / 86_400.0,
+        ..TrafficConfig::default()
+    };
+    let probes: Vec<(String, String)> = TrafficGenerator::new(config)
+        .take(lookup_events as usize)
+        .step_by((lookup_events / 200) as usize)
+        .map(|event| (event.corr_id, event.merchant))
+        .collect();
+    let from_us = end_us - 24 * 3_600_000_000;
+    let to_us = end_us + 1;
+    for (label, with_merchant) in [("with merchant", true), ("without merchant", false)] {
+        let mut timings = Vec::new();
+        for (corr_id, merchant) in &probes {
+            let query = mm_archive::RowQuery {
+                corr_id: Some(corr_id),
+                merchant: with_merchant.then_some(merchant.as_str()),
+                from_us,
+                to_us,
+            };
+            let started = Instant::now();
+            let found = archive.find(&query)?;
+            timings.push(started.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(
+                found.len() == 1,
+                "corr_id {corr_id} found {} times",
+                found.len()
+            );
+        }
+        timings.sort_by(f64::total_cmp);
+        println!(
+            "lookup {label}, {lookup_events} events over 24 h: p50 {:.1} ms, p99 {:.1} ms ({} lookups, each found once)",
+            percentile(&timings, 0.5),
+            percentile(&timings, 0.99),
+            timings.len()
+        );
+    }
     Ok(())
 }
 
