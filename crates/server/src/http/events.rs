@@ -10,7 +10,7 @@ use mm_model::ApiCall;
 use mm_model::time::MICROS_PER_MINUTE;
 use serde_json::{Map, Value};
 
-use super::routes::{Params, blocking, params, period};
+use super::routes::{Params, blocking, limit_param, params, period};
 use super::{ApiError, AppState};
 
 /// An event as the API shows it: the mapped fields, then every unmapped field as ingested.
@@ -104,17 +104,7 @@ pub async fn list(
                 })?,
         ),
     };
-    let limit = match map.get("limit") {
-        None => 100,
-        Some(text) => match text.parse::<usize>() {
-            Ok(limit) if (1..=1000).contains(&limit) => limit,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit {text:?} must be a whole number from 1 to 1000"
-                )));
-            }
-        },
-    };
+    let limit = limit_param(&map, 100)?;
     let cursor = map
         .get("cursor")
         .map(|text| parse_cursor(text))

@@ -46,6 +46,22 @@ pub(super) fn period(
     )?)
 }
 
+/// The `limit` parameter: 1 to 1000, `default` when absent.
+pub(super) fn limit_param(
+    map: &HashMap<String, String>,
+    default: usize,
+) -> Result<usize, ApiError> {
+    let Some(text) = map.get("limit") else {
+        return Ok(default);
+    };
+    match text.parse::<usize>() {
+        Ok(limit) if (1..=1000).contains(&limit) => Ok(limit),
+        _ => Err(ApiError::bad_request(format!(
+            "limit {text:?} must be a whole number from 1 to 1000"
+        ))),
+    }
+}
+
 pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -190,17 +206,7 @@ pub async fn merchants(
     let map = params(query, &["from", "to", "sort", "limit"])?;
     let period = period(&map, 60 * MICROS_PER_MINUTE)?;
     let sort = MerchantSort::parse(map.get("sort").map(String::as_str))?;
-    let limit = match map.get("limit") {
-        None => 50,
-        Some(text) => match text.parse::<usize>() {
-            Ok(limit) if (1..=1000).contains(&limit) => limit,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit {text:?} must be a whole number from 1 to 1000"
-                )));
-            }
-        },
-    };
+    let limit = limit_param(&map, 50)?;
     let store = state.store.clone();
     let answer = blocking(move || Ok(mm_query::merchants(&store, period, sort, limit)?)).await?;
     Ok(Json(answer).into_response())
@@ -254,17 +260,7 @@ pub async fn search_merchants(
 ) -> Result<Response, ApiError> {
     let map = params(query, &["prefix", "limit"])?;
     let prefix = map.get("prefix").cloned().unwrap_or_default();
-    let limit = match map.get("limit") {
-        None => 20,
-        Some(text) => match text.parse::<usize>() {
-            Ok(limit) if (1..=1000).contains(&limit) => limit,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit {text:?} must be a whole number from 1 to 1000"
-                )));
-            }
-        },
-    };
+    let limit = limit_param(&map, 20)?;
     let store = state.store.clone();
     let search_prefix = prefix.clone();
     let merchants = blocking(move || {
