@@ -174,14 +174,16 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
         expected[&key].calls + 1,
         "the correction carries the corrected total"
     );
-    let metrics =
-        String::from_utf8(mm_testkit::get(server.address, "/metrics").body).expect("utf-8");
+    // The metrics follow once the checkpoint that emitted the correction has committed.
+    let counted = eventually(Duration::from_secs(10), || {
+        let metrics =
+            String::from_utf8(mm_testkit::get(server.address, "/metrics").body).expect("utf-8");
+        (metrics.contains("mm_window_late_events_total 1")
+            && metrics.contains("mm_window_corrections_total 1"))
+        .then_some(())
+    });
     assert!(
-        metrics.contains("mm_window_late_events_total 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("mm_window_corrections_total 1"),
-        "{metrics}"
+        counted.is_some(),
+        "the late event and the correction are counted"
     );
 }

@@ -121,6 +121,9 @@ impl Pipeline {
             )?,
         );
         let archived_lsn = archive.archived_lsn();
+        metrics
+            .archive_quarantined_segments
+            .set(archive.quarantined() as i64);
         recovery.archived_lsn = archived_lsn;
         let floor = Arc::new(archiver::WalFloor::new(checkpoint.lsn, archived_lsn));
         let checkpointed_lsn = Arc::new(AtomicU64::new(checkpoint.lsn));
