@@ -8,13 +8,15 @@ use mm_testkit::{ServerProcess, calls, eventually, ingest, ndjson_line, now_us, 
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 
-/// Reads `activity` events from a server-sent-event stream until it has been quiet for two
-/// seconds after the first event.
+/// Reads `activity` events from a server-sent-event stream until it holds `wanted` of them
+/// (set by the test once it knows) or 30 seconds have passed.
 fn subscribe(
     address: std::net::SocketAddr,
     path: &str,
+    wanted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
     use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
     let mut stream = std::net::TcpStream::connect(address).expect("connects");
     write!(
         stream,
@@ -22,27 +24,28 @@ fn subscribe(
     )
     .expect("writes");
     stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
+        .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout set");
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let mut reader = BufReader::new(stream);
         let mut records = Vec::new();
         let mut event = String::new();
-        loop {
-            let mut line = String::new();
+        let mut line = String::new();
+        while started.elapsed() < Duration::from_secs(30)
+            && records.len() < wanted.load(Ordering::Acquire)
+        {
             match reader.read_line(&mut line) {
                 Ok(0) => break,
-                Ok(_) => {}
-                Err(_) if records.is_empty() && started.elapsed() < Duration::from_secs(30) => {
-                    continue;
-                }
-                Err(_) => break,
+                Ok(_) if line.ends_with('\n') => {}
+                // A timeout may leave part of a line: keep it and read on.
+                Ok(_) | Err(_) => continue,
             }
-            let line = line.trim_end();
-            if let Some(name) = line.strip_prefix("event: ") {
+            let complete = std::mem::take(&mut line);
+            let complete = complete.trim_end();
+            if let Some(name) = complete.strip_prefix("event: ") {
                 event = name.to_owned();
-            } else if let Some(data) = line.strip_prefix("data: ")
+            } else if let Some(data) = complete.strip_prefix("data: ")
                 && event == "activity"
             {
                 records.push(serde_json::from_str(data).expect("event data is JSON"));
@@ -78,7 +81,12 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
         &[],
     );
     // A server-sent-events subscriber, connected before any traffic.
-    let subscriber = subscribe(server.address, "/v1/activity/stream?merchant=m1");
+    let wanted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let subscriber = subscribe(
+        server.address,
+        "/v1/activity/stream?merchant=m1",
+        wanted.clone(),
+    );
 
     // Calls from 2 to 4 minutes ago, sent right after start (before the new input counts as
     // idle): on time. With no further traffic the idle input's watermark then follows the
@@ -137,12 +145,13 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
     }
 
     // The subscriber saw m1's windows, and only m1's.
-    let streamed = subscriber.join().expect("subscriber thread");
     let want_m1 = records
         .iter()
         .filter(|record| record["merchant"] == "m1")
         .count();
     assert!(want_m1 > 0);
+    wanted.store(want_m1, std::sync::atomic::Ordering::Release);
+    let streamed = subscriber.join().expect("subscriber thread");
     assert_eq!(streamed.len(), want_m1, "one event per m1 record");
     assert!(streamed.iter().all(|record| record["merchant"] == "m1"));
 
