@@ -25,7 +25,7 @@ use mm_window::{Aggregator, WindowConfig};
 use crate::pipeline::now_us;
 
 mod sharded;
-pub use sharded::parse_and_aggregate_sharded;
+pub use sharded::{READ_CHUNK_BYTES, parse_and_aggregate_sharded, read_line_chunks};
 
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
@@ -190,8 +190,6 @@ fn dataset(work_dir: &Path, events: u64) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-const READ_CHUNK_BYTES: usize = 256 * 1024;
-
 /// Streams `input` in line-aligned chunks to `threads` parser threads; one aggregator takes
 /// the parsed chunks in input order, exactly as a single reader would. Chunk buffers are
 /// recycled, so memory stays at a few megabytes whatever the file size.
@@ -206,37 +204,8 @@ pub fn parse_and_aggregate(
     let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let (parsed_tx, parsed_rx) = sync_channel::<(usize, Vec<u8>, u64)>(threads * 2);
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || -> anyhow::Result<()> {
-            let mut carry: Vec<u8> = Vec::new();
-            for index in 0.. {
-                let mut buffer = free_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(READ_CHUNK_BYTES * 2));
-                buffer.clear();
-                buffer.append(&mut carry);
-                let start = buffer.len();
-                buffer.resize(start + READ_CHUNK_BYTES, 0);
-                let read = input.read(&mut buffer[start..]).context("reading input")?;
-                buffer.truncate(start + read);
-                if read == 0 {
-                    if !buffer.is_empty() {
-                        let _ = raw_tx.send((index, buffer));
-                    }
-                    return Ok(());
-                }
-                if let Some(last_newline) = buffer.iter().rposition(|byte| *byte == b'\n') {
-                    carry.extend_from_slice(&buffer[last_newline + 1..]);
-                    buffer.truncate(last_newline + 1);
-                } else {
-                    carry = buffer;
-                    continue;
-                }
-                if raw_tx.send((index, buffer)).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(())
-        });
+        let reader =
+            scope.spawn(move || read_line_chunks(&mut input, &raw_tx, &free_rx).map(|_| ()));
         for _ in 0..threads {
             let (parsed_tx, free_tx, raw_rx) = (parsed_tx.clone(), free_tx.clone(), &raw_rx);
             scope.spawn(move || {

@@ -20,7 +20,8 @@ use mm_model::rollup::{Rollup, WindowKey};
 use mm_storage::{codec, wal};
 use mm_window::{Aggregator, WindowConfig};
 
-const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes read per chunk.
+pub const READ_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Parts of parsed chunks waiting for their shard, keyed by chunk index.
 #[derive(Default)]
@@ -55,6 +56,49 @@ fn absorb(aggregator: &mut Aggregator, collect: Option<&Collected>) {
     }
 }
 
+/// Reads `input` into line-aligned chunks of about [`READ_CHUNK_BYTES`], numbered from 0 in
+/// input order, reusing the buffers that come back on `free_rx`. A line longer than a chunk
+/// is carried into the next read. Returns how many chunks were sent.
+pub fn read_line_chunks(
+    input: &mut impl Read,
+    raw_tx: &mpsc::SyncSender<(usize, Vec<u8>)>,
+    free_rx: &mpsc::Receiver<Vec<u8>>,
+) -> anyhow::Result<usize> {
+    let mut carry: Vec<u8> = Vec::new();
+    let mut index = 0;
+    loop {
+        let mut buffer = free_rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(READ_CHUNK_BYTES * 2));
+        buffer.clear();
+        buffer.append(&mut carry);
+        let start = buffer.len();
+        buffer.resize(start + READ_CHUNK_BYTES, 0);
+        let read = input.read(&mut buffer[start..]).context("reading input")?;
+        buffer.truncate(start + read);
+        if read == 0 {
+            if !buffer.is_empty() && raw_tx.send((index, buffer)).is_ok() {
+                index += 1;
+            }
+            return Ok(index);
+        }
+        match buffer.iter().rposition(|byte| *byte == b'\n') {
+            Some(last_newline) => {
+                carry.extend_from_slice(&buffer[last_newline + 1..]);
+                buffer.truncate(last_newline + 1);
+            }
+            None => {
+                carry = buffer;
+                continue;
+            }
+        }
+        if raw_tx.send((index, buffer)).is_err() {
+            return Ok(index);
+        }
+        index += 1;
+    }
+}
+
 /// Returns (events, late events, rejected records). With `collect`, every closed window and
 /// correction is merged into it (for tests); without, outputs are discarded (benchmarks).
 pub fn parse_and_aggregate_sharded(
@@ -77,42 +121,10 @@ pub fn parse_and_aggregate_sharded(
     std::thread::scope(|scope| {
         let total_chunks_ref = &total_chunks;
         let reader = scope.spawn(move || -> anyhow::Result<()> {
-            let mut carry: Vec<u8> = Vec::new();
-            let mut index = 0;
-            loop {
-                let mut buffer = free_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(READ_CHUNK_BYTES * 2));
-                buffer.clear();
-                buffer.append(&mut carry);
-                let start = buffer.len();
-                buffer.resize(start + READ_CHUNK_BYTES, 0);
-                let read = input.read(&mut buffer[start..]).context("reading input")?;
-                buffer.truncate(start + read);
-                if read == 0 {
-                    if !buffer.is_empty() {
-                        let _ = raw_tx.send((index, buffer));
-                        index += 1;
-                    }
-                    total_chunks_ref.store(index, Ordering::Release);
-                    return Ok(());
-                }
-                match buffer.iter().rposition(|byte| *byte == b'\n') {
-                    Some(last_newline) => {
-                        carry.extend_from_slice(&buffer[last_newline + 1..]);
-                        buffer.truncate(last_newline + 1);
-                    }
-                    None => {
-                        carry = buffer;
-                        continue;
-                    }
-                }
-                if raw_tx.send((index, buffer)).is_err() {
-                    total_chunks_ref.store(index, Ordering::Release);
-                    return Ok(());
-                }
-                index += 1;
-            }
+            let sent = read_line_chunks(&mut input, &raw_tx, &free_rx);
+            // Also on error: the workers must not wait for chunks that will never come.
+            total_chunks_ref.store(*sent.as_ref().unwrap_or(&0), Ordering::Release);
+            sent.map(|_| ())
         });
         let mut handles = Vec::new();
         for shard in 0..workers {
@@ -299,5 +311,35 @@ mod tests {
                 "{workers} workers: rollups differ from the fold"
             );
         }
+    }
+
+    #[test]
+    fn a_line_longer_than_a_chunk_is_read_whole_by_both_engines() {
+        let config = TrafficConfig {
+            seed: 9,
+            merchants: 20,
+            ..TrafficConfig::default()
+        };
+        let mut input = Vec::new();
+        for event in TrafficGenerator::new(config.clone()).take(2_000) {
+            event.write_ndjson(&mut input);
+        }
+        input.extend_from_slice(
+            format!("{{\"huge\":\"{}\"}}\n", "x".repeat(READ_CHUNK_BYTES + 1000)).as_bytes(),
+        );
+        for event in TrafficGenerator::new(TrafficConfig { seed: 10, ..config }).take(2_000) {
+            event.write_ndjson(&mut input);
+        }
+        let parser = EventParser::new(&FieldMapping::default(), false).expect("mapping");
+        let (events, _, rejected) =
+            parse_and_aggregate_sharded(input.as_slice(), &parser, 2, None).expect("sharded runs");
+        assert_eq!((events, rejected), (4_000, 1));
+        let (events, _, rejected) =
+            super::super::parse_and_aggregate(input.as_slice(), &parser, 2).expect("ordered runs");
+        assert_eq!(
+            (events, rejected),
+            (4_000, 1),
+            "the ordered engine used to skip a chunk number here and wait forever"
+        );
     }
 }
