@@ -106,6 +106,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         ready: AtomicBool::new(true),
         activity: pipeline.activity.clone(),
         shutdown: tokio::sync::watch::Sender::new(false),
+        ui: crate::http::Ui::from_env(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

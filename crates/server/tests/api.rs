@@ -181,6 +181,25 @@ fn ingest_then_query_every_endpoint() {
         serde_json::json!([])
     );
 
+    // One merchant: known, with the minute it was last seen; an unknown one is a 404.
+    let known = get(server.address, "/v1/merchants/m2").json();
+    assert_eq!(known["merchant"], "m2");
+    let last_minute = events
+        .iter()
+        .filter(|event| event.merchant == "m2")
+        .map(|event| minute_of(event.ts_us))
+        .max()
+        .expect("m2 has calls");
+    assert_eq!(
+        known["last_seen"],
+        format_rfc3339(last_minute * MICROS_PER_MINUTE)
+    );
+    assert_error(
+        &get(server.address, "/v1/merchants/M2"),
+        404,
+        "unknown_merchant",
+    );
+
     // Operability endpoints.
     assert_eq!(get(server.address, "/healthz").status, 200);
     assert_eq!(get(server.address, "/readyz").status, 200);
@@ -199,6 +218,7 @@ fn ingest_then_query_every_endpoint() {
     for path in [
         "/v1/ingest",
         "/v1/merchants",
+        "/v1/merchants/{merchant}",
         "/v1/merchants/{merchant}/activity",
         "/v1/merchants/{merchant}/apis",
     ] {
@@ -275,7 +295,7 @@ fn error_paths_answer_with_one_json_shape() {
             .to_owned();
         assert!(message.contains(fragment), "{path}: {message}");
     }
-    assert_error(&get(address, "/v2/everything"), 404, "not_found");
+    assert_error(&get(address, "/v1/everything"), 404, "not_found");
 
     assert_error(
         &ingest(address, &vec![b' '; 5000]).expect("answers"),

@@ -383,6 +383,8 @@ impl RollupStore {
         closing.clear();
 
         let mut hour_deltas: BTreeMap<(i64, i64, String), [i64; 6]> = BTreeMap::new();
+        // The name index holds each merchant's latest minute written in this batch.
+        let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
         let mut value = Vec::with_capacity(256);
         for (state, windows) in [
             (RollupState::Final, &finals),
@@ -400,14 +402,18 @@ impl RollupStore {
                     RollupState::Final => write.remove(&self.open, store_key),
                 }
                 if key.api == MERCHANT_TOTAL_API {
-                    write.insert(
-                        &self.merchants,
-                        merchant_name_key(&key.merchant),
-                        sortable(key.minute),
-                    );
+                    let seen = last_seen.entry(key.merchant.as_str()).or_insert(key.minute);
+                    *seen = (*seen).max(key.minute);
                     self.index_minute(&mut write, &day, key, rollup, &mut hour_deltas)?;
                 }
             }
+        }
+        for (merchant, minute) in last_seen {
+            write.insert(
+                &self.merchants,
+                merchant_name_key(merchant),
+                sortable(minute),
+            );
         }
         for ((day, hour, merchant), delta) in hour_deltas {
             let Some(handles) = self.day(day) else {
@@ -622,6 +628,15 @@ impl RollupStore {
             self.db.delete_keyspace(handles.index.clone())?;
         }
         Ok(expired.len())
+    }
+
+    /// The last minute with calls of a known merchant (exact name), or `None` for a merchant the
+    /// store has never seen or whose data has aged out.
+    pub fn merchant_last_seen(&self, merchant: &str) -> Result<Option<i64>, StorageError> {
+        Ok(self
+            .merchants
+            .get(merchant_name_key(merchant))?
+            .and_then(|value| unsortable(&value)))
     }
 
     /// Known merchants whose name starts with `prefix`, ignoring case, in name order.

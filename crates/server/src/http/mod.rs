@@ -1,9 +1,13 @@
 //! The HTTP API: ingest, queries, OpenAPI document, health and metrics.
 
+mod content_type;
 mod error;
 mod events;
 mod openapi;
 mod routes;
+mod ui;
+
+pub use ui::Ui;
 
 pub use error::ApiError;
 
@@ -35,6 +39,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The activity stream, for server-sent-event subscribers.
     pub activity: tokio::sync::broadcast::Sender<Arc<crate::pipeline::ActivityRecord>>,
+    /// Where the web dashboard's files come from.
+    pub ui: Ui,
 }
 
 impl std::fmt::Debug for AppState {
@@ -51,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/merchants/search", get(routes::search_merchants))
         .route("/v1/activity/stream", get(routes::activity_stream))
         .route("/v1/events/{corr_id}", get(events::lookup))
+        .route("/v1/merchants/{merchant}", get(routes::merchant))
         .route("/v1/merchants/{merchant}/events", get(events::list))
         .route("/v1/merchants/{merchant}/activity", get(routes::activity))
         .route("/v1/merchants/{merchant}/apis", get(routes::apis))
@@ -61,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
-        .fallback(routes::not_found)
+        .fallback(ui::serve)
         .with_state(state)
 }
 

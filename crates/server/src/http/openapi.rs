@@ -88,6 +88,14 @@ pub fn spec() -> Value {
                     "413": error_response("Body over the size limit"), "415": error_response("Unsupported content encoding"),
                     "429": error_response("Too many concurrent requests; see Retry-After"), "503": error_response("Overloaded; see Retry-After")
                 } } },
+            "/v1/merchants/{merchant}": { "get": {
+                "summary": "Whether the store knows a merchant (exact name)",
+                "parameters": [merchant],
+                "responses": { "200": { "description": "Known merchant", "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["merchant", "last_seen"], "properties": {
+                        "merchant": { "type": "string" },
+                        "last_seen": { "type": "string", "format": "date-time", "description": "Start of the latest minute with calls" } } } } } },
+                    "404": error_response("Unknown merchant (code unknown_merchant)") } } },
             "/v1/merchants/{merchant}/activity": { "get": {
                 "summary": "A merchant's calls over time",
                 "parameters": [merchant, from, to,

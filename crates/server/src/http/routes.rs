@@ -252,6 +252,34 @@ pub async fn not_found() -> ApiError {
     )
 }
 
+/// `GET /v1/merchants/{merchant}`: whether the store knows the merchant, and its last minute
+/// with calls; 404 `unknown_merchant` otherwise.
+pub async fn merchant(
+    State(state): State<Arc<AppState>>,
+    Path(merchant): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let name = merchant.clone();
+    let last_seen = blocking(move || {
+        store
+            .merchant_last_seen(&name)
+            .map_err(|error| ApiError::internal("merchant lookup", error))
+    })
+    .await?;
+    match last_seen {
+        Some(minute) => Ok(Json(serde_json::json!({
+            "merchant": merchant,
+            "last_seen": mm_model::time::format_rfc3339(mm_model::time::minute_start(minute)),
+        }))
+        .into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_merchant",
+            format!("no calls from merchant {merchant:?} are stored"),
+        )),
+    }
+}
+
 /// `GET /v1/merchants/search?prefix=&limit=`: known merchants starting with `prefix`, ignoring
 /// case, for suggestions.
 pub async fn search_merchants(
