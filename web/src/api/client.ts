@@ -217,7 +217,8 @@ export async function lookupCorrelationId(
 }
 
 export type MerchantCheck =
-  | { known: true }
+  /** `lastSeenMs`: the merchant's latest call, when the server says. */
+  | { known: true; lastSeenMs: number | null }
   /** `similar`: known merchants whose names start like this one, for "did you mean". */
   | { known: false; similar: string[] };
 
@@ -227,8 +228,9 @@ export type MerchantCheck =
  */
 export async function checkMerchant(merchant: string, signal?: AbortSignal): Promise<MerchantCheck> {
   try {
-    await getJson<{ merchant: string }>(merchantPath(merchant), {}, signal);
-    return { known: true };
+    const body = await getJson<{ merchant: string; last_seen?: string }>(merchantPath(merchant), {}, signal);
+    const lastSeenMs = body.last_seen ? Date.parse(body.last_seen) : Number.NaN;
+    return { known: true, lastSeenMs: Number.isNaN(lastSeenMs) ? null : lastSeenMs };
   } catch (error) {
     if (!(error instanceof ApiError) || error.status !== 404) throw error;
     if (error.code === 'unknown_merchant') {
@@ -236,7 +238,7 @@ export async function checkMerchant(merchant: string, signal?: AbortSignal): Pro
     }
   }
   const candidates = await searchMerchants(merchant, 50, signal);
-  if (candidates.includes(merchant)) return { known: true };
+  if (candidates.includes(merchant)) return { known: true, lastSeenMs: null };
   return { known: false, similar: await similarMerchants(merchant, signal) };
 }
 

@@ -38,7 +38,7 @@ export function ApiTable({ rows, sort, onSort, selectedApi, onSelectApi, onPickS
       title: `Calls answered ${describeStatus(code)}`,
       className: `status-col status-${statusClass(code)}`,
     })),
-    { key: 'error_rate', label: 'Errors', title: 'Error rate: share of calls answered 5xx' },
+    { key: 'error_rate', label: 'Error rate', title: 'Share of calls answered 5xx' },
     { key: 'p50', label: 'p50', title: 'Median latency' },
     { key: 'p95', label: 'p95', title: '95th percentile latency' },
     { key: 'p99', label: 'p99', title: '99th percentile latency' },

@@ -8,6 +8,7 @@
 import { useEffect, useRef, useState } from 'react';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
+import { logSplits, timeAxisLabels } from '../lib/chartAxes';
 import type { Theme } from '../lib/theme';
 
 export interface ChartSeries {
@@ -51,25 +52,6 @@ export interface TimeChartProps {
 
 const DRAG_MIN_PX = 6;
 
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-
-/**
- * Time-axis labels in local 24-hour time: "17:30", with the date under the first label of each
- * day; only dates when the ticks are a day or more apart.
- */
-export function timeAxisLabels(splits: number[], incrementMs: number): string[] {
-  let previousDay = '';
-  return splits.map((ms) => {
-    const date = new Date(ms);
-    const day = `${date.getDate()} ${MONTHS[date.getMonth()]}`;
-    if (incrementMs >= 86_400_000) return day;
-    const clock = `${String(date.getHours()).padStart(2, '0')}:${String(date.getMinutes()).padStart(2, '0')}`;
-    const label = day !== previousDay ? `${clock}\n${day}` : clock;
-    previousDay = day;
-    return label;
-  });
-}
-
 function cssVar(element: Element, name: string, fallback: string): string {
   const value = getComputedStyle(element).getPropertyValue(name).trim();
   return value || fallback;
@@ -111,7 +93,7 @@ export function TimeChart(props: TimeChartProps) {
       height: Math.max(plotElement.clientHeight, 120),
       ms: 1,
       legend: { show: false },
-      padding: [12, 12, 0, 0],
+      padding: [12, 24, 0, 0],
       cursor: {
         sync: { key: syncKey },
         drag: { x: true, y: false, setScale: false },
@@ -146,6 +128,7 @@ export function TimeChart(props: TimeChartProps) {
           ticks: { stroke: gridColor, width: 1 },
           size: 64,
           values: (_chart, splits) => splits.map((value) => (value === null ? '' : formatValue(value))),
+          ...(logScale ? { splits: (_chart: uPlot, _axisIndex: number, min: number, max: number) => logSplits(min, max) } : {}),
         },
       ],
       series: [

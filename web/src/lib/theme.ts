@@ -2,7 +2,7 @@
 // theme is set as data-theme on <html>, where the stylesheet's colour variables hang off it.
 // index.html applies the stored choice before the first paint so there is no flash.
 
-import { useEffect, useSyncExternalStore } from 'react';
+import { useLayoutEffect, useSyncExternalStore } from 'react';
 
 export type ThemeChoice = 'auto' | 'light' | 'dark';
 export type Theme = 'light' | 'dark';
@@ -65,7 +65,9 @@ function snapshot(): string {
 export function useTheme(): { choice: ThemeChoice; theme: Theme } {
   const value = useSyncExternalStore(subscribe, snapshot, snapshot);
   const [choice, theme] = value.split(':') as [ThemeChoice, Theme];
-  useEffect(() => {
+  // A layout effect runs before any child's effect, so charts that read colour variables when
+  // they rebuild for the new theme already see its values.
+  useLayoutEffect(() => {
     document.documentElement.dataset.theme = theme;
   }, [theme]);
   return { choice, theme };

@@ -23,7 +23,9 @@ import {
   formatUtcOffset,
 } from '../lib/format';
 import {
+  HOUR_MS,
   isLive,
+  MINUTE_MS,
   periodLabel,
   periodProblem,
   resolvePeriod,
@@ -254,6 +256,8 @@ function MerchantView({ state, theme }: { state: MerchantViewState; theme: Theme
   }
 
   const { range } = data;
+  const lastSeenMs = check.data?.known ? check.data.lastSeenMs : null;
+  const lastSeenMinute = lastSeenMs === null ? 0 : Math.floor(lastSeenMs / MINUTE_MS) * MINUTE_MS;
   const stepMs = STEP_MS[range.step];
   const bucketTitle = (index: number) => {
     const start = columns.xs[index] ?? 0;
@@ -331,9 +335,24 @@ function MerchantView({ state, theme }: { state: MerchantViewState; theme: Theme
 
       {summary.calls === 0 ? (
         <Notice tone="empty" testId="no-calls">
-          {api
-            ? `${merchant} made no calls to ${api} in this period.`
-            : `${merchant} made no calls in this period. Pick a longer period to see older activity.`}
+          {api ? `${merchant} made no calls to ${api} in this period.` : `${merchant} made no calls in this period.`}{' '}
+          {lastSeenMs !== null && lastSeenMs < range.fromMs ? (
+            <>
+              Its latest call was at {formatDateTime(lastSeenMs)}:{' '}
+              <Link
+                to={merchantHref({
+                  ...state,
+                  period: { kind: 'range', fromMs: lastSeenMinute - HOUR_MS + MINUTE_MS, toMs: lastSeenMinute + MINUTE_MS },
+                  atMs: null,
+                })}
+              >
+                show the hour up to it
+              </Link>
+              .
+            </>
+          ) : (
+            'Pick a longer period to see older activity.'
+          )}
         </Notice>
       ) : null}
 

@@ -67,7 +67,12 @@ function Overview({ period }: { period: Period }) {
   const error = query.errorKey === key ? query.error : undefined;
 
   return (
-    <div className={`page${data && query.dataKey !== key ? ' stale' : ''}`} data-testid="overview">
+    <div
+      className={`page${data && query.dataKey !== key ? ' stale' : ''}`}
+      data-testid="overview"
+      data-from={data?.fromMs}
+      data-to={data?.toMs}
+    >
       <div className="page-head">
         <div className="title-block">
           <p className="eyebrow">All merchants</p>
