@@ -1,0 +1,160 @@
+//! Cluster-mode settings and the librdkafka client configurations built from them.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// The `[kafka]` section of the configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic of API-call logs (JSON, mapped with `[mapping]`).
+    pub input_topic: String,
+    /// The consumer group the instances share.
+    pub group_id: String,
+    /// Where one record per closed (merchant, api, minute) goes.
+    #[serde(default = "default_activity_topic")]
+    pub activity_topic: String,
+    /// Where records that cannot be parsed or fail validation go.
+    #[serde(default = "default_dlq_topic")]
+    pub dlq_topic: String,
+    /// The internal topic records are re-keyed into; default `<group_id>-repartition`.
+    #[serde(default)]
+    pub repartition_topic: Option<String>,
+    /// `true` when every producer of the input topic keys records by merchant account with
+    /// the Java client's default partitioner: the repartition step is then skipped.
+    #[serde(default)]
+    pub input_keyed: bool,
+    /// Create missing topics at start-up with this many partitions (0: do not create).
+    #[serde(default = "default_partitions")]
+    pub create_topics_partitions: i32,
+    /// Records a consumer may hold fetched but unprocessed before librdkafka stops fetching,
+    /// in kilobytes per partition queue (librdkafka `queued.max.messages.kbytes`).
+    #[serde(default = "default_queued_kbytes")]
+    pub max_queued_kbytes: u32,
+    /// Passed to librdkafka as is: `security.protocol`, `sasl.*`, `ssl.*`, …
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+fn default_activity_topic() -> String {
+    "merchant-activity".to_owned()
+}
+
+fn default_dlq_topic() -> String {
+    "merchant-monitor-dlq".to_owned()
+}
+
+fn default_partitions() -> i32 {
+    12
+}
+
+fn default_queued_kbytes() -> u32 {
+    16 * 1024
+}
+
+impl KafkaSettings {
+    /// The settings for the command-line essentials; everything else at its default.
+    pub fn new(brokers: &str, input_topic: &str, group_id: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            input_topic: input_topic.to_owned(),
+            group_id: group_id.to_owned(),
+            activity_topic: default_activity_topic(),
+            dlq_topic: default_dlq_topic(),
+            repartition_topic: None,
+            input_keyed: false,
+            create_topics_partitions: default_partitions(),
+            max_queued_kbytes: default_queued_kbytes(),
+            client: BTreeMap::new(),
+        }
+    }
+
+    /// The topic windows are aggregated from: the input when it is keyed, else the internal
+    /// repartition topic.
+    pub fn aggregation_topic(&self) -> String {
+        if self.input_keyed {
+            self.input_topic.clone()
+        } else {
+            self.repartition_topic()
+        }
+    }
+
+    pub fn repartition_topic(&self) -> String {
+        self.repartition_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-repartition", self.group_id))
+    }
+
+    /// The group that aggregates the repartition topic (the user's group reads the input).
+    pub fn aggregation_group(&self) -> String {
+        if self.input_keyed {
+            self.group_id.clone()
+        } else {
+            format!("{}.aggregate", self.group_id)
+        }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.client {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// An idempotent producer that waits for every in-sync replica.
+    pub fn producer(&self, client_id: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("client.id", client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "zstd")
+            .set("queue.buffering.max.kbytes", "65536")
+            .set("partitioner", "murmur2_random");
+        config
+    }
+
+    /// A group member: cooperative-sticky assignment, manual commits, no offset auto-store.
+    pub fn group_consumer(&self, group: &str, client_id: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group)
+            .set("client.id", client_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set(
+                "queued.max.messages.kbytes",
+                self.max_queued_kbytes.to_string(),
+            );
+        config
+    }
+
+    /// A reader outside any group, positioned by hand.
+    pub fn reader(&self, client_id: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", format!("{}.reader", self.group_id))
+            .set("client.id", client_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set(
+                "queued.max.messages.kbytes",
+                self.max_queued_kbytes.to_string(),
+            );
+        config
+    }
+}
