@@ -48,6 +48,33 @@ pub struct Checkpoint {
     pub partitions: Vec<(u32, i64)>,
 }
 
+/// A window rollup replicated from the activity topic: all calls of the window at offset
+/// ≤ `covers` of aggregation partition `partition`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replicated {
+    pub key: WindowKey,
+    pub rollup: Rollup,
+    pub partition: i32,
+    pub covers: i64,
+}
+
+impl Replicated {
+    /// Whether this record replaces one covering `offset` of `partition`: it covers more of
+    /// the same partition, or it comes from another partition (the topic was re-partitioned;
+    /// the newest record wins).
+    pub fn supersedes(&self, partition: i32, offset: i64) -> bool {
+        self.partition != partition || self.covers > offset
+    }
+}
+
+const REPLICA_POSITION_PREFIX: &str = "replica-position:";
+
+fn covers_key(key: &WindowKey) -> Vec<u8> {
+    let mut bytes = vec![b'k'];
+    bytes.extend_from_slice(&rollup_key(key));
+    bytes
+}
+
 /// Calls and class counts of a merchant over some minutes: what the ranking needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -382,15 +409,132 @@ impl RollupStore {
         }
         closing.clear();
 
+        self.write_windows(
+            &mut write,
+            [
+                (RollupState::Final, finals.as_slice()),
+                (RollupState::Final, corrected.as_slice()),
+                (RollupState::Open, open.as_slice()),
+            ],
+        )?;
+        let checkpoint_bytes =
+            serde_json::to_vec(&checkpoint).map_err(|error| StorageError::Corrupt {
+                what: "checkpoint",
+                path: self.meta.path().to_owned(),
+                detail: error.to_string(),
+            })?;
+        write.insert(&self.meta, CHECKPOINT_KEY, checkpoint_bytes);
+        Ok(PreparedCheckpoint {
+            batch: write,
+            finals,
+            corrected,
+        })
+    }
+
+    /// Applies rollups replicated from the activity topic (cluster mode) and the topic
+    /// positions they bring the replica to, atomically.
+    ///
+    /// Each record says "every call of this window at aggregation offset ≤ `covers`", so for a
+    /// window the record with the larger `covers` (from the same aggregation partition) holds
+    /// everything the other does: it wins, and a record that covers no more than the stored
+    /// one is skipped. Re-delivered and re-emitted records therefore never double-count.
+    /// Returns how many records were written.
+    pub fn apply_replicated(
+        &self,
+        records: Vec<Replicated>,
+        positions: &[(i32, i64)],
+    ) -> Result<usize, StorageError> {
+        // The latest version of each window in this batch.
+        let mut latest: BTreeMap<WindowKey, Replicated> = BTreeMap::new();
+        for record in records {
+            match latest.get(&record.key) {
+                Some(held) if !record.supersedes(held.partition, held.covers) => {}
+                _ => {
+                    latest.insert(record.key.clone(), record);
+                }
+            }
+        }
+        let mut windows = Vec::with_capacity(latest.len());
+        let mut covers = Vec::with_capacity(latest.len());
+        for (key, record) in latest {
+            if let Some((partition, stored)) = self.covers(&key)?
+                && !record.supersedes(partition, stored)
+            {
+                continue;
+            }
+            covers.push((key.clone(), record.partition, record.covers));
+            windows.push((key, record.rollup));
+        }
+        let mut write = self.db.batch();
+        self.write_windows(&mut write, [(RollupState::Final, windows.as_slice())])?;
+        for (key, partition, offset) in &covers {
+            let day = self.day_or_create(day_of(key.minute))?;
+            let mut value = Vec::with_capacity(12);
+            value.extend_from_slice(&partition.to_be_bytes());
+            value.extend_from_slice(&offset.to_be_bytes());
+            write.insert(&day.index, covers_key(key), value);
+        }
+        for (partition, next) in positions {
+            write.insert(
+                &self.meta,
+                format!("{REPLICA_POSITION_PREFIX}{partition}"),
+                next.to_be_bytes(),
+            );
+        }
+        write.commit()?;
+        Ok(windows.len())
+    }
+
+    /// The (aggregation partition, offset) a replicated window's stored rollup covers.
+    pub fn covers(&self, key: &WindowKey) -> Result<Option<(i32, i64)>, StorageError> {
+        let Some(day) = self.day(day_of(key.minute)) else {
+            return Ok(None);
+        };
+        Ok(day.index.get(covers_key(key))?.and_then(|value| {
+            let partition = i32::from_be_bytes(value.get(..4)?.try_into().ok()?);
+            let offset = i64::from_be_bytes(value.get(4..12)?.try_into().ok()?);
+            Some((partition, offset))
+        }))
+    }
+
+    /// A replicated window's stored rollup and what it covers.
+    pub fn replicated(&self, key: &WindowKey) -> Result<Option<(Rollup, i32, i64)>, StorageError> {
+        let Some((partition, covers)) = self.covers(key)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .stored_rollup(key)?
+            .map(|rollup| (rollup, partition, covers)))
+    }
+
+    /// The activity-topic positions the replica has applied: partition → next offset.
+    pub fn replica_positions(&self) -> Result<BTreeMap<i32, i64>, StorageError> {
+        let mut positions = BTreeMap::new();
+        for guard in self.meta.prefix(REPLICA_POSITION_PREFIX) {
+            let (key, value) = guard.into_inner()?;
+            let partition = std::str::from_utf8(&key[REPLICA_POSITION_PREFIX.len()..])
+                .ok()
+                .and_then(|text| text.parse::<i32>().ok());
+            let next = <[u8; 8]>::try_from(&value[..]).ok().map(i64::from_be_bytes);
+            if let (Some(partition), Some(next)) = (partition, next) {
+                positions.insert(partition, next);
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Writes windows with their index entries: the rollup, the open-window marker, the
+    /// merchant-name index and the ranking index (exact minute and hour totals).
+    fn write_windows<const N: usize>(
+        &self,
+        write: &mut fjall::OwnedWriteBatch,
+        groups: [(RollupState, &[(WindowKey, Rollup)]); N],
+    ) -> Result<(), StorageError> {
         let mut hour_deltas: BTreeMap<(i64, i64, String), [i64; 6]> = BTreeMap::new();
         // The name index holds each merchant's latest minute written in this batch.
         let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
         let mut value = Vec::with_capacity(256);
-        for (state, windows) in [
-            (RollupState::Final, &finals),
-            (RollupState::Final, &corrected),
-            (RollupState::Open, &open),
-        ] {
+        for (state, windows) in groups {
             for (key, rollup) in windows {
                 let day = self.day_or_create(day_of(key.minute))?;
                 let store_key = rollup_key(key);
@@ -404,7 +548,7 @@ impl RollupStore {
                 if key.api == MERCHANT_TOTAL_API {
                     let seen = last_seen.entry(key.merchant.as_str()).or_insert(key.minute);
                     *seen = (*seen).max(key.minute);
-                    self.index_minute(&mut write, &day, key, rollup, &mut hour_deltas)?;
+                    self.index_minute(write, &day, key, rollup, &mut hour_deltas)?;
                 }
             }
         }
@@ -434,18 +578,7 @@ impl RollupStore {
                 Totals::from_fields(fields).encode(),
             );
         }
-        let checkpoint_bytes =
-            serde_json::to_vec(&checkpoint).map_err(|error| StorageError::Corrupt {
-                what: "checkpoint",
-                path: self.meta.path().to_owned(),
-                detail: error.to_string(),
-            })?;
-        write.insert(&self.meta, CHECKPOINT_KEY, checkpoint_bytes);
-        Ok(PreparedCheckpoint {
-            batch: write,
-            finals,
-            corrected,
-        })
+        Ok(())
     }
 
     fn index_minute(

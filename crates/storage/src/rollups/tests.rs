@@ -267,3 +267,72 @@ fn merchants_are_found_by_prefix_ignoring_case() {
             .is_empty()
     );
 }
+
+fn replicated(merchant: &str, api: &str, calls: &[(u16, f64)], covers: i64) -> Replicated {
+    Replicated {
+        key: key(merchant, api, MINUTE),
+        rollup: rollup(calls),
+        partition: 3,
+        covers,
+    }
+}
+
+#[test]
+fn replicated_rollups_keep_the_version_that_covers_most() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let first = [(200, 1.0), (500, 2.0)];
+    let more = [(200, 1.0), (500, 2.0), (200, 3.0)];
+    // A final, the same final delivered twice, and a correction covering more.
+    let written = store
+        .apply_replicated(
+            vec![
+                replicated("M", "", &first, 10),
+                replicated("M", "", &first, 10),
+            ],
+            &[(0, 11)],
+        )
+        .expect("applies");
+    assert_eq!(written, 1);
+    let totals = store.merchant_totals(MINUTE, MINUTE + 1).expect("totals");
+    assert_eq!(totals["M"].calls, 2);
+    assert_eq!(
+        store
+            .apply_replicated(vec![replicated("M", "", &more, 25)], &[(0, 12)])
+            .expect("applies"),
+        1
+    );
+    // A re-emitted older version (an instance re-deriving it after a crash) changes nothing,
+    // and neither does the same version again.
+    assert_eq!(
+        store
+            .apply_replicated(
+                vec![
+                    replicated("M", "", &first, 10),
+                    replicated("M", "", &more, 25)
+                ],
+                &[(0, 14)]
+            )
+            .expect("applies"),
+        0
+    );
+    let (stored, partition, covers) = store
+        .replicated(&key("M", "", MINUTE))
+        .expect("reads")
+        .expect("present");
+    assert_eq!((stored.calls, partition, covers), (3, 3, 25));
+    // The ranking index moved by the difference only: 3 calls, one of them a 5xx.
+    let totals = store.merchant_totals(MINUTE, MINUTE + 60).expect("totals");
+    assert_eq!(totals["M"].calls, 3);
+    assert_eq!(totals["M"].classes.status_5xx, 1);
+    assert_eq!(
+        store.replica_positions().expect("positions"),
+        BTreeMap::from([(0, 14)])
+    );
+    drop(store);
+    let reopened = RollupStore::open(dir.path()).expect("reopens");
+    assert_eq!(
+        reopened.replica_positions().expect("positions"),
+        BTreeMap::from([(0, 14)])
+    );
+}
