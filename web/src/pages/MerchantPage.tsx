@@ -170,7 +170,7 @@ function MerchantView({ state, theme }: { state: MerchantViewState; theme: Theme
       </div>
       <div className="head-controls">
         <PeriodPicker period={period} onChange={(next) => update({ period: next, atMs: null })} />
-        <div className="head-meta">
+        <div className="head-meta" hidden={unknown !== null}>
           {data ? (
             <span className="range-text" data-testid="range-text">
               {formatRange(data.range.fromMs, data.range.toMs)} {formatUtcOffset(data.range.fromMs)} ·{' '}
@@ -182,7 +182,7 @@ function MerchantView({ state, theme }: { state: MerchantViewState; theme: Theme
             paused={paused}
             onTogglePause={() => setPaused((value) => !value)}
             updatedAt={view.updatedAt}
-            failing={viewError !== undefined && data !== undefined}
+            failing={viewError !== undefined}
           />
           <CopyLinkButtons fixedHref={data && isLive(period) ? merchantHref({ ...state, period: { kind: 'range', fromMs: data.range.fromMs, toMs: data.range.toMs } }) : null} />
         </div>

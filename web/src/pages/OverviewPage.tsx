@@ -91,7 +91,7 @@ function Overview({ period }: { period: Period }) {
               paused={paused}
               onTogglePause={() => setPaused((value) => !value)}
               updatedAt={query.updatedAt}
-              failing={error !== undefined && data !== undefined}
+              failing={error !== undefined}
             />
           </div>
         </div>
