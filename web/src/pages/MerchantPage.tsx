@@ -261,7 +261,9 @@ function MerchantView({ state, theme }: { state: MerchantViewState; theme: Theme
   const stepMs = STEP_MS[range.step];
   const bucketTitle = (index: number) => {
     const start = columns.xs[index] ?? 0;
-    return `${formatDateTime(start)} – ${formatClock(start + stepMs)}`;
+    // The bucket holding "now" is still filling up; say so, or its low count reads as a drop.
+    const inProgress = Date.now() < start + stepMs;
+    return `${formatDateTime(start)} – ${formatClock(start + stepMs)}${inProgress ? ' · in progress' : ''}`;
   };
   const describeCalls = (index: number): { title: string; rows: TooltipRow[] } => {
     const rows: TooltipRow[] = [
