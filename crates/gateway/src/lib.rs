@@ -166,7 +166,7 @@ impl BatchBuilder {
     }
 }
 
-/// Parses and validates every record of a decoded body.
+/// Parses and validates every record of a decoded body into one write-ahead-log batch.
 pub fn process_body(
     parser: &EventParser,
     body: &[u8],
@@ -179,25 +179,41 @@ pub fn process_body(
         rejected: Vec::new(),
         records: 0,
     };
+    let (records, rejected) = for_each_record(parser, body, bounds, limits, |event, _| {
+        builder.accept(event);
+    })?;
+    builder.records = records;
+    builder.rejected = rejected;
+    Ok(builder.finish())
+}
+
+/// Parses and validates every record of a decoded body (NDJSON, or a JSON array), calling
+/// `accept` with each valid event and the record's own bytes. Returns the number of records
+/// and the rejected ones.
+pub fn for_each_record(
+    parser: &EventParser,
+    body: &[u8],
+    bounds: TimeBounds,
+    limits: &IngestLimits,
+    mut accept: impl FnMut(&ApiCallRef<'_>, &[u8]),
+) -> Result<(usize, Vec<RejectedRecord>), BodyError> {
+    let mut rejections = Vec::new();
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
         let records: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
             .map_err(|error| BodyError::UnreadableArray(error.to_string()))?;
-        builder.records = records.len();
         for (index, raw) in records.iter().enumerate() {
             let text = raw.get();
             if text.len() > limits.max_record_bytes {
-                builder
-                    .rejected
-                    .push(too_large(index, None, text.len(), limits));
+                rejections.push(too_large(index, None, text.len(), limits));
                 continue;
             }
             match parser.parse_str(text, bounds) {
-                Ok(event) => builder.accept(&event),
-                Err(error) => builder.rejected.push(rejected(index, None, error)),
+                Ok(event) => accept(&event, text.as_bytes()),
+                Err(error) => rejections.push(rejected(index, None, error)),
             }
         }
-        return Ok(builder.finish());
+        return Ok((records.len(), rejections));
     }
     let mut index = 0;
     for (line_number, line) in body.split(|byte| *byte == b'\n').enumerate() {
@@ -208,7 +224,7 @@ pub fn process_body(
         let record_index = index;
         index += 1;
         if line.len() > limits.max_record_bytes {
-            builder.rejected.push(too_large(
+            rejections.push(too_large(
                 record_index,
                 Some(line_number + 1),
                 line.len(),
@@ -217,16 +233,11 @@ pub fn process_body(
             continue;
         }
         match parser.parse(line, bounds) {
-            Ok(event) => builder.accept(&event),
-            Err(error) => {
-                builder
-                    .rejected
-                    .push(rejected(record_index, Some(line_number + 1), error))
-            }
+            Ok(event) => accept(&event, line),
+            Err(error) => rejections.push(rejected(record_index, Some(line_number + 1), error)),
         }
     }
-    builder.records = index;
-    Ok(builder.finish())
+    Ok((index, rejections))
 }
 
 fn too_large(

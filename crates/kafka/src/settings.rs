@@ -31,6 +31,9 @@ pub struct KafkaSettings {
     /// Create missing topics at start-up with this many partitions (0: do not create).
     #[serde(default = "default_partitions")]
     pub create_topics_partitions: i32,
+    /// Replication factor of created topics.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
     /// Records a consumer may hold fetched but unprocessed before librdkafka stops fetching,
     /// in kilobytes per partition queue (librdkafka `queued.max.messages.kbytes`).
     #[serde(default = "default_queued_kbytes")]
@@ -52,6 +55,10 @@ fn default_partitions() -> i32 {
     12
 }
 
+fn default_replication() -> i32 {
+    1
+}
+
 fn default_queued_kbytes() -> u32 {
     16 * 1024
 }
@@ -68,6 +75,7 @@ impl KafkaSettings {
             repartition_topic: None,
             input_keyed: false,
             create_topics_partitions: default_partitions(),
+            replication_factor: default_replication(),
             max_queued_kbytes: default_queued_kbytes(),
             client: BTreeMap::new(),
         }

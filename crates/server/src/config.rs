@@ -60,6 +60,8 @@ pub struct RawConfig {
     pub mapping: FieldMapping,
     #[serde(default)]
     pub activity: RawActivity,
+    /// Cluster mode: consume from (and ingest into) Kafka.
+    pub kafka: Option<mm_kafka::KafkaSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +131,8 @@ pub struct Config {
     pub archive_max_bytes: Option<u64>,
     pub mapping: FieldMapping,
     pub activity_file: Option<PathBuf>,
+    /// Cluster mode when present.
+    pub kafka: Option<mm_kafka::KafkaSettings>,
 }
 
 /// Reads `30d`, `3m`, `10s`, `500ms`, `2h` (one number and one unit).
@@ -164,6 +168,51 @@ fn duration_or(field: &str, text: Option<&str>, default: Duration) -> anyhow::Re
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub kafka: KafkaOverrides,
+}
+
+/// The cluster-mode essentials as flags.
+#[derive(Debug, Default, Clone)]
+pub struct KafkaOverrides {
+    pub brokers: Option<String>,
+    pub input_topic: Option<String>,
+    pub group_id: Option<String>,
+    pub activity_topic: Option<String>,
+    pub dlq_topic: Option<String>,
+}
+
+impl KafkaOverrides {
+    fn apply(&self, kafka: &mut Option<mm_kafka::KafkaSettings>) -> anyhow::Result<()> {
+        if let Some(brokers) = &self.brokers {
+            let settings = kafka.get_or_insert_with(|| {
+                mm_kafka::KafkaSettings::new(brokers, "api-calls", "merchant-monitor")
+            });
+            settings.brokers = brokers.clone();
+        }
+        let flags_without_brokers = self.input_topic.is_some()
+            || self.group_id.is_some()
+            || self.activity_topic.is_some()
+            || self.dlq_topic.is_some();
+        let Some(settings) = kafka.as_mut() else {
+            if flags_without_brokers {
+                bail!(
+                    "--input-topic, --group-id, --activity-topic and --dlq-topic need --kafka-brokers (or a [kafka] section)"
+                );
+            }
+            return Ok(());
+        };
+        for (flag, target) in [
+            (&self.input_topic, &mut settings.input_topic),
+            (&self.group_id, &mut settings.group_id),
+            (&self.activity_topic, &mut settings.activity_topic),
+            (&self.dlq_topic, &mut settings.dlq_topic),
+        ] {
+            if let Some(value) = flag {
+                *target = value.clone();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl RawConfig {
@@ -209,6 +258,25 @@ impl RawConfig {
         }
         if let Some(dir) = &overrides.data_dir {
             self.data_dir = Some(dir.clone());
+        }
+        overrides.kafka.apply(&mut self.kafka)?;
+        if let Some(kafka) = &self.kafka {
+            for (name, value) in [
+                ("kafka.brokers", &kafka.brokers),
+                ("kafka.input_topic", &kafka.input_topic),
+                ("kafka.group_id", &kafka.group_id),
+                ("kafka.activity_topic", &kafka.activity_topic),
+                ("kafka.dlq_topic", &kafka.dlq_topic),
+            ] {
+                if value.trim().is_empty() {
+                    bail!("{name} must not be empty");
+                }
+            }
+            if kafka.activity_topic == kafka.input_topic || kafka.dlq_topic == kafka.input_topic {
+                bail!(
+                    "kafka.activity_topic and kafka.dlq_topic must differ from kafka.input_topic"
+                );
+            }
         }
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen: SocketAddr = listen_text.parse().with_context(|| {
@@ -317,6 +385,7 @@ impl RawConfig {
             )?,
             archive_max_bytes: self.storage.archive_max_bytes,
             mapping: self.mapping,
+            kafka: self.kafka,
         })
     }
 }
@@ -324,10 +393,6 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
 
     #[test]
     fn defaults_are_valid_on_loopback() {
@@ -344,7 +409,7 @@ mod tests {
     fn public_listener_needs_tokens() {
         let overrides = Overrides {
             listen: Some("0.0.0.0:8080".into()),
-            data_dir: None,
+            ..Overrides::default()
         };
         let error = RawConfig::default()
             .validate(&overrides, &no_env)
@@ -394,11 +459,91 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("5 fortnights").is_err());
     }
+
+    #[test]
+    fn kafka_flags_turn_on_cluster_mode_and_override_the_file() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [kafka]
+            brokers = "k1:9092"
+            input_topic = "calls"
+            group_id = "mm"
+            input_keyed = true
+            [kafka.client]
+            "security.protocol" = "SASL_SSL"
+            "#,
+        )
+        .expect("parses");
+        let config = raw
+            .validate(
+                &Overrides {
+                    kafka: KafkaOverrides {
+                        group_id: Some("mm-blue".into()),
+                        dlq_topic: Some("calls-dlq".into()),
+                        ..KafkaOverrides::default()
+                    },
+                    ..Overrides::default()
+                },
+                &no_env,
+            )
+            .expect("valid");
+        let kafka = config.kafka.expect("cluster mode");
+        assert_eq!(kafka.brokers, "k1:9092");
+        assert_eq!(kafka.group_id, "mm-blue");
+        assert_eq!(kafka.dlq_topic, "calls-dlq");
+        assert_eq!(kafka.activity_topic, "merchant-activity");
+        assert!(kafka.input_keyed);
+        assert_eq!(kafka.client["security.protocol"], "SASL_SSL");
+
+        let from_flags = RawConfig::default()
+            .validate(
+                &Overrides {
+                    kafka: KafkaOverrides {
+                        brokers: Some("127.0.0.1:9092".into()),
+                        input_topic: Some("calls".into()),
+                        ..KafkaOverrides::default()
+                    },
+                    ..Overrides::default()
+                },
+                &no_env,
+            )
+            .expect("valid");
+        let kafka = from_flags.kafka.expect("cluster mode");
+        assert_eq!(
+            (kafka.input_topic.as_str(), kafka.group_id.as_str()),
+            ("calls", "merchant-monitor")
+        );
+
+        let error = RawConfig::default()
+            .validate(
+                &Overrides {
+                    kafka: KafkaOverrides {
+                        input_topic: Some("calls".into()),
+                        ..KafkaOverrides::default()
+                    },
+                    ..Overrides::default()
+                },
+                &no_env,
+            )
+            .expect_err("needs brokers");
+        assert!(error.to_string().contains("--kafka-brokers"), "{error}");
+        assert!(
+            RawConfig::default()
+                .validate(&Overrides::default(), &no_env)
+                .expect("valid")
+                .kafka
+                .is_none()
+        );
+    }
 }
 
 #[cfg(test)]
 mod example_file {
     use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
 
     #[test]
     fn the_shipped_example_config_is_valid_and_matches_the_defaults() {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mm_gateway::{BodyError, IngestLimits, RejectedRecord, decode_body, process_body};
+use mm_gateway::{
+    BodyError, IngestLimits, RejectedRecord, decode_body, for_each_record, process_body,
+};
 use mm_model::mapping::{EventParser, TimeBounds};
 use mm_storage::wal::{AppendError, Wal};
 use mm_telemetry::Metrics;
@@ -33,16 +35,32 @@ pub enum IngestFailure {
     TooManyRequests,
     #[error("the write-ahead log is saturated; retry shortly")]
     Overloaded,
+    #[error("the Kafka producer's queue is full; retry shortly")]
+    BrokerBusy,
+    #[error("the broker did not take the records: {0}")]
+    Broker(String),
     #[error("the server is shutting down")]
     Closed,
     #[error("storage failed: {0}")]
     Storage(String),
 }
 
+/// Where accepted records go.
+pub enum IngestSink {
+    /// The embedded write-ahead log: a batch is acknowledged once fsynced.
+    Wal(Wal),
+    /// Cluster mode: each record, as received, to the input topic keyed by merchant
+    /// (idempotent producer, acks=all); acknowledged once the broker has every one.
+    Kafka {
+        producer: rdkafka::producer::FutureProducer,
+        topic: String,
+    },
+}
+
 /// Shared ingest state.
 pub struct Ingestor {
     parser: EventParser,
-    wal: Wal,
+    sink: IngestSink,
     metrics: Arc<Metrics>,
     limits: IngestLimits,
     retention_us: i64,
@@ -62,7 +80,7 @@ impl std::fmt::Debug for Ingestor {
 impl Ingestor {
     pub fn new(
         parser: EventParser,
-        wal: Wal,
+        sink: IngestSink,
         metrics: Arc<Metrics>,
         limits: IngestLimits,
         retention: Duration,
@@ -71,7 +89,7 @@ impl Ingestor {
     ) -> Self {
         Self {
             parser,
-            wal,
+            sink,
             metrics,
             limits,
             retention_us: retention.as_micros() as i64,
@@ -112,34 +130,96 @@ impl Ingestor {
             min_ts_us: now - self.retention_us,
             max_ts_us: now + self.max_skew_us,
         };
-        let processed = process_body(&self.parser, &decoded, bounds, &self.limits)?;
-        drop(decoded);
-        if processed.records == 0 {
-            return Err(IngestFailure::Empty);
-        }
-        for rejected in &processed.rejected {
-            self.metrics.reject(rejected.code);
-        }
-        if processed.accepted > 0 {
-            let ticket = self
-                .wal
-                .try_append(processed.payload)
-                .map_err(|error| match error {
-                    AppendError::Overloaded => IngestFailure::Overloaded,
-                    AppendError::Closed => IngestFailure::Closed,
-                    AppendError::Failed(detail) => IngestFailure::Storage(detail),
-                })?;
-            match ticket.await {
-                Ok(Ok(_lsn)) => {}
-                Ok(Err(AppendError::Failed(detail))) => return Err(IngestFailure::Storage(detail)),
-                Ok(Err(_)) | Err(_) => return Err(IngestFailure::Closed),
+        let (accepted, rejected) = match &self.sink {
+            IngestSink::Wal(wal) => {
+                let processed = process_body(&self.parser, &decoded, bounds, &self.limits)?;
+                drop(decoded);
+                if processed.records == 0 {
+                    return Err(IngestFailure::Empty);
+                }
+                self.count_rejections(&processed.rejected);
+                if processed.accepted > 0 {
+                    let ticket =
+                        wal.try_append(processed.payload)
+                            .map_err(|error| match error {
+                                AppendError::Overloaded => IngestFailure::Overloaded,
+                                AppendError::Closed => IngestFailure::Closed,
+                                AppendError::Failed(detail) => IngestFailure::Storage(detail),
+                            })?;
+                    match ticket.await {
+                        Ok(Ok(_lsn)) => {}
+                        Ok(Err(AppendError::Failed(detail))) => {
+                            return Err(IngestFailure::Storage(detail));
+                        }
+                        Ok(Err(_)) | Err(_) => return Err(IngestFailure::Closed),
+                    }
+                }
+                (processed.accepted, processed.rejected)
             }
-            self.metrics.ingest_events.inc_by(processed.accepted as u64);
+            IngestSink::Kafka { producer, topic } => {
+                let mut deliveries = Vec::new();
+                let mut refused = None;
+                let (records, rejected) = for_each_record(
+                    &self.parser,
+                    &decoded,
+                    bounds,
+                    &self.limits,
+                    |event, raw| {
+                        if refused.is_some() {
+                            return;
+                        }
+                        let record = rdkafka::producer::FutureRecord::to(topic)
+                            .key(event.merchant.as_bytes())
+                            .payload(raw);
+                        match producer.send_result(record) {
+                            Ok(delivery) => deliveries.push(delivery),
+                            Err((error, _)) => refused = Some(error),
+                        }
+                    },
+                )?;
+                drop(decoded);
+                if records == 0 {
+                    return Err(IngestFailure::Empty);
+                }
+                self.count_rejections(&rejected);
+                let accepted = deliveries.len();
+                let mut failure = refused.map(|error| match error {
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ) => IngestFailure::BrokerBusy,
+                    other => IngestFailure::Broker(other.to_string()),
+                });
+                // Every record sent must be on the broker before anything is acknowledged.
+                for delivery in deliveries {
+                    match delivery.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((error, _))) => {
+                            failure.get_or_insert(IngestFailure::Broker(error.to_string()));
+                        }
+                        Err(_) => {
+                            failure.get_or_insert(IngestFailure::Closed);
+                        }
+                    }
+                }
+                if let Some(failure) = failure {
+                    return Err(failure);
+                }
+                (accepted, rejected)
+            }
+        };
+        if accepted > 0 {
+            self.metrics.ingest_events.inc_by(accepted as u64);
         }
         Ok(IngestReply {
-            accepted: processed.accepted,
-            rejected: processed.rejected.len(),
-            errors: processed.rejected,
+            accepted,
+            rejected: rejected.len(),
+            errors: rejected,
         })
+    }
+
+    fn count_rejections(&self, rejected: &[RejectedRecord]) {
+        for record in rejected {
+            self.metrics.reject(record.code);
+        }
     }
 }

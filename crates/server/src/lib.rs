@@ -5,6 +5,7 @@
 //! start the same pieces in process.
 
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod http;

@@ -10,10 +10,11 @@ use mm_model::mapping::EventParser;
 use mm_telemetry::Metrics;
 use mm_window::WindowConfig;
 
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::{Config, Overrides, RawConfig};
 use crate::demo::{self, DemoOptions};
 use crate::http::{self, AppState};
-use crate::ingest::Ingestor;
+use crate::ingest::{IngestSink, Ingestor};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use clap::Args;
 
@@ -31,6 +32,21 @@ pub struct ServerArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Cluster mode: Kafka bootstrap brokers, HOST:PORT[,…] (or a [kafka] section).
+    #[arg(long, value_name = "HOST:PORT[,…]")]
+    pub kafka_brokers: Option<String>,
+    /// Cluster mode: the topic of API-call logs [default: api-calls].
+    #[arg(long, value_name = "TOPIC")]
+    pub input_topic: Option<String>,
+    /// Cluster mode: the consumer group the instances share [default: merchant-monitor].
+    #[arg(long, value_name = "GROUP")]
+    pub group_id: Option<String>,
+    /// Cluster mode: where closed windows go [default: merchant-activity].
+    #[arg(long, value_name = "TOPIC")]
+    pub activity_topic: Option<String>,
+    /// Cluster mode: where unusable records go [default: merchant-monitor-dlq].
+    #[arg(long, value_name = "TOPIC")]
+    pub dlq_topic: Option<String>,
 }
 
 /// Loads and validates the configuration for `args`.
@@ -42,6 +58,13 @@ pub fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
     let overrides = Overrides {
         listen: args.listen.clone(),
         data_dir: args.data_dir.clone(),
+        kafka: crate::config::KafkaOverrides {
+            brokers: args.kafka_brokers.clone(),
+            input_topic: args.input_topic.clone(),
+            group_id: args.group_id.clone(),
+            activity_topic: args.activity_topic.clone(),
+            dlq_topic: args.dlq_topic.clone(),
+        },
     };
     raw.validate(&overrides, &|name| std::env::var(name).ok())
 }
@@ -50,42 +73,51 @@ pub fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
 pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     let metrics = Arc::new(Metrics::new());
-    let options = PipelineOptions {
-        data_dir: config.data_dir.clone(),
-        window: WindowConfig {
-            grace_us: config.grace.as_micros() as i64,
-            idle_timeout_us: config.idle_timeout.as_micros() as i64,
-        },
-        checkpoint_interval: config.checkpoint_interval,
-        retention: config.retention,
-        wal_segment_bytes: config.wal_segment_bytes,
-        wal_queue_capacity: 256,
-        activity_file: config.activity_file.clone(),
-        archive: mm_archive::ArchiveConfig {
-            flush_max_events: config.archive_flush_events,
-            flush_max_age: config.archive_flush_age,
-        },
-        archive_max_bytes: config.archive_max_bytes,
-    };
-    let pipeline = tokio::task::spawn_blocking({
-        let metrics = metrics.clone();
-        move || Pipeline::start(options, metrics)
-    })
-    .await
-    .context("start-up task")??;
-    let recovery = &pipeline.recovery;
-    tracing::info!(
-        checkpoint_lsn = recovery.checkpoint_lsn,
-        open_windows = recovery.open_windows,
-        replayed_batches = recovery.replayed_batches,
-        replayed_events = recovery.replayed_events,
-        truncated_bytes = recovery.truncated_bytes,
-        "recovered"
-    );
     let parser = EventParser::new(&config.mapping, true).context("compiling field mapping")?;
+    let backend = match &config.kafka {
+        None => Backend::Embedded(start_embedded(&config, metrics.clone()).await?),
+        Some(settings) => {
+            crate::cluster::create_topics(settings).await?;
+            let options = ClusterOptions {
+                settings: settings.clone(),
+                data_dir: config.data_dir.clone(),
+                window: window_config(&config),
+                checkpoint_interval: config.checkpoint_interval,
+                retention: config.retention,
+                max_clock_skew: config.max_clock_skew,
+                parser: Arc::new(
+                    EventParser::new(&config.mapping, false).context("compiling field mapping")?,
+                ),
+                max_in_flight: 100_000,
+            };
+            let (activity, _) = tokio::sync::broadcast::channel(4096);
+            let cluster = tokio::task::spawn_blocking({
+                let metrics = metrics.clone();
+                let activity = activity.clone();
+                move || Cluster::start(options, metrics, activity)
+            })
+            .await
+            .context("start-up task")??;
+            tracing::info!(
+                brokers = %settings.brokers,
+                input = %settings.input_topic,
+                group = %settings.group_id,
+                activity = %settings.activity_topic,
+                "cluster mode"
+            );
+            Backend::Cluster(cluster, activity)
+        }
+    };
+    let sink = match &backend {
+        Backend::Embedded(pipeline) => IngestSink::Wal(pipeline.wal.clone()),
+        Backend::Cluster(cluster, _) => IngestSink::Kafka {
+            producer: cluster.ingest_producer.clone(),
+            topic: cluster.settings.input_topic.clone(),
+        },
+    };
     let ingestor = Ingestor::new(
         parser,
-        pipeline.wal.clone(),
+        sink,
         metrics.clone(),
         IngestLimits {
             max_decoded_bytes: config.max_decoded_bytes,
@@ -95,18 +127,35 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         config.max_clock_skew,
         config.max_inflight_requests,
     );
-    let state = Arc::new(AppState {
-        ingestor,
-        store: pipeline.store.clone(),
-        archive: pipeline.archive.clone(),
-        metrics: metrics.clone(),
-        tokens: config.tokens.clone(),
-        max_body_bytes: config.max_body_bytes,
-        healthy: pipeline.healthy(),
-        ready: AtomicBool::new(true),
-        activity: pipeline.activity.clone(),
-        shutdown: tokio::sync::watch::Sender::new(false),
-        ui: crate::http::Ui::from_env(),
+    let state = Arc::new(match &backend {
+        Backend::Embedded(pipeline) => AppState {
+            ingestor,
+            store: pipeline.store.clone(),
+            archive: Some(pipeline.archive.clone()),
+            cluster: None,
+            metrics: metrics.clone(),
+            tokens: config.tokens.clone(),
+            max_body_bytes: config.max_body_bytes,
+            healthy: pipeline.healthy(),
+            ready: AtomicBool::new(true),
+            activity: pipeline.activity.clone(),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            ui: crate::http::Ui::from_env(),
+        },
+        Backend::Cluster(cluster, activity) => AppState {
+            ingestor,
+            store: cluster.store.clone(),
+            archive: None,
+            cluster: Some(cluster.status.clone()),
+            metrics: metrics.clone(),
+            tokens: config.tokens.clone(),
+            max_body_bytes: config.max_body_bytes,
+            healthy: cluster.healthy(),
+            ready: AtomicBool::new(true),
+            activity: activity.clone(),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            ui: crate::http::Ui::from_env(),
+        },
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -156,11 +205,62 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     }
     // The last references to the WAL writer go with the state; then the pipeline drains.
     drop(state);
-    tokio::task::spawn_blocking(move || pipeline.shutdown())
-        .await
-        .context("shutdown task")??;
+    tokio::task::spawn_blocking(move || match backend {
+        Backend::Embedded(pipeline) => pipeline.shutdown(),
+        Backend::Cluster(cluster, _) => cluster.shutdown(),
+    })
+    .await
+    .context("shutdown task")??;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// What runs behind the HTTP API.
+enum Backend {
+    /// One machine: WAL, aggregator, rollup store and archive in the data directory.
+    Embedded(Pipeline),
+    /// Many instances on Kafka, with the local replica of the activity topic.
+    Cluster(
+        Cluster,
+        tokio::sync::broadcast::Sender<Arc<crate::pipeline::ActivityRecord>>,
+    ),
+}
+
+fn window_config(config: &Config) -> WindowConfig {
+    WindowConfig {
+        grace_us: config.grace.as_micros() as i64,
+        idle_timeout_us: config.idle_timeout.as_micros() as i64,
+    }
+}
+
+async fn start_embedded(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Pipeline> {
+    let options = PipelineOptions {
+        data_dir: config.data_dir.clone(),
+        window: window_config(config),
+        checkpoint_interval: config.checkpoint_interval,
+        retention: config.retention,
+        wal_segment_bytes: config.wal_segment_bytes,
+        wal_queue_capacity: 256,
+        activity_file: config.activity_file.clone(),
+        archive: mm_archive::ArchiveConfig {
+            flush_max_events: config.archive_flush_events,
+            flush_max_age: config.archive_flush_age,
+        },
+        archive_max_bytes: config.archive_max_bytes,
+    };
+    let pipeline = tokio::task::spawn_blocking(move || Pipeline::start(options, metrics))
+        .await
+        .context("start-up task")??;
+    let recovery = &pipeline.recovery;
+    tracing::info!(
+        checkpoint_lsn = recovery.checkpoint_lsn,
+        open_windows = recovery.open_windows,
+        replayed_batches = recovery.replayed_batches,
+        replayed_events = recovery.replayed_events,
+        truncated_bytes = recovery.truncated_bytes,
+        "recovered"
+    );
+    Ok(pipeline)
 }
 
 async fn shutdown_signal() {

@@ -39,6 +39,20 @@ pub struct StatusLabel {
     pub status: u16,
 }
 
+/// Labels of a Kafka partition gauge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Label of a dead-letter counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ErrorClassLabel {
+    pub error_class: &'static str,
+}
+
 /// Handles to every metric.
 #[derive(Debug)]
 pub struct Metrics {
@@ -77,6 +91,18 @@ pub struct Metrics {
     pub archive_bytes: Gauge,
     /// Events held in memory, not yet in a segment.
     pub archive_hot_events: Gauge,
+    /// Records behind the end of each consumed partition (cluster mode).
+    pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Records sent to the dead-letter topic, by error class.
+    pub kafka_dead_letters: Family<ErrorClassLabel, Counter>,
+    /// Repartitioned records skipped as duplicates of ones already counted.
+    pub kafka_duplicates_skipped: Counter,
+    /// Records re-read to rebuild open windows after an assignment.
+    pub kafka_replayed_records: Counter,
+    /// Checkpoints committed (activity delivered, offsets with state committed).
+    pub kafka_checkpoints: Counter,
+    /// Partitions paused for backpressure.
+    pub kafka_paused_partitions: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -114,6 +140,12 @@ impl Metrics {
             archive_quarantined_segments: Gauge::default(),
             archive_bytes: Gauge::default(),
             archive_hot_events: Gauge::default(),
+            kafka_consumer_lag: Family::default(),
+            kafka_dead_letters: Family::default(),
+            kafka_duplicates_skipped: Counter::default(),
+            kafka_replayed_records: Counter::default(),
+            kafka_checkpoints: Counter::default(),
+            kafka_paused_partitions: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -195,6 +227,36 @@ impl Metrics {
             "mm_archive_bytes",
             "Bytes of Parquet segments in the archive",
             metrics.archive_bytes.clone(),
+        );
+        registry.register(
+            "mm_kafka_consumer_lag",
+            "Records behind the end of each consumed partition",
+            metrics.kafka_consumer_lag.clone(),
+        );
+        registry.register(
+            "mm_kafka_dead_letters",
+            "Records sent to the dead-letter topic, by error class",
+            metrics.kafka_dead_letters.clone(),
+        );
+        registry.register(
+            "mm_kafka_duplicates_skipped",
+            "Repartitioned records skipped as duplicates",
+            metrics.kafka_duplicates_skipped.clone(),
+        );
+        registry.register(
+            "mm_kafka_replayed_records",
+            "Records re-read to rebuild open windows after an assignment",
+            metrics.kafka_replayed_records.clone(),
+        );
+        registry.register(
+            "mm_kafka_checkpoints",
+            "Checkpoints committed in cluster mode",
+            metrics.kafka_checkpoints.clone(),
+        );
+        registry.register(
+            "mm_kafka_paused_partitions",
+            "Partitions paused for backpressure",
+            metrics.kafka_paused_partitions.clone(),
         );
         registry.register(
             "mm_archive_hot_events",

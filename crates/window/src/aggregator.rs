@@ -185,6 +185,11 @@ impl Aggregator {
         id
     }
 
+    /// Whether the watermark has closed the window of `minute`: a call for it now is late.
+    pub fn is_closed(&self, minute: i64) -> bool {
+        self.window_is_closed(minute)
+    }
+
     fn window_is_closed(&self, minute: i64) -> bool {
         (minute + 1).saturating_mul(MICROS_PER_MINUTE) <= self.watermark_us
     }

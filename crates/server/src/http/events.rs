@@ -58,7 +58,7 @@ pub async fn lookup(
     let map = params(query, &["merchant", "from", "to"])?;
     let period = period(&map, 24 * 60 * MICROS_PER_MINUTE)?;
     let merchant = map.get("merchant").cloned();
-    let archive = state.archive.clone();
+    let archive = archive_of(&state)?;
     let mut events = blocking(move || {
         let query = RowQuery {
             corr_id: Some(&corr_id),
@@ -109,7 +109,7 @@ pub async fn list(
         .get("cursor")
         .map(|text| parse_cursor(text))
         .transpose()?;
-    let archive = state.archive.clone();
+    let archive = archive_of(&state)?;
     let lookup_merchant = merchant.clone();
     let mut events = blocking(move || {
         let query = RowQuery {
@@ -143,4 +143,14 @@ pub async fn list(
         serde_json::json!({ "merchant": merchant, "events": events, "next_cursor": next_cursor }),
     )
     .into_response())
+}
+
+fn archive_of(state: &AppState) -> Result<Arc<mm_archive::Archive>, ApiError> {
+    state.archive.clone().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            "archive_unavailable",
+            "raw events are archived in embedded mode only; this instance runs in cluster mode",
+        )
+    })
 }

@@ -29,7 +29,10 @@ use crate::ingest::Ingestor;
 pub struct AppState {
     pub ingestor: Ingestor,
     pub store: Arc<RollupStore>,
-    pub archive: Arc<mm_archive::Archive>,
+    /// The raw-event archive (embedded mode).
+    pub archive: Option<Arc<mm_archive::Archive>>,
+    /// Cluster mode: this instance's consumers.
+    pub cluster: Option<Arc<crate::cluster::ClusterStatus>>,
     pub metrics: Arc<Metrics>,
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,

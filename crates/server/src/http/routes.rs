@@ -150,9 +150,15 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
                 .retry_after(1)
         }
-        IngestFailure::Overloaded => {
+        IngestFailure::Overloaded | IngestFailure::BrokerBusy => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).retry_after(1)
         }
+        IngestFailure::Broker(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            message,
+        )
+        .retry_after(5),
         IngestFailure::Closed => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).retry_after(5)
         }

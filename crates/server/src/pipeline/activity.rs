@@ -11,11 +11,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use mm_model::rollup::{Rollup, WindowKey};
 use mm_model::time::{self, MICROS_PER_MINUTE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// One activity record. `dedupe_key` is the same every time the same record is re-delivered.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActivityRecord {
     pub merchant: String,
     pub api: String,

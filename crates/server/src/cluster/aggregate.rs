@@ -1,0 +1,666 @@
+//! The aggregation consumer: one window aggregator per owned partition of the aggregation
+//! topic (records keyed by merchant), checkpointed into the group's committed offsets.
+//!
+//! A checkpoint, every `checkpoint_interval`:
+//! 1. advances each partition's watermark and takes the windows it closed (final records,
+//!    covering the partition up to the current position) and the late calls since the last
+//!    checkpoint (correction records: the replicated rollup plus the late calls);
+//! 2. produces them to the activity topic and waits until the broker has every one, with the
+//!    dead letters;
+//! 3. commits, per partition, the next offset with a [`PartitionCheckpoint`] in its metadata:
+//!    where to re-read from to rebuild the windows still open, and the watermark.
+//!
+//! On assignment a partition is rebuilt from its checkpoint before its records are processed:
+//! the records in `[replay, committed)` are re-read and only those whose window the
+//! checkpoint's watermark had not closed are counted again (the others are in the activity
+//! topic already). Records after the committed offset are processed as new; a window's
+//! activity record says which offsets it covers, so a call that a crashed owner had already
+//! emitted is recognised and not counted twice. ARCHITECTURE.md has the whole argument.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mm_kafka::delivery::{delivered_offsets, flush, send_blocking};
+use mm_kafka::{KafkaSettings, PartitionCheckpoint, TrackedProducer, header, partition_for};
+use mm_model::mapping::{EventParser, TimeBounds};
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+use mm_model::time::minute_of;
+use mm_storage::codec::{self, RollupState};
+use mm_storage::rollups::RollupStore;
+use mm_telemetry::{KindLabel, Metrics};
+use mm_window::{Aggregator, WindowConfig};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
+
+use super::group::{Change, ClusterStatus, GroupContext, dead_letter};
+use super::replica::{ReplicaProgress, partition_count};
+use crate::pipeline::{ActivityRecord, now_us};
+
+/// Everything the aggregation consumer needs.
+pub struct AggregateOptions {
+    pub settings: KafkaSettings,
+    pub window: WindowConfig,
+    pub checkpoint_interval: Duration,
+    pub retention_us: i64,
+    pub max_skew_us: i64,
+    pub parser: Arc<EventParser>,
+    pub store: Arc<RollupStore>,
+    pub progress: Arc<ReplicaProgress>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<ClusterStatus>,
+    pub producer: Arc<TrackedProducer>,
+    pub stop: Arc<AtomicBool>,
+    pub client_id: String,
+}
+
+/// The state of one owned partition.
+struct Task {
+    partition: i32,
+    aggregator: Aggregator,
+    /// Next offset to process.
+    next: i64,
+    /// Offsets below this are being rebuilt: calls of closed windows are already downstream.
+    replay_until: i64,
+    /// Per minute with open windows, the first offset counted in them.
+    first_offset: BTreeMap<i64, i64>,
+    /// Repartitioned input: per source partition, the highest source offset counted.
+    sources: BTreeMap<i32, i64>,
+    /// At each checkpoint offset, `sources` as it was there; the oldest still needed first.
+    snapshots: VecDeque<(i64, BTreeMap<i32, i64>)>,
+    /// Late calls not yet emitted, per window, with the last offset among them.
+    pending: FxHashMap<WindowKey, (Rollup, i64)>,
+    committed: Option<i64>,
+}
+
+impl Task {
+    fn new(partition: i32, window: WindowConfig) -> Self {
+        Self {
+            partition,
+            aggregator: Aggregator::new(window),
+            next: 0,
+            replay_until: 0,
+            first_offset: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            snapshots: VecDeque::new(),
+            pending: FxHashMap::default(),
+            committed: None,
+        }
+    }
+
+    /// The checkpoint for the current position; records the snapshot it refers to.
+    fn checkpoint(&mut self) -> PartitionCheckpoint {
+        self.snapshots.push_back((self.next, self.sources.clone()));
+        let needed = self
+            .first_offset
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.next);
+        // The latest snapshot at or before the first offset still needed.
+        while self.snapshots.len() > 1 && self.snapshots[1].0 <= needed {
+            self.snapshots.pop_front();
+        }
+        let (replay, sources) = self.snapshots.front().cloned().unwrap_or_default();
+        PartitionCheckpoint {
+            v: PartitionCheckpoint::VERSION,
+            replay,
+            watermark_us: self.aggregator.watermark_us(),
+            max_event_us: self
+                .aggregator
+                .partition_clocks()
+                .first()
+                .map_or(i64::MIN, |(_, max)| *max),
+            sources: sources.into_iter().collect(),
+        }
+    }
+}
+
+/// What became of one record.
+enum Outcome {
+    Counted,
+    Late,
+    Duplicate,
+    /// Re-read while rebuilding, and already downstream.
+    Rebuilt,
+    Dead(&'static str, String),
+}
+
+struct Worker {
+    options: AggregateOptions,
+    topic: String,
+    group: String,
+    repartitioned: bool,
+    activity_partitions: u32,
+    tasks: BTreeMap<i32, Task>,
+    reader: BaseConsumer,
+}
+
+/// Runs the aggregation consumer until `stop`, then checkpoints and leaves the group.
+pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
+    let settings = options.settings.clone();
+    let topic = settings.aggregation_topic();
+    let group = settings.aggregation_group();
+    let consumer: BaseConsumer<GroupContext> = settings
+        .group_consumer(&group, &options.client_id)
+        .create_with_context(GroupContext::new(&topic))
+        .context("creating the aggregation consumer")?;
+    let reader: BaseConsumer = settings
+        .reader(&format!("{}-rebuild", options.client_id))
+        .create()
+        .context("creating the rebuild reader")?;
+    let activity_partitions = loop {
+        match partition_count(&reader, &settings.activity_topic) {
+            Ok(count) if count > 0 => break count as u32,
+            _ if options.stop.load(Ordering::Acquire) => return Ok(()),
+            _ => std::thread::sleep(Duration::from_secs(1)),
+        }
+    };
+    consumer
+        .subscribe(&[&topic])
+        .with_context(|| format!("subscribing to {topic}"))?;
+    tracing::info!(%topic, %group, "aggregation consumer started");
+    let mut worker = Worker {
+        repartitioned: !settings.input_keyed,
+        options,
+        topic,
+        group,
+        activity_partitions,
+        tasks: BTreeMap::new(),
+        reader,
+    };
+    let mut next_checkpoint = Instant::now() + worker.options.checkpoint_interval;
+    while !worker.options.stop.load(Ordering::Acquire) {
+        let polled = consumer.poll(Duration::from_millis(50));
+        worker.apply_changes(&consumer)?;
+        match polled {
+            Some(Ok(message)) => worker.handle(&message)?,
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(error)) => tracing::warn!(%error, "aggregation consumer"),
+        }
+        if Instant::now() >= next_checkpoint {
+            worker.checkpoint(&consumer)?;
+            next_checkpoint = Instant::now() + worker.options.checkpoint_interval;
+        }
+    }
+    // Graceful leave: everything counted so far is committed, then the partitions go.
+    worker.checkpoint(&consumer)?;
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && consumer.assignment().is_ok_and(|list| list.count() > 0) {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    tracing::info!("aggregation consumer left the group");
+    Ok(())
+}
+
+impl Worker {
+    fn apply_changes(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<()> {
+        for change in consumer.context().take_changes() {
+            match change {
+                Change::Revoked(partitions) => {
+                    for partition in partitions {
+                        // Its next owner rebuilds it from the last checkpoint.
+                        self.tasks.remove(&partition);
+                    }
+                }
+                Change::Assigned(partitions) => self.restore(consumer, &partitions)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds `partitions` from their committed checkpoints.
+    fn restore(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        partitions: &[i32],
+    ) -> anyhow::Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        // Records an earlier owner emitted must be in the replica before late calls are
+        // checked against it.
+        let mut targets = BTreeMap::new();
+        for partition in 0..self.activity_partitions as i32 {
+            if let Ok((_, high)) = self.reader.fetch_watermarks(
+                &self.options.settings.activity_topic,
+                partition,
+                Duration::from_secs(5),
+            ) {
+                targets.insert(partition, high);
+            }
+        }
+        if !self
+            .options
+            .progress
+            .wait_for(&targets, Duration::from_secs(60))
+        {
+            anyhow::bail!("the activity replica did not catch up within 60 s");
+        }
+        let mut list = TopicPartitionList::new();
+        for partition in partitions {
+            list.add_partition(&self.topic, *partition);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .context("reading committed checkpoints")?;
+        for element in committed.elements_for_topic(&self.topic) {
+            let partition = element.partition();
+            let mut task = Task::new(partition, self.options.window);
+            let now = now_us();
+            match (
+                element.offset(),
+                PartitionCheckpoint::decode(element.metadata()),
+            ) {
+                (Offset::Offset(committed), Ok(Some(checkpoint))) => {
+                    task.aggregator.restore_watermark(checkpoint.watermark_us);
+                    task.aggregator
+                        .restore_clock(0, checkpoint.max_event_us, now);
+                    task.sources = checkpoint.sources.iter().copied().collect();
+                    task.snapshots
+                        .push_back((checkpoint.replay, task.sources.clone()));
+                    task.next = checkpoint.replay;
+                    task.replay_until = committed;
+                    task.committed = Some(committed);
+                    self.rebuild(&mut task)?;
+                    task.next = committed;
+                }
+                (Offset::Offset(committed), decoded) => {
+                    if let Err(error) = decoded {
+                        tracing::warn!(partition, %error, "ignoring committed metadata");
+                    }
+                    tracing::warn!(
+                        partition,
+                        committed,
+                        "offset committed without a checkpoint: starting there with no open windows"
+                    );
+                    task.next = committed;
+                    task.committed = Some(committed);
+                    task.snapshots.push_back((committed, BTreeMap::new()));
+                }
+                _ => {
+                    task.snapshots.push_back((0, BTreeMap::new()));
+                }
+            }
+            tracing::info!(
+                partition,
+                next = task.next,
+                open_windows = task.aggregator.open_windows(),
+                "partition restored"
+            );
+            self.tasks.insert(partition, task);
+        }
+        Ok(())
+    }
+
+    /// Re-reads `[task.next, task.replay_until)` into the task.
+    fn rebuild(&self, task: &mut Task) -> anyhow::Result<()> {
+        if task.next >= task.replay_until {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.topic, task.partition, Offset::Offset(task.next))
+            .context("positioning the rebuild reader")?;
+        self.reader
+            .assign(&list)
+            .context("assigning the rebuild reader")?;
+        let started = Instant::now();
+        let mut replayed = 0u64;
+        while task.next < task.replay_until {
+            match self.reader.poll(Duration::from_millis(500)) {
+                Some(Ok(message)) => {
+                    if message.offset() >= task.replay_until {
+                        break;
+                    }
+                    self.process(task, &message);
+                    replayed += 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(error)) => tracing::warn!(%error, "rebuild reader"),
+                None if started.elapsed() > Duration::from_secs(120) => {
+                    anyhow::bail!(
+                        "rebuilding partition {} stalled at offset {}",
+                        task.partition,
+                        task.next
+                    );
+                }
+                None => {}
+            }
+        }
+        self.reader
+            .unassign()
+            .context("releasing the rebuild reader")?;
+        self.options.metrics.kafka_replayed_records.inc_by(replayed);
+        tracing::info!(
+            partition = task.partition,
+            replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "open windows rebuilt"
+        );
+        Ok(())
+    }
+
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let partition = message.partition();
+        let Some(mut task) = self.tasks.remove(&partition) else {
+            return Ok(());
+        };
+        if message.offset() >= task.next {
+            match self.process(&mut task, message) {
+                Outcome::Dead(class, reason) => {
+                    dead_letter(
+                        &self.options.producer,
+                        &self.options.settings,
+                        &self.group,
+                        message,
+                        class,
+                        &reason,
+                        &self.options.metrics,
+                    )
+                    .context("sending a dead letter")?;
+                }
+                Outcome::Duplicate => {
+                    self.options.metrics.kafka_duplicates_skipped.inc();
+                }
+                Outcome::Late => {
+                    self.options.metrics.window_late_events.inc();
+                }
+                Outcome::Counted | Outcome::Rebuilt => {}
+            }
+        }
+        self.tasks.insert(partition, task);
+        Ok(())
+    }
+
+    fn process(&self, task: &mut Task, message: &impl Message) -> Outcome {
+        let offset = message.offset();
+        task.next = offset + 1;
+        let rebuilding = offset < task.replay_until;
+        if self.repartitioned
+            && let Some((source_partition, source_offset)) = source_of(message)
+        {
+            if task
+                .sources
+                .get(&source_partition)
+                .is_some_and(|seen| source_offset <= *seen)
+            {
+                return Outcome::Duplicate;
+            }
+            task.sources.insert(source_partition, source_offset);
+        }
+        // Bounds from the record's own timestamp, so a rebuild decides as the first pass did.
+        let reference_us = message
+            .timestamp()
+            .to_millis()
+            .map_or_else(now_us, |ms| ms.saturating_mul(1000));
+        let bounds = TimeBounds {
+            min_ts_us: reference_us.saturating_sub(self.options.retention_us),
+            max_ts_us: reference_us.saturating_add(self.options.max_skew_us),
+        };
+        let Some(payload) = message.payload() else {
+            return Outcome::Dead("invalid_json", "the record has no value".to_owned());
+        };
+        let call = match self.options.parser.parse(payload, bounds) {
+            Ok(call) => call,
+            Err(_) if rebuilding => return Outcome::Rebuilt,
+            Err(error) => return Outcome::Dead(error.reason.as_str(), error.message),
+        };
+        let minute = minute_of(call.ts_us);
+        if task.aggregator.is_closed(minute) {
+            if rebuilding {
+                return Outcome::Rebuilt;
+            }
+            for api in [call.api.as_ref(), MERCHANT_TOTAL_API] {
+                let key = WindowKey {
+                    merchant: call.merchant.to_string(),
+                    api: api.to_owned(),
+                    minute,
+                };
+                // Already in a record an earlier owner emitted?
+                let covered = self.options.store.covers(&key).ok().flatten().is_some_and(
+                    |(partition, covers)| partition == task.partition && offset <= covers,
+                );
+                if covered {
+                    continue;
+                }
+                let entry = task
+                    .pending
+                    .entry(key)
+                    .or_insert_with(|| (Rollup::default(), offset));
+                entry.0.record(call.status, call.latency_ms);
+                entry.1 = offset;
+            }
+            return Outcome::Late;
+        }
+        task.aggregator.ingest(
+            0,
+            call.ts_us,
+            &call.merchant,
+            &call.api,
+            call.status,
+            call.latency_ms,
+            now_us(),
+        );
+        task.first_offset.entry(minute).or_insert(offset);
+        Outcome::Counted
+    }
+
+    fn checkpoint(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<()> {
+        let now = now_us();
+        let mut outgoing: Vec<(WindowKey, Rollup, bool, i32, i64)> = Vec::new();
+        for task in self.tasks.values_mut() {
+            task.aggregator.advance(0, now);
+            let position = task.next - 1;
+            for closed in task.aggregator.take_closed() {
+                outgoing.push((closed.key, closed.rollup, false, task.partition, position));
+            }
+            let aggregator = &task.aggregator;
+            task.first_offset
+                .retain(|minute, _| !aggregator.is_closed(*minute));
+        }
+        if self.tasks.values().any(|task| !task.pending.is_empty()) {
+            // Corrections add to the replicated rollup: it must hold this instance's own
+            // earlier records first.
+            let targets: BTreeMap<i32, i64> = delivered_offsets(
+                &self.options.producer,
+                &self.options.settings.activity_topic,
+            )
+            .into_iter()
+            .map(|(partition, offset)| (partition, offset + 1))
+            .collect();
+            if self
+                .options
+                .progress
+                .wait_for(&targets, Duration::from_secs(30))
+            {
+                for task in self.tasks.values_mut() {
+                    for (key, (delta, covers)) in task.pending.drain() {
+                        let mut total = match self.options.store.replicated(&key) {
+                            Ok(Some((stored, partition, stored_covers)))
+                                if partition == task.partition =>
+                            {
+                                if covers <= stored_covers {
+                                    continue;
+                                }
+                                stored
+                            }
+                            Ok(_) => Rollup::default(),
+                            Err(error) => {
+                                return Err(anyhow::anyhow!(error))
+                                    .context("reading a replicated rollup");
+                            }
+                        };
+                        total.merge(&delta);
+                        outgoing.push((key, total, true, task.partition, covers));
+                    }
+                }
+            } else {
+                tracing::warn!(
+                    "the activity replica is behind; corrections wait for the next checkpoint"
+                );
+            }
+        }
+        let (mut finals, mut corrections) = (0u64, 0u64);
+        for (key, rollup, correction, partition, covers) in &outgoing {
+            self.emit(key, rollup, *correction, *partition, *covers)?;
+            if *correction {
+                corrections += 1;
+            } else {
+                finals += 1;
+            }
+        }
+        if let Err(error) = flush(&self.options.producer, Duration::from_secs(60)) {
+            // Something sent since the last checkpoint may be missing downstream: start over
+            // from the last commit, as a new owner would.
+            tracing::error!(%error, "activity or dead-letter delivery failed; rebuilding from the last checkpoint");
+            let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+            self.tasks.clear();
+            self.restore(consumer, &partitions)?;
+            for task in self.tasks.values() {
+                let _ = consumer.seek(
+                    &self.topic,
+                    task.partition,
+                    Offset::Offset(task.next),
+                    Duration::from_secs(5),
+                );
+            }
+            return Ok(());
+        }
+        let metrics = &self.options.metrics;
+        metrics.window_closed.inc_by(finals);
+        metrics.window_corrections.inc_by(corrections);
+        metrics
+            .activity_records
+            .get_or_create(&KindLabel { kind: "final" })
+            .inc_by(finals);
+        metrics
+            .activity_records
+            .get_or_create(&KindLabel { kind: "correction" })
+            .inc_by(corrections);
+
+        let mut list = TopicPartitionList::new();
+        for task in self.tasks.values_mut() {
+            let checkpoint = task.checkpoint();
+            let metadata = checkpoint.encode().context("encoding a checkpoint")?;
+            list.add_partition_offset(&self.topic, task.partition, Offset::Offset(task.next))
+                .context("building the commit")?;
+            if let Some(mut element) = list.find_partition(&self.topic, task.partition) {
+                element.set_metadata(metadata);
+            }
+        }
+        if list.count() > 0 {
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => {
+                    for task in self.tasks.values_mut() {
+                        task.committed = Some(task.next);
+                    }
+                    metrics.kafka_checkpoints.inc();
+                }
+                // Not fatal: the next checkpoint commits further, or a new owner rebuilds.
+                Err(error) => tracing::warn!(%error, "committing a checkpoint"),
+            }
+        }
+        let open: usize = self
+            .tasks
+            .values()
+            .map(|task| task.aggregator.open_windows())
+            .sum();
+        metrics.window_open.set(open as i64);
+        if let Some(watermark) = self
+            .tasks
+            .values()
+            .map(|task| task.aggregator.watermark_us())
+            .filter(|watermark| *watermark > i64::MIN)
+            .min()
+        {
+            metrics
+                .window_watermark_delay_seconds
+                .set((now - watermark) as f64 / 1e6);
+        }
+        let positions = self
+            .tasks
+            .values()
+            .map(|task| (task.partition, (task.next, task.committed)))
+            .collect();
+        self.options.status.report(
+            "aggregate",
+            &self.group,
+            &self.topic,
+            consumer,
+            &positions,
+            false,
+            metrics,
+        );
+        Ok(())
+    }
+
+    fn emit(
+        &self,
+        key: &WindowKey,
+        rollup: &Rollup,
+        correction: bool,
+        partition: i32,
+        covers: i64,
+    ) -> anyhow::Result<()> {
+        let mut record = ActivityRecord::new(key, rollup, correction);
+        // The same content always carries the same key: what it covers identifies it.
+        record.dedupe_key = format!(
+            "{}|{}|{}|{partition}:{covers}",
+            key.merchant, key.api, key.minute
+        );
+        let value = serde_json::to_vec(&record).context("encoding an activity record")?;
+        let mut encoded = Vec::with_capacity(128);
+        codec::encode_rollup(rollup, RollupState::Final, &mut encoded);
+        let covers_text = format!("{partition}:{covers}");
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(rdkafka::message::Header {
+                key: header::DEDUPE_KEY,
+                value: Some(record.dedupe_key.as_bytes()),
+            })
+            .insert(rdkafka::message::Header {
+                key: header::ROLLUP,
+                value: Some(encoded.as_slice()),
+            })
+            .insert(rdkafka::message::Header {
+                key: header::COVERS,
+                value: Some(covers_text.as_bytes()),
+            });
+        let record_key = format!("{}|{}", key.merchant, key.api);
+        let target = partition_for(record_key.as_bytes(), self.activity_partitions);
+        send_blocking(
+            &self.options.producer,
+            BaseRecord::to(&self.options.settings.activity_topic)
+                .key(record_key.as_bytes())
+                .payload(value.as_slice())
+                .partition(target)
+                .headers(headers),
+        )
+        .context("producing an activity record")?;
+        Ok(())
+    }
+}
+
+/// The source partition and offset a repartitioned record carries.
+fn source_of(message: &impl Message) -> Option<(i32, i64)> {
+    let headers = message.headers()?;
+    let mut partition = None;
+    let mut offset = None;
+    for header in headers.iter() {
+        let text = header
+            .value
+            .and_then(|value| std::str::from_utf8(value).ok());
+        match header.key {
+            header::SOURCE_PARTITION => partition = text.and_then(|text| text.parse().ok()),
+            header::SOURCE_OFFSET => offset = text.and_then(|text| text.parse().ok()),
+            _ => {}
+        }
+    }
+    Some((partition?, offset?))
+}

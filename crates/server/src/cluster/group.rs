@@ -1,0 +1,243 @@
+//! What the group consumers share: a context that records assignment changes for the
+//! consuming thread, dead-letter producing, and the consumer status behind
+//! `GET /v1/admin/consumers` and the lag metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mm_kafka::delivery::send_blocking;
+use mm_kafka::{DeadLetter, KafkaSettings, TrackedProducer};
+use mm_telemetry::{ErrorClassLabel, Metrics, PartitionLabel};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use serde::Serialize;
+
+/// An assignment change, as the consuming thread learns of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Records rebalances of one topic for the thread that polls the consumer.
+#[derive(Debug)]
+pub struct GroupContext {
+    topic: String,
+    changes: Mutex<Vec<Change>>,
+}
+
+impl GroupContext {
+    pub fn new(topic: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            changes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Changes since the last call, in order.
+    pub fn take_changes(&self) -> Vec<Change> {
+        self.changes
+            .lock()
+            .map(|mut changes| std::mem::take(&mut *changes))
+            .unwrap_or_default()
+    }
+
+    fn partitions(&self, list: &rdkafka::TopicPartitionList) -> Vec<i32> {
+        list.elements_for_topic(&self.topic)
+            .iter()
+            .map(|element| element.partition())
+            .collect()
+    }
+
+    fn push(&self, change: Change) {
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.push(change);
+        }
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let partitions = self.partitions(list);
+            tracing::info!(topic = %self.topic, ?partitions, "partitions revoked");
+            self.push(Change::Revoked(partitions));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions = self.partitions(list);
+                tracing::info!(topic = %self.topic, ?partitions, "partitions assigned");
+                self.push(Change::Assigned(partitions));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => {
+                tracing::warn!(topic = %self.topic, %error, "rebalance error")
+            }
+        }
+    }
+}
+
+/// Sends `message` to the dead-letter topic with its origin and reason.
+pub fn dead_letter(
+    producer: &TrackedProducer,
+    settings: &KafkaSettings,
+    group: &str,
+    message: &impl Message,
+    error_class: &'static str,
+    error_message: &str,
+    metrics: &Metrics,
+) -> Result<(), mm_kafka::DeliveryError> {
+    let letter = DeadLetter {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        group,
+        error_class,
+        error_message,
+    };
+    let mut headers = OwnedHeaders::new_with_capacity(7);
+    for (name, value) in letter.headers() {
+        headers = headers.insert(rdkafka::message::Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        });
+    }
+    let mut record: BaseRecord<'_, [u8], [u8]> =
+        BaseRecord::to(&settings.dlq_topic).headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    send_blocking(producer, record)?;
+    metrics
+        .kafka_dead_letters
+        .get_or_create(&ErrorClassLabel { error_class })
+        .inc();
+    Ok(())
+}
+
+/// One consumed partition, as `GET /v1/admin/consumers` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    /// Next offset this instance will process.
+    pub position: i64,
+    /// Offset committed with the last checkpoint.
+    pub committed: Option<i64>,
+    /// End of the partition when last asked.
+    pub high_watermark: i64,
+    pub lag: i64,
+    pub paused: bool,
+}
+
+/// One consumer of this instance.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConsumerStatus {
+    pub role: &'static str,
+    pub group: String,
+    pub topic: String,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// The status of this instance's consumers, and the operator's backpressure setting.
+#[derive(Debug)]
+pub struct ClusterStatus {
+    consumers: Mutex<BTreeMap<&'static str, ConsumerStatus>>,
+    /// Records the repartitioner may have in flight to the broker before it pauses its
+    /// partitions; adjustable at runtime.
+    pub max_in_flight: AtomicUsize,
+}
+
+impl ClusterStatus {
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            consumers: Mutex::new(BTreeMap::new()),
+            max_in_flight: AtomicUsize::new(max_in_flight),
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<ConsumerStatus> {
+        self.consumers
+            .lock()
+            .map(|consumers| consumers.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Asks the broker for each partition's end and publishes position, lag and pause state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn report<C: ConsumerContext>(
+        &self,
+        role: &'static str,
+        group: &str,
+        topic: &str,
+        consumer: &BaseConsumer<C>,
+        positions: &BTreeMap<i32, (i64, Option<i64>)>,
+        paused: bool,
+        metrics: &Metrics,
+    ) {
+        let mut partitions = Vec::with_capacity(positions.len());
+        for (partition, (position, committed)) in positions {
+            let high = consumer
+                .fetch_watermarks(topic, *partition, Duration::from_millis(500))
+                .map_or(*position, |(_, high)| high);
+            let lag = (high - position).max(0);
+            metrics
+                .kafka_consumer_lag
+                .get_or_create(&PartitionLabel {
+                    group: group.to_owned(),
+                    topic: topic.to_owned(),
+                    partition: *partition,
+                })
+                .set(lag);
+            partitions.push(PartitionStatus {
+                partition: *partition,
+                position: *position,
+                committed: *committed,
+                high_watermark: high,
+                lag,
+                paused,
+            });
+        }
+        if let Ok(mut consumers) = self.consumers.lock() {
+            // Partitions no longer owned keep no lag here.
+            if let Some(previous) = consumers.get(role) {
+                for gone in previous
+                    .partitions
+                    .iter()
+                    .filter(|old| !positions.contains_key(&old.partition))
+                {
+                    metrics.kafka_consumer_lag.remove(&PartitionLabel {
+                        group: group.to_owned(),
+                        topic: topic.to_owned(),
+                        partition: gone.partition,
+                    });
+                }
+            }
+            consumers.insert(
+                role,
+                ConsumerStatus {
+                    role,
+                    group: group.to_owned(),
+                    topic: topic.to_owned(),
+                    partitions,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Cluster mode: several instances share the work through Kafka.
+//!
+//! ```text
+//! HTTP ingest ──▶ input topic ──▶ repartition consumer (group G) ──▶ <G>-repartition topic
+//!   (idempotent      (any JSON       parse, dead letters, re-key         keyed by merchant,
+//!    producer)        producer)      by merchant (murmur2)                murmur2
+//!                                                                              │
+//!              aggregation consumer (group G.aggregate): one window aggregator per partition,
+//!              checkpoints = activity records delivered, then offsets + state committed
+//!                                                                              │
+//!                                                   activity topic (key merchant|api) ◀──┘
+//!                                                              │
+//!                       every instance: replica of the activity topic in its rollup store
+//!                                                              │
+//!                                                        query API, SSE
+//! ```
+//!
+//! With `input_keyed = true` the repartition step is skipped and the input topic is
+//! aggregated directly (its producers key by merchant with the Java default partitioner).
+
+mod aggregate;
+mod group;
+mod repartition;
+mod replica;
+
+pub use group::{ClusterStatus, ConsumerStatus, PartitionStatus};
+pub use replica::ReplicaProgress;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use mm_kafka::{DeliveryTracker, KafkaSettings, TrackedProducer};
+use mm_model::mapping::EventParser;
+use mm_storage::rollups::RollupStore;
+use mm_telemetry::Metrics;
+use mm_window::WindowConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::broadcast;
+
+use crate::pipeline::ActivityRecord;
+
+/// What cluster mode needs besides the Kafka settings.
+pub struct ClusterOptions {
+    pub settings: KafkaSettings,
+    pub data_dir: std::path::PathBuf,
+    pub window: WindowConfig,
+    pub checkpoint_interval: Duration,
+    pub retention: Duration,
+    pub max_clock_skew: Duration,
+    pub parser: Arc<EventParser>,
+    /// Records in flight to the broker before the repartition consumer pauses.
+    pub max_in_flight: usize,
+}
+
+/// The running cluster-mode pipeline of this instance.
+pub struct Cluster {
+    pub store: Arc<RollupStore>,
+    pub status: Arc<ClusterStatus>,
+    pub progress: Arc<ReplicaProgress>,
+    /// For HTTP ingest: produces accepted records to the input topic.
+    pub ingest_producer: FutureProducer,
+    pub settings: KafkaSettings,
+    stop: Arc<AtomicBool>,
+    threads: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Cluster")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Creates missing topics (when configured), opens the local replica store and starts the
+    /// replica, repartition and aggregation threads.
+    pub fn start(
+        options: ClusterOptions,
+        metrics: Arc<Metrics>,
+        activity: broadcast::Sender<Arc<ActivityRecord>>,
+    ) -> anyhow::Result<Self> {
+        let settings = options.settings.clone();
+        let store = Arc::new(
+            RollupStore::open(&options.data_dir.join("replica"))
+                .context("opening the replica rollup store")?,
+        );
+        let instance = format!("merchant-monitor-{}", std::process::id());
+        let ingest_producer: FutureProducer = settings
+            .producer(&format!("{instance}-ingest"))
+            .create()
+            .context("creating the ingest producer")?;
+        let tracked = |role: &str| -> anyhow::Result<Arc<TrackedProducer>> {
+            Ok(Arc::new(
+                settings
+                    .producer(&format!("{instance}-{role}"))
+                    .create_with_context(DeliveryTracker::default())
+                    .with_context(|| format!("creating the {role} producer"))?,
+            ))
+        };
+        let status = Arc::new(ClusterStatus::new(options.max_in_flight));
+        let progress = Arc::new(ReplicaProgress::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let mut threads = Vec::new();
+        let spawn = |name: &'static str,
+                     healthy: Arc<AtomicBool>,
+                     work: Box<dyn FnOnce() -> anyhow::Result<()> + Send>|
+         -> anyhow::Result<(&'static str, JoinHandle<anyhow::Result<()>>)> {
+            let handle = std::thread::Builder::new()
+                .name(format!("mm-{name}"))
+                .spawn(move || {
+                    let result = work();
+                    if let Err(error) = &result {
+                        tracing::error!(
+                            thread = name,
+                            error = format!("{error:#}"),
+                            "cluster thread failed"
+                        );
+                        healthy.store(false, Ordering::Release);
+                    }
+                    result
+                })
+                .with_context(|| format!("spawning the {name} thread"))?;
+            Ok((name, handle))
+        };
+        threads.push(spawn("replica", healthy.clone(), {
+            let (settings, store, progress, stop) = (
+                settings.clone(),
+                store.clone(),
+                progress.clone(),
+                stop.clone(),
+            );
+            Box::new(move || replica::run(settings, store, progress, activity, stop))
+        })?);
+        let retention_us = options.retention.as_micros() as i64;
+        let max_skew_us = options.max_clock_skew.as_micros() as i64;
+        if !settings.input_keyed {
+            let repartition = repartition::RepartitionOptions {
+                settings: settings.clone(),
+                commit_interval: options.checkpoint_interval,
+                retention_us,
+                max_skew_us,
+                parser: options.parser.clone(),
+                metrics: metrics.clone(),
+                status: status.clone(),
+                producer: tracked("repartition")?,
+                stop: stop.clone(),
+                client_id: format!("{instance}-repartition"),
+            };
+            threads.push(spawn(
+                "repartition",
+                healthy.clone(),
+                Box::new(move || repartition::run(repartition)),
+            )?);
+        }
+        let aggregate = aggregate::AggregateOptions {
+            settings: settings.clone(),
+            window: options.window,
+            checkpoint_interval: options.checkpoint_interval,
+            retention_us,
+            max_skew_us,
+            parser: options.parser.clone(),
+            store: store.clone(),
+            progress: progress.clone(),
+            metrics,
+            status: status.clone(),
+            producer: tracked("aggregate")?,
+            stop: stop.clone(),
+            client_id: format!("{instance}-aggregate"),
+        };
+        threads.push(spawn(
+            "aggregate",
+            healthy.clone(),
+            Box::new(move || aggregate::run(aggregate)),
+        )?);
+        Ok(Self {
+            store,
+            status,
+            progress,
+            ingest_producer,
+            settings,
+            stop,
+            threads,
+            healthy,
+        })
+    }
+
+    /// False once a cluster thread has failed.
+    pub fn healthy(&self) -> Arc<AtomicBool> {
+        self.healthy.clone()
+    }
+
+    /// Checkpoints, leaves the groups and stops every thread.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        let mut failed = None;
+        for (name, handle) in self.threads {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failed = Some(error.context(format!("the {name} thread"))),
+                Err(_) => failed = Some(anyhow::anyhow!("the {name} thread panicked")),
+            }
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Creates the input, repartition, activity and dead-letter topics that do not exist, when
+/// `create_topics_partitions` asks for it.
+pub async fn create_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
+    if settings.create_topics_partitions <= 0 {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = settings
+        .producer("merchant-monitor-admin")
+        .create()
+        .context("creating the admin client")?;
+    let mut names = vec![
+        settings.input_topic.clone(),
+        settings.activity_topic.clone(),
+        settings.dlq_topic.clone(),
+    ];
+    if !settings.input_keyed {
+        names.push(settings.repartition_topic());
+    }
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                settings.create_topics_partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+        })
+        .collect();
+    let results = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .context("creating topics")?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "topic created"),
+            Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %name, "topic exists")
+            }
+            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! The repartition consumer: reads the input topic in the user's group, sets aside what cannot
+//! be parsed (dead-letter topic), and re-keys every other record by merchant account into the
+//! internal repartition topic, partitioned with the Java client's murmur2 so that producers
+//! that key by merchant the same way could write there directly.
+//!
+//! Each re-keyed record carries its source partition and offset in headers: after a crash the
+//! input is re-read from the last commit and records are produced again, and the aggregation
+//! consumer skips a record whose source offset it has already counted. Input offsets are
+//! committed only after the broker has every record produced for them.
+//!
+//! Backpressure: when more than `max_in_flight` records wait for the broker, the consumer
+//! pauses its partitions until half of them are delivered; nothing buffers without bound.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mm_kafka::delivery::{flush, send_blocking};
+use mm_kafka::{KafkaSettings, TrackedProducer, header, partition_for};
+use mm_model::mapping::{EventParser, TimeBounds};
+use mm_telemetry::Metrics;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::group::{Change, ClusterStatus, GroupContext, dead_letter};
+use super::replica::partition_count;
+use crate::pipeline::now_us;
+
+/// Everything the repartition consumer needs.
+pub struct RepartitionOptions {
+    pub settings: KafkaSettings,
+    pub commit_interval: Duration,
+    pub retention_us: i64,
+    pub max_skew_us: i64,
+    pub parser: Arc<EventParser>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<ClusterStatus>,
+    pub producer: Arc<TrackedProducer>,
+    pub stop: Arc<AtomicBool>,
+    pub client_id: String,
+}
+
+/// Runs the repartition consumer until `stop`, then commits and leaves the group.
+pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
+    let settings = &options.settings;
+    let input = settings.input_topic.clone();
+    let target = settings.repartition_topic();
+    let group = settings.group_id.clone();
+    let consumer: BaseConsumer<GroupContext> = settings
+        .group_consumer(&group, &options.client_id)
+        .create_with_context(GroupContext::new(&input))
+        .context("creating the repartition consumer")?;
+    let partitions = loop {
+        match partition_count(&consumer, &target) {
+            Ok(count) if count > 0 => break count as u32,
+            _ if options.stop.load(Ordering::Acquire) => return Ok(()),
+            _ => std::thread::sleep(Duration::from_secs(1)),
+        }
+    };
+    consumer
+        .subscribe(&[&input])
+        .with_context(|| format!("subscribing to {input}"))?;
+    tracing::info!(%input, %target, %group, "repartition consumer started");
+    // Next offset to commit per owned partition, and the last committed.
+    let mut positions: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
+    let mut paused = false;
+    let mut next_commit = Instant::now() + options.commit_interval;
+    let producer = &options.producer;
+    loop {
+        let stopping = options.stop.load(Ordering::Acquire);
+        if !stopping {
+            let polled = consumer.poll(Duration::from_millis(50));
+            for change in consumer.context().take_changes() {
+                match change {
+                    Change::Assigned(assigned) => {
+                        for partition in assigned {
+                            positions.insert(partition, (-1, None));
+                        }
+                        if paused {
+                            set_paused(&consumer, &input, &positions, true);
+                        }
+                    }
+                    Change::Revoked(revoked) => {
+                        for partition in revoked {
+                            positions.remove(&partition);
+                        }
+                    }
+                }
+            }
+            match polled {
+                Some(Ok(message)) => {
+                    forward(&options, &group, &target, partitions, &message)?;
+                    positions.entry(message.partition()).or_insert((-1, None)).0 =
+                        message.offset() + 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(error)) => tracing::warn!(%error, "repartition consumer"),
+            }
+            // Backpressure on the broker's pace.
+            let in_flight = producer.in_flight_count().max(0) as usize;
+            let limit = options.status.max_in_flight().max(1);
+            if !paused && in_flight > limit {
+                paused = true;
+                set_paused(&consumer, &input, &positions, true);
+                options
+                    .metrics
+                    .kafka_paused_partitions
+                    .set(positions.len() as i64);
+            } else if paused && in_flight <= limit / 2 {
+                paused = false;
+                set_paused(&consumer, &input, &positions, false);
+                options.metrics.kafka_paused_partitions.set(0);
+            }
+        }
+        if stopping || Instant::now() >= next_commit {
+            commit(&consumer, &input, producer, &mut positions)?;
+            options.status.report(
+                "repartition",
+                &group,
+                &input,
+                &consumer,
+                &positions
+                    .iter()
+                    .map(|(partition, (next, committed))| {
+                        (*partition, ((*next).max(0), *committed))
+                    })
+                    .collect(),
+                paused,
+                &options.metrics,
+            );
+            next_commit = Instant::now() + options.commit_interval;
+        }
+        if stopping {
+            break;
+        }
+    }
+    consumer.unsubscribe();
+    tracing::info!("repartition consumer left the group");
+    Ok(())
+}
+
+fn set_paused(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    positions: &BTreeMap<i32, (i64, Option<i64>)>,
+    pause: bool,
+) {
+    let mut list = TopicPartitionList::new();
+    for partition in positions.keys() {
+        list.add_partition(topic, *partition);
+    }
+    let result = if pause {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    match result {
+        Ok(()) => tracing::debug!(pause, "backpressure"),
+        Err(error) => tracing::warn!(%error, pause, "pausing or resuming partitions"),
+    }
+}
+
+/// Commits what the broker has every re-keyed record for.
+fn commit(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    producer: &TrackedProducer,
+    positions: &mut BTreeMap<i32, (i64, Option<i64>)>,
+) -> anyhow::Result<()> {
+    let mut list = TopicPartitionList::new();
+    for (partition, (next, committed)) in positions.iter() {
+        if *next >= 0 && Some(*next) != *committed {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .context("building the commit")?;
+        }
+    }
+    if list.count() == 0 {
+        return Ok(());
+    }
+    if let Err(error) = flush(producer, Duration::from_secs(60)) {
+        // Not committing re-reads the records from the last commit; the aggregation
+        // consumer skips the ones it already has.
+        tracing::error!(%error, "re-keyed records not delivered; the input is read again from the last commit");
+        for (partition, (next, committed)) in positions.iter_mut() {
+            if let Some(committed) = committed {
+                let _ = consumer.seek(
+                    topic,
+                    *partition,
+                    Offset::Offset(*committed),
+                    Duration::from_secs(5),
+                );
+                *next = *committed;
+            }
+        }
+        return Ok(());
+    }
+    match consumer.commit(&list, CommitMode::Sync) {
+        Ok(()) => {
+            for element in list.elements() {
+                if let (Some(entry), Offset::Offset(offset)) =
+                    (positions.get_mut(&element.partition()), element.offset())
+                {
+                    entry.1 = Some(offset);
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "committing input offsets"),
+    }
+    Ok(())
+}
+
+fn forward(
+    options: &RepartitionOptions,
+    group: &str,
+    target: &str,
+    partitions: u32,
+    message: &BorrowedMessage<'_>,
+) -> anyhow::Result<()> {
+    let reference_us = message
+        .timestamp()
+        .to_millis()
+        .map_or_else(now_us, |ms| ms.saturating_mul(1000));
+    let bounds = TimeBounds {
+        min_ts_us: reference_us.saturating_sub(options.retention_us),
+        max_ts_us: reference_us.saturating_add(options.max_skew_us),
+    };
+    let Some(payload) = message.payload() else {
+        dead_letter(
+            &options.producer,
+            &options.settings,
+            group,
+            message,
+            "invalid_json",
+            "the record has no value",
+            &options.metrics,
+        )?;
+        return Ok(());
+    };
+    let merchant = match options.parser.parse(payload, bounds) {
+        Ok(call) => call.merchant.into_owned(),
+        Err(error) => {
+            dead_letter(
+                &options.producer,
+                &options.settings,
+                group,
+                message,
+                error.reason.as_str(),
+                &error.message,
+                &options.metrics,
+            )?;
+            return Ok(());
+        }
+    };
+    let source_partition = message.partition().to_string();
+    let source_offset = message.offset().to_string();
+    let headers = OwnedHeaders::new_with_capacity(2)
+        .insert(rdkafka::message::Header {
+            key: header::SOURCE_PARTITION,
+            value: Some(source_partition.as_bytes()),
+        })
+        .insert(rdkafka::message::Header {
+            key: header::SOURCE_OFFSET,
+            value: Some(source_offset.as_bytes()),
+        });
+    let mut record = BaseRecord::to(target)
+        .key(merchant.as_bytes())
+        .payload(payload)
+        .partition(partition_for(merchant.as_bytes(), partitions))
+        .headers(headers);
+    if let Some(timestamp) = message.timestamp().to_millis() {
+        record = record.timestamp(timestamp);
+    }
+    send_blocking(&options.producer, record).context("producing a re-keyed record")?;
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! The local replica of the activity topic: every instance reads every partition of the
+//! activity topic (outside any group) into its own rollup store, so that any instance answers
+//! any query. Records carry the rollup (sketch included) in a header and what they cover in
+//! another; [`RollupStore::apply_replicated`] keeps, per window, the version covering most.
+//! Positions are stored with the rollups in one atomic batch, so a restart resumes exactly.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mm_kafka::{KafkaSettings, header};
+use mm_model::rollup::WindowKey;
+use mm_storage::codec;
+use mm_storage::rollups::{Replicated, RollupStore};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::broadcast;
+
+use crate::pipeline::ActivityRecord;
+
+/// How far the replica has read: activity partition → next offset to apply.
+#[derive(Debug, Default)]
+pub struct ReplicaProgress {
+    positions: Mutex<BTreeMap<i32, i64>>,
+    changed: Condvar,
+}
+
+impl ReplicaProgress {
+    fn advance(&self, updates: &BTreeMap<i32, i64>) {
+        if let Ok(mut positions) = self.positions.lock() {
+            for (partition, next) in updates {
+                let entry = positions.entry(*partition).or_insert(0);
+                *entry = (*entry).max(*next);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until every partition in `targets` has been applied up to (excluding) its target
+    /// offset; `false` on timeout.
+    pub fn wait_for(&self, targets: &BTreeMap<i32, i64>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut positions) = self.positions.lock() else {
+            return false;
+        };
+        loop {
+            let reached = targets.iter().all(|(partition, target)| {
+                positions.get(partition).copied().unwrap_or(0) >= *target
+            });
+            if reached {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            match self.changed.wait_timeout(positions, deadline - now) {
+                Ok((guard, _)) => positions = guard,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Decodes an activity record's replication headers.
+pub fn decode(message: &impl Message) -> Option<Replicated> {
+    let headers = message.headers()?;
+    let mut rollup = None;
+    let mut covers = None;
+    for header in headers.iter() {
+        match header.key {
+            header::ROLLUP => {
+                rollup = header
+                    .value
+                    .and_then(|value| codec::decode_rollup(value).ok())
+            }
+            header::COVERS => {
+                covers = header
+                    .value
+                    .and_then(|value| std::str::from_utf8(value).ok())
+                    .and_then(|text| text.split_once(':'))
+                    .and_then(|(partition, offset)| {
+                        Some((partition.parse::<i32>().ok()?, offset.parse::<i64>().ok()?))
+                    });
+            }
+            _ => {}
+        }
+    }
+    let (rollup, _) = rollup?;
+    let (partition, covers) = covers?;
+    let value: ActivityRecord = serde_json::from_slice(message.payload()?).ok()?;
+    let minute = mm_model::time::parse_rfc3339(&value.window_start).ok()?
+        / mm_model::time::MICROS_PER_MINUTE;
+    Some(Replicated {
+        key: WindowKey {
+            merchant: value.merchant,
+            api: value.api,
+            minute,
+        },
+        rollup,
+        partition,
+        covers,
+    })
+}
+
+/// Runs the replica until `stop`; applies batches of at most `BATCH` records or 50 ms.
+pub fn run(
+    settings: KafkaSettings,
+    store: Arc<RollupStore>,
+    progress: Arc<ReplicaProgress>,
+    activity: broadcast::Sender<Arc<ActivityRecord>>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    const BATCH: usize = 5_000;
+    let topic = settings.activity_topic.clone();
+    let consumer: BaseConsumer = settings
+        .reader("merchant-monitor-replica")
+        .create()
+        .context("creating the activity replica consumer")?;
+    let partitions = loop {
+        match partition_count(&consumer, &topic) {
+            Ok(count) if count > 0 => break count,
+            Ok(_) | Err(_) if stop.load(Ordering::Acquire) => return Ok(()),
+            Ok(_) => tracing::info!(%topic, "waiting for the activity topic to exist"),
+            Err(error) => tracing::warn!(%topic, %error, "reading activity topic metadata"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let stored = store
+        .replica_positions()
+        .context("reading replica positions")?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let offset = stored
+            .get(&partition)
+            .map_or(Offset::Beginning, |next| Offset::Offset(*next));
+        assignment
+            .add_partition_offset(&topic, partition, offset)
+            .context("building the replica assignment")?;
+    }
+    consumer
+        .assign(&assignment)
+        .context("assigning the activity partitions")?;
+    progress.advance(&stored);
+    tracing::info!(%topic, partitions, "activity replica started");
+
+    let mut batch: Vec<Replicated> = Vec::with_capacity(BATCH);
+    let mut records: Vec<Arc<ActivityRecord>> = Vec::new();
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut batch_started = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(20)) {
+            Some(Ok(message)) => {
+                positions.insert(message.partition(), message.offset() + 1);
+                match decode(&message) {
+                    Some(replicated) => batch.push(replicated),
+                    None => tracing::warn!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "skipping an activity record without replication headers"
+                    ),
+                }
+                if activity.receiver_count() > 0
+                    && let Some(record) = message
+                        .payload()
+                        .and_then(|payload| serde_json::from_slice(payload).ok())
+                {
+                    records.push(Arc::new(record));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if let Ok(position) = consumer.position()
+                    && let Some(element) = position.find_partition(&topic, partition)
+                    && let Offset::Offset(next) = element.offset()
+                {
+                    let entry = positions.entry(partition).or_insert(next);
+                    *entry = (*entry).max(next);
+                }
+            }
+            Some(Err(error)) => tracing::warn!(%error, "activity replica consumer"),
+            None => {}
+        }
+        let due = batch.len() >= BATCH
+            || (!positions.is_empty() && batch_started.elapsed() >= Duration::from_millis(50));
+        if due {
+            let updates: Vec<(i32, i64)> = positions.iter().map(|(p, o)| (*p, *o)).collect();
+            store
+                .apply_replicated(std::mem::take(&mut batch), &updates)
+                .context("applying replicated rollups")?;
+            progress.advance(&positions);
+            positions.clear();
+            for record in records.drain(..) {
+                let _ = activity.send(record);
+            }
+            batch_started = Instant::now();
+        } else if positions.is_empty() {
+            batch_started = Instant::now();
+        }
+    }
+    Ok(())
+}
+
+/// Partitions of `topic`, 0 when it does not exist yet.
+pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+) -> anyhow::Result<i32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .with_context(|| format!("fetching metadata of {topic}"))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|candidate| candidate.name() == topic && candidate.error().is_none())
+        .map_or(0, |found| found.partitions().len() as i32))
+}
