@@ -394,6 +394,10 @@ impl RawConfig {
 mod tests {
     use super::*;
 
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
     #[test]
     fn defaults_are_valid_on_loopback() {
         let config = RawConfig::default()
@@ -540,10 +544,6 @@ mod tests {
 #[cfg(test)]
 mod example_file {
     use super::*;
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
 
     #[test]
     fn the_shipped_example_config_is_valid_and_matches_the_defaults() {
