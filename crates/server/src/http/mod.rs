@@ -64,6 +64,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/merchants/{merchant}/events", get(events::list))
         .route("/v1/merchants/{merchant}/activity", get(routes::activity))
         .route("/v1/merchants/{merchant}/apis", get(routes::apis))
+        .route("/v1/admin/consumers", get(routes::consumers))
+        .route(
+            "/v1/admin/backpressure",
+            axum::routing::put(routes::set_backpressure),
+        )
         .route("/metrics", get(routes::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()

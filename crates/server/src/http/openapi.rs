@@ -37,6 +37,23 @@ pub fn spec() -> Value {
         "End of the period, exclusive: RFC 3339 or epoch milliseconds. Default: now.",
     );
     let merchant = json!({ "name": "merchant", "in": "path", "required": true, "schema": { "type": "string" } });
+    let admin_consumers = json!({ "get": {
+                "summary": "Cluster mode: this instance's Kafka consumers, per partition position, committed offset, end and lag",
+                "responses": { "200": { "description": "Consumers", "content": { "application/json": { "schema": {
+                    "type": "object", "properties": {
+                        "max_in_flight": { "type": "integer" },
+                        "consumers": { "type": "array", "items": { "type": "object", "properties": {
+                            "role": { "type": "string", "enum": ["repartition", "aggregate"] }, "group": { "type": "string" }, "topic": { "type": "string" },
+                            "partitions": { "type": "array", "items": { "type": "object", "properties": {
+                                "partition": { "type": "integer" }, "position": { "type": "integer" }, "committed": { "type": ["integer", "null"] },
+                                "high_watermark": { "type": "integer" }, "lag": { "type": "integer" }, "paused": { "type": "boolean" } } } } } } } } } } } },
+                    "404": error_response("Embedded mode (code not_cluster_mode)") } } });
+    let admin_backpressure = json!({ "put": {
+                "summary": "Cluster mode: records in flight to the broker before the repartition consumer pauses its partitions",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["max_in_flight"], "properties": { "max_in_flight": { "type": "integer", "minimum": 1, "maximum": 10000000 } } } } } },
+                "responses": { "200": { "description": "The new and the previous limit" },
+                    "400": error_response("Bad value"), "404": error_response("Embedded mode (code not_cluster_mode)") } } });
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -88,6 +105,8 @@ pub fn spec() -> Value {
                     "413": error_response("Body over the size limit"), "415": error_response("Unsupported content encoding"),
                     "429": error_response("Too many concurrent requests; see Retry-After"), "503": error_response("Overloaded; see Retry-After")
                 } } },
+            "/v1/admin/consumers": admin_consumers,
+            "/v1/admin/backpressure": admin_backpressure,
             "/v1/merchants/{merchant}": { "get": {
                 "summary": "Whether the store knows a merchant (exact name)",
                 "parameters": [merchant],

@@ -286,6 +286,63 @@ pub async fn merchant(
     }
 }
 
+/// `GET /v1/admin/consumers`: cluster mode's consumers on this instance: per partition the
+/// position, the last committed offset, the end of the partition and the lag.
+pub async fn consumers(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let cluster = cluster_of(&state)?;
+    Ok(Json(serde_json::json!({
+        "consumers": cluster.snapshot(),
+        "max_in_flight": cluster.max_in_flight(),
+    }))
+    .into_response())
+}
+
+/// `PUT /v1/admin/backpressure` with `{"max_in_flight": N}`: how many records the repartition
+/// consumer may have on their way to the broker before it pauses its partitions.
+pub async fn set_backpressure(
+    State(state): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let cluster = cluster_of(&state)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Setting {
+        max_in_flight: usize,
+    }
+    let setting: Setting = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "expected {{\"max_in_flight\": N}} with N from 1 to 10000000: {error}"
+        ))
+    })?;
+    if !(1..=10_000_000).contains(&setting.max_in_flight) {
+        return Err(ApiError::bad_request(
+            "max_in_flight must be from 1 to 10000000",
+        ));
+    }
+    let previous = cluster
+        .max_in_flight
+        .swap(setting.max_in_flight, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        previous,
+        now = setting.max_in_flight,
+        "backpressure limit changed"
+    );
+    Ok(
+        Json(serde_json::json!({ "max_in_flight": setting.max_in_flight, "previous": previous }))
+            .into_response(),
+    )
+}
+
+fn cluster_of(state: &AppState) -> Result<Arc<crate::cluster::ClusterStatus>, ApiError> {
+    state.cluster.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_cluster_mode",
+            "this instance runs in embedded mode: it has no Kafka consumers",
+        )
+    })
+}
+
 /// `GET /v1/merchants/search?prefix=&limit=`: known merchants starting with `prefix`, ignoring
 /// case, for suggestions.
 pub async fn search_merchants(
