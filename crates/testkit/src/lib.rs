@@ -1,6 +1,10 @@
 //! Shared fixtures for Merchant Monitor's integration tests: start the real binary as a child
 //! process, talk HTTP to it, and compute expected rollups with a plain fold.
 
+mod broker;
+
+pub use broker::Broker;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

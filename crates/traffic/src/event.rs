@@ -73,7 +73,7 @@ impl GeneratedEvent {
 /// Writes events as NDJSON, remembering the formatted date of the last day so that the
 /// calendar arithmetic runs once a day rather than once a line.
 #[derive(Debug, Default)]
-pub(crate) struct NdjsonWriter {
+pub struct NdjsonWriter {
     cached_day: Option<i64>,
     /// `YYYY-MM-DDT` of `cached_day`.
     cached_date: String,

@@ -55,7 +55,7 @@ use std::io::Write;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
 pub use config::TrafficConfig;
-pub use event::GeneratedEvent;
+pub use event::{GeneratedEvent, NdjsonWriter};
 pub use generator::TrafficGenerator;
 
 /// Bytes gathered before a chunk is handed to the writing thread.

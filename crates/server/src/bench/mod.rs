@@ -24,12 +24,14 @@ use mm_window::{Aggregator, WindowConfig};
 
 use crate::pipeline::now_us;
 
+mod kafka;
 mod sharded;
 pub use sharded::{READ_CHUNK_BYTES, parse_and_aggregate_sharded, read_line_chunks};
 
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
-    /// Benchmarks to run, comma-separated: aggregate, parse, query, ingest.
+    /// Benchmarks to run, comma-separated: aggregate, parse, stages, query, ingest, archive,
+    /// lookup, kafka (needs --kafka-brokers).
     #[arg(
         long,
         value_delimiter = ',',
@@ -51,6 +53,9 @@ pub struct BenchArgs {
     /// Parser threads for the parse benchmark [default: available cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// A local Kafka broker for the `kafka` benchmark.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_brokers: Option<String>,
     /// Directory for datasets and stores [default: a fresh temporary directory].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -78,7 +83,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "lookup" => bench_lookup(&args, &work_dir)?,
             "query" => bench_query(&args, &work_dir)?,
             "ingest" => bench_ingest(&args, &work_dir)?,
-            other => bail!("unknown benchmark {other:?} (aggregate, parse, query, ingest)"),
+            "kafka" => kafka::bench_kafka(&args, &work_dir)?,
+            other => bail!(
+                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, archive, lookup, kafka)"
+            ),
         }
     }
     if args.work_dir.is_none() {

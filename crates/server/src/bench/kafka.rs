@@ -1,0 +1,237 @@
+//! `bench --only kafka`: consume → aggregate → store in cluster mode, against a bare
+//! rdkafka consumer reading the same topic and discarding the records, in the same run.
+//!
+//! The input is produced keyed by merchant (the Java default partitioner), so the aggregation
+//! consumer reads it directly (`input_keyed`). The pipeline's time runs from the moment its
+//! consumer has its partitions until every record is counted, the checkpoint that covers the
+//! last of them is committed, and the replica has stored the activity records it produced;
+//! the group join before that is reported on its own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mm_kafka::{KafkaSettings, partition_for};
+use mm_model::mapping::{EventParser, FieldMapping};
+use mm_telemetry::Metrics;
+use mm_traffic::{TrafficConfig, TrafficGenerator};
+use mm_window::WindowConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::BenchArgs;
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::pipeline::now_us;
+
+const PARTITIONS: i32 = 4;
+
+pub fn bench_kafka(args: &BenchArgs, work_dir: &std::path::Path) -> anyhow::Result<()> {
+    let Some(brokers) = args.kafka_brokers.clone() else {
+        bail!("the kafka benchmark needs --kafka-brokers HOST:PORT (a local broker)");
+    };
+    let run = std::process::id();
+    let mut settings = KafkaSettings::new(
+        &brokers,
+        &format!("bench-calls-{run}"),
+        &format!("bench-{run}"),
+    );
+    settings.input_keyed = true;
+    settings.activity_topic = format!("bench-activity-{run}");
+    settings.dlq_topic = format!("bench-dlq-{run}");
+    settings.create_topics_partitions = PARTITIONS;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    runtime.block_on(crate::cluster::create_topics(&settings))?;
+
+    // The input: realistic traffic ending now, keyed by merchant.
+    let events = args.events;
+    println!(
+        "kafka: producing {events} events to {} ({PARTITIONS} partitions)",
+        settings.input_topic
+    );
+    let producer: BaseProducer = settings
+        .producer("bench-producer")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .create()
+        .context("bench producer")?;
+    let config = TrafficConfig {
+        seed: 11,
+        start_ts_us: now_us() - (events as f64 / 2_000.0 * 1e6) as i64,
+        events_per_second: 2_000.0,
+        ..TrafficConfig::default()
+    };
+    let generator = TrafficGenerator::new(config);
+    let started = Instant::now();
+    let mut writer = mm_traffic::NdjsonWriter::default();
+    let mut line = Vec::with_capacity(512);
+    for event in generator.take(events as usize) {
+        line.clear();
+        writer.write(&event, &mut line);
+        let key = event.merchant.as_bytes();
+        let mut record = BaseRecord::to(&settings.input_topic)
+            .key(key)
+            .payload(line.trim_ascii_end())
+            .partition(partition_for(key, PARTITIONS as u32));
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .context("the broker did not take the bench input")?;
+    println!(
+        "kafka: produced in {:.1} s ({:.0} events/s)",
+        started.elapsed().as_secs_f64(),
+        events as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let mut bare = Vec::new();
+    let mut pipeline = Vec::new();
+    for round in 0..args.runs.clamp(1, 3) {
+        let rate = bare_consumer(&settings, events)?;
+        println!("kafka: round {round}: bare consumer {rate:.0} events/s");
+        bare.push(rate);
+        let (rate, join) = aggregation_pipeline(&settings, events, work_dir, round)?;
+        println!(
+            "kafka: round {round}: consume → aggregate → store {rate:.0} events/s (group join {:.1} s, not counted)",
+            join.as_secs_f64()
+        );
+        pipeline.push(rate);
+    }
+    let bare = super::median(&mut bare);
+    let pipeline = super::median(&mut pipeline);
+    println!(
+        "kafka: median bare consumer {bare:.0} events/s; consume → aggregate → store {pipeline:.0} events/s; ratio {:.2}",
+        pipeline / bare
+    );
+    Ok(())
+}
+
+/// Reads every partition from the start and discards the records.
+fn bare_consumer(settings: &KafkaSettings, events: u64) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = settings
+        .reader("bench-bare")
+        .set("enable.partition.eof", "false")
+        .create()
+        .context("bare consumer")?;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        list.add_partition_offset(&settings.input_topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&list)?;
+    let started = Instant::now();
+    let mut seen = 0u64;
+    let mut bytes = 0usize;
+    while seen < events {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(message)) => {
+                bytes += message.payload().map_or(0, <[u8]>::len);
+                seen += 1;
+            }
+            Some(Err(error)) => bail!("bare consumer: {error}"),
+            None => bail!("bare consumer: no records for 10 s after {seen}"),
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Runs the aggregation consumer (a fresh group) over the whole topic.
+fn aggregation_pipeline(
+    settings: &KafkaSettings,
+    events: u64,
+    work_dir: &std::path::Path,
+    round: usize,
+) -> anyhow::Result<(f64, Duration)> {
+    let mut settings = settings.clone();
+    settings.group_id = format!("{}-round{round}", settings.group_id);
+    settings.create_topics_partitions = 0;
+    let data_dir = work_dir.join(format!("kafka-round{round}"));
+    let options = ClusterOptions {
+        settings: settings.clone(),
+        data_dir,
+        window: WindowConfig::default(),
+        checkpoint_interval: Duration::from_millis(500),
+        retention: Duration::from_secs(30 * 86_400),
+        max_clock_skew: Duration::from_secs(300),
+        parser: Arc::new(EventParser::new(&FieldMapping::default(), false)?),
+        max_in_flight: 100_000,
+    };
+    let (activity, _) = tokio::sync::broadcast::channel(16);
+    let started = Instant::now();
+    let cluster = Cluster::start(options, Arc::new(Metrics::new()), activity)?;
+    let status = cluster.status.clone();
+    // The group join, then the work.
+    let mut joined: Option<(Instant, i64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the pipeline did not finish in 600 s"
+        );
+        let snapshot = status.snapshot();
+        let aggregate = snapshot
+            .iter()
+            .find(|consumer| consumer.role == "aggregate");
+        let partitions: BTreeMap<i32, (i64, i64)> = aggregate
+            .map(|consumer| {
+                consumer
+                    .partitions
+                    .iter()
+                    .map(|partition| {
+                        (
+                            partition.partition,
+                            (partition.position, partition.committed.unwrap_or(0)),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The first report after the assignment: what was processed before it is not timed.
+        if joined.is_none() && !partitions.is_empty() {
+            joined = Some((
+                Instant::now(),
+                partitions.values().map(|(position, _)| position).sum(),
+            ));
+        }
+        let committed: i64 = partitions.values().map(|(_, committed)| committed).sum();
+        if partitions.len() == PARTITIONS as usize && committed as u64 >= events {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Stored: the replica has every activity record produced so far.
+    let reader: BaseConsumer = settings.reader("bench-watermarks").create()?;
+    let mut targets = BTreeMap::new();
+    for partition in 0..PARTITIONS {
+        let (_, high) =
+            reader.fetch_watermarks(&settings.activity_topic, partition, Duration::from_secs(5))?;
+        targets.insert(partition, high);
+    }
+    anyhow::ensure!(
+        cluster
+            .progress
+            .wait_for(&targets, Duration::from_secs(120)),
+        "the replica did not store the activity records"
+    );
+    let finished = Instant::now();
+    let (joined, processed_before) = joined.unwrap_or((started, 0));
+    cluster.shutdown()?;
+    Ok((
+        (events as i64 - processed_before) as f64 / finished.duration_since(joined).as_secs_f64(),
+        joined.duration_since(started),
+    ))
+}

@@ -1,0 +1,421 @@
+//! Cluster mode against a real Kafka-protocol broker (tansu): consume, repartition, aggregate,
+//! emit the activity topic and dead letters; crashes of instances and of the broker.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mm_model::ApiCall;
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+use mm_model::time::{MICROS_PER_MINUTE, format_rfc3339, minute_of};
+use mm_testkit::{Broker, ServerProcess, calls, eventually, get, ndjson_line, now_us, oracle};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
+const APIS: [&str; 3] = ["/v1/payments", "/v1/refunds", "/v1/tokens"];
+
+/// A cluster-mode configuration with short windows, so that tests see windows close.
+fn write_config(dir: &Path, broker: &Broker, group: &str) -> String {
+    let path = dir.join(format!("{group}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[window]
+grace = "2s"
+idle_timeout = "2s"
+checkpoint_interval = "300ms"
+
+[kafka]
+brokers = "{}"
+input_topic = "calls"
+group_id = "{group}"
+activity_topic = "activity"
+dlq_topic = "dead-letters"
+create_topics_partitions = 4
+"#,
+            broker.bootstrap()
+        ),
+    )
+    .expect("write config");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+fn producer(broker: &Broker) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("test producer")
+}
+
+/// Produces records (keyed by correlation id, so not by merchant) and waits for the broker.
+fn produce(producer: &BaseProducer, topic: &str, records: &[(String, Vec<u8>)]) {
+    for (key, value) in records {
+        let mut record = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(value.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("the broker takes the test records");
+}
+
+/// Events spread over ten minutes that ended two minutes ago, in shuffled order: every window
+/// closes within seconds, and some calls are later than grace.
+fn events(seed: u64, count: usize, merchants: usize) -> Vec<ApiCall> {
+    let end = now_us() - 2 * MICROS_PER_MINUTE;
+    let mut events = calls(seed, count, merchants, &APIS, end, 10);
+    // Deterministic shuffle.
+    let mut state = seed | 1;
+    for index in (1..events.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        events.swap(index, (state % (index as u64 + 1)) as usize);
+    }
+    events
+}
+
+fn records(events: &[ApiCall]) -> Vec<(String, Vec<u8>)> {
+    events
+        .iter()
+        .map(|event| {
+            (
+                event.corr_id.clone(),
+                ndjson_line(event).trim_end().as_bytes().to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// Reads every record of `topic` (all partitions) until no more arrive for two seconds.
+fn read_all(broker: &Broker, topic: &str) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("test-reader-{}", now_us()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("test consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|header| {
+                            (
+                                header.key.to_owned(),
+                                String::from_utf8_lossy(header.value.unwrap_or_default())
+                                    .into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((headers, message.payload().unwrap_or_default().to_vec()));
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+fn period(events: &[ApiCall]) -> (String, String) {
+    let from = events
+        .iter()
+        .map(|event| event.ts_us)
+        .min()
+        .expect("events");
+    let to = events
+        .iter()
+        .map(|event| event.ts_us)
+        .max()
+        .expect("events");
+    (
+        format_rfc3339(minute_of(from) * MICROS_PER_MINUTE),
+        format_rfc3339((minute_of(to) + 1) * MICROS_PER_MINUTE),
+    )
+}
+
+/// Waits until the instance's per-minute merchant series equal the fold, exactly (calls,
+/// classes, p50, max); panics with the last difference otherwise.
+fn assert_rollups_converge(server: &ServerProcess, expected_events: &[ApiCall], merchants: usize) {
+    let expected = oracle(expected_events);
+    let (from, to) = period(expected_events);
+    let mut last_difference = String::new();
+    let converged = eventually(Duration::from_secs(90), || {
+        for merchant in 0..merchants {
+            let merchant = format!("m{merchant}");
+            let answer = get(
+                server.address,
+                &format!("/v1/merchants/{merchant}/activity?from={from}&to={to}&step=1m"),
+            )
+            .json();
+            for bucket in answer["buckets"].as_array()? {
+                let start = mm_model::time::parse_rfc3339(bucket["start"].as_str()?).ok()?;
+                let key = WindowKey {
+                    merchant: merchant.clone(),
+                    api: MERCHANT_TOTAL_API.into(),
+                    minute: minute_of(start),
+                };
+                let want = expected.get(&key).cloned().unwrap_or_default();
+                let got = (
+                    bucket["calls"].as_u64(),
+                    bucket["status_5xx"].as_u64(),
+                    bucket["p50_ms"].as_f64(),
+                    bucket["max_ms"].as_f64(),
+                );
+                let round = |value: f64| (value * 1000.0).round() / 1000.0;
+                let wanted = (
+                    Some(want.calls),
+                    Some(want.classes().status_5xx),
+                    want.quantile_ms(0.5).map(round),
+                    (want.calls > 0).then(|| round(want.max_ms())),
+                );
+                if got != wanted {
+                    last_difference =
+                        format!("{merchant} at {start}: got {got:?}, want {wanted:?}");
+                    return None;
+                }
+            }
+        }
+        Some(())
+    });
+    assert!(
+        converged.is_some(),
+        "rollups never matched the fold: {last_difference}"
+    );
+}
+
+/// Per window, the activity record covering most, as the replica keeps it.
+fn latest_activity(
+    records: &[(Vec<(String, String)>, Vec<u8>)],
+) -> BTreeMap<(String, String, String), (i64, u64)> {
+    let mut latest: BTreeMap<(String, String, String), (i64, u64)> = BTreeMap::new();
+    for (headers, value) in records {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_else(|| panic!("activity record without {name}"))
+        };
+        assert!(!header("dedupe_key").is_empty());
+        let covers: i64 = header("mm.covers")
+            .split_once(':')
+            .and_then(|(_, offset)| offset.parse().ok())
+            .expect("covers");
+        let record: serde_json::Value = serde_json::from_slice(value).expect("JSON value");
+        let key = (
+            record["merchant"].as_str().expect("merchant").to_owned(),
+            record["api"].as_str().expect("api").to_owned(),
+            record["window_start"].as_str().expect("start").to_owned(),
+        );
+        let calls = record["calls"].as_u64().expect("calls");
+        let entry = latest.entry(key).or_insert((covers, calls));
+        if covers >= entry.0 {
+            *entry = (covers, calls);
+        }
+    }
+    latest
+}
+
+fn expected_windows(events: &[ApiCall]) -> BTreeMap<(String, String, String), u64> {
+    oracle(events)
+        .into_iter()
+        .map(|(key, rollup): (WindowKey, Rollup)| {
+            (
+                (
+                    key.merchant,
+                    key.api,
+                    format_rfc3339(key.minute * MICROS_PER_MINUTE),
+                ),
+                rollup.calls,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn consumed_events_with_disorder_and_poison_become_exact_rollups_activity_and_dead_letters() {
+    let broker = Broker::in_memory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker, "e2e");
+    let server = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
+    let good = events(11, 6_000, 5);
+    let mut input = records(&good);
+    // Poison interleaved: every kind of unusable record, at known places.
+    let poison: Vec<(&str, &[u8])> = vec![
+        ("invalid_json", b"{not json"),
+        ("missing_field", br#"{"ts":"2026-11-21T10:00:00Z","api":"/x","status":200,"latency_ms":1,"corr_id":"p1"}"#),
+        ("wrong_type", br#"{"ts":"2026-11-21T10:00:00Z","merchant":"m0","api":"/x","status":"two hundred","latency_ms":1,"corr_id":"p2"}"#),
+        ("invalid_utf8", b"{\"merchant\":\"\xff\xfe\"}"),
+    ];
+    for (index, (_, value)) in poison.iter().enumerate() {
+        input.insert(
+            index * 1_000 + 7,
+            (format!("poison-{index}"), value.to_vec()),
+        );
+    }
+    produce(&producer(&broker), "calls", &input);
+
+    assert_rollups_converge(&server, &good, 5);
+
+    // The activity topic: per window, the record covering most has the fold's count.
+    let activity = read_all(&broker, "activity");
+    let latest = latest_activity(&activity);
+    let expected = expected_windows(&good);
+    let got: BTreeMap<_, _> = latest
+        .into_iter()
+        .map(|(key, (_, calls))| (key, calls))
+        .collect();
+    assert_eq!(got, expected, "activity records per window");
+
+    // Dead letters: every poison record, with where it came from and why.
+    let letters = read_all(&broker, "dead-letters");
+    assert_eq!(
+        letters.len(),
+        poison.len(),
+        "one dead letter per poison record"
+    );
+    for (headers, value) in &letters {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_else(|| panic!("dead letter without {name}"))
+        };
+        assert_eq!(header("mm.dlq.original.topic"), "calls");
+        assert!(header("mm.dlq.original.partition").parse::<i32>().is_ok());
+        assert!(header("mm.dlq.original.offset").parse::<i64>().is_ok());
+        assert_eq!(header("mm.dlq.consumer.group"), "e2e");
+        assert!(!header("mm.dlq.error.message").is_empty());
+        let class = header("mm.dlq.error.class");
+        let original = poison
+            .iter()
+            .find(|(_, bytes)| *bytes == value.as_slice())
+            .unwrap_or_else(|| panic!("dead letter {value:?} is not a poison record"));
+        assert!(
+            [
+                "invalid_json",
+                "missing_field",
+                "wrong_type",
+                "invalid_utf8"
+            ]
+            .contains(&class.as_str()),
+            "{class}"
+        );
+        let _ = original;
+    }
+    let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
+    assert!(
+        metrics.contains("mm_kafka_dead_letters_total"),
+        "dead letters counted"
+    );
+    assert!(metrics.contains("mm_kafka_consumer_lag{"), "lag exposed");
+    let consumers = get(server.address, "/v1/admin/consumers").json();
+    let roles: Vec<&str> = consumers["consumers"]
+        .as_array()
+        .expect("consumers")
+        .iter()
+        .filter_map(|consumer| consumer["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["aggregate", "repartition"]);
+    assert!(server.terminate(), "graceful leave");
+}
+
+#[test]
+fn http_ingest_in_cluster_mode_acknowledges_after_the_broker_and_counts_exactly() {
+    let broker = Broker::in_memory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker, "http");
+    let server = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
+    let good = events(21, 3_000, 3);
+    for chunk in good.chunks(1_000) {
+        let body: String = chunk.iter().map(ndjson_line).collect();
+        let response = mm_testkit::ingest(server.address, body.as_bytes()).expect("answers");
+        assert_eq!(
+            response.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        assert_eq!(response.json()["accepted"], 1_000);
+    }
+    // Acknowledged means on the broker: the input topic holds every record already.
+    let input = read_all(&broker, "calls");
+    assert_eq!(input.len(), good.len());
+    assert_rollups_converge(&server, &good, 3);
+    assert!(server.terminate());
+}
+
+#[test]
+fn an_instance_killed_mid_stream_is_taken_over_and_nothing_is_lost_or_doubled() {
+    let broker = Broker::in_memory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker, "pair");
+    let first = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
+    let mut second = ServerProcess::start(EXE, &dir.path().join("b"), &["--config", &config], &[]);
+    let all = events(31, 24_000, 6);
+    let producer = producer(&broker);
+    let parts: Vec<&[ApiCall]> = all.chunks(6_000).collect();
+    produce(&producer, "calls", &records(parts[0]));
+    std::thread::sleep(Duration::from_secs(3));
+    produce(&producer, "calls", &records(parts[1]));
+    // SIGKILL one instance mid-stream; the other takes its partitions over.
+    second.kill9();
+    produce(&producer, "calls", &records(parts[2]));
+    std::thread::sleep(Duration::from_secs(4));
+    // Restart it: the partitions spread again.
+    second = ServerProcess::start(EXE, &dir.path().join("b"), &["--config", &config], &[]);
+    produce(&producer, "calls", &records(parts[3]));
+    assert_rollups_converge(&first, &all, 6);
+    assert_rollups_converge(&second, &all, 6);
+    assert!(first.terminate());
+    assert!(second.terminate());
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::persistent(dir.path());
+    let config = write_config(dir.path(), &broker, "restart");
+    let server = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
+    let all = events(41, 12_000, 4);
+    let (before, after) = all.split_at(6_000);
+    produce(&producer(&broker), "calls", &records(before));
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    produce(&producer(&broker), "calls", &records(after));
+    assert_rollups_converge(&server, &all, 4);
+    assert!(server.terminate());
+}
