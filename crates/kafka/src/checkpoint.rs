@@ -1,21 +1,28 @@
-//! A partition checkpoint, carried in the metadata of the consumer group's committed offset so
-//! that the offset and the state it stands for are committed together, in one request.
+//! A partition checkpoint: one record in the checkpoint topic, in the partition of the same
+//! number as the aggregation partition it describes, written once the activity records it
+//! covers are on the broker. The last record of a checkpoint-topic partition is therefore the
+//! latest complete checkpoint of that aggregation partition.
 //!
-//! The committed offset `c` says "every record before `c` is reflected downstream"; the
-//! metadata says how to rebuild the windows still open at `c`: re-read `[replay, c)`, skipping
-//! duplicates with `sources` (the deduplication state as of `replay`), and keep only the calls
-//! whose window the watermark `watermark_us` had not closed. See ARCHITECTURE.md.
+//! `next` says "every record before it is reflected downstream"; the rest says how to rebuild
+//! the windows still open there: re-read `[replay, next)`, skipping duplicates with `sources`
+//! (the deduplication state as of `replay`), and keep only the calls whose window the
+//! watermark `watermark_us` had not closed. See ARCHITECTURE.md.
+//!
+//! (Committed-offset metadata would carry the same in the commit itself, but not every
+//! Kafka-protocol broker keeps it; the test broker does not.)
 
 use serde::{Deserialize, Serialize};
 
-/// Kafka's default `offset.metadata.max.bytes`.
-pub const MAX_METADATA_BYTES: usize = 4096;
+/// Largest encoded checkpoint; the deduplication state grows with the input's partitions.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
 /// What a committed offset carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionCheckpoint {
     /// Format version.
     pub v: u32,
+    /// The aggregation-topic offset the checkpoint covers up to (exclusive).
+    pub next: i64,
     /// Where to start re-reading to rebuild the open windows (≤ the committed offset).
     pub replay: i64,
     /// The partition's watermark at the committed offset (µs).
@@ -33,9 +40,9 @@ pub struct PartitionCheckpoint {
 /// A checkpoint that cannot be stored or read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CheckpointError {
-    #[error("checkpoint metadata of {0} bytes exceeds Kafka's {MAX_METADATA_BYTES}-byte limit")]
+    #[error("a checkpoint of {0} bytes exceeds the {MAX_METADATA_BYTES}-byte limit")]
     TooLarge(usize),
-    #[error("committed offset metadata is not a Merchant Monitor checkpoint: {0}")]
+    #[error("not a Merchant Monitor checkpoint: {0}")]
     Foreign(String),
 }
 
@@ -79,7 +86,7 @@ mod tests {
         #[test]
         fn round_trips(replay in 0i64..i64::MAX, watermark in any::<i64>(), max in any::<i64>(),
                        sources in proptest::collection::vec((0i32..1000, 0i64..i64::MAX), 0..40)) {
-            let checkpoint = PartitionCheckpoint { v: 1, replay, watermark_us: watermark, max_event_us: max, sources };
+            let checkpoint = PartitionCheckpoint { v: 1, next: replay.saturating_add(7), replay, watermark_us: watermark, max_event_us: max, sources };
             let text = checkpoint.encode().expect("fits");
             prop_assert_eq!(PartitionCheckpoint::decode(&text).expect("reads"), Some(checkpoint));
         }
@@ -93,7 +100,7 @@ mod tests {
             Err(CheckpointError::Foreign(_))
         ));
         assert!(matches!(
-            PartitionCheckpoint::decode(r#"{"v":9,"replay":0,"wm":0,"max":0}"#),
+            PartitionCheckpoint::decode(r#"{"v":9,"next":0,"replay":0,"wm":0,"max":0}"#),
             Err(CheckpointError::Foreign(message)) if message.contains("version 9")
         ));
     }
@@ -102,10 +109,11 @@ mod tests {
     fn too_many_sources_are_refused_not_truncated() {
         let checkpoint = PartitionCheckpoint {
             v: 1,
+            next: 2,
             replay: 1,
             watermark_us: 1,
             max_event_us: 1,
-            sources: (0..400).map(|partition| (partition, i64::MAX)).collect(),
+            sources: (0..4000).map(|partition| (partition, i64::MAX)).collect(),
         };
         assert!(matches!(
             checkpoint.encode(),

@@ -97,6 +97,12 @@ impl KafkaSettings {
             .unwrap_or_else(|| format!("{}-repartition", self.group_id))
     }
 
+    /// Where the aggregation consumer's partition checkpoints go (one partition per
+    /// aggregation partition).
+    pub fn checkpoint_topic(&self) -> String {
+        format!("{}.checkpoints", self.aggregation_group())
+    }
+
     /// The group that aggregates the repartition topic (the user's group reads the input).
     pub fn aggregation_group(&self) -> String {
         if self.input_keyed {
@@ -158,7 +164,7 @@ impl KafkaSettings {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true")
+            .set("enable.partition.eof", "false")
             .set(
                 "queued.max.messages.kbytes",
                 self.max_queued_kbytes.to_string(),

@@ -78,6 +78,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         None => Backend::Embedded(start_embedded(&config, metrics.clone()).await?),
         Some(settings) => {
             crate::cluster::create_topics(settings).await?;
+            crate::cluster::ensure_checkpoint_topic(settings).await?;
             let options = ClusterOptions {
                 settings: settings.clone(),
                 data_dir: config.data_dir.clone(),

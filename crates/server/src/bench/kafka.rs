@@ -171,6 +171,11 @@ fn aggregation_pipeline(
         max_in_flight: 100_000,
     };
     let (activity, _) = tokio::sync::broadcast::channel(16);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?
+        .block_on(crate::cluster::ensure_checkpoint_topic(&settings))?;
     let started = Instant::now();
     let cluster = Cluster::start(options, Arc::new(Metrics::new()), activity)?;
     let status = cluster.status.clone();

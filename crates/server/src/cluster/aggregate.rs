@@ -110,6 +110,7 @@ impl Task {
         let (replay, sources) = self.snapshots.front().cloned().unwrap_or_default();
         PartitionCheckpoint {
             v: PartitionCheckpoint::VERSION,
+            next: self.next,
             replay,
             watermark_us: self.aggregator.watermark_us(),
             max_event_us: self
@@ -250,16 +251,18 @@ impl Worker {
         }
         let committed = consumer
             .committed_offsets(list, Duration::from_secs(10))
-            .context("reading committed checkpoints")?;
-        for element in committed.elements_for_topic(&self.topic) {
-            let partition = element.partition();
+            .context("reading committed offsets")?;
+        for partition in partitions.iter().copied() {
+            let committed = committed
+                .find_partition(&self.topic, partition)
+                .and_then(|element| match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                });
             let mut task = Task::new(partition, self.options.window);
             let now = now_us();
-            match (
-                element.offset(),
-                PartitionCheckpoint::decode(element.metadata()),
-            ) {
-                (Offset::Offset(committed), Ok(Some(checkpoint))) => {
+            match self.last_checkpoint(partition)? {
+                Some(checkpoint) => {
                     task.aggregator.restore_watermark(checkpoint.watermark_us);
                     task.aggregator
                         .restore_clock(0, checkpoint.max_event_us, now);
@@ -267,26 +270,32 @@ impl Worker {
                     task.snapshots
                         .push_back((checkpoint.replay, task.sources.clone()));
                     task.next = checkpoint.replay;
-                    task.replay_until = committed;
-                    task.committed = Some(committed);
+                    task.replay_until = checkpoint.next;
+                    task.committed = committed;
                     self.rebuild(&mut task)?;
-                    task.next = committed;
-                }
-                (Offset::Offset(committed), decoded) => {
-                    if let Err(error) = decoded {
-                        tracing::warn!(partition, %error, "ignoring committed metadata");
+                    task.next = checkpoint.next;
+                    // The group's offset may trail the checkpoint (a commit that failed after
+                    // the checkpoint was written): start reading where the checkpoint ends.
+                    if committed != Some(checkpoint.next) {
+                        let _ = consumer.seek(
+                            &self.topic,
+                            partition,
+                            Offset::Offset(checkpoint.next),
+                            Duration::from_secs(5),
+                        );
                     }
-                    tracing::warn!(
-                        partition,
-                        committed,
-                        "offset committed without a checkpoint: starting there with no open windows"
-                    );
-                    task.next = committed;
-                    task.committed = Some(committed);
-                    task.snapshots.push_back((committed, BTreeMap::new()));
                 }
-                _ => {
-                    task.snapshots.push_back((0, BTreeMap::new()));
+                None => {
+                    if let Some(committed) = committed {
+                        tracing::warn!(
+                            partition,
+                            committed,
+                            "offset committed without a checkpoint: starting there with no open windows"
+                        );
+                        task.next = committed;
+                        task.committed = Some(committed);
+                    }
+                    task.snapshots.push_back((task.next, BTreeMap::new()));
                 }
             }
             tracing::info!(
@@ -300,6 +309,50 @@ impl Worker {
         Ok(())
     }
 
+    /// The last record of the checkpoint topic's partition `partition`: the latest complete
+    /// checkpoint of that aggregation partition.
+    fn last_checkpoint(&self, partition: i32) -> anyhow::Result<Option<PartitionCheckpoint>> {
+        let topic = self.options.settings.checkpoint_topic();
+        let (low, high) = self
+            .reader
+            .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+            .with_context(|| format!("reading the end of {topic} partition {partition}"))?;
+        if high <= low {
+            return Ok(None);
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&topic, partition, Offset::Offset(high - 1))
+            .context("positioning the checkpoint reader")?;
+        self.reader
+            .assign(&list)
+            .context("assigning the checkpoint reader")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let found = loop {
+            match self.reader.poll(Duration::from_millis(500)) {
+                Some(Ok(message)) if message.offset() == high - 1 => {
+                    let text = message
+                        .payload()
+                        .and_then(|payload| std::str::from_utf8(payload).ok())
+                        .unwrap_or_default();
+                    break PartitionCheckpoint::decode(text).with_context(|| {
+                        format!("{topic} partition {partition} offset {}", high - 1)
+                    })?;
+                }
+                Some(Ok(_)) | None => {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "reading the last checkpoint of partition {partition} timed out"
+                    );
+                }
+                Some(Err(error)) => tracing::warn!(%error, "checkpoint reader"),
+            }
+        };
+        self.reader
+            .unassign()
+            .context("releasing the checkpoint reader")?;
+        Ok(found)
+    }
+
     /// Re-reads `[task.next, task.replay_until)` into the task.
     fn rebuild(&self, task: &mut Task) -> anyhow::Result<()> {
         if task.next >= task.replay_until {
@@ -311,9 +364,15 @@ impl Worker {
         self.reader
             .assign(&list)
             .context("assigning the rebuild reader")?;
+        // Records that retention removed cannot be re-read.
+        let (_, high) = self
+            .reader
+            .fetch_watermarks(&self.topic, task.partition, Duration::from_secs(10))
+            .context("reading the end of the partition to rebuild")?;
+        let until = task.replay_until.min(high);
         let started = Instant::now();
         let mut replayed = 0u64;
-        while task.next < task.replay_until {
+        while task.next < until {
             match self.reader.poll(Duration::from_millis(500)) {
                 Some(Ok(message)) => {
                     if message.offset() >= task.replay_until {
@@ -322,7 +381,6 @@ impl Worker {
                     self.process(task, &message);
                     replayed += 1;
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(error)) => tracing::warn!(%error, "rebuild reader"),
                 None if started.elapsed() > Duration::from_secs(120) => {
                     anyhow::bail!(
@@ -545,15 +603,29 @@ impl Worker {
             .get_or_create(&KindLabel { kind: "correction" })
             .inc_by(corrections);
 
+        // The checkpoints, once the broker has everything they cover; then the group's offsets.
+        let checkpoint_topic = self.options.settings.checkpoint_topic();
         let mut list = TopicPartitionList::new();
         for task in self.tasks.values_mut() {
             let checkpoint = task.checkpoint();
-            let metadata = checkpoint.encode().context("encoding a checkpoint")?;
+            let encoded = checkpoint.encode().context("encoding a checkpoint")?;
+            let key = task.partition.to_string();
+            send_blocking(
+                &self.options.producer,
+                BaseRecord::to(&checkpoint_topic)
+                    .key(key.as_bytes())
+                    .payload(encoded.as_bytes())
+                    .partition(task.partition),
+            )
+            .context("producing a checkpoint")?;
             list.add_partition_offset(&self.topic, task.partition, Offset::Offset(task.next))
                 .context("building the commit")?;
-            if let Some(mut element) = list.find_partition(&self.topic, task.partition) {
-                element.set_metadata(metadata);
-            }
+        }
+        if let Err(error) = flush(&self.options.producer, Duration::from_secs(60)) {
+            // The activity is out; a checkpoint that did not make it only means a longer
+            // rebuild from the previous one.
+            tracing::warn!(%error, "writing checkpoints");
+            return Ok(());
         }
         if list.count() > 0 {
             match consumer.commit(&list, CommitMode::Sync) {

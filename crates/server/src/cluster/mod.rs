@@ -262,3 +262,71 @@ pub async fn create_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Creates the checkpoint topic with one partition per aggregation partition, waiting for the
+/// aggregation topic to exist; refuses a checkpoint topic with fewer partitions.
+pub async fn ensure_checkpoint_topic(settings: &KafkaSettings) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .producer("merchant-monitor-admin")
+        .create()
+        .context("creating the admin client")?;
+    let aggregation = settings.aggregation_topic();
+    let checkpoints = settings.checkpoint_topic();
+    let count = |topic: &str| -> anyhow::Result<usize> {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("fetching metadata of {topic}"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|found| found.name() == topic && found.error().is_none())
+            .map_or(0, |found| found.partitions().len()))
+    };
+    let mut waited = 0;
+    let partitions = loop {
+        match count(&aggregation)? {
+            0 if waited < 60 => {
+                if waited == 0 {
+                    tracing::info!(topic = %aggregation, "waiting for the aggregation topic to exist");
+                }
+                waited += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            0 => anyhow::bail!(
+                "topic {aggregation} does not exist: create it, or set kafka.create_topics_partitions"
+            ),
+            partitions => break partitions,
+        }
+    };
+    match count(&checkpoints)? {
+        0 => {
+            let topic = NewTopic::new(
+                &checkpoints,
+                partitions as i32,
+                TopicReplication::Fixed(settings.replication_factor),
+            );
+            let results = admin
+                .create_topics(
+                    [&topic],
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                )
+                .await
+                .context("creating the checkpoint topic")?;
+            for result in results {
+                match result {
+                    Ok(name) => {
+                        tracing::info!(topic = %name, partitions, "checkpoint topic created")
+                    }
+                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+                }
+            }
+            Ok(())
+        }
+        existing if existing < partitions => anyhow::bail!(
+            "{checkpoints} has {existing} partitions but {aggregation} has {partitions}: it needs at least as many"
+        ),
+        _ => Ok(()),
+    }
+}

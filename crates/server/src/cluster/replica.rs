@@ -15,7 +15,6 @@ use mm_model::rollup::WindowKey;
 use mm_storage::codec;
 use mm_storage::rollups::{Replicated, RollupStore};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
@@ -172,15 +171,6 @@ pub fn run(
                     records.push(Arc::new(record));
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                if let Ok(position) = consumer.position()
-                    && let Some(element) = position.find_partition(&topic, partition)
-                    && let Offset::Offset(next) = element.offset()
-                {
-                    let entry = positions.entry(partition).or_insert(next);
-                    *entry = (*entry).max(next);
-                }
-            }
             Some(Err(error)) => tracing::warn!(%error, "activity replica consumer"),
             None => {}
         }
@@ -193,15 +183,34 @@ pub fn run(
                 .context("applying replicated rollups")?;
             progress.advance(&positions);
             positions.clear();
+            caught_up(&consumer, &topic, &progress);
             for record in records.drain(..) {
                 let _ = activity.send(record);
             }
             batch_started = Instant::now();
         } else if positions.is_empty() {
+            // Nothing held back: where the consumer stands is what the store has applied
+            // (this moves past records the topic no longer has, or that never came).
+            caught_up(&consumer, &topic, &progress);
             batch_started = Instant::now();
         }
     }
     Ok(())
+}
+
+/// With nothing held back, the consumer's positions are what the store has applied.
+fn caught_up(consumer: &BaseConsumer, topic: &str, progress: &ReplicaProgress) {
+    if let Ok(position) = consumer.position() {
+        let reached: BTreeMap<i32, i64> = position
+            .elements_for_topic(topic)
+            .iter()
+            .filter_map(|element| match element.offset() {
+                Offset::Offset(next) => Some((element.partition(), next)),
+                _ => None,
+            })
+            .collect();
+        progress.advance(&reached);
+    }
 }
 
 /// Partitions of `topic`, 0 when it does not exist yet.
