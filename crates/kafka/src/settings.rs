@@ -146,6 +146,9 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // Nothing here writes transactionally; and a broker that mis-tracks the stable
+            // offset after a restart (the test broker) must not stall consumption.
+            .set("isolation.level", "read_uncommitted")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set(
@@ -165,6 +168,7 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_uncommitted")
             .set(
                 "queued.max.messages.kbytes",
                 self.max_queued_kbytes.to_string(),

@@ -13,6 +13,8 @@ pub struct Broker {
     child: Option<Child>,
     pub address: SocketAddr,
     storage: String,
+    /// Working directory of the broker process (an SQLite path is relative to it).
+    dir: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -35,16 +37,17 @@ fn tansu() -> PathBuf {
 impl Broker {
     /// A broker keeping everything in memory.
     pub fn in_memory() -> Self {
-        Self::start("memory://tansu/".to_owned())
+        Self::start("memory://tansu/".to_owned(), None)
     }
 
     /// A broker keeping topics and committed offsets in an SQLite file under `dir`, so that
     /// they survive [`Broker::restart`].
     pub fn persistent(dir: &Path) -> Self {
-        Self::start(format!("sqlite://{}", dir.join("tansu.db").display()))
+        // tansu reads the SQLite path relative to its working directory.
+        Self::start("sqlite://tansu.db".to_owned(), Some(dir.to_owned()))
     }
 
-    fn start(storage: String) -> Self {
+    fn start(storage: String, dir: Option<PathBuf>) -> Self {
         let address: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
@@ -52,6 +55,7 @@ impl Broker {
             child: None,
             address,
             storage,
+            dir,
         };
         broker.spawn();
         broker
@@ -59,12 +63,23 @@ impl Broker {
 
     fn spawn(&mut self) {
         let url = format!("tcp://{}", self.address);
-        let child = Command::new(tansu())
+        let mut command = Command::new(tansu());
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(["broker", "--storage-engine", &self.storage])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match &self.dir {
+                Some(dir) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("tansu.log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap_or_else(|error| {
                 panic!("cannot start the tansu broker ({error}); `.ci/run` installs it")
@@ -111,9 +126,51 @@ impl Broker {
         }
     }
 
-    /// Starts it again on the same address and storage.
+    /// Stops the broker the way an operator does (SIGTERM, waiting for it to exit).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            #[allow(unsafe_code)]
+            // SAFETY: kill(2) on the pid of a child this fixture started and has not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGCONT);
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing answers, as in a
+    /// network partition or a long pause.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen broker run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            #[allow(unsafe_code)]
+            // SAFETY: kill(2) on the pid of a child this fixture started and has not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
+    /// Restarts it on the same address and storage: stopped gracefully, then started again.
     pub fn restart(&mut self) {
-        self.kill();
+        self.stop();
         self.spawn();
     }
 }

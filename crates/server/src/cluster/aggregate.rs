@@ -148,60 +148,106 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
     let settings = options.settings.clone();
     let topic = settings.aggregation_topic();
     let group = settings.aggregation_group();
-    let consumer: BaseConsumer<GroupContext> = settings
-        .group_consumer(&group, &options.client_id)
-        .create_with_context(GroupContext::new(&topic))
-        .context("creating the aggregation consumer")?;
-    let reader: BaseConsumer = settings
-        .reader(&format!("{}-rebuild", options.client_id))
-        .create()
-        .context("creating the rebuild reader")?;
+    let reader = |options: &AggregateOptions| -> anyhow::Result<BaseConsumer> {
+        settings
+            .reader(&format!("{}-rebuild", options.client_id))
+            .create()
+            .context("creating the rebuild reader")
+    };
+    let first_reader = reader(&options)?;
     let activity_partitions = loop {
-        match partition_count(&reader, &settings.activity_topic) {
+        match partition_count(&first_reader, &settings.activity_topic) {
             Ok(count) if count > 0 => break count as u32,
             _ if options.stop.load(Ordering::Acquire) => return Ok(()),
             _ => std::thread::sleep(Duration::from_secs(1)),
         }
     };
-    consumer
-        .subscribe(&[&topic])
-        .with_context(|| format!("subscribing to {topic}"))?;
-    tracing::info!(%topic, %group, "aggregation consumer started");
     let mut worker = Worker {
         repartitioned: !settings.input_keyed,
         options,
-        topic,
-        group,
+        topic: topic.clone(),
+        group: group.clone(),
         activity_partitions,
         tasks: BTreeMap::new(),
-        reader,
+        reader: first_reader,
     };
-    let mut next_checkpoint = Instant::now() + worker.options.checkpoint_interval;
-    while !worker.options.stop.load(Ordering::Acquire) {
-        let polled = consumer.poll(Duration::from_millis(50));
-        worker.apply_changes(&consumer)?;
-        match polled {
-            Some(Ok(message)) => worker.handle(&message)?,
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-            Some(Err(error)) => tracing::warn!(%error, "aggregation consumer"),
-        }
-        if Instant::now() >= next_checkpoint {
-            worker.checkpoint(&consumer)?;
-            next_checkpoint = Instant::now() + worker.options.checkpoint_interval;
+    loop {
+        let consumer: BaseConsumer<GroupContext> = settings
+            .group_consumer(&group, &worker.options.client_id)
+            .create_with_context(GroupContext::new(&topic))
+            .context("creating the aggregation consumer")?;
+        consumer
+            .subscribe(&[&topic])
+            .with_context(|| format!("subscribing to {topic}"))?;
+        tracing::info!(%topic, %group, "aggregation consumer started");
+        match worker.session(&consumer)? {
+            Session::Stopped => {
+                // Graceful leave: everything counted so far is committed, then the
+                // partitions go.
+                consumer.unsubscribe();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline
+                    && consumer.assignment().is_ok_and(|list| list.count() > 0)
+                {
+                    let _ = consumer.poll(Duration::from_millis(50));
+                }
+                tracing::info!("aggregation consumer left the group");
+                return Ok(());
+            }
+            Session::BrokerLost => {
+                // Start over with new clients, rebuilding every partition from its last
+                // checkpoint as on any assignment.
+                tracing::warn!("the broker did not take a checkpoint's records: reconnecting");
+                worker.tasks.clear();
+                drop(consumer);
+                worker.reader = reader(&worker.options)?;
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
     }
-    // Graceful leave: everything counted so far is committed, then the partitions go.
-    worker.checkpoint(&consumer)?;
-    consumer.unsubscribe();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && consumer.assignment().is_ok_and(|list| list.count() > 0) {
-        let _ = consumer.poll(Duration::from_millis(50));
-    }
-    tracing::info!("aggregation consumer left the group");
-    Ok(())
+}
+
+/// How a consumer session ended.
+pub(super) enum Session {
+    Stopped,
+    BrokerLost,
+}
+
+/// Whether `error` says the connection to the brokers was lost.
+pub(super) fn broker_lost(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+    )
 }
 
 impl Worker {
+    /// Consumes and checkpoints until `stop` (after a last checkpoint), or until a checkpoint's
+    /// records could not be delivered.
+    fn session(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<Session> {
+        let mut next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+        while !self.options.stop.load(Ordering::Acquire) {
+            let polled = consumer.poll(Duration::from_millis(50));
+            self.apply_changes(consumer)?;
+            match polled {
+                Some(Ok(message)) => self.handle(&message)?,
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                // librdkafka reconnects by itself; a checkpoint the broker does not take
+                // starts the session over.
+                Some(Err(error)) => tracing::warn!(%error, "aggregation consumer"),
+            }
+            if Instant::now() >= next_checkpoint {
+                if !self.checkpoint(consumer)? {
+                    return Ok(Session::BrokerLost);
+                }
+                next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+            }
+        }
+        self.checkpoint(consumer)?;
+        Ok(Session::Stopped)
+    }
+
     fn apply_changes(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<()> {
         for change in consumer.context().take_changes() {
             match change {
@@ -510,7 +556,9 @@ impl Worker {
         Outcome::Counted
     }
 
-    fn checkpoint(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<()> {
+    /// `Ok(false)` when the broker did not take what the checkpoint covers: the caller starts
+    /// over from the last checkpoints.
+    fn checkpoint(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<bool> {
         let now = now_us();
         let mut outgoing: Vec<(WindowKey, Rollup, bool, i32, i64)> = Vec::new();
         for task in self.tasks.values_mut() {
@@ -576,20 +624,9 @@ impl Worker {
         }
         if let Err(error) = flush(&self.options.producer, Duration::from_secs(60)) {
             // Something sent since the last checkpoint may be missing downstream: start over
-            // from the last commit, as a new owner would.
+            // from the last checkpoints, as a new owner would.
             tracing::error!(%error, "activity or dead-letter delivery failed; rebuilding from the last checkpoint");
-            let partitions: Vec<i32> = self.tasks.keys().copied().collect();
-            self.tasks.clear();
-            self.restore(consumer, &partitions)?;
-            for task in self.tasks.values() {
-                let _ = consumer.seek(
-                    &self.topic,
-                    task.partition,
-                    Offset::Offset(task.next),
-                    Duration::from_secs(5),
-                );
-            }
-            return Ok(());
+            return Ok(false);
         }
         let metrics = &self.options.metrics;
         metrics.window_closed.inc_by(finals);
@@ -625,7 +662,7 @@ impl Worker {
             // The activity is out; a checkpoint that did not make it only means a longer
             // rebuild from the previous one.
             tracing::warn!(%error, "writing checkpoints");
-            return Ok(());
+            return Ok(true);
         }
         if list.count() > 0 {
             match consumer.commit(&list, CommitMode::Sync) {
@@ -670,7 +707,7 @@ impl Worker {
             false,
             metrics,
         );
-        Ok(())
+        Ok(true)
     }
 
     fn emit(

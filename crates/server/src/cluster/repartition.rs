@@ -51,21 +51,47 @@ pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
     let input = settings.input_topic.clone();
     let target = settings.repartition_topic();
     let group = settings.group_id.clone();
-    let consumer: BaseConsumer<GroupContext> = settings
-        .group_consumer(&group, &options.client_id)
-        .create_with_context(GroupContext::new(&input))
-        .context("creating the repartition consumer")?;
-    let partitions = loop {
-        match partition_count(&consumer, &target) {
-            Ok(count) if count > 0 => break count as u32,
-            _ if options.stop.load(Ordering::Acquire) => return Ok(()),
-            _ => std::thread::sleep(Duration::from_secs(1)),
+    loop {
+        let consumer: BaseConsumer<GroupContext> = settings
+            .group_consumer(&group, &options.client_id)
+            .create_with_context(GroupContext::new(&input))
+            .context("creating the repartition consumer")?;
+        let partitions = loop {
+            match partition_count(&consumer, &target) {
+                Ok(count) if count > 0 => break count as u32,
+                _ if options.stop.load(Ordering::Acquire) => return Ok(()),
+                _ => std::thread::sleep(Duration::from_secs(1)),
+            }
+        };
+        consumer
+            .subscribe(&[&input])
+            .with_context(|| format!("subscribing to {input}"))?;
+        tracing::info!(%input, %target, %group, "repartition consumer started");
+        match session(&options, &consumer, &input, &target, &group, partitions)? {
+            super::aggregate::Session::Stopped => {
+                consumer.unsubscribe();
+                tracing::info!("repartition consumer left the group");
+                return Ok(());
+            }
+            super::aggregate::Session::BrokerLost => {
+                // Records after the last commit are read again; the aggregation consumer
+                // skips the ones it already counted.
+                tracing::warn!("the broker did not take re-keyed records: reconnecting");
+                drop(consumer);
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
-    };
-    consumer
-        .subscribe(&[&input])
-        .with_context(|| format!("subscribing to {input}"))?;
-    tracing::info!(%input, %target, %group, "repartition consumer started");
+    }
+}
+
+fn session(
+    options: &RepartitionOptions,
+    consumer: &BaseConsumer<GroupContext>,
+    input: &str,
+    target: &str,
+    group: &str,
+    partitions: u32,
+) -> anyhow::Result<super::aggregate::Session> {
     // Next offset to commit per owned partition, and the last committed.
     let mut positions: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
     let mut paused = false;
@@ -82,7 +108,7 @@ pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
                             positions.insert(partition, (-1, None));
                         }
                         if paused {
-                            set_paused(&consumer, &input, &positions, true);
+                            set_paused(consumer, input, &positions, true);
                         }
                     }
                     Change::Revoked(revoked) => {
@@ -94,7 +120,7 @@ pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
             }
             match polled {
                 Some(Ok(message)) => {
-                    forward(&options, &group, &target, partitions, &message)?;
+                    forward(options, group, target, partitions, &message)?;
                     positions.entry(message.partition()).or_insert((-1, None)).0 =
                         message.offset() + 1;
                 }
@@ -106,24 +132,26 @@ pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
             let limit = options.status.max_in_flight().max(1);
             if !paused && in_flight > limit {
                 paused = true;
-                set_paused(&consumer, &input, &positions, true);
+                set_paused(consumer, input, &positions, true);
                 options
                     .metrics
                     .kafka_paused_partitions
                     .set(positions.len() as i64);
             } else if paused && in_flight <= limit / 2 {
                 paused = false;
-                set_paused(&consumer, &input, &positions, false);
+                set_paused(consumer, input, &positions, false);
                 options.metrics.kafka_paused_partitions.set(0);
             }
         }
         if stopping || Instant::now() >= next_commit {
-            commit(&consumer, &input, producer, &mut positions)?;
+            if !commit(consumer, input, producer, &mut positions)? {
+                return Ok(super::aggregate::Session::BrokerLost);
+            }
             options.status.report(
                 "repartition",
-                &group,
-                &input,
-                &consumer,
+                group,
+                input,
+                consumer,
                 &positions
                     .iter()
                     .map(|(partition, (next, committed))| {
@@ -136,12 +164,9 @@ pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
             next_commit = Instant::now() + options.commit_interval;
         }
         if stopping {
-            break;
+            return Ok(super::aggregate::Session::Stopped);
         }
     }
-    consumer.unsubscribe();
-    tracing::info!("repartition consumer left the group");
-    Ok(())
 }
 
 fn set_paused(
@@ -165,13 +190,14 @@ fn set_paused(
     }
 }
 
-/// Commits what the broker has every re-keyed record for.
+/// Commits what the broker has every re-keyed record for; `Ok(false)` when the broker did
+/// not take them (the caller starts over from the last commit).
 fn commit(
     consumer: &BaseConsumer<GroupContext>,
     topic: &str,
     producer: &TrackedProducer,
     positions: &mut BTreeMap<i32, (i64, Option<i64>)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let mut list = TopicPartitionList::new();
     for (partition, (next, committed)) in positions.iter() {
         if *next >= 0 && Some(*next) != *committed {
@@ -180,24 +206,13 @@ fn commit(
         }
     }
     if list.count() == 0 {
-        return Ok(());
+        return Ok(true);
     }
     if let Err(error) = flush(producer, Duration::from_secs(60)) {
         // Not committing re-reads the records from the last commit; the aggregation
         // consumer skips the ones it already has.
         tracing::error!(%error, "re-keyed records not delivered; the input is read again from the last commit");
-        for (partition, (next, committed)) in positions.iter_mut() {
-            if let Some(committed) = committed {
-                let _ = consumer.seek(
-                    topic,
-                    *partition,
-                    Offset::Offset(*committed),
-                    Duration::from_secs(5),
-                );
-                *next = *committed;
-            }
-        }
-        return Ok(());
+        return Ok(false);
     }
     match consumer.commit(&list, CommitMode::Sync) {
         Ok(()) => {
@@ -211,7 +226,7 @@ fn commit(
         }
         Err(error) => tracing::warn!(%error, "committing input offsets"),
     }
-    Ok(())
+    Ok(true)
 }
 
 fn forward(

@@ -116,7 +116,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     const BATCH: usize = 5_000;
     let topic = settings.activity_topic.clone();
-    let consumer: BaseConsumer = settings
+    let mut consumer: BaseConsumer = settings
         .reader("merchant-monitor-replica")
         .create()
         .context("creating the activity replica consumer")?;
@@ -151,7 +151,34 @@ pub fn run(
     let mut records: Vec<Arc<ActivityRecord>> = Vec::new();
     let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
     let mut batch_started = Instant::now();
+    let mut reseek_at: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) {
+        // A client that lived through a broker restart may not see what the broker takes
+        // afterwards: once nothing is held back, a new one reads on from what the store has
+        // applied.
+        if reseek_at.is_some_and(|at| Instant::now() >= at) && batch.is_empty() {
+            reseek_at = None;
+            let applied = store
+                .replica_positions()
+                .context("reading replica positions")?;
+            let mut assignment = TopicPartitionList::new();
+            for partition in 0..partitions {
+                let offset = applied
+                    .get(&partition)
+                    .map_or(Offset::Beginning, |next| Offset::Offset(*next));
+                assignment
+                    .add_partition_offset(&topic, partition, offset)
+                    .context("building the replica assignment")?;
+            }
+            consumer = settings
+                .reader("merchant-monitor-replica")
+                .create()
+                .context("creating the activity replica consumer")?;
+            consumer
+                .assign(&assignment)
+                .context("re-assigning the activity partitions")?;
+            tracing::info!("activity replica reconnected after losing the broker");
+        }
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(message)) => {
                 positions.insert(message.partition(), message.offset() + 1);
@@ -171,7 +198,12 @@ pub fn run(
                     records.push(Arc::new(record));
                 }
             }
-            Some(Err(error)) => tracing::warn!(%error, "activity replica consumer"),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "activity replica consumer");
+                if super::aggregate::broker_lost(&error) {
+                    reseek_at = Some(Instant::now() + Duration::from_secs(2));
+                }
+            }
             None => {}
         }
         let due = batch.len() >= BATCH
