@@ -221,9 +221,7 @@ fn assert_rollups_converge(server: &ServerProcess, expected_events: &[ApiCall], 
 }
 
 /// Per window, the activity record covering most, as the replica keeps it.
-fn latest_activity(
-    records: &[Record],
-) -> BTreeMap<(String, String, String), (i64, u64)> {
+fn latest_activity(records: &[Record]) -> BTreeMap<(String, String, String), (i64, u64)> {
     let mut latest: BTreeMap<(String, String, String), (i64, u64)> = BTreeMap::new();
     for (headers, value) in records {
         let header = |name: &str| {
@@ -439,5 +437,147 @@ fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
     broker.restart();
     produce(&producer(&broker), "calls", &records(after));
     assert_rollups_converge(&server, &all, 4);
+    assert!(server.terminate());
+}
+
+/// An independent client, the pure-Python `kafka-python`, produces the input and reads the
+/// activity topic and the dead letters; its murmur2 partitioner agrees with ours.
+#[test]
+fn kafka_python_produces_the_input_and_reads_activity_and_dead_letters() {
+    let broker = Broker::in_memory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker, "interop");
+    let server = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
+    let good = events(51, 2_000, 3);
+    let input = dir.path().join("input.ndjson");
+    let mut lines: String = good.iter().map(ndjson_line).collect();
+    lines.push_str("{\"merchant\": \"m0\", \"broken\n");
+    lines.push_str("{\"ts\":\"2026-11-21T10:00:00Z\",\"merchant\":\"m0\",\"api\":\"/x\",\"latency_ms\":1,\"corr_id\":\"p\"}\n");
+    std::fs::write(&input, lines).expect("write input");
+
+    let produce = format!(
+        r#"
+import sys
+from kafka import KafkaProducer
+from kafka.partitioner.default import murmur2
+producer = KafkaProducer(bootstrap_servers="{broker}", acks="all")
+for line in open(sys.argv[1], "rb"):
+    producer.send("calls", value=line.rstrip(b"\n"))
+producer.flush()
+producer.close()
+for key in (b"m0", b"m1", b"AcmeShop042ECOM", b"a-little-bit-long-string"):
+    print(key.decode(), (murmur2(key) & 0x7fffffff) % 12)
+"#,
+        broker = broker.bootstrap()
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &produce])
+        .arg(&input)
+        .output()
+        .expect("python3 runs (kafka-python is installed by .ci/run)");
+    assert!(
+        output.status.success(),
+        "kafka-python producer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let (key, partition) = line.split_once(' ').expect("key partition");
+        assert_eq!(
+            mm_kafka::partition_for(key.as_bytes(), 12).to_string(),
+            partition,
+            "murmur2 partition of {key}"
+        );
+    }
+
+    assert_rollups_converge(&server, &good, 3);
+
+    let read = format!(
+        r#"
+import json
+from kafka import KafkaConsumer
+def read(topic):
+    consumer = KafkaConsumer(topic, bootstrap_servers="{broker}", auto_offset_reset="earliest",
+                             consumer_timeout_ms=4000, enable_auto_commit=False)
+    records = [dict(headers={{k: v.decode() for k, v in m.headers}}, value=m.value.decode("utf-8", "replace"), key=(m.key or b"").decode())
+               for m in consumer]
+    consumer.close()
+    return records
+print(json.dumps(dict(activity=read("activity"), dlq=read("dead-letters"))))
+"#,
+        broker = broker.bootstrap()
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &read])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "kafka-python consumer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let activity = seen["activity"].as_array().expect("activity");
+    let mut calls_by_window: BTreeMap<(String, String, String), (i64, u64)> = BTreeMap::new();
+    for record in activity {
+        let value: serde_json::Value =
+            serde_json::from_str(record["value"].as_str().expect("value")).expect("JSON value");
+        let key = record["key"].as_str().expect("key");
+        assert_eq!(
+            key,
+            format!(
+                "{}|{}",
+                value["merchant"].as_str().unwrap_or_default(),
+                value["api"].as_str().unwrap_or_default()
+            ),
+            "activity key is merchant|api"
+        );
+        let dedupe = record["headers"]["dedupe_key"]
+            .as_str()
+            .expect("dedupe_key header");
+        assert_eq!(
+            dedupe,
+            value["dedupe_key"].as_str().expect("dedupe_key field")
+        );
+        let covers: i64 = record["headers"]["mm.covers"]
+            .as_str()
+            .and_then(|text| text.split_once(':'))
+            .and_then(|(_, offset)| offset.parse().ok())
+            .expect("covers header");
+        let window = (
+            value["merchant"].as_str().expect("merchant").to_owned(),
+            value["api"].as_str().expect("api").to_owned(),
+            value["window_start"].as_str().expect("start").to_owned(),
+        );
+        let calls = value["calls"].as_u64().expect("calls");
+        let entry = calls_by_window.entry(window).or_insert((covers, calls));
+        if covers >= entry.0 {
+            *entry = (covers, calls);
+        }
+    }
+    let got: BTreeMap<_, _> = calls_by_window
+        .into_iter()
+        .map(|(window, (_, calls))| (window, calls))
+        .collect();
+    assert_eq!(
+        got,
+        expected_windows(&good),
+        "activity read by kafka-python"
+    );
+    let dlq = seen["dlq"].as_array().expect("dlq");
+    assert_eq!(dlq.len(), 2, "both poison records in the dead-letter topic");
+    let mut classes: Vec<&str> = dlq
+        .iter()
+        .map(|record| {
+            record["headers"]["mm.dlq.error.class"]
+                .as_str()
+                .expect("class")
+        })
+        .collect();
+    classes.sort_unstable();
+    assert_eq!(classes, ["invalid_json", "missing_field"]);
+    for record in dlq {
+        assert_eq!(record["headers"]["mm.dlq.original.topic"], "calls");
+        assert_eq!(record["headers"]["mm.dlq.consumer.group"], "interop");
+    }
     assert!(server.terminate());
 }

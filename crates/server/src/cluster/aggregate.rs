@@ -141,6 +141,8 @@ struct Worker {
     activity_partitions: u32,
     tasks: BTreeMap<i32, Task>,
     reader: BaseConsumer,
+    clock: std::cell::Cell<(i64, u32)>,
+    last_report: Instant,
 }
 
 /// Runs the aggregation consumer until `stop`, then checkpoints and leaves the group.
@@ -170,6 +172,8 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
         activity_partitions,
         tasks: BTreeMap::new(),
         reader: first_reader,
+        clock: std::cell::Cell::new((0, 0)),
+        last_report: Instant::now() - Duration::from_secs(60),
     };
     loop {
         let consumer: BaseConsumer<GroupContext> = settings
@@ -453,11 +457,19 @@ impl Worker {
 
     fn handle(&mut self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
         let partition = message.partition();
-        let Some(mut task) = self.tasks.remove(&partition) else {
-            return Ok(());
+        // Taking the map out and putting it back is O(1); the task is processed in place.
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let outcome = match tasks.get_mut(&partition) {
+            Some(task) if message.offset() >= task.next => Some(self.process(task, message)),
+            _ => None,
         };
-        if message.offset() >= task.next {
-            match self.process(&mut task, message) {
+        self.tasks = tasks;
+        if let Some(outcome) = outcome {
+            self.options
+                .status
+                .processed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match outcome {
                 Outcome::Dead(class, reason) => {
                     dead_letter(
                         &self.options.producer,
@@ -479,8 +491,17 @@ impl Worker {
                 Outcome::Counted | Outcome::Rebuilt => {}
             }
         }
-        self.tasks.insert(partition, task);
         Ok(())
+    }
+
+    /// The wall clock, read once per 256 calls (arrival times need no finer grain).
+    fn wall_clock(&self) -> i64 {
+        let (mut now, count) = self.clock.get();
+        if count.is_multiple_of(256) {
+            now = now_us();
+        }
+        self.clock.set((now, count.wrapping_add(1)));
+        now
     }
 
     fn process(&self, task: &mut Task, message: &impl Message) -> Outcome {
@@ -550,7 +571,7 @@ impl Worker {
             &call.api,
             call.status,
             call.latency_ms,
-            now_us(),
+            self.wall_clock(),
         );
         task.first_offset.entry(minute).or_insert(offset);
         Outcome::Counted
@@ -693,6 +714,11 @@ impl Worker {
                 .window_watermark_delay_seconds
                 .set((now - watermark) as f64 / 1e6);
         }
+        // The partitions' ends need a round trip each: every few seconds is enough.
+        let refresh_ends = self.last_report.elapsed() >= Duration::from_secs(3);
+        if refresh_ends {
+            self.last_report = Instant::now();
+        }
         let positions = self
             .tasks
             .values()
@@ -705,6 +731,7 @@ impl Worker {
             consumer,
             &positions,
             false,
+            refresh_ends,
             metrics,
         );
         Ok(true)

@@ -158,6 +158,8 @@ pub struct ClusterStatus {
     /// Records the repartitioner may have in flight to the broker before it pauses its
     /// partitions; adjustable at runtime.
     pub max_in_flight: AtomicUsize,
+    /// Records the aggregation consumer has processed (new, not rebuilt), for benchmarks.
+    pub processed: std::sync::atomic::AtomicU64,
 }
 
 impl ClusterStatus {
@@ -165,6 +167,7 @@ impl ClusterStatus {
         Self {
             consumers: Mutex::new(BTreeMap::new()),
             max_in_flight: AtomicUsize::new(max_in_flight),
+            processed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -179,7 +182,8 @@ impl ClusterStatus {
         self.max_in_flight.load(Ordering::Relaxed)
     }
 
-    /// Asks the broker for each partition's end and publishes position, lag and pause state.
+    /// Publishes position, lag and pause state; with `refresh_ends`, asks the broker for each
+    /// partition's end first (else the last known end is used).
     #[allow(clippy::too_many_arguments)]
     pub fn report<C: ConsumerContext>(
         &self,
@@ -189,13 +193,32 @@ impl ClusterStatus {
         consumer: &BaseConsumer<C>,
         positions: &BTreeMap<i32, (i64, Option<i64>)>,
         paused: bool,
+        refresh_ends: bool,
         metrics: &Metrics,
     ) {
+        let known_ends: BTreeMap<i32, i64> = self
+            .consumers
+            .lock()
+            .ok()
+            .and_then(|consumers| {
+                consumers.get(role).map(|status| {
+                    status
+                        .partitions
+                        .iter()
+                        .map(|partition| (partition.partition, partition.high_watermark))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
         let mut partitions = Vec::with_capacity(positions.len());
         for (partition, (position, committed)) in positions {
-            let high = consumer
-                .fetch_watermarks(topic, *partition, Duration::from_millis(500))
-                .map_or(*position, |(_, high)| high);
+            let known = known_ends.get(partition).copied();
+            let high = match known {
+                Some(known) if !refresh_ends => known.max(*position),
+                _ => consumer
+                    .fetch_watermarks(topic, *partition, Duration::from_millis(500))
+                    .map_or(*position, |(_, high)| high),
+            };
             let lag = (high - position).max(0);
             metrics
                 .kafka_consumer_lag

@@ -159,6 +159,7 @@ fn session(
                     })
                     .collect(),
                 paused,
+                true,
                 &options.metrics,
             );
             next_commit = Instant::now() + options.commit_interval;
