@@ -117,6 +117,11 @@ impl KafkaSettings {
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        config
+    }
+
+    /// The user's `[kafka.client]` settings, applied last so that they win.
+    fn with_client(&self, mut config: ClientConfig) -> ClientConfig {
         for (key, value) in &self.client {
             config.set(key, value);
         }
@@ -134,7 +139,7 @@ impl KafkaSettings {
             .set("compression.type", "zstd")
             .set("queue.buffering.max.kbytes", "65536")
             .set("partitioner", "murmur2_random");
-        config
+        self.with_client(config)
     }
 
     /// A group member: cooperative-sticky assignment, manual commits, no offset auto-store.
@@ -157,7 +162,7 @@ impl KafkaSettings {
                 "queued.max.messages.kbytes",
                 self.max_queued_kbytes.to_string(),
             );
-        config
+        self.with_client(config)
     }
 
     /// A reader outside any group, positioned by hand.
@@ -175,6 +180,6 @@ impl KafkaSettings {
                 "queued.max.messages.kbytes",
                 self.max_queued_kbytes.to_string(),
             );
-        config
+        self.with_client(config)
     }
 }

@@ -498,7 +498,7 @@ from kafka import KafkaConsumer
 def read(topic):
     consumer = KafkaConsumer(topic, bootstrap_servers="{broker}", auto_offset_reset="earliest",
                              consumer_timeout_ms=4000, enable_auto_commit=False)
-    records = [dict(headers={{k: v.decode() for k, v in m.headers}}, value=m.value.decode("utf-8", "replace"), key=(m.key or b"").decode())
+    records = [dict(headers={{k: v.decode("utf-8", "replace") for k, v in m.headers}}, value=m.value.decode("utf-8", "replace"), key=(m.key or b"").decode())
                for m in consumer]
     consumer.close()
     return records
