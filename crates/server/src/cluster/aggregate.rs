@@ -425,6 +425,13 @@ impl Worker {
         while task.next < until {
             match self.reader.poll(Duration::from_millis(500)) {
                 Some(Ok(message)) => {
+                    // Only this partition's records, in order, from where the rebuild stands.
+                    if message.topic() != self.topic
+                        || message.partition() != task.partition
+                        || message.offset() < task.next
+                    {
+                        continue;
+                    }
                     if message.offset() >= task.replay_until {
                         break;
                     }
@@ -592,6 +599,7 @@ impl Worker {
             task.first_offset
                 .retain(|minute, _| !aggregator.is_closed(*minute));
         }
+        let mut corrections_deferred = false;
         if self.tasks.values().any(|task| !task.pending.is_empty()) {
             // Corrections add to the replicated rollup: it must hold this instance's own
             // earlier records first.
@@ -629,9 +637,12 @@ impl Worker {
                     }
                 }
             } else {
+                // Late calls still pending must not fall behind a checkpoint (a rebuild
+                // would skip them): this round emits its finals but writes no checkpoint.
                 tracing::warn!(
-                    "the activity replica is behind; corrections wait for the next checkpoint"
+                    "the activity replica is behind; corrections and the checkpoint wait for the next round"
                 );
+                corrections_deferred = true;
             }
         }
         let (mut finals, mut corrections) = (0u64, 0u64);
@@ -661,6 +672,9 @@ impl Worker {
             .get_or_create(&KindLabel { kind: "correction" })
             .inc_by(corrections);
 
+        if corrections_deferred {
+            return Ok(true);
+        }
         // The checkpoints, once the broker has everything they cover; then the group's offsets.
         let checkpoint_topic = self.options.settings.checkpoint_topic();
         let mut list = TopicPartitionList::new();
