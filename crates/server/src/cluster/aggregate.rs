@@ -379,7 +379,13 @@ impl Worker {
         let deadline = Instant::now() + Duration::from_secs(30);
         let found = loop {
             match self.reader.poll(Duration::from_millis(500)) {
-                Some(Ok(message)) if message.offset() == high - 1 => {
+                // Only this partition's last record: the reader is shared, and every
+                // partition of the checkpoint topic has as many records as the others.
+                Some(Ok(message))
+                    if message.topic() == topic
+                        && message.partition() == partition
+                        && message.offset() == high - 1 =>
+                {
                     let text = message
                         .payload()
                         .and_then(|payload| std::str::from_utf8(payload).ok())
