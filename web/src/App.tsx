@@ -2,6 +2,7 @@
 // names below it.
 
 import { MerchantSearch } from './components/MerchantSearch';
+import { TokenForm } from './components/TokenForm';
 import { relativePeriod, type Period } from './lib/period';
 import { nextChoice, saveChoice, useTheme, type ThemeChoice } from './lib/theme';
 import { lookupHref, matchRoute, merchantHref, merchantViewFor, overviewHref, parsePeriodParams } from './lib/urlState';
@@ -61,6 +62,7 @@ export function App() {
           <span aria-hidden="true">{THEME_ICONS[choice]}</span>
         </button>
       </header>
+      <TokenForm />
       <main className="app-main">
         {route.page === 'overview' ? <OverviewPage search={location.search} /> : null}
         {route.page === 'merchant' ? (

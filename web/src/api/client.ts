@@ -5,6 +5,7 @@
 // answering something that is not the API.
 
 import type { ResolvedRange } from '../lib/period';
+import { announceTokenNeeded, readToken } from './token';
 import type {
   ActivityResponse,
   ApisResponse,
@@ -78,7 +79,10 @@ export async function getJson<T>(path: string, params: Params = {}, signal?: Abo
   signal?.addEventListener('abort', onCallerAbort);
   let response: Response;
   try {
-    response = await fetch(url, { signal: timeout.signal, headers: { accept: 'application/json' } });
+    const headers: Record<string, string> = { accept: 'application/json' };
+    const token = readToken();
+    if (token) headers.authorization = `Bearer ${token}`;
+    response = await fetch(url, { signal: timeout.signal, headers });
   } catch (error) {
     if (signal?.aborted) throw error;
     if (timeout.signal.aborted) {
@@ -116,9 +120,12 @@ export async function getJson<T>(path: string, params: Params = {}, signal?: Abo
   }
 
   if (response.status === 401 || response.status === 403) {
+    announceTokenNeeded();
     throw new ApiError(
       'unauthorized',
-      'This server asks for an access token, which the dashboard does not send. Open the dashboard on a server without API tokens, or from loopback.',
+      readToken()
+        ? 'The server did not accept the access token. Enter a valid one above.'
+        : 'This server asks for an access token. Enter one above.',
       response.status,
       isErrorBody(body) ? body.error.code : '',
     );
