@@ -105,6 +105,12 @@ impl KafkaSettings {
         format!("{}.checkpoints", self.aggregation_group())
     }
 
+    /// Where the aggregation consumer publishes snapshots of windows still open, so that
+    /// every instance shows the current minutes too (one partition per aggregation partition).
+    pub fn open_windows_topic(&self) -> String {
+        format!("{}.open-windows", self.aggregation_group())
+    }
+
     /// The group that aggregates the repartition topic (the user's group reads the input).
     pub fn aggregation_group(&self) -> String {
         if self.input_keyed {

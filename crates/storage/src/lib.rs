@@ -38,6 +38,8 @@ pub enum StorageError {
         path: PathBuf,
         detail: String,
     },
+    #[error("{0} poisoned by a panicked writer")]
+    Poisoned(&'static str),
     #[error("undecodable {what}: {source}")]
     Codec {
         what: &'static str,

@@ -56,6 +56,8 @@ pub struct Replicated {
     pub rollup: Rollup,
     pub partition: i32,
     pub covers: i64,
+    /// A provisional snapshot of a window still open (a final or correction otherwise).
+    pub open: bool,
 }
 
 impl Replicated {
@@ -195,6 +197,8 @@ pub struct RollupStore {
     open: Keyspace,
     merchants: Keyspace,
     days: RwLock<BTreeMap<i64, Day>>,
+    /// Serializes [`RollupStore::apply_replicated`] (a read-check-write per window).
+    replica_lock: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for RollupStore {
@@ -295,6 +299,7 @@ impl RollupStore {
             open,
             merchants,
             days: RwLock::new(days),
+            replica_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -439,11 +444,19 @@ impl RollupStore {
     /// everything the other does: it wins, and a record that covers no more than the stored
     /// one is skipped. Re-delivered and re-emitted records therefore never double-count.
     /// Returns how many records were written.
+    ///
+    /// `source` names the topic the positions belong to. Calls are serialized, so that
+    /// replicas of several topics can share the store.
     pub fn apply_replicated(
         &self,
         records: Vec<Replicated>,
+        source: &str,
         positions: &[(i32, i64)],
     ) -> Result<usize, StorageError> {
+        let _serialized = self
+            .replica_lock
+            .lock()
+            .map_err(|_| StorageError::Poisoned("replica lock"))?;
         // The latest version of each window in this batch.
         let mut latest: BTreeMap<WindowKey, Replicated> = BTreeMap::new();
         for record in records {
@@ -455,6 +468,7 @@ impl RollupStore {
             }
         }
         let mut windows = Vec::with_capacity(latest.len());
+        let mut open_windows = Vec::new();
         let mut covers = Vec::with_capacity(latest.len());
         for (key, record) in latest {
             if let Some((partition, stored)) = self.covers(&key)?
@@ -463,10 +477,21 @@ impl RollupStore {
                 continue;
             }
             covers.push((key.clone(), record.partition, record.covers));
-            windows.push((key, record.rollup));
+            if record.open {
+                open_windows.push((key, record.rollup));
+            } else {
+                windows.push((key, record.rollup));
+            }
         }
+        let written = windows.len() + open_windows.len();
         let mut write = self.db.batch();
-        self.write_windows(&mut write, [(RollupState::Final, windows.as_slice())])?;
+        self.write_windows(
+            &mut write,
+            [
+                (RollupState::Final, windows.as_slice()),
+                (RollupState::Open, open_windows.as_slice()),
+            ],
+        )?;
         for (key, partition, offset) in &covers {
             let day = self.day_or_create(day_of(key.minute))?;
             let mut value = Vec::with_capacity(12);
@@ -477,12 +502,12 @@ impl RollupStore {
         for (partition, next) in positions {
             write.insert(
                 &self.meta,
-                format!("{REPLICA_POSITION_PREFIX}{partition}"),
+                format!("{REPLICA_POSITION_PREFIX}{source}:{partition}"),
                 next.to_be_bytes(),
             );
         }
         write.commit()?;
-        Ok(windows.len())
+        Ok(written)
     }
 
     /// The (aggregation partition, offset) a replicated window's stored rollup covers.
@@ -507,12 +532,13 @@ impl RollupStore {
             .map(|rollup| (rollup, partition, covers)))
     }
 
-    /// The activity-topic positions the replica has applied: partition → next offset.
-    pub fn replica_positions(&self) -> Result<BTreeMap<i32, i64>, StorageError> {
+    /// The positions of topic `source` the replica has applied: partition → next offset.
+    pub fn replica_positions(&self, source: &str) -> Result<BTreeMap<i32, i64>, StorageError> {
         let mut positions = BTreeMap::new();
-        for guard in self.meta.prefix(REPLICA_POSITION_PREFIX) {
+        let prefix = format!("{REPLICA_POSITION_PREFIX}{source}:");
+        for guard in self.meta.prefix(&prefix) {
             let (key, value) = guard.into_inner()?;
-            let partition = std::str::from_utf8(&key[REPLICA_POSITION_PREFIX.len()..])
+            let partition = std::str::from_utf8(&key[prefix.len()..])
                 .ok()
                 .and_then(|text| text.parse::<i32>().ok());
             let next = <[u8; 8]>::try_from(&value[..]).ok().map(i64::from_be_bytes);

@@ -141,6 +141,7 @@ struct Worker {
     activity_partitions: u32,
     tasks: BTreeMap<i32, Task>,
     reader: BaseConsumer,
+    open_topic: String,
     clock: std::cell::Cell<(i64, u32)>,
     last_report: Instant,
 }
@@ -172,6 +173,7 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
         activity_partitions,
         tasks: BTreeMap::new(),
         reader: first_reader,
+        open_topic: settings.open_windows_topic(),
         clock: std::cell::Cell::new((0, 0)),
         last_report: Instant::now() - Duration::from_secs(60),
     };
@@ -653,12 +655,34 @@ impl Worker {
         }
         let (mut finals, mut corrections) = (0u64, 0u64);
         for (key, rollup, correction, partition, covers) in &outgoing {
-            self.emit(key, rollup, *correction, *partition, *covers)?;
+            self.emit(key, rollup, *correction, *partition, *covers, false)?;
             if *correction {
                 corrections += 1;
             } else {
                 finals += 1;
             }
+        }
+        // Snapshots of the windows still open that changed, for every instance's queries.
+        let mut snapshots: Vec<(WindowKey, Rollup, i32, i64)> = Vec::new();
+        for task in self.tasks.values_mut() {
+            let covers = task.next - 1;
+            let partition = task.partition;
+            task.aggregator
+                .drain_dirty(|merchant, api, minute, rollup| {
+                    snapshots.push((
+                        WindowKey {
+                            merchant: merchant.to_owned(),
+                            api: api.to_owned(),
+                            minute,
+                        },
+                        rollup.clone(),
+                        partition,
+                        covers,
+                    ));
+                });
+        }
+        for (key, rollup, partition, covers) in &snapshots {
+            self.emit(key, rollup, false, *partition, *covers, true)?;
         }
         if let Err(error) = flush(&self.options.producer, Duration::from_secs(60)) {
             // Something sent since the last checkpoint may be missing downstream: start over
@@ -757,6 +781,8 @@ impl Worker {
         Ok(true)
     }
 
+    /// Produces a final or correction record to the activity topic, or with `open` a snapshot
+    /// of an open window to the open-window topic (partition: the aggregation partition).
     fn emit(
         &self,
         key: &WindowKey,
@@ -764,12 +790,16 @@ impl Worker {
         correction: bool,
         partition: i32,
         covers: i64,
+        open: bool,
     ) -> anyhow::Result<()> {
         let mut record = ActivityRecord::new(key, rollup, correction);
         // The same content always carries the same key: what it covers identifies it.
         record.dedupe_key = format!(
-            "{}|{}|{}|{partition}:{covers}",
-            key.merchant, key.api, key.minute
+            "{}|{}|{}|{}{partition}:{covers}",
+            key.merchant,
+            key.api,
+            key.minute,
+            if open { "open|" } else { "" }
         );
         let value = serde_json::to_vec(&record).context("encoding an activity record")?;
         let mut encoded = Vec::with_capacity(128);
@@ -789,10 +819,17 @@ impl Worker {
                 value: Some(covers_text.as_bytes()),
             });
         let record_key = format!("{}|{}", key.merchant, key.api);
-        let target = partition_for(record_key.as_bytes(), self.activity_partitions);
+        let (topic, target) = if open {
+            (self.open_topic.as_str(), partition)
+        } else {
+            (
+                self.options.settings.activity_topic.as_str(),
+                partition_for(record_key.as_bytes(), self.activity_partitions),
+            )
+        };
         send_blocking(
             &self.options.producer,
-            BaseRecord::to(&self.options.settings.activity_topic)
+            BaseRecord::to(topic)
                 .key(record_key.as_bytes())
                 .payload(value.as_slice())
                 .partition(target)

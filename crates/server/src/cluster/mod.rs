@@ -132,13 +132,24 @@ impl Cluster {
             Ok((name, handle))
         };
         threads.push(spawn("replica", healthy.clone(), {
-            let (settings, store, progress, stop) = (
-                settings.clone(),
-                store.clone(),
-                progress.clone(),
-                stop.clone(),
-            );
-            Box::new(move || replica::run(settings, store, progress, activity, stop))
+            let (settings, store, stop) = (settings.clone(), store.clone(), stop.clone());
+            let source = replica::ReplicaSource {
+                topic: settings.activity_topic.clone(),
+                open: false,
+                progress: Some(progress.clone()),
+                activity: Some(activity),
+            };
+            Box::new(move || replica::run(settings, source, store, stop))
+        })?);
+        threads.push(spawn("open-windows", healthy.clone(), {
+            let (settings, store, stop) = (settings.clone(), store.clone(), stop.clone());
+            let source = replica::ReplicaSource {
+                topic: settings.open_windows_topic(),
+                open: true,
+                progress: None,
+                activity: None,
+            };
+            Box::new(move || replica::run(settings, source, store, stop))
         })?);
         let retention_us = options.retention.as_micros() as i64;
         let max_skew_us = options.max_clock_skew.as_micros() as i64;
@@ -263,15 +274,22 @@ pub async fn create_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the checkpoint topic with one partition per aggregation partition, waiting for the
-/// aggregation topic to exist; refuses a checkpoint topic with fewer partitions.
+/// Creates the checkpoint and open-window topics with one partition per aggregation partition,
+/// waiting for the aggregation topic to exist; refuses one with fewer partitions.
 pub async fn ensure_checkpoint_topic(settings: &KafkaSettings) -> anyhow::Result<()> {
+    ensure_partitioned_like_aggregation(settings, &settings.checkpoint_topic()).await?;
+    ensure_partitioned_like_aggregation(settings, &settings.open_windows_topic()).await
+}
+
+async fn ensure_partitioned_like_aggregation(
+    settings: &KafkaSettings,
+    checkpoints: &str,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = settings
         .producer("merchant-monitor-admin")
         .create()
         .context("creating the admin client")?;
     let aggregation = settings.aggregation_topic();
-    let checkpoints = settings.checkpoint_topic();
     let count = |topic: &str| -> anyhow::Result<usize> {
         let metadata = admin
             .inner()
@@ -299,10 +317,10 @@ pub async fn ensure_checkpoint_topic(settings: &KafkaSettings) -> anyhow::Result
             partitions => break partitions,
         }
     };
-    match count(&checkpoints)? {
+    match count(checkpoints)? {
         0 => {
             let topic = NewTopic::new(
-                &checkpoints,
+                checkpoints,
                 partitions as i32,
                 TopicReplication::Fixed(settings.replication_factor),
             );
@@ -312,7 +330,7 @@ pub async fn ensure_checkpoint_topic(settings: &KafkaSettings) -> anyhow::Result
                     &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
                 )
                 .await
-                .context("creating the checkpoint topic")?;
+                .with_context(|| format!("creating {checkpoints}"))?;
             for result in results {
                 match result {
                     Ok(name) => {

@@ -65,8 +65,9 @@ impl ReplicaProgress {
     }
 }
 
-/// Decodes an activity record's replication headers.
-pub fn decode(message: &impl Message) -> Option<Replicated> {
+/// Decodes an activity record (or, with `open`, an open-window snapshot) and its replication
+/// headers.
+pub fn decode(message: &impl Message, open: bool) -> Option<Replicated> {
     let headers = message.headers()?;
     let mut rollup = None;
     let mut covers = None;
@@ -103,19 +104,36 @@ pub fn decode(message: &impl Message) -> Option<Replicated> {
         rollup,
         partition,
         covers,
+        open,
     })
+}
+
+/// Which topic a replica reads, and what it does besides storing.
+pub struct ReplicaSource {
+    pub topic: String,
+    /// Open-window snapshots rather than activity records.
+    pub open: bool,
+    /// Progress to publish (the activity topic's, which corrections wait for).
+    pub progress: Option<Arc<ReplicaProgress>>,
+    /// Where server-sent-event subscribers listen (activity records only).
+    pub activity: Option<broadcast::Sender<Arc<ActivityRecord>>>,
 }
 
 /// Runs the replica until `stop`; applies batches of at most `BATCH` records or 50 ms.
 pub fn run(
     settings: KafkaSettings,
+    source: ReplicaSource,
     store: Arc<RollupStore>,
-    progress: Arc<ReplicaProgress>,
-    activity: broadcast::Sender<Arc<ActivityRecord>>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     const BATCH: usize = 5_000;
-    let topic = settings.activity_topic.clone();
+    let ReplicaSource {
+        topic,
+        open,
+        progress,
+        activity,
+    } = source;
+    let progress = progress.unwrap_or_default();
     let mut consumer: BaseConsumer = settings
         .reader("merchant-monitor-replica")
         .create()
@@ -130,7 +148,7 @@ pub fn run(
         std::thread::sleep(Duration::from_secs(1));
     };
     let stored = store
-        .replica_positions()
+        .replica_positions(&topic)
         .context("reading replica positions")?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
@@ -159,7 +177,7 @@ pub fn run(
         if reseek_at.is_some_and(|at| Instant::now() >= at) && batch.is_empty() {
             reseek_at = None;
             let applied = store
-                .replica_positions()
+                .replica_positions(&topic)
                 .context("reading replica positions")?;
             let mut assignment = TopicPartitionList::new();
             for partition in 0..partitions {
@@ -182,7 +200,7 @@ pub fn run(
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(message)) => {
                 positions.insert(message.partition(), message.offset() + 1);
-                match decode(&message) {
+                match decode(&message, open) {
                     Some(replicated) => batch.push(replicated),
                     None => tracing::warn!(
                         partition = message.partition(),
@@ -190,7 +208,8 @@ pub fn run(
                         "skipping an activity record without replication headers"
                     ),
                 }
-                if activity.receiver_count() > 0
+                if let Some(activity) = &activity
+                    && activity.receiver_count() > 0
                     && let Some(record) = message
                         .payload()
                         .and_then(|payload| serde_json::from_slice(payload).ok())
@@ -211,13 +230,15 @@ pub fn run(
         if due {
             let updates: Vec<(i32, i64)> = positions.iter().map(|(p, o)| (*p, *o)).collect();
             store
-                .apply_replicated(std::mem::take(&mut batch), &updates)
+                .apply_replicated(std::mem::take(&mut batch), &topic, &updates)
                 .context("applying replicated rollups")?;
             progress.advance(&positions);
             positions.clear();
             caught_up(&consumer, &topic, &progress);
-            for record in records.drain(..) {
-                let _ = activity.send(record);
+            if let Some(activity) = &activity {
+                for record in records.drain(..) {
+                    let _ = activity.send(record);
+                }
             }
             batch_started = Instant::now();
         } else if positions.is_empty() {

@@ -274,6 +274,7 @@ fn replicated(merchant: &str, api: &str, calls: &[(u16, f64)], covers: i64) -> R
         rollup: rollup(calls),
         partition: 3,
         covers,
+        open: false,
     }
 }
 
@@ -290,6 +291,7 @@ fn replicated_rollups_keep_the_version_that_covers_most() {
                 replicated("M", "", &first, 10),
                 replicated("M", "", &first, 10),
             ],
+            "activity",
             &[(0, 11)],
         )
         .expect("applies");
@@ -298,7 +300,7 @@ fn replicated_rollups_keep_the_version_that_covers_most() {
     assert_eq!(totals["M"].calls, 2);
     assert_eq!(
         store
-            .apply_replicated(vec![replicated("M", "", &more, 25)], &[(0, 12)])
+            .apply_replicated(vec![replicated("M", "", &more, 25)], "activity", &[(0, 12)])
             .expect("applies"),
         1
     );
@@ -311,6 +313,7 @@ fn replicated_rollups_keep_the_version_that_covers_most() {
                     replicated("M", "", &first, 10),
                     replicated("M", "", &more, 25)
                 ],
+                "activity",
                 &[(0, 14)]
             )
             .expect("applies"),
@@ -326,13 +329,13 @@ fn replicated_rollups_keep_the_version_that_covers_most() {
     assert_eq!(totals["M"].calls, 3);
     assert_eq!(totals["M"].classes.status_5xx, 1);
     assert_eq!(
-        store.replica_positions().expect("positions"),
+        store.replica_positions("activity").expect("positions"),
         BTreeMap::from([(0, 14)])
     );
     drop(store);
     let reopened = RollupStore::open(dir.path()).expect("reopens");
     assert_eq!(
-        reopened.replica_positions().expect("positions"),
+        reopened.replica_positions("activity").expect("positions"),
         BTreeMap::from([(0, 14)])
     );
 }
