@@ -225,6 +225,22 @@ fn assert_rollups_converge(server: &ServerProcess, expected_events: &[ApiCall], 
     }
 }
 
+/// Waits until, per window, the activity record covering most has the fold's count. (Queries
+/// show open minutes from snapshots; the activity topic gets each window once it closes, a
+/// few seconds later.)
+fn assert_activity_converges(broker: &Broker, events: &[ApiCall]) {
+    let expected = expected_windows(events);
+    let mut got = BTreeMap::new();
+    let closed = eventually(Duration::from_secs(90), || {
+        got = latest_activity(&read_all(broker, "activity"))
+            .into_iter()
+            .map(|(key, (_, calls))| (key, calls))
+            .collect();
+        (got == expected).then_some(())
+    });
+    assert!(closed.is_some(), "activity records per window: {got:?}");
+}
+
 /// Per window, the activity record covering most, as the replica keeps it.
 fn latest_activity(records: &[Record]) -> BTreeMap<(String, String, String), (i64, u64)> {
     let mut latest: BTreeMap<(String, String, String), (i64, u64)> = BTreeMap::new();
@@ -298,14 +314,7 @@ fn consumed_events_with_disorder_and_poison_become_exact_rollups_activity_and_de
     assert_rollups_converge(&server, &good, 5);
 
     // The activity topic: per window, the record covering most has the fold's count.
-    let activity = read_all(&broker, "activity");
-    let latest = latest_activity(&activity);
-    let expected = expected_windows(&good);
-    let got: BTreeMap<_, _> = latest
-        .into_iter()
-        .map(|(key, (_, calls))| (key, calls))
-        .collect();
-    assert_eq!(got, expected, "activity records per window");
+    assert_activity_converges(&broker, &good);
 
     // Dead letters: every poison record, with where it came from and why.
     let letters = read_all(&broker, "dead-letters");
@@ -399,6 +408,9 @@ fn an_instance_killed_mid_stream_is_taken_over_and_nothing_is_lost_or_doubled() 
     second = ServerProcess::start(EXE, &dir.path().join("b"), &["--config", &config], &[]);
     produce(&producer, "calls", &records(parts[3]));
     assert_rollups_converge(&first, &all, 6);
+    // The finals (not only the open-window snapshots) are exact, and the stores hold them.
+    assert_activity_converges(&broker, &all);
+    assert_rollups_converge(&first, &all, 6);
     assert_rollups_converge(&second, &all, 6);
     assert!(first.terminate());
     assert!(second.terminate());
@@ -421,6 +433,8 @@ fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
     std::thread::sleep(Duration::from_secs(7));
     broker.thaw();
     produce(&producer, "calls", &records(after));
+    assert_rollups_converge(&server, &all, 4);
+    assert_activity_converges(&broker, &all);
     assert_rollups_converge(&server, &all, 4);
     assert!(server.terminate());
 }
@@ -513,63 +527,72 @@ print(json.dumps(dict(activity=read("activity"), dlq=read("dead-letters"))))
 "#,
         broker = broker.bootstrap()
     );
-    let output = std::process::Command::new("python3")
-        .args(["-c", &read])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "kafka-python consumer: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    let activity = seen["activity"].as_array().expect("activity");
-    let mut calls_by_window: BTreeMap<(String, String, String), (i64, u64)> = BTreeMap::new();
-    for record in activity {
-        let value: serde_json::Value =
-            serde_json::from_str(record["value"].as_str().expect("value")).expect("JSON value");
-        let key = record["key"].as_str().expect("key");
-        assert_eq!(
-            key,
-            format!(
-                "{}|{}",
-                value["merchant"].as_str().unwrap_or_default(),
-                value["api"].as_str().unwrap_or_default()
-            ),
-            "activity key is merchant|api"
+    // Each window reaches the activity topic once it closes, a few seconds after the queries
+    // show it (from the open-window snapshots): read until every one is there.
+    let read_back = || -> (serde_json::Value, BTreeMap<(String, String, String), u64>) {
+        let output = std::process::Command::new("python3")
+            .args(["-c", &read])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "kafka-python consumer: {}",
+            String::from_utf8_lossy(&output.stderr)
         );
-        let dedupe = record["headers"]["dedupe_key"]
-            .as_str()
-            .expect("dedupe_key header");
-        assert_eq!(
-            dedupe,
-            value["dedupe_key"].as_str().expect("dedupe_key field")
-        );
-        let covers: i64 = record["headers"]["mm.covers"]
-            .as_str()
-            .and_then(|text| text.split_once(':'))
-            .and_then(|(_, offset)| offset.parse().ok())
-            .expect("covers header");
-        let window = (
-            value["merchant"].as_str().expect("merchant").to_owned(),
-            value["api"].as_str().expect("api").to_owned(),
-            value["window_start"].as_str().expect("start").to_owned(),
-        );
-        let calls = value["calls"].as_u64().expect("calls");
-        let entry = calls_by_window.entry(window).or_insert((covers, calls));
-        if covers >= entry.0 {
-            *entry = (covers, calls);
+        let seen: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let activity = seen["activity"].as_array().expect("activity");
+        let mut calls_by_window: BTreeMap<(String, String, String), (i64, u64)> = BTreeMap::new();
+        for record in activity {
+            let value: serde_json::Value =
+                serde_json::from_str(record["value"].as_str().expect("value")).expect("JSON value");
+            let key = record["key"].as_str().expect("key");
+            assert_eq!(
+                key,
+                format!(
+                    "{}|{}",
+                    value["merchant"].as_str().unwrap_or_default(),
+                    value["api"].as_str().unwrap_or_default()
+                ),
+                "activity key is merchant|api"
+            );
+            let dedupe = record["headers"]["dedupe_key"]
+                .as_str()
+                .expect("dedupe_key header");
+            assert_eq!(
+                dedupe,
+                value["dedupe_key"].as_str().expect("dedupe_key field")
+            );
+            let covers: i64 = record["headers"]["mm.covers"]
+                .as_str()
+                .and_then(|text| text.split_once(':'))
+                .and_then(|(_, offset)| offset.parse().ok())
+                .expect("covers header");
+            let window = (
+                value["merchant"].as_str().expect("merchant").to_owned(),
+                value["api"].as_str().expect("api").to_owned(),
+                value["window_start"].as_str().expect("start").to_owned(),
+            );
+            let calls = value["calls"].as_u64().expect("calls");
+            let entry = calls_by_window.entry(window).or_insert((covers, calls));
+            if covers >= entry.0 {
+                *entry = (covers, calls);
+            }
         }
-    }
-    let got: BTreeMap<_, _> = calls_by_window
-        .into_iter()
-        .map(|(window, (_, calls))| (window, calls))
-        .collect();
-    assert_eq!(
-        got,
-        expected_windows(&good),
-        "activity read by kafka-python"
-    );
+        let got: BTreeMap<_, _> = calls_by_window
+            .into_iter()
+            .map(|(window, (_, calls))| (window, calls))
+            .collect();
+        (seen, got)
+    };
+    let expected = expected_windows(&good);
+    let mut last = BTreeMap::new();
+    let seen = eventually(Duration::from_secs(60), || {
+        let (seen, got) = read_back();
+        let complete = got == expected;
+        last = got;
+        complete.then_some(seen)
+    })
+    .unwrap_or_else(|| panic!("activity read by kafka-python: {last:?}"));
     let dlq = seen["dlq"].as_array().expect("dlq");
     assert_eq!(dlq.len(), 2, "both poison records in the dead-letter topic");
     let mut classes: Vec<&str> = dlq
