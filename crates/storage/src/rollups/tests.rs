@@ -339,3 +339,46 @@ fn replicated_rollups_keep_the_version_that_covers_most() {
         BTreeMap::from([(0, 14)])
     );
 }
+
+#[test]
+fn open_window_snapshots_give_way_to_the_final_that_covers_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let snapshot = |calls: &[(u16, f64)], covers| Replicated {
+        open: true,
+        ..replicated("M", "a", calls, covers)
+    };
+    store
+        .apply_replicated(vec![snapshot(&[(200, 1.0)], 5)], "open", &[(3, 6)])
+        .expect("applies");
+    assert_eq!(store.load_open().expect("loads").len(), 1, "stored as open");
+    let final_calls = [(200, 1.0), (500, 2.0)];
+    store
+        .apply_replicated(
+            vec![replicated("M", "a", &final_calls, 9)],
+            "activity",
+            &[(3, 1)],
+        )
+        .expect("applies");
+    // A snapshot that covers less, arriving late, changes nothing.
+    assert_eq!(
+        store
+            .apply_replicated(vec![snapshot(&[(200, 1.0)], 7)], "open", &[(3, 8)])
+            .expect("applies"),
+        0
+    );
+    let (stored, _, covers) = store
+        .replicated(&key("M", "a", MINUTE))
+        .expect("reads")
+        .expect("present");
+    assert_eq!((stored.calls, covers), (2, 9));
+    assert!(store.load_open().expect("loads").is_empty(), "final now");
+    assert_eq!(
+        store.replica_positions("open").expect("positions"),
+        BTreeMap::from([(3, 8)])
+    );
+    assert_eq!(
+        store.replica_positions("activity").expect("positions"),
+        BTreeMap::from([(3, 1)])
+    );
+}
