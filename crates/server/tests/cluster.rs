@@ -225,6 +225,15 @@ fn assert_rollups_converge(server: &ServerProcess, expected_events: &[ApiCall], 
     }
 }
 
+/// The value of header `name` of a record read back; panics naming `what` when it is missing.
+fn header(headers: &[(String, String)], name: &str, what: &str) -> String {
+    headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| panic!("{what} without {name}"))
+}
+
 /// Waits until, per window, the activity record covering most has the fold's count. (Queries
 /// show open minutes from snapshots; the activity topic gets each window once it closes, a
 /// few seconds later.)
@@ -245,13 +254,7 @@ fn assert_activity_converges(broker: &Broker, events: &[ApiCall]) {
 fn latest_activity(records: &[Record]) -> BTreeMap<(String, String, String), (i64, u64)> {
     let mut latest: BTreeMap<(String, String, String), (i64, u64)> = BTreeMap::new();
     for (headers, value) in records {
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.clone())
-                .unwrap_or_else(|| panic!("activity record without {name}"))
-        };
+        let header = |name: &str| header(headers, name, "activity record");
         assert!(!header("dedupe_key").is_empty());
         let covers: i64 = header("mm.covers")
             .split_once(':')
@@ -324,13 +327,7 @@ fn consumed_events_with_disorder_and_poison_become_exact_rollups_activity_and_de
         "one dead letter per poison record"
     );
     for (headers, value) in &letters {
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.clone())
-                .unwrap_or_else(|| panic!("dead letter without {name}"))
-        };
+        let header = |name: &str| header(headers, name, "dead letter");
         assert_eq!(header("mm.dlq.original.topic"), "calls");
         assert!(header("mm.dlq.original.partition").parse::<i32>().is_ok());
         assert!(header("mm.dlq.original.offset").parse::<i64>().is_ok());

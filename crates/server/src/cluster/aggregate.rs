@@ -39,7 +39,7 @@ use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
-use super::group::{Change, ClusterStatus, GroupContext, dead_letter};
+use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
 use super::replica::{ReplicaProgress, partition_count};
 use crate::pipeline::{ActivityRecord, now_us};
 
@@ -211,21 +211,6 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
             }
         }
     }
-}
-
-/// How a consumer session ended.
-pub(super) enum Session {
-    Stopped,
-    BrokerLost,
-}
-
-/// Whether `error` says the connection to the brokers was lost.
-pub(super) fn broker_lost(error: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
-    )
 }
 
 impl Worker {

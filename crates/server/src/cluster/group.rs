@@ -264,3 +264,18 @@ impl ClusterStatus {
         }
     }
 }
+
+/// How a consumer session ended.
+pub(super) enum Session {
+    Stopped,
+    BrokerLost,
+}
+
+/// Whether `error` says the connection to the brokers was lost.
+pub(super) fn broker_lost(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+    )
+}

@@ -27,7 +27,7 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::group::{Change, ClusterStatus, GroupContext, dead_letter};
+use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
 use super::replica::partition_count;
 use crate::pipeline::now_us;
 
@@ -68,12 +68,12 @@ pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
             .with_context(|| format!("subscribing to {input}"))?;
         tracing::info!(%input, %target, %group, "repartition consumer started");
         match session(&options, &consumer, &input, &target, &group, partitions)? {
-            super::aggregate::Session::Stopped => {
+            Session::Stopped => {
                 consumer.unsubscribe();
                 tracing::info!("repartition consumer left the group");
                 return Ok(());
             }
-            super::aggregate::Session::BrokerLost => {
+            Session::BrokerLost => {
                 // Records after the last commit are read again; the aggregation consumer
                 // skips the ones it already counted.
                 tracing::warn!("the broker did not take re-keyed records: reconnecting");
@@ -91,7 +91,7 @@ fn session(
     target: &str,
     group: &str,
     partitions: u32,
-) -> anyhow::Result<super::aggregate::Session> {
+) -> anyhow::Result<Session> {
     // Next offset to commit per owned partition, and the last committed.
     let mut positions: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
     let mut paused = false;
@@ -145,7 +145,7 @@ fn session(
         }
         if stopping || Instant::now() >= next_commit {
             if !commit(consumer, input, producer, &mut positions)? {
-                return Ok(super::aggregate::Session::BrokerLost);
+                return Ok(Session::BrokerLost);
             }
             options.status.report(
                 "repartition",
@@ -165,7 +165,7 @@ fn session(
             next_commit = Instant::now() + options.commit_interval;
         }
         if stopping {
-            return Ok(super::aggregate::Session::Stopped);
+            return Ok(Session::Stopped);
         }
     }
 }

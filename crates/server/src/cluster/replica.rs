@@ -142,28 +142,14 @@ pub fn run(
         match partition_count(&consumer, &topic) {
             Ok(count) if count > 0 => break count,
             Ok(_) | Err(_) if stop.load(Ordering::Acquire) => return Ok(()),
-            Ok(_) => tracing::info!(%topic, "waiting for the activity topic to exist"),
-            Err(error) => tracing::warn!(%topic, %error, "reading activity topic metadata"),
+            Ok(_) => tracing::info!(%topic, "waiting for the topic to exist"),
+            Err(error) => tracing::warn!(%topic, %error, "reading topic metadata"),
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    let stored = store
-        .replica_positions(&topic)
-        .context("reading replica positions")?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        let offset = stored
-            .get(&partition)
-            .map_or(Offset::Beginning, |next| Offset::Offset(*next));
-        assignment
-            .add_partition_offset(&topic, partition, offset)
-            .context("building the replica assignment")?;
-    }
-    consumer
-        .assign(&assignment)
-        .context("assigning the activity partitions")?;
+    let stored = assign_from_store(&consumer, &store, &topic, partitions)?;
     progress.advance(&stored);
-    tracing::info!(%topic, partitions, "activity replica started");
+    tracing::info!(%topic, partitions, "replica started");
 
     let mut batch: Vec<Replicated> = Vec::with_capacity(BATCH);
     let mut records: Vec<Arc<ActivityRecord>> = Vec::new();
@@ -176,26 +162,12 @@ pub fn run(
         // applied.
         if reseek_at.is_some_and(|at| Instant::now() >= at) && batch.is_empty() {
             reseek_at = None;
-            let applied = store
-                .replica_positions(&topic)
-                .context("reading replica positions")?;
-            let mut assignment = TopicPartitionList::new();
-            for partition in 0..partitions {
-                let offset = applied
-                    .get(&partition)
-                    .map_or(Offset::Beginning, |next| Offset::Offset(*next));
-                assignment
-                    .add_partition_offset(&topic, partition, offset)
-                    .context("building the replica assignment")?;
-            }
             consumer = settings
                 .reader("merchant-monitor-replica")
                 .create()
                 .context("creating the activity replica consumer")?;
-            consumer
-                .assign(&assignment)
-                .context("re-assigning the activity partitions")?;
-            tracing::info!("activity replica reconnected after losing the broker");
+            assign_from_store(&consumer, &store, &topic, partitions)?;
+            tracing::info!(%topic, "replica reconnected after losing the broker");
         }
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(message)) => {
@@ -219,7 +191,7 @@ pub fn run(
             }
             Some(Err(error)) => {
                 tracing::warn!(%error, "activity replica consumer");
-                if super::aggregate::broker_lost(&error) {
+                if super::group::broker_lost(&error) {
                     reseek_at = Some(Instant::now() + Duration::from_secs(2));
                 }
             }
@@ -249,6 +221,32 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// Assigns every partition of `topic`, each from the position the store has applied (from the
+/// beginning when it has none); returns those positions.
+fn assign_from_store(
+    consumer: &BaseConsumer,
+    store: &RollupStore,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let applied = store
+        .replica_positions(topic)
+        .context("reading replica positions")?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let offset = applied
+            .get(&partition)
+            .map_or(Offset::Beginning, |next| Offset::Offset(*next));
+        assignment
+            .add_partition_offset(topic, partition, offset)
+            .context("building the replica assignment")?;
+    }
+    consumer
+        .assign(&assignment)
+        .with_context(|| format!("assigning the partitions of {topic}"))?;
+    Ok(applied)
 }
 
 /// With nothing held back, the consumer's positions are what the store has applied.
