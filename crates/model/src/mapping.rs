@@ -197,38 +197,60 @@ enum Entry {
     Branch(Node),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Node {
     entries: Vec<(String, Entry)>,
-    /// Per entry: its length and its first eight bytes as a number, compared before the bytes.
-    fingerprints: Vec<(usize, u64)>,
+    /// Entry index + 1 by [`bucket_of`] the key; 0 for none, [`SHARED_BUCKET`] when two
+    /// entries share the bucket (then the entries are searched in turn).
+    buckets: [u8; 64],
 }
 
-/// The first eight bytes of a key, zero-padded, as a number.
-fn fingerprint(key: &[u8]) -> u64 {
-    let mut head = [0u8; 8];
-    let length = key.len().min(8);
-    head[..length].copy_from_slice(&key[..length]);
-    u64::from_le_bytes(head)
+impl Default for Node {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            buckets: [0; 64],
+        }
+    }
+}
+
+const SHARED_BUCKET: u8 = u8::MAX;
+
+/// A key's bucket: a mix of its length and first and last bytes, which tells the usual log
+/// field names apart.
+fn bucket_of(key: &[u8]) -> usize {
+    let (Some(first), Some(last)) = (key.first(), key.last()) else {
+        return 0;
+    };
+    (key.len() * 7 + usize::from(*first) * 3 + usize::from(*last)) & 63
 }
 
 impl Node {
-    /// The entry named `key`. Keys of up to eight bytes are matched on the fingerprint alone.
+    /// The entry named `key`.
     fn find(&self, key: &str) -> Option<&(String, Entry)> {
         let bytes = key.as_bytes();
-        let wanted = (bytes.len(), fingerprint(bytes));
-        self.fingerprints
-            .iter()
-            .zip(&self.entries)
-            .find(|(candidate, (name, _))| {
-                **candidate == wanted && (bytes.len() <= 8 || name.as_bytes() == bytes)
-            })
-            .map(|(_, entry)| entry)
+        match self.buckets[bucket_of(bytes)] {
+            0 => None,
+            SHARED_BUCKET => self
+                .entries
+                .iter()
+                .find(|(name, _)| name.as_bytes() == bytes),
+            slot => self
+                .entries
+                .get(usize::from(slot) - 1)
+                .filter(|(name, _)| name.as_bytes() == bytes),
+        }
     }
 
     fn push(&mut self, name: String, entry: Entry) {
-        self.fingerprints
-            .push((name.len(), fingerprint(name.as_bytes())));
+        let bucket = &mut self.buckets[bucket_of(name.as_bytes())];
+        *bucket = match *bucket {
+            // More entries than slot numbers: search them all.
+            0 if self.entries.len() < usize::from(SHARED_BUCKET) - 1 => {
+                self.entries.len() as u8 + 1
+            }
+            _ => SHARED_BUCKET,
+        };
         self.entries.push((name, entry));
     }
 }
@@ -580,9 +602,10 @@ fn has_control_character(text: &str) -> bool {
         found | (*byte < 0x20) | (*byte == 0x7f)
     });
     c0_or_delete
-        || bytes
-            .windows(2)
-            .any(|pair| pair[0] == 0xc2 && (0x80..=0x9f).contains(&pair[1]))
+        || (!bytes.is_ascii()
+            && bytes
+                .windows(2)
+                .any(|pair| pair[0] == 0xc2 && (0x80..=0x9f).contains(&pair[1])))
 }
 
 fn insert_path(node: &mut Node, segments: &[String], field: Field) -> Result<(), String> {

@@ -1,11 +1,12 @@
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
+use std::hash::Hasher;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey, latency_micros};
 use mm_model::sketch::bin_for;
 use mm_model::time::{MICROS_PER_MINUTE, minute_of};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHasher};
 
 /// Window settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,8 @@ struct OpenWindow {
 /// watermark step, so the merge is always complete.
 #[derive(Debug)]
 struct Series {
+    /// [`series_hash`] of merchant and API.
+    hash: u64,
     merchant: Arc<str>,
     api: Arc<str>,
     /// For an API series: its merchant-wide series. For a merchant-wide series: itself.
@@ -84,11 +87,11 @@ struct PartitionClock {
 #[derive(Debug)]
 pub struct Aggregator {
     config: WindowConfig,
-    series_index: FxHashMap<Box<str>, u32>,
+    /// Series ids, by [`series_hash`].
+    series_index: HashTable<u32>,
     series: Vec<Series>,
-    lookup: String,
-    /// (minute, API series) of every open window, earliest first.
-    close_queue: BinaryHeap<Reverse<(i64, u32)>>,
+    /// The API series with an open window, by the window's minute.
+    close_schedule: BTreeMap<i64, Vec<u32>>,
     partitions: FxHashMap<u32, PartitionClock>,
     watermark_us: i64,
     closed: Vec<ClosedWindow>,
@@ -107,10 +110,9 @@ impl Aggregator {
     pub fn new(config: WindowConfig) -> Self {
         Self {
             config,
-            series_index: FxHashMap::default(),
+            series_index: HashTable::new(),
             series: Vec::new(),
-            lookup: String::new(),
-            close_queue: BinaryHeap::new(),
+            close_schedule: BTreeMap::new(),
             partitions: FxHashMap::default(),
             watermark_us: i64::MIN,
             closed: Vec::new(),
@@ -149,39 +151,35 @@ impl Aggregator {
     }
 
     fn series_id(&mut self, merchant: &str, api: &str) -> u32 {
-        self.lookup.clear();
-        self.lookup.push_str(merchant);
-        self.lookup.push('\0');
-        self.lookup.push_str(api);
-        if let Some(id) = self.series_index.get(self.lookup.as_str()) {
+        let hash = series_hash(merchant, api);
+        let series = &self.series;
+        if let Some(id) = self.series_index.find(hash, |id| {
+            let candidate = &series[*id as usize];
+            *candidate.api == *api && *candidate.merchant == *merchant
+        }) {
             return *id;
         }
+        let (total, merchant) = if api == MERCHANT_TOTAL_API {
+            (self.series.len() as u32, Arc::from(merchant))
+        } else {
+            let total = self.series_id(merchant, MERCHANT_TOTAL_API);
+            (total, self.series[total as usize].merchant.clone())
+        };
         let id = self.series.len() as u32;
-        if api == MERCHANT_TOTAL_API {
-            self.series.push(Series {
-                merchant: Arc::from(merchant),
-                api: Arc::from(api),
-                total: id,
-                members: Vec::new(),
-                windows: Vec::new(),
-            });
-            self.series_index.insert(self.lookup.as_str().into(), id);
-            return id;
+        if total != id {
+            self.series[total as usize].members.push(id);
         }
-        let lookup = std::mem::take(&mut self.lookup);
-        let total = self.series_id(merchant, MERCHANT_TOTAL_API);
-        self.lookup = lookup;
-        let id = self.series.len() as u32;
-        let merchant = self.series[total as usize].merchant.clone();
-        self.series[total as usize].members.push(id);
         self.series.push(Series {
+            hash,
             merchant,
             api: Arc::from(api),
             total,
             members: Vec::new(),
             windows: Vec::new(),
         });
-        self.series_index.insert(self.lookup.as_str().into(), id);
+        let series = &self.series;
+        self.series_index
+            .insert_unique(hash, id, |id| series[*id as usize].hash);
         id
     }
 
@@ -252,7 +250,7 @@ impl Aggregator {
                     rollup: Rollup::default(),
                     dirty: false,
                 });
-                self.close_queue.push(Reverse((minute, id)));
+                self.close_schedule.entry(minute).or_default().push(id);
                 self.open_windows += 1;
                 windows.len() - 1
             }
@@ -317,37 +315,15 @@ impl Aggregator {
         // Merchant-wide totals of the minutes closing now, merged as their API windows close.
         let mut totals: Vec<((u32, i64), Rollup)> = Vec::new();
         let mut total_index: FxHashMap<(u32, i64), usize> = FxHashMap::default();
-        while let Some(Reverse((minute, id))) = self.close_queue.peek().copied() {
+        while let Some(minute) = self.close_schedule.keys().next().copied() {
             if !self.window_is_closed(minute) {
                 break;
             }
-            self.close_queue.pop();
-            let series = &mut self.series[id as usize];
-            let Some(position) = series
-                .windows
-                .iter()
-                .position(|window| window.minute == minute)
-            else {
-                continue;
-            };
-            let window = series.windows.swap_remove(position);
-            self.open_windows -= 1;
-            self.stats.windows_closed += 1;
-            let slot = *total_index
-                .entry((series.total, minute))
-                .or_insert_with(|| {
-                    totals.push(((series.total, minute), Rollup::default()));
-                    totals.len() - 1
-                });
-            totals[slot].1.merge(&window.rollup);
-            self.closed.push(ClosedWindow {
-                key: WindowKey {
-                    merchant: series.merchant.to_string(),
-                    api: series.api.to_string(),
-                    minute,
-                },
-                rollup: window.rollup,
-            });
+            let mut ids = self.close_schedule.remove(&minute).unwrap_or_default();
+            ids.sort_unstable();
+            for id in ids {
+                self.close_window(id, minute, &mut totals, &mut total_index);
+            }
         }
         for ((total, minute), rollup) in totals {
             self.stats.windows_closed += 1;
@@ -362,9 +338,47 @@ impl Aggregator {
         }
     }
 
+    /// Closes the window of API series `id` at `minute`, adding it to its merchant's total.
+    fn close_window(
+        &mut self,
+        id: u32,
+        minute: i64,
+        totals: &mut Vec<((u32, i64), Rollup)>,
+        total_index: &mut FxHashMap<(u32, i64), usize>,
+    ) {
+        let series = &mut self.series[id as usize];
+        let Some(position) = series
+            .windows
+            .iter()
+            .position(|window| window.minute == minute)
+        else {
+            return;
+        };
+        let window = series.windows.swap_remove(position);
+        self.open_windows -= 1;
+        self.stats.windows_closed += 1;
+        let slot = *total_index
+            .entry((series.total, minute))
+            .or_insert_with(|| {
+                totals.push(((series.total, minute), Rollup::default()));
+                totals.len() - 1
+            });
+        totals[slot].1.merge(&window.rollup);
+        self.closed.push(ClosedWindow {
+            key: WindowKey {
+                merchant: series.merchant.to_string(),
+                api: series.api.to_string(),
+                minute,
+            },
+            rollup: window.rollup,
+        });
+    }
+
     /// Windows closed since the last call, each exactly once, merchant-wide ones included.
     pub fn take_closed(&mut self) -> Vec<ClosedWindow> {
-        std::mem::take(&mut self.closed)
+        // Sized like the last batch: closes come in similar batches, minute after minute.
+        let capacity = self.closed.len();
+        std::mem::replace(&mut self.closed, Vec::with_capacity(capacity))
     }
 
     /// Late calls since the last call, merged per window (merchant-wide ones included): add
@@ -465,19 +479,28 @@ impl Aggregator {
                 .collect();
         }
         self.series = kept;
-        self.series_index.retain(|_, id| {
+        self.series_index.retain(|id| {
             *id = new_id[*id as usize];
             *id != u32::MAX
         });
-        let queue = std::mem::take(&mut self.close_queue);
-        self.close_queue = queue
-            .into_iter()
-            .map(|Reverse((minute, id))| Reverse((minute, new_id[id as usize])))
-            .collect();
+        for ids in self.close_schedule.values_mut() {
+            for id in ids.iter_mut() {
+                *id = new_id[*id as usize];
+            }
+        }
         self.dirty = std::mem::take(&mut self.dirty)
             .into_iter()
             .map(|(id, minute)| (new_id[id as usize], minute))
             .collect();
         removed
     }
+}
+
+/// The hash of a series key, computed once per call.
+fn series_hash(merchant: &str, api: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write(merchant.as_bytes());
+    hasher.write_u8(0xff);
+    hasher.write(api.as_bytes());
+    hasher.finish()
 }

@@ -24,9 +24,10 @@ use mm_window::{Aggregator, WindowConfig};
 
 use crate::pipeline::now_us;
 
+mod handoff;
 mod kafka;
 mod sharded;
-pub use sharded::{READ_CHUNK_BYTES, parse_and_aggregate_sharded, read_line_chunks};
+pub use sharded::{READ_CHUNK_BYTES, lines, parse_and_aggregate_sharded, read_line_chunks};
 
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
@@ -222,24 +223,16 @@ pub fn parse_and_aggregate(
                     let next = raw_rx.lock().map(|receiver| receiver.recv());
                     let Ok(Ok((index, chunk))) = next else { return };
                     events.clear();
-                    let mut count = 0;
                     let mut rejected = 0u64;
-                    for line in chunk
-                        .split(|byte| *byte == b'\n')
-                        .filter(|line| !line.is_empty())
-                    {
+                    for line in lines(&chunk) {
                         match parser.parse(line, TimeBounds::UNBOUNDED) {
-                            Ok(event) => {
-                                codec::encode_event(&event, &mut events);
-                                count += 1;
-                            }
+                            Ok(event) => handoff::pack(&event, &mut events),
                             Err(_) => rejected += 1,
                         }
                     }
                     let _ = free_tx.send(chunk);
-                    let mut payload = Vec::with_capacity(events.len() + 16);
-                    wal::begin_batch(count, &mut payload);
-                    payload.extend_from_slice(&events);
+                    let payload =
+                        std::mem::replace(&mut events, Vec::with_capacity(READ_CHUNK_BYTES));
                     if parsed_tx.send((index, payload, rejected)).is_err() {
                         return;
                     }
@@ -258,19 +251,19 @@ pub fn parse_and_aggregate(
             while let Some((payload, chunk_rejected)) = waiting.remove(&expected) {
                 rejected += chunk_rejected;
                 let mut last_ts = i64::MIN;
-                let decoded = wal::decode_batch(&payload, |event| {
+                let decoded = handoff::unpack(&payload, |event| {
                     last_ts = last_ts.max(event.ts_us);
                     aggregator.ingest(
                         0,
                         event.ts_us,
-                        &event.merchant,
-                        &event.api,
+                        event.merchant,
+                        event.api,
                         event.status,
                         event.latency_ms,
                         i64::MAX,
                     );
                 })
-                .context("decoding a parsed chunk")?;
+                .context("a parsed chunk is cut short")?;
                 events += decoded;
                 // The file's own clock: time advances with the data.
                 aggregator.advance(0, last_ts);

@@ -17,11 +17,24 @@ use std::sync::{Mutex, mpsc};
 use anyhow::Context;
 use mm_model::mapping::{EventParser, TimeBounds};
 use mm_model::rollup::{Rollup, WindowKey};
-use mm_storage::{codec, wal};
 use mm_window::{Aggregator, WindowConfig};
+
+use super::handoff;
 
 /// Bytes read per chunk.
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The non-empty lines of a chunk.
+pub fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', chunk)
+        .chain(std::iter::once(chunk.len()))
+        .filter_map(move |end| {
+            let line = &chunk[start..end];
+            start = end + 1;
+            (!line.is_empty()).then_some(line)
+        })
+}
 
 /// Parts of parsed chunks waiting for their shard, keyed by chunk index.
 #[derive(Default)]
@@ -138,25 +151,24 @@ pub fn parse_and_aggregate_sharded(
             );
             handles.push(scope.spawn(move || -> anyhow::Result<(usize, u64)> {
                 let mut aggregator = Aggregator::new(WindowConfig::default());
-                let mut parts: Vec<(Vec<u8>, usize)> =
-                    (0..workers).map(|_| (Vec::new(), 0)).collect();
+                let mut parts: Vec<Vec<u8>> = (0..workers).map(|_| Vec::new()).collect();
                 let mut events = 0usize;
                 let mut aggregate =
                     |aggregator: &mut Aggregator, part: &[u8]| -> anyhow::Result<()> {
                         let mut last_ts = i64::MIN;
-                        events += wal::decode_batch(part, |event| {
+                        events += handoff::unpack(part, |event| {
                             last_ts = last_ts.max(event.ts_us);
                             aggregator.ingest(
                                 0,
                                 event.ts_us,
-                                &event.merchant,
-                                &event.api,
+                                event.merchant,
+                                event.api,
                                 event.status,
                                 event.latency_ms,
                                 i64::MAX,
                             );
                         })
-                        .context("decoding a parsed part")?;
+                        .context("a parsed part is cut short")?;
                         if last_ts > i64::MIN {
                             aggregator.advance(0, last_ts);
                         }
@@ -190,40 +202,32 @@ pub fn parse_and_aggregate_sharded(
                 loop {
                     let next = raw_rx.lock().map(|receiver| receiver.recv());
                     let Ok(Ok((index, chunk))) = next else { break };
-                    for (bytes, count) in parts.iter_mut() {
-                        bytes.clear();
-                        *count = 0;
+                    for part in parts.iter_mut() {
+                        part.clear();
                     }
                     let mut rejected = 0usize;
-                    for line in chunk
-                        .split(|byte| *byte == b'\n')
-                        .filter(|line| !line.is_empty())
-                    {
+                    for line in lines(&chunk) {
                         match parser.parse(line, TimeBounds::UNBOUNDED) {
-                            Ok(event) => {
-                                let (bytes, count) = &mut parts[shard_of(&event.merchant, workers)];
-                                codec::encode_event(&event, bytes);
-                                *count += 1;
-                            }
+                            Ok(event) => handoff::pack(
+                                &event,
+                                &mut parts[shard_of(&event.merchant, workers)],
+                            ),
                             Err(_) => rejected += 1,
                         }
                     }
                     let _ = free_tx.send(chunk);
                     rejected_total.fetch_add(rejected, Ordering::Relaxed);
-                    for (target, (bytes, count)) in parts.iter().enumerate() {
-                        let mut payload = spare_parts
+                    for (target, part) in parts.iter_mut().enumerate() {
+                        let spare = spare_parts
                             .lock()
                             .ok()
                             .and_then(|mut spare| spare.pop())
                             .unwrap_or_default();
-                        payload.clear();
-                        wal::begin_batch(*count, &mut payload);
-                        payload.extend_from_slice(bytes);
                         inboxes[target]
                             .lock()
                             .map_err(|_| anyhow::anyhow!("inbox poisoned"))?
                             .parts
-                            .insert(index, payload);
+                            .insert(index, std::mem::replace(part, spare));
                     }
                     drain_own(&mut aggregator, &mut aggregate)?;
                 }
