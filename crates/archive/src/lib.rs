@@ -85,6 +85,9 @@ pub struct ArchiveConfig {
     pub flush_max_events: usize,
     /// Flush events older than this in the hot tail.
     pub flush_max_age: Duration,
+    /// Events in memory (hot tail plus a flush in progress) beyond which the archive reports
+    /// itself [`Archive::backlogged`], so that ingest refuses new batches until it catches up.
+    pub max_backlog_events: usize,
 }
 
 impl Default for ArchiveConfig {
@@ -92,6 +95,7 @@ impl Default for ArchiveConfig {
         Self {
             flush_max_events: 500_000,
             flush_max_age: Duration::from_secs(60),
+            max_backlog_events: 1_000_000,
         }
     }
 }
@@ -290,13 +294,13 @@ impl Archive {
             }
             let borrowed: Vec<mm_model::ApiCallRef<'_>> =
                 events.iter().map(ApiCall::as_ref).collect();
-            let sorted = segment::sorted(borrowed);
+            let order = segment::segment_order(&borrowed);
             let directory = self.dir.join(hour_directory(*hour));
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_micros());
             let path = directory.join(format!("seg-c{stamp:020}.parquet"));
-            let merged = segment::write(&path, *hour, &sorted)?;
+            let merged = segment::write(&path, *hour, &borrowed, &order)?;
             sync_directory(&directory);
             let replaced: std::collections::BTreeSet<&str> = segments
                 .iter()
@@ -448,11 +452,24 @@ impl Archive {
     /// Whether the hot tail is due for a flush.
     pub fn flush_due(&self) -> bool {
         self.state.read().is_ok_and(|state| {
-            state.hot.events >= self.config.flush_max_events
+            state.hot.events
+                >= self
+                    .config
+                    .flush_max_events
+                    .min(self.config.max_backlog_events)
                 || state
                     .hot
                     .oldest
                     .is_some_and(|oldest| oldest.elapsed() >= self.config.flush_max_age)
+        })
+    }
+
+    /// Whether more events wait in memory (hot tail plus a flush in progress) than
+    /// [`ArchiveConfig::max_backlog_events`]: writing segments has fallen behind ingest.
+    pub fn backlogged(&self) -> bool {
+        self.state.read().is_ok_and(|state| {
+            let taken = state.taken.as_ref().map_or(0, |taken| taken.events);
+            state.hot.events + taken >= self.config.max_backlog_events
         })
     }
 
@@ -483,21 +500,21 @@ impl Archive {
                 }
             })?;
         }
-        let events = segment::sorted(events);
+        let order = segment::segment_order(&events);
         let mut new_segments = Vec::new();
         let mut start = 0;
-        while start < events.len() {
-            let hour = hour_of(events[start].ts_us);
+        while start < order.len() {
+            let hour = hour_of(events[order[start] as usize].ts_us);
             let end = start
-                + events[start..]
+                + order[start..]
                     .iter()
-                    .take_while(|event| hour_of(event.ts_us) == hour)
+                    .take_while(|index| hour_of(events[**index as usize].ts_us) == hour)
                     .count();
             let directory = self.dir.join(hour_directory(hour));
             std::fs::create_dir_all(&directory)
                 .map_err(|source| ArchiveError::io("create hour directory", &directory, source))?;
             let path = directory.join(format!("seg-{:020}.parquet", taken.last_lsn));
-            new_segments.push(segment::write(&path, hour, &events[start..end])?);
+            new_segments.push(segment::write(&path, hour, &events, &order[start..end])?);
             sync_directory(&directory);
             start = end;
         }

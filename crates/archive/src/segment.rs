@@ -4,6 +4,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, TimestampMicrosecondType};
 use arrow_array::{
@@ -114,99 +115,105 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
         .build())
 }
 
-fn to_batch(events: &[ApiCallRef<'_>]) -> Result<RecordBatch, ArchiveError> {
-    fn text<'e>(value: &'e Option<std::borrow::Cow<'_, str>>) -> Option<&'e str> {
-        value.as_deref()
+/// A string column built in one buffer sized up front (growing it would copy the column
+/// several times over).
+fn strings<'e>(values: impl Iterator<Item = Option<&'e str>> + Clone) -> ArrayRef {
+    let (rows, bytes) = values.clone().fold((0, 0), |(rows, bytes), value| {
+        (rows + 1, bytes + value.map_or(0, str::len))
+    });
+    let mut builder = StringBuilder::with_capacity(rows, bytes);
+    for value in values {
+        builder.append_option(value);
     }
+    Arc::new(builder.finish())
+}
+
+fn to_batch(events: &[ApiCallRef<'_>], order: &[u32]) -> Result<RecordBatch, ArchiveError> {
+    let rows = || order.iter().map(|index| &events[*index as usize]);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
-            TimestampMicrosecondArray::from_iter_values(events.iter().map(|event| event.ts_us))
+            TimestampMicrosecondArray::from_iter_values(rows().map(|event| event.ts_us))
                 .with_timezone("UTC"),
         ),
-        Arc::new(StringArray::from_iter_values(
-            events.iter().map(|event| event.merchant.as_ref()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            events.iter().map(|event| event.api.as_ref()),
-        )),
+        strings(rows().map(|event| Some(event.merchant.as_ref()))),
+        strings(rows().map(|event| Some(event.api.as_ref()))),
         Arc::new(Int32Array::from_iter_values(
-            events.iter().map(|event| i32::from(event.status)),
+            rows().map(|event| i32::from(event.status)),
         )),
         Arc::new(Float64Array::from_iter_values(
-            events.iter().map(|event| event.latency_ms),
+            rows().map(|event| event.latency_ms),
         )),
-        Arc::new(StringArray::from_iter_values(
-            events.iter().map(|event| event.corr_id.as_ref()),
-        )),
-        Arc::new(StringArray::from_iter(
-            events.iter().map(|event| text(&event.partner)),
-        )),
-        Arc::new(StringArray::from_iter(
-            events.iter().map(|event| text(&event.method)),
-        )),
-        Arc::new(StringArray::from_iter(
-            events.iter().map(|event| text(&event.path)),
-        )),
-        Arc::new(StringArray::from_iter(
-            events.iter().map(|event| text(&event.host)),
-        )),
-        Arc::new(StringArray::from_iter(
-            events.iter().map(|event| text(&event.region)),
-        )),
-        Arc::new(StringArray::from_iter(
-            events.iter().map(|event| text(&event.attributes)),
-        )),
+        strings(rows().map(|event| Some(event.corr_id.as_ref()))),
+        strings(rows().map(|event| event.partner.as_deref())),
+        strings(rows().map(|event| event.method.as_deref())),
+        strings(rows().map(|event| event.path.as_deref())),
+        strings(rows().map(|event| event.host.as_deref())),
+        strings(rows().map(|event| event.region.as_deref())),
+        strings(rows().map(|event| event.attributes.as_deref())),
     ];
     RecordBatch::try_new(schema(), columns)
         .map_err(|error| ArchiveError::Parquet(error.to_string()))
 }
 
-/// Puts events into segment order: hour, merchant, ts, corr_id. Merchants are compared once
-/// each, through their rank among the distinct merchants, not once per comparison.
-pub fn sorted(events: Vec<ApiCallRef<'_>>) -> Vec<ApiCallRef<'_>> {
-    let mut merchants: Vec<&str> = events.iter().map(|event| event.merchant.as_ref()).collect();
-    merchants.sort_unstable();
-    merchants.dedup();
-    let rank = |merchant: &str| merchants.binary_search(&merchant).unwrap_or(usize::MAX);
-    let mut keyed: Vec<(i64, usize, i64, usize)> = events
+/// The segment order of `events` (hour, merchant, ts, corr_id) as indices into it; events
+/// are not moved. Each distinct merchant is compared only while sorting the distinct
+/// merchants, and events are then ordered by the merchant's rank.
+pub fn segment_order(events: &[ApiCallRef<'_>]) -> Vec<u32> {
+    let mut ids: rustc_hash::FxHashMap<&str, u32> = rustc_hash::FxHashMap::default();
+    let merchant_ids: Vec<u32> = events
         .iter()
+        .map(|event| {
+            let next = ids.len() as u32;
+            *ids.entry(event.merchant.as_ref()).or_insert(next)
+        })
+        .collect();
+    let mut distinct: Vec<(&str, u32)> = ids.into_iter().collect();
+    distinct.sort_unstable();
+    let mut rank_of_id = vec![0u32; distinct.len()];
+    for (rank, (_, id)) in distinct.iter().enumerate() {
+        rank_of_id[*id as usize] = rank as u32;
+    }
+    let mut keyed: Vec<(i64, u32, i64, u32)> = events
+        .iter()
+        .zip(&merchant_ids)
         .enumerate()
-        .map(|(index, event)| {
+        .map(|(index, (event, id))| {
             (
                 event.ts_us.div_euclid(3_600_000_000),
-                rank(&event.merchant),
+                rank_of_id[*id as usize],
                 event.ts_us,
-                index,
+                index as u32,
             )
         })
         .collect();
     keyed.sort_unstable_by(|left, right| {
         (left.0, left.1, left.2)
             .cmp(&(right.0, right.1, right.2))
-            .then_with(|| events[left.3].corr_id.cmp(&events[right.3].corr_id))
+            .then_with(|| {
+                events[left.3 as usize]
+                    .corr_id
+                    .cmp(&events[right.3 as usize].corr_id)
+            })
     });
-    let order: Vec<usize> = keyed.into_iter().map(|(_, _, _, index)| index).collect();
-    let mut slots: Vec<Option<ApiCallRef<'_>>> = events.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|index| slots[index].take())
-        .collect()
+    keyed.into_iter().map(|(_, _, _, index)| index).collect()
 }
 
-/// Writes `events` (all of one hour, already in [`sort`] order) to `path`, fsynced.
+/// Writes the `events` that `order` lists, in that order (all of one hour, in
+/// [`segment_order`]), to `path`, fsynced.
 pub fn write(
     path: &Path,
     hour: i64,
     events: &[ApiCallRef<'_>],
+    order: &[u32],
 ) -> Result<SegmentInfo, ArchiveError> {
     let file =
         File::create(path).map_err(|source| ArchiveError::io("create segment", path, source))?;
     let mut writer =
-        ArrowWriter::try_new(file, schema(), Some(writer_properties(events.len(), hour)?))
+        ArrowWriter::try_new(file, schema(), Some(writer_properties(order.len(), hour)?))
             .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
-    for chunk in events.chunks(ROW_GROUP_ROWS) {
+    for chunk in order.chunks(ROW_GROUP_ROWS) {
         writer
-            .write(&to_batch(chunk)?)
+            .write(&to_batch(events, chunk)?)
             .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
     }
     writer
@@ -218,6 +225,7 @@ pub fn write(
         .map_err(|source| ArchiveError::io("fsync segment", path, source))?;
     drop(writer);
     let (crc32, bytes) = file_crc32(path)?;
+    let rows = || order.iter().map(|index| &events[*index as usize]);
     Ok(SegmentInfo {
         crc32,
         file: path
@@ -225,24 +233,16 @@ pub fn write(
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default(),
         hour,
-        rows: events.len() as u64,
+        rows: order.len() as u64,
         bytes,
-        min_ts_us: events
-            .iter()
-            .map(|event| event.ts_us)
-            .min()
-            .unwrap_or_default(),
-        max_ts_us: events
-            .iter()
-            .map(|event| event.ts_us)
-            .max()
-            .unwrap_or_default(),
-        min_merchant: events
-            .first()
+        min_ts_us: rows().map(|event| event.ts_us).min().unwrap_or_default(),
+        max_ts_us: rows().map(|event| event.ts_us).max().unwrap_or_default(),
+        min_merchant: rows()
+            .next()
             .map(|event| event.merchant.to_string())
             .unwrap_or_default(),
-        max_merchant: events
-            .last()
+        max_merchant: rows()
+            .next_back()
             .map(|event| event.merchant.to_string())
             .unwrap_or_default(),
     })

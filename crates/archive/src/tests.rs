@@ -125,11 +125,38 @@ fn files_no_manifest_lists_are_removed_on_open() {
 }
 
 #[test]
+fn a_backlog_is_reported_until_a_flush_writes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = Archive::open(
+        dir.path(),
+        ArchiveConfig {
+            flush_max_events: 100,
+            flush_max_age: Duration::from_secs(3600),
+            max_backlog_events: 30,
+        },
+    )
+    .expect("opens");
+    archive.append(1, payload(&events(20))).expect("appends");
+    assert!(!archive.backlogged());
+    assert!(!archive.flush_due(), "below both limits");
+    archive.append(2, payload(&events(10))).expect("appends");
+    assert!(archive.backlogged());
+    assert!(
+        archive.flush_due(),
+        "a backlog is flushed even below the size limit"
+    );
+    assert_eq!(archive.flush().expect("flushes"), 30);
+    assert!(!archive.backlogged());
+    assert_eq!(archive.find(&everything()).expect("finds").len(), 30);
+}
+
+#[test]
 fn flush_is_due_by_count_or_age() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = ArchiveConfig {
         flush_max_events: 10,
         flush_max_age: Duration::from_secs(3600),
+        max_backlog_events: 1000,
     };
     let archive = Archive::open(dir.path(), config).expect("opens");
     archive.append(1, payload(&events(9))).expect("appends");
@@ -141,6 +168,7 @@ fn flush_is_due_by_count_or_age() {
         ArchiveConfig {
             flush_max_events: 1000,
             flush_max_age: Duration::ZERO,
+            max_backlog_events: 2000,
         },
     )
     .expect("opens");

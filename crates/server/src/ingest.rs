@@ -35,6 +35,8 @@ pub enum IngestFailure {
     TooManyRequests,
     #[error("the write-ahead log is saturated; retry shortly")]
     Overloaded,
+    #[error("the raw-event archive is writing a backlog to disk; retry shortly")]
+    ArchiveBehind,
     #[error("the Kafka producer's queue is full; retry shortly")]
     BrokerBusy,
     #[error("the broker did not take the records: {0}")]
@@ -47,8 +49,12 @@ pub enum IngestFailure {
 
 /// Where accepted records go.
 pub enum IngestSink {
-    /// The embedded write-ahead log: a batch is acknowledged once fsynced.
-    Wal(Wal),
+    /// The embedded write-ahead log: a batch is acknowledged once fsynced. New batches are
+    /// refused while the archive is backlogged, so its memory stays bounded.
+    Wal {
+        wal: Wal,
+        archive: Arc<mm_archive::Archive>,
+    },
     /// Cluster mode: each record, as received, to the input topic keyed by merchant
     /// (idempotent producer, acks=all); acknowledged once the broker has every one.
     Kafka {
@@ -123,6 +129,11 @@ impl Ingestor {
         content_encoding: Option<&str>,
         body: &[u8],
     ) -> Result<IngestReply, IngestFailure> {
+        if let IngestSink::Wal { archive, .. } = &self.sink
+            && archive.backlogged()
+        {
+            return Err(IngestFailure::ArchiveBehind);
+        }
         self.metrics.ingest_bytes.inc_by(body.len() as u64);
         let decoded = decode_body(content_encoding, body, self.limits.max_decoded_bytes)?;
         let now = now_us();
@@ -131,7 +142,7 @@ impl Ingestor {
             max_ts_us: now + self.max_skew_us,
         };
         let (accepted, rejected) = match &self.sink {
-            IngestSink::Wal(wal) => {
+            IngestSink::Wal { wal, .. } => {
                 let processed = process_body(&self.parser, &decoded, bounds, &self.limits)?;
                 drop(decoded);
                 if processed.records == 0 {

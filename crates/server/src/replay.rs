@@ -40,6 +40,11 @@ pub struct ReplayArgs {
     /// Send the file repeatedly until `--duration` has passed.
     #[arg(long = "loop", requires = "duration")]
     pub repeat: bool,
+    /// With `--loop`: move the event times of each repetition forward by the file's time span,
+    /// so the server sees time go on and windows close as with live traffic instead of every
+    /// repetition arriving late. Applies to RFC 3339 `"ts"` fields.
+    #[arg(long, requires = "repeat")]
+    pub shift_time: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -124,6 +129,58 @@ async fn send(
     }
 }
 
+/// Where the RFC 3339 text of a line's `"ts"` field lies.
+fn ts_text(line: &[u8]) -> Option<(usize, usize)> {
+    const FIELD: &[u8] = b"\"ts\":\"";
+    let start = memchr::memmem::find(line, FIELD)? + FIELD.len();
+    let end = start + memchr::memchr(b'"', &line[start..])?;
+    Some((start, end))
+}
+
+fn event_time(line: &[u8]) -> Option<i64> {
+    let (start, end) = ts_text(line)?;
+    mm_model::time::parse_rfc3339(std::str::from_utf8(&line[start..end]).ok()?).ok()
+}
+
+/// Event times from the first to the last (µs) of the file's lines, inclusive.
+fn time_span(batches: &[(Bytes, u64)]) -> Option<i64> {
+    let mut range: Option<(i64, i64)> = None;
+    for (body, _) in batches {
+        for line in body.split(|byte| *byte == b'\n') {
+            if let Some(ts) = event_time(line) {
+                let (low, high) = range.get_or_insert((ts, ts));
+                *low = (*low).min(ts);
+                *high = (*high).max(ts);
+            }
+        }
+    }
+    range.map(|(low, high)| high - low + 1)
+}
+
+/// A batch with every `"ts"` moved `shift_us` forward; lines without one are sent as they are.
+fn shift_batch(body: &[u8], shift_us: i64) -> Bytes {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 16);
+    let mut text = String::with_capacity(32);
+    for line in body.split_inclusive(|byte| *byte == b'\n') {
+        let shifted = ts_text(line).and_then(|(start, end)| {
+            let ts =
+                mm_model::time::parse_rfc3339(std::str::from_utf8(&line[start..end]).ok()?).ok()?;
+            text.clear();
+            mm_model::time::write_rfc3339(ts + shift_us, &mut text);
+            Some((start, end))
+        });
+        match shifted {
+            Some((start, end)) => {
+                out.extend_from_slice(&line[..start]);
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(&line[end..]);
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    Bytes::from(out)
+}
+
 /// Reads the file into batches of `batch` lines (the file is read once, then re-sent when
 /// looping).
 fn read_batches(path: &PathBuf, batch: usize) -> anyhow::Result<Vec<(Bytes, u64)>> {
@@ -165,6 +222,15 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<(Arc<ReplayStats>, Dura
     if total_records == 0 {
         bail!("{} holds no records", args.file.display());
     }
+    let span_us = match args.shift_time {
+        true => Some(time_span(&batches).with_context(|| {
+            format!(
+                "--shift-time: {} has no RFC 3339 \"ts\" field",
+                args.file.display()
+            )
+        })?),
+        false => None,
+    };
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.concurrency)
         .build_http();
@@ -205,7 +271,12 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<(Arc<ReplayStats>, Dura
                     return Ok(());
                 }
                 let (body, count) = &batches[index % batches.len()];
-                send(&client, &url, token.as_deref(), body.clone(), &stats).await?;
+                let pass = (index / batches.len()) as i64;
+                let body = match span_us {
+                    Some(span_us) if pass > 0 => shift_batch(body, pass * span_us),
+                    _ => body.clone(),
+                };
+                send(&client, &url, token.as_deref(), body, &stats).await?;
                 stats.sent_records.fetch_add(*count, Ordering::Relaxed);
                 progress.inc(*count);
             }
@@ -230,4 +301,22 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         stats.retries.load(Ordering::Relaxed),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifting_moves_only_the_event_time() {
+        let body = b"{\"ts\":\"2026-11-21T15:00:00.025108Z\",\"merchant\":\"M\"}\n{\"no_time\":1}\n{\"a\":1,\"ts\":\"2026-11-21T15:00:59Z\"}\n";
+        let batches = vec![(Bytes::from_static(body), 3)];
+        let span = time_span(&batches).expect("a span");
+        assert_eq!(span, 58_974_892 + 1);
+        let shifted = shift_batch(body, 60_000_000);
+        assert_eq!(
+            std::str::from_utf8(&shifted).expect("text"),
+            "{\"ts\":\"2026-11-21T15:01:00.025108Z\",\"merchant\":\"M\"}\n{\"no_time\":1}\n{\"a\":1,\"ts\":\"2026-11-21T15:01:59.000Z\"}\n"
+        );
+    }
 }

@@ -110,7 +110,10 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         }
     };
     let sink = match &backend {
-        Backend::Embedded(pipeline) => IngestSink::Wal(pipeline.wal.clone()),
+        Backend::Embedded(pipeline) => IngestSink::Wal {
+            wal: pipeline.wal.clone(),
+            archive: pipeline.archive.clone(),
+        },
         Backend::Cluster(cluster, _) => IngestSink::Kafka {
             producer: cluster.ingest_producer.clone(),
             topic: cluster.settings.input_topic.clone(),
@@ -246,6 +249,8 @@ async fn start_embedded(config: &Config, metrics: Arc<Metrics>) -> anyhow::Resul
         archive: mm_archive::ArchiveConfig {
             flush_max_events: config.archive_flush_events,
             flush_max_age: config.archive_flush_age,
+            // Room for the next flush to fill while one is being written.
+            max_backlog_events: config.archive_flush_events.saturating_mul(2),
         },
         archive_max_bytes: config.archive_max_bytes,
     };

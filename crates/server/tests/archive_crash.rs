@@ -81,10 +81,21 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
                         if batch >= BATCHES {
                             return;
                         }
-                        let fate = match ingest(address, &bodies[batch]) {
-                            Ok(response) if response.status == 200 => Fate::Acknowledged,
-                            Ok(response) => panic!("batch {batch}: unexpected {}", response.status),
-                            Err(_) => Fate::Unknown,
+                        let fate = loop {
+                            match ingest(address, &bodies[batch]) {
+                                Ok(response) if response.status == 200 => {
+                                    break Fate::Acknowledged;
+                                }
+                                // Refused whole while the archive catches up: send it again,
+                                // as a client honouring Retry-After would.
+                                Ok(response) if response.status == 503 => {
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                                Ok(response) => {
+                                    panic!("batch {batch}: unexpected {}", response.status)
+                                }
+                                Err(_) => break Fate::Unknown,
+                            }
                         };
                         fates.lock().expect("lock").insert(batch, fate);
                         if fate == Fate::Unknown {

@@ -150,7 +150,7 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
                 .retry_after(1)
         }
-        IngestFailure::Overloaded | IngestFailure::BrokerBusy => {
+        IngestFailure::Overloaded | IngestFailure::BrokerBusy | IngestFailure::ArchiveBehind => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).retry_after(1)
         }
         IngestFailure::Broker(_) => ApiError::new(

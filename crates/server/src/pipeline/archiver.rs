@@ -77,7 +77,8 @@ pub fn run(
         .set(archive.quarantined() as i64);
     let mut next_retention = Instant::now();
     loop {
-        match stop_rx.recv_timeout(Duration::from_millis(250)) {
+        // Often enough that a flush starts soon after the hot tail reaches its size.
+        match stop_rx.recv_timeout(Duration::from_millis(50)) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 archive
