@@ -451,3 +451,72 @@ fn too_many_requests_in_flight_get_429_with_retry_after() {
         "the place is free again once the slow sender is gone"
     );
 }
+
+#[test]
+fn a_backlogged_archive_gets_503_with_retry_after_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    // A backlog limit of two events: right after a batch of ten is acknowledged, the archive
+    // holds more than that in memory until its thread has written them.
+    std::fs::write(&config, "[storage]\narchive_flush_events = 1\n").expect("config written");
+    let server = ServerProcess::start(
+        EXE,
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+        &[],
+    );
+    let mut seed = 0;
+    let mut accepted_corr_ids = Vec::new();
+    let mut send = |seed: u64| {
+        let batch = calls(seed, 10, 3, &["/v1/payments"], now_us(), 1);
+        let body: String = batch.iter().map(ndjson_line).collect();
+        let response = ingest(server.address, body.as_bytes()).expect("answers");
+        if response.status == 200 {
+            accepted_corr_ids.extend(batch.into_iter().map(|call| call.corr_id));
+        }
+        (response, body)
+    };
+    let refused = eventually(Duration::from_secs(30), || {
+        seed += 2;
+        let _ = send(seed);
+        let (response, body) = send(seed + 1);
+        (response.status == 503).then_some((response, body))
+    });
+    let (refused, refused_body) = refused.expect("a batch right behind another is refused");
+    assert_error(&refused, 503, "overloaded");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("archive")),
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    // The refused batch was not taken in part: sent again, it is accepted whole.
+    let resent = eventually(Duration::from_secs(10), || {
+        let response = ingest(server.address, refused_body.as_bytes()).expect("answers");
+        (response.status == 200).then_some(response)
+    })
+    .expect("accepted once the archive caught up");
+    assert_eq!(resent.json()["accepted"], 10);
+    let refused_ids: Vec<String> = refused_body
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("json")["corr_id"]
+                .as_str()
+                .expect("corr_id")
+                .to_owned()
+        })
+        .collect();
+    accepted_corr_ids.extend(refused_ids);
+    // Every acknowledged event is in the archive exactly once, the refused send added none.
+    for corr_id in &accepted_corr_ids {
+        let found = get(server.address, &format!("/v1/events/{corr_id}"));
+        assert_eq!(found.status, 200);
+        assert_eq!(
+            found.json()["events"].as_array().map(Vec::len),
+            Some(1),
+            "{corr_id}"
+        );
+    }
+}
