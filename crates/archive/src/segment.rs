@@ -17,10 +17,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-    RowFilter,
+    RowFilter, RowSelection,
 };
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::{KeyValue, PageIndexPolicy};
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
@@ -30,6 +31,9 @@ use crate::ArchiveError;
 
 /// Rows per row group: small enough that merchant statistics and the bloom filter prune well.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per data page at most: the page index then tells apart spans of a few thousand rows,
+/// so a lookup with a merchant reads the pages of that merchant, not whole row groups.
+const PAGE_ROWS: usize = 4096;
 
 /// What the manifest records about a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +112,7 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
         .set_column_bloom_filter_max_ndv(corr_id, rows.clamp(1, ROW_GROUP_ROWS) as u64)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_size_limit(128 * 1024)
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "merchant_monitor.hour".into(),
             hour.to_string(),
@@ -384,6 +389,9 @@ pub fn read(
     if row_groups.is_empty() {
         return Ok(Vec::new());
     }
+    let selection = query
+        .merchant
+        .map(|merchant| merchant_pages(&metadata, &row_groups, merchant_column, merchant));
     let mut filter_columns = vec![ts_column, merchant_column];
     if query.corr_id.is_some() {
         filter_columns.push(corr_column);
@@ -413,11 +421,13 @@ pub fn read(
             .collect();
         Ok(keep)
     });
-    let reader = builder
+    let mut builder = builder
         .with_row_groups(row_groups)
-        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
-        .build()
-        .map_err(parquet_error)?;
+        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+    if let Some(selection) = selection {
+        builder = builder.with_row_selection(selection);
+    }
+    let reader = builder.build().map_err(parquet_error)?;
     let mut events = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|error| ArchiveError::Corrupt {
@@ -430,6 +440,55 @@ pub fn read(
         })?;
     }
     Ok(events)
+}
+
+/// The rows of `row_groups` (in that order, numbered across them) that lie in pages of the
+/// merchant column whose value range holds `merchant`, from the page index. A row group
+/// without a page index is selected whole.
+fn merchant_pages(
+    metadata: &ParquetMetaData,
+    row_groups: &[usize],
+    merchant_column: usize,
+    merchant: &str,
+) -> RowSelection {
+    let wanted = merchant.as_bytes();
+    let mut ranges = Vec::new();
+    let mut first_row = 0usize;
+    for &row_group in row_groups {
+        let rows = metadata.row_group(row_group).num_rows() as usize;
+        let page_index = metadata.page_index_for_row_group(row_group);
+        let pages = match (
+            page_index.column_index(merchant_column),
+            page_index.offset_index(merchant_column),
+        ) {
+            (Some(ColumnIndexMetaData::BYTE_ARRAY(values)), Some(offsets)) => {
+                Some((values, offsets))
+            }
+            _ => None,
+        };
+        let Some((values, offsets)) = pages else {
+            ranges.push(first_row..first_row + rows);
+            first_row += rows;
+            continue;
+        };
+        let locations = offsets.page_locations();
+        for (page, location) in locations.iter().enumerate() {
+            let start = location.first_row_index as usize;
+            let end = locations
+                .get(page + 1)
+                .map_or(rows, |next| next.first_row_index as usize);
+            let holds = match (values.min_value(page), values.max_value(page)) {
+                (Some(low), Some(high)) => low <= wanted && wanted <= high,
+                // No statistics for the page: it may hold the merchant.
+                _ => !values.is_null_page(page),
+            };
+            if holds && start < end {
+                ranges.push(first_row + start..first_row + end);
+            }
+        }
+        first_row += rows;
+    }
+    RowSelection::from_consecutive_ranges(ranges.into_iter(), first_row)
 }
 
 fn append_events(batch: &RecordBatch, events: &mut Vec<ApiCall>) -> Result<(), String> {

@@ -317,3 +317,57 @@ fn compaction_merges_an_hours_segments_without_losing_or_doubling_events() {
         sorted(all)
     );
 }
+
+#[test]
+fn lookups_with_a_merchant_use_page_ranges_and_miss_nothing() {
+    // More rows than a row group, many merchants: each merchant's rows span a few pages,
+    // some of them pages shared with its neighbours in sort order.
+    let all: Vec<ApiCall> = events(100_000)
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut event)| {
+            event.merchant = format!("M{:03}", (index * 11) % 301);
+            event.ts_us = BASE + (index as i64 * 35_000) % MICROS_PER_HOUR;
+            event
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = Archive::open(dir.path(), ArchiveConfig::default()).expect("opens");
+    for (lsn, chunk) in all.chunks(10_000).enumerate() {
+        archive
+            .append(lsn as u64 + 1, payload(chunk))
+            .expect("appends");
+    }
+    archive.flush().expect("flushes");
+    for probe in all.iter().step_by(997) {
+        let query = RowQuery {
+            corr_id: Some(&probe.corr_id),
+            merchant: Some(&probe.merchant),
+            from_us: BASE,
+            to_us: BASE + MICROS_PER_HOUR,
+        };
+        assert_eq!(
+            archive.find(&query).expect("finds"),
+            vec![probe.clone()],
+            "{}",
+            probe.corr_id
+        );
+    }
+    for merchant in ["M000", "M150", "M300"] {
+        let query = RowQuery {
+            merchant: Some(merchant),
+            ..everything()
+        };
+        let want: Vec<ApiCall> = all
+            .iter()
+            .filter(|event| event.merchant == merchant)
+            .cloned()
+            .collect();
+        assert!(want.len() > 300);
+        assert_eq!(
+            sorted(archive.find(&query).expect("finds")),
+            sorted(want),
+            "{merchant}"
+        );
+    }
+}
