@@ -13,12 +13,22 @@
 //! A segment holds events of one hour sorted by (merchant, ts); columns `ts` (timestamp µs,
 //! UTC), `merchant`, `api`, `status`, `latency_ms`, `corr_id`, `partner`, `method`, `path`,
 //! `host`, `region`, `attributes` (the unmapped fields as a JSON object). zstd compression,
-//! dictionary encoding for the low-cardinality columns, page statistics and a bloom filter on
-//! `corr_id`. DuckDB, Spark and BigQuery read the directory as Parquet
+//! dictionary encoding for the low-cardinality columns, row groups of 16,384 rows with a bloom
+//! filter on `corr_id` each, pages of at most 4,096 rows with a page index (per-page min/max).
+//! DuckDB, Spark and BigQuery read the directory as Parquet
 //! (`read_parquet('archive/*/*.parquet')`).
 //!
+//! A lookup prunes hours by time, segments by their merchant and time range, row groups by
+//! statistics and the bloom filter, and, given a merchant, pages by the merchant column's page
+//! index; it then decodes the correlation id of the pages left, and the other columns only
+//! where it matched. Footers, page indexes and bloom filters are kept in memory (loaded when a
+//! segment is opened or written; bloom filters up to 256 MB, the oldest segments' dropped
+//! first), so a warm lookup reads only the pages it decodes.
+//!
 //! Events not yet in a segment are held in memory (the hot tail) and searched there, so an
-//! event is findable as soon as its ingest is acknowledged.
+//! event is findable as soon as its ingest is acknowledged. The hot tail is bounded: past
+//! [`ArchiveConfig::max_backlog_events`] the archive reports itself backlogged and ingest
+//! refuses new batches until a flush has written it.
 //!
 //! # Guarantees
 //!
@@ -302,6 +312,9 @@ impl Archive {
             let path = directory.join(format!("seg-c{stamp:020}.parquet"));
             let merged = segment::write(&path, *hour, &borrowed, &order)?;
             sync_directory(&directory);
+            if let Err(error) = self.metadata.preload(&path) {
+                tracing::warn!(%error, "could not preload a compacted segment's footer");
+            }
             let replaced: std::collections::BTreeSet<&str> = segments
                 .iter()
                 .map(|segment| segment.file.as_str())
@@ -517,6 +530,12 @@ impl Archive {
             new_segments.push(segment::write(&path, hour, &events, &order[start..end])?);
             sync_directory(&directory);
             start = end;
+        }
+        // Footers and bloom filters are ready before the first lookup reaches the segments.
+        for segment in &new_segments {
+            if let Err(error) = self.metadata.preload(&self.segment_path(segment)) {
+                tracing::warn!(%error, "could not preload a new segment's footer");
+            }
         }
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut manifest = state.manifest.clone();

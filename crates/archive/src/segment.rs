@@ -20,6 +20,7 @@ use parquet::arrow::arrow_reader::{
     RowFilter, RowSelection,
 };
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::ArchiveError;
 
 /// Rows per row group: small enough that merchant statistics and the bloom filter prune well.
-const ROW_GROUP_ROWS: usize = 64 * 1024;
+const ROW_GROUP_ROWS: usize = 16 * 1024;
 /// Rows per data page at most: the page index then tells apart spans of a few thousand rows,
 /// so a lookup with a merchant reads the pages of that merchant, not whole row groups.
 const PAGE_ROWS: usize = 4096;
@@ -254,13 +255,56 @@ pub fn write(
 }
 
 /// Footers (and page indexes) of recently read segments, so a lookup does not parse them
-/// again. Bounded: past [`METADATA_CACHE_ENTRIES`] it starts over.
+/// again, and the correlation-id bloom filters of their row groups, so a lookup does not read
+/// them again. Bounded: past [`METADATA_CACHE_ENTRIES`] footers the footers start over; past
+/// [`BLOOM_CACHE_BYTES`] of bloom filters the segments cached first are dropped.
 #[derive(Debug, Default)]
 pub struct MetadataCache {
     entries: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, ArrowReaderMetadata>>,
+    blooms: std::sync::Mutex<BloomCache>,
+}
+
+/// Bloom filters by segment, then row group (`None` inside: read, and the row group has none).
+/// Past its budget the segment cached first goes first.
+#[derive(Debug, Default)]
+struct BloomCache {
+    segments: std::collections::HashMap<std::path::PathBuf, Vec<Option<Option<Arc<Sbbf>>>>>,
+    order: std::collections::VecDeque<std::path::PathBuf>,
+    bytes: usize,
+}
+
+impl BloomCache {
+    fn segment_bytes(slots: &[Option<Option<Arc<Sbbf>>>]) -> usize {
+        slots
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|bloom| bloom_bytes(bloom))
+            .sum()
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if let Some(removed) = self.segments.remove(path) {
+            self.bytes = self.bytes.saturating_sub(Self::segment_bytes(&removed));
+            self.order.retain(|cached| cached != path);
+        }
+    }
+
+    fn make_room(&mut self, size: usize) {
+        while self.bytes + size > BLOOM_CACHE_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(removed) = self.segments.remove(&oldest) {
+                self.bytes = self.bytes.saturating_sub(Self::segment_bytes(&removed));
+            }
+        }
+    }
 }
 
 const METADATA_CACHE_ENTRIES: usize = 512;
+/// A day of 50 million events has about 100 MB of correlation-id bloom filters.
+const BLOOM_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 impl MetadataCache {
     fn get(&self, path: &Path) -> Option<ArrowReaderMetadata> {
@@ -276,17 +320,35 @@ impl MetadataCache {
         }
     }
 
-    /// Parses and keeps a segment's footer and page index ahead of the first lookup.
+    /// Parses and keeps a segment's footer, page index and correlation-id bloom filters
+    /// ahead of the first lookup.
     pub fn preload(&self, path: &Path) -> Result<(), ArchiveError> {
+        let corrupt = |error: parquet::errors::ParquetError| ArchiveError::Corrupt {
+            path: path.to_owned(),
+            detail: error.to_string(),
+        };
         let file =
             File::open(path).map_err(|source| ArchiveError::io("open segment", path, source))?;
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let loaded =
-            ArrowReaderMetadata::load(&file, options).map_err(|error| ArchiveError::Corrupt {
-                path: path.to_owned(),
-                detail: error.to_string(),
-            })?;
-        self.insert(path, loaded);
+        let loaded = ArrowReaderMetadata::load(&file, options).map_err(corrupt)?;
+        self.insert(path, loaded.clone());
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, loaded);
+        let row_groups = builder.metadata().num_row_groups();
+        let Some(corr_column) = builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .position(|column| column.name() == "corr_id")
+        else {
+            return Ok(());
+        };
+        for row_group in 0..row_groups {
+            let bloom = builder
+                .get_row_group_column_bloom_filter(row_group, corr_column)
+                .map_err(corrupt)?
+                .map(Arc::new);
+            self.insert_bloom(path, row_group, row_groups, bloom);
+        }
         Ok(())
     }
 
@@ -294,6 +356,48 @@ impl MetadataCache {
     pub fn remove(&self, path: &Path) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(path);
+        }
+        if let Ok(mut blooms) = self.blooms.lock() {
+            blooms.remove(path);
+        }
+    }
+
+    /// The bloom filter of a row group, if it was read before: `Some(None)` when the row
+    /// group has none.
+    fn bloom(&self, path: &Path, row_group: usize) -> Option<Option<Arc<Sbbf>>> {
+        self.blooms
+            .lock()
+            .ok()?
+            .segments
+            .get(path)?
+            .get(row_group)?
+            .clone()
+    }
+
+    fn insert_bloom(
+        &self,
+        path: &Path,
+        row_group: usize,
+        row_groups: usize,
+        bloom: Option<Arc<Sbbf>>,
+    ) {
+        let Ok(mut blooms) = self.blooms.lock() else {
+            return;
+        };
+        let size = bloom.as_deref().map_or(0, bloom_bytes);
+        blooms.make_room(size);
+        if !blooms.segments.contains_key(path) {
+            blooms.order.push_back(path.to_owned());
+        }
+        let slots = blooms
+            .segments
+            .entry(path.to_owned())
+            .or_insert_with(|| vec![None; row_groups]);
+        if let Some(slot) = slots.get_mut(row_group)
+            && slot.is_none()
+        {
+            *slot = Some(bloom);
+            blooms.bytes += size;
         }
     }
 }
@@ -376,13 +480,21 @@ pub fn read(
         {
             continue;
         }
-        if let Some(corr_id) = query.corr_id
-            && let Some(bloom) = builder
-                .get_row_group_column_bloom_filter(index, corr_column)
-                .map_err(parquet_error)?
-            && !bloom.check(corr_id)
-        {
-            continue;
+        if let Some(corr_id) = query.corr_id {
+            let bloom = match cache.bloom(path, index) {
+                Some(cached) => cached,
+                None => {
+                    let loaded = builder
+                        .get_row_group_column_bloom_filter(index, corr_column)
+                        .map_err(parquet_error)?
+                        .map(Arc::new);
+                    cache.insert_bloom(path, index, metadata.num_row_groups(), loaded.clone());
+                    loaded
+                }
+            };
+            if bloom.is_some_and(|bloom| !bloom.check(corr_id)) {
+                continue;
+            }
         }
         row_groups.push(index);
     }
@@ -392,38 +504,44 @@ pub fn read(
     let selection = query
         .merchant
         .map(|merchant| merchant_pages(&metadata, &row_groups, merchant_column, merchant));
-    let mut filter_columns = vec![ts_column, merchant_column];
-    if query.corr_id.is_some() {
-        filter_columns.push(corr_column);
+    // The correlation id first: it keeps one row in thousands, so time and merchant are
+    // then decoded only in the pages of the rows it kept.
+    let mut predicates: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = Vec::new();
+    if let Some(wanted) = query.corr_id.map(str::to_owned) {
+        let mask = ProjectionMask::leaves(descriptor, [corr_column]);
+        predicates.push(Box::new(ArrowPredicateFn::new(
+            mask,
+            move |batch: RecordBatch| {
+                let corr_ids = batch.column(0).as_string::<i32>();
+                Ok(corr_ids
+                    .iter()
+                    .map(|value| Some(value == Some(wanted.as_str())))
+                    .collect::<BooleanArray>())
+            },
+        )));
     }
-    let mask = ProjectionMask::leaves(descriptor, filter_columns.clone());
-    let wanted_corr = query.corr_id.map(str::to_owned);
     let wanted_merchant = query.merchant.map(str::to_owned);
     let (from_us, to_us) = (query.from_us, query.to_us);
-    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
-        let ts = batch.column(0).as_primitive::<TimestampMicrosecondType>();
-        let merchants = batch.column(1).as_string::<i32>();
-        let corr_ids = wanted_corr
-            .as_ref()
-            .map(|_| batch.column(2).as_string::<i32>());
-        let keep: BooleanArray = (0..batch.num_rows())
-            .map(|row| {
-                let in_time = (from_us..to_us).contains(&ts.value(row));
-                let merchant_ok = wanted_merchant
-                    .as_deref()
-                    .is_none_or(|merchant| merchants.value(row) == merchant);
-                let corr_ok = match (&wanted_corr, &corr_ids) {
-                    (Some(wanted), Some(values)) => values.value(row) == wanted,
-                    _ => true,
-                };
-                Some(in_time && merchant_ok && corr_ok)
-            })
-            .collect();
-        Ok(keep)
-    });
+    let mask = ProjectionMask::leaves(descriptor, [ts_column, merchant_column]);
+    predicates.push(Box::new(ArrowPredicateFn::new(
+        mask,
+        move |batch: RecordBatch| {
+            let ts = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+            let merchants = batch.column(1).as_string::<i32>();
+            Ok((0..batch.num_rows())
+                .map(|row| {
+                    let in_time = (from_us..to_us).contains(&ts.value(row));
+                    let merchant_ok = wanted_merchant
+                        .as_deref()
+                        .is_none_or(|merchant| merchants.value(row) == merchant);
+                    Some(in_time && merchant_ok)
+                })
+                .collect::<BooleanArray>())
+        },
+    )));
     let mut builder = builder
         .with_row_groups(row_groups)
-        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+        .with_row_filter(RowFilter::new(predicates));
     if let Some(selection) = selection {
         builder = builder.with_row_selection(selection);
     }
@@ -529,4 +647,9 @@ fn append_events(batch: &RecordBatch, events: &mut Vec<ApiCall>) -> Result<(), S
         });
     }
     Ok(())
+}
+
+fn bloom_bytes(bloom: &Sbbf) -> usize {
+    // A block is eight 32-bit words.
+    bloom.num_blocks() * 32
 }

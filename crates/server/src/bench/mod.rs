@@ -422,17 +422,26 @@ fn bench_lookup(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
             let started = Instant::now();
             let found = archive.find(&query)?;
             timings.push(started.elapsed().as_secs_f64() * 1000.0);
+            if std::env::var_os("MM_BENCH_TRACE").is_some() {
+                eprintln!(
+                    "{label}\t{merchant}\t{:.1}",
+                    timings.last().copied().unwrap_or_default()
+                );
+            }
             anyhow::ensure!(
                 found.len() == 1,
                 "corr_id {corr_id} found {} times",
                 found.len()
             );
         }
+        let first = timings.first().copied().unwrap_or_default();
         timings.sort_by(f64::total_cmp);
         println!(
-            "lookup {label}, {lookup_events} events over 24 h: p50 {:.1} ms, p99 {:.1} ms ({} lookups, each found once)",
+            "lookup {label}, {lookup_events} events over 24 h: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, first {first:.1} ms ({} lookups, each found once)",
             percentile(&timings, 0.5),
+            percentile(&timings, 0.9),
             percentile(&timings, 0.99),
+            timings.last().copied().unwrap_or_default(),
             timings.len()
         );
     }
