@@ -1,5 +1,6 @@
-//! SIGKILL at random points while the archive flushes constantly: every acknowledged event is
-//! found exactly once afterwards, and a batch in flight at a kill is found whole or not at all.
+//! SIGKILL at random points while the archive flushes constantly, and while it compacts: every
+//! acknowledged event is found exactly once afterwards, and a batch in flight at a kill is
+//! found whole or not at all.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,30 +138,7 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
         "no segment may be corrupt after kills"
     );
 
-    // Every archived event, read back through the listing endpoint, merchant by merchant.
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let merchants: std::collections::BTreeSet<&str> =
-        events.iter().map(|event| event.merchant.as_str()).collect();
-    let from = mm_model::time::format_rfc3339(now_us() - 60 * 60_000_000).replace(':', "%3A");
-    for merchant in merchants {
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = format!("/v1/merchants/{merchant}/events?from={from}&limit=1000");
-            if let Some(cursor) = &cursor {
-                path.push_str(&format!("&cursor={cursor}"));
-            }
-            let page = get(server.address, &path).json();
-            for event in page["events"].as_array().expect("events") {
-                *seen
-                    .entry(event["corr_id"].as_str().expect("corr_id").to_owned())
-                    .or_default() += 1;
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
-        }
-    }
+    let seen = archived_counts(server.address, &events);
     for (batch, chunk) in events.chunks(PER_BATCH).enumerate() {
         let counts: Vec<usize> = chunk
             .iter()
@@ -177,4 +155,142 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
             ),
         }
     }
+}
+
+/// How many times each correlation id is archived, read back through the listing endpoint,
+/// merchant by merchant, over the last three hours.
+fn archived_counts(
+    address: std::net::SocketAddr,
+    events: &[GeneratedEvent],
+) -> BTreeMap<String, usize> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let merchants: std::collections::BTreeSet<&str> =
+        events.iter().map(|event| event.merchant.as_str()).collect();
+    let from = mm_model::time::format_rfc3339(now_us() - 3 * 60 * 60_000_000).replace(':', "%3A");
+    for merchant in merchants {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/merchants/{merchant}/events?from={from}&limit=1000");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = get(address, &path).json();
+            for event in page["events"].as_array().expect("events") {
+                *seen
+                    .entry(event["corr_id"].as_str().expect("corr_id").to_owned())
+                    .or_default() += 1;
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+    }
+    seen
+}
+
+fn manifest_segments(data: &std::path::Path) -> usize {
+    let manifest = std::fs::read(data.join("archive/MANIFEST.json")).expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    manifest["segments"].as_array().expect("segments").len()
+}
+
+#[test]
+fn kill_nine_during_compaction_loses_and_duplicates_no_archived_event() {
+    let seed = now_us() as u64;
+    println!("compaction crash test seed {seed}");
+    let mut state = seed | 1;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.toml");
+    // Tiny flushes: the finished hours end up in many small segments, which the archive
+    // thread compacts as soon as a server starts.
+    std::fs::write(
+        &config,
+        "[storage]\narchive_flush_events = 200\narchive_flush_age = \"100ms\"\n",
+    )
+    .expect("config written");
+    let hour = 3_600_000_000;
+    let traffic = TrafficConfig {
+        seed: 23,
+        merchants: 30,
+        // Inside the two hours before the current one, so both are finished.
+        start_ts_us: (now_us() / hour - 2) * hour + 60_000_000,
+        // 30,000 events over 5,000 s: all inside those two hours.
+        events_per_second: 6.0,
+        late_fraction: 0.0,
+        ..TrafficConfig::default()
+    };
+    let events: Vec<GeneratedEvent> = TrafficGenerator::new(traffic)
+        .take(BATCHES * PER_BATCH)
+        .collect();
+    let start = || {
+        ServerProcess::start(
+            EXE,
+            &data,
+            &["--config", config.to_str().expect("utf-8")],
+            &[],
+        )
+    };
+    // Rounds: ingest a quarter of the events (more small segments in the finished hours),
+    // stop; start again, which compacts at once, and kill it somewhere in the middle.
+    let mut rounds = Vec::new();
+    for round in 0..4 {
+        // Every fourth event: each round adds to both hours.
+        let part: Vec<&GeneratedEvent> = events.iter().skip(round).step_by(4).collect();
+        let server = start();
+        for chunk in part.chunks(PER_BATCH) {
+            let mut body = Vec::new();
+            chunk.iter().for_each(|event| event.write_ndjson(&mut body));
+            let accepted = mm_testkit::eventually(Duration::from_secs(10), || {
+                let response = ingest(server.address, &body).expect("answers");
+                (response.status == 200).then_some(())
+            });
+            assert!(accepted.is_some(), "a batch is accepted");
+        }
+        assert!(server.terminate(), "graceful stop");
+        let before = manifest_segments(&data);
+        let server = start();
+        std::thread::sleep(Duration::from_millis(random() % 300));
+        server.kill9();
+        rounds.push((before, manifest_segments(&data)));
+    }
+    println!("segments before and after each killed start: {rounds:?}");
+    assert!(
+        rounds.iter().all(|(before, _)| *before >= 10),
+        "many small segments to compact each round: {rounds:?}"
+    );
+    let server = start();
+    let compacted = mm_testkit::eventually(Duration::from_secs(30), || {
+        let segments = manifest_segments(&data);
+        (segments <= 2).then_some(segments)
+    });
+    assert!(
+        compacted.is_some(),
+        "the finished hours end up in one segment each ({} left)",
+        manifest_segments(&data)
+    );
+    let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
+    assert!(
+        metrics.contains("mm_archive_quarantined_segments 0"),
+        "no segment may be corrupt after kills"
+    );
+    let seen = archived_counts(server.address, &events);
+    let wrong: Vec<(&str, usize)> = events
+        .iter()
+        .map(|event| {
+            let count = seen.get(&event.corr_id).copied().unwrap_or(0);
+            (event.corr_id.as_str(), count)
+        })
+        .filter(|(_, count)| *count != 1)
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "events not found exactly once: {wrong:?}");
+    assert_eq!(seen.len(), events.len(), "nothing else is archived");
 }
