@@ -22,7 +22,57 @@ pub mod header {
     pub const ROLLUP: &str = "mm.rollup";
     /// Activity records: `partition:offset` of the aggregation topic the rollup covers.
     pub const COVERS: &str = "mm.covers";
+    /// Activity records and open-window snapshots: the window, binary (see
+    /// [`super::encode_window`]), so a replica need not parse the JSON value.
+    pub const WINDOW: &str = "mm.window";
     /// Repartitioned records: where the record was read from.
     pub const SOURCE_PARTITION: &str = "mm.source.partition";
     pub const SOURCE_OFFSET: &str = "mm.source.offset";
+}
+
+/// The [`header::WINDOW`] value: merchant and API, each as a little-endian `u16` length and
+/// the UTF-8 bytes, then the minute as a little-endian `i64`.
+pub fn encode_window(merchant: &str, api: &str, minute: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(merchant.len() + api.len() + 12);
+    for text in [merchant, api] {
+        let length = u16::try_from(text.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&length.to_le_bytes());
+        out.extend_from_slice(&text.as_bytes()[..usize::from(length)]);
+    }
+    out.extend_from_slice(&minute.to_le_bytes());
+    out
+}
+
+/// Reads a [`header::WINDOW`] value: `(merchant, api, minute)`.
+pub fn decode_window(value: &[u8]) -> Option<(&str, &str, i64)> {
+    let mut rest = value;
+    let mut text = || -> Option<&str> {
+        let (length, tail) = rest.split_first_chunk::<2>()?;
+        let length = usize::from(u16::from_le_bytes(*length));
+        let (bytes, tail) = tail.split_at_checked(length)?;
+        rest = tail;
+        std::str::from_utf8(bytes).ok()
+    };
+    let merchant = text()?;
+    let api = text()?;
+    let minute = i64::from_le_bytes(rest.try_into().ok()?);
+    Some((merchant, api, minute))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_round_trip_and_cut_values_are_refused() {
+        let encoded = encode_window("Müller|GmbH", "/v1/payments", -27_000_000);
+        assert_eq!(
+            decode_window(&encoded),
+            Some(("Müller|GmbH", "/v1/payments", -27_000_000))
+        );
+        assert_eq!(decode_window(&encoded[..encoded.len() - 1]), None);
+        assert_eq!(decode_window(&[]), None);
+        let empty_api = encode_window("M", "", 5);
+        assert_eq!(decode_window(&empty_api), Some(("M", "", 5)));
+    }
 }

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mm_kafka::delivery::{delivered_offsets, flush, send_blocking};
-use mm_kafka::{KafkaSettings, PartitionCheckpoint, TrackedProducer, header, partition_for};
+use mm_kafka::{
+    KafkaSettings, PartitionCheckpoint, TrackedProducer, encode_window, header, partition_for,
+};
 use mm_model::mapping::{EventParser, TimeBounds};
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 use mm_model::time::minute_of;
@@ -777,24 +779,11 @@ impl Worker {
         covers: i64,
         open: bool,
     ) -> anyhow::Result<()> {
-        let mut record = ActivityRecord::new(key, rollup, correction);
-        // The same content always carries the same key: what it covers identifies it.
-        record.dedupe_key = format!(
-            "{}|{}|{}|{}{partition}:{covers}",
-            key.merchant,
-            key.api,
-            key.minute,
-            if open { "open|" } else { "" }
-        );
-        let value = serde_json::to_vec(&record).context("encoding an activity record")?;
         let mut encoded = Vec::with_capacity(128);
         codec::encode_rollup(rollup, RollupState::Final, &mut encoded);
         let covers_text = format!("{partition}:{covers}");
-        let headers = OwnedHeaders::new_with_capacity(3)
-            .insert(rdkafka::message::Header {
-                key: header::DEDUPE_KEY,
-                value: Some(record.dedupe_key.as_bytes()),
-            })
+        let window = encode_window(&key.merchant, &key.api, key.minute);
+        let headers = OwnedHeaders::new_with_capacity(4)
             .insert(rdkafka::message::Header {
                 key: header::ROLLUP,
                 value: Some(encoded.as_slice()),
@@ -802,14 +791,32 @@ impl Worker {
             .insert(rdkafka::message::Header {
                 key: header::COVERS,
                 value: Some(covers_text.as_bytes()),
+            })
+            .insert(rdkafka::message::Header {
+                key: header::WINDOW,
+                value: Some(window.as_slice()),
             });
         let record_key = format!("{}|{}", key.merchant, key.api);
-        let (topic, target) = if open {
-            (self.open_topic.as_str(), partition)
+        // Snapshots are for replicas only, which read the headers: no JSON value.
+        let (topic, target, headers, value) = if open {
+            (self.open_topic.as_str(), partition, headers, Vec::new())
         } else {
+            let mut record = ActivityRecord::new(key, rollup, correction);
+            // The same content always carries the same key: what it covers identifies it.
+            record.dedupe_key = format!(
+                "{}|{}|{}|{partition}:{covers}",
+                key.merchant, key.api, key.minute
+            );
+            let value = serde_json::to_vec(&record).context("encoding an activity record")?;
+            let headers = headers.insert(rdkafka::message::Header {
+                key: header::DEDUPE_KEY,
+                value: Some(record.dedupe_key.as_bytes()),
+            });
             (
                 self.options.settings.activity_topic.as_str(),
                 partition_for(record_key.as_bytes(), self.activity_partitions),
+                headers,
+                value,
             )
         };
         send_blocking(

@@ -71,8 +71,18 @@ pub fn decode(message: &impl Message, open: bool) -> Option<Replicated> {
     let headers = message.headers()?;
     let mut rollup = None;
     let mut covers = None;
+    let mut window = None;
     for header in headers.iter() {
         match header.key {
+            header::WINDOW => {
+                window = header.value.and_then(mm_kafka::decode_window).map(
+                    |(merchant, api, minute)| WindowKey {
+                        merchant: merchant.to_owned(),
+                        api: api.to_owned(),
+                        minute,
+                    },
+                )
+            }
             header::ROLLUP => {
                 rollup = header
                     .value
@@ -92,15 +102,22 @@ pub fn decode(message: &impl Message, open: bool) -> Option<Replicated> {
     }
     let (rollup, _) = rollup?;
     let (partition, covers) = covers?;
-    let value: ActivityRecord = serde_json::from_slice(message.payload()?).ok()?;
-    let minute = mm_model::time::parse_rfc3339(&value.window_start).ok()?
-        / mm_model::time::MICROS_PER_MINUTE;
+    let key = match window {
+        Some(key) => key,
+        // Records written without the window header: the JSON value names the window.
+        None => {
+            let value: ActivityRecord = serde_json::from_slice(message.payload()?).ok()?;
+            let minute = mm_model::time::parse_rfc3339(&value.window_start).ok()?
+                / mm_model::time::MICROS_PER_MINUTE;
+            WindowKey {
+                merchant: value.merchant,
+                api: value.api,
+                minute,
+            }
+        }
+    };
     Some(Replicated {
-        key: WindowKey {
-            merchant: value.merchant,
-            api: value.api,
-            minute,
-        },
+        key,
         rollup,
         partition,
         covers,
