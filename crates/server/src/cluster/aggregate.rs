@@ -23,27 +23,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mm_kafka::delivery::{delivered_offsets, flush, send_blocking};
-use mm_kafka::{
-    KafkaSettings, PartitionCheckpoint, TrackedProducer, encode_window, header, partition_for,
-};
+use mm_kafka::delivery::delivered_offsets;
+use mm_kafka::{KafkaSettings, PartitionCheckpoint, TrackedProducer, header};
 use mm_model::mapping::{EventParser, TimeBounds};
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 use mm_model::time::minute_of;
-use mm_storage::codec::{self, RollupState};
 use mm_storage::rollups::RollupStore;
 use mm_telemetry::{KindLabel, Metrics};
 use mm_window::{Aggregator, WindowConfig};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::producer::BaseRecord;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
 use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
 use super::replica::{ReplicaProgress, partition_count};
-use crate::pipeline::{ActivityRecord, now_us};
+use super::writer::{CheckpointJob, CheckpointWriter, Emitter, JobResult, Outgoing};
+use crate::pipeline::now_us;
 
 /// Everything the aggregation consumer needs.
 pub struct AggregateOptions {
@@ -143,7 +140,7 @@ struct Worker {
     activity_partitions: u32,
     tasks: BTreeMap<i32, Task>,
     reader: BaseConsumer,
-    open_topic: String,
+    writer: CheckpointWriter,
     clock: std::cell::Cell<(i64, u32)>,
     last_report: Instant,
 }
@@ -167,6 +164,15 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
             _ => std::thread::sleep(Duration::from_secs(1)),
         }
     };
+    let writer = CheckpointWriter::start(
+        Emitter {
+            producer: options.producer.clone(),
+            activity_topic: settings.activity_topic.clone(),
+            open_topic: settings.open_windows_topic(),
+            activity_partitions,
+        },
+        settings.checkpoint_topic(),
+    )?;
     let mut worker = Worker {
         repartitioned: !settings.input_keyed,
         options,
@@ -175,14 +181,19 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
         activity_partitions,
         tasks: BTreeMap::new(),
         reader: first_reader,
-        open_topic: settings.open_windows_topic(),
+        writer,
         clock: std::cell::Cell::new((0, 0)),
         last_report: Instant::now() - Duration::from_secs(60),
     };
     loop {
         let consumer: BaseConsumer<GroupContext> = settings
             .group_consumer(&group, &worker.options.client_id)
-            .create_with_context(GroupContext::new(&topic))
+            .create_with_context(GroupContext::new(&topic).before_revoke({
+                // A partition leaves only once the checkpoints handed over are written: its
+                // next owner must find the latest one.
+                let outstanding = worker.writer.outstanding();
+                move || outstanding.wait_idle()
+            }))
             .context("creating the aggregation consumer")?;
         consumer
             .subscribe(&[&topic])
@@ -206,6 +217,9 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
                 // Start over with new clients, rebuilding every partition from its last
                 // checkpoint as on any assignment.
                 tracing::warn!("the broker did not take a checkpoint's records: reconnecting");
+                worker.writer.wait_idle();
+                while worker.writer.try_result().is_some() {}
+                worker.writer.reset();
                 worker.tasks.clear();
                 drop(consumer);
                 worker.reader = reader(&worker.options)?;
@@ -230,6 +244,9 @@ impl Worker {
                 // starts the session over.
                 Some(Err(error)) => tracing::warn!(%error, "aggregation consumer"),
             }
+            if !self.collect(consumer, CommitMode::Async)? {
+                return Ok(Session::BrokerLost);
+            }
             if Instant::now() >= next_checkpoint {
                 if !self.checkpoint(consumer)? {
                     return Ok(Session::BrokerLost);
@@ -237,7 +254,11 @@ impl Worker {
                 next_checkpoint = Instant::now() + self.options.checkpoint_interval;
             }
         }
-        self.checkpoint(consumer)?;
+        // A last checkpoint, written and committed before the partitions go.
+        if self.checkpoint(consumer)? {
+            self.writer.wait_idle();
+            self.collect(consumer, CommitMode::Sync)?;
+        }
         Ok(Session::Stopped)
     }
 
@@ -579,25 +600,101 @@ impl Worker {
         Outcome::Counted
     }
 
-    /// `Ok(false)` when the broker did not take what the checkpoint covers: the caller starts
-    /// over from the last checkpoints.
+    /// Takes the checkpoint writer's results: commits what a written checkpoint covers (for
+    /// the partitions still owned) and counts what was emitted. `Ok(false)` when a job failed:
+    /// the caller starts over from the last checkpoints.
+    fn collect(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        mode: CommitMode,
+    ) -> anyhow::Result<bool> {
+        while let Some(result) = self.writer.try_result() {
+            let (commit, finals, corrections) = match result {
+                JobResult::Written {
+                    commit,
+                    finals,
+                    corrections,
+                } => (commit, finals, corrections),
+                JobResult::Failed(error) => {
+                    // Something sent since the last checkpoint may be missing downstream.
+                    tracing::error!(%error, "activity or dead-letter delivery failed; rebuilding from the last checkpoint");
+                    return Ok(false);
+                }
+                JobResult::Skipped => continue,
+            };
+            let metrics = &self.options.metrics;
+            metrics.window_closed.inc_by(finals);
+            metrics.window_corrections.inc_by(corrections);
+            metrics
+                .activity_records
+                .get_or_create(&KindLabel { kind: "final" })
+                .inc_by(finals);
+            metrics
+                .activity_records
+                .get_or_create(&KindLabel { kind: "correction" })
+                .inc_by(corrections);
+            let mut list = TopicPartitionList::new();
+            for (partition, next) in &commit {
+                if self.tasks.contains_key(partition) {
+                    list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
+                        .context("building the commit")?;
+                }
+            }
+            if list.count() == 0 {
+                continue;
+            }
+            match consumer.commit(&list, mode) {
+                Ok(()) => {
+                    for (partition, next) in &commit {
+                        if let Some(task) = self.tasks.get_mut(partition) {
+                            task.committed = Some(*next);
+                        }
+                    }
+                    metrics.kafka_checkpoints.inc();
+                    self.report(consumer, now_us());
+                }
+                // Not fatal: the next checkpoint commits further, or a new owner rebuilds.
+                Err(error) => tracing::warn!(%error, "committing a checkpoint"),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Prepares a checkpoint and hands it to the writer (see `writer.rs`). `Ok(false)` when
+    /// the broker did not take what an earlier checkpoint covered: the caller starts over from
+    /// the last checkpoints.
     fn checkpoint(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<bool> {
+        if !self.collect(consumer, CommitMode::Async)? {
+            return Ok(false);
+        }
         let now = now_us();
-        let mut outgoing: Vec<(WindowKey, Rollup, bool, i32, i64)> = Vec::new();
+        let mut records: Vec<Outgoing> = Vec::new();
         for task in self.tasks.values_mut() {
             task.aggregator.advance(0, now);
             let position = task.next - 1;
             for closed in task.aggregator.take_closed() {
-                outgoing.push((closed.key, closed.rollup, false, task.partition, position));
+                records.push(Outgoing {
+                    key: closed.key,
+                    rollup: closed.rollup,
+                    correction: false,
+                    partition: task.partition,
+                    covers: position,
+                    open: false,
+                });
             }
             let aggregator = &task.aggregator;
             task.first_offset
                 .retain(|minute, _| !aggregator.is_closed(*minute));
         }
+        let finals = records.len() as u64;
         let mut corrections_deferred = false;
         if self.tasks.values().any(|task| !task.pending.is_empty()) {
             // Corrections add to the replicated rollup: it must hold this instance's own
-            // earlier records first.
+            // earlier records first, so every earlier checkpoint must be written.
+            self.writer.wait_idle();
+            if !self.collect(consumer, CommitMode::Async)? {
+                return Ok(false);
+            }
             let targets: BTreeMap<i32, i64> = delivered_offsets(
                 &self.options.producer,
                 &self.options.settings.activity_topic,
@@ -628,7 +725,14 @@ impl Worker {
                             }
                         };
                         total.merge(&delta);
-                        outgoing.push((key, total, true, task.partition, covers));
+                        records.push(Outgoing {
+                            key,
+                            rollup: total,
+                            correction: true,
+                            partition: task.partition,
+                            covers,
+                            open: false,
+                        });
                     }
                 }
             } else {
@@ -640,94 +744,53 @@ impl Worker {
                 corrections_deferred = true;
             }
         }
-        let (mut finals, mut corrections) = (0u64, 0u64);
-        for (key, rollup, correction, partition, covers) in &outgoing {
-            self.emit(key, rollup, *correction, *partition, *covers, false)?;
-            if *correction {
-                corrections += 1;
-            } else {
-                finals += 1;
-            }
-        }
+        let corrections = records.len() as u64 - finals;
         // Snapshots of the windows still open that changed, for every instance's queries.
-        let mut snapshots: Vec<(WindowKey, Rollup, i32, i64)> = Vec::new();
         for task in self.tasks.values_mut() {
             let covers = task.next - 1;
             let partition = task.partition;
             task.aggregator
                 .drain_dirty(|merchant, api, minute, rollup| {
-                    snapshots.push((
-                        WindowKey {
+                    records.push(Outgoing {
+                        key: WindowKey {
                             merchant: merchant.to_owned(),
                             api: api.to_owned(),
                             minute,
                         },
-                        rollup.clone(),
+                        rollup: rollup.clone(),
+                        correction: false,
                         partition,
                         covers,
-                    ));
+                        open: true,
+                    });
                 });
         }
-        for (key, rollup, partition, covers) in &snapshots {
-            self.emit(key, rollup, false, *partition, *covers, true)?;
-        }
-        if let Err(error) = flush(&self.options.producer, Duration::from_secs(60)) {
-            // Something sent since the last checkpoint may be missing downstream: start over
-            // from the last checkpoints, as a new owner would.
-            tracing::error!(%error, "activity or dead-letter delivery failed; rebuilding from the last checkpoint");
-            return Ok(false);
-        }
-        let metrics = &self.options.metrics;
-        metrics.window_closed.inc_by(finals);
-        metrics.window_corrections.inc_by(corrections);
-        metrics
-            .activity_records
-            .get_or_create(&KindLabel { kind: "final" })
-            .inc_by(finals);
-        metrics
-            .activity_records
-            .get_or_create(&KindLabel { kind: "correction" })
-            .inc_by(corrections);
-
-        if corrections_deferred {
-            return Ok(true);
-        }
-        // The checkpoints, once the broker has everything they cover; then the group's offsets.
-        let checkpoint_topic = self.options.settings.checkpoint_topic();
-        let mut list = TopicPartitionList::new();
-        for task in self.tasks.values_mut() {
-            let checkpoint = task.checkpoint();
-            let encoded = checkpoint.encode().context("encoding a checkpoint")?;
-            let key = task.partition.to_string();
-            send_blocking(
-                &self.options.producer,
-                BaseRecord::to(&checkpoint_topic)
-                    .key(key.as_bytes())
-                    .payload(encoded.as_bytes())
-                    .partition(task.partition),
-            )
-            .context("producing a checkpoint")?;
-            list.add_partition_offset(&self.topic, task.partition, Offset::Offset(task.next))
-                .context("building the commit")?;
-        }
-        if let Err(error) = flush(&self.options.producer, Duration::from_secs(60)) {
-            // The activity is out; a checkpoint that did not make it only means a longer
-            // rebuild from the previous one.
-            tracing::warn!(%error, "writing checkpoints");
-            return Ok(true);
-        }
-        if list.count() > 0 {
-            match consumer.commit(&list, CommitMode::Sync) {
-                Ok(()) => {
-                    for task in self.tasks.values_mut() {
-                        task.committed = Some(task.next);
-                    }
-                    metrics.kafka_checkpoints.inc();
-                }
-                // Not fatal: the next checkpoint commits further, or a new owner rebuilds.
-                Err(error) => tracing::warn!(%error, "committing a checkpoint"),
+        let mut checkpoints = Vec::new();
+        let mut commit = Vec::new();
+        if !corrections_deferred {
+            for task in self.tasks.values_mut() {
+                let checkpoint = task.checkpoint();
+                checkpoints.push((
+                    task.partition,
+                    checkpoint.encode().context("encoding a checkpoint")?,
+                ));
+                commit.push((task.partition, task.next));
             }
         }
+        self.writer.submit(CheckpointJob {
+            records,
+            checkpoints,
+            commit,
+            finals,
+            corrections,
+        })?;
+        self.report(consumer, now);
+        Ok(true)
+    }
+
+    /// Gauges and the consumer status (lag) after a checkpoint.
+    fn report(&mut self, consumer: &BaseConsumer<GroupContext>, now: i64) {
+        let metrics = &self.options.metrics;
         let open: usize = self
             .tasks
             .values()
@@ -765,70 +828,6 @@ impl Worker {
             refresh_ends,
             metrics,
         );
-        Ok(true)
-    }
-
-    /// Produces a final or correction record to the activity topic, or with `open` a snapshot
-    /// of an open window to the open-window topic (partition: the aggregation partition).
-    fn emit(
-        &self,
-        key: &WindowKey,
-        rollup: &Rollup,
-        correction: bool,
-        partition: i32,
-        covers: i64,
-        open: bool,
-    ) -> anyhow::Result<()> {
-        let mut encoded = Vec::with_capacity(128);
-        codec::encode_rollup(rollup, RollupState::Final, &mut encoded);
-        let covers_text = format!("{partition}:{covers}");
-        let window = encode_window(&key.merchant, &key.api, key.minute);
-        let headers = OwnedHeaders::new_with_capacity(4)
-            .insert(rdkafka::message::Header {
-                key: header::ROLLUP,
-                value: Some(encoded.as_slice()),
-            })
-            .insert(rdkafka::message::Header {
-                key: header::COVERS,
-                value: Some(covers_text.as_bytes()),
-            })
-            .insert(rdkafka::message::Header {
-                key: header::WINDOW,
-                value: Some(window.as_slice()),
-            });
-        let record_key = format!("{}|{}", key.merchant, key.api);
-        // Snapshots are for replicas only, which read the headers: no JSON value.
-        let (topic, target, headers, value) = if open {
-            (self.open_topic.as_str(), partition, headers, Vec::new())
-        } else {
-            let mut record = ActivityRecord::new(key, rollup, correction);
-            // The same content always carries the same key: what it covers identifies it.
-            record.dedupe_key = format!(
-                "{}|{}|{}|{partition}:{covers}",
-                key.merchant, key.api, key.minute
-            );
-            let value = serde_json::to_vec(&record).context("encoding an activity record")?;
-            let headers = headers.insert(rdkafka::message::Header {
-                key: header::DEDUPE_KEY,
-                value: Some(record.dedupe_key.as_bytes()),
-            });
-            (
-                self.options.settings.activity_topic.as_str(),
-                partition_for(record_key.as_bytes(), self.activity_partitions),
-                headers,
-                value,
-            )
-        };
-        send_blocking(
-            &self.options.producer,
-            BaseRecord::to(topic)
-                .key(record_key.as_bytes())
-                .payload(value.as_slice())
-                .partition(target)
-                .headers(headers),
-        )
-        .context("producing an activity record")?;
-        Ok(())
     }
 }
 

@@ -24,10 +24,20 @@ pub enum Change {
 }
 
 /// Records rebalances of one topic for the thread that polls the consumer.
-#[derive(Debug)]
 pub struct GroupContext {
     topic: String,
     changes: Mutex<Vec<Change>>,
+    /// Runs before partitions are given up.
+    before_revoke: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for GroupContext {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GroupContext")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GroupContext {
@@ -35,7 +45,14 @@ impl GroupContext {
         Self {
             topic: topic.to_owned(),
             changes: Mutex::new(Vec::new()),
+            before_revoke: None,
         }
+    }
+
+    /// Runs `hook` in the rebalance callback before any partition is given up.
+    pub fn before_revoke(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.before_revoke = Some(Box::new(hook));
+        self
     }
 
     /// Changes since the last call, in order.
@@ -65,6 +82,9 @@ impl ClientContext for GroupContext {}
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
+            if let Some(hook) = &self.before_revoke {
+                hook();
+            }
             let partitions = self.partitions(list);
             tracing::info!(topic = %self.topic, ?partitions, "partitions revoked");
             self.push(Change::Revoked(partitions));

@@ -22,6 +22,7 @@ mod aggregate;
 mod group;
 mod repartition;
 mod replica;
+mod writer;
 
 pub use group::{ClusterStatus, ConsumerStatus, PartitionStatus};
 pub use replica::ReplicaProgress;

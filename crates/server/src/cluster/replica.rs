@@ -75,13 +75,15 @@ pub fn decode(message: &impl Message, open: bool) -> Option<Replicated> {
     for header in headers.iter() {
         match header.key {
             header::WINDOW => {
-                window = header.value.and_then(mm_kafka::decode_window).map(
-                    |(merchant, api, minute)| WindowKey {
-                        merchant: merchant.to_owned(),
-                        api: api.to_owned(),
-                        minute,
-                    },
-                )
+                window =
+                    header
+                        .value
+                        .and_then(mm_kafka::decode_window)
+                        .map(|(merchant, api, minute)| WindowKey {
+                            merchant: merchant.to_owned(),
+                            api: api.to_owned(),
+                            minute,
+                        })
             }
             header::ROLLUP => {
                 rollup = header
