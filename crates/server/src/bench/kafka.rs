@@ -44,6 +44,12 @@ pub fn bench_kafka(args: &BenchArgs, work_dir: &std::path::Path) -> anyhow::Resu
     settings.activity_topic = format!("bench-activity-{run}");
     settings.dlq_topic = format!("bench-dlq-{run}");
     settings.create_topics_partitions = PARTITIONS;
+    for pair in &args.kafka_client {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--kafka-client {pair:?}: expected KEY=VALUE"))?;
+        settings.client.insert(key.to_owned(), value.to_owned());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// A local Kafka broker for the `kafka` benchmark.
     #[arg(long, value_name = "HOST:PORT")]
     pub kafka_brokers: Option<String>,
+    /// librdkafka settings for every client of the `kafka` benchmark, applied last, e.g.
+    /// `fetch.wait.max.ms=500` (comma-separated or repeated).
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub kafka_client: Vec<String>,
     /// Directory for datasets and stores [default: a fresh temporary directory].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
