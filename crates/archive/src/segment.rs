@@ -343,13 +343,30 @@ impl MetadataCache {
             return Ok(());
         };
         for row_group in 0..row_groups {
-            let bloom = builder
-                .get_row_group_column_bloom_filter(row_group, corr_column)
-                .map_err(corrupt)?
-                .map(Arc::new);
-            self.insert_bloom(path, row_group, row_groups, bloom);
+            self.bloom_or_load(&builder, path, row_group, corr_column)
+                .map_err(corrupt)?;
         }
         Ok(())
+    }
+
+    /// The correlation-id bloom filter of a row group, from memory or else read from the file
+    /// and kept.
+    fn bloom_or_load(
+        &self,
+        builder: &ParquetRecordBatchReaderBuilder<File>,
+        path: &Path,
+        row_group: usize,
+        corr_column: usize,
+    ) -> Result<Option<Arc<Sbbf>>, parquet::errors::ParquetError> {
+        if let Some(cached) = self.bloom(path, row_group) {
+            return Ok(cached);
+        }
+        let loaded = builder
+            .get_row_group_column_bloom_filter(row_group, corr_column)?
+            .map(Arc::new);
+        let row_groups = builder.metadata().num_row_groups();
+        self.insert_bloom(path, row_group, row_groups, loaded.clone());
+        Ok(loaded)
     }
 
     /// Forgets a segment that is gone or replaced.
@@ -481,17 +498,9 @@ pub fn read(
             continue;
         }
         if let Some(corr_id) = query.corr_id {
-            let bloom = match cache.bloom(path, index) {
-                Some(cached) => cached,
-                None => {
-                    let loaded = builder
-                        .get_row_group_column_bloom_filter(index, corr_column)
-                        .map_err(parquet_error)?
-                        .map(Arc::new);
-                    cache.insert_bloom(path, index, metadata.num_row_groups(), loaded.clone());
-                    loaded
-                }
-            };
+            let bloom = cache
+                .bloom_or_load(&builder, path, index, corr_column)
+                .map_err(parquet_error)?;
             if bloom.is_some_and(|bloom| !bloom.check(corr_id)) {
                 continue;
             }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mm_testkit::{ServerProcess, get, ingest, now_us};
+use mm_testkit::{ServerProcess, get, ingest, now_us, xorshift};
 use mm_traffic::{GeneratedEvent, TrafficConfig, TrafficGenerator};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
@@ -24,13 +24,7 @@ enum Fate {
 fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
     let seed = now_us() as u64;
     println!("archive crash test seed {seed}");
-    let mut state = seed | 1;
-    let mut random = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut random = xorshift(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = dir.path().join("config.toml");
@@ -199,13 +193,7 @@ fn manifest_segments(data: &std::path::Path) -> usize {
 fn kill_nine_during_compaction_loses_and_duplicates_no_archived_event() {
     let seed = now_us() as u64;
     println!("compaction crash test seed {seed}");
-    let mut state = seed | 1;
-    let mut random = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut random = xorshift(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = dir.path().join("config.toml");

@@ -10,7 +10,9 @@ use mm_kafka::delivery::{flush, send_blocking};
 use mm_model::ApiCall;
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 use mm_model::time::{MICROS_PER_MINUTE, format_rfc3339, minute_of};
-use mm_testkit::{Broker, ServerProcess, calls, eventually, get, ndjson_line, now_us, oracle};
+use mm_testkit::{
+    Broker, ServerProcess, calls, eventually, get, ndjson_line, now_us, oracle, xorshift,
+};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -91,12 +93,9 @@ fn events(seed: u64, count: usize, merchants: usize) -> Vec<ApiCall> {
     let end = now_us() - 2 * MICROS_PER_MINUTE;
     let mut events = calls(seed, count, merchants, &APIS, end, 10);
     // Deterministic shuffle.
-    let mut state = seed | 1;
+    let mut random = xorshift(seed);
     for index in (1..events.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        events.swap(index, (state % (index as u64 + 1)) as usize);
+        events.swap(index, (random() % (index as u64 + 1)) as usize);
     }
     events
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mm_model::ApiCall;
 use mm_model::rollup::MERCHANT_TOTAL_API;
 use mm_model::time::{MICROS_PER_MINUTE, format_rfc3339, minute_of};
-use mm_testkit::{ServerProcess, calls, get, ingest, ndjson_line, now_us, oracle};
+use mm_testkit::{ServerProcess, calls, get, ingest, ndjson_line, now_us, oracle, xorshift};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 const BATCHES: usize = 600;
@@ -44,7 +44,7 @@ fn batch_events(batch: usize, now: i64) -> Vec<ApiCall> {
 fn kill_nine_at_random_points_loses_and_doubles_nothing() {
     let seed = now_us() as u64;
     println!("crash test seed {seed}");
-    let mut rng = fastrand_like(seed);
+    let mut rng = xorshift(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let now = now_us();
     let batches: Vec<Vec<ApiCall>> = (0..BATCHES).map(|batch| batch_events(batch, now)).collect();
@@ -212,15 +212,4 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
     let started = Instant::now();
     assert!(server.terminate(), "clean shutdown after the crashes");
     assert!(started.elapsed() < Duration::from_secs(30));
-}
-
-/// A tiny xorshift generator, so the kill points vary per run and the seed is printed.
-fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
-    let mut state = seed | 1;
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
 }

@@ -305,3 +305,15 @@ pub fn calls(
         })
         .collect()
 }
+
+/// A tiny xorshift generator: seeded, so a test can print its seed and a failure can be
+/// replayed, and varied per run when seeded from the clock.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}

@@ -426,12 +426,6 @@ fn bench_lookup(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
             let started = Instant::now();
             let found = archive.find(&query)?;
             timings.push(started.elapsed().as_secs_f64() * 1000.0);
-            if std::env::var_os("MM_BENCH_TRACE").is_some() {
-                eprintln!(
-                    "{label}\t{merchant}\t{:.1}",
-                    timings.last().copied().unwrap_or_default()
-                );
-            }
             anyhow::ensure!(
                 found.len() == 1,
                 "corr_id {corr_id} found {} times",
