@@ -15,7 +15,7 @@ use mm_testkit::{
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -114,6 +114,30 @@ fn records(events: &[ApiCall]) -> Vec<(String, Vec<u8>)> {
 
 /// Reads every record of `topic` (all partitions) until no more arrive for two seconds.
 fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
+    let mut out = Vec::new();
+    each_record(broker, topic, |message| {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        (
+                            header.key.to_owned(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((headers, message.payload().unwrap_or_default().to_vec()));
+    });
+    out
+}
+
+/// Calls `visit` with every record of `topic`, from the beginning of each partition, until no
+/// more arrive for two seconds.
+fn each_record(broker: &Broker, topic: &str, mut visit: impl FnMut(&BorrowedMessage<'_>)) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", format!("test-reader-{}", now_us()))
@@ -130,30 +154,13 @@ fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
             .expect("partition");
     }
     consumer.assign(&list).expect("assign");
-    let mut out = Vec::new();
     let mut last = Instant::now();
     while last.elapsed() < Duration::from_secs(2) {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|header| {
-                            (
-                                header.key.to_owned(),
-                                String::from_utf8_lossy(header.value.unwrap_or_default())
-                                    .into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((headers, message.payload().unwrap_or_default().to_vec()));
+            visit(&message);
             last = Instant::now();
         }
     }
-    out
 }
 
 fn period(events: &[ApiCall]) -> (String, String) {
@@ -410,6 +417,91 @@ fn an_instance_killed_mid_stream_is_taken_over_and_nothing_is_lost_or_doubled() 
     assert_rollups_converge(&second, &all, 6);
     assert!(first.terminate());
     assert!(second.terminate());
+}
+
+/// The group's input offsets committed inside record batches, as after a restart: the test
+/// broker answers a fetch from inside a batch with the next batch, and the consumer must notice
+/// the records it was not handed and read them (it once lost them silently).
+#[test]
+fn reading_from_offsets_inside_record_batches_skips_nothing() {
+    let broker = Broker::in_memory();
+    broker.create_topic("calls", 4);
+    let all = events(61, 8_000, 4);
+    // Batches of a few hundred records (the broker's quirk needs a batch after the one a
+    // fetch starts in).
+    let producer: TrackedProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "200")
+        .create_with_context(mm_kafka::DeliveryTracker::default())
+        .expect("test producer");
+    for chunk in all.chunks(500) {
+        produce(&producer, "calls", &records(chunk));
+    }
+
+    // Where each event landed, and a commit halfway through each partition.
+    let by_corr_id: BTreeMap<&str, &ApiCall> = all
+        .iter()
+        .map(|event| (event.corr_id.as_str(), event))
+        .collect();
+    let landed: Vec<(i32, i64, &ApiCall)> = read_all_positions(&broker, "calls")
+        .into_iter()
+        .map(|(partition, offset, key)| (partition, offset, by_corr_id[key.as_str()]))
+        .collect();
+    assert_eq!(landed.len(), all.len(), "every test record read back once");
+    let mut halfway = BTreeMap::new();
+    for partition in 0..4 {
+        let count = landed.iter().filter(|(p, ..)| *p == partition).count() as i64;
+        assert!(count > 100, "partition {partition} has {count} records");
+        halfway.insert(partition, count / 2 + 7);
+    }
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "inside")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("committer");
+    let mut commit = TopicPartitionList::new();
+    for (partition, offset) in &halfway {
+        commit
+            .add_partition_offset("calls", *partition, Offset::Offset(*offset))
+            .expect("partition");
+    }
+    committer
+        .commit(&commit, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit inside the batches");
+    drop(committer);
+
+    let expected: Vec<ApiCall> = landed
+        .iter()
+        .filter(|(partition, offset, _)| *offset >= halfway[partition])
+        .map(|(.., event)| (*event).clone())
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker, "inside");
+    let server = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
+    assert_rollups_converge(&server, &expected, 4);
+    let metrics = String::from_utf8_lossy(&get(server.address, "/metrics").body).into_owned();
+    let rereads = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("mm_kafka_fetch_gaps_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .expect("mm_kafka_fetch_gaps_total in /metrics");
+    assert!(
+        rereads >= 1.0,
+        "the consumer started inside batches and never had to read again: {rereads}"
+    );
+    assert!(server.terminate());
+}
+
+/// (partition, offset, key) of every record of `topic`.
+fn read_all_positions(broker: &Broker, topic: &str) -> Vec<(i32, i64, String)> {
+    let mut out = Vec::new();
+    each_record(broker, topic, |message| {
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        out.push((message.partition(), message.offset(), key));
+    });
+    out
 }
 
 #[test]

@@ -99,6 +99,9 @@ pub struct Metrics {
     pub kafka_duplicates_skipped: Counter,
     /// Records re-read to rebuild open windows after an assignment.
     pub kafka_replayed_records: Counter,
+    /// Times a consumer was handed a record past the next offset it expected and read
+    /// again from that offset.
+    pub kafka_fetch_gaps: Counter,
     /// Checkpoints committed (activity delivered, offsets with state committed).
     pub kafka_checkpoints: Counter,
     /// Partitions paused for backpressure.
@@ -144,6 +147,7 @@ impl Metrics {
             kafka_dead_letters: Family::default(),
             kafka_duplicates_skipped: Counter::default(),
             kafka_replayed_records: Counter::default(),
+            kafka_fetch_gaps: Counter::default(),
             kafka_checkpoints: Counter::default(),
             kafka_paused_partitions: Gauge::default(),
             registry: Registry::default(),
@@ -247,6 +251,11 @@ impl Metrics {
             "mm_kafka_replayed_records",
             "Records re-read to rebuild open windows after an assignment",
             metrics.kafka_replayed_records.clone(),
+        );
+        registry.register(
+            "mm_kafka_fetch_gaps",
+            "Records handed over past the next expected offset (the consumer reads again from there)",
+            metrics.kafka_fetch_gaps.clone(),
         );
         registry.register(
             "mm_kafka_checkpoints",

@@ -33,7 +33,11 @@ impl ServerProcess {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
-            .env("MM_LOG", "warn")
+            // MM_TEST_LOG=info shows the servers' logs in a failing test's output.
+            .env(
+                "MM_LOG",
+                std::env::var("MM_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (name, value) in env {

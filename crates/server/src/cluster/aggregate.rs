@@ -37,7 +37,9 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
-use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
+use super::group::{
+    Change, ClusterStatus, Continuity, GroupContext, Position, Session, dead_letter, reread,
+};
 use super::replica::{ReplicaProgress, partition_count};
 use super::writer::{CheckpointJob, CheckpointWriter, Emitter, JobResult, Outgoing};
 use crate::pipeline::now_us;
@@ -76,6 +78,8 @@ struct Task {
     /// Late calls not yet emitted, per window, with the last offset among them.
     pending: FxHashMap<WindowKey, (Rollup, i64)>,
     committed: Option<i64>,
+    /// Guards against records the consumer skips.
+    continuity: Continuity,
 }
 
 impl Task {
@@ -90,6 +94,7 @@ impl Task {
             snapshots: VecDeque::new(),
             pending: FxHashMap::default(),
             committed: None,
+            continuity: Continuity::default(),
         }
     }
 
@@ -238,7 +243,7 @@ impl Worker {
             let polled = consumer.poll(Duration::from_millis(50));
             self.apply_changes(consumer)?;
             match polled {
-                Some(Ok(message)) => self.handle(&message)?,
+                Some(Ok(message)) => self.handle(consumer, &message)?,
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
                 // librdkafka reconnects by itself; a checkpoint the broker does not take
                 // starts the session over.
@@ -323,6 +328,12 @@ impl Worker {
             let now = now_us();
             match self.last_checkpoint(partition)? {
                 Some(checkpoint) => {
+                    tracing::debug!(
+                        partition,
+                        ?committed,
+                        ?checkpoint,
+                        "restoring from a checkpoint"
+                    );
                     task.aggregator.restore_watermark(checkpoint.watermark_us);
                     task.aggregator
                         .restore_clock(0, checkpoint.max_event_us, now);
@@ -438,15 +449,27 @@ impl Worker {
         let until = task.replay_until.min(high);
         let started = Instant::now();
         let mut replayed = 0u64;
+        let mut continuity = Continuity::default();
         while task.next < until {
             match self.reader.poll(Duration::from_millis(500)) {
                 Some(Ok(message)) => {
                     // Only this partition's records, in order, from where the rebuild stands.
-                    if message.topic() != self.topic
-                        || message.partition() != task.partition
-                        || message.offset() < task.next
-                    {
+                    if message.topic() != self.topic || message.partition() != task.partition {
                         continue;
+                    }
+                    match continuity.check(task.next, message.offset()) {
+                        Position::Next | Position::Gap => {}
+                        Position::Behind => continue,
+                        Position::Reread(to) => {
+                            reread(
+                                &self.reader,
+                                &self.topic,
+                                task.partition,
+                                (task.next, message.offset(), to),
+                                &self.options.metrics,
+                            );
+                            continue;
+                        }
                     }
                     if message.offset() >= task.replay_until {
                         break;
@@ -478,13 +501,39 @@ impl Worker {
         Ok(())
     }
 
-    fn handle(&mut self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+    fn handle(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        message: &BorrowedMessage<'_>,
+    ) -> anyhow::Result<()> {
         let partition = message.partition();
         // Taking the map out and putting it back is O(1); the task is processed in place.
         let mut tasks = std::mem::take(&mut self.tasks);
         let outcome = match tasks.get_mut(&partition) {
-            Some(task) if message.offset() >= task.next => Some(self.process(task, message)),
-            _ => None,
+            Some(task) => match task.continuity.check(task.next, message.offset()) {
+                Position::Next => Some(self.process(task, message)),
+                Position::Gap => {
+                    tracing::info!(
+                        partition,
+                        from = task.next,
+                        to = message.offset(),
+                        "offsets without records"
+                    );
+                    Some(self.process(task, message))
+                }
+                Position::Behind => None,
+                Position::Reread(to) => {
+                    reread(
+                        consumer,
+                        &self.topic,
+                        partition,
+                        (task.next, message.offset(), to),
+                        &self.options.metrics,
+                    );
+                    None
+                }
+            },
+            None => None,
         };
         self.tasks = tasks;
         if let Some(outcome) = outcome {
@@ -539,6 +588,13 @@ impl Worker {
                 .get(&source_partition)
                 .is_some_and(|seen| source_offset <= *seen)
             {
+                tracing::trace!(
+                    partition = task.partition,
+                    offset,
+                    source_partition,
+                    source_offset,
+                    "duplicate skipped"
+                );
                 return Outcome::Duplicate;
             }
             task.sources.insert(source_partition, source_offset);
@@ -576,6 +632,7 @@ impl Worker {
                     |(partition, covers)| partition == task.partition && offset <= covers,
                 );
                 if covered {
+                    tracing::trace!(partition = task.partition, offset, merchant = %key.merchant, api = %key.api, minute, "late call already emitted");
                     continue;
                 }
                 let entry = task
@@ -585,6 +642,7 @@ impl Worker {
                 entry.0.record(call.status, call.latency_ms);
                 entry.1 = offset;
             }
+            tracing::trace!(partition = task.partition, offset, merchant = %call.merchant, minute, "late call pending");
             return Outcome::Late;
         }
         task.aggregator.ingest(
@@ -770,12 +828,31 @@ impl Worker {
         if !corrections_deferred {
             for task in self.tasks.values_mut() {
                 let checkpoint = task.checkpoint();
+                tracing::debug!(
+                    partition = task.partition,
+                    next = checkpoint.next,
+                    replay = checkpoint.replay,
+                    watermark_us = checkpoint.watermark_us,
+                    "checkpoint prepared"
+                );
                 checkpoints.push((
                     task.partition,
                     checkpoint.encode().context("encoding a checkpoint")?,
                 ));
                 commit.push((task.partition, task.next));
             }
+        }
+        for record in records.iter().filter(|record| !record.open) {
+            tracing::trace!(
+                partition = record.partition,
+                covers = record.covers,
+                merchant = %record.key.merchant,
+                api = %record.key.api,
+                minute = record.key.minute,
+                calls = record.rollup.calls,
+                correction = record.correction,
+                "activity record"
+            );
         }
         self.writer.submit(CheckpointJob {
             records,

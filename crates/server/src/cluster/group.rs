@@ -106,6 +106,116 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// What to do with a record, given the offset its partition's consumer expects next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The expected record: process it.
+    Next,
+    /// Before the expected one (a re-delivery after seeking back): drop it.
+    Behind,
+    /// Records were skipped: drop this one and seek to the offset given, then read on.
+    Reread(i64),
+    /// Reading went on from before the expected offset straight to this record: the offsets
+    /// between hold no records (transaction markers, compaction). Process it.
+    Gap,
+}
+
+/// Guards one partition's consumption against skipped records.
+///
+/// A record past the next offset expected means either that the offsets between hold no
+/// records, or that the consumer was handed less than the log holds. The second happens
+/// with brokers that answer a fetch starting inside a record batch with the next batch
+/// (tansu 0.6 does) — after every seek, restart from a committed offset or rebalance that
+/// lands inside a batch — and counting windows or committing input offsets past such a hole
+/// would lose its records for good. So the consumer seeks back, further each time (the batch
+/// start is not known), and drops what comes before the expected offset; the hole is taken
+/// as real only when a read that started before it runs straight past it.
+#[derive(Debug, Default)]
+pub struct Continuity {
+    suspect: Option<Suspect>,
+}
+
+#[derive(Debug)]
+struct Suspect {
+    /// The offset expected when the hole showed.
+    expected: i64,
+    /// How far before it the last seek went.
+    distance: i64,
+    /// Whether a record before `expected` came since that seek.
+    before: bool,
+}
+
+impl Continuity {
+    /// How far before the expected offset the first seek goes.
+    const FIRST_DISTANCE: i64 = 64;
+
+    pub fn check(&mut self, expected: i64, offset: i64) -> Position {
+        if offset == expected {
+            self.suspect = None;
+            return Position::Next;
+        }
+        if offset < expected {
+            if let Some(suspect) = &mut self.suspect
+                && suspect.expected == expected
+            {
+                suspect.before = true;
+            }
+            return Position::Behind;
+        }
+        match &mut self.suspect {
+            // Read straight across the hole, or nothing before it is left to read.
+            Some(suspect)
+                if suspect.expected == expected
+                    && (suspect.before || suspect.distance >= expected) =>
+            {
+                self.suspect = None;
+                Position::Gap
+            }
+            Some(suspect) if suspect.expected == expected => {
+                suspect.distance = suspect.distance.saturating_mul(2);
+                suspect.before = false;
+                Position::Reread((expected - suspect.distance).max(0))
+            }
+            _ => {
+                self.suspect = Some(Suspect {
+                    expected,
+                    distance: Self::FIRST_DISTANCE,
+                    before: false,
+                });
+                Position::Reread((expected - Self::FIRST_DISTANCE).max(0))
+            }
+        }
+    }
+}
+
+/// Seeks `partition` to `to` after [`Position::Reread`] (`expected` was due, `handed` came).
+pub fn reread<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    (expected, handed, to): (i64, i64, i64),
+    metrics: &Metrics,
+) {
+    metrics.kafka_fetch_gaps.inc();
+    tracing::debug!(
+        topic,
+        partition,
+        expected,
+        handed,
+        to,
+        "handed a record past the expected offset: reading again from before it"
+    );
+    if let Err(error) = consumer.seek(
+        topic,
+        partition,
+        rdkafka::Offset::Offset(to),
+        Duration::from_secs(5),
+    ) {
+        // The next record past the hole asks again.
+        tracing::warn!(topic, partition, %error, "seeking back");
+    }
+}
+
 /// Sends `message` to the dead-letter topic with its origin and reason.
 pub fn dead_letter(
     producer: &TrackedProducer,
@@ -298,4 +408,52 @@ pub(super) fn broker_lost(error: &rdkafka::error::KafkaError) -> bool {
         error.rdkafka_error_code(),
         Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Continuity, Position};
+
+    #[test]
+    fn records_in_order_are_processed_and_re_deliveries_dropped() {
+        let mut continuity = Continuity::default();
+        assert_eq!(continuity.check(5, 5), Position::Next);
+        assert_eq!(continuity.check(6, 4), Position::Behind);
+        assert_eq!(continuity.check(6, 6), Position::Next);
+    }
+
+    #[test]
+    fn a_hole_is_read_again_from_further_back_until_the_expected_record_comes() {
+        let mut continuity = Continuity::default();
+        // Handed the next batch: seek back before the expected offset.
+        assert_eq!(continuity.check(1000, 1300), Position::Reread(936));
+        // The broker answers with the same batch again (the expected one starts earlier).
+        assert_eq!(continuity.check(1000, 1300), Position::Reread(872));
+        // Now the batch holding 1000 comes: what precedes 1000 is dropped.
+        assert_eq!(continuity.check(1000, 900), Position::Behind);
+        assert_eq!(continuity.check(1000, 999), Position::Behind);
+        assert_eq!(continuity.check(1000, 1000), Position::Next);
+        assert_eq!(continuity.check(1001, 1001), Position::Next);
+    }
+
+    #[test]
+    fn a_hole_read_straight_across_is_real() {
+        let mut continuity = Continuity::default();
+        assert_eq!(continuity.check(50, 52), Position::Reread(0));
+        assert_eq!(continuity.check(50, 49), Position::Behind);
+        assert_eq!(continuity.check(50, 52), Position::Gap);
+        // A new hole starts over.
+        assert_eq!(continuity.check(53, 60), Position::Reread(0));
+    }
+
+    #[test]
+    fn a_hole_at_the_start_of_the_log_is_real_once_there_is_nothing_before_it() {
+        // Retention deleted everything before 500: the first record is 500.
+        let mut continuity = Continuity::default();
+        assert_eq!(continuity.check(10, 500), Position::Reread(0));
+        assert_eq!(continuity.check(10, 500), Position::Gap);
+        let mut continuity = Continuity::default();
+        assert_eq!(continuity.check(0, 500), Position::Reread(0));
+        assert_eq!(continuity.check(0, 500), Position::Gap);
+    }
 }

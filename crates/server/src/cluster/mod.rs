@@ -139,6 +139,7 @@ impl Cluster {
                 open: false,
                 progress: Some(progress.clone()),
                 activity: Some(activity),
+                metrics: metrics.clone(),
             };
             Box::new(move || replica::run(settings, source, store, stop))
         })?);
@@ -149,6 +150,7 @@ impl Cluster {
                 open: true,
                 progress: None,
                 activity: None,
+                metrics: metrics.clone(),
             };
             Box::new(move || replica::run(settings, source, store, stop))
         })?);

@@ -27,7 +27,9 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
+use super::group::{
+    Change, ClusterStatus, Continuity, GroupContext, Position, Session, dead_letter, reread,
+};
 use super::replica::partition_count;
 use crate::pipeline::now_us;
 
@@ -94,6 +96,7 @@ fn session(
 ) -> anyhow::Result<Session> {
     // Next offset to commit per owned partition, and the last committed.
     let mut positions: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
+    let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
     let mut paused = false;
     let mut next_commit = Instant::now() + options.commit_interval;
     let producer = &options.producer;
@@ -104,8 +107,12 @@ fn session(
             for change in consumer.context().take_changes() {
                 match change {
                     Change::Assigned(assigned) => {
+                        // Where reading starts, so that a record past it is noticed.
+                        let committed = committed_offsets(consumer, input, &assigned);
                         for partition in assigned {
-                            positions.insert(partition, (-1, None));
+                            let start = committed.get(&partition).copied();
+                            positions.insert(partition, (start.unwrap_or(-1), start));
+                            continuity.insert(partition, Continuity::default());
                         }
                         if paused {
                             set_paused(consumer, input, &positions, true);
@@ -114,15 +121,38 @@ fn session(
                     Change::Revoked(revoked) => {
                         for partition in revoked {
                             positions.remove(&partition);
+                            continuity.remove(&partition);
                         }
                     }
                 }
             }
             match polled {
                 Some(Ok(message)) => {
-                    forward(options, group, target, partitions, &message)?;
-                    positions.entry(message.partition()).or_insert((-1, None)).0 =
-                        message.offset() + 1;
+                    let partition = message.partition();
+                    let expected = positions.get(&partition).map_or(-1, |position| position.0);
+                    let position = if expected < 0 {
+                        Position::Next
+                    } else {
+                        continuity
+                            .entry(partition)
+                            .or_default()
+                            .check(expected, message.offset())
+                    };
+                    match position {
+                        Position::Next | Position::Gap => {
+                            forward(options, group, target, partitions, &message)?;
+                            positions.entry(partition).or_insert((-1, None)).0 =
+                                message.offset() + 1;
+                        }
+                        Position::Behind => {}
+                        Position::Reread(to) => reread(
+                            consumer,
+                            input,
+                            partition,
+                            (expected, message.offset(), to),
+                            &options.metrics,
+                        ),
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
                 Some(Err(error)) => tracing::warn!(%error, "repartition consumer"),
@@ -166,6 +196,33 @@ fn session(
         }
         if stopping {
             return Ok(Session::Stopped);
+        }
+    }
+}
+
+/// The committed offsets of `partitions` of `topic`; none when they cannot be read (the
+/// first record read then sets where the partition stands).
+fn committed_offsets(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    partitions: &[i32],
+) -> BTreeMap<i32, i64> {
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition(topic, *partition);
+    }
+    match consumer.committed_offsets(list, Duration::from_secs(10)) {
+        Ok(committed) => committed
+            .elements()
+            .iter()
+            .filter_map(|element| match element.offset() {
+                Offset::Offset(offset) => Some((element.partition(), offset)),
+                _ => None,
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "reading committed input offsets");
+            BTreeMap::new()
         }
     }
 }

@@ -19,7 +19,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
 
+use super::group::{Continuity, Position, reread};
 use crate::pipeline::ActivityRecord;
+use mm_telemetry::Metrics;
 
 /// How far the replica has read: activity partition → next offset to apply.
 #[derive(Debug, Default)]
@@ -136,6 +138,7 @@ pub struct ReplicaSource {
     pub progress: Option<Arc<ReplicaProgress>>,
     /// Where server-sent-event subscribers listen (activity records only).
     pub activity: Option<broadcast::Sender<Arc<ActivityRecord>>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs the replica until `stop`; applies batches of at most `BATCH` records or 50 ms.
@@ -151,6 +154,7 @@ pub fn run(
         open,
         progress,
         activity,
+        metrics,
     } = source;
     let progress = progress.unwrap_or_default();
     let mut consumer: BaseConsumer = settings
@@ -168,6 +172,9 @@ pub fn run(
     };
     let stored = assign_from_store(&consumer, &store, &topic, partitions)?;
     progress.advance(&stored);
+    // The next offset expected per partition, to notice records the consumer skips.
+    let mut expected = stored;
+    let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
     tracing::info!(%topic, partitions, "replica started");
 
     let mut batch: Vec<Replicated> = Vec::with_capacity(BATCH);
@@ -185,12 +192,35 @@ pub fn run(
                 .reader("merchant-monitor-replica")
                 .create()
                 .context("creating the activity replica consumer")?;
-            assign_from_store(&consumer, &store, &topic, partitions)?;
+            expected = assign_from_store(&consumer, &store, &topic, partitions)?;
+            continuity.clear();
             tracing::info!(%topic, "replica reconnected after losing the broker");
         }
         match consumer.poll(Duration::from_millis(20)) {
-            Some(Ok(message)) => {
-                positions.insert(message.partition(), message.offset() + 1);
+            Some(Ok(message)) => 'record: {
+                let partition = message.partition();
+                if let Some(next) = expected.get(&partition) {
+                    match continuity
+                        .entry(partition)
+                        .or_default()
+                        .check(*next, message.offset())
+                    {
+                        Position::Next | Position::Gap => {}
+                        Position::Behind => break 'record,
+                        Position::Reread(to) => {
+                            reread(
+                                &consumer,
+                                &topic,
+                                partition,
+                                (*next, message.offset(), to),
+                                &metrics,
+                            );
+                            break 'record;
+                        }
+                    }
+                }
+                expected.insert(partition, message.offset() + 1);
+                positions.insert(partition, message.offset() + 1);
                 match decode(&message, open) {
                     Some(replicated) => batch.push(replicated),
                     None => tracing::warn!(

@@ -310,5 +310,6 @@ fn write(emitter: &Emitter, checkpoint_topic: &str, job: CheckpointJob) -> JobRe
         tracing::warn!(%error, "writing checkpoints");
         return written(Vec::new());
     }
+    tracing::debug!(commit = ?job.commit, "checkpoints written");
     written(job.commit.clone())
 }
