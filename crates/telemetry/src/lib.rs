@@ -99,8 +99,8 @@ pub struct Metrics {
     pub kafka_duplicates_skipped: Counter,
     /// Records re-read to rebuild open windows after an assignment.
     pub kafka_replayed_records: Counter,
-    /// Times a consumer was handed a record past the next offset it expected and read
-    /// again from that offset.
+    /// Times a consumer read a partition again from before the next offset it expected (it
+    /// was handed a record past it, or the partition made no progress).
     pub kafka_fetch_gaps: Counter,
     /// Checkpoints committed (activity delivered, offsets with state committed).
     pub kafka_checkpoints: Counter,
@@ -254,7 +254,7 @@ impl Metrics {
         );
         registry.register(
             "mm_kafka_fetch_gaps",
-            "Records handed over past the next expected offset (the consumer reads again from there)",
+            "Re-reads from before the next expected offset (a record past it came, or no progress)",
             metrics.kafka_fetch_gaps.clone(),
         );
         registry.register(

@@ -38,7 +38,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
 use super::group::{
-    Change, ClusterStatus, Continuity, GroupContext, Position, Session, dead_letter, reread,
+    Change, ClusterStatus, Continuity, GroupContext, Position, QUIET, Session, dead_letter, reread,
+    unstick,
 };
 use super::replica::{ReplicaProgress, partition_count};
 use super::writer::{CheckpointJob, CheckpointWriter, Emitter, JobResult, Outgoing};
@@ -80,6 +81,8 @@ struct Task {
     committed: Option<i64>,
     /// Guards against records the consumer skips.
     continuity: Continuity,
+    /// `next` at the last check for a quiet partition.
+    checked: i64,
 }
 
 impl Task {
@@ -95,6 +98,7 @@ impl Task {
             pending: FxHashMap::default(),
             committed: None,
             continuity: Continuity::default(),
+            checked: -1,
         }
     }
 
@@ -239,6 +243,7 @@ impl Worker {
     /// records could not be delivered.
     fn session(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<Session> {
         let mut next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+        let mut next_quiet_check = Instant::now() + QUIET;
         while !self.options.stop.load(Ordering::Acquire) {
             let polled = consumer.poll(Duration::from_millis(50));
             self.apply_changes(consumer)?;
@@ -257,6 +262,23 @@ impl Worker {
                     return Ok(Session::BrokerLost);
                 }
                 next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+            }
+            if Instant::now() >= next_quiet_check {
+                // A partition that made no progress since the last check.
+                for task in self.tasks.values_mut() {
+                    if task.checked == task.next {
+                        unstick(
+                            consumer,
+                            &self.topic,
+                            task.partition,
+                            task.next,
+                            &mut task.continuity,
+                            &self.options.metrics,
+                        );
+                    }
+                    task.checked = task.next;
+                }
+                next_quiet_check = Instant::now() + QUIET;
             }
         }
         // A last checkpoint, written and committed before the partitions go.
@@ -303,11 +325,11 @@ impl Worker {
                 targets.insert(partition, high);
             }
         }
-        if !self
-            .options
-            .progress
-            .wait_for(&targets, Duration::from_secs(60))
-        {
+        if !self.options.progress.wait_until_settled(
+            &targets,
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+        ) {
             anyhow::bail!("the activity replica did not catch up within 60 s");
         }
         let mut list = TopicPartitionList::new();
@@ -441,22 +463,18 @@ impl Worker {
         self.reader
             .assign(&list)
             .context("assigning the rebuild reader")?;
-        // Records that retention removed cannot be re-read.
-        let (_, high) = self
-            .reader
-            .fetch_watermarks(&self.topic, task.partition, Duration::from_secs(10))
-            .context("reading the end of the partition to rebuild")?;
-        let until = task.replay_until.min(high);
         let started = Instant::now();
         let mut replayed = 0u64;
         let mut continuity = Continuity::default();
-        while task.next < until {
-            match self.reader.poll(Duration::from_millis(500)) {
+        let mut heard = Instant::now();
+        while task.next < task.replay_until {
+            match self.reader.poll(Duration::from_millis(200)) {
                 Some(Ok(message)) => {
                     // Only this partition's records, in order, from where the rebuild stands.
                     if message.topic() != self.topic || message.partition() != task.partition {
                         continue;
                     }
+                    heard = Instant::now();
                     match continuity.check(task.next, message.offset()) {
                         Position::Next | Position::Gap => {}
                         Position::Behind => continue,
@@ -465,7 +483,7 @@ impl Worker {
                                 &self.reader,
                                 &self.topic,
                                 task.partition,
-                                (task.next, message.offset(), to),
+                                (task.next, Some(message.offset()), to),
                                 &self.options.metrics,
                             );
                             continue;
@@ -478,12 +496,28 @@ impl Worker {
                     replayed += 1;
                 }
                 Some(Err(error)) => tracing::warn!(%error, "rebuild reader"),
-                None if started.elapsed() > Duration::from_secs(120) => {
-                    anyhow::bail!(
-                        "rebuilding partition {} stalled at offset {}",
-                        task.partition,
-                        task.next
-                    );
+                // Nothing comes: read again from before the expected offset, until a read from
+                // before it finds nothing past it.
+                None if heard.elapsed() >= Duration::from_secs(1) => {
+                    heard = Instant::now();
+                    match continuity.stalled(task.next) {
+                        Some(to) => reread(
+                            &self.reader,
+                            &self.topic,
+                            task.partition,
+                            (task.next, None, to),
+                            &self.options.metrics,
+                        ),
+                        None => {
+                            tracing::warn!(
+                                partition = task.partition,
+                                from = task.next,
+                                to = task.replay_until,
+                                "records to rebuild open windows from are gone (retention): the windows lack them"
+                            );
+                            break;
+                        }
+                    }
                 }
                 None => {}
             }
@@ -527,7 +561,7 @@ impl Worker {
                         consumer,
                         &self.topic,
                         partition,
-                        (task.next, message.offset(), to),
+                        (task.next, Some(message.offset()), to),
                         &self.options.metrics,
                     );
                     None

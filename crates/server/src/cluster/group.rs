@@ -130,6 +130,11 @@ pub enum Position {
 /// would lose its records for good. So the consumer seeks back, further each time (the batch
 /// start is not known), and drops what comes before the expected offset; the hole is taken
 /// as real only when a read that started before it runs straight past it.
+///
+/// The same answer leaves a consumer with nothing at all when the batch it starts in is the
+/// partition's last: a partition that makes no progress is read again the same way
+/// ([`Continuity::stalled`]), until a read from before the expected offset comes back with
+/// nothing past it.
 #[derive(Debug, Default)]
 pub struct Continuity {
     suspect: Option<Suspect>,
@@ -188,12 +193,57 @@ impl Continuity {
     }
 }
 
-/// Seeks `partition` to `to` after [`Position::Reread`] (`expected` was due, `handed` came).
+impl Continuity {
+    /// The partition made no progress at `expected`: where to read from again, or `None` when
+    /// a read from before `expected` already found nothing past it (or there is nothing
+    /// before it).
+    pub fn stalled(&mut self, expected: i64) -> Option<i64> {
+        match &mut self.suspect {
+            Some(suspect) if suspect.expected == expected => {
+                if suspect.before || suspect.distance >= expected {
+                    return None;
+                }
+                suspect.distance = suspect.distance.saturating_mul(2);
+                Some((expected - suspect.distance).max(0))
+            }
+            _ => {
+                self.suspect = Some(Suspect {
+                    expected,
+                    distance: Self::FIRST_DISTANCE,
+                    before: false,
+                });
+                Some((expected - Self::FIRST_DISTANCE).max(0))
+            }
+        }
+    }
+}
+
+/// How often partitions are checked for making no progress.
+pub const QUIET: Duration = Duration::from_secs(3);
+
+/// For a partition that made no progress for [`QUIET`]: reads it again from before `expected`
+/// (the broker's end offset cannot tell: the test broker reports the start of the last batch),
+/// until a read from before it finds nothing past it.
+pub fn unstick<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    expected: i64,
+    continuity: &mut Continuity,
+    metrics: &Metrics,
+) {
+    if let Some(to) = continuity.stalled(expected) {
+        reread(consumer, topic, partition, (expected, None, to), metrics);
+    }
+}
+
+/// Seeks `partition` to `to`, before `expected`, after [`Position::Reread`] (`handed`: the
+/// record that came instead) or for a quiet partition.
 pub fn reread<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
-    (expected, handed, to): (i64, i64, i64),
+    (expected, handed, to): (i64, Option<i64>, i64),
     metrics: &Metrics,
 ) {
     metrics.kafka_fetch_gaps.inc();
@@ -201,9 +251,9 @@ pub fn reread<C: ConsumerContext>(
         topic,
         partition,
         expected,
-        handed,
+        ?handed,
         to,
-        "handed a record past the expected offset: reading again from before it"
+        "reading again from before the expected offset"
     );
     if let Err(error) = consumer.seek(
         topic,
@@ -444,6 +494,25 @@ mod tests {
         assert_eq!(continuity.check(50, 52), Position::Gap);
         // A new hole starts over.
         assert_eq!(continuity.check(53, 60), Position::Reread(0));
+    }
+
+    #[test]
+    fn a_quiet_partition_is_read_again_until_a_read_from_before_finds_nothing_past() {
+        let mut continuity = Continuity::default();
+        assert_eq!(continuity.stalled(1000), Some(936));
+        // Still nothing: further back.
+        assert_eq!(continuity.stalled(1000), Some(872));
+        // Records before 1000 came, then nothing: the broker has nothing readable past it.
+        assert_eq!(continuity.check(1000, 990), Position::Behind);
+        assert_eq!(continuity.stalled(1000), None);
+        assert_eq!(continuity.stalled(1000), None);
+        // The expected record after all (the batch holding it came).
+        assert_eq!(continuity.check(1000, 1000), Position::Next);
+        assert_eq!(continuity.stalled(1001), Some(937));
+        // Nothing before offset 10 to read but offset 0 onwards, once.
+        let mut continuity = Continuity::default();
+        assert_eq!(continuity.stalled(10), Some(0));
+        assert_eq!(continuity.stalled(10), None);
     }
 
     #[test]

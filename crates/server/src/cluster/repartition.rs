@@ -28,7 +28,8 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::group::{
-    Change, ClusterStatus, Continuity, GroupContext, Position, Session, dead_letter, reread,
+    Change, ClusterStatus, Continuity, GroupContext, Position, QUIET, Session, dead_letter, reread,
+    unstick,
 };
 use super::replica::partition_count;
 use crate::pipeline::now_us;
@@ -97,6 +98,9 @@ fn session(
     // Next offset to commit per owned partition, and the last committed.
     let mut positions: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
     let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
+    // Per partition, the position at the last check for a quiet partition.
+    let mut checked: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut next_quiet_check = Instant::now() + QUIET;
     let mut paused = false;
     let mut next_commit = Instant::now() + options.commit_interval;
     let producer = &options.producer;
@@ -149,7 +153,7 @@ fn session(
                             consumer,
                             input,
                             partition,
-                            (expected, message.offset(), to),
+                            (expected, Some(message.offset()), to),
                             &options.metrics,
                         ),
                     }
@@ -171,6 +175,26 @@ fn session(
                 paused = false;
                 set_paused(consumer, input, &positions, false);
                 options.metrics.kafka_paused_partitions.set(0);
+            }
+            if Instant::now() >= next_quiet_check {
+                // A partition that made no progress since the last check (paused ones wait).
+                for (partition, (next, _)) in &positions {
+                    if !paused && *next >= 0 && checked.get(partition) == Some(next) {
+                        unstick(
+                            consumer,
+                            input,
+                            *partition,
+                            *next,
+                            continuity.entry(*partition).or_default(),
+                            &options.metrics,
+                        );
+                    }
+                }
+                checked = positions
+                    .iter()
+                    .map(|(partition, (next, _))| (*partition, *next))
+                    .collect();
+                next_quiet_check = Instant::now() + QUIET;
             }
         }
         if stopping || Instant::now() >= next_commit {

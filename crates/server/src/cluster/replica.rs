@@ -19,38 +19,82 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
 
-use super::group::{Continuity, Position, reread};
+use super::group::{Continuity, Position, QUIET, reread, unstick};
 use crate::pipeline::ActivityRecord;
 use mm_telemetry::Metrics;
 
 /// How far the replica has read: activity partition → next offset to apply.
 #[derive(Debug, Default)]
 pub struct ReplicaProgress {
-    positions: Mutex<BTreeMap<i32, i64>>,
+    state: Mutex<Progress>,
     changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    positions: BTreeMap<i32, i64>,
+    /// Times the replica found nothing more to read with nothing held back.
+    idle: u64,
 }
 
 impl ReplicaProgress {
     fn advance(&self, updates: &BTreeMap<i32, i64>) {
-        if let Ok(mut positions) = self.positions.lock() {
+        if let Ok(mut state) = self.state.lock() {
             for (partition, next) in updates {
-                let entry = positions.entry(*partition).or_insert(0);
+                let entry = state.positions.entry(*partition).or_insert(0);
                 *entry = (*entry).max(*next);
             }
         }
         self.changed.notify_all();
     }
 
+    fn idle(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.idle += 1;
+        }
+        self.changed.notify_all();
+    }
+
+    /// [`ReplicaProgress::wait_for`], then, up to `settle`, until the replica has found nothing
+    /// more to read: what the consumer was handed with the target records is applied too
+    /// (a broker may report an end offset inside the last batch).
+    pub fn wait_until_settled(
+        &self,
+        targets: &BTreeMap<i32, i64>,
+        timeout: Duration,
+        settle: Duration,
+    ) -> bool {
+        if !self.wait_for(targets, timeout) {
+            return false;
+        }
+        let deadline = Instant::now() + settle;
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let seen = state.idle;
+        while state.idle == seen {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.changed.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => state = guard,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     /// Waits until every partition in `targets` has been applied up to (excluding) its target
     /// offset; `false` on timeout.
     pub fn wait_for(&self, targets: &BTreeMap<i32, i64>, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let Ok(mut positions) = self.positions.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return false;
         };
         loop {
             let reached = targets.iter().all(|(partition, target)| {
-                positions.get(partition).copied().unwrap_or(0) >= *target
+                state.positions.get(partition).copied().unwrap_or(0) >= *target
             });
             if reached {
                 return true;
@@ -59,8 +103,8 @@ impl ReplicaProgress {
             if now >= deadline {
                 return false;
             }
-            match self.changed.wait_timeout(positions, deadline - now) {
-                Ok((guard, _)) => positions = guard,
+            match self.changed.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => state = guard,
                 Err(_) => return false,
             }
         }
@@ -175,6 +219,9 @@ pub fn run(
     // The next offset expected per partition, to notice records the consumer skips.
     let mut expected = stored;
     let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
+    // `expected` at the last check for a quiet partition.
+    let mut checked: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut next_quiet_check = Instant::now() + QUIET;
     tracing::info!(%topic, partitions, "replica started");
 
     let mut batch: Vec<Replicated> = Vec::with_capacity(BATCH);
@@ -196,7 +243,25 @@ pub fn run(
             continuity.clear();
             tracing::info!(%topic, "replica reconnected after losing the broker");
         }
-        match consumer.poll(Duration::from_millis(20)) {
+        if Instant::now() >= next_quiet_check {
+            for (partition, next) in &expected {
+                if checked.get(partition) == Some(next) {
+                    unstick(
+                        &consumer,
+                        &topic,
+                        *partition,
+                        *next,
+                        continuity.entry(*partition).or_default(),
+                        &metrics,
+                    );
+                }
+            }
+            checked = expected.clone();
+            next_quiet_check = Instant::now() + QUIET;
+        }
+        let polled = consumer.poll(Duration::from_millis(20));
+        let nothing_came = polled.is_none();
+        match polled {
             Some(Ok(message)) => 'record: {
                 let partition = message.partition();
                 if let Some(next) = expected.get(&partition) {
@@ -212,7 +277,7 @@ pub fn run(
                                 &consumer,
                                 &topic,
                                 partition,
-                                (*next, message.offset(), to),
+                                (*next, Some(message.offset()), to),
                                 &metrics,
                             );
                             break 'record;
@@ -267,6 +332,9 @@ pub fn run(
             // (this moves past records the topic no longer has, or that never came).
             caught_up(&consumer, &topic, &progress);
             batch_started = Instant::now();
+        }
+        if nothing_came && positions.is_empty() {
+            progress.idle();
         }
     }
     Ok(())
