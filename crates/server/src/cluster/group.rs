@@ -154,6 +154,7 @@ impl Continuity {
     /// How far before the expected offset the first seek goes.
     const FIRST_DISTANCE: i64 = 64;
 
+    /// What to do with the record at `offset` when `expected` is due.
     pub fn check(&mut self, expected: i64, offset: i64) -> Position {
         if offset == expected {
             self.suspect = None;
@@ -176,45 +177,40 @@ impl Continuity {
                 self.suspect = None;
                 Position::Gap
             }
-            Some(suspect) if suspect.expected == expected => {
-                suspect.distance = suspect.distance.saturating_mul(2);
-                suspect.before = false;
-                Position::Reread((expected - suspect.distance).max(0))
-            }
-            _ => {
-                self.suspect = Some(Suspect {
-                    expected,
-                    distance: Self::FIRST_DISTANCE,
-                    before: false,
-                });
-                Position::Reread((expected - Self::FIRST_DISTANCE).max(0))
-            }
+            Some(suspect) if suspect.expected == expected => Position::Reread(suspect.further()),
+            _ => Position::Reread(self.suspect_from(expected)),
         }
     }
-}
 
-impl Continuity {
     /// The partition made no progress at `expected`: where to read from again, or `None` when
     /// a read from before `expected` already found nothing past it (or there is nothing
     /// before it).
     pub fn stalled(&mut self, expected: i64) -> Option<i64> {
         match &mut self.suspect {
             Some(suspect) if suspect.expected == expected => {
-                if suspect.before || suspect.distance >= expected {
-                    return None;
-                }
-                suspect.distance = suspect.distance.saturating_mul(2);
-                Some((expected - suspect.distance).max(0))
+                (!suspect.before && suspect.distance < expected).then(|| suspect.further())
             }
-            _ => {
-                self.suspect = Some(Suspect {
-                    expected,
-                    distance: Self::FIRST_DISTANCE,
-                    before: false,
-                });
-                Some((expected - Self::FIRST_DISTANCE).max(0))
-            }
+            _ => Some(self.suspect_from(expected)),
         }
+    }
+
+    /// Starts suspecting a hole at `expected`; returns where to read from.
+    fn suspect_from(&mut self, expected: i64) -> i64 {
+        self.suspect = Some(Suspect {
+            expected,
+            distance: Self::FIRST_DISTANCE,
+            before: false,
+        });
+        (expected - Self::FIRST_DISTANCE).max(0)
+    }
+}
+
+impl Suspect {
+    /// Twice as far back as the last seek; returns where to read from.
+    fn further(&mut self) -> i64 {
+        self.distance = self.distance.saturating_mul(2);
+        self.before = false;
+        (self.expected - self.distance).max(0)
     }
 }
 
