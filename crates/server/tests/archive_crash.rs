@@ -20,20 +20,54 @@ enum Fate {
     Unknown,
 }
 
+/// A data directory with a storage configuration, for servers killed and started again.
+struct Crashed {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+impl Crashed {
+    /// Tiny archive flushes (`flush_events`, or 100 ms), so that kills land during them.
+    fn with_flushes_of(flush_events: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\narchive_flush_events = {flush_events}\narchive_flush_age = \"100ms\"\n"
+            ),
+        )
+        .expect("config written");
+        Self {
+            _dir: dir,
+            data,
+            config,
+        }
+    }
+
+    fn start(&self) -> ServerProcess {
+        ServerProcess::start(
+            EXE,
+            &self.data,
+            &["--config", self.config.to_str().expect("utf-8")],
+            &[],
+        )
+    }
+}
+
+/// A random source seeded from the clock; the seed is printed to replay a failure.
+fn seeded(test: &str) -> impl FnMut() -> u64 {
+    let seed = now_us() as u64;
+    println!("{test} seed {seed}");
+    xorshift(seed)
+}
+
 #[test]
 fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
-    let seed = now_us() as u64;
-    println!("archive crash test seed {seed}");
-    let mut random = xorshift(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let config = dir.path().join("config.toml");
-    // Tiny flushes, so kills land during them.
-    std::fs::write(
-        &config,
-        "[storage]\narchive_flush_events = 250\narchive_flush_age = \"100ms\"\n",
-    )
-    .expect("config written");
+    let mut random = seeded("archive crash test");
+    let crashed = Crashed::with_flushes_of(250);
     let traffic = TrafficConfig {
         seed: 21,
         merchants: 30,
@@ -56,15 +90,7 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
     );
     let fates: Arc<Mutex<BTreeMap<usize, Fate>>> = Arc::new(Mutex::new(BTreeMap::new()));
     let next = Arc::new(AtomicUsize::new(0));
-    let start = || {
-        ServerProcess::start(
-            EXE,
-            &data,
-            &["--config", config.to_str().expect("utf-8")],
-            &[],
-        )
-    };
-    let mut server = start();
+    let mut server = crashed.start();
     for round in 0..4 {
         let address = server.address;
         let senders: Vec<_> = (0..2)
@@ -111,7 +137,7 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
         senders
             .into_iter()
             .for_each(|sender| sender.join().expect("sender"));
-        server = start();
+        server = crashed.start();
     }
     assert!(
         next.load(Ordering::SeqCst) >= BATCHES,
@@ -126,11 +152,7 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
         "{} acknowledged, {unknown} in flight at a kill",
         fates.len() - unknown
     );
-    let quarantined = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
-    assert!(
-        quarantined.contains("mm_archive_quarantined_segments 0"),
-        "no segment may be corrupt after kills"
-    );
+    assert_nothing_quarantined(&server);
 
     let seen = archived_counts(server.address, &events);
     for (batch, chunk) in events.chunks(PER_BATCH).enumerate() {
@@ -183,6 +205,14 @@ fn archived_counts(
     seen
 }
 
+fn assert_nothing_quarantined(server: &ServerProcess) {
+    let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
+    assert!(
+        metrics.contains("mm_archive_quarantined_segments 0"),
+        "no segment may be corrupt after kills"
+    );
+}
+
 fn manifest_segments(data: &std::path::Path) -> usize {
     let manifest = std::fs::read(data.join("archive/MANIFEST.json")).expect("manifest");
     let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
@@ -191,19 +221,11 @@ fn manifest_segments(data: &std::path::Path) -> usize {
 
 #[test]
 fn kill_nine_during_compaction_loses_and_duplicates_no_archived_event() {
-    let seed = now_us() as u64;
-    println!("compaction crash test seed {seed}");
-    let mut random = xorshift(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let config = dir.path().join("config.toml");
+    let mut random = seeded("compaction crash test");
     // Tiny flushes: the finished hours end up in many small segments, which the archive
     // thread compacts as soon as a server starts.
-    std::fs::write(
-        &config,
-        "[storage]\narchive_flush_events = 200\narchive_flush_age = \"100ms\"\n",
-    )
-    .expect("config written");
+    let crashed = Crashed::with_flushes_of(200);
+    let data = &crashed.data;
     let hour = 3_600_000_000;
     let traffic = TrafficConfig {
         seed: 23,
@@ -218,21 +240,13 @@ fn kill_nine_during_compaction_loses_and_duplicates_no_archived_event() {
     let events: Vec<GeneratedEvent> = TrafficGenerator::new(traffic)
         .take(BATCHES * PER_BATCH)
         .collect();
-    let start = || {
-        ServerProcess::start(
-            EXE,
-            &data,
-            &["--config", config.to_str().expect("utf-8")],
-            &[],
-        )
-    };
     // Rounds: ingest a quarter of the events (more small segments in the finished hours),
     // stop; start again, which compacts at once, and kill it somewhere in the middle.
     let mut rounds = Vec::new();
     for round in 0..4 {
         // Every fourth event: each round adds to both hours.
         let part: Vec<&GeneratedEvent> = events.iter().skip(round).step_by(4).collect();
-        let server = start();
+        let server = crashed.start();
         for chunk in part.chunks(PER_BATCH) {
             let mut body = Vec::new();
             chunk.iter().for_each(|event| event.write_ndjson(&mut body));
@@ -243,32 +257,28 @@ fn kill_nine_during_compaction_loses_and_duplicates_no_archived_event() {
             assert!(accepted.is_some(), "a batch is accepted");
         }
         assert!(server.terminate(), "graceful stop");
-        let before = manifest_segments(&data);
-        let server = start();
+        let before = manifest_segments(data);
+        let server = crashed.start();
         std::thread::sleep(Duration::from_millis(random() % 300));
         server.kill9();
-        rounds.push((before, manifest_segments(&data)));
+        rounds.push((before, manifest_segments(data)));
     }
     println!("segments before and after each killed start: {rounds:?}");
     assert!(
         rounds.iter().all(|(before, _)| *before >= 10),
         "many small segments to compact each round: {rounds:?}"
     );
-    let server = start();
+    let server = crashed.start();
     let compacted = mm_testkit::eventually(Duration::from_secs(30), || {
-        let segments = manifest_segments(&data);
+        let segments = manifest_segments(data);
         (segments <= 2).then_some(segments)
     });
     assert!(
         compacted.is_some(),
         "the finished hours end up in one segment each ({} left)",
-        manifest_segments(&data)
+        manifest_segments(data)
     );
-    let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
-    assert!(
-        metrics.contains("mm_archive_quarantined_segments 0"),
-        "no segment may be corrupt after kills"
-    );
+    assert_nothing_quarantined(&server);
     let seen = archived_counts(server.address, &events);
     let wrong: Vec<(&str, usize)> = events
         .iter()
