@@ -38,8 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
 use super::group::{
-    Change, ClusterStatus, Continuity, GroupContext, Position, QUIET, Session, dead_letter, reread,
-    unstick,
+    Change, ClusterStatus, Continuity, GroupContext, QUIET, Session, dead_letter, reread, unstick,
 };
 use super::replica::{ReplicaProgress, partition_count};
 use super::writer::{CheckpointJob, CheckpointWriter, Emitter, JobResult, Outgoing};
@@ -81,8 +80,6 @@ struct Task {
     committed: Option<i64>,
     /// Guards against records the consumer skips.
     continuity: Continuity,
-    /// `next` at the last check for a quiet partition.
-    checked: i64,
 }
 
 impl Task {
@@ -98,7 +95,6 @@ impl Task {
             pending: FxHashMap::default(),
             committed: None,
             continuity: Continuity::default(),
-            checked: -1,
         }
     }
 
@@ -266,7 +262,7 @@ impl Worker {
             if Instant::now() >= next_quiet_check {
                 // A partition that made no progress since the last check.
                 for task in self.tasks.values_mut() {
-                    if task.checked == task.next {
+                    if task.continuity.made_no_progress(task.next) {
                         unstick(
                             consumer,
                             &self.topic,
@@ -276,7 +272,6 @@ impl Worker {
                             &self.options.metrics,
                         );
                     }
-                    task.checked = task.next;
                 }
                 next_quiet_check = Instant::now() + QUIET;
             }
@@ -475,19 +470,14 @@ impl Worker {
                         continue;
                     }
                     heard = Instant::now();
-                    match continuity.check(task.next, message.offset()) {
-                        Position::Next | Position::Gap => {}
-                        Position::Behind => continue,
-                        Position::Reread(to) => {
-                            reread(
-                                &self.reader,
-                                &self.topic,
-                                task.partition,
-                                (task.next, Some(message.offset()), to),
-                                &self.options.metrics,
-                            );
-                            continue;
-                        }
+                    if !continuity.admit(
+                        &self.reader,
+                        (&self.topic, task.partition),
+                        task.next,
+                        message.offset(),
+                        &self.options.metrics,
+                    ) {
+                        continue;
                     }
                     if message.offset() >= task.replay_until {
                         break;
@@ -544,29 +534,16 @@ impl Worker {
         // Taking the map out and putting it back is O(1); the task is processed in place.
         let mut tasks = std::mem::take(&mut self.tasks);
         let outcome = match tasks.get_mut(&partition) {
-            Some(task) => match task.continuity.check(task.next, message.offset()) {
-                Position::Next => Some(self.process(task, message)),
-                Position::Gap => {
-                    tracing::info!(
-                        partition,
-                        from = task.next,
-                        to = message.offset(),
-                        "offsets without records"
-                    );
-                    Some(self.process(task, message))
-                }
-                Position::Behind => None,
-                Position::Reread(to) => {
-                    reread(
-                        consumer,
-                        &self.topic,
-                        partition,
-                        (task.next, Some(message.offset()), to),
-                        &self.options.metrics,
-                    );
-                    None
-                }
-            },
+            Some(task) => task
+                .continuity
+                .admit(
+                    consumer,
+                    (&self.topic, partition),
+                    task.next,
+                    message.offset(),
+                    &self.options.metrics,
+                )
+                .then(|| self.process(task, message)),
             None => None,
         };
         self.tasks = tasks;

@@ -138,6 +138,8 @@ pub enum Position {
 #[derive(Debug, Default)]
 pub struct Continuity {
     suspect: Option<Suspect>,
+    /// The expected offset at the last periodic check for progress.
+    checked: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -192,6 +194,48 @@ impl Continuity {
             }
             _ => Some(self.suspect_from(expected)),
         }
+    }
+
+    /// [`Continuity::check`], acted on: `true` to process the record; seeks back itself when
+    /// records were skipped.
+    pub fn admit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        (topic, partition): (&str, i32),
+        expected: i64,
+        offset: i64,
+        metrics: &Metrics,
+    ) -> bool {
+        match self.check(expected, offset) {
+            Position::Next => true,
+            Position::Gap => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    from = expected,
+                    to = offset,
+                    "offsets without records"
+                );
+                true
+            }
+            Position::Behind => false,
+            Position::Reread(to) => {
+                reread(
+                    consumer,
+                    topic,
+                    partition,
+                    (expected, Some(offset), to),
+                    metrics,
+                );
+                false
+            }
+        }
+    }
+
+    /// For a check every [`QUIET`]: whether the partition still expects what it expected at
+    /// the last check.
+    pub fn made_no_progress(&mut self, expected: i64) -> bool {
+        self.checked.replace(expected) == Some(expected)
     }
 
     /// Starts suspecting a hole at `expected`; returns where to read from.
@@ -509,6 +553,15 @@ mod tests {
         let mut continuity = Continuity::default();
         assert_eq!(continuity.stalled(10), Some(0));
         assert_eq!(continuity.stalled(10), None);
+    }
+
+    #[test]
+    fn no_progress_means_the_same_expected_offset_at_two_checks_in_a_row() {
+        let mut continuity = Continuity::default();
+        assert!(!continuity.made_no_progress(10));
+        assert!(continuity.made_no_progress(10));
+        assert!(!continuity.made_no_progress(12));
+        assert!(continuity.made_no_progress(12));
     }
 
     #[test]

@@ -28,8 +28,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::group::{
-    Change, ClusterStatus, Continuity, GroupContext, Position, QUIET, Session, dead_letter, reread,
-    unstick,
+    Change, ClusterStatus, Continuity, GroupContext, QUIET, Session, dead_letter, unstick,
 };
 use super::replica::partition_count;
 use crate::pipeline::now_us;
@@ -98,8 +97,6 @@ fn session(
     // Next offset to commit per owned partition, and the last committed.
     let mut positions: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
     let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
-    // Per partition, the position at the last check for a quiet partition.
-    let mut checked: BTreeMap<i32, i64> = BTreeMap::new();
     let mut next_quiet_check = Instant::now() + QUIET;
     let mut paused = false;
     let mut next_commit = Instant::now() + options.commit_interval;
@@ -134,28 +131,18 @@ fn session(
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let expected = positions.get(&partition).map_or(-1, |position| position.0);
-                    let position = if expected < 0 {
-                        Position::Next
-                    } else {
-                        continuity
-                            .entry(partition)
-                            .or_default()
-                            .check(expected, message.offset())
-                    };
-                    match position {
-                        Position::Next | Position::Gap => {
-                            forward(options, group, target, partitions, &message)?;
-                            positions.entry(partition).or_insert((-1, None)).0 =
-                                message.offset() + 1;
-                        }
-                        Position::Behind => {}
-                        Position::Reread(to) => reread(
+                    // Until the first record, where the partition starts is not known.
+                    if expected < 0
+                        || continuity.entry(partition).or_default().admit(
                             consumer,
-                            input,
-                            partition,
-                            (expected, Some(message.offset()), to),
+                            (input, partition),
+                            expected,
+                            message.offset(),
                             &options.metrics,
-                        ),
+                        )
+                    {
+                        forward(options, group, target, partitions, &message)?;
+                        positions.entry(partition).or_insert((-1, None)).0 = message.offset() + 1;
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
@@ -179,21 +166,18 @@ fn session(
             if Instant::now() >= next_quiet_check {
                 // A partition that made no progress since the last check (paused ones wait).
                 for (partition, (next, _)) in &positions {
-                    if !paused && *next >= 0 && checked.get(partition) == Some(next) {
+                    let continuity = continuity.entry(*partition).or_default();
+                    if continuity.made_no_progress(*next) && !paused && *next >= 0 {
                         unstick(
                             consumer,
                             input,
                             *partition,
                             *next,
-                            continuity.entry(*partition).or_default(),
+                            continuity,
                             &options.metrics,
                         );
                     }
                 }
-                checked = positions
-                    .iter()
-                    .map(|(partition, (next, _))| (*partition, *next))
-                    .collect();
                 next_quiet_check = Instant::now() + QUIET;
             }
         }

@@ -19,7 +19,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
 
-use super::group::{Continuity, Position, QUIET, reread, unstick};
+use super::group::{Continuity, QUIET, unstick};
 use crate::pipeline::ActivityRecord;
 use mm_telemetry::Metrics;
 
@@ -219,8 +219,6 @@ pub fn run(
     // The next offset expected per partition, to notice records the consumer skips.
     let mut expected = stored;
     let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
-    // `expected` at the last check for a quiet partition.
-    let mut checked: BTreeMap<i32, i64> = BTreeMap::new();
     let mut next_quiet_check = Instant::now() + QUIET;
     tracing::info!(%topic, partitions, "replica started");
 
@@ -245,18 +243,11 @@ pub fn run(
         }
         if Instant::now() >= next_quiet_check {
             for (partition, next) in &expected {
-                if checked.get(partition) == Some(next) {
-                    unstick(
-                        &consumer,
-                        &topic,
-                        *partition,
-                        *next,
-                        continuity.entry(*partition).or_default(),
-                        &metrics,
-                    );
+                let continuity = continuity.entry(*partition).or_default();
+                if continuity.made_no_progress(*next) {
+                    unstick(&consumer, &topic, *partition, *next, continuity, &metrics);
                 }
             }
-            checked = expected.clone();
             next_quiet_check = Instant::now() + QUIET;
         }
         let polled = consumer.poll(Duration::from_millis(20));
@@ -264,25 +255,16 @@ pub fn run(
         match polled {
             Some(Ok(message)) => 'record: {
                 let partition = message.partition();
-                if let Some(next) = expected.get(&partition) {
-                    match continuity
-                        .entry(partition)
-                        .or_default()
-                        .check(*next, message.offset())
-                    {
-                        Position::Next | Position::Gap => {}
-                        Position::Behind => break 'record,
-                        Position::Reread(to) => {
-                            reread(
-                                &consumer,
-                                &topic,
-                                partition,
-                                (*next, Some(message.offset()), to),
-                                &metrics,
-                            );
-                            break 'record;
-                        }
-                    }
+                if let Some(next) = expected.get(&partition)
+                    && !continuity.entry(partition).or_default().admit(
+                        &consumer,
+                        (&topic, partition),
+                        *next,
+                        message.offset(),
+                        &metrics,
+                    )
+                {
+                    break 'record;
                 }
                 expected.insert(partition, message.offset() + 1);
                 positions.insert(partition, message.offset() + 1);
