@@ -3,7 +3,8 @@
 import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { App } from './App';
-import { installFakeServer, type Handler } from './test/fakeServer';
+import { navigate } from './router';
+import { installFakeServer, type Answer, type Handler } from './test/fakeServer';
 
 vi.mock('./components/TimeChart', () => ({
   TimeChart: (props: { name: string; xs: number[]; dataAttributes?: Record<string, string | number> }) => (
@@ -155,6 +156,44 @@ describe('merchant view', () => {
     const problem = await screen.findByTestId('view-problem');
     expect(problem.textContent).toContain('Pick a start before the end');
     expect(server.requests.some((url) => url.pathname.endsWith('/activity'))).toBe(false);
+  });
+
+  it('keeps explaining a backwards range when the unknown-merchant check answers late', async () => {
+    // Regression: in an e2e run the check of an unknown merchant landed after the backwards
+    // range was explained, and "Unknown merchant" replaced the explanation.
+    let answerCheck: (() => void) | null = null;
+    installFakeServer({
+      '/v1/merchants/Nobody': () =>
+        new Promise<Answer>((resolve) => {
+          answerCheck = () => resolve({ status: 404, body: { error: { code: 'unknown_merchant', message: 'unknown merchant' } } });
+        }),
+      '/v1/merchants/search': () => ({ body: { merchants: [] } }),
+    });
+    await openAt(`/merchants/Nobody?from=${TO}&to=${FROM}`);
+    expect((await screen.findByTestId('view-problem')).textContent).toContain('Pick a start before the end');
+
+    await act(async () => {
+      answerCheck!();
+    });
+    // The check has landed: the header hides its live status for an unknown merchant.
+    await waitFor(() => expect(document.querySelector('.head-meta')?.hasAttribute('hidden')).toBe(true));
+    expect(screen.getByTestId('view-problem').textContent).toContain('Pick a start before the end');
+    expect(screen.queryByTestId('unknown-merchant')).toBeNull();
+  });
+
+  it('explains a backwards range reached in place from an unknown merchant', async () => {
+    installFakeServer({
+      '/v1/merchants/Nobody': () => ({ status: 404, body: { error: { code: 'unknown_merchant', message: 'unknown merchant' } } }),
+      '/v1/merchants/search': () => ({ body: { merchants: [] } }),
+    });
+    await openAt('/merchants/Nobody?period=1h');
+    await screen.findByTestId('unknown-merchant');
+
+    await act(async () => {
+      navigate(`/merchants/Nobody?from=${TO}&to=${FROM}`);
+    });
+    expect(screen.getByTestId('view-problem').textContent).toContain('Pick a start before the end');
+    expect(screen.queryByTestId('unknown-merchant')).toBeNull();
   });
 
   it('says what is wrong with an unreadable link', async () => {

@@ -1,6 +1,7 @@
 //! The vocabulary of Merchant Monitor: API-call events, field mapping and parsing, windows,
 //! rollups and the latency sketch. Pure: no I/O, no clocks, no threads.
 //!
+//! - [`activity`]: the activity stream's record and its dedupe key.
 //! - [`event`]: the API-call event ([`ApiCall`], and [`ApiCallRef`] borrowing from its record).
 //! - [`mapping`]: configurable JSON-pointer field mapping and the record parser.
 //! - [`rollup`]: what a (merchant, api, minute) window holds, and its exact merge.
@@ -16,6 +17,7 @@
 //! assert_eq!(minute.classes().status_5xx, 1);
 //! ```
 
+pub mod activity;
 pub mod event;
 pub mod mapping;
 pub mod rollup;

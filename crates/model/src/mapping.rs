@@ -189,6 +189,15 @@ impl TimeBounds {
         min_ts_us: i64::MIN,
         max_ts_us: i64::MAX,
     };
+
+    /// The event times accepted at `reference_us` (the arrival time, or a Kafka record's own
+    /// timestamp): no older than `retention_us`, no further ahead than `max_skew_us`.
+    pub fn around(reference_us: i64, retention_us: i64, max_skew_us: i64) -> TimeBounds {
+        TimeBounds {
+            min_ts_us: reference_us.saturating_sub(retention_us),
+            max_ts_us: reference_us.saturating_add(max_skew_us),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -316,3 +316,11 @@ mod tests {
         }
     }
 }
+
+/// The wall clock in µs since the epoch. Only the adapters read it (ingest, the pipelines,
+/// tools); the pure crates are handed the time.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as i64)
+}

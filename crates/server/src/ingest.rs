@@ -136,11 +136,7 @@ impl Ingestor {
         }
         self.metrics.ingest_bytes.inc_by(body.len() as u64);
         let decoded = decode_body(content_encoding, body, self.limits.max_decoded_bytes)?;
-        let now = now_us();
-        let bounds = TimeBounds {
-            min_ts_us: now - self.retention_us,
-            max_ts_us: now + self.max_skew_us,
-        };
+        let bounds = TimeBounds::around(now_us(), self.retention_us, self.max_skew_us);
         let (accepted, rejected) = match &self.sink {
             IngestSink::Wal { wal, .. } => {
                 let processed = process_body(&self.parser, &decoded, bounds, &self.limits)?;

@@ -108,9 +108,11 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
         200
     );
     let expected = oracle(&events);
-    let api_windows = expected.keys().filter(|key| !key.api.is_empty()).count();
+    // Every (merchant, api) window and every merchant-wide window (api "").
+    let windows = expected.len();
+    assert!(expected.keys().any(|key| key.api.is_empty()));
     eventually(Duration::from_secs(20), || {
-        (read_records(&activity).len() >= api_windows).then_some(())
+        (read_records(&activity).len() >= windows).then_some(())
     })
     .expect("every window closes without new traffic");
     // Give a duplicate, if there were one, the time to appear.
@@ -118,8 +120,8 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
     let records = read_records(&activity);
     assert_eq!(
         records.len(),
-        api_windows,
-        "one record per (merchant, api, minute), merchant totals not emitted"
+        windows,
+        "one record per (merchant, api, minute) and per merchant-minute"
     );
     let mut seen = BTreeMap::new();
     for record in &records {
@@ -133,6 +135,10 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
         };
         let rollup = expected.get(&key).expect("record for a real window");
         assert_eq!(record["calls"], rollup.calls);
+        assert_eq!(
+            record["dedupe_key"],
+            mm_model::activity::dedupe_key(&key, rollup.calls)
+        );
         assert_eq!(record["status_5xx"], rollup.classes().status_5xx);
         let dedupe = record["dedupe_key"]
             .as_str()
@@ -173,7 +179,7 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
     let correction = eventually(Duration::from_secs(10), || {
         read_records(&activity)
             .into_iter()
-            .find(|record| record["correction"] == true)
+            .find(|record| record["correction"] == true && record["api"] != "")
     })
     .expect("a correction record is emitted");
     assert_eq!(correction["merchant"], key.merchant.as_str());
@@ -183,12 +189,24 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
         expected[&key].calls + 1,
         "the correction carries the corrected total"
     );
+    let merchant_key = mm_model::WindowKey {
+        api: String::new(),
+        ..key.clone()
+    };
+    let merchant_correction = read_records(&activity)
+        .into_iter()
+        .find(|record| record["correction"] == true && record["api"] == "")
+        .expect("the merchant-wide window is corrected too");
+    assert_eq!(
+        merchant_correction["calls"],
+        expected[&merchant_key].calls + 1
+    );
     // The metrics follow once the checkpoint that emitted the correction has committed.
     let counted = eventually(Duration::from_secs(10), || {
         let metrics =
             String::from_utf8(mm_testkit::get(server.address, "/metrics").body).expect("utf-8");
-        (metrics.contains("mm_window_late_events_total 1")
-            && metrics.contains("mm_window_corrections_total 1"))
+        (metrics.contains("mm_window_late_events_total 1\n")
+            && metrics.contains("mm_window_corrections_total 2\n"))
         .then_some(())
     });
     assert!(

@@ -710,3 +710,106 @@ print(json.dumps(dict(activity=read("activity"), dlq=read("dead-letters"))))
     }
     assert!(server.terminate());
 }
+
+/// Per window (merchant, api, start), the activity record with the most calls, as JSON
+/// without the `correction` flag (whether a window's last record is a final or a correction
+/// depends on when each deployment's watermark passed it).
+fn latest_by_window(
+    records: impl IntoIterator<Item = serde_json::Value>,
+) -> BTreeMap<(String, String, String), serde_json::Value> {
+    let mut latest: BTreeMap<(String, String, String), serde_json::Value> = BTreeMap::new();
+    for mut record in records {
+        let key = (
+            record["merchant"].as_str().expect("merchant").to_owned(),
+            record["api"].as_str().expect("api").to_owned(),
+            record["window_start"].as_str().expect("start").to_owned(),
+        );
+        record
+            .as_object_mut()
+            .expect("an object")
+            .remove("correction")
+            .expect("a correction flag");
+        let calls = record["calls"].as_u64().expect("calls");
+        match latest.get(&key) {
+            Some(held) if held["calls"].as_u64() >= Some(calls) => {}
+            _ => {
+                latest.insert(key, record);
+            }
+        }
+    }
+    latest
+}
+
+#[test]
+fn both_deployments_emit_the_same_activity_records_for_the_same_input() {
+    let broker = Broker::in_memory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster_config = write_config(dir.path(), &broker, "same");
+    let embedded_config = dir.path().join("embedded.toml");
+    std::fs::write(
+        &embedded_config,
+        "[window]\ngrace = \"2s\"\nidle_timeout = \"2s\"\ncheckpoint_interval = \"300ms\"\n[activity]\nfile = \"activity.ndjson\"\n",
+    )
+    .expect("config written");
+    let cluster = ServerProcess::start(
+        EXE,
+        &dir.path().join("cluster"),
+        &["--config", &cluster_config],
+        &[],
+    );
+    let embedded_data = dir.path().join("embedded");
+    let embedded = ServerProcess::start(
+        EXE,
+        &embedded_data,
+        &["--config", embedded_config.to_str().expect("utf-8")],
+        &[],
+    );
+    let good = events(41, 2_000, 3);
+    for server in [&cluster, &embedded] {
+        for chunk in good.chunks(500) {
+            let body: String = chunk.iter().map(ndjson_line).collect();
+            let response = mm_testkit::ingest(server.address, body.as_bytes()).expect("answers");
+            assert_eq!(response.status, 200);
+        }
+    }
+    // Both streams end with one record per window, merchant-wide ones included, holding the
+    // fold's count.
+    let expected = expected_windows(&good);
+    let activity_file = embedded_data.join("activity.ndjson");
+    let embedded_records = eventually(Duration::from_secs(90), || {
+        let text = std::fs::read_to_string(&activity_file).ok()?;
+        let latest = latest_by_window(
+            text.lines()
+                .map(|line| serde_json::from_str(line).expect("JSON line")),
+        );
+        let counts: BTreeMap<_, _> = latest
+            .iter()
+            .map(|(key, record)| (key.clone(), record["calls"].as_u64().unwrap_or(0)))
+            .collect();
+        (counts == expected).then_some(latest)
+    })
+    .expect("the embedded activity file converges on the fold");
+    assert_activity_converges(&broker, &good);
+    let cluster_records = latest_by_window(read_all(&broker, "activity").into_iter().map(
+        |(headers, value)| {
+            let record: serde_json::Value = serde_json::from_slice(&value).expect("JSON value");
+            assert_eq!(
+                header(&headers, "dedupe_key", "activity record"),
+                record["dedupe_key"].as_str().expect("dedupe key"),
+                "the header and the value carry the same dedupe key"
+            );
+            record
+        },
+    ));
+    assert!(expected.keys().any(|(_, api, _)| api.is_empty()));
+    assert_eq!(cluster_records.len(), embedded_records.len());
+    for (window, record) in &embedded_records {
+        assert_eq!(
+            cluster_records.get(window),
+            Some(record),
+            "the record of window {window:?}"
+        );
+    }
+    assert!(cluster.terminate());
+    assert!(embedded.terminate());
+}

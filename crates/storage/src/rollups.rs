@@ -61,11 +61,16 @@ pub struct Replicated {
 }
 
 impl Replicated {
-    /// Whether this record replaces one covering `offset` of `partition`: it covers more of
-    /// the same partition, or it comes from another partition (the topic was re-partitioned;
-    /// the newest record wins).
-    pub fn supersedes(&self, partition: i32, offset: i64) -> bool {
-        self.partition != partition || self.covers > offset
+    /// Whether this record replaces one covering `offset` of `partition` (a snapshot of a
+    /// window still open when `held_open`): it covers more of the same partition, or as much
+    /// but it is the window's final record and the held one a snapshot (a partition that went
+    /// idle closes its windows without moving on, so the final covers what the last snapshot
+    /// did), or it comes from another partition (the topic was re-partitioned; the newest
+    /// record wins).
+    pub fn supersedes(&self, partition: i32, offset: i64, held_open: bool) -> bool {
+        self.partition != partition
+            || self.covers > offset
+            || (self.covers == offset && held_open && !self.open)
     }
 }
 
@@ -374,6 +379,18 @@ impl RollupStore {
         Ok(windows)
     }
 
+    /// Whether the stored rollup of `key` is a provisional one of a window still open.
+    pub fn is_open(&self, key: &WindowKey) -> Result<bool, StorageError> {
+        let Some(day) = self.day(day_of(key.minute)) else {
+            return Ok(false);
+        };
+        let Some(value) = day.rollups.get(rollup_key(key))? else {
+            return Ok(false);
+        };
+        let (_, state) = codec::decode_rollup(&value).map_err(decode_error("stored rollup"))?;
+        Ok(state == RollupState::Open)
+    }
+
     fn stored_rollup(&self, key: &WindowKey) -> Result<Option<Rollup>, StorageError> {
         let Some(day) = self.day(day_of(key.minute)) else {
             return Ok(None);
@@ -461,7 +478,7 @@ impl RollupStore {
         let mut latest: BTreeMap<WindowKey, Replicated> = BTreeMap::new();
         for record in records {
             match latest.get(&record.key) {
-                Some(held) if !record.supersedes(held.partition, held.covers) => {}
+                Some(held) if !record.supersedes(held.partition, held.covers, held.open) => {}
                 _ => {
                     latest.insert(record.key.clone(), record);
                 }
@@ -472,7 +489,7 @@ impl RollupStore {
         let mut covers = Vec::with_capacity(latest.len());
         for (key, record) in latest {
             if let Some((partition, stored)) = self.covers(&key)?
-                && !record.supersedes(partition, stored)
+                && !record.supersedes(partition, stored, self.open.contains_key(rollup_key(&key))?)
             {
                 continue;
             }

@@ -232,12 +232,7 @@ pub fn oracle<'a>(events: impl IntoIterator<Item = &'a ApiCall>) -> BTreeMap<Win
     expected
 }
 
-/// Wall clock in µs.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_micros() as i64)
-}
+pub use mm_model::time::now_us;
 
 /// An event as an NDJSON line in the default field names.
 pub fn ndjson_line(event: &ApiCall) -> String {

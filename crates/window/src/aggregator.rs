@@ -26,11 +26,71 @@ impl Default for WindowConfig {
     }
 }
 
-/// A window that has closed, with its final rollup.
+/// A window and its rollup: final when the window has closed, provisional while it is open.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClosedWindow {
+pub struct WindowRollup {
     pub key: WindowKey,
     pub rollup: Rollup,
+}
+
+/// Where a call comes from: its input partition and its position in that input (the WAL
+/// frame's LSN on one machine, the record's offset in cluster mode). Positions only grow
+/// within a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub partition: u32,
+    pub position: i64,
+}
+
+/// One API call, as far as windows are concerned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Call<'a> {
+    /// Event time, µs since the epoch.
+    pub ts_us: i64,
+    pub merchant: &'a str,
+    pub api: &'a str,
+    pub status: u16,
+    pub latency_ms: f64,
+}
+
+impl<'a> From<&'a mm_model::ApiCallRef<'_>> for Call<'a> {
+    fn from(call: &'a mm_model::ApiCallRef<'_>) -> Self {
+        Self {
+            ts_us: call.ts_us,
+            merchant: &call.merchant,
+            api: &call.api,
+            status: call.status,
+            latency_ms: call.latency_ms,
+        }
+    }
+}
+
+/// Late calls of one closed window, collected since the last round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Correction {
+    pub key: WindowKey,
+    /// The late calls only: the corrected window is the stored final rollup merged with this.
+    pub late: Rollup,
+    /// The largest input position among the late calls.
+    pub last_position: i64,
+}
+
+/// What one checkpoint round hands out: everything that changed since the previous round.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Windows the watermark closed, each exactly once, merchant-wide ones included.
+    pub finals: Vec<WindowRollup>,
+    /// Late calls per closed window (merchant-wide ones included), sorted by window.
+    pub corrections: Vec<Correction>,
+    /// Open windows that changed, and the merchant-wide window of each such minute.
+    pub open: Vec<WindowRollup>,
+}
+
+impl Round {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.finals.is_empty() && self.corrections.is_empty() && self.open.is_empty()
+    }
 }
 
 /// What happened to one ingested event.
@@ -94,8 +154,9 @@ pub struct Aggregator {
     close_schedule: BTreeMap<i64, Vec<u32>>,
     partitions: FxHashMap<u32, PartitionClock>,
     watermark_us: i64,
-    closed: Vec<ClosedWindow>,
-    corrections: FxHashMap<WindowKey, Rollup>,
+    closed: Vec<WindowRollup>,
+    /// Late calls per window, with the largest position among them.
+    corrections: FxHashMap<WindowKey, (Rollup, i64)>,
     /// API windows that changed since the last drain.
     dirty: Vec<(u32, i64)>,
     open_windows: usize,
@@ -193,51 +254,70 @@ impl Aggregator {
     }
 
     /// Counts one API call. `now_wall_us` is the wall clock at arrival.
-    #[allow(clippy::too_many_arguments)]
-    pub fn ingest(
-        &mut self,
-        partition: u32,
-        ts_us: i64,
-        merchant: &str,
-        api: &str,
-        status: u16,
-        latency_ms: f64,
-        now_wall_us: i64,
-    ) -> Disposition {
-        self.stats.events += 1;
-        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
-            max_event_us: i64::MIN,
-            last_arrival_wall_us: now_wall_us,
-        });
-        clock.max_event_us = clock.max_event_us.max(ts_us.min(now_wall_us));
+    pub fn ingest(&mut self, origin: Origin, call: Call<'_>, now_wall_us: i64) -> Disposition {
+        let clock = self
+            .partitions
+            .entry(origin.partition)
+            .or_insert(PartitionClock {
+                max_event_us: i64::MIN,
+                last_arrival_wall_us: now_wall_us,
+            });
+        clock.max_event_us = clock.max_event_us.max(call.ts_us.min(now_wall_us));
         clock.last_arrival_wall_us = clock.last_arrival_wall_us.max(now_wall_us);
 
-        let minute = minute_of(ts_us);
+        let minute = minute_of(call.ts_us);
         if self.window_is_closed(minute) {
-            self.stats.late_events += 1;
-            for series_api in [api, MERCHANT_TOTAL_API] {
-                let key = WindowKey {
-                    merchant: merchant.to_owned(),
-                    api: series_api.to_owned(),
-                    minute,
-                };
-                self.corrections
-                    .entry(key)
-                    .or_default()
-                    .record(status, latency_ms);
-            }
+            self.add_late(origin.position, call, |_| false);
             return Disposition::Late;
         }
-        let id = self.series_id(merchant, api);
+        self.stats.events += 1;
+        let id = self.series_id(call.merchant, call.api);
         let window = self.open_window(id, minute);
-        window
-            .rollup
-            .record_prepared(status, latency_micros(latency_ms), bin_for(latency_ms));
+        window.rollup.record_prepared(
+            call.status,
+            latency_micros(call.latency_ms),
+            bin_for(call.latency_ms),
+        );
         if !window.dirty {
             window.dirty = true;
             self.dirty.push((id, minute));
         }
         Disposition::Open
+    }
+
+    /// Collects a call whose window has closed ([`Self::is_closed`]) as a correction of that
+    /// window and of its merchant-wide window, tagged with its input position, except for
+    /// the windows where `already_counted` says a record downstream holds it already (cluster
+    /// mode, after taking over from an owner that emitted it). Returns whether it was
+    /// collected for any window.
+    pub fn add_late(
+        &mut self,
+        position: i64,
+        call: Call<'_>,
+        mut already_counted: impl FnMut(&WindowKey) -> bool,
+    ) -> bool {
+        self.stats.events += 1;
+        self.stats.late_events += 1;
+        let minute = minute_of(call.ts_us);
+        let mut collected = false;
+        for series_api in [call.api, MERCHANT_TOTAL_API] {
+            let key = WindowKey {
+                merchant: call.merchant.to_owned(),
+                api: series_api.to_owned(),
+                minute,
+            };
+            if already_counted(&key) {
+                continue;
+            }
+            let (late, last_position) = self
+                .corrections
+                .entry(key)
+                .or_insert_with(|| (Rollup::default(), position));
+            late.record(call.status, call.latency_ms);
+            *last_position = (*last_position).max(position);
+            collected = true;
+        }
+        collected
     }
 
     fn open_window(&mut self, id: u32, minute: i64) -> &mut OpenWindow {
@@ -274,8 +354,7 @@ impl Aggregator {
     }
 
     /// Moves the watermark for the wall clock `now_wall_us` and closes every window it passed.
-    /// `_partition_hint` is accepted for symmetry with ingest and ignored.
-    pub fn advance(&mut self, _partition_hint: u32, now_wall_us: i64) {
+    pub fn advance(&mut self, now_wall_us: i64) {
         let grace = self.config.grace_us;
         let idle_timeout = self.config.idle_timeout_us;
         let wall_watermark = now_wall_us.saturating_sub(grace);
@@ -327,7 +406,7 @@ impl Aggregator {
         }
         for ((total, minute), rollup) in totals {
             self.stats.windows_closed += 1;
-            self.closed.push(ClosedWindow {
+            self.closed.push(WindowRollup {
                 key: WindowKey {
                     merchant: self.series[total as usize].merchant.to_string(),
                     api: MERCHANT_TOTAL_API.to_owned(),
@@ -364,7 +443,7 @@ impl Aggregator {
                 totals.len() - 1
             });
         totals[slot].1.merge(&window.rollup);
-        self.closed.push(ClosedWindow {
+        self.closed.push(WindowRollup {
             key: WindowKey {
                 merchant: series.merchant.to_string(),
                 api: series.api.to_string(),
@@ -374,25 +453,51 @@ impl Aggregator {
         });
     }
 
+    /// One checkpoint round: advances the watermark for `now_wall_us`, then hands out the
+    /// windows it closed, the late calls, and the open windows that changed since the last
+    /// round (marking them clean). Both deployments build their checkpoints from this.
+    pub fn checkpoint(&mut self, now_wall_us: i64) -> Round {
+        self.advance(now_wall_us);
+        Round {
+            finals: self.take_closed(),
+            corrections: self.take_corrections(),
+            open: self.take_changed_open(),
+        }
+    }
+
     /// Windows closed since the last call, each exactly once, merchant-wide ones included.
-    pub fn take_closed(&mut self) -> Vec<ClosedWindow> {
+    fn take_closed(&mut self) -> Vec<WindowRollup> {
         // Sized like the last batch: closes come in similar batches, minute after minute.
         let capacity = self.closed.len();
         std::mem::replace(&mut self.closed, Vec::with_capacity(capacity))
     }
 
-    /// Late calls since the last call, merged per window (merchant-wide ones included): add
-    /// each to the stored final rollup.
-    pub fn take_corrections(&mut self) -> Vec<(WindowKey, Rollup)> {
-        let mut corrections: Vec<(WindowKey, Rollup)> = self.corrections.drain().collect();
-        corrections.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+    /// Late calls since the last call, merged per window (merchant-wide ones included), sorted
+    /// by window: add each to the stored final rollup.
+    fn take_corrections(&mut self) -> Vec<Correction> {
+        let mut corrections: Vec<Correction> = self
+            .corrections
+            .drain()
+            .map(|(key, (late, last_position))| Correction {
+                key,
+                late,
+                last_position,
+            })
+            .collect();
+        corrections.sort_unstable_by(|left, right| left.key.cmp(&right.key));
         corrections
     }
 
-    /// Calls `visit` for every open window changed since the last drain, and for the
-    /// merchant-wide window of each such minute, and marks them clean.
-    pub fn drain_dirty(&mut self, mut visit: impl FnMut(&str, &str, i64, &Rollup)) {
+    /// Whether late calls wait to be taken.
+    pub fn has_corrections(&self) -> bool {
+        !self.corrections.is_empty()
+    }
+
+    /// Every open window changed since the last call, and the merchant-wide window of each
+    /// such minute; marks them clean.
+    fn take_changed_open(&mut self) -> Vec<WindowRollup> {
         let dirty = std::mem::take(&mut self.dirty);
+        let mut changed = Vec::with_capacity(dirty.len() + dirty.len() / 4);
         let mut totals: Vec<(u32, i64)> = Vec::with_capacity(dirty.len());
         for (id, minute) in dirty {
             let series = &mut self.series[id as usize];
@@ -402,7 +507,14 @@ impl Aggregator {
                 .find(|window| window.minute == minute)
             {
                 window.dirty = false;
-                visit(&series.merchant, &series.api, minute, &window.rollup);
+                changed.push(WindowRollup {
+                    key: WindowKey {
+                        merchant: series.merchant.to_string(),
+                        api: series.api.to_string(),
+                        minute,
+                    },
+                    rollup: window.rollup.clone(),
+                });
                 totals.push((series.total, minute));
             }
         }
@@ -410,14 +522,17 @@ impl Aggregator {
         totals.dedup();
         for (total, minute) in totals {
             if let Some(rollup) = self.merchant_total(total, minute) {
-                visit(
-                    &self.series[total as usize].merchant,
-                    MERCHANT_TOTAL_API,
-                    minute,
-                    &rollup,
-                );
+                changed.push(WindowRollup {
+                    key: WindowKey {
+                        merchant: self.series[total as usize].merchant.to_string(),
+                        api: MERCHANT_TOTAL_API.to_owned(),
+                        minute,
+                    },
+                    rollup,
+                });
             }
         }
+        changed
     }
 
     /// Restores an open window from a checkpoint. Merchant-wide windows are recomputed from

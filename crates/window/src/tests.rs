@@ -6,7 +6,7 @@ use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 use mm_model::time::{MICROS_PER_MINUTE, MICROS_PER_SECOND, minute_of};
 use proptest::prelude::*;
 
-use crate::{Aggregator, Disposition, WindowConfig};
+use crate::{Aggregator, Call as WindowCall, Disposition, Origin, Round, WindowConfig};
 
 #[derive(Debug, Clone)]
 struct Call {
@@ -20,6 +20,55 @@ struct Call {
 }
 
 const BASE: i64 = 1_795_791_600_000_000;
+
+impl Call {
+    fn as_window_call(&self) -> WindowCall<'_> {
+        WindowCall {
+            ts_us: self.ts_us,
+            merchant: &self.merchant,
+            api: &self.api,
+            status: self.status,
+            latency_ms: self.latency_ms,
+        }
+    }
+}
+
+/// Counts a call (merchant `M`) at `position` of partition 0.
+fn count(
+    aggregator: &mut Aggregator,
+    position: i64,
+    ts_us: i64,
+    api: &str,
+    status: u16,
+    now_wall_us: i64,
+) -> Disposition {
+    count_on(aggregator, 0, position, ts_us, ("M", api), status, now_wall_us)
+}
+
+fn count_on(
+    aggregator: &mut Aggregator,
+    partition: u32,
+    position: i64,
+    ts_us: i64,
+    (merchant, api): (&str, &str),
+    status: u16,
+    now_wall_us: i64,
+) -> Disposition {
+    aggregator.ingest(
+        Origin {
+            partition,
+            position,
+        },
+        WindowCall {
+            ts_us,
+            merchant,
+            api,
+            status,
+            latency_ms: 1.0 + f64::from(status % 7),
+        },
+        now_wall_us,
+    )
+}
 
 fn call_strategy() -> impl Strategy<Value = Call> {
     (
@@ -76,46 +125,27 @@ fn run(
     // Provisional values of open windows, as a checkpoint would write them.
     let mut provisional: BTreeMap<WindowKey, Rollup> = BTreeMap::new();
     let mut late = 0;
-    let absorb = |aggregator: &mut Aggregator, store: &mut BTreeMap<WindowKey, Rollup>| {
-        for closed in aggregator.take_closed() {
+    let absorb = |round: Round,
+                  store: &mut BTreeMap<WindowKey, Rollup>,
+                  provisional: &mut BTreeMap<WindowKey, Rollup>| {
+        for closed in round.finals {
             let previous = store.insert(closed.key.clone(), closed.rollup);
             assert!(previous.is_none(), "window {:?} closed twice", closed.key);
         }
-        for (key, delta) in aggregator.take_corrections() {
-            store.entry(key).or_default().merge(&delta);
+        for correction in round.corrections {
+            store
+                .entry(correction.key)
+                .or_default()
+                .merge(&correction.late);
         }
-    };
-    for chunk in calls.chunks(batch.max(1)) {
-        for call in chunk {
-            let disposition = aggregator.ingest(
-                call.partition,
-                call.ts_us,
-                &call.merchant,
-                &call.api,
-                call.status,
-                call.latency_ms,
-                call.arrival_us,
-            );
-            if disposition == Disposition::Late {
-                late += 1;
-            }
-        }
-        let now = chunk.last().map_or(BASE, |call| call.arrival_us);
-        aggregator.advance(0, now);
-        absorb(&mut aggregator, &mut store);
         let mut totals = Vec::new();
-        aggregator.drain_dirty(|merchant, api, minute, rollup| {
-            let key = WindowKey {
-                merchant: merchant.to_owned(),
-                api: api.to_owned(),
-                minute,
-            };
-            if api == MERCHANT_TOTAL_API {
-                totals.push((key, rollup.clone()));
+        for changed in round.open {
+            if changed.key.api == MERCHANT_TOTAL_API {
+                totals.push((changed.key, changed.rollup));
             } else {
-                provisional.insert(key, rollup.clone());
+                provisional.insert(changed.key, changed.rollup);
             }
-        });
+        }
         for (key, total) in totals {
             let mut merged = Rollup::default();
             for (_, rollup) in provisional.iter().filter(|(api_key, _)| {
@@ -125,6 +155,24 @@ fn run(
             }
             assert_eq!(total, merged, "provisional merchant total of {key:?}");
         }
+    };
+    for (position, chunk) in calls.chunks(batch.max(1)).enumerate() {
+        for call in chunk {
+            let disposition = aggregator.ingest(
+                Origin {
+                    partition: call.partition,
+                    position: position as i64,
+                },
+                call.as_window_call(),
+                call.arrival_us,
+            );
+            if disposition == Disposition::Late {
+                late += 1;
+            }
+        }
+        let now = chunk.last().map_or(BASE, |call| call.arrival_us);
+        let round = aggregator.checkpoint(now);
+        absorb(round, &mut store, &mut provisional);
     }
     // Traffic stops: wall-clock time alone must close every remaining window.
     let end = calls
@@ -132,12 +180,10 @@ fn run(
         .map(|call| call.arrival_us)
         .max()
         .unwrap_or(BASE);
-    aggregator.advance(0, end + 1);
-    aggregator.advance(
-        0,
-        end + config.idle_timeout_us + config.grace_us + 2 * MICROS_PER_MINUTE,
-    );
-    absorb(&mut aggregator, &mut store);
+    aggregator.advance(end + 1);
+    let round = aggregator
+        .checkpoint(end + config.idle_timeout_us + config.grace_us + 2 * MICROS_PER_MINUTE);
+    absorb(round, &mut store, &mut provisional);
     assert_eq!(
         aggregator.open_windows(),
         0,
@@ -193,50 +239,100 @@ fn late_events_become_corrections_not_drops() {
         idle_timeout_us: 10 * MICROS_PER_SECOND,
     };
     let mut aggregator = Aggregator::new(config);
-    aggregator.ingest(0, BASE, "M", "a", 200, 1.0, BASE);
-    aggregator.ingest(0, BASE + 3 * minute, "M", "a", 200, 1.0, BASE + 3 * minute);
-    aggregator.advance(0, BASE + 3 * minute);
-    let closed = aggregator.take_closed();
+    count(&mut aggregator, 1, BASE, "a", 200, BASE);
+    count(&mut aggregator, 2, BASE + 3 * minute, "a", 200, BASE + 3 * minute);
+    let round = aggregator.checkpoint(BASE + 3 * minute);
     assert!(
-        closed
+        round
+            .finals
             .iter()
             .any(|window| window.key.minute == minute_of(BASE))
     );
-    let disposition = aggregator.ingest(0, BASE + 1, "M", "a", 500, 9.0, BASE + 3 * minute);
+    let disposition = count(&mut aggregator, 7, BASE + 1, "a", 500, BASE + 3 * minute);
     assert_eq!(disposition, Disposition::Late);
-    let corrections = aggregator.take_corrections();
+    let disposition = count(&mut aggregator, 5, BASE + 2, "a", 200, BASE + 3 * minute);
+    assert_eq!(disposition, Disposition::Late);
+    assert!(aggregator.has_corrections());
+    let round = aggregator.checkpoint(BASE + 3 * minute);
     assert_eq!(
-        corrections.len(),
+        round.corrections.len(),
         2,
         "the API window and the merchant total"
     );
-    assert!(
-        corrections
-            .iter()
-            .all(|(key, delta)| key.minute == minute_of(BASE) && delta.calls == 1)
-    );
+    for correction in &round.corrections {
+        assert_eq!(correction.key.minute, minute_of(BASE));
+        assert_eq!(correction.late.calls, 2, "only the late calls");
+        assert_eq!(
+            correction.last_position, 7,
+            "the largest position among them"
+        );
+    }
+    assert!(!aggregator.has_corrections());
+    assert!(aggregator.checkpoint(BASE + 3 * minute).corrections.is_empty());
+}
+
+#[test]
+fn late_calls_already_counted_downstream_are_not_collected_again() {
+    let minute = MICROS_PER_MINUTE;
+    let mut aggregator = Aggregator::new(WindowConfig::default());
+    count(&mut aggregator, 1, BASE, "a", 200, BASE);
+    let round = aggregator.checkpoint(BASE + 10 * minute);
+    assert_eq!(round.finals.len(), 2);
+    assert!(aggregator.is_closed(minute_of(BASE)));
+    // A record downstream holds this call for the API window, not for the merchant total.
+    let call = WindowCall {
+        ts_us: BASE + 5,
+        merchant: "M",
+        api: "a",
+        status: 500,
+        latency_ms: 3.0,
+    };
+    let collected = aggregator.add_late(9, call, |key| key.api == "a");
+    assert!(collected);
+    let round = aggregator.checkpoint(BASE + 10 * minute);
+    assert_eq!(round.corrections.len(), 1);
+    assert_eq!(round.corrections[0].key.api, MERCHANT_TOTAL_API);
+    assert_eq!(round.corrections[0].last_position, 9);
+    assert!(!aggregator.add_late(10, call, |_| true));
+    assert!(aggregator.checkpoint(BASE + 10 * minute).corrections.is_empty());
+}
+
+#[test]
+fn a_round_hands_out_changed_open_windows_once() {
+    let mut aggregator = Aggregator::new(WindowConfig::default());
+    count(&mut aggregator, 1, BASE, "a", 200, BASE);
+    count(&mut aggregator, 1, BASE, "b", 404, BASE);
+    let round = aggregator.checkpoint(BASE);
+    assert!(round.finals.is_empty());
+    let mut keys: Vec<&str> = round.open.iter().map(|window| window.key.api.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, [MERCHANT_TOTAL_API, "a", "b"]);
+    let total = round
+        .open
+        .iter()
+        .find(|window| window.key.api == MERCHANT_TOTAL_API)
+        .expect("merchant total");
+    assert_eq!(total.rollup.calls, 2);
+    assert!(aggregator.checkpoint(BASE).is_empty(), "nothing changed since");
+    count(&mut aggregator, 2, BASE, "b", 200, BASE);
+    let round = aggregator.checkpoint(BASE);
+    let mut keys: Vec<&str> = round.open.iter().map(|window| window.key.api.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, [MERCHANT_TOTAL_API, "b"], "only what changed");
 }
 
 #[test]
 fn an_idle_partition_does_not_hold_back_the_watermark_forever() {
-    let config = WindowConfig::default();
-    let mut aggregator = Aggregator::new(config);
-    aggregator.ingest(0, BASE, "M", "a", 200, 1.0, BASE);
-    aggregator.ingest(
-        1,
-        BASE + 10 * MICROS_PER_MINUTE,
-        "M",
-        "a",
-        200,
-        1.0,
-        BASE + 10 * MICROS_PER_MINUTE,
-    );
-    aggregator.advance(0, BASE + 10 * MICROS_PER_MINUTE);
+    let mut aggregator = Aggregator::new(WindowConfig::default());
+    count_on(&mut aggregator, 0, 1, BASE, ("M", "a"), 200, BASE);
+    let later = BASE + 10 * MICROS_PER_MINUTE;
+    count_on(&mut aggregator, 1, 1, later, ("M", "a"), 200, later);
+    let round = aggregator.checkpoint(later);
     // Partition 0 has been idle for ten minutes of wall time: it follows the wall clock.
     assert_eq!(aggregator.watermark_us(), BASE + 7 * MICROS_PER_MINUTE);
     assert!(
-        aggregator
-            .take_closed()
+        round
+            .finals
             .iter()
             .any(|window| window.key.minute == minute_of(BASE))
     );
@@ -245,9 +341,9 @@ fn an_idle_partition_does_not_hold_back_the_watermark_forever() {
 #[test]
 fn future_timestamps_do_not_run_the_watermark_ahead_of_the_wall_clock() {
     let mut aggregator = Aggregator::new(WindowConfig::default());
-    aggregator.ingest(0, BASE + 60 * MICROS_PER_MINUTE, "M", "a", 200, 1.0, BASE);
-    aggregator.ingest(0, BASE, "M", "a", 200, 1.0, BASE);
-    aggregator.advance(0, BASE);
+    count(&mut aggregator, 1, BASE + 60 * MICROS_PER_MINUTE, "a", 200, BASE);
+    count(&mut aggregator, 2, BASE, "a", 200, BASE);
+    aggregator.advance(BASE);
     assert_eq!(aggregator.watermark_us(), BASE - 3 * MICROS_PER_MINUTE);
     assert_eq!(aggregator.stats().late_events, 0);
 }
@@ -255,30 +351,13 @@ fn future_timestamps_do_not_run_the_watermark_ahead_of_the_wall_clock() {
 #[test]
 fn compacting_series_keeps_open_windows_and_their_totals() {
     let mut aggregator = Aggregator::new(WindowConfig::default());
-    aggregator.ingest(0, BASE, "Gone", "a", 200, 1.0, BASE);
-    aggregator.advance(0, BASE + 10 * MICROS_PER_MINUTE);
-    assert_eq!(aggregator.take_closed().len(), 2);
-    aggregator.ingest(
-        0,
-        BASE + 10 * MICROS_PER_MINUTE,
-        "Kept",
-        "b",
-        500,
-        2.0,
-        BASE + 10 * MICROS_PER_MINUTE,
-    );
+    count_on(&mut aggregator, 0, 1, BASE, ("Gone", "a"), 200, BASE);
+    let later = BASE + 10 * MICROS_PER_MINUTE;
+    assert_eq!(aggregator.checkpoint(later).finals.len(), 2);
+    count_on(&mut aggregator, 0, 2, later, ("Kept", "b"), 500, later);
     assert_eq!(aggregator.compact_series(), 2);
-    aggregator.ingest(
-        0,
-        BASE + 10 * MICROS_PER_MINUTE,
-        "Kept",
-        "b",
-        200,
-        3.0,
-        BASE + 10 * MICROS_PER_MINUTE,
-    );
-    aggregator.advance(0, BASE + 30 * MICROS_PER_MINUTE);
-    let closed = aggregator.take_closed();
-    assert_eq!(closed.len(), 2);
-    assert!(closed.iter().all(|window| window.rollup.calls == 2));
+    count_on(&mut aggregator, 0, 3, later, ("Kept", "b"), 200, later);
+    let finals = aggregator.checkpoint(BASE + 30 * MICROS_PER_MINUTE).finals;
+    assert_eq!(finals.len(), 2);
+    assert!(finals.iter().all(|window| window.rollup.calls == 2));
 }

@@ -190,6 +190,19 @@ function MerchantView({ state, theme }: { state: MerchantViewState; theme: Theme
     </div>
   );
 
+  // A problem with the link itself is known at once and outranks the merchant check, which
+  // answers later: otherwise the check landing would replace this notice with "Unknown merchant".
+  if (problem) {
+    return (
+      <div className="page">
+        {header}
+        <Notice tone="error" title="This period cannot be shown" testId="view-problem">
+          {problem}
+        </Notice>
+      </div>
+    );
+  }
+
   if (unknown) {
     return (
       <div className="page">
@@ -213,17 +226,6 @@ function MerchantView({ state, theme }: { state: MerchantViewState; theme: Theme
           ) : (
             <p>Type a few letters in the search box at the top to see the merchants it knows.</p>
           )}
-        </Notice>
-      </div>
-    );
-  }
-
-  if (problem) {
-    return (
-      <div className="page">
-        {header}
-        <Notice tone="error" title="This period cannot be shown" testId="view-problem">
-          {problem}
         </Notice>
       </div>
     );

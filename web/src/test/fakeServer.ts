@@ -2,7 +2,14 @@
 
 import { vi } from 'vitest';
 
-export type Handler = (url: URL) => { status?: number; body?: unknown; text?: string } | Promise<never>;
+export interface Answer {
+  status?: number;
+  body?: unknown;
+  text?: string;
+}
+
+/** Answers a request; a promise lets a test decide when (or whether) the answer arrives. */
+export type Handler = (url: URL) => Answer | Promise<Answer>;
 
 export interface FakeServer {
   requests: URL[];

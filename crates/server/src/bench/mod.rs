@@ -20,7 +20,7 @@ use mm_query::{ApiSort, MerchantSort, Period, Step};
 use mm_storage::rollups::{CheckpointBatch, RollupStore};
 use mm_storage::{codec, wal};
 use mm_traffic::{TrafficConfig, TrafficGenerator};
-use mm_window::{Aggregator, WindowConfig};
+use mm_window::{Aggregator, Call, Origin, WindowConfig};
 
 use crate::pipeline::now_us;
 
@@ -150,28 +150,26 @@ fn bench_aggregate(args: &BenchArgs) -> anyhow::Result<()> {
             let now = chunk.last().map_or(0, |event| event.arrival_us);
             for event in chunk {
                 aggregator.ingest(
-                    0,
-                    event.ts_us,
-                    &names[event.merchant as usize],
-                    event.api,
-                    event.status,
-                    event.latency_ms,
-                    now,
+                    Origin { partition: 0, position: 0 },
+                    Call {
+                        ts_us: event.ts_us,
+                        merchant: &names[event.merchant as usize],
+                        api: event.api,
+                        status: event.status,
+                        latency_ms: event.latency_ms,
+                    },
+                    now
                 );
             }
-            aggregator.advance(0, now);
-            std::hint::black_box(aggregator.take_closed());
-            std::hint::black_box(aggregator.take_corrections());
+            aggregator.advance(now);
             if Instant::now() >= next_checkpoint {
                 // What a server checkpoint takes out of the aggregator.
-                let mut dirty = 0usize;
-                aggregator.drain_dirty(|_, _, _, _| dirty += 1);
-                std::hint::black_box(dirty);
+                std::hint::black_box(aggregator.checkpoint(now));
                 next_checkpoint = Instant::now() + Duration::from_secs(1);
             }
         }
         aggregator.close_all();
-        std::hint::black_box(aggregator.take_closed());
+        std::hint::black_box(aggregator.checkpoint(i64::MAX));
         let elapsed = started.elapsed().as_secs_f64();
         late = aggregator.stats().late_events;
         rates.push(events.len() as f64 / elapsed);
@@ -258,21 +256,21 @@ pub fn parse_and_aggregate(
                 let decoded = handoff::unpack(&payload, |event| {
                     last_ts = last_ts.max(event.ts_us);
                     aggregator.ingest(
-                        0,
-                        event.ts_us,
-                        event.merchant,
-                        event.api,
-                        event.status,
-                        event.latency_ms,
-                        i64::MAX,
+                        Origin { partition: 0, position: 0 },
+                        Call {
+                            ts_us: event.ts_us,
+                            merchant: event.merchant,
+                            api: event.api,
+                            status: event.status,
+                            latency_ms: event.latency_ms,
+                        },
+                        i64::MAX
                     );
                 })
                 .context("a parsed chunk is cut short")?;
                 events += decoded;
                 // The file's own clock: time advances with the data.
-                aggregator.advance(0, last_ts);
-                std::hint::black_box(aggregator.take_closed());
-                std::hint::black_box(aggregator.take_corrections());
+                aggregator.advance(last_ts);
                 expected += 1;
             }
         }
@@ -280,7 +278,7 @@ pub fn parse_and_aggregate(
             .join()
             .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
         aggregator.close_all();
-        std::hint::black_box(aggregator.take_closed());
+        std::hint::black_box(aggregator.checkpoint(i64::MAX));
         Ok((events, aggregator.stats().late_events, rejected))
     })
 }
@@ -496,24 +494,24 @@ fn bench_stages(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
     wal::decode_batch(&payload, |event| {
         last_ts = last_ts.max(event.ts_us);
         aggregator.ingest(
-            0,
-            event.ts_us,
-            &event.merchant,
-            &event.api,
-            event.status,
-            event.latency_ms,
-            i64::MAX,
+            Origin { partition: 0, position: 0 },
+            Call {
+                ts_us: event.ts_us,
+                merchant: &event.merchant,
+                api: &event.api,
+                status: event.status,
+                latency_ms: event.latency_ms,
+            },
+            i64::MAX
         );
         count += 1;
         if count.is_multiple_of(1000) {
-            aggregator.advance(0, last_ts);
-            std::hint::black_box(aggregator.take_closed());
-            std::hint::black_box(aggregator.take_corrections());
+            aggregator.advance(last_ts);
         }
     })
     .context("decoding")?;
     aggregator.close_all();
-    std::hint::black_box(aggregator.take_closed());
+    std::hint::black_box(aggregator.checkpoint(i64::MAX));
     let decode_aggregate = per_event(started.elapsed());
     std::hint::black_box((valid, decoded));
     println!(

@@ -17,7 +17,7 @@ use std::sync::{Mutex, mpsc};
 use anyhow::Context;
 use mm_model::mapping::{EventParser, TimeBounds};
 use mm_model::rollup::{Rollup, WindowKey};
-use mm_window::{Aggregator, WindowConfig};
+use mm_window::{Aggregator, Call, Origin, WindowConfig};
 
 use super::handoff;
 
@@ -53,8 +53,8 @@ fn shard_of(merchant: &str, shards: usize) -> usize {
 pub type Collected = Mutex<BTreeMap<WindowKey, Rollup>>;
 
 fn absorb(aggregator: &mut Aggregator, collect: Option<&Collected>) {
-    let closed = aggregator.take_closed();
-    let corrections = aggregator.take_corrections();
+    let round = aggregator.checkpoint(i64::MIN);
+    let (closed, corrections) = (round.finals, round.corrections);
     let Some(collect) = collect else {
         std::hint::black_box((closed, corrections));
         return;
@@ -63,8 +63,11 @@ fn absorb(aggregator: &mut Aggregator, collect: Option<&Collected>) {
         for window in closed {
             store.entry(window.key).or_default().merge(&window.rollup);
         }
-        for (key, delta) in corrections {
-            store.entry(key).or_default().merge(&delta);
+        for correction in corrections {
+            store
+                .entry(correction.key)
+                .or_default()
+                .merge(&correction.late);
         }
     }
 }
@@ -159,18 +162,20 @@ pub fn parse_and_aggregate_sharded(
                         events += handoff::unpack(part, |event| {
                             last_ts = last_ts.max(event.ts_us);
                             aggregator.ingest(
-                                0,
-                                event.ts_us,
-                                event.merchant,
-                                event.api,
-                                event.status,
-                                event.latency_ms,
-                                i64::MAX,
+                                Origin { partition: 0, position: 0 },
+                                Call {
+                                    ts_us: event.ts_us,
+                                    merchant: event.merchant,
+                                    api: event.api,
+                                    status: event.status,
+                                    latency_ms: event.latency_ms,
+                                },
+                                i64::MAX
                             );
                         })
                         .context("a parsed part is cut short")?;
                         if last_ts > i64::MIN {
-                            aggregator.advance(0, last_ts);
+                            aggregator.advance(last_ts);
                         }
                         absorb(aggregator, collect);
                         Ok(())

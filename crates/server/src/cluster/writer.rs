@@ -22,25 +22,12 @@ use std::time::Duration;
 use anyhow::Context;
 use mm_kafka::delivery::{flush, send_blocking};
 use mm_kafka::{TrackedProducer, encode_window, header, partition_for};
-use mm_model::rollup::{Rollup, WindowKey};
 use mm_storage::codec::{self, RollupState};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::BaseRecord;
 
+use super::aggregate::partition::Outgoing;
 use crate::pipeline::ActivityRecord;
-
-/// A window's rollup on its way out.
-pub struct Outgoing {
-    pub key: WindowKey,
-    pub rollup: Rollup,
-    /// A correction (the new total of a window already emitted).
-    pub correction: bool,
-    /// The aggregation partition, and the last offset of it the rollup covers.
-    pub partition: i32,
-    pub covers: i64,
-    /// A snapshot of a window still open, for the open-window topic.
-    pub open: bool,
-}
 
 /// Everything one checkpoint sends.
 pub struct CheckpointJob {
@@ -150,12 +137,7 @@ impl Emitter {
         let (topic, target, headers, value) = if *open {
             (self.open_topic.as_str(), *partition, headers, Vec::new())
         } else {
-            let mut record = ActivityRecord::new(key, rollup, *correction);
-            // The same content always carries the same key: what it covers identifies it.
-            record.dedupe_key = format!(
-                "{}|{}|{}|{partition}:{covers}",
-                key.merchant, key.api, key.minute
-            );
+            let record = ActivityRecord::new(key, rollup, *correction);
             let value = serde_json::to_vec(&record).context("encoding an activity record")?;
             let headers = headers.insert(rdkafka::message::Header {
                 key: header::DEDUPE_KEY,

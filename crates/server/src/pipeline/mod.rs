@@ -28,12 +28,7 @@ use tokio::sync::broadcast;
 
 use worker::Worker;
 
-/// Wall clock in µs since the epoch.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_micros() as i64)
-}
+pub use mm_model::time::now_us;
 
 /// Pipeline settings.
 #[derive(Debug, Clone)]

@@ -6,13 +6,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mm_model::rollup::{MERCHANT_TOTAL_API, WindowKey};
 use mm_model::time::minute_of;
 use mm_storage::codec::CodecError;
 use mm_storage::rollups::{Checkpoint, CheckpointBatch, RollupStore};
 use mm_storage::wal::{self, CommittedBatch};
 use mm_telemetry::{KindLabel, Metrics};
-use mm_window::Aggregator;
+use mm_window::{Aggregator, Call, Origin};
 
 use super::activity::{ActivityRecord, ActivitySinks};
 use super::archiver::WalFloor;
@@ -75,58 +74,43 @@ impl Worker {
         now_wall_us: i64,
     ) -> Result<usize, CodecError> {
         let aggregator = &mut self.aggregator;
+        let origin = Origin {
+            partition: 0,
+            position: lsn as i64,
+        };
         let count = wal::decode_batch(payload, |event| {
-            aggregator.ingest(
-                0,
-                event.ts_us,
-                &event.merchant,
-                &event.api,
-                event.status,
-                event.latency_ms,
-                now_wall_us,
-            );
+            aggregator.ingest(origin, Call::from(&event), now_wall_us);
         })?;
         self.applied_lsn = lsn;
-        self.aggregator.advance(0, now_wall_us);
+        self.aggregator.advance(now_wall_us);
         Ok(count)
     }
 
     /// Writes everything that changed since the last checkpoint, atomically with the WAL
     /// position it covers; emits the windows it makes final first (at-least-once).
     pub(super) fn checkpoint(&mut self, now_wall_us: i64) -> anyhow::Result<()> {
-        self.aggregator.advance(0, now_wall_us);
-        let finals: Vec<(WindowKey, mm_model::Rollup)> = self
-            .aggregator
-            .take_closed()
-            .into_iter()
-            .map(|closed| (closed.key, closed.rollup))
-            .collect();
-        let corrections = self.aggregator.take_corrections();
-        let mut open = Vec::new();
-        self.aggregator
-            .drain_dirty(|merchant, api, minute, rollup| {
-                open.push((
-                    WindowKey {
-                        merchant: merchant.to_owned(),
-                        api: api.to_owned(),
-                        minute,
-                    },
-                    rollup.clone(),
-                ));
-            });
+        let round = self.aggregator.checkpoint(now_wall_us);
         self.report_gauges(now_wall_us);
         let covered = self.checkpointed_lsn.load(Ordering::Acquire);
-        if finals.is_empty()
-            && corrections.is_empty()
-            && open.is_empty()
-            && covered == self.applied_lsn
-        {
+        if round.is_empty() && covered == self.applied_lsn {
             return Ok(());
         }
         let batch = CheckpointBatch {
-            finals,
-            corrections,
-            open,
+            finals: round
+                .finals
+                .into_iter()
+                .map(|window| (window.key, window.rollup))
+                .collect(),
+            corrections: round
+                .corrections
+                .into_iter()
+                .map(|correction| (correction.key, correction.late))
+                .collect(),
+            open: round
+                .open
+                .into_iter()
+                .map(|window| (window.key, window.rollup))
+                .collect(),
             checkpoint: Checkpoint {
                 lsn: self.applied_lsn,
                 watermark_us: self.aggregator.watermark_us(),
@@ -137,18 +121,10 @@ impl Worker {
         let prepared = self.store.prepare(batch).context("preparing checkpoint")?;
         let mut records = Vec::with_capacity(prepared.finals.len() + prepared.corrected.len());
         let mut corrections_emitted = 0u64;
-        for (key, rollup) in prepared
-            .finals
-            .iter()
-            .filter(|(key, _)| key.api != MERCHANT_TOTAL_API)
-        {
+        for (key, rollup) in &prepared.finals {
             records.push(ActivityRecord::new(key, rollup, false));
         }
-        for (key, rollup) in prepared
-            .corrected
-            .iter()
-            .filter(|(key, _)| key.api != MERCHANT_TOTAL_API)
-        {
+        for (key, rollup) in &prepared.corrected {
             records.push(ActivityRecord::new(key, rollup, true));
             corrections_emitted += 1;
         }

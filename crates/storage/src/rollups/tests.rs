@@ -382,3 +382,35 @@ fn open_window_snapshots_give_way_to_the_final_that_covers_more() {
         BTreeMap::from([(3, 1)])
     );
 }
+
+#[test]
+fn a_final_replaces_the_snapshot_covering_as_much_when_a_partition_went_idle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let calls = [(200, 1.0), (404, 3.0)];
+    let snapshot = Replicated {
+        open: true,
+        ..replicated("M", "a", &calls, 5)
+    };
+    store
+        .apply_replicated(vec![snapshot.clone()], "open", &[(3, 6)])
+        .expect("applies");
+    assert!(store.is_open(&key("M", "a", MINUTE)).expect("reads"));
+    // The partition received nothing more: the wall clock closed the window at offset 5.
+    assert_eq!(
+        store
+            .apply_replicated(vec![replicated("M", "a", &calls, 5)], "activity", &[(3, 6)])
+            .expect("applies"),
+        1
+    );
+    assert!(!store.is_open(&key("M", "a", MINUTE)).expect("reads"), "final now");
+    assert!(store.load_open().expect("loads").is_empty());
+    // The snapshot delivered again changes nothing: a final is never reopened at equal cover.
+    assert_eq!(
+        store
+            .apply_replicated(vec![snapshot], "open", &[(3, 6)])
+            .expect("applies"),
+        0
+    );
+    assert!(!store.is_open(&key("M", "a", MINUTE)).expect("reads"));
+}

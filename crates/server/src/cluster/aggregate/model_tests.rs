@@ -1,0 +1,543 @@
+//! Model-based tests of the aggregation consumer's partition logic.
+//!
+//! One partition of the aggregation topic is an in-memory log of repartitioned records (with
+//! duplicates, as a repartitioner that crashed re-produces them) cut into record batches. A
+//! consumer reads it the way the test broker answers: a fetch that starts inside a batch gets
+//! the *next* batch (inside the last batch: nothing), guarded by [`Continuity`] as the real
+//! consumer is. Owners process records, run checkpoint rounds and deliver what a round
+//! produces to the real replica store ([`RollupStore::apply_replicated`]); a round's records
+//! then its checkpoint, as the checkpoint writer does. Owners crash at every step of a
+//! checkpoint (before any record, after a random part of them, after all of them, after the
+//! checkpoint) or lose the partition in a rebalance at any record; the next owner restores from
+//! the last checkpoint written. At the end every window must hold exactly what a plain fold
+//! over the unique calls gives, and be final.
+
+use mm_kafka::PartitionCheckpoint;
+use mm_model::mapping::{EventParser, FieldMapping};
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+use mm_model::time::{MICROS_PER_MINUTE, MICROS_PER_SECOND, format_rfc3339, minute_of};
+use mm_storage::rollups::{Replicated, RollupStore};
+use mm_window::WindowConfig;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::decode::RecordDecoder;
+use super::partition::{InputRecord, Outcome, Outgoing, PartitionState};
+use crate::cluster::group::{Continuity, Position};
+
+const BASE: i64 = 1_795_791_600_000_000;
+
+/// The seeded random source of a scenario.
+struct Xorshift(Box<dyn FnMut() -> u64>);
+
+impl Xorshift {
+    fn new(seed: u64) -> Self {
+        Self(Box::new(mm_testkit::xorshift(seed)))
+    }
+
+    /// A number in `0..bound`.
+    fn below(&mut self, bound: u64) -> u64 {
+        (self.0)() % bound
+    }
+}
+const PARTITION: i32 = 3;
+
+/// One API call as generated.
+#[derive(Debug, Clone)]
+struct Call {
+    ts_us: i64,
+    arrival_us: i64,
+    merchant: String,
+    api: String,
+    status: u16,
+    latency_ms: f64,
+}
+
+/// One record of the aggregation partition.
+#[derive(Debug, Clone)]
+struct LogRecord {
+    offset: i64,
+    /// Wall clock when it arrives at the consumer.
+    arrival_us: i64,
+    payload: Vec<u8>,
+    source: (i32, i64),
+}
+
+/// The partition: records in offset order, cut into batches.
+struct Log {
+    records: Vec<LogRecord>,
+    /// First offset of each batch, ascending, starting at 0.
+    batch_starts: Vec<i64>,
+}
+
+impl Log {
+    /// What a fetch from `from` returns: the batch holding `from`, or, the test broker's way
+    /// (`quirk`), the batch after it when `from` is inside a batch (nothing when it is the
+    /// last).
+    fn fetch(&self, from: i64, quirk: bool) -> &[LogRecord] {
+        let end = self.records.len() as i64;
+        if from >= end {
+            return &[];
+        }
+        let index = match self.batch_starts.binary_search(&from) {
+            Ok(index) => index,
+            Err(index) if quirk => index,
+            Err(index) => index - 1,
+        };
+        let Some(start) = self.batch_starts.get(index) else {
+            return &[];
+        };
+        let stop = self.batch_starts.get(index + 1).copied().unwrap_or(end);
+        &self.records[*start as usize..stop as usize]
+    }
+}
+
+/// Where an owner stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Crashes in a checkpoint before any of its records is delivered.
+    BeforeRecords,
+    /// Crashes after some of its records (each kept with this probability in percent).
+    AmidRecords(u8),
+    /// Crashes after all of its records, before the checkpoint.
+    BeforeCheckpoint,
+    /// Crashes right after the checkpoint is written (nothing committed yet).
+    AfterCheckpoint,
+    /// Loses the partition in a rebalance after processing this many more records (the
+    /// checkpoints handed over are written first, as the revoke hook waits for them).
+    Rebalance(usize),
+}
+
+/// The downstream side: the replica store and the checkpoint topic's partition.
+struct Downstream {
+    store: RollupStore,
+    checkpoints: Vec<PartitionCheckpoint>,
+    delivered: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Downstream {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = RollupStore::open(dir.path()).expect("store");
+        Self {
+            store,
+            checkpoints: Vec::new(),
+            delivered: 0,
+            _dir: dir,
+        }
+    }
+
+    /// Delivers records to the replica, as it applies what it read: in one batch.
+    fn deliver<'a>(&mut self, records: impl IntoIterator<Item = &'a Outgoing>) {
+        let batch: Vec<Replicated> = records
+            .into_iter()
+            .map(|record| Replicated {
+                key: record.key.clone(),
+                rollup: record.rollup.clone(),
+                partition: record.partition,
+                covers: record.covers,
+                open: record.open,
+            })
+            .collect();
+        self.delivered += batch.len() as u64;
+        self.store
+            .apply_replicated(batch, "activity", &[])
+            .expect("replica write");
+    }
+}
+
+/// A consumer of the log at some position, guarded like the real one.
+struct Reader<'a> {
+    log: &'a Log,
+    position: i64,
+    continuity: Continuity,
+    quirk: bool,
+    buffered: std::collections::VecDeque<LogRecord>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(log: &'a Log, position: i64, quirk: bool) -> Self {
+        Self {
+            log,
+            position,
+            continuity: Continuity::default(),
+            quirk,
+            buffered: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The next record to process when `expected` is due, or `None` at the end of the log.
+    fn next(&mut self, expected: i64) -> Option<LogRecord> {
+        loop {
+            let Some(record) = self.buffered.pop_front() else {
+                let batch = self.log.fetch(self.position, self.quirk);
+                match batch.last() {
+                    Some(last) => {
+                        self.position = last.offset + 1;
+                        self.buffered.extend(batch.iter().cloned());
+                    }
+                    // Nothing comes: read again from before the expected offset, until a
+                    // read from before it finds nothing past it.
+                    None => match self.continuity.stalled(expected) {
+                        Some(to) => self.position = to,
+                        None => return None,
+                    },
+                }
+                continue;
+            };
+            match self.continuity.check(expected, record.offset) {
+                Position::Next | Position::Gap => return Some(record),
+                Position::Behind => {}
+                Position::Reread(to) => {
+                    self.buffered.clear();
+                    self.position = to;
+                }
+            }
+        }
+    }
+}
+
+fn config() -> WindowConfig {
+    WindowConfig {
+        grace_us: 30 * MICROS_PER_SECOND,
+        idle_timeout_us: 10 * MICROS_PER_SECOND,
+    }
+}
+
+fn decoder() -> RecordDecoder {
+    RecordDecoder {
+        parser: Arc::new(EventParser::new(&FieldMapping::default(), false).expect("mapping")),
+        retention_us: i64::MAX / 4,
+        max_skew_us: i64::MAX / 4,
+    }
+}
+
+fn input(record: &LogRecord) -> InputRecord<'_> {
+    InputRecord {
+        offset: record.offset,
+        timestamp_ms: Some(record.arrival_us / 1000),
+        payload: Some(&record.payload),
+        source: Some(record.source),
+    }
+}
+
+/// Generates calls (some late), the log (with re-produced duplicates) and its batches.
+fn generate(seed: u64, calls: usize) -> (Vec<Call>, Log) {
+    let mut random = Xorshift::new(seed);
+    let mut generated: Vec<Call> = (0..calls)
+        .map(|index| {
+            let ts_us = BASE + random.below(12 * MICROS_PER_MINUTE as u64) as i64;
+            let delay = match random.below(10) {
+                0 => random.below(4 * MICROS_PER_MINUTE as u64) as i64,
+                _ => random.below(3 * MICROS_PER_SECOND as u64) as i64,
+            };
+            Call {
+                ts_us,
+                arrival_us: ts_us + delay + index as i64,
+                merchant: format!("M{}", random.below(3)),
+                api: format!("/v1/api{}", random.below(3)),
+                status: [200, 201, 404, 500, 503][random.below(5) as usize],
+                latency_ms: (random.below(200_000) as f64) / 1000.0,
+            }
+        })
+        .collect();
+    generated.sort_by_key(|call| call.arrival_us);
+    let mut records: Vec<LogRecord> = Vec::new();
+    let mut next_source = [0i64; 2];
+    for (index, call) in generated.iter().enumerate() {
+        let source_partition = random.below(2) as usize;
+        let source = (source_partition as i32, next_source[source_partition]);
+        next_source[source_partition] += 1;
+        let payload = format!(
+            r#"{{"ts":"{}","merchant":"{}","api":"{}","status":{},"latency_ms":{},"corr_id":"c{index}"}}"#,
+            format_rfc3339(call.ts_us),
+            call.merchant,
+            call.api,
+            call.status,
+            call.latency_ms
+        );
+        records.push(LogRecord {
+            offset: records.len() as i64,
+            arrival_us: call.arrival_us,
+            payload: payload.into_bytes(),
+            source,
+        });
+        // Now and then a repartitioner that crashed re-produces its last few records.
+        if random.below(40) == 0 {
+            let again: Vec<LogRecord> = records
+                .iter()
+                .rev()
+                .take(1 + random.below(6) as usize)
+                .rev()
+                .cloned()
+                .collect();
+            for mut copy in again {
+                copy.offset = records.len() as i64;
+                copy.arrival_us = call.arrival_us;
+                records.push(copy);
+            }
+        }
+    }
+    let mut batch_starts = vec![0];
+    let mut at = 0i64;
+    while at < records.len() as i64 {
+        at += 1 + random.below(12) as i64;
+        if at < records.len() as i64 {
+            batch_starts.push(at);
+        }
+    }
+    (
+        generated,
+        Log {
+            records,
+            batch_starts,
+        },
+    )
+}
+
+/// Every window of the unique calls, merchant-wide ones included.
+fn fold(calls: &[Call]) -> BTreeMap<WindowKey, Rollup> {
+    let mut expected: BTreeMap<WindowKey, Rollup> = BTreeMap::new();
+    for call in calls {
+        for api in [call.api.as_str(), MERCHANT_TOTAL_API] {
+            expected
+                .entry(WindowKey {
+                    merchant: call.merchant.clone(),
+                    api: api.to_owned(),
+                    minute: minute_of(call.ts_us),
+                })
+                .or_default()
+                .record(call.status, call.latency_ms);
+        }
+    }
+    expected
+}
+
+/// One owner's checkpoint round; returns `false` when the owner crashed in it.
+fn checkpoint_round(
+    state: &mut PartitionState,
+    downstream: &mut Downstream,
+    now: i64,
+    crash: Option<Stop>,
+    random: &mut Xorshift,
+) -> bool {
+    let round = state.round(now);
+    let mut records = round.finals;
+    if state.has_pending() {
+        // The replica holds every earlier record of this owner: they were delivered in order.
+        records.extend(state.corrections(&downstream.store).expect("replica read"));
+    }
+    records.extend(round.open);
+    let checkpoint = state.checkpoint();
+    match crash {
+        Some(Stop::BeforeRecords) => return false,
+        Some(Stop::AmidRecords(kept_percent)) => {
+            let kept: Vec<&Outgoing> = records
+                .iter()
+                .filter(|_| random.below(100) < u64::from(kept_percent))
+                .collect();
+            downstream.deliver(kept);
+            return false;
+        }
+        _ => {}
+    }
+    downstream.deliver(&records);
+    if crash == Some(Stop::BeforeCheckpoint) {
+        return false;
+    }
+    downstream.checkpoints.push(checkpoint);
+    crash != Some(Stop::AfterCheckpoint)
+}
+
+/// A new owner: restored from the last checkpoint and rebuilt, as `restore.rs` does.
+fn take_over(log: &Log, downstream: &Downstream, quirk: bool, now: i64) -> PartitionState {
+    let decoder = decoder();
+    let Some(checkpoint) = downstream.checkpoints.last() else {
+        return PartitionState::new(PARTITION, config(), true, 0);
+    };
+    let mut state = PartitionState::restored(PARTITION, config(), true, checkpoint, now);
+    let mut reader = Reader::new(log, state.next, quirk);
+    while state.rebuilding() {
+        let Some(record) = reader.next(state.next) else {
+            break;
+        };
+        if record.offset >= state.replay_until {
+            break;
+        }
+        state
+            .process(&input(&record), &decoder, &downstream.store, now)
+            .expect("rebuild");
+    }
+    state.next = checkpoint.next;
+    state
+}
+
+/// How many owners stop as a schedule says; the ones after them run to the end of the log.
+const MAX_STOPPED_OWNERS: usize = 6;
+
+/// Runs the log through owners that stop as `stops` says (one per checkpoint round, cycled,
+/// for the first [`MAX_STOPPED_OWNERS`] owners), checkpointing every `every` records; then a
+/// last owner finishes and idles until every window closed. Returns the downstream side.
+fn run(log: &Log, stops: &[Option<Stop>], every: usize, quirk: bool, seed: u64) -> Downstream {
+    let decoder = decoder();
+    let mut random = Xorshift::new(seed);
+    let mut downstream = Downstream::new();
+    let mut stops = stops.iter().copied().cycle();
+    let mut now = BASE;
+    let mut owners = 0;
+    'owners: loop {
+        owners += 1;
+        if owners > MAX_STOPPED_OWNERS {
+            const RUN_TO_THE_END: &[Option<Stop>] = &[None];
+            stops = RUN_TO_THE_END.iter().copied().cycle();
+        }
+        let mut state = take_over(log, &downstream, quirk, now);
+        let mut reader = Reader::new(log, state.next, quirk);
+        let mut stop = stops.next().flatten();
+        let mut since_checkpoint = 0;
+        loop {
+            let Some(record) = reader.next(state.next) else {
+                break 'owners;
+            };
+            now = now.max(record.arrival_us);
+            let outcome = state
+                .process(&input(&record), &decoder, &downstream.store, now)
+                .expect("process");
+            assert!(!matches!(outcome, Outcome::Dead(_)), "{outcome:?}");
+            if let Some(Stop::Rebalance(left)) = &mut stop {
+                if *left == 0 {
+                    // The partition goes: what was handed over is written, the rest is not.
+                    continue 'owners;
+                }
+                *left -= 1;
+            }
+            since_checkpoint += 1;
+            if since_checkpoint >= every {
+                since_checkpoint = 0;
+                let crash = stop.filter(|stop| !matches!(stop, Stop::Rebalance(_)));
+                if !checkpoint_round(&mut state, &mut downstream, now, crash, &mut random) {
+                    continue 'owners;
+                }
+                stop = stops.next().flatten();
+            }
+        }
+    }
+    // The last owner: whatever it had not checkpointed, then idle time closes every window.
+    let mut state = take_over(log, &downstream, quirk, now);
+    let mut reader = Reader::new(log, state.next, quirk);
+    while let Some(record) = reader.next(state.next) {
+        now = now.max(record.arrival_us);
+        state
+            .process(&input(&record), &decoder, &downstream.store, now)
+            .expect("process");
+    }
+    for step in 1..=3 {
+        let later = now + step * 10 * MICROS_PER_MINUTE;
+        assert!(checkpoint_round(
+            &mut state,
+            &mut downstream,
+            later,
+            None,
+            &mut random
+        ));
+    }
+    assert_eq!(state.aggregator.open_windows(), 0);
+    downstream
+}
+
+/// Every window downstream equals the fold, and is final.
+fn assert_exact(downstream: &Downstream, calls: &[Call], label: &str) {
+    let expected = fold(calls);
+    for (key, rollup) in &expected {
+        let replicated = downstream.store.replicated(key).expect("replica read");
+        let Some((stored, partition, _)) = replicated else {
+            panic!("{label}: window {key:?} is missing downstream");
+        };
+        assert_eq!(partition, PARTITION);
+        assert_eq!(
+            stored.calls, rollup.calls,
+            "{label}: calls of window {key:?}"
+        );
+        assert_eq!(&stored, rollup, "{label}: rollup of window {key:?}");
+        assert!(
+            !downstream.store.is_open(key).expect("replica read"),
+            "{label}: window {key:?} is still open downstream"
+        );
+    }
+}
+
+#[test]
+fn without_crashes_every_window_is_exact_and_final() {
+    let (calls, log) = generate(7, 400);
+    assert!(log.records.len() > calls.len(), "the log has duplicates");
+    let downstream = run(&log, &[None], 25, false, 1);
+    assert_exact(&downstream, &calls, "no crash");
+}
+
+#[test]
+fn fetches_inside_a_batch_answered_with_the_next_batch_lose_nothing() {
+    let (calls, log) = generate(11, 400);
+    // Rebalances land inside batches: the new owner's first fetch gets the next batch.
+    let stops = [None, Some(Stop::Rebalance(3)), None, Some(Stop::Rebalance(7))];
+    let downstream = run(&log, &stops, 20, true, 2);
+    assert_exact(&downstream, &calls, "test-broker fetches");
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_checkpoint_loses_and_doubles_nothing() {
+    let (calls, log) = generate(23, 500);
+    for stop in [
+        Stop::BeforeRecords,
+        Stop::AmidRecords(30),
+        Stop::AmidRecords(70),
+        Stop::BeforeCheckpoint,
+        Stop::AfterCheckpoint,
+    ] {
+        for quirk in [false, true] {
+            let stops = [None, None, Some(stop), None, Some(stop)];
+            let downstream = run(&log, &stops, 17, quirk, 3);
+            assert_exact(&downstream, &calls, &format!("{stop:?}, quirk {quirk}"));
+        }
+    }
+}
+
+#[test]
+fn a_rebalance_at_every_record_loses_and_doubles_nothing() {
+    let (calls, log) = generate(31, 160);
+    for at in 0..12 {
+        let stops = [None, Some(Stop::Rebalance(at))];
+        let downstream = run(&log, &stops, 12, true, 4);
+        assert_exact(&downstream, &calls, &format!("rebalance after {at} records"));
+    }
+}
+
+fn stop_strategy() -> impl Strategy<Value = Option<Stop>> {
+    prop_oneof![
+        4 => Just(None),
+        1 => Just(Some(Stop::BeforeRecords)),
+        1 => (0u8..=100).prop_map(|kept| Some(Stop::AmidRecords(kept))),
+        1 => Just(Some(Stop::BeforeCheckpoint)),
+        1 => Just(Some(Stop::AfterCheckpoint)),
+        1 => (0usize..30).prop_map(|after| Some(Stop::Rebalance(after))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn crashes_and_rebalances_anywhere_keep_every_window_exact(
+        seed in 1u64..u64::MAX,
+        calls in 50usize..300,
+        stops in prop::collection::vec(stop_strategy(), 1..8),
+        every in 3usize..40,
+        quirk in any::<bool>(),
+    ) {
+        let (generated, log) = generate(seed, calls);
+        let downstream = run(&log, &stops, every, quirk, seed);
+        assert_exact(&downstream, &generated, "generated schedule");
+        prop_assert!(downstream.delivered > 0);
+    }
+}

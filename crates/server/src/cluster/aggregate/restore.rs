@@ -1,0 +1,258 @@
+//! A newly assigned partition: rebuilt from its last checkpoint before any of its records is
+//! processed (see the parent module).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mm_kafka::PartitionCheckpoint;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::decode::input_record;
+use super::partition::PartitionState;
+use super::{Task, Worker};
+use crate::cluster::group::{Continuity, GroupContext, reread};
+use crate::pipeline::now_us;
+
+impl Worker {
+    /// Rebuilds `partitions` from their committed checkpoints.
+    pub(super) fn restore(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        partitions: &[i32],
+    ) -> anyhow::Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        // Records an earlier owner emitted must be in the replica before late calls are
+        // checked against it.
+        let mut targets = BTreeMap::new();
+        for partition in 0..self.activity_partitions as i32 {
+            if let Ok((_, high)) = self.reader.fetch_watermarks(
+                &self.options.settings.activity_topic,
+                partition,
+                Duration::from_secs(5),
+            ) {
+                targets.insert(partition, high);
+            }
+        }
+        if !self.options.progress.wait_until_settled(
+            &targets,
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+        ) {
+            anyhow::bail!("the activity replica did not catch up within 60 s");
+        }
+        let mut list = TopicPartitionList::new();
+        for partition in partitions {
+            list.add_partition(&self.topic, *partition);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .context("reading committed offsets")?;
+        for partition in partitions.iter().copied() {
+            let committed = committed
+                .find_partition(&self.topic, partition)
+                .and_then(|element| match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                });
+            let mut state = match self.last_checkpoint(partition)? {
+                Some(checkpoint) => {
+                    tracing::debug!(
+                        partition,
+                        ?committed,
+                        ?checkpoint,
+                        "restoring from a checkpoint"
+                    );
+                    let mut state = PartitionState::restored(
+                        partition,
+                        self.options.window,
+                        self.repartitioned,
+                        &checkpoint,
+                        now_us(),
+                    );
+                    self.rebuild(&mut state)?;
+                    state.next = checkpoint.next;
+                    // The group's offset may trail the checkpoint (a commit that failed after
+                    // the checkpoint was written): start reading where the checkpoint ends.
+                    if committed != Some(checkpoint.next) {
+                        let _ = consumer.seek(
+                            &self.topic,
+                            partition,
+                            Offset::Offset(checkpoint.next),
+                            Duration::from_secs(5),
+                        );
+                    }
+                    state
+                }
+                None => {
+                    if let Some(committed) = committed {
+                        tracing::warn!(
+                            partition,
+                            committed,
+                            "offset committed without a checkpoint: starting there with no open windows"
+                        );
+                    }
+                    PartitionState::new(
+                        partition,
+                        self.options.window,
+                        self.repartitioned,
+                        committed.unwrap_or(0),
+                    )
+                }
+            };
+            state.committed = committed;
+            tracing::info!(
+                partition,
+                next = state.next,
+                open_windows = state.aggregator.open_windows(),
+                "partition restored"
+            );
+            self.tasks.insert(
+                partition,
+                Task {
+                    state,
+                    continuity: Continuity::default(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The last record of the checkpoint topic's partition `partition`: the latest complete
+    /// checkpoint of that aggregation partition.
+    fn last_checkpoint(&self, partition: i32) -> anyhow::Result<Option<PartitionCheckpoint>> {
+        let topic = self.options.settings.checkpoint_topic();
+        let (low, high) = self
+            .reader
+            .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+            .with_context(|| format!("reading the end of {topic} partition {partition}"))?;
+        if high <= low {
+            return Ok(None);
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&topic, partition, Offset::Offset(high - 1))
+            .context("positioning the checkpoint reader")?;
+        self.reader
+            .assign(&list)
+            .context("assigning the checkpoint reader")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let found = loop {
+            match self.reader.poll(Duration::from_millis(500)) {
+                // Only this partition's last record: the reader is shared, and every
+                // partition of the checkpoint topic has as many records as the others.
+                Some(Ok(message))
+                    if message.topic() == topic
+                        && message.partition() == partition
+                        && message.offset() == high - 1 =>
+                {
+                    let text = message
+                        .payload()
+                        .and_then(|payload| std::str::from_utf8(payload).ok())
+                        .unwrap_or_default();
+                    break PartitionCheckpoint::decode(text).with_context(|| {
+                        format!("{topic} partition {partition} offset {}", high - 1)
+                    })?;
+                }
+                Some(Ok(_)) | None => {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "reading the last checkpoint of partition {partition} timed out"
+                    );
+                }
+                Some(Err(error)) => tracing::warn!(%error, "checkpoint reader"),
+            }
+        };
+        self.reader
+            .unassign()
+            .context("releasing the checkpoint reader")?;
+        Ok(found)
+    }
+
+    /// Re-reads `[state.next, state.replay_until)` into the partition.
+    fn rebuild(&mut self, state: &mut PartitionState) -> anyhow::Result<()> {
+        if !state.rebuilding() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.topic, state.partition, Offset::Offset(state.next))
+            .context("positioning the rebuild reader")?;
+        self.reader
+            .assign(&list)
+            .context("assigning the rebuild reader")?;
+        let started = Instant::now();
+        let mut replayed = 0u64;
+        let mut continuity = Continuity::default();
+        let mut heard = Instant::now();
+        while state.next < state.replay_until {
+            match self.reader.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    // Only this partition's records, in order, from where the rebuild stands.
+                    if message.topic() != self.topic || message.partition() != state.partition {
+                        continue;
+                    }
+                    heard = Instant::now();
+                    if !continuity.admit(
+                        &self.reader,
+                        (&self.topic, state.partition),
+                        state.next,
+                        message.offset(),
+                        &self.options.metrics,
+                    ) {
+                        continue;
+                    }
+                    if message.offset() >= state.replay_until {
+                        break;
+                    }
+                    let now = self.clock.now_us();
+                    state.process(
+                        &input_record(&message),
+                        &self.decoder,
+                        &*self.options.store,
+                        now,
+                    )?;
+                    replayed += 1;
+                }
+                Some(Err(error)) => tracing::warn!(%error, "rebuild reader"),
+                // Nothing comes: read again from before the expected offset, until a read from
+                // before it finds nothing past it.
+                None if heard.elapsed() >= Duration::from_secs(1) => {
+                    heard = Instant::now();
+                    match continuity.stalled(state.next) {
+                        Some(to) => reread(
+                            &self.reader,
+                            &self.topic,
+                            state.partition,
+                            (state.next, None, to),
+                            &self.options.metrics,
+                        ),
+                        None => {
+                            tracing::warn!(
+                                partition = state.partition,
+                                from = state.next,
+                                to = state.replay_until,
+                                "records to rebuild open windows from are gone (retention): the windows lack them"
+                            );
+                            break;
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        self.reader
+            .unassign()
+            .context("releasing the rebuild reader")?;
+        self.options.metrics.kafka_replayed_records.inc_by(replayed);
+        tracing::info!(
+            partition = state.partition,
+            replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "open windows rebuilt"
+        );
+        Ok(())
+    }
+}
