@@ -42,7 +42,15 @@ fn count(
     status: u16,
     now_wall_us: i64,
 ) -> Disposition {
-    count_on(aggregator, 0, position, ts_us, ("M", api), status, now_wall_us)
+    count_on(
+        aggregator,
+        0,
+        position,
+        ts_us,
+        ("M", api),
+        status,
+        now_wall_us,
+    )
 }
 
 fn count_on(
@@ -240,7 +248,14 @@ fn late_events_become_corrections_not_drops() {
     };
     let mut aggregator = Aggregator::new(config);
     count(&mut aggregator, 1, BASE, "a", 200, BASE);
-    count(&mut aggregator, 2, BASE + 3 * minute, "a", 200, BASE + 3 * minute);
+    count(
+        &mut aggregator,
+        2,
+        BASE + 3 * minute,
+        "a",
+        200,
+        BASE + 3 * minute,
+    );
     let round = aggregator.checkpoint(BASE + 3 * minute);
     assert!(
         round
@@ -268,7 +283,12 @@ fn late_events_become_corrections_not_drops() {
         );
     }
     assert!(!aggregator.has_corrections());
-    assert!(aggregator.checkpoint(BASE + 3 * minute).corrections.is_empty());
+    assert!(
+        aggregator
+            .checkpoint(BASE + 3 * minute)
+            .corrections
+            .is_empty()
+    );
 }
 
 #[test]
@@ -294,7 +314,12 @@ fn late_calls_already_counted_downstream_are_not_collected_again() {
     assert_eq!(round.corrections[0].key.api, MERCHANT_TOTAL_API);
     assert_eq!(round.corrections[0].last_position, 9);
     assert!(!aggregator.add_late(10, call, |_| true));
-    assert!(aggregator.checkpoint(BASE + 10 * minute).corrections.is_empty());
+    assert!(
+        aggregator
+            .checkpoint(BASE + 10 * minute)
+            .corrections
+            .is_empty()
+    );
 }
 
 #[test]
@@ -304,7 +329,11 @@ fn a_round_hands_out_changed_open_windows_once() {
     count(&mut aggregator, 1, BASE, "b", 404, BASE);
     let round = aggregator.checkpoint(BASE);
     assert!(round.finals.is_empty());
-    let mut keys: Vec<&str> = round.open.iter().map(|window| window.key.api.as_str()).collect();
+    let mut keys: Vec<&str> = round
+        .open
+        .iter()
+        .map(|window| window.key.api.as_str())
+        .collect();
     keys.sort_unstable();
     assert_eq!(keys, [MERCHANT_TOTAL_API, "a", "b"]);
     let total = round
@@ -313,10 +342,17 @@ fn a_round_hands_out_changed_open_windows_once() {
         .find(|window| window.key.api == MERCHANT_TOTAL_API)
         .expect("merchant total");
     assert_eq!(total.rollup.calls, 2);
-    assert!(aggregator.checkpoint(BASE).is_empty(), "nothing changed since");
+    assert!(
+        aggregator.checkpoint(BASE).is_empty(),
+        "nothing changed since"
+    );
     count(&mut aggregator, 2, BASE, "b", 200, BASE);
     let round = aggregator.checkpoint(BASE);
-    let mut keys: Vec<&str> = round.open.iter().map(|window| window.key.api.as_str()).collect();
+    let mut keys: Vec<&str> = round
+        .open
+        .iter()
+        .map(|window| window.key.api.as_str())
+        .collect();
     keys.sort_unstable();
     assert_eq!(keys, [MERCHANT_TOTAL_API, "b"], "only what changed");
 }
@@ -341,7 +377,14 @@ fn an_idle_partition_does_not_hold_back_the_watermark_forever() {
 #[test]
 fn future_timestamps_do_not_run_the_watermark_ahead_of_the_wall_clock() {
     let mut aggregator = Aggregator::new(WindowConfig::default());
-    count(&mut aggregator, 1, BASE + 60 * MICROS_PER_MINUTE, "a", 200, BASE);
+    count(
+        &mut aggregator,
+        1,
+        BASE + 60 * MICROS_PER_MINUTE,
+        "a",
+        200,
+        BASE,
+    );
     count(&mut aggregator, 2, BASE, "a", 200, BASE);
     aggregator.advance(BASE);
     assert_eq!(aggregator.watermark_us(), BASE - 3 * MICROS_PER_MINUTE);

@@ -150,7 +150,10 @@ fn bench_aggregate(args: &BenchArgs) -> anyhow::Result<()> {
             let now = chunk.last().map_or(0, |event| event.arrival_us);
             for event in chunk {
                 aggregator.ingest(
-                    Origin { partition: 0, position: 0 },
+                    Origin {
+                        partition: 0,
+                        position: 0,
+                    },
                     Call {
                         ts_us: event.ts_us,
                         merchant: &names[event.merchant as usize],
@@ -158,7 +161,7 @@ fn bench_aggregate(args: &BenchArgs) -> anyhow::Result<()> {
                         status: event.status,
                         latency_ms: event.latency_ms,
                     },
-                    now
+                    now,
                 );
             }
             aggregator.advance(now);
@@ -256,7 +259,10 @@ pub fn parse_and_aggregate(
                 let decoded = handoff::unpack(&payload, |event| {
                     last_ts = last_ts.max(event.ts_us);
                     aggregator.ingest(
-                        Origin { partition: 0, position: 0 },
+                        Origin {
+                            partition: 0,
+                            position: 0,
+                        },
                         Call {
                             ts_us: event.ts_us,
                             merchant: event.merchant,
@@ -264,7 +270,7 @@ pub fn parse_and_aggregate(
                             status: event.status,
                             latency_ms: event.latency_ms,
                         },
-                        i64::MAX
+                        i64::MAX,
                     );
                 })
                 .context("a parsed chunk is cut short")?;
@@ -494,7 +500,10 @@ fn bench_stages(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
     wal::decode_batch(&payload, |event| {
         last_ts = last_ts.max(event.ts_us);
         aggregator.ingest(
-            Origin { partition: 0, position: 0 },
+            Origin {
+                partition: 0,
+                position: 0,
+            },
             Call {
                 ts_us: event.ts_us,
                 merchant: &event.merchant,
@@ -502,7 +511,7 @@ fn bench_stages(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
                 status: event.status,
                 latency_ms: event.latency_ms,
             },
-            i64::MAX
+            i64::MAX,
         );
         count += 1;
         if count.is_multiple_of(1000) {

@@ -162,7 +162,10 @@ pub fn parse_and_aggregate_sharded(
                         events += handoff::unpack(part, |event| {
                             last_ts = last_ts.max(event.ts_us);
                             aggregator.ingest(
-                                Origin { partition: 0, position: 0 },
+                                Origin {
+                                    partition: 0,
+                                    position: 0,
+                                },
                                 Call {
                                     ts_us: event.ts_us,
                                     merchant: event.merchant,
@@ -170,7 +173,7 @@ pub fn parse_and_aggregate_sharded(
                                     status: event.status,
                                     latency_ms: event.latency_ms,
                                 },
-                                i64::MAX
+                                i64::MAX,
                             );
                         })
                         .context("a parsed part is cut short")?;

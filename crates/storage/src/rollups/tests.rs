@@ -403,7 +403,10 @@ fn a_final_replaces_the_snapshot_covering_as_much_when_a_partition_went_idle() {
             .expect("applies"),
         1
     );
-    assert!(!store.is_open(&key("M", "a", MINUTE)).expect("reads"), "final now");
+    assert!(
+        !store.is_open(&key("M", "a", MINUTE)).expect("reads"),
+        "final now"
+    );
     assert!(store.load_open().expect("loads").is_empty());
     // The snapshot delivered again changes nothing: a final is never reopened at equal cover.
     assert_eq!(

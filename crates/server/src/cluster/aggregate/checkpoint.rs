@@ -81,7 +81,10 @@ impl Worker {
     /// Prepares a checkpoint and hands it to the writer (see `writer.rs`). `Ok(false)` when
     /// the broker did not take what an earlier checkpoint covered: the caller starts over from
     /// the last checkpoints.
-    pub(super) fn checkpoint(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<bool> {
+    pub(super) fn checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+    ) -> anyhow::Result<bool> {
         if !self.collect(consumer, CommitMode::Async)? {
             return Ok(false);
         }

@@ -32,7 +32,6 @@ mod restore;
 #[cfg(test)]
 mod model_tests;
 
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -250,18 +250,10 @@ fn generate(seed: u64, calls: usize) -> (Vec<Call>, Log) {
         let source_partition = random.below(2) as usize;
         let source = (source_partition as i32, next_source[source_partition]);
         next_source[source_partition] += 1;
-        let payload = format!(
-            r#"{{"ts":"{}","merchant":"{}","api":"{}","status":{},"latency_ms":{},"corr_id":"c{index}"}}"#,
-            format_rfc3339(call.ts_us),
-            call.merchant,
-            call.api,
-            call.status,
-            call.latency_ms
-        );
         records.push(LogRecord {
             offset: records.len() as i64,
             arrival_us: call.arrival_us,
-            payload: payload.into_bytes(),
+            payload: payload(call, index),
             source,
         });
         // Now and then a repartitioner that crashed re-produces its last few records.
@@ -295,6 +287,36 @@ fn generate(seed: u64, calls: usize) -> (Vec<Call>, Log) {
             batch_starts,
         },
     )
+}
+
+/// A record's value: the call as JSON in the default field names.
+fn payload(call: &Call, index: usize) -> Vec<u8> {
+    format!(
+        r#"{{"ts":"{}","merchant":"{}","api":"{}","status":{},"latency_ms":{},"corr_id":"c{index}"}}"#,
+        format_rfc3339(call.ts_us),
+        call.merchant,
+        call.api,
+        call.status,
+        call.latency_ms
+    )
+    .into_bytes()
+}
+
+/// The log of `calls` in the given order, one source partition, batches of five.
+fn in_order(calls: &[Call]) -> Log {
+    Log {
+        records: calls
+            .iter()
+            .enumerate()
+            .map(|(index, call)| LogRecord {
+                offset: index as i64,
+                arrival_us: call.arrival_us,
+                payload: payload(call, index),
+                source: (0, index as i64),
+            })
+            .collect(),
+        batch_starts: (0..calls.len() as i64).step_by(5).collect(),
+    }
 }
 
 /// Every window of the unique calls, merchant-wide ones included.
@@ -379,7 +401,8 @@ const MAX_STOPPED_OWNERS: usize = 6;
 
 /// Runs the log through owners that stop as `stops` says (one per checkpoint round, cycled,
 /// for the first [`MAX_STOPPED_OWNERS`] owners), checkpointing every `every` records; then a
-/// last owner finishes and idles until every window closed. Returns the downstream side.
+/// last owner finishes, checkpoints, and idles until every window closed. Returns the
+/// downstream side.
 fn run(log: &Log, stops: &[Option<Stop>], every: usize, quirk: bool, seed: u64) -> Downstream {
     let decoder = decoder();
     let mut random = Xorshift::new(seed);
@@ -396,7 +419,9 @@ fn run(log: &Log, stops: &[Option<Stop>], every: usize, quirk: bool, seed: u64) 
         let mut state = take_over(log, &downstream, quirk, now);
         let mut reader = Reader::new(log, state.next, quirk);
         let mut stop = stops.next().flatten();
+        // Owners' rounds fall at different records, as their timers would.
         let mut since_checkpoint = 0;
+        let mut round_after = every + 7 * ((owners - 1) % 3);
         loop {
             let Some(record) = reader.next(state.next) else {
                 break 'owners;
@@ -414,8 +439,9 @@ fn run(log: &Log, stops: &[Option<Stop>], every: usize, quirk: bool, seed: u64) 
                 *left -= 1;
             }
             since_checkpoint += 1;
-            if since_checkpoint >= every {
+            if since_checkpoint >= round_after {
                 since_checkpoint = 0;
+                round_after = every;
                 let crash = stop.filter(|stop| !matches!(stop, Stop::Rebalance(_)));
                 if !checkpoint_round(&mut state, &mut downstream, now, crash, &mut random) {
                     continue 'owners;
@@ -433,7 +459,10 @@ fn run(log: &Log, stops: &[Option<Stop>], every: usize, quirk: bool, seed: u64) 
             .process(&input(&record), &decoder, &downstream.store, now)
             .expect("process");
     }
-    for step in 1..=3 {
+    // A round at the end of the input (snapshots of the open windows, covering the last
+    // offset), then the partition idles: wall-clock time closes every window, and the finals
+    // cover what the snapshots did.
+    for step in 0..=3 {
         let later = now + step * 10 * MICROS_PER_MINUTE;
         assert!(checkpoint_round(
             &mut state,
@@ -480,7 +509,12 @@ fn without_crashes_every_window_is_exact_and_final() {
 fn fetches_inside_a_batch_answered_with_the_next_batch_lose_nothing() {
     let (calls, log) = generate(11, 400);
     // Rebalances land inside batches: the new owner's first fetch gets the next batch.
-    let stops = [None, Some(Stop::Rebalance(3)), None, Some(Stop::Rebalance(7))];
+    let stops = [
+        None,
+        Some(Stop::Rebalance(3)),
+        None,
+        Some(Stop::Rebalance(7)),
+    ];
     let downstream = run(&log, &stops, 20, true, 2);
     assert_exact(&downstream, &calls, "test-broker fetches");
 }
@@ -509,8 +543,39 @@ fn a_rebalance_at_every_record_loses_and_doubles_nothing() {
     for at in 0..12 {
         let stops = [None, Some(Stop::Rebalance(at))];
         let downstream = run(&log, &stops, 12, true, 4);
-        assert_exact(&downstream, &calls, &format!("rebalance after {at} records"));
+        assert_exact(
+            &downstream,
+            &calls,
+            &format!("rebalance after {at} records"),
+        );
     }
+}
+
+#[test]
+fn a_late_call_emitted_before_a_crash_is_not_counted_again_by_the_next_owner() {
+    let call = |second: i64, arrival_second: i64, status| Call {
+        ts_us: BASE + second * MICROS_PER_SECOND,
+        arrival_us: BASE + arrival_second * MICROS_PER_SECOND,
+        merchant: "M".into(),
+        api: "/v1/payments".into(),
+        status,
+        latency_ms: 5.0,
+    };
+    // Offsets 0..20: minute 0 on time; 20..30: minute 3, whose time closes minute 0 at the
+    // first round (after offset 24); 30: a late call for minute 0 (a correction at the second
+    // round, after offset 49, whose owner crashes before its checkpoint); 51: another late
+    // call for minute 0, in the same round as the first for the next owner (its first round
+    // comes after offset 56), which must add only this one to the emitted correction.
+    let mut calls: Vec<Call> = (0..20).map(|second| call(second, second, 200)).collect();
+    calls.extend((0..10).map(|index| call(180 + index, 180 + index, 200)));
+    calls.push(call(30, 191, 500));
+    calls.extend((0..20).map(|index| call(191 + index, 192 + index, 200)));
+    calls.push(call(40, 213, 503));
+    calls.extend((0..30).map(|index| call(213 + index, 214 + index, 200)));
+    let log = in_order(&calls);
+    let stops = [None, Some(Stop::BeforeCheckpoint), None];
+    let downstream = run(&log, &stops, 25, false, 5);
+    assert_exact(&downstream, &calls, "late calls around a crash");
 }
 
 fn stop_strategy() -> impl Strategy<Value = Option<Stop>> {

@@ -340,3 +340,115 @@ impl PartitionState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mm_model::time::MICROS_PER_MINUTE;
+
+    use super::*;
+
+    const BASE: i64 = 1_795_791_600_000_000;
+
+    /// Reads `merchant|minute` records; no replicated record covers anything.
+    struct Plain;
+
+    impl Decode for Plain {
+        fn decode<'a>(&self, record: &InputRecord<'a>) -> Result<ApiCallRef<'a>, Rejected> {
+            let text =
+                std::str::from_utf8(record.payload.unwrap_or_default()).map_err(|_| Rejected {
+                    class: "invalid_utf8",
+                    message: String::new(),
+                })?;
+            let (merchant, minute) = text.split_once('|').ok_or(Rejected {
+                class: "invalid_value",
+                message: text.to_owned(),
+            })?;
+            let minute: i64 = minute.parse().map_err(|_| Rejected {
+                class: "invalid_value",
+                message: text.to_owned(),
+            })?;
+            Ok(ApiCallRef {
+                ts_us: BASE + minute * MICROS_PER_MINUTE,
+                merchant: merchant.into(),
+                api: "/v1/a".into(),
+                status: 200,
+                latency_ms: 1.0,
+                corr_id: "c".into(),
+                partner: None,
+                method: None,
+                path: None,
+                host: None,
+                region: None,
+                attributes: None,
+            })
+        }
+    }
+
+    impl Replica for Plain {
+        fn covers(&self, _key: &WindowKey) -> anyhow::Result<Option<(i32, i64)>> {
+            Ok(None)
+        }
+
+        fn replicated(&self, _key: &WindowKey) -> anyhow::Result<Option<(Rollup, i32, i64)>> {
+            Ok(None)
+        }
+    }
+
+    fn record(offset: i64, payload: &'static str, source: i64) -> InputRecord<'static> {
+        InputRecord {
+            offset,
+            timestamp_ms: Some(BASE / 1000),
+            payload: Some(payload.as_bytes()),
+            source: Some((0, source)),
+        }
+    }
+
+    #[test]
+    fn a_rebuild_skips_calls_of_windows_the_checkpoint_had_closed() {
+        let checkpoint = PartitionCheckpoint {
+            v: PartitionCheckpoint::VERSION,
+            next: 10,
+            replay: 5,
+            // Minutes 0 and 1 closed.
+            watermark_us: BASE + 2 * MICROS_PER_MINUTE,
+            max_event_us: BASE + 2 * MICROS_PER_MINUTE,
+            sources: vec![(0, 4)],
+        };
+        let mut state =
+            PartitionState::restored(1, WindowConfig::default(), true, &checkpoint, BASE);
+        assert!(state.rebuilding());
+        let decode = |state: &mut PartitionState, record| {
+            state
+                .process(&record, &Plain, &Plain, BASE)
+                .expect("no replica errors")
+        };
+        assert_eq!(decode(&mut state, record(5, "M|0", 4)), Outcome::Duplicate);
+        assert_eq!(decode(&mut state, record(6, "M|1", 5)), Outcome::Rebuilt);
+        assert_eq!(decode(&mut state, record(7, "M|3", 6)), Outcome::Counted);
+        assert_eq!(
+            decode(&mut state, record(8, "not a call", 7)),
+            Outcome::Rebuilt
+        );
+        // Past the checkpoint: a call of a closed window is late, a bad record dead.
+        assert_eq!(decode(&mut state, record(10, "M|1", 8)), Outcome::Late);
+        assert!(matches!(
+            decode(&mut state, record(11, "bad", 9)),
+            Outcome::Dead(_)
+        ));
+        assert_eq!(state.next, 12);
+        let round = state.round(BASE);
+        assert!(round.finals.is_empty());
+        assert_eq!(round.open.len(), 2, "minute 3 and its merchant total");
+        assert!(round.open.iter().all(|window| window.covers == 11));
+        let corrections = state.corrections(&Plain).expect("no replica errors");
+        assert_eq!(corrections.len(), 2, "minute 1 and its merchant total");
+        assert!(
+            corrections
+                .iter()
+                .all(|record| record.covers == 10 && record.correction && record.rollup.calls == 1)
+        );
+        // The checkpoint's replay point is at or before minute 3's first call (offset 7).
+        let checkpoint = state.checkpoint();
+        assert_eq!((checkpoint.next, checkpoint.replay), (12, 5));
+    }
+}
