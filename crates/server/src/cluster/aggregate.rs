@@ -907,7 +907,7 @@ impl Worker {
             .map(|task| (task.partition, (task.next, task.committed)))
             .collect();
         self.options.status.report(
-            "aggregate",
+            super::ConsumerRole::Aggregate,
             &self.group,
             &self.topic,
             consumer,
