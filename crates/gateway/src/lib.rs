@@ -62,13 +62,16 @@ pub enum BodyError {
 
 /// One rejected record, as reported to the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RejectedRecord {
     /// 0-based position among the body's records (blank NDJSON lines are not records).
     pub index: usize,
     /// 1-based line of an NDJSON body.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = usize))]
     pub line: Option<usize>,
     /// The field at fault, as named in the record, when one is.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub field: Option<String>,
     /// Stable code.
     pub code: RejectReason,

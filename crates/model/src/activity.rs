@@ -38,9 +38,12 @@ pub fn dedupe_key(key: &WindowKey, calls: u64) -> String {
 /// One activity record: a window's rollup as the activity stream carries it, the same shape in
 /// both deployments. `dedupe_key` is the same every time the same content is delivered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivityRecord {
     pub merchant: String,
+    /// The API name; `""` for the merchant-wide window (all of the merchant's APIs).
     pub api: String,
+    /// Start of the minute, RFC 3339.
     pub window_start: String,
     pub window_end: String,
     pub calls: u64,
@@ -58,6 +61,8 @@ pub struct ActivityRecord {
     pub max_ms: f64,
     /// True when this record replaces an earlier one for the same window (late data).
     pub correction: bool,
+    /// `merchant|api|minute|calls`: the same for the same content; per window, keep the
+    /// record with the most calls.
     pub dedupe_key: String,
 }
 

@@ -104,6 +104,7 @@ const FIELD_COUNT: usize = 11;
 
 /// Why a record was rejected: a stable code, also used as a metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     InvalidJson,

@@ -17,46 +17,73 @@ pub const MAX_BUCKETS: i64 = 20_000;
 
 /// One bucket of a merchant's activity.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivityBucket {
+    /// Start of the bucket (UTC, aligned to the step).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub start: String,
     pub calls: u64,
     pub status_2xx: u64,
     pub status_3xx: u64,
     pub status_4xx: u64,
     pub status_5xx: u64,
+    /// 5xx share of calls.
     pub error_rate: f64,
+    /// Median latency in milliseconds; null when there were no calls.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p50_ms: Option<f64>,
+    /// 95th-percentile latency in milliseconds; null when there were no calls.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p95_ms: Option<f64>,
+    /// 99th-percentile latency in milliseconds; null when there were no calls.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p99_ms: Option<f64>,
+    /// Slowest call in milliseconds; null when there were no calls.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub max_ms: Option<f64>,
 }
 
-/// `GET /v1/merchants/{merchant}/activity`.
+/// `GET /v1/merchants/{merchant}/activity`: a merchant's calls over time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivityResponse {
     pub merchant: String,
+    /// The API asked for; absent for all of the merchant's calls.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub api: Option<String>,
-    pub step: &'static str,
+    pub step: Step,
+    /// Every bucket of the period, empty ones included.
     pub buckets: Vec<ActivityBucket>,
 }
 
 /// One API of a merchant over a period.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiRow {
     pub api: String,
     pub calls: u64,
-    /// Calls per exact status code (as a string key).
+    /// Calls per exact status code (as a string key); codes that did not occur are absent.
     pub status: BTreeMap<String, u64>,
+    /// 5xx share of calls.
     pub error_rate: f64,
+    /// Median latency in milliseconds; null when there were no calls.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p50_ms: Option<f64>,
+    /// 95th-percentile latency in milliseconds; null when there were no calls.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p95_ms: Option<f64>,
+    /// 99th-percentile latency in milliseconds; null when there were no calls.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p99_ms: Option<f64>,
+    /// Slowest call in milliseconds; null when there were no calls.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub max_ms: Option<f64>,
 }
 
-/// `GET /v1/merchants/{merchant}/apis`.
+/// `GET /v1/merchants/{merchant}/apis`: every API a merchant called, one row each.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApisResponse {
     pub merchant: String,
     pub apis: Vec<ApiRow>,
@@ -64,16 +91,19 @@ pub struct ApisResponse {
 
 /// One merchant of the ranking.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MerchantRow {
     pub merchant: String,
     pub calls: u64,
     /// Server errors (5xx).
     pub errors: u64,
+    /// 5xx share of calls.
     pub error_rate: f64,
 }
 
-/// `GET /v1/merchants`.
+/// `GET /v1/merchants`: the merchant ranking.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MerchantsResponse {
     pub merchants: Vec<MerchantRow>,
 }
@@ -229,7 +259,7 @@ pub fn activity(
     Ok(ActivityResponse {
         merchant: merchant.to_owned(),
         api: api.map(str::to_owned),
-        step: step.as_str(),
+        step,
         buckets,
     })
 }

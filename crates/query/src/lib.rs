@@ -14,7 +14,10 @@ pub use activity::{
     ActivityBucket, ActivityResponse, ApiRow, ApisResponse, MerchantRow, MerchantsResponse,
     activity, apis, merchants,
 };
-pub use params::{ApiSort, MerchantSort, Period, Step};
+pub use params::{
+    ActivityParams, ApiSort, ApisParams, MerchantSort, MerchantsParams, Period, Step, TimeParam,
+    parse_limit,
+};
 
 use thiserror::Error;
 

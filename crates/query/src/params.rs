@@ -1,8 +1,161 @@
 //! Query parameters: periods, steps and sort orders, parsed with clear errors.
+//!
+//! `ActivityParams`, `ApisParams` and `MerchantsParams` are the query strings of the three
+//! queries as the HTTP API accepts them: every value arrives as text and is parsed here, so a
+//! bad one is answered with a message naming the parameter. With the `openapi` feature they
+//! describe themselves (`utoipa::IntoParams`); each field's doc comment is its user
+//! documentation.
 
 use mm_model::time::{self, MICROS_PER_MINUTE};
+use serde::{Deserialize, Serialize};
 
 use crate::QueryError;
+
+/// A point in time as a query parameter: RFC 3339 or epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(examples("2026-11-21T15:00:00Z", "1795273200000"))
+)]
+#[serde(transparent)]
+pub struct TimeParam(pub String);
+
+impl TimeParam {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The query parameters of `GET /v1/merchants/{merchant}/activity`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
+pub struct ActivityParams {
+    /// Start of the period, inclusive: RFC 3339 or epoch milliseconds. Default: one hour before `to`.
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub from: Option<TimeParam>,
+    /// End of the period, exclusive: RFC 3339 or epoch milliseconds. Default: now.
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub to: Option<TimeParam>,
+    /// Bucket width.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<Step>, inline, default = "1m"))]
+    pub step: Option<String>,
+    /// Only this API.
+    pub api: Option<String>,
+}
+
+impl ActivityParams {
+    /// `from` and `to`; the default period is the hour before `now_us`.
+    pub fn period(&self, now_us: i64) -> Result<Period, QueryError> {
+        Period::parse(
+            self.from.as_ref().map(TimeParam::as_str),
+            self.to.as_ref().map(TimeParam::as_str),
+            now_us,
+            60 * MICROS_PER_MINUTE,
+        )
+    }
+
+    pub fn step(&self) -> Result<Step, QueryError> {
+        Step::parse(self.step.as_deref())
+    }
+}
+
+/// The query parameters of `GET /v1/merchants/{merchant}/apis`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
+pub struct ApisParams {
+    /// Start of the period, inclusive: RFC 3339 or epoch milliseconds. Default: one hour before `to`.
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub from: Option<TimeParam>,
+    /// End of the period, exclusive: RFC 3339 or epoch milliseconds. Default: now.
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub to: Option<TimeParam>,
+    /// Order of the rows: most calls, most 5xx, highest 5xx share, slowest p99, or by name.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<ApiSort>, inline, default = "calls"))]
+    pub sort: Option<String>,
+}
+
+impl ApisParams {
+    /// `from` and `to`; the default period is the hour before `now_us`.
+    pub fn period(&self, now_us: i64) -> Result<Period, QueryError> {
+        Period::parse(
+            self.from.as_ref().map(TimeParam::as_str),
+            self.to.as_ref().map(TimeParam::as_str),
+            now_us,
+            60 * MICROS_PER_MINUTE,
+        )
+    }
+
+    pub fn sort(&self) -> Result<ApiSort, QueryError> {
+        ApiSort::parse(self.sort.as_deref())
+    }
+}
+
+/// The query parameters of `GET /v1/merchants`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
+pub struct MerchantsParams {
+    /// Start of the period, inclusive: RFC 3339 or epoch milliseconds. Default: one hour before `to`.
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub from: Option<TimeParam>,
+    /// End of the period, exclusive: RFC 3339 or epoch milliseconds. Default: now.
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub to: Option<TimeParam>,
+    /// Order of the ranking: most calls, most 5xx, or highest 5xx share.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<MerchantSort>, inline, default = "calls"))]
+    pub sort: Option<String>,
+    /// How many merchants, from 1 to 1000.
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 50)
+    )]
+    pub limit: Option<String>,
+}
+
+impl MerchantsParams {
+    /// `from` and `to`; the default period is the hour before `now_us`.
+    pub fn period(&self, now_us: i64) -> Result<Period, QueryError> {
+        Period::parse(
+            self.from.as_ref().map(TimeParam::as_str),
+            self.to.as_ref().map(TimeParam::as_str),
+            now_us,
+            60 * MICROS_PER_MINUTE,
+        )
+    }
+
+    pub fn sort(&self) -> Result<MerchantSort, QueryError> {
+        MerchantSort::parse(self.sort.as_deref())
+    }
+
+    pub fn limit(&self) -> Result<usize, QueryError> {
+        parse_limit(self.limit.as_deref(), 50)
+    }
+}
+
+/// A `limit` parameter: 1 to 1000, `default` when absent.
+pub fn parse_limit(text: Option<&str>, default: usize) -> Result<usize, QueryError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    match text.parse::<usize>() {
+        Ok(limit) if (1..=1000).contains(&limit) => Ok(limit),
+        _ => Err(QueryError::InvalidParameter(format!(
+            "limit {text:?} must be a whole number from 1 to 1000"
+        ))),
+    }
+}
 
 /// A half-open period `[from_us, to_us)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +213,16 @@ impl Period {
 }
 
 /// Bucket width of an activity series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Step {
+    #[serde(rename = "1m")]
     OneMinute,
+    #[serde(rename = "5m")]
     FiveMinutes,
+    #[serde(rename = "1h")]
     OneHour,
+    #[serde(rename = "1d")]
     OneDay,
 }
 
@@ -100,8 +258,10 @@ impl Step {
     }
 }
 
-/// Order of the per-API table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Order of the per-API table (`p99_ms` is also accepted for `p99`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
 pub enum ApiSort {
     Calls,
     Errors,
@@ -126,7 +286,9 @@ impl ApiSort {
 }
 
 /// Order of the merchant ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
 pub enum MerchantSort {
     Calls,
     Errors,
@@ -142,6 +304,48 @@ impl MerchantSort {
             other => Err(QueryError::InvalidParameter(format!(
                 "sort {other:?} is not one of calls, errors, error_rate"
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the API shows (and documents) are the names `parse` reads.
+    #[test]
+    fn every_choice_parses_from_its_serialized_name() {
+        fn name(value: impl Serialize) -> String {
+            let value = serde_json::to_value(value).expect("serializes");
+            value
+                .as_str()
+                .expect("a unit variant is a string")
+                .to_owned()
+        }
+        for step in [
+            Step::OneMinute,
+            Step::FiveMinutes,
+            Step::OneHour,
+            Step::OneDay,
+        ] {
+            assert_eq!(Step::parse(Some(&name(step))).ok(), Some(step));
+            assert_eq!(step.as_str(), name(step));
+        }
+        for sort in [
+            ApiSort::Calls,
+            ApiSort::Errors,
+            ApiSort::ErrorRate,
+            ApiSort::P99,
+            ApiSort::Api,
+        ] {
+            assert_eq!(ApiSort::parse(Some(&name(sort))).ok(), Some(sort));
+        }
+        for sort in [
+            MerchantSort::Calls,
+            MerchantSort::Errors,
+            MerchantSort::ErrorRate,
+        ] {
+            assert_eq!(MerchantSort::parse(Some(&name(sort))).ok(), Some(sort));
         }
     }
 }

@@ -16,10 +16,13 @@ use tokio::sync::Semaphore;
 use crate::pipeline::now_us;
 
 /// The outcome of a readable body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestReply {
+    /// Records accepted (durable when the answer arrives).
     pub accepted: usize,
+    /// Records rejected.
     pub rejected: usize,
+    /// One entry per rejected record; absent when none was.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RejectedRecord>,
 }

@@ -69,6 +69,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Run the benchmarks and print medians.
     Bench(bench::BenchArgs),
+    /// Print the HTTP API's OpenAPI 3.1 document (what `/openapi.json` serves), pretty.
+    Openapi,
 }
 
 fn init_logging(json: bool) {
@@ -150,6 +152,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Replay(args) => runtime()?.block_on(replay::run(args)),
         Command::Bench(args) => bench::run(args),
+        Command::Openapi => {
+            print!("{}", merchant_monitor::http::openapi_json());
+            Ok(())
+        }
     }
 }
 

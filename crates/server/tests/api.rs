@@ -215,15 +215,7 @@ fn ingest_then_query_every_endpoint() {
     }
     let openapi = get(server.address, "/openapi.json").json();
     assert_eq!(openapi["openapi"], "3.1.0");
-    for path in [
-        "/v1/ingest",
-        "/v1/merchants",
-        "/v1/merchants/{merchant}",
-        "/v1/merchants/{merchant}/activity",
-        "/v1/merchants/{merchant}/apis",
-    ] {
-        assert!(openapi["paths"][path].is_object(), "openapi lacks {path}");
-    }
+    assert_documents_exactly_the_routes(&openapi);
     // An open server-sent-events subscriber does not hold up a graceful shutdown.
     let mut subscriber = std::net::TcpStream::connect(server.address).expect("connects");
     write!(
@@ -240,6 +232,38 @@ fn ingest_then_query_every_endpoint() {
         started.elapsed()
     );
     drop(subscriber);
+}
+
+/// The served document describes every route the router serves (the route table in
+/// `http/mod.rs` is the router's only source) and no route it does not serve.
+fn assert_documents_exactly_the_routes(openapi: &serde_json::Value) {
+    let routes = merchant_monitor::http::routes();
+    for route in &routes {
+        let method = route.method.as_str().to_ascii_lowercase();
+        assert!(
+            openapi["paths"][route.path][&method].is_object(),
+            "/openapi.json does not describe {} {}: give its handler a #[utoipa::path] and list \
+             it in `paths(...)` in http/openapi.rs",
+            route.method,
+            route.path
+        );
+    }
+    let paths = openapi["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        let item = item.as_object().expect("a path item");
+        for method in [
+            "get", "put", "post", "delete", "patch", "head", "options", "trace",
+        ] {
+            if !item.contains_key(method) {
+                continue;
+            }
+            assert!(
+                routes.iter().any(|route| route.path == path
+                    && route.method.as_str().eq_ignore_ascii_case(method)),
+                "/openapi.json describes {method} {path}, which the router does not serve"
+            );
+        }
+    }
 }
 
 fn assert_error(response: &mm_testkit::Response, status: u16, code: &str) {

@@ -1,81 +1,30 @@
-// Response shapes of the Merchant Monitor HTTP API (see /openapi.json on the server).
+// Response shapes of the Merchant Monitor HTTP API, under the names the dashboard uses.
+//
+// They are not written here: schema.d.ts is generated from openapi.json (`npm run gen:api`),
+// and openapi.json is the server's own document, derived from its Rust types (see /openapi.json
+// on a running server). A test fails when either copy is stale.
 
-import type { Step } from '../lib/period';
+import type { components } from './schema';
 
-export interface MerchantRank {
-  merchant: string;
-  calls: number;
-  /** 5xx calls. */
-  errors: number;
-  /** 5xx share of calls. */
-  error_rate: number;
-}
+type Schemas = components['schemas'];
 
-export interface MerchantsResponse {
-  merchants: MerchantRank[];
-}
+export type MerchantRank = Schemas['MerchantRow'];
 
-export interface SearchResponse {
-  merchants: string[];
-  prefix?: string;
-}
+export type MerchantsResponse = Schemas['MerchantsResponse'];
 
-export interface ActivityBucket {
-  start: string;
-  calls: number;
-  status_2xx: number;
-  status_3xx: number;
-  status_4xx: number;
-  status_5xx: number;
-  error_rate: number;
-  p50_ms: number | null;
-  p95_ms: number | null;
-  p99_ms: number | null;
-  max_ms: number | null;
-}
+export type SearchResponse = Schemas['SearchResponse'];
 
-export interface ActivityResponse {
-  merchant: string;
-  step: Step;
-  api?: string;
-  buckets: ActivityBucket[];
-}
+export type ActivityBucket = Schemas['ActivityBucket'];
 
-export interface ApiRow {
-  api: string;
-  calls: number;
-  /** Calls per exact status code; codes that did not occur are absent. */
-  status: Record<string, number>;
-  /** 5xx share of calls. */
-  error_rate: number;
-  p50_ms: number | null;
-  p95_ms: number | null;
-  p99_ms: number | null;
-  max_ms: number | null;
-}
+export type ActivityResponse = Schemas['ActivityResponse'];
 
-export interface ApisResponse {
-  merchant: string;
-  apis: ApiRow[];
-}
+export type ApiRow = Schemas['ApiRow'];
+
+export type ApisResponse = Schemas['ApisResponse'];
 
 /** One call as ingested: the mapped fields plus whatever else the record carried. */
-export interface CallEvent {
-  ts: string;
-  merchant: string;
-  api: string;
-  status: number;
-  latency_ms: number;
-  corr_id: string;
-  [field: string]: unknown;
-}
+export type CallEvent = Schemas['CallEvent'];
 
-export interface EventsPage {
-  events: CallEvent[];
-  merchant?: string;
-  next_cursor?: string | null;
-}
+export type EventsPage = Schemas['EventsPage'];
 
-export interface ErrorBody {
-  error: { code: string; message: string };
-}
+export type ErrorBody = Schemas['ErrorBody'];

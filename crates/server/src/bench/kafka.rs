@@ -224,7 +224,7 @@ fn aggregation_pipeline(
         let committed: i64 = status
             .snapshot()
             .iter()
-            .filter(|consumer| consumer.role == "aggregate")
+            .filter(|consumer| consumer.role == crate::cluster::ConsumerRole::Aggregate)
             .flat_map(|consumer| consumer.partitions.iter())
             .map(|partition| partition.committed.unwrap_or(0))
             .sum();

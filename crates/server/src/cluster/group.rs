@@ -349,23 +349,37 @@ pub fn dead_letter(
 }
 
 /// One consumed partition, as `GET /v1/admin/consumers` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PartitionStatus {
     pub partition: i32,
     /// Next offset this instance will process.
     pub position: i64,
-    /// Offset committed with the last checkpoint.
+    /// Offset committed with the last checkpoint; null before the first.
+    #[schema(required = true)]
     pub committed: Option<i64>,
     /// End of the partition when last asked.
     pub high_watermark: i64,
+    /// Records between the position and the end.
     pub lag: i64,
+    /// Whether the consumer has paused the partition (backpressure).
     pub paused: bool,
 }
 
+/// What a consumer of this instance does.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerRole {
+    /// Reads the repartitioned topic into windows and the rollup store.
+    Aggregate,
+    /// Reads the input topic and writes each record to its merchant's partition.
+    Repartition,
+}
+
 /// One consumer of this instance.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ConsumerStatus {
-    pub role: &'static str,
+    pub role: ConsumerRole,
+    /// Kafka consumer group.
     pub group: String,
     pub topic: String,
     pub partitions: Vec<PartitionStatus>,
@@ -374,7 +388,7 @@ pub struct ConsumerStatus {
 /// The status of this instance's consumers, and the operator's backpressure setting.
 #[derive(Debug)]
 pub struct ClusterStatus {
-    consumers: Mutex<BTreeMap<&'static str, ConsumerStatus>>,
+    consumers: Mutex<BTreeMap<ConsumerRole, ConsumerStatus>>,
     /// Records the repartitioner may have in flight to the broker before it pauses its
     /// partitions; adjustable at runtime.
     pub max_in_flight: AtomicUsize,
@@ -407,7 +421,7 @@ impl ClusterStatus {
     #[allow(clippy::too_many_arguments)]
     pub fn report<C: ConsumerContext>(
         &self,
-        role: &'static str,
+        role: ConsumerRole,
         group: &str,
         topic: &str,
         consumer: &BaseConsumer<C>,
@@ -421,7 +435,7 @@ impl ClusterStatus {
             .lock()
             .ok()
             .and_then(|consumers| {
-                consumers.get(role).map(|status| {
+                consumers.get(&role).map(|status| {
                     status
                         .partitions
                         .iter()
@@ -459,7 +473,7 @@ impl ClusterStatus {
         }
         if let Ok(mut consumers) = self.consumers.lock() {
             // Partitions no longer owned keep no lag here.
-            if let Some(previous) = consumers.get(role) {
+            if let Some(previous) = consumers.get(&role) {
                 for gone in previous
                     .partitions
                     .iter()

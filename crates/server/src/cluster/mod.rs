@@ -24,7 +24,7 @@ mod repartition;
 mod replica;
 mod writer;
 
-pub use group::{ClusterStatus, ConsumerStatus, PartitionStatus};
+pub use group::{ClusterStatus, ConsumerRole, ConsumerStatus, PartitionStatus};
 pub use replica::ReplicaProgress;
 
 use std::sync::Arc;

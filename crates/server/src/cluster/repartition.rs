@@ -186,7 +186,7 @@ fn session(
                 return Ok(Session::BrokerLost);
             }
             options.status.report(
-                "repartition",
+                super::ConsumerRole::Repartition,
                 group,
                 input,
                 consumer,

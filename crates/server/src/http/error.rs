@@ -2,9 +2,25 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
-/// An error answered to a client. Internal details are logged, never sent.
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code to act on: `bad_request`, `unauthorized`, `unknown_merchant`,
+    /// `payload_too_large`, `overloaded`, ...
+    pub code: &'static str,
+    /// What is wrong, in words for a person.
+    pub message: String,
+}
+
+/// An error answered to a client as an [`ErrorBody`]. Internal details are logged, never sent.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -44,7 +60,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after_seconds
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())

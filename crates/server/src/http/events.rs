@@ -1,5 +1,6 @@
 //! Raw events from the archive: lookup by correlation id and listing by merchant.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -8,56 +9,175 @@ use axum::response::{IntoResponse, Response};
 use mm_archive::RowQuery;
 use mm_model::ApiCall;
 use mm_model::time::MICROS_PER_MINUTE;
-use serde_json::{Map, Value};
+use mm_query::TimeParam;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::routes::{Params, blocking, limit_param, params, period};
+use super::error::ErrorBody;
+use super::routes::{MERCHANT_PATH_PARAM, RawQuery, blocking, params, period};
 use super::{ApiError, AppState};
 
-/// An event as the API shows it: the mapped fields, then every unmapped field as ingested.
-pub fn event_json(event: &ApiCall) -> Value {
-    let mut object = Map::new();
-    object.insert(
-        "ts".into(),
-        Value::String(mm_model::time::format_rfc3339(event.ts_us)),
-    );
-    object.insert("merchant".into(), Value::String(event.merchant.clone()));
-    object.insert("api".into(), Value::String(event.api.clone()));
-    object.insert("status".into(), Value::from(event.status));
-    object.insert("latency_ms".into(), Value::from(event.latency_ms));
-    object.insert("corr_id".into(), Value::String(event.corr_id.clone()));
-    for (name, value) in [
-        ("partner", &event.partner),
-        ("method", &event.method),
-        ("path", &event.path),
-        ("host", &event.host),
-        ("region", &event.region),
-    ] {
-        if let Some(value) = value {
-            object.insert(name.into(), Value::String(value.clone()));
+/// One call as ingested: the mapped fields, then every unmapped field of the original record
+/// exactly as it arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CallEvent {
+    /// Event time.
+    #[schema(format = DateTime)]
+    pub ts: String,
+    pub merchant: String,
+    pub api: String,
+    /// HTTP status of the call.
+    pub status: u16,
+    /// Latency in milliseconds; fractional values are kept.
+    pub latency_ms: f64,
+    /// Correlation id.
+    pub corr_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub partner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub region: Option<String>,
+    /// The record's unmapped fields; a mapped field's name is never repeated here.
+    #[serde(flatten)]
+    pub unmapped: BTreeMap<String, Value>,
+}
+
+impl CallEvent {
+    /// An archived event as the API shows it.
+    pub fn new(event: &ApiCall) -> Self {
+        let mut unmapped = match event
+            .attributes
+            .as_deref()
+            .map(serde_json::from_str::<BTreeMap<String, Value>>)
+        {
+            Some(Ok(attributes)) => attributes,
+            _ => BTreeMap::new(),
+        };
+        let mapped = [
+            ("partner", &event.partner),
+            ("method", &event.method),
+            ("path", &event.path),
+            ("host", &event.host),
+            ("region", &event.region),
+        ];
+        // The mapped value wins over an unmapped field of the same name.
+        for name in ["ts", "merchant", "api", "status", "latency_ms", "corr_id"] {
+            unmapped.remove(name);
+        }
+        for (name, value) in mapped {
+            if value.is_some() {
+                unmapped.remove(name);
+            }
+        }
+        Self {
+            ts: mm_model::time::format_rfc3339(event.ts_us),
+            merchant: event.merchant.clone(),
+            api: event.api.clone(),
+            status: event.status,
+            latency_ms: event.latency_ms,
+            corr_id: event.corr_id.clone(),
+            partner: event.partner.clone(),
+            method: event.method.clone(),
+            path: event.path.clone(),
+            host: event.host.clone(),
+            region: event.region.clone(),
+            unmapped,
         }
     }
-    if let Some(Ok(Value::Object(attributes))) = event
-        .attributes
-        .as_deref()
-        .map(serde_json::from_str::<Value>)
-    {
-        for (name, value) in attributes {
-            object.entry(name).or_insert(value);
-        }
-    }
-    Value::Object(object)
+}
+
+/// The query parameters of `GET /v1/events/{corr_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LookupParams {
+    /// Narrows the search to one merchant.
+    pub merchant: Option<String>,
+    /// Start, inclusive (default: 24 hours before `to`): RFC 3339 or epoch milliseconds.
+    #[param(inline)]
+    pub from: Option<TimeParam>,
+    /// End, exclusive (default: now): RFC 3339 or epoch milliseconds.
+    #[param(inline)]
+    pub to: Option<TimeParam>,
+}
+
+/// The calls that carried a correlation id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsFound {
+    /// Matching events, oldest first.
+    pub events: Vec<CallEvent>,
+}
+
+/// The query parameters of `GET /v1/merchants/{merchant}/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Start, inclusive (default: 1 hour before `to`): RFC 3339 or epoch milliseconds.
+    #[param(inline)]
+    pub from: Option<TimeParam>,
+    /// End, exclusive (default: now): RFC 3339 or epoch milliseconds.
+    #[param(inline)]
+    pub to: Option<TimeParam>,
+    /// Only calls of this API.
+    pub api: Option<String>,
+    /// Only calls that answered this HTTP status.
+    #[param(value_type = Option<u16>, minimum = 100, maximum = 599)]
+    pub status: Option<String>,
+    /// Events per page, from 1 to 1000.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of a merchant's calls, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsPage {
+    pub merchant: String,
+    pub events: Vec<CallEvent>,
+    /// Where the next page starts; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/events/{corr_id}?merchant&from&to`: the calls that carried a correlation id
 /// (default period: the last 24 hours).
+#[utoipa::path(
+    get,
+    path = "/v1/events/{corr_id}",
+    operation_id = "lookup_events",
+    tag = "events",
+    summary = "The call(s) that carried a correlation id",
+    description = "Each event with every field as ingested: ts (RFC 3339), merchant, api, status, latency_ms, corr_id, the optional mapped fields, and every unmapped field of the original record.",
+    params(("corr_id" = String, Path, description = "Correlation id"), LookupParams),
+    responses(
+        (status = 200, description = "Matching events, oldest first", body = EventsFound),
+        (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
+        (status = 501, description = "Cluster mode: raw events are archived in embedded mode only (code archive_unavailable)", body = ErrorBody),
+    ),
+)]
 pub async fn lookup(
     State(state): State<Arc<AppState>>,
     Path(corr_id): Path<String>,
-    query: Params,
+    query: RawQuery,
 ) -> Result<Response, ApiError> {
-    let map = params(query, &["merchant", "from", "to"])?;
-    let period = period(&map, 24 * 60 * MICROS_PER_MINUTE)?;
-    let merchant = map.get("merchant").cloned();
+    let params: LookupParams = params(query)?;
+    let period = period(
+        params.from.as_ref().map(TimeParam::as_str),
+        params.to.as_ref().map(TimeParam::as_str),
+        24 * 60 * MICROS_PER_MINUTE,
+    )?;
+    let merchant = params.merchant;
     let archive = archive_of(&state)?;
     let mut events = blocking(move || {
         let query = RowQuery {
@@ -72,8 +192,8 @@ pub async fn lookup(
     })
     .await?;
     events.sort_by_key(|event| event.ts_us);
-    let events: Vec<Value> = events.iter().map(event_json).collect();
-    Ok(Json(serde_json::json!({ "events": events })).into_response())
+    let events = events.iter().map(CallEvent::new).collect();
+    Ok(Json(EventsFound { events }).into_response())
 }
 
 fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
@@ -85,15 +205,32 @@ fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
 
 /// `GET /v1/merchants/{merchant}/events?from&to&api&status&limit&cursor`: a merchant's calls,
 /// newest first, with a stable cursor (default period: the last hour).
+#[utoipa::path(
+    get,
+    path = "/v1/merchants/{merchant}/events",
+    operation_id = "list_merchant_events",
+    tag = "events",
+    summary = "A merchant's raw calls, newest first",
+    params(("merchant" = String, Path, description = MERCHANT_PATH_PARAM), ListParams),
+    responses(
+        (status = 200, description = "A page of events", body = EventsPage),
+        (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
+        (status = 501, description = "Cluster mode: raw events are archived in embedded mode only (code archive_unavailable)", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Path(merchant): Path<String>,
-    query: Params,
+    query: RawQuery,
 ) -> Result<Response, ApiError> {
-    let map = params(query, &["from", "to", "api", "status", "limit", "cursor"])?;
-    let period = period(&map, 60 * MICROS_PER_MINUTE)?;
-    let api = map.get("api").cloned();
-    let status = match map.get("status") {
+    let params: ListParams = params(query)?;
+    let period = period(
+        params.from.as_ref().map(TimeParam::as_str),
+        params.to.as_ref().map(TimeParam::as_str),
+        60 * MICROS_PER_MINUTE,
+    )?;
+    let api = params.api;
+    let status = match params.status.as_deref() {
         None => None,
         Some(text) => Some(
             text.parse::<u16>()
@@ -104,11 +241,8 @@ pub async fn list(
                 })?,
         ),
     };
-    let limit = limit_param(&map, 100)?;
-    let cursor = map
-        .get("cursor")
-        .map(|text| parse_cursor(text))
-        .transpose()?;
+    let limit = mm_query::parse_limit(params.limit.as_deref(), 100)?;
+    let cursor = params.cursor.as_deref().map(parse_cursor).transpose()?;
     let archive = archive_of(&state)?;
     let lookup_merchant = merchant.clone();
     let mut events = blocking(move || {
@@ -135,13 +269,15 @@ pub async fn list(
     let more = events.len() > limit;
     events.truncate(limit);
     let next_cursor = match (more, events.last()) {
-        (true, Some(last)) => Value::String(format!("{}~{}", last.ts_us, last.corr_id)),
-        _ => Value::Null,
+        (true, Some(last)) => Some(format!("{}~{}", last.ts_us, last.corr_id)),
+        _ => None,
     };
-    let events: Vec<Value> = events.iter().map(event_json).collect();
-    Ok(Json(
-        serde_json::json!({ "merchant": merchant, "events": events, "next_cursor": next_cursor }),
-    )
+    let events = events.iter().map(CallEvent::new).collect();
+    Ok(Json(EventsPage {
+        merchant,
+        events,
+        next_cursor,
+    })
     .into_response())
 }
 

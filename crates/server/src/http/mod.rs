@@ -9,17 +9,21 @@ mod ui;
 
 pub use ui::Ui;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
+pub use openapi::{
+    REGENERATE as REGENERATE_OPENAPI, spec as openapi_spec, spec_pretty as openapi_json,
+};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::handler::Handler;
+use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use mm_storage::rollups::RollupStore;
 use mm_telemetry::Metrics;
 
@@ -52,30 +56,123 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A bearer token, when the server has tokens configured.
+    Token,
+    /// Anyone: health, readiness and the OpenAPI document.
+    Open,
+}
+
+/// One route of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    /// In the router's and OpenAPI's syntax (`/v1/merchants/{merchant}`).
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Every route and its handler: the one list the router is built from. The OpenAPI document
+/// takes each operation's security from it, and a test checks that the document describes
+/// exactly these routes.
+fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
+    use Access::{Open, Token};
+    vec![
+        route(Method::POST, "/v1/ingest", Token, routes::ingest),
+        route(Method::GET, "/v1/merchants", Token, routes::merchants),
+        route(
+            Method::GET,
+            "/v1/merchants/search",
+            Token,
+            routes::search_merchants,
+        ),
+        route(
+            Method::GET,
+            "/v1/activity/stream",
+            Token,
+            routes::activity_stream,
+        ),
+        route(Method::GET, "/v1/events/{corr_id}", Token, events::lookup),
+        route(
+            Method::GET,
+            "/v1/merchants/{merchant}",
+            Token,
+            routes::merchant,
+        ),
+        route(
+            Method::GET,
+            "/v1/merchants/{merchant}/events",
+            Token,
+            events::list,
+        ),
+        route(
+            Method::GET,
+            "/v1/merchants/{merchant}/activity",
+            Token,
+            routes::activity,
+        ),
+        route(
+            Method::GET,
+            "/v1/merchants/{merchant}/apis",
+            Token,
+            routes::apis,
+        ),
+        route(Method::GET, "/v1/admin/consumers", Token, routes::consumers),
+        route(
+            Method::PUT,
+            "/v1/admin/backpressure",
+            Token,
+            routes::set_backpressure,
+        ),
+        route(Method::GET, "/metrics", Token, routes::metrics),
+        route(Method::GET, "/openapi.json", Open, openapi::document),
+        route(Method::GET, "/healthz", Open, routes::healthz),
+        route(Method::GET, "/readyz", Open, routes::readyz),
+    ]
+}
+
+fn route<H, T>(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: H,
+) -> (Route, MethodRouter<Arc<AppState>>)
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone())
+        .expect("the route table uses only the standard methods");
+    let route = Route {
+        method,
+        path,
+        access,
+    };
+    (route, axum::routing::on(filter, handler))
+}
+
+/// Every route the router serves (the dashboard's files aside).
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(route, _)| route).collect()
+}
+
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/v1/ingest", post(routes::ingest))
-        .route("/v1/merchants", get(routes::merchants))
-        .route("/v1/merchants/search", get(routes::search_merchants))
-        .route("/v1/activity/stream", get(routes::activity_stream))
-        .route("/v1/events/{corr_id}", get(events::lookup))
-        .route("/v1/merchants/{merchant}", get(routes::merchant))
-        .route("/v1/merchants/{merchant}/events", get(events::list))
-        .route("/v1/merchants/{merchant}/activity", get(routes::activity))
-        .route("/v1/merchants/{merchant}/apis", get(routes::apis))
-        .route("/v1/admin/consumers", get(routes::consumers))
-        .route(
-            "/v1/admin/backpressure",
-            axum::routing::put(routes::set_backpressure),
-        )
-        .route("/metrics", get(routes::metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mut protected = Router::new();
+    let mut open = Router::new();
+    for (route, handler) in table() {
+        match route.access {
+            Access::Token => protected = protected.route(route.path, handler),
+            Access::Open => open = open.route(route.path, handler),
+        }
+    }
+    let protected =
+        protected.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
-        .merge(api)
-        .route("/openapi.json", get(openapi::document))
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
+        .merge(protected)
+        .merge(open)
         .fallback(ui::serve)
         .with_state(state)
 }

@@ -10,56 +10,130 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mm_gateway::BodyError;
-use mm_model::time::MICROS_PER_MINUTE;
-use mm_query::{ApiSort, MerchantSort, Period, Step};
+use mm_query::{
+    ActivityParams, ActivityResponse, ApisParams, ApisResponse, MerchantsParams, MerchantsResponse,
+    Period,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::ingest::IngestFailure;
+use crate::cluster::ConsumerStatus;
+use crate::ingest::{IngestFailure, IngestReply};
 use crate::pipeline::now_us;
 
 /// How long a client may take to send an ingest body while holding a place in flight.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+/// A query string as it arrived; [`params`] reads it into the endpoint's parameter struct.
+pub(super) type RawQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-pub(super) fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+/// Reads a query string into `T`, refusing any parameter that `T` does not document: the
+/// parameters an endpoint accepts are the ones its OpenAPI description lists.
+pub(super) fn params<T: IntoParams + serde::de::DeserializeOwned>(
+    query: RawQuery,
+) -> Result<T, ApiError> {
     let Query(map) =
         query.map_err(|rejection| ApiError::bad_request(format!("query string: {rejection}")))?;
-    if let Some(unknown) = map.keys().find(|key| !allowed.contains(&key.as_str())) {
+    let allowed: Vec<String> = T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query))
+        .into_iter()
+        .map(|parameter| parameter.name)
+        .collect();
+    if let Some(unknown) = map.keys().find(|key| !allowed.contains(key)) {
         return Err(ApiError::bad_request(format!(
             "unknown parameter {unknown:?}; allowed: {}",
             allowed.join(", ")
         )));
     }
-    Ok(map)
+    let object = map
+        .into_iter()
+        .map(|(name, value)| (name, serde_json::Value::String(value)))
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|error| ApiError::bad_request(format!("query string: {error}")))
 }
 
+/// A period from `from` and `to`, `default_span_us` long when `from` is absent.
 pub(super) fn period(
-    map: &HashMap<String, String>,
+    from: Option<&str>,
+    to: Option<&str>,
     default_span_us: i64,
 ) -> Result<Period, ApiError> {
-    Ok(Period::parse(
-        map.get("from").map(String::as_str),
-        map.get("to").map(String::as_str),
-        now_us(),
-        default_span_us,
-    )?)
+    Ok(Period::parse(from, to, now_us(), default_span_us)?)
 }
 
-/// The `limit` parameter: 1 to 1000, `default` when absent.
-pub(super) fn limit_param(
-    map: &HashMap<String, String>,
-    default: usize,
-) -> Result<usize, ApiError> {
-    let Some(text) = map.get("limit") else {
-        return Ok(default);
-    };
-    match text.parse::<usize>() {
-        Ok(limit) if (1..=1000).contains(&limit) => Ok(limit),
-        _ => Err(ApiError::bad_request(format!(
-            "limit {text:?} must be a whole number from 1 to 1000"
-        ))),
-    }
+/// A path parameter naming a merchant account.
+pub(super) const MERCHANT_PATH_PARAM: &str = "Merchant account, exact name";
+
+/// `merchant` and `last_seen` of a known merchant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KnownMerchant {
+    pub merchant: String,
+    /// Start of the latest minute with calls.
+    #[schema(format = DateTime)]
+    pub last_seen: String,
+}
+
+/// The query parameters of `GET /v1/merchants/search`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Start of the merchant accounts to suggest, any case.
+    #[param(default = "")]
+    pub prefix: Option<String>,
+    /// How many suggestions, from 1 to 1000.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 20)]
+    pub limit: Option<String>,
+}
+
+/// Known merchant accounts that start with a prefix.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub prefix: String,
+    /// Matching merchant accounts in name order.
+    pub merchants: Vec<String>,
+}
+
+/// The query parameters of `GET /v1/activity/stream`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Only this merchant.
+    pub merchant: Option<String>,
+}
+
+/// This instance's Kafka consumers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumersResponse {
+    /// Records in flight to the broker before the repartition consumer pauses its partitions.
+    pub max_in_flight: usize,
+    pub consumers: Vec<ConsumerStatus>,
+}
+
+/// A new backpressure limit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackpressureSetting {
+    /// Records the repartition consumer may have on their way to the broker before it pauses
+    /// its partitions.
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    pub max_in_flight: usize,
+}
+
+/// The backpressure limit now and before the change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackpressureChange {
+    pub max_in_flight: usize,
+    pub previous: usize,
+}
+
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
 }
 
 pub(super) async fn blocking<T: Send + 'static>(
@@ -71,6 +145,32 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 /// `POST /v1/ingest`.
+#[utoipa::path(
+    post,
+    path = "/v1/ingest",
+    tag = "ingest",
+    summary = "Ingest API-call logs",
+    description = "NDJSON (one JSON object per line) or a JSON array of objects; optional Content-Encoding gzip or zstd. Answers only after accepted records are durable.",
+    request_body(
+        description = "The records",
+        content(
+            (String = "application/x-ndjson"),
+            (Vec<Object> = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "All records accepted", body = IngestReply),
+        (status = 207, description = "Some records rejected, the others accepted", body = IngestReply),
+        (status = 400, description = "Unreadable or empty body (codes unreadable_body, empty_body)", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within 30 s (code request_timeout)", body = ErrorBody),
+        (status = 413, description = "Body over the size limit (code payload_too_large)", body = ErrorBody),
+        (status = 415, description = "Unsupported content encoding (code unsupported_encoding)", body = ErrorBody),
+        (status = 429, description = "Too many concurrent requests; see Retry-After (code too_many_requests)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
+        (status = 503, description = "Overloaded; see Retry-After (codes overloaded, broker_unavailable, shutting_down)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
+    ),
+)]
 pub async fn ingest(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -167,15 +267,26 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
 }
 
 /// `GET /v1/merchants/{merchant}/activity`.
+#[utoipa::path(
+    get,
+    path = "/v1/merchants/{merchant}/activity",
+    tag = "queries",
+    summary = "A merchant's calls over time",
+    params(("merchant" = String, Path, description = MERCHANT_PATH_PARAM), ActivityParams),
+    responses(
+        (status = 200, description = "Buckets, empty ones included", body = ActivityResponse),
+        (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
+    ),
+)]
 pub async fn activity(
     State(state): State<Arc<AppState>>,
     Path(merchant): Path<String>,
-    query: Params,
+    query: RawQuery,
 ) -> Result<Response, ApiError> {
-    let map = params(query, &["from", "to", "step", "api"])?;
-    let period = period(&map, 60 * MICROS_PER_MINUTE)?;
-    let step = Step::parse(map.get("step").map(String::as_str))?;
-    let api = map.get("api").cloned();
+    let params: ActivityParams = params(query)?;
+    let period = params.period(now_us())?;
+    let step = params.step()?;
+    let api = params.api;
     let store = state.store.clone();
     let answer = blocking(move || {
         Ok(mm_query::activity(
@@ -191,34 +302,66 @@ pub async fn activity(
 }
 
 /// `GET /v1/merchants/{merchant}/apis`.
+#[utoipa::path(
+    get,
+    path = "/v1/merchants/{merchant}/apis",
+    tag = "queries",
+    summary = "Every API a merchant called",
+    params(("merchant" = String, Path, description = MERCHANT_PATH_PARAM), ApisParams),
+    responses(
+        (status = 200, description = "One row per API", body = ApisResponse),
+        (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
+    ),
+)]
 pub async fn apis(
     State(state): State<Arc<AppState>>,
     Path(merchant): Path<String>,
-    query: Params,
+    query: RawQuery,
 ) -> Result<Response, ApiError> {
-    let map = params(query, &["from", "to", "sort"])?;
-    let period = period(&map, 60 * MICROS_PER_MINUTE)?;
-    let sort = ApiSort::parse(map.get("sort").map(String::as_str))?;
+    let params: ApisParams = params(query)?;
+    let period = params.period(now_us())?;
+    let sort = params.sort()?;
     let store = state.store.clone();
     let answer = blocking(move || Ok(mm_query::apis(&store, &merchant, period, sort)?)).await?;
     Ok(Json(answer).into_response())
 }
 
 /// `GET /v1/merchants`.
+#[utoipa::path(
+    get,
+    path = "/v1/merchants",
+    tag = "queries",
+    summary = "Top merchants",
+    params(MerchantsParams),
+    responses(
+        (status = 200, description = "Ranking", body = MerchantsResponse),
+        (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
+    ),
+)]
 pub async fn merchants(
     State(state): State<Arc<AppState>>,
-    query: Params,
+    query: RawQuery,
 ) -> Result<Response, ApiError> {
-    let map = params(query, &["from", "to", "sort", "limit"])?;
-    let period = period(&map, 60 * MICROS_PER_MINUTE)?;
-    let sort = MerchantSort::parse(map.get("sort").map(String::as_str))?;
-    let limit = limit_param(&map, 50)?;
+    let params: MerchantsParams = params(query)?;
+    let period = params.period(now_us())?;
+    let sort = params.sort()?;
+    let limit = params.limit()?;
     let store = state.store.clone();
     let answer = blocking(move || Ok(mm_query::merchants(&store, period, sort, limit)?)).await?;
     Ok(Json(answer).into_response())
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Text exposition", body = String,
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    ),
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
@@ -231,14 +374,32 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "Up", body = Health)),
+)]
 pub async fn healthz() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
+    Json(Health { status: "ok" }).into_response()
 }
 
 /// `GET /readyz`: recovery is done and the pipeline is running.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness",
+    description = "Ready once recovery is done and the pipeline is running.",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready (code not_ready)", body = ErrorBody),
+    ),
+)]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.is_ready() {
-        Json(serde_json::json!({ "status": "ready" })).into_response()
+        Json(Health { status: "ready" }).into_response()
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -260,6 +421,17 @@ pub async fn not_found() -> ApiError {
 
 /// `GET /v1/merchants/{merchant}`: whether the store knows the merchant, and its last minute
 /// with calls; 404 `unknown_merchant` otherwise.
+#[utoipa::path(
+    get,
+    path = "/v1/merchants/{merchant}",
+    tag = "queries",
+    summary = "Whether the store knows a merchant (exact name)",
+    params(("merchant" = String, Path, description = MERCHANT_PATH_PARAM)),
+    responses(
+        (status = 200, description = "Known merchant", body = KnownMerchant),
+        (status = 404, description = "Unknown merchant (code unknown_merchant)", body = ErrorBody),
+    ),
+)]
 pub async fn merchant(
     State(state): State<Arc<AppState>>,
     Path(merchant): Path<String>,
@@ -273,10 +445,10 @@ pub async fn merchant(
     })
     .await?;
     match last_seen {
-        Some(minute) => Ok(Json(serde_json::json!({
-            "merchant": merchant,
-            "last_seen": mm_model::time::format_rfc3339(mm_model::time::minute_start(minute)),
-        }))
+        Some(minute) => Ok(Json(KnownMerchant {
+            merchant,
+            last_seen: mm_model::time::format_rfc3339(mm_model::time::minute_start(minute)),
+        })
         .into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -288,28 +460,45 @@ pub async fn merchant(
 
 /// `GET /v1/admin/consumers`: cluster mode's consumers on this instance: per partition the
 /// position, the last committed offset, the end of the partition and the lag.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/consumers",
+    tag = "admin",
+    summary = "Cluster mode: this instance's Kafka consumers, per partition position, committed offset, end and lag",
+    responses(
+        (status = 200, description = "Consumers", body = ConsumersResponse),
+        (status = 404, description = "Embedded mode (code not_cluster_mode)", body = ErrorBody),
+    ),
+)]
 pub async fn consumers(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let cluster = cluster_of(&state)?;
-    Ok(Json(serde_json::json!({
-        "consumers": cluster.snapshot(),
-        "max_in_flight": cluster.max_in_flight(),
-    }))
+    Ok(Json(ConsumersResponse {
+        max_in_flight: cluster.max_in_flight(),
+        consumers: cluster.snapshot(),
+    })
     .into_response())
 }
 
 /// `PUT /v1/admin/backpressure` with `{"max_in_flight": N}`: how many records the repartition
 /// consumer may have on their way to the broker before it pauses its partitions.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/backpressure",
+    tag = "admin",
+    summary = "Cluster mode: records in flight to the broker before the repartition consumer pauses its partitions",
+    request_body = BackpressureSetting,
+    responses(
+        (status = 200, description = "The new and the previous limit", body = BackpressureChange),
+        (status = 400, description = "Bad value (code bad_request)", body = ErrorBody),
+        (status = 404, description = "Embedded mode (code not_cluster_mode)", body = ErrorBody),
+    ),
+)]
 pub async fn set_backpressure(
     State(state): State<Arc<AppState>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let cluster = cluster_of(&state)?;
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Setting {
-        max_in_flight: usize,
-    }
-    let setting: Setting = serde_json::from_slice(&body).map_err(|error| {
+    let setting: BackpressureSetting = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(format!(
             "expected {{\"max_in_flight\": N}} with N from 1 to 10000000: {error}"
         ))
@@ -327,10 +516,11 @@ pub async fn set_backpressure(
         now = setting.max_in_flight,
         "backpressure limit changed"
     );
-    Ok(
-        Json(serde_json::json!({ "max_in_flight": setting.max_in_flight, "previous": previous }))
-            .into_response(),
-    )
+    Ok(Json(BackpressureChange {
+        max_in_flight: setting.max_in_flight,
+        previous,
+    })
+    .into_response())
 }
 
 fn cluster_of(state: &AppState) -> Result<Arc<crate::cluster::ClusterStatus>, ApiError> {
@@ -345,13 +535,24 @@ fn cluster_of(state: &AppState) -> Result<Arc<crate::cluster::ClusterStatus>, Ap
 
 /// `GET /v1/merchants/search?prefix=&limit=`: known merchants starting with `prefix`, ignoring
 /// case, for suggestions.
+#[utoipa::path(
+    get,
+    path = "/v1/merchants/search",
+    tag = "queries",
+    summary = "Known merchants starting with a prefix, ignoring case (suggestions)",
+    params(SearchParams),
+    responses(
+        (status = 200, description = "Matching merchant accounts in name order", body = SearchResponse),
+        (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
+    ),
+)]
 pub async fn search_merchants(
     State(state): State<Arc<AppState>>,
-    query: Params,
+    query: RawQuery,
 ) -> Result<Response, ApiError> {
-    let map = params(query, &["prefix", "limit"])?;
-    let prefix = map.get("prefix").cloned().unwrap_or_default();
-    let limit = limit_param(&map, 20)?;
+    let params: SearchParams = params(query)?;
+    let prefix = params.prefix.unwrap_or_default();
+    let limit = mm_query::parse_limit(params.limit.as_deref(), 20)?;
     let store = state.store.clone();
     let search_prefix = prefix.clone();
     let merchants = blocking(move || {
@@ -360,19 +561,32 @@ pub async fn search_merchants(
             .map_err(|error| ApiError::internal("merchant search", error))
     })
     .await?;
-    Ok(Json(serde_json::json!({ "prefix": prefix, "merchants": merchants })).into_response())
+    Ok(Json(SearchResponse { prefix, merchants }).into_response())
 }
 
 /// `GET /v1/activity/stream[?merchant=]`: the activity stream as server-sent events, one
 /// `activity` event per final or correction record from now on.
+#[utoipa::path(
+    get,
+    path = "/v1/activity/stream",
+    tag = "queries",
+    summary = "The activity stream as server-sent events",
+    description = "One `activity` event per closed (merchant, api, minute) window, merchant-wide windows (api `\"\"`) included, or correction from now on (JSON data: an `ActivityRecord`, with `correction` and `dedupe_key`); a `lagged` event tells a slow reader how many records it missed.",
+    params(StreamParams),
+    responses(
+        (status = 200, description = "text/event-stream: `activity` events (JSON data) and `lagged` events (the number of records missed)",
+            body = String, content_type = "text/event-stream"),
+        (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
+    ),
+)]
 pub async fn activity_stream(
     State(state): State<Arc<AppState>>,
-    query: Params,
+    query: RawQuery,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let map = params(query, &["merchant"])?;
-    let merchant = map.get("merchant").cloned();
+    let params: StreamParams = params(query)?;
+    let merchant = params.merchant;
     let receiver = state.activity.subscribe();
     let shutdown = state.shutdown.subscribe();
     let stream = futures_util::stream::unfold(

@@ -210,7 +210,7 @@ impl Worker {
             })
             .collect();
         self.options.status.report(
-            "aggregate",
+            crate::cluster::ConsumerRole::Aggregate,
             &self.group,
             &self.topic,
             consumer,
