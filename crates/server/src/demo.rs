@@ -1,15 +1,12 @@
-//! The demo's built-in traffic and the `gen` command.
+//! The demo's built-in traffic.
 
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use mm_traffic::{TrafficConfig, TrafficGenerator};
 
 use crate::http::AppState;
-use crate::pipeline::now_us;
+use mm_model::time::now_us;
 
 /// Settings of the demo generator.
 #[derive(Debug, Clone, Copy)]
@@ -55,33 +52,4 @@ pub async fn generate(state: Arc<AppState>, options: DemoOptions) {
             Err(error) => tracing::warn!(%error, "demo batch refused; retrying with the next tick"),
         }
     }
-}
-
-/// Writes `events` generated events as NDJSON to `output` (`-` for stdout).
-pub fn write_gen(config: TrafficConfig, events: u64, output: &Path) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let bytes = if output == Path::new("-") {
-        let stdout = std::io::stdout();
-        let mut writer = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        let bytes =
-            mm_traffic::write_dataset(config, events, &mut writer).context("writing to stdout")?;
-        writer.flush().context("writing to stdout")?;
-        bytes
-    } else {
-        let file = std::fs::File::create(output)
-            .with_context(|| format!("creating {}", output.display()))?;
-        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-        let bytes = mm_traffic::write_dataset(config, events, &mut writer)
-            .with_context(|| format!("writing {}", output.display()))?;
-        writer
-            .flush()
-            .with_context(|| format!("writing {}", output.display()))?;
-        bytes
-    };
-    eprintln!(
-        "wrote {events} events ({:.1} MB) in {:.2} s",
-        bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
 }

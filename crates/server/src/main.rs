@@ -1,17 +1,14 @@
 //! `merchant-monitor`: one binary for the server, the demo, data generation, replay and
 //! benchmarks. See `merchant-monitor --help`.
 
-use std::path::PathBuf;
-
-use anyhow::Context;
-
 /// mimalloc: window rollups and keys are many small, short-lived allocations; it measured
 /// faster than the system allocator on the parse+aggregate benchmark.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use merchant_monitor::serve::ServerArgs;
-use merchant_monitor::{bench, demo, pipeline, replay, serve};
+use merchant_monitor::{demo, serve};
 
 /// Per-merchant, per-API, per-minute activity from payment API logs.
 #[derive(Debug, Parser)]
@@ -40,35 +37,11 @@ enum Command {
         seed: u64,
     },
     /// Write a realistic NDJSON dataset of N events (seeded, with controlled disorder).
-    Gen {
-        /// Number of events.
-        #[arg(long, short = 'n', default_value_t = 1_000_000)]
-        events: u64,
-        /// Output file; `-` for stdout.
-        #[arg(long, short = 'o', default_value = "-")]
-        output: PathBuf,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        #[arg(long, default_value_t = 5_000)]
-        merchants: usize,
-        /// Event-time rate of the dataset (events per second of event time).
-        #[arg(long, default_value_t = 20_000.0)]
-        rate: f64,
-        /// Share of events that arrive up to `max-lateness` late.
-        #[arg(long, default_value_t = 0.05)]
-        late_fraction: f64,
-        /// Largest lateness, in seconds.
-        #[arg(long, default_value_t = 300)]
-        max_lateness: u64,
-        /// Event time of the first event (RFC 3339 or epoch ms) [default: now minus the
-        /// dataset's duration, so the data ends about now].
-        #[arg(long)]
-        start: Option<String>,
-    },
+    Gen(mm_tools::dataset::GenArgs),
     /// Send an NDJSON file to a server's ingest endpoint, with progress and a final rate.
-    Replay(replay::ReplayArgs),
+    Replay(mm_tools::replay::ReplayArgs),
     /// Run the benchmarks and print medians.
-    Bench(bench::BenchArgs),
+    Bench(mm_tools::bench::BenchArgs),
     /// Print the HTTP API's OpenAPI 3.1 document (what `/openapi.json` serves), pretty.
     Openapi,
 }
@@ -124,34 +97,9 @@ fn main() -> anyhow::Result<()> {
             };
             runtime()?.block_on(serve::run(server, Some(demo)))
         }
-        Command::Gen {
-            events,
-            output,
-            seed,
-            merchants,
-            rate,
-            late_fraction,
-            max_lateness,
-            start,
-        } => {
-            let start_ts_us = match start {
-                Some(text) => mm_model::time::parse_param(&text)
-                    .with_context(|| format!("--start {text:?}"))?,
-                None => pipeline::now_us() - (events as f64 / rate * 1e6) as i64,
-            };
-            let config = mm_traffic::TrafficConfig {
-                seed,
-                merchants,
-                start_ts_us,
-                events_per_second: rate,
-                late_fraction,
-                max_lateness_us: max_lateness as i64 * 1_000_000,
-                ..mm_traffic::TrafficConfig::default()
-            };
-            demo::write_gen(config, events, &output)
-        }
-        Command::Replay(args) => runtime()?.block_on(replay::run(args)),
-        Command::Bench(args) => bench::run(args),
+        Command::Gen(args) => mm_tools::dataset::run(args),
+        Command::Replay(args) => runtime()?.block_on(mm_tools::replay::run(args)),
+        Command::Bench(args) => mm_tools::bench::run(args),
         Command::Openapi => {
             print!("{}", merchant_monitor::http::openapi_json());
             Ok(())

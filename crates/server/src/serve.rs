@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use mm_gateway::IngestLimits;
+use mm_ingest::IngestLimits;
 use mm_model::mapping::EventParser;
 use mm_telemetry::Metrics;
 use mm_window::WindowConfig;
 
-use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::{Config, Overrides, RawConfig};
 use crate::demo::{self, DemoOptions};
 use crate::http::{self, AppState};
-use crate::ingest::{IngestSink, Ingestor};
-use crate::pipeline::{Pipeline, PipelineOptions};
 use clap::Args;
+use mm_cluster::{Cluster, ClusterOptions};
+use mm_engine::{Pipeline, PipelineOptions};
+use mm_ingest::{IngestSink, Ingestor};
 
 #[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
@@ -77,8 +77,8 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     let backend = match &config.kafka {
         None => Backend::Embedded(start_embedded(&config, metrics.clone()).await?),
         Some(settings) => {
-            crate::cluster::create_topics(settings).await?;
-            crate::cluster::ensure_checkpoint_topic(settings).await?;
+            mm_cluster::create_topics(settings).await?;
+            mm_cluster::ensure_checkpoint_topic(settings).await?;
             let options = ClusterOptions {
                 settings: settings.clone(),
                 data_dir: config.data_dir.clone(),
@@ -226,7 +226,7 @@ enum Backend {
     /// Many instances on Kafka, with the local replica of the activity topic.
     Cluster(
         Cluster,
-        tokio::sync::broadcast::Sender<Arc<crate::pipeline::ActivityRecord>>,
+        tokio::sync::broadcast::Sender<Arc<mm_model::activity::ActivityRecord>>,
     ),
 }
 

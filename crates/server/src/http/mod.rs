@@ -1,6 +1,5 @@
 //! The HTTP API: ingest, queries, OpenAPI document, health and metrics.
 
-mod content_type;
 mod error;
 mod events;
 mod openapi;
@@ -27,7 +26,7 @@ use axum::routing::{MethodFilter, MethodRouter};
 use mm_storage::rollups::RollupStore;
 use mm_telemetry::Metrics;
 
-use crate::ingest::Ingestor;
+use mm_ingest::Ingestor;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -36,7 +35,7 @@ pub struct AppState {
     /// The raw-event archive (embedded mode).
     pub archive: Option<Arc<mm_archive::Archive>>,
     /// Cluster mode: this instance's consumers.
-    pub cluster: Option<Arc<crate::cluster::ClusterStatus>>,
+    pub cluster: Option<Arc<mm_cluster::ClusterStatus>>,
     pub metrics: Arc<Metrics>,
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,
@@ -45,7 +44,7 @@ pub struct AppState {
     /// Set to `true` when the server starts shutting down; ends long-lived streams.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The activity stream, for server-sent-event subscribers.
-    pub activity: tokio::sync::broadcast::Sender<Arc<crate::pipeline::ActivityRecord>>,
+    pub activity: tokio::sync::broadcast::Sender<Arc<mm_model::activity::ActivityRecord>>,
     /// Where the web dashboard's files come from.
     pub ui: Ui,
 }

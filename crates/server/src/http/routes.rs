@@ -9,7 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mm_gateway::BodyError;
+use mm_ingest::BodyError;
 use mm_query::{
     ActivityParams, ActivityResponse, ApisParams, ApisResponse, MerchantsParams, MerchantsResponse,
     Period,
@@ -19,9 +19,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::cluster::ConsumerStatus;
-use crate::ingest::{IngestFailure, IngestReply};
-use crate::pipeline::now_us;
+use mm_cluster::ConsumerStatus;
+use mm_ingest::{IngestFailure, IngestReply};
+use mm_model::time::now_us;
 
 /// How long a client may take to send an ingest body while holding a place in flight.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -523,7 +523,7 @@ pub async fn set_backpressure(
     .into_response())
 }
 
-fn cluster_of(state: &AppState) -> Result<Arc<crate::cluster::ClusterStatus>, ApiError> {
+fn cluster_of(state: &AppState) -> Result<Arc<mm_cluster::ClusterStatus>, ApiError> {
     state.cluster.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -1,4 +1,4 @@
-//! The web dashboard: the files of `web/` built into the binary (see `build.rs`), served at
+//! The web dashboard: the files of `web/` built into the binary (the `mm-web` crate), served at
 //! `/`. Any other `GET` outside the API answers the dashboard's `index.html`, so its own
 //! links (`/merchants/{merchant}?from=…&to=…`) open directly.
 //!
@@ -15,21 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
-
-/// One file of the dashboard, as `build.rs` embeds it.
-#[derive(Debug)]
-pub struct EmbeddedFile {
-    path: &'static str,
-    content_type: &'static str,
-    bytes: &'static [u8],
-    /// The same bytes gzip-compressed, when that is smaller.
-    gzip: Option<&'static [u8]>,
-}
-
-mod embedded {
-    use super::EmbeddedFile;
-    include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
-}
 
 /// Where the dashboard's files come from.
 #[derive(Debug, Clone)]
@@ -136,7 +121,7 @@ pub async fn serve(
 
 fn embedded_asset(path: &str, accepts_gzip: bool) -> Option<Asset> {
     let path = if path == "/" { "/index.html" } else { path };
-    let file = embedded::ASSETS.iter().find(|file| file.path == path)?;
+    let file = mm_web::file(path)?;
     let (bytes, gzipped) = match file.gzip {
         Some(compressed) if accepts_gzip => (compressed, true),
         _ => (file.bytes, false),
@@ -161,7 +146,7 @@ async fn directory_asset(dir: &std::path::Path, path: &str) -> Option<Asset> {
     }
     let bytes = tokio::fs::read(dir.join(relative)).await.ok()?;
     Some(Asset {
-        content_type: super::content_type::for_path(relative),
+        content_type: mm_web::content_type::for_path(relative),
         bytes: Body::from(bytes),
         gzipped: false,
         immutable: false,

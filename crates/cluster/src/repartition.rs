@@ -31,7 +31,7 @@ use super::group::{
     Change, ClusterStatus, Continuity, GroupContext, QUIET, Session, dead_letter, unstick,
 };
 use super::replica::partition_count;
-use crate::pipeline::now_us;
+use mm_model::time::now_us;
 
 /// Everything the repartition consumer needs.
 pub struct RepartitionOptions {

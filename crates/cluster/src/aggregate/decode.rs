@@ -8,7 +8,7 @@ use mm_model::mapping::{EventParser, TimeBounds};
 use rdkafka::message::{Headers, Message};
 
 use super::partition::{Decode, InputRecord, Rejected};
-use crate::pipeline::now_us;
+use mm_model::time::now_us;
 
 /// Parses records with the configured mapping; the time bounds come from each record's own
 /// timestamp, so a rebuild accepts exactly what the first pass accepted.

@@ -9,7 +9,7 @@
 //! page saying that the dashboard was not built and why (and cargo prints a warning).
 //! `MM_SKIP_WEB_BUILD=1` skips the UI build on purpose.
 
-#[path = "src/http/content_type.rs"]
+#[path = "src/content_type.rs"]
 mod content_type;
 
 use std::fmt::Write as _;

@@ -98,7 +98,7 @@ pub fn run(
             floor.archived(archive.archived_lsn());
         }
         if Instant::now() >= next_retention {
-            let oldest_kept = crate::pipeline::now_us() - options.retention.as_micros() as i64;
+            let oldest_kept = mm_model::time::now_us() - options.retention.as_micros() as i64;
             let dropped = archive
                 .enforce_retention(oldest_kept, options.max_bytes)
                 .context("archive retention")?;
@@ -109,7 +109,7 @@ pub fn run(
                 );
             }
             // Small segments of finished hours become one per hour.
-            let current_hour = crate::pipeline::now_us().div_euclid(3_600_000_000);
+            let current_hour = mm_model::time::now_us().div_euclid(3_600_000_000);
             let compacted = archive
                 .compact(current_hour, COMPACT_MIN_SEGMENTS, COMPACT_MAX_ROWS)
                 .context("archive compaction")?;

@@ -20,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
 
 use super::group::{Continuity, QUIET, unstick};
-use crate::pipeline::ActivityRecord;
+use mm_model::activity::ActivityRecord;
 use mm_telemetry::Metrics;
 
 /// How far the replica has read: activity partition → next offset to apply.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use super::decode::RecordDecoder;
 use super::partition::{InputRecord, Outcome, Outgoing, PartitionState};
-use crate::cluster::group::{Continuity, Position};
+use crate::group::{Continuity, Position};
 
 const BASE: i64 = 1_795_791_600_000_000;
 

@@ -27,7 +27,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::BaseRecord;
 
 use super::aggregate::partition::Outgoing;
-use crate::pipeline::ActivityRecord;
+use mm_model::activity::ActivityRecord;
 
 /// Everything one checkpoint sends.
 pub struct CheckpointJob {

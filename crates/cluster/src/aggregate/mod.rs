@@ -55,7 +55,7 @@ use super::group::{
 };
 use super::replica::{ReplicaProgress, partition_count};
 use super::writer::{CheckpointWriter, Emitter};
-use crate::pipeline::now_us;
+use mm_model::time::now_us;
 
 /// Everything the aggregation consumer needs.
 pub struct AggregateOptions {

@@ -23,8 +23,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::BenchArgs;
-use crate::cluster::{Cluster, ClusterOptions};
-use crate::pipeline::now_us;
+use mm_cluster::{Cluster, ClusterOptions};
+use mm_model::time::now_us;
 
 const PARTITIONS: i32 = 4;
 /// Events per second of event time in the input.
@@ -54,7 +54,7 @@ pub fn bench_kafka(args: &BenchArgs, work_dir: &std::path::Path) -> anyhow::Resu
         .enable_all()
         .build()
         .context("runtime")?;
-    runtime.block_on(crate::cluster::create_topics(&settings))?;
+    runtime.block_on(mm_cluster::create_topics(&settings))?;
 
     // The input: realistic traffic ending now, keyed by merchant.
     let events = args.events;
@@ -191,7 +191,7 @@ fn aggregation_pipeline(
         .enable_all()
         .build()
         .context("runtime")?
-        .block_on(crate::cluster::ensure_checkpoint_topic(&settings))?;
+        .block_on(mm_cluster::ensure_checkpoint_topic(&settings))?;
     let started = Instant::now();
     let cluster = Cluster::start(options, Arc::new(Metrics::new()), activity)?;
     let status = cluster.status.clone();
@@ -224,7 +224,7 @@ fn aggregation_pipeline(
         let committed: i64 = status
             .snapshot()
             .iter()
-            .filter(|consumer| consumer.role == crate::cluster::ConsumerRole::Aggregate)
+            .filter(|consumer| consumer.role == mm_cluster::ConsumerRole::Aggregate)
             .flat_map(|consumer| consumer.partitions.iter())
             .map(|partition| partition.committed.unwrap_or(0))
             .sum();

@@ -1,22 +1,22 @@
 //! Ingest, independent of HTTP: decode a body, validate each record, append the accepted ones
 //! to the write-ahead log and wait until they are durable.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mm_gateway::{
-    BodyError, IngestLimits, RejectedRecord, decode_body, for_each_record, process_body,
-};
+use crate::{BodyError, IngestLimits, RejectedRecord, decode_body, for_each_record, process_body};
 use mm_model::mapping::{EventParser, TimeBounds};
 use mm_storage::wal::{AppendError, Wal};
 use mm_telemetry::Metrics;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::pipeline::now_us;
+use mm_model::time::now_us;
 
 /// The outcome of a readable body.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IngestReply {
     /// Records accepted (durable when the answer arrives).
     pub accepted: usize,
@@ -60,6 +60,7 @@ pub enum IngestSink {
     },
     /// Cluster mode: each record, as received, to the input topic keyed by merchant
     /// (idempotent producer, acks=all); acknowledged once the broker has every one.
+    #[cfg(feature = "kafka")]
     Kafka {
         producer: rdkafka::producer::FutureProducer,
         topic: String,
@@ -166,55 +167,9 @@ impl Ingestor {
                 }
                 (processed.accepted, processed.rejected)
             }
+            #[cfg(feature = "kafka")]
             IngestSink::Kafka { producer, topic } => {
-                let mut deliveries = Vec::new();
-                let mut refused = None;
-                let (records, rejected) = for_each_record(
-                    &self.parser,
-                    &decoded,
-                    bounds,
-                    &self.limits,
-                    |event, raw| {
-                        if refused.is_some() {
-                            return;
-                        }
-                        let record = rdkafka::producer::FutureRecord::to(topic)
-                            .key(event.merchant.as_bytes())
-                            .payload(raw);
-                        match producer.send_result(record) {
-                            Ok(delivery) => deliveries.push(delivery),
-                            Err((error, _)) => refused = Some(error),
-                        }
-                    },
-                )?;
-                drop(decoded);
-                if records == 0 {
-                    return Err(IngestFailure::Empty);
-                }
-                self.count_rejections(&rejected);
-                let accepted = deliveries.len();
-                let mut failure = refused.map(|error| match error {
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ) => IngestFailure::BrokerBusy,
-                    other => IngestFailure::Broker(other.to_string()),
-                });
-                // Every record sent must be on the broker before anything is acknowledged.
-                for delivery in deliveries {
-                    match delivery.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((error, _))) => {
-                            failure.get_or_insert(IngestFailure::Broker(error.to_string()));
-                        }
-                        Err(_) => {
-                            failure.get_or_insert(IngestFailure::Closed);
-                        }
-                    }
-                }
-                if let Some(failure) = failure {
-                    return Err(failure);
-                }
-                (accepted, rejected)
+                self.send_to_topic(producer, topic, decoded, bounds).await?
             }
         };
         if accepted > 0 {
@@ -225,6 +180,66 @@ impl Ingestor {
             rejected: rejected.len(),
             errors: rejected,
         })
+    }
+
+    /// Cluster mode: each accepted record, as received, to the input topic keyed by merchant;
+    /// returns once the broker has every one.
+    #[cfg(feature = "kafka")]
+    async fn send_to_topic(
+        &self,
+        producer: &rdkafka::producer::FutureProducer,
+        topic: &str,
+        decoded: Cow<'_, [u8]>,
+        bounds: TimeBounds,
+    ) -> Result<(usize, Vec<RejectedRecord>), IngestFailure> {
+        let mut deliveries = Vec::new();
+        let mut refused = None;
+        let (records, rejected) = for_each_record(
+            &self.parser,
+            &decoded,
+            bounds,
+            &self.limits,
+            |event, raw| {
+                if refused.is_some() {
+                    return;
+                }
+                let record = rdkafka::producer::FutureRecord::to(topic)
+                    .key(event.merchant.as_bytes())
+                    .payload(raw);
+                match producer.send_result(record) {
+                    Ok(delivery) => deliveries.push(delivery),
+                    Err((error, _)) => refused = Some(error),
+                }
+            },
+        )?;
+        drop(decoded);
+        if records == 0 {
+            return Err(IngestFailure::Empty);
+        }
+        self.count_rejections(&rejected);
+        let accepted = deliveries.len();
+        let mut failure = refused.map(|error| match error {
+            rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::QueueFull,
+            ) => IngestFailure::BrokerBusy,
+            other => IngestFailure::Broker(other.to_string()),
+        });
+        // Every record sent must be on the broker before anything is acknowledged.
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    failure.get_or_insert(IngestFailure::Broker(error.to_string()));
+                }
+                Err(_) => {
+                    failure.get_or_insert(IngestFailure::Closed);
+                }
+            }
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        Ok((accepted, rejected))
     }
 
     fn count_rejections(&self, rejected: &[RejectedRecord]) {

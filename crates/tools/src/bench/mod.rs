@@ -22,12 +22,13 @@ use mm_storage::{codec, wal};
 use mm_traffic::{TrafficConfig, TrafficGenerator};
 use mm_window::{Aggregator, Call, Origin, WindowConfig};
 
-use crate::pipeline::now_us;
+use mm_model::time::now_us;
 
+mod chunks;
 mod handoff;
+#[cfg(feature = "kafka")]
 mod kafka;
-mod sharded;
-pub use sharded::{READ_CHUNK_BYTES, lines, parse_and_aggregate_sharded, read_line_chunks};
+use chunks::{READ_CHUNK_BYTES, lines, read_line_chunks};
 
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
@@ -199,7 +200,7 @@ fn dataset(work_dir: &Path, events: u64) -> anyhow::Result<PathBuf> {
             events_per_second: 2_000.0,
             ..TrafficConfig::default()
         };
-        crate::demo::write_gen(config, events, &path)?;
+        crate::dataset::write_gen(config, events, &path)?;
     }
     Ok(path)
 }
@@ -537,43 +538,24 @@ fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
         .max(1);
     let parser = EventParser::new(&FieldMapping::default(), false).context("default mapping")?;
     let size = std::fs::metadata(&path).map_or(0, |meta| meta.len());
-    // Both engines, alternating run by run so machine noise hits them alike.
-    let mut ordered_rates = Vec::new();
-    let mut sharded_rates = Vec::new();
+    let mut rates = Vec::new();
     let mut summary = (0usize, 0u64, 0u64);
-    let mut sharded_late = 0;
     for _ in 0..args.runs {
         let started = Instant::now();
         let file =
             std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let (events, late, rejected) = parse_and_aggregate(file, &parser, threads)?;
-        ordered_rates.push(events as f64 / started.elapsed().as_secs_f64());
+        rates.push(events as f64 / started.elapsed().as_secs_f64());
         summary = (events, late, rejected);
-
-        let started = Instant::now();
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let (events, late, _) = parse_and_aggregate_sharded(file, &parser, threads, None)?;
-        sharded_rates.push(events as f64 / started.elapsed().as_secs_f64());
-        sharded_late = late;
     }
     println!(
-        "parse+aggregate: {} events ({:.0} bytes/event, {} rejected), {} threads, {} runs each:",
+        "parse+aggregate: {} events ({:.0} bytes/event, {} rejected, {} late), {threads} parser threads feeding one aggregator, {} runs: median {:.0} events/s",
         summary.0,
         size as f64 / summary.0.max(1) as f64,
         summary.2,
-        threads,
-        args.runs
-    );
-    println!(
-        "  one ordered aggregator fed by {threads} parser threads: median {:.0} events/s ({} late)",
-        median(&mut ordered_rates),
-        summary.1
-    );
-    println!(
-        "  aggregation sharded by merchant over {threads} workers:  median {:.0} events/s ({} late)",
-        median(&mut sharded_rates),
-        sharded_late
+        summary.1,
+        args.runs,
+        median(&mut rates),
     );
     Ok(())
 }
@@ -774,7 +756,7 @@ fn bench_ingest(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
         events_per_second: rate,
         ..TrafficConfig::default()
     };
-    crate::demo::write_gen(config, args.events, &dataset)?;
+    crate::dataset::write_gen(config, args.events, &dataset)?;
     let executable = std::env::current_exe().context("locating this executable")?;
     let mut child = std::process::Command::new(executable)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

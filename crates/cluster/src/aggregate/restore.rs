@@ -13,8 +13,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::decode::input_record;
 use super::partition::PartitionState;
 use super::{Task, Worker};
-use crate::cluster::group::{Continuity, GroupContext, reread};
-use crate::pipeline::now_us;
+use crate::group::{Continuity, GroupContext, reread};
+use mm_model::time::now_us;
 
 impl Worker {
     /// Rebuilds `partitions` from their committed checkpoints.

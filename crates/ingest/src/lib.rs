@@ -1,5 +1,6 @@
-//! The ingest gateway's request processing: from an HTTP body to a durable-log batch and a
-//! per-record status.
+//! Ingest: from an HTTP body to a durable-log batch and a per-record status
+//! ([`process_body`]), and the durable append itself ([`Ingestor`]: the embedded WAL, or the
+//! input topic in cluster mode with the `kafka` feature).
 //!
 //! A body is NDJSON (one JSON object per line) or one JSON array of objects, optionally
 //! compressed (`Content-Encoding: gzip` or `zstd`). Every record is parsed and validated on
@@ -8,7 +9,7 @@
 //! array, too large) fails whole.
 //!
 //! ```
-//! use mm_gateway::{IngestLimits, process_body};
+//! use mm_ingest::{IngestLimits, process_body};
 //! use mm_model::mapping::{EventParser, FieldMapping, TimeBounds};
 //! let parser = EventParser::new(&FieldMapping::default(), true).unwrap();
 //! let body = b"{\"ts\":1795273445000,\"merchant\":\"M1\",\"api\":\"a\",\"status\":200,\"latency_ms\":3,\"corr_id\":\"c\"}\nnot json\n";
@@ -16,6 +17,10 @@
 //! assert_eq!(processed.accepted, 1);
 //! assert_eq!(processed.rejected[0].index, 1);
 //! ```
+
+mod ingestor;
+
+pub use ingestor::{IngestFailure, IngestReply, IngestSink, Ingestor};
 
 use std::borrow::Cow;
 use std::io::Read;

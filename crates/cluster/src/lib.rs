@@ -43,7 +43,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::broadcast;
 
-use crate::pipeline::ActivityRecord;
+use mm_model::activity::ActivityRecord;
 
 /// What cluster mode needs besides the Kafka settings.
 pub struct ClusterOptions {

@@ -13,9 +13,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Worker;
 use super::partition::Outgoing;
-use crate::cluster::group::GroupContext;
-use crate::cluster::writer::{CheckpointJob, JobResult};
-use crate::pipeline::now_us;
+use crate::group::GroupContext;
+use crate::writer::{CheckpointJob, JobResult};
+use mm_model::time::now_us;
 
 impl Worker {
     /// Takes the checkpoint writer's results: commits what a written checkpoint covers (for
@@ -210,7 +210,7 @@ impl Worker {
             })
             .collect();
         self.options.status.report(
-            crate::cluster::ConsumerRole::Aggregate,
+            crate::ConsumerRole::Aggregate,
             &self.group,
             &self.topic,
             consumer,
