@@ -4,17 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mm_kafka::delivery::send_blocking;
 use mm_kafka::{DeadLetter, KafkaSettings, TrackedProducer};
+pub use mm_telemetry::consumers::{ClusterStatus, ConsumerRole, ConsumerStatus, PartitionStatus};
 use mm_telemetry::{ErrorClassLabel, Metrics, PartitionLabel};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
-use serde::Serialize;
 
 /// An assignment change, as the consuming thread learns of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,154 +347,75 @@ pub fn dead_letter(
     Ok(())
 }
 
-/// One consumed partition, as `GET /v1/admin/consumers` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct PartitionStatus {
-    pub partition: i32,
-    /// Next offset this instance will process.
-    pub position: i64,
-    /// Offset committed with the last checkpoint; null before the first.
-    #[schema(required = true)]
-    pub committed: Option<i64>,
-    /// End of the partition when last asked.
-    pub high_watermark: i64,
-    /// Records between the position and the end.
-    pub lag: i64,
-    /// Whether the consumer has paused the partition (backpressure).
-    pub paused: bool,
-}
-
-/// What a consumer of this instance does.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumerRole {
-    /// Reads the repartitioned topic into windows and the rollup store.
-    Aggregate,
-    /// Reads the input topic and writes each record to its merchant's partition.
-    Repartition,
-}
-
-/// One consumer of this instance.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct ConsumerStatus {
-    pub role: ConsumerRole,
-    /// Kafka consumer group.
-    pub group: String,
-    pub topic: String,
-    pub partitions: Vec<PartitionStatus>,
-}
-
-/// The status of this instance's consumers, and the operator's backpressure setting.
-#[derive(Debug)]
-pub struct ClusterStatus {
-    consumers: Mutex<BTreeMap<ConsumerRole, ConsumerStatus>>,
-    /// Records the repartitioner may have in flight to the broker before it pauses its
-    /// partitions; adjustable at runtime.
-    pub max_in_flight: AtomicUsize,
-    /// Records the aggregation consumer has processed (new, not rebuilt), for benchmarks.
-    pub processed: std::sync::atomic::AtomicU64,
-}
-
-impl ClusterStatus {
-    pub fn new(max_in_flight: usize) -> Self {
-        Self {
-            consumers: Mutex::new(BTreeMap::new()),
-            max_in_flight: AtomicUsize::new(max_in_flight),
-            processed: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    pub fn snapshot(&self) -> Vec<ConsumerStatus> {
-        self.consumers
-            .lock()
-            .map(|consumers| consumers.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub fn max_in_flight(&self) -> usize {
-        self.max_in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Publishes position, lag and pause state; with `refresh_ends`, asks the broker for each
-    /// partition's end first (else the last known end is used).
-    #[allow(clippy::too_many_arguments)]
-    pub fn report<C: ConsumerContext>(
-        &self,
-        role: ConsumerRole,
-        group: &str,
-        topic: &str,
-        consumer: &BaseConsumer<C>,
-        positions: &BTreeMap<i32, (i64, Option<i64>)>,
-        paused: bool,
-        refresh_ends: bool,
-        metrics: &Metrics,
-    ) {
-        let known_ends: BTreeMap<i32, i64> = self
-            .consumers
-            .lock()
-            .ok()
-            .and_then(|consumers| {
-                consumers.get(&role).map(|status| {
-                    status
-                        .partitions
-                        .iter()
-                        .map(|partition| (partition.partition, partition.high_watermark))
-                        .collect()
-                })
-            })
-            .unwrap_or_default();
-        let mut partitions = Vec::with_capacity(positions.len());
-        for (partition, (position, committed)) in positions {
-            let known = known_ends.get(partition).copied();
-            let high = match known {
-                Some(known) if !refresh_ends => known.max(*position),
-                _ => consumer
-                    .fetch_watermarks(topic, *partition, Duration::from_millis(500))
-                    .map_or(*position, |(_, high)| high),
-            };
-            let lag = (high - position).max(0);
-            metrics
-                .kafka_consumer_lag
-                .get_or_create(&PartitionLabel {
-                    group: group.to_owned(),
-                    topic: topic.to_owned(),
-                    partition: *partition,
-                })
-                .set(lag);
-            partitions.push(PartitionStatus {
+/// Publishes a consumer's position, lag and pause state to `status` (and the lag metric); with
+/// `refresh_ends`, asks the broker for each partition's end first (else the last known end is
+/// used).
+#[allow(clippy::too_many_arguments)]
+pub fn report<C: ConsumerContext>(
+    status: &ClusterStatus,
+    role: ConsumerRole,
+    group: &str,
+    topic: &str,
+    consumer: &BaseConsumer<C>,
+    positions: &BTreeMap<i32, (i64, Option<i64>)>,
+    paused: bool,
+    refresh_ends: bool,
+    metrics: &Metrics,
+) {
+    let known_ends: BTreeMap<i32, i64> = status
+        .consumer(role)
+        .map(|previous| {
+            previous
+                .partitions
+                .iter()
+                .map(|partition| (partition.partition, partition.high_watermark))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut partitions = Vec::with_capacity(positions.len());
+    for (partition, (position, committed)) in positions {
+        let known = known_ends.get(partition).copied();
+        let high = match known {
+            Some(known) if !refresh_ends => known.max(*position),
+            _ => consumer
+                .fetch_watermarks(topic, *partition, Duration::from_millis(500))
+                .map_or(*position, |(_, high)| high),
+        };
+        let lag = (high - position).max(0);
+        metrics
+            .kafka_consumer_lag
+            .get_or_create(&PartitionLabel {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
                 partition: *partition,
-                position: *position,
-                committed: *committed,
-                high_watermark: high,
-                lag,
-                paused,
-            });
-        }
-        if let Ok(mut consumers) = self.consumers.lock() {
-            // Partitions no longer owned keep no lag here.
-            if let Some(previous) = consumers.get(&role) {
-                for gone in previous
-                    .partitions
-                    .iter()
-                    .filter(|old| !positions.contains_key(&old.partition))
-                {
-                    metrics.kafka_consumer_lag.remove(&PartitionLabel {
-                        group: group.to_owned(),
-                        topic: topic.to_owned(),
-                        partition: gone.partition,
-                    });
-                }
-            }
-            consumers.insert(
-                role,
-                ConsumerStatus {
-                    role,
-                    group: group.to_owned(),
-                    topic: topic.to_owned(),
-                    partitions,
-                },
-            );
-        }
+            })
+            .set(lag);
+        partitions.push(PartitionStatus {
+            partition: *partition,
+            position: *position,
+            committed: *committed,
+            high_watermark: high,
+            lag,
+            paused,
+        });
+    }
+    let previous = status.publish(ConsumerStatus {
+        role,
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        partitions,
+    });
+    // Partitions no longer owned keep no lag here.
+    for gone in previous
+        .iter()
+        .flat_map(|previous| &previous.partitions)
+        .filter(|old| !positions.contains_key(&old.partition))
+    {
+        metrics.kafka_consumer_lag.remove(&PartitionLabel {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition: gone.partition,
+        });
     }
 }
 

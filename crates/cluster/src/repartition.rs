@@ -185,7 +185,8 @@ fn session(
             if !commit(consumer, input, producer, &mut positions)? {
                 return Ok(Session::BrokerLost);
             }
-            options.status.report(
+            super::group::report(
+                &options.status,
                 super::ConsumerRole::Repartition,
                 group,
                 input,

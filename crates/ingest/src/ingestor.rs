@@ -1,11 +1,10 @@
 //! Ingest, independent of HTTP: decode a body, validate each record, append the accepted ones
 //! to the write-ahead log and wait until they are durable.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{BodyError, IngestLimits, RejectedRecord, decode_body, for_each_record, process_body};
+use crate::{BodyError, IngestLimits, RejectedRecord, decode_body, process_body};
 use mm_model::mapping::{EventParser, TimeBounds};
 use mm_storage::wal::{AppendError, Wal};
 use mm_telemetry::Metrics;
@@ -189,12 +188,12 @@ impl Ingestor {
         &self,
         producer: &rdkafka::producer::FutureProducer,
         topic: &str,
-        decoded: Cow<'_, [u8]>,
+        decoded: std::borrow::Cow<'_, [u8]>,
         bounds: TimeBounds,
     ) -> Result<(usize, Vec<RejectedRecord>), IngestFailure> {
         let mut deliveries = Vec::new();
         let mut refused = None;
-        let (records, rejected) = for_each_record(
+        let (records, rejected) = crate::for_each_record(
             &self.parser,
             &decoded,
             bounds,

@@ -4,12 +4,14 @@
 
 pub mod checkpoint;
 pub mod dead_letter;
+#[cfg(feature = "client")]
 pub mod delivery;
 pub mod murmur2;
 pub mod settings;
 
 pub use checkpoint::{CheckpointError, PartitionCheckpoint};
 pub use dead_letter::DeadLetter;
+#[cfg(feature = "client")]
 pub use delivery::{DeliveryError, DeliveryTracker, TrackedProducer};
 pub use murmur2::{murmur2, partition_for};
 pub use settings::KafkaSettings;

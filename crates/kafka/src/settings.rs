@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "client")]
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
@@ -119,7 +120,11 @@ impl KafkaSettings {
             format!("{}.aggregate", self.group_id)
         }
     }
+}
 
+/// The librdkafka client configurations.
+#[cfg(feature = "client")]
+impl KafkaSettings {
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);

@@ -14,6 +14,7 @@ use crate::config::{Config, Overrides, RawConfig};
 use crate::demo::{self, DemoOptions};
 use crate::http::{self, AppState};
 use clap::Args;
+#[cfg(feature = "kafka")]
 use mm_cluster::{Cluster, ClusterOptions};
 use mm_engine::{Pipeline, PipelineOptions};
 use mm_ingest::{IngestSink, Ingestor};
@@ -76,44 +77,19 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     let parser = EventParser::new(&config.mapping, true).context("compiling field mapping")?;
     let backend = match &config.kafka {
         None => Backend::Embedded(start_embedded(&config, metrics.clone()).await?),
-        Some(settings) => {
-            mm_cluster::create_topics(settings).await?;
-            mm_cluster::ensure_checkpoint_topic(settings).await?;
-            let options = ClusterOptions {
-                settings: settings.clone(),
-                data_dir: config.data_dir.clone(),
-                window: window_config(&config),
-                checkpoint_interval: config.checkpoint_interval,
-                retention: config.retention,
-                max_clock_skew: config.max_clock_skew,
-                parser: Arc::new(
-                    EventParser::new(&config.mapping, false).context("compiling field mapping")?,
-                ),
-                max_in_flight: 100_000,
-            };
-            let (activity, _) = tokio::sync::broadcast::channel(4096);
-            let cluster = tokio::task::spawn_blocking({
-                let metrics = metrics.clone();
-                let activity = activity.clone();
-                move || Cluster::start(options, metrics, activity)
-            })
-            .await
-            .context("start-up task")??;
-            tracing::info!(
-                brokers = %settings.brokers,
-                input = %settings.input_topic,
-                group = %settings.group_id,
-                activity = %settings.activity_topic,
-                "cluster mode"
-            );
-            Backend::Cluster(cluster, activity)
-        }
+        #[cfg(feature = "kafka")]
+        Some(settings) => start_cluster(&config, settings, metrics.clone()).await?,
+        #[cfg(not(feature = "kafka"))]
+        Some(_) => anyhow::bail!(
+            "cluster mode ([kafka] or --kafka-brokers) needs a build with the `kafka` feature; this one runs embedded only"
+        ),
     };
     let sink = match &backend {
         Backend::Embedded(pipeline) => IngestSink::Wal {
             wal: pipeline.wal.clone(),
             archive: pipeline.archive.clone(),
         },
+        #[cfg(feature = "kafka")]
         Backend::Cluster(cluster, _) => IngestSink::Kafka {
             producer: cluster.ingest_producer.clone(),
             topic: cluster.settings.input_topic.clone(),
@@ -146,6 +122,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
         },
+        #[cfg(feature = "kafka")]
         Backend::Cluster(cluster, activity) => AppState {
             ingestor,
             store: cluster.store.clone(),
@@ -211,6 +188,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     drop(state);
     tokio::task::spawn_blocking(move || match backend {
         Backend::Embedded(pipeline) => pipeline.shutdown(),
+        #[cfg(feature = "kafka")]
         Backend::Cluster(cluster, _) => cluster.shutdown(),
     })
     .await
@@ -224,10 +202,48 @@ enum Backend {
     /// One machine: WAL, aggregator, rollup store and archive in the data directory.
     Embedded(Pipeline),
     /// Many instances on Kafka, with the local replica of the activity topic.
+    #[cfg(feature = "kafka")]
     Cluster(
         Cluster,
         tokio::sync::broadcast::Sender<Arc<mm_model::activity::ActivityRecord>>,
     ),
+}
+
+#[cfg(feature = "kafka")]
+async fn start_cluster(
+    config: &Config,
+    settings: &mm_kafka::KafkaSettings,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Backend> {
+    mm_cluster::create_topics(settings).await?;
+    mm_cluster::ensure_checkpoint_topic(settings).await?;
+    let options = ClusterOptions {
+        settings: settings.clone(),
+        data_dir: config.data_dir.clone(),
+        window: window_config(config),
+        checkpoint_interval: config.checkpoint_interval,
+        retention: config.retention,
+        max_clock_skew: config.max_clock_skew,
+        parser: Arc::new(
+            EventParser::new(&config.mapping, false).context("compiling field mapping")?,
+        ),
+        max_in_flight: 100_000,
+    };
+    let (activity, _) = tokio::sync::broadcast::channel(4096);
+    let cluster = tokio::task::spawn_blocking({
+        let activity = activity.clone();
+        move || Cluster::start(options, metrics, activity)
+    })
+    .await
+    .context("start-up task")??;
+    tracing::info!(
+        brokers = %settings.brokers,
+        input = %settings.input_topic,
+        group = %settings.group_id,
+        activity = %settings.activity_topic,
+        "cluster mode"
+    );
+    Ok(Backend::Cluster(cluster, activity))
 }
 
 fn window_config(config: &Config) -> WindowConfig {

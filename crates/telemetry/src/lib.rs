@@ -10,6 +10,8 @@
 //! assert!(metrics.render().contains("mm_ingest_events_total 3"));
 //! ```
 
+pub mod consumers;
+
 use std::sync::atomic::AtomicU64;
 
 use mm_model::mapping::RejectReason;
@@ -97,6 +99,8 @@ pub struct Metrics {
     pub kafka_dead_letters: Family<ErrorClassLabel, Counter>,
     /// Repartitioned records skipped as duplicates of ones already counted.
     pub kafka_duplicates_skipped: Counter,
+    /// Records of the aggregation topic processed as new (not re-read to rebuild).
+    pub kafka_records_processed: Counter,
     /// Records re-read to rebuild open windows after an assignment.
     pub kafka_replayed_records: Counter,
     /// Times a consumer read a partition again from before the next offset it expected (it
@@ -146,6 +150,7 @@ impl Metrics {
             kafka_consumer_lag: Family::default(),
             kafka_dead_letters: Family::default(),
             kafka_duplicates_skipped: Counter::default(),
+            kafka_records_processed: Counter::default(),
             kafka_replayed_records: Counter::default(),
             kafka_fetch_gaps: Counter::default(),
             kafka_checkpoints: Counter::default(),
@@ -246,6 +251,11 @@ impl Metrics {
             "mm_kafka_duplicates_skipped",
             "Repartitioned records skipped as duplicates",
             metrics.kafka_duplicates_skipped.clone(),
+        );
+        registry.register(
+            "mm_kafka_records_processed",
+            "Records of the aggregation topic processed as new (not re-read to rebuild)",
+            metrics.kafka_records_processed.clone(),
         );
         registry.register(
             "mm_kafka_replayed_records",

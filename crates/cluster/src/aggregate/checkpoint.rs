@@ -209,7 +209,8 @@ impl Worker {
                 (state.partition, (state.next, state.committed))
             })
             .collect();
-        self.options.status.report(
+        crate::group::report(
+            &self.options.status,
             crate::ConsumerRole::Aggregate,
             &self.group,
             &self.topic,

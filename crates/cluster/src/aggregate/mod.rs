@@ -301,10 +301,7 @@ impl Worker {
             &*self.options.store,
             now,
         )?;
-        self.options
-            .status
-            .processed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.options.metrics.kafka_records_processed.inc();
         match outcome {
             Outcome::Dead(rejected) => {
                 dead_letter(

@@ -35,7 +35,7 @@ pub struct AppState {
     /// The raw-event archive (embedded mode).
     pub archive: Option<Arc<mm_archive::Archive>>,
     /// Cluster mode: this instance's consumers.
-    pub cluster: Option<Arc<mm_cluster::ClusterStatus>>,
+    pub cluster: Option<Arc<mm_telemetry::consumers::ClusterStatus>>,
     pub metrics: Arc<Metrics>,
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,

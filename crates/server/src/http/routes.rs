@@ -19,9 +19,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use mm_cluster::ConsumerStatus;
 use mm_ingest::{IngestFailure, IngestReply};
 use mm_model::time::now_us;
+use mm_telemetry::consumers::ConsumerStatus;
 
 /// How long a client may take to send an ingest body while holding a place in flight.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -523,7 +523,7 @@ pub async fn set_backpressure(
     .into_response())
 }
 
-fn cluster_of(state: &AppState) -> Result<Arc<mm_cluster::ClusterStatus>, ApiError> {
+fn cluster_of(state: &AppState) -> Result<Arc<mm_telemetry::consumers::ClusterStatus>, ApiError> {
     state.cluster.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -193,10 +193,11 @@ fn aggregation_pipeline(
         .context("runtime")?
         .block_on(mm_cluster::ensure_checkpoint_topic(&settings))?;
     let started = Instant::now();
-    let cluster = Cluster::start(options, Arc::new(Metrics::new()), activity)?;
+    let metrics = Arc::new(Metrics::new());
+    let cluster = Cluster::start(options, metrics.clone(), activity)?;
     let status = cluster.status.clone();
     // The group join, then the work: timed from the first record processed to the last.
-    let processed = || status.processed.load(std::sync::atomic::Ordering::Relaxed);
+    let processed = || metrics.kafka_records_processed.get();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<(Instant, u64)> = None;
     loop {

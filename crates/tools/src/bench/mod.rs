@@ -89,7 +89,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "lookup" => bench_lookup(&args, &work_dir)?,
             "query" => bench_query(&args, &work_dir)?,
             "ingest" => bench_ingest(&args, &work_dir)?,
+            #[cfg(feature = "kafka")]
             "kafka" => kafka::bench_kafka(&args, &work_dir)?,
+            #[cfg(not(feature = "kafka"))]
+            "kafka" => bail!("the kafka benchmark needs a build with the `kafka` feature"),
             other => bail!(
                 "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, archive, lookup, kafka)"
             ),
