@@ -20,7 +20,7 @@
 //! rollup.record(200, 12.0);
 //! let record = ActivityRecord::new(&key, &rollup, false);
 //! assert_eq!(record.dedupe_key, "M1|/v1/payments|29000000|1");
-//! assert_eq!(record.window_start, "2025-02-19T21:20:00Z");
+//! assert_eq!(record.window_start, "2025-02-19T21:20:00.000Z");
 //! ```
 
 use std::collections::BTreeMap;
