@@ -1,6 +1,8 @@
 //! Kafka adapters for cluster mode: client settings, the Java-compatible murmur2 partitioner,
-//! partition checkpoints carried in committed-offset metadata, a delivery-tracking producer,
-//! dead-letter records. The wiring (which thread consumes what) lives in the server crate.
+//! the partition checkpoint record (written to the checkpoint topic), header and window
+//! formats, dead-letter records, and — with the `client` feature — the librdkafka client
+//! configurations and a delivery-tracking producer. The consumers themselves live in
+//! `mm-cluster`.
 
 pub mod checkpoint;
 pub mod dead_letter;
