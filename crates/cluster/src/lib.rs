@@ -19,6 +19,7 @@
 //! aggregated directly (its producers key by merchant with the Java default partitioner).
 
 mod aggregate;
+mod decode;
 mod group;
 mod repartition;
 mod replica;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mm_kafka::delivery::{flush, send_blocking};
 use mm_kafka::{KafkaSettings, TrackedProducer, header, partition_for};
-use mm_model::mapping::{EventParser, TimeBounds};
+use mm_model::mapping::EventParser;
 use mm_telemetry::Metrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -31,7 +31,8 @@ use super::group::{
     Change, ClusterStatus, Continuity, GroupContext, QUIET, Session, dead_letter, unstick,
 };
 use super::replica::partition_count;
-use mm_model::time::now_us;
+use crate::aggregate::partition::Decode;
+use crate::decode::{RecordDecoder, encode_binary, input_record};
 
 /// Everything the repartition consumer needs.
 pub struct RepartitionOptions {
@@ -94,6 +95,11 @@ fn session(
     group: &str,
     partitions: u32,
 ) -> anyhow::Result<Session> {
+    let decoder = RecordDecoder {
+        parser: options.parser.clone(),
+        retention_us: options.retention_us,
+        max_skew_us: options.max_skew_us,
+    };
     // Next offset to commit per owned partition, and the last committed.
     let mut positions: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
     let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
@@ -141,7 +147,7 @@ fn session(
                             &options.metrics,
                         )
                     {
-                        forward(options, group, target, partitions, &message)?;
+                        forward(options, &decoder, (group, target, partitions), &message)?;
                         positions.entry(partition).or_insert((-1, None)).0 = message.offset() + 1;
                     }
                 }
@@ -298,49 +304,35 @@ fn commit(
 
 fn forward(
     options: &RepartitionOptions,
-    group: &str,
-    target: &str,
-    partitions: u32,
+    decoder: &RecordDecoder,
+    (group, target, partitions): (&str, &str, u32),
     message: &BorrowedMessage<'_>,
 ) -> anyhow::Result<()> {
-    let reference_us = message
-        .timestamp()
-        .to_millis()
-        .map_or_else(now_us, |ms| ms.saturating_mul(1000));
-    let bounds = TimeBounds {
-        min_ts_us: reference_us.saturating_sub(options.retention_us),
-        max_ts_us: reference_us.saturating_add(options.max_skew_us),
-    };
-    let Some(payload) = message.payload() else {
-        dead_letter(
-            &options.producer,
-            &options.settings,
-            group,
-            message,
-            "invalid_json",
-            "the record has no value",
-            &options.metrics,
-        )?;
-        return Ok(());
-    };
-    let merchant = match options.parser.parse(payload, bounds) {
-        Ok(call) => call.merchant.into_owned(),
-        Err(error) => {
+    let call = match decoder.decode(&input_record(message)) {
+        Ok(call) => call,
+        Err(rejected) => {
             dead_letter(
                 &options.producer,
                 &options.settings,
                 group,
                 message,
-                error.reason.as_str(),
-                &error.message,
+                rejected.class,
+                &rejected.message,
                 &options.metrics,
             )?;
             return Ok(());
         }
     };
+    // Parsed once: the aggregation consumer decodes this instead of parsing the JSON again.
+    let payload = encode_binary(&call);
+    let merchant = call.merchant.as_bytes();
     let source_partition = message.partition().to_string();
     let source_offset = message.offset().to_string();
-    let headers = OwnedHeaders::new_with_capacity(2)
+    let headers = OwnedHeaders::new_with_capacity(3)
+        .insert(rdkafka::message::Header {
+            key: header::FORMAT,
+            value: Some(header::EVENT_V1.as_bytes()),
+        })
         .insert(rdkafka::message::Header {
             key: header::SOURCE_PARTITION,
             value: Some(source_partition.as_bytes()),
@@ -350,9 +342,9 @@ fn forward(
             value: Some(source_offset.as_bytes()),
         });
     let mut record = BaseRecord::to(target)
-        .key(merchant.as_bytes())
-        .payload(payload)
-        .partition(partition_for(merchant.as_bytes(), partitions))
+        .key(merchant)
+        .payload(payload.as_slice())
+        .partition(partition_for(merchant, partitions))
         .headers(headers);
     if let Some(timestamp) = message.timestamp().to_millis() {
         record = record.timestamp(timestamp);

@@ -32,6 +32,10 @@ pub mod header {
     /// Repartitioned records: where the record was read from.
     pub const SOURCE_PARTITION: &str = "mm.source.partition";
     pub const SOURCE_OFFSET: &str = "mm.source.offset";
+    /// Repartitioned records: the value's format, [`EVENT_V1`] (the call as the repartitioner
+    /// parsed it, in the store's binary event encoding); absent for JSON.
+    pub const FORMAT: &str = "mm.format";
+    pub const EVENT_V1: &str = "event-v1";
 }
 
 /// The [`header::WINDOW`] value: merchant and API, each as a little-endian `u16` length and

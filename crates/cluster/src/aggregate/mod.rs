@@ -25,7 +25,6 @@
 //! twice. ARCHITECTURE.md has the whole argument.
 
 mod checkpoint;
-mod decode;
 pub mod partition;
 mod restore;
 
@@ -48,13 +47,13 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use self::decode::{RecordDecoder, input_record};
 use self::partition::{Outcome, PartitionState, Replica};
 use super::group::{
     Change, ClusterStatus, Continuity, GroupContext, QUIET, Session, dead_letter, unstick,
 };
 use super::replica::{ReplicaProgress, partition_count};
 use super::writer::{CheckpointWriter, Emitter};
+use crate::decode::{RecordDecoder, input_record};
 use mm_model::time::now_us;
 
 /// Everything the aggregation consumer needs.

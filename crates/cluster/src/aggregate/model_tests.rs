@@ -13,17 +13,18 @@
 //! over the unique calls gives, and be final.
 
 use mm_kafka::PartitionCheckpoint;
+use mm_model::ApiCallRef;
 use mm_model::mapping::{EventParser, FieldMapping};
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
-use mm_model::time::{MICROS_PER_MINUTE, MICROS_PER_SECOND, format_rfc3339, minute_of};
+use mm_model::time::{MICROS_PER_MINUTE, MICROS_PER_SECOND, minute_of};
 use mm_storage::rollups::{Replicated, RollupStore};
 use mm_window::WindowConfig;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::decode::RecordDecoder;
 use super::partition::{InputRecord, Outcome, Outgoing, PartitionState};
+use crate::decode::{RecordDecoder, encode_binary};
 use crate::group::{Continuity, Position};
 
 const BASE: i64 = 1_795_791_600_000_000;
@@ -220,6 +221,7 @@ fn input(record: &LogRecord) -> InputRecord<'_> {
         timestamp_ms: Some(record.arrival_us / 1000),
         payload: Some(&record.payload),
         source: Some(record.source),
+        binary: true,
     }
 }
 
@@ -289,17 +291,22 @@ fn generate(seed: u64, calls: usize) -> (Vec<Call>, Log) {
     )
 }
 
-/// A record's value: the call as JSON in the default field names.
+/// A record's value: the call as the repartitioner forwards it (binary event encoding).
 fn payload(call: &Call, index: usize) -> Vec<u8> {
-    format!(
-        r#"{{"ts":"{}","merchant":"{}","api":"{}","status":{},"latency_ms":{},"corr_id":"c{index}"}}"#,
-        format_rfc3339(call.ts_us),
-        call.merchant,
-        call.api,
-        call.status,
-        call.latency_ms
-    )
-    .into_bytes()
+    encode_binary(&ApiCallRef {
+        ts_us: call.ts_us,
+        merchant: call.merchant.as_str().into(),
+        api: call.api.as_str().into(),
+        status: call.status,
+        latency_ms: call.latency_ms,
+        corr_id: format!("c{index}").into(),
+        partner: None,
+        method: None,
+        path: None,
+        host: None,
+        region: None,
+        attributes: None,
+    })
 }
 
 /// The log of `calls` in the given order, one source partition, batches of five.

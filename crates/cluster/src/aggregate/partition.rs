@@ -38,6 +38,8 @@ pub struct InputRecord<'a> {
     pub payload: Option<&'a [u8]>,
     /// For a repartitioned record: its source partition and offset.
     pub source: Option<(i32, i64)>,
+    /// The value is the call in the binary event encoding (parsed once, by the repartitioner).
+    pub binary: bool,
 }
 
 /// Turns a record into an API call, or says why it cannot be one.
@@ -400,6 +402,7 @@ mod tests {
             timestamp_ms: Some(BASE / 1000),
             payload: Some(payload.as_bytes()),
             source: Some((0, source)),
+            binary: false,
         }
     }
 

@@ -10,9 +10,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::decode::input_record;
 use super::partition::PartitionState;
 use super::{Task, Worker};
+use crate::decode::input_record;
 use crate::group::{Continuity, GroupContext, reread};
 use mm_model::time::now_us;
 
