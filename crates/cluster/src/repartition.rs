@@ -27,12 +27,11 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::group::{
-    Change, ClusterStatus, Continuity, GroupContext, QUIET, Session, dead_letter, unstick,
-};
+use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
 use super::replica::partition_count;
 use crate::aggregate::partition::Decode;
 use crate::decode::{RecordDecoder, encode_binary, input_record};
+use mm_kafka::guard::FetchGuard;
 
 /// Everything the repartition consumer needs.
 pub struct RepartitionOptions {
@@ -102,8 +101,11 @@ fn session(
     };
     // Next offset to commit per owned partition, and the last committed.
     let mut positions: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
-    let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
-    let mut next_quiet_check = Instant::now() + QUIET;
+    let mut guard = FetchGuard::new(
+        input,
+        options.settings.fetch_guard,
+        options.metrics.kafka_fetch_gaps.clone(),
+    );
     let mut paused = false;
     let mut next_commit = Instant::now() + options.commit_interval;
     let producer = &options.producer;
@@ -119,7 +121,7 @@ fn session(
                         for partition in assigned {
                             let start = committed.get(&partition).copied();
                             positions.insert(partition, (start.unwrap_or(-1), start));
-                            continuity.insert(partition, Continuity::default());
+                            guard.forget(partition);
                         }
                         if paused {
                             set_paused(consumer, input, &positions, true);
@@ -128,7 +130,7 @@ fn session(
                     Change::Revoked(revoked) => {
                         for partition in revoked {
                             positions.remove(&partition);
-                            continuity.remove(&partition);
+                            guard.forget(partition);
                         }
                     }
                 }
@@ -138,14 +140,7 @@ fn session(
                     let partition = message.partition();
                     let expected = positions.get(&partition).map_or(-1, |position| position.0);
                     // Until the first record, where the partition starts is not known.
-                    if expected < 0
-                        || continuity.entry(partition).or_default().admit(
-                            consumer,
-                            (input, partition),
-                            expected,
-                            message.offset(),
-                            &options.metrics,
-                        )
+                    if expected < 0 || guard.admit(consumer, partition, expected, message.offset())
                     {
                         forward(options, &decoder, (group, target, partitions), &message)?;
                         positions.entry(partition).or_insert((-1, None)).0 = message.offset() + 1;
@@ -169,22 +164,15 @@ fn session(
                 set_paused(consumer, input, &positions, false);
                 options.metrics.kafka_paused_partitions.set(0);
             }
-            if Instant::now() >= next_quiet_check {
-                // A partition that made no progress since the last check (paused ones wait).
-                for (partition, (next, _)) in &positions {
-                    let continuity = continuity.entry(*partition).or_default();
-                    if continuity.made_no_progress(*next) && !paused && *next >= 0 {
-                        unstick(
-                            consumer,
-                            input,
-                            *partition,
-                            *next,
-                            continuity,
-                            &options.metrics,
-                        );
-                    }
-                }
-                next_quiet_check = Instant::now() + QUIET;
+            // A partition that made no progress since the last check (paused ones wait).
+            if !paused {
+                guard.check_quiet(
+                    consumer,
+                    positions
+                        .iter()
+                        .filter(|(_, (next, _))| *next >= 0)
+                        .map(|(partition, (next, _))| (*partition, *next)),
+                );
             }
         }
         if stopping || Instant::now() >= next_commit {

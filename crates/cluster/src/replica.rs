@@ -19,7 +19,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
 
-use super::group::{Continuity, QUIET, unstick};
+use mm_kafka::guard::FetchGuard;
 use mm_model::activity::ActivityRecord;
 use mm_telemetry::Metrics;
 
@@ -218,8 +218,11 @@ pub fn run(
     progress.advance(&stored);
     // The next offset expected per partition, to notice records the consumer skips.
     let mut expected = stored;
-    let mut continuity: BTreeMap<i32, Continuity> = BTreeMap::new();
-    let mut next_quiet_check = Instant::now() + QUIET;
+    let mut guard = FetchGuard::new(
+        &topic,
+        settings.fetch_guard,
+        metrics.kafka_fetch_gaps.clone(),
+    );
     tracing::info!(%topic, partitions, "replica started");
 
     let mut batch: Vec<Replicated> = Vec::with_capacity(BATCH);
@@ -238,31 +241,24 @@ pub fn run(
                 .create()
                 .context("creating the activity replica consumer")?;
             expected = assign_from_store(&consumer, &store, &topic, partitions)?;
-            continuity.clear();
+            guard = FetchGuard::new(
+                &topic,
+                settings.fetch_guard,
+                metrics.kafka_fetch_gaps.clone(),
+            );
             tracing::info!(%topic, "replica reconnected after losing the broker");
         }
-        if Instant::now() >= next_quiet_check {
-            for (partition, next) in &expected {
-                let continuity = continuity.entry(*partition).or_default();
-                if continuity.made_no_progress(*next) {
-                    unstick(&consumer, &topic, *partition, *next, continuity, &metrics);
-                }
-            }
-            next_quiet_check = Instant::now() + QUIET;
-        }
+        guard.check_quiet(
+            &consumer,
+            expected.iter().map(|(partition, next)| (*partition, *next)),
+        );
         let polled = consumer.poll(Duration::from_millis(20));
         let nothing_came = polled.is_none();
         match polled {
             Some(Ok(message)) => 'record: {
                 let partition = message.partition();
                 if let Some(next) = expected.get(&partition)
-                    && !continuity.entry(partition).or_default().admit(
-                        &consumer,
-                        (&topic, partition),
-                        *next,
-                        message.offset(),
-                        &metrics,
-                    )
+                    && !guard.admit(&consumer, partition, *next, message.offset())
                 {
                     break 'record;
                 }

@@ -8,6 +8,8 @@ pub mod checkpoint;
 pub mod dead_letter;
 #[cfg(feature = "client")]
 pub mod delivery;
+#[cfg(feature = "client")]
+pub mod guard;
 pub mod murmur2;
 pub mod settings;
 

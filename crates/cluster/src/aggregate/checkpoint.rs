@@ -64,8 +64,8 @@ impl Worker {
             match consumer.commit(&list, mode) {
                 Ok(()) => {
                     for (partition, next) in &commit {
-                        if let Some(task) = self.tasks.get_mut(partition) {
-                            task.state.committed = Some(*next);
+                        if let Some(state) = self.tasks.get_mut(partition) {
+                            state.committed = Some(*next);
                         }
                     }
                     metrics.kafka_checkpoints.inc();
@@ -91,14 +91,14 @@ impl Worker {
         let now = now_us();
         let mut finals: Vec<Outgoing> = Vec::new();
         let mut snapshots: Vec<Outgoing> = Vec::new();
-        for task in self.tasks.values_mut() {
-            let round = task.state.round(now);
+        for state in self.tasks.values_mut() {
+            let round = state.round(now);
             finals.extend(round.finals);
             snapshots.extend(round.open);
         }
         let mut corrections: Vec<Outgoing> = Vec::new();
         let mut corrections_deferred = false;
-        if self.tasks.values().any(|task| task.state.has_pending()) {
+        if self.tasks.values().any(|state| state.has_pending()) {
             // Corrections add to the replicated rollup: it must hold this instance's own
             // earlier records first, so every earlier checkpoint must be written.
             self.writer.wait_idle();
@@ -117,8 +117,8 @@ impl Worker {
                 .progress
                 .wait_for(&targets, Duration::from_secs(30))
             {
-                for task in self.tasks.values_mut() {
-                    corrections.extend(task.state.corrections(&*self.options.store)?);
+                for state in self.tasks.values_mut() {
+                    corrections.extend(state.corrections(&*self.options.store)?);
                 }
             } else {
                 // Late calls still pending must not fall behind a checkpoint (a rebuild
@@ -137,20 +137,20 @@ impl Worker {
         let mut checkpoints = Vec::new();
         let mut commit = Vec::new();
         if !corrections_deferred {
-            for task in self.tasks.values_mut() {
-                let checkpoint = task.state.checkpoint();
+            for state in self.tasks.values_mut() {
+                let checkpoint = state.checkpoint();
                 tracing::debug!(
-                    partition = task.state.partition,
+                    partition = state.partition,
                     next = checkpoint.next,
                     replay = checkpoint.replay,
                     watermark_us = checkpoint.watermark_us,
                     "checkpoint prepared"
                 );
                 checkpoints.push((
-                    task.state.partition,
+                    state.partition,
                     checkpoint.encode().context("encoding a checkpoint")?,
                 ));
-                commit.push((task.state.partition, task.state.next));
+                commit.push((state.partition, state.next));
             }
         }
         for record in records.iter().filter(|record| !record.open) {
@@ -182,13 +182,13 @@ impl Worker {
         let open: usize = self
             .tasks
             .values()
-            .map(|task| task.state.aggregator.open_windows())
+            .map(|state| state.aggregator.open_windows())
             .sum();
         metrics.window_open.set(open as i64);
         if let Some(watermark) = self
             .tasks
             .values()
-            .map(|task| task.state.aggregator.watermark_us())
+            .map(|state| state.aggregator.watermark_us())
             .filter(|watermark| *watermark > i64::MIN)
             .min()
         {
@@ -204,10 +204,7 @@ impl Worker {
         let positions = self
             .tasks
             .values()
-            .map(|task| {
-                let state = &task.state;
-                (state.partition, (state.next, state.committed))
-            })
+            .map(|state| (state.partition, (state.next, state.committed)))
             .collect();
         crate::group::report(
             &self.options.status,

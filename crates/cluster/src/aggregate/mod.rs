@@ -48,12 +48,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use self::partition::{Outcome, PartitionState, Replica};
-use super::group::{
-    Change, ClusterStatus, Continuity, GroupContext, QUIET, Session, dead_letter, unstick,
-};
+use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
 use super::replica::{ReplicaProgress, partition_count};
 use super::writer::{CheckpointWriter, Emitter};
 use crate::decode::{RecordDecoder, input_record};
+use mm_kafka::guard::FetchGuard;
 use mm_model::time::now_us;
 
 /// Everything the aggregation consumer needs.
@@ -71,12 +70,6 @@ pub struct AggregateOptions {
     pub producer: Arc<TrackedProducer>,
     pub stop: Arc<AtomicBool>,
     pub client_id: String,
-}
-
-/// An owned partition: its state, and the guard against records the consumer skips.
-struct Task {
-    state: PartitionState,
-    continuity: Continuity,
 }
 
 /// The replicated activity records, as the partition logic reads them.
@@ -97,7 +90,9 @@ struct Worker {
     group: String,
     repartitioned: bool,
     activity_partitions: u32,
-    tasks: BTreeMap<i32, Task>,
+    tasks: BTreeMap<i32, PartitionState>,
+    /// The group consumer's guard against records it skips.
+    guard: FetchGuard,
     reader: BaseConsumer,
     writer: CheckpointWriter,
     clock: WallClock,
@@ -149,6 +144,7 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
         },
         settings.checkpoint_topic(),
     )?;
+    let metrics_gaps = options.metrics.kafka_fetch_gaps.clone();
     let mut worker = Worker {
         repartitioned: !settings.input_keyed,
         decoder: RecordDecoder {
@@ -161,6 +157,7 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
         group: group.clone(),
         activity_partitions,
         tasks: BTreeMap::new(),
+        guard: FetchGuard::new(&topic, settings.fetch_guard, metrics_gaps.clone()),
         reader: first_reader,
         writer,
         clock: WallClock::default(),
@@ -202,6 +199,7 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
                 while worker.writer.try_result().is_some() {}
                 worker.writer.reset();
                 worker.tasks.clear();
+                worker.guard = FetchGuard::new(&topic, settings.fetch_guard, metrics_gaps.clone());
                 drop(consumer);
                 worker.reader = reader(&worker.options)?;
                 std::thread::sleep(Duration::from_secs(1));
@@ -215,7 +213,6 @@ impl Worker {
     /// records could not be delivered.
     fn session(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<Session> {
         let mut next_checkpoint = Instant::now() + self.options.checkpoint_interval;
-        let mut next_quiet_check = Instant::now() + QUIET;
         while !self.options.stop.load(Ordering::Acquire) {
             let polled = consumer.poll(Duration::from_millis(50));
             self.apply_changes(consumer)?;
@@ -235,22 +232,13 @@ impl Worker {
                 }
                 next_checkpoint = Instant::now() + self.options.checkpoint_interval;
             }
-            if Instant::now() >= next_quiet_check {
-                // A partition that made no progress since the last check.
-                for task in self.tasks.values_mut() {
-                    if task.continuity.made_no_progress(task.state.next) {
-                        unstick(
-                            consumer,
-                            &self.topic,
-                            task.state.partition,
-                            task.state.next,
-                            &mut task.continuity,
-                            &self.options.metrics,
-                        );
-                    }
-                }
-                next_quiet_check = Instant::now() + QUIET;
-            }
+            // A partition that made no progress since the last check.
+            self.guard.check_quiet(
+                consumer,
+                self.tasks
+                    .values()
+                    .map(|state| (state.partition, state.next)),
+            );
         }
         // A last checkpoint, written and committed before the partitions go.
         if self.checkpoint(consumer)? {
@@ -267,6 +255,7 @@ impl Worker {
                     for partition in partitions {
                         // Its next owner rebuilds it from the last checkpoint.
                         self.tasks.remove(&partition);
+                        self.guard.forget(partition);
                     }
                 }
                 Change::Assigned(partitions) => self.restore(consumer, &partitions)?,
@@ -281,20 +270,17 @@ impl Worker {
         message: &BorrowedMessage<'_>,
     ) -> anyhow::Result<()> {
         let partition = message.partition();
-        let Some(task) = self.tasks.get_mut(&partition) else {
+        let Some(state) = self.tasks.get_mut(&partition) else {
             return Ok(());
         };
-        if !task.continuity.admit(
-            consumer,
-            (&self.topic, partition),
-            task.state.next,
-            message.offset(),
-            &self.options.metrics,
-        ) {
+        if !self
+            .guard
+            .admit(consumer, partition, state.next, message.offset())
+        {
             return Ok(());
         }
         let now = self.clock.now_us();
-        let outcome = task.state.process(
+        let outcome = state.process(
             &input_record(message),
             &self.decoder,
             &*self.options.store,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::partition::{InputRecord, Outcome, Outgoing, PartitionState};
 use crate::decode::{RecordDecoder, encode_binary};
-use crate::group::{Continuity, Position};
+use mm_kafka::guard::{Continuity, Position};
 
 const BASE: i64 = 1_795_791_600_000_000;
 

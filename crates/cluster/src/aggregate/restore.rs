@@ -10,10 +10,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::Worker;
 use super::partition::PartitionState;
-use super::{Task, Worker};
 use crate::decode::input_record;
-use crate::group::{Continuity, GroupContext, reread};
+use crate::group::GroupContext;
+use mm_kafka::guard::FetchGuard;
 use mm_model::time::now_us;
 
 impl Worker {
@@ -111,13 +112,8 @@ impl Worker {
                 open_windows = state.aggregator.open_windows(),
                 "partition restored"
             );
-            self.tasks.insert(
-                partition,
-                Task {
-                    state,
-                    continuity: Continuity::default(),
-                },
-            );
+            self.guard.forget(partition);
+            self.tasks.insert(partition, state);
         }
         Ok(())
     }
@@ -185,7 +181,11 @@ impl Worker {
             .context("assigning the rebuild reader")?;
         let started = Instant::now();
         let mut replayed = 0u64;
-        let mut continuity = Continuity::default();
+        let mut guard = FetchGuard::new(
+            &self.topic,
+            self.options.settings.fetch_guard,
+            self.options.metrics.kafka_fetch_gaps.clone(),
+        );
         let mut heard = Instant::now();
         while state.next < state.replay_until {
             match self.reader.poll(Duration::from_millis(200)) {
@@ -195,13 +195,7 @@ impl Worker {
                         continue;
                     }
                     heard = Instant::now();
-                    if !continuity.admit(
-                        &self.reader,
-                        (&self.topic, state.partition),
-                        state.next,
-                        message.offset(),
-                        &self.options.metrics,
-                    ) {
+                    if !guard.admit(&self.reader, state.partition, state.next, message.offset()) {
                         continue;
                     }
                     if message.offset() >= state.replay_until {
@@ -220,24 +214,20 @@ impl Worker {
                 // Nothing comes: read again from before the expected offset, until a read from
                 // before it finds nothing past it.
                 None if heard.elapsed() >= Duration::from_secs(1) => {
-                    heard = Instant::now();
-                    match continuity.stalled(state.next) {
-                        Some(to) => reread(
-                            &self.reader,
-                            &self.topic,
-                            state.partition,
-                            (state.next, None, to),
-                            &self.options.metrics,
-                        ),
-                        None => {
-                            tracing::warn!(
-                                partition = state.partition,
-                                from = state.next,
-                                to = state.replay_until,
-                                "records to rebuild open windows from are gone (retention): the windows lack them"
-                            );
-                            break;
-                        }
+                    if guard.stalled(&self.reader, state.partition, state.next) {
+                        heard = Instant::now();
+                        continue;
+                    }
+                    // Without the guard, a slow broker gets longer before the records count
+                    // as gone.
+                    if guard.enabled() || heard.elapsed() >= Duration::from_secs(10) {
+                        tracing::warn!(
+                            partition = state.partition,
+                            from = state.next,
+                            to = state.replay_until,
+                            "records to rebuild open windows from are gone (retention): the windows lack them"
+                        );
+                        break;
                     }
                 }
                 None => {}
