@@ -1,9 +1,31 @@
 //! Shared fixtures for Merchant Monitor's integration tests: start the real binary as a child
-//! process, talk HTTP to it, and compute expected rollups with a plain fold.
+//! process, talk HTTP to it, and compute expected rollups with a plain fold. Two Kafka-protocol
+//! clusters to run it against: the tansu [`Broker`], and librdkafka's mock cluster
+//! ([`MockKafka`]) for broker restarts.
 
 mod broker;
+mod mock_kafka;
 
 pub use broker::Broker;
+pub use mock_kafka::MockKafka;
+
+/// A Kafka-protocol cluster a test's clients can reach.
+pub trait KafkaCluster {
+    /// `host:port[,host:port…]`, as `bootstrap.servers` takes it.
+    fn bootstrap(&self) -> String;
+}
+
+impl KafkaCluster for Broker {
+    fn bootstrap(&self) -> String {
+        Broker::bootstrap(self)
+    }
+}
+
+impl KafkaCluster for MockKafka {
+    fn bootstrap(&self) -> String {
+        MockKafka::bootstrap(self)
+    }
+}
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
