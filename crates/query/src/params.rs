@@ -51,12 +51,7 @@ pub struct ActivityParams {
 impl ActivityParams {
     /// `from` and `to`; the default period is the hour before `now_us`.
     pub fn period(&self, now_us: i64) -> Result<Period, QueryError> {
-        Period::parse(
-            self.from.as_ref().map(TimeParam::as_str),
-            self.to.as_ref().map(TimeParam::as_str),
-            now_us,
-            60 * MICROS_PER_MINUTE,
-        )
+        hour_before_by_default(self.from.as_ref(), self.to.as_ref(), now_us)
     }
 
     pub fn step(&self) -> Result<Step, QueryError> {
@@ -86,12 +81,7 @@ pub struct ApisParams {
 impl ApisParams {
     /// `from` and `to`; the default period is the hour before `now_us`.
     pub fn period(&self, now_us: i64) -> Result<Period, QueryError> {
-        Period::parse(
-            self.from.as_ref().map(TimeParam::as_str),
-            self.to.as_ref().map(TimeParam::as_str),
-            now_us,
-            60 * MICROS_PER_MINUTE,
-        )
+        hour_before_by_default(self.from.as_ref(), self.to.as_ref(), now_us)
     }
 
     pub fn sort(&self) -> Result<ApiSort, QueryError> {
@@ -127,12 +117,7 @@ pub struct MerchantsParams {
 impl MerchantsParams {
     /// `from` and `to`; the default period is the hour before `now_us`.
     pub fn period(&self, now_us: i64) -> Result<Period, QueryError> {
-        Period::parse(
-            self.from.as_ref().map(TimeParam::as_str),
-            self.to.as_ref().map(TimeParam::as_str),
-            now_us,
-            60 * MICROS_PER_MINUTE,
-        )
+        hour_before_by_default(self.from.as_ref(), self.to.as_ref(), now_us)
     }
 
     pub fn sort(&self) -> Result<MerchantSort, QueryError> {
@@ -348,4 +333,18 @@ mod tests {
             assert_eq!(MerchantSort::parse(Some(&name(sort))).ok(), Some(sort));
         }
     }
+}
+
+/// The period of `from` and `to`; the default period is the hour before `now_us`.
+fn hour_before_by_default(
+    from: Option<&TimeParam>,
+    to: Option<&TimeParam>,
+    now_us: i64,
+) -> Result<Period, QueryError> {
+    Period::parse(
+        from.map(TimeParam::as_str),
+        to.map(TimeParam::as_str),
+        now_us,
+        60 * MICROS_PER_MINUTE,
+    )
 }
