@@ -237,6 +237,14 @@ pub fn parse_param(text: &str) -> Result<i64, TimeError> {
     parse_rfc3339(trimmed)
 }
 
+/// The wall clock in µs since the epoch. Only the adapters read it (ingest, the pipelines,
+/// tools); the pure crates are handed the time.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,12 +323,4 @@ mod tests {
             prop_assert!(minute_start(minute) <= ts && ts < minute_start(minute + 1));
         }
     }
-}
-
-/// The wall clock in µs since the epoch. Only the adapters read it (ingest, the pipelines,
-/// tools); the pure crates are handed the time.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_micros() as i64)
 }

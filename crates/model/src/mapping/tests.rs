@@ -1,3 +1,6 @@
+use std::borrow::Cow;
+
+use super::parser::has_control_character;
 use super::*;
 
 const GOOD: &str = r#"{"ts":"2026-11-21T15:04:05.250Z","merchant":"M1","api":"/v1/payments","status":200,"latency_ms":12.5,"corr_id":"c-1"}"#;

@@ -1,0 +1,98 @@
+//! Reading the store: the rollups of one series, of a merchant's API series, and the
+//! merchant-name index.
+
+use mm_model::rollup::MERCHANT_TOTAL_API;
+
+use super::{
+    RollupStore, decode_error, merchant_name_key, series_prefix, sortable, split_rollup_key,
+    unsortable,
+};
+use crate::StorageError;
+use crate::codec::{self, RollupView};
+
+impl RollupStore {
+    /// Visits the stored rollups of one series, minutes in `[from_minute, to_minute)`, in order.
+    pub fn scan_series(
+        &self,
+        merchant: &str,
+        api: &str,
+        from_minute: i64,
+        to_minute: i64,
+        mut visit: impl FnMut(i64, &RollupView<'_>),
+    ) -> Result<(), StorageError> {
+        let prefix = series_prefix(merchant, api);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&sortable(from_minute));
+        let mut end = prefix;
+        end.extend_from_slice(&sortable(to_minute));
+        for (_, day) in self.days_between(from_minute, to_minute) {
+            for guard in day.rollups.range(start.as_slice()..end.as_slice()) {
+                let (key, value) = guard.into_inner()?;
+                let minute = unsortable(&key[key.len() - 8..]).unwrap_or_default();
+                let view = codec::view_rollup(&value).map_err(decode_error("stored rollup"))?;
+                visit(minute, &view);
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits every stored rollup of a merchant's API series (not the merchant-wide one) with
+    /// minutes in `[from_minute, to_minute)`.
+    pub fn scan_merchant_apis(
+        &self,
+        merchant: &str,
+        from_minute: i64,
+        to_minute: i64,
+        mut visit: impl FnMut(&str, i64, &RollupView<'_>),
+    ) -> Result<(), StorageError> {
+        let mut prefix = merchant.as_bytes().to_vec();
+        prefix.push(0);
+        for (_, day) in self.days_between(from_minute, to_minute) {
+            for guard in day.rollups.prefix(&prefix) {
+                let (key, value) = guard.into_inner()?;
+                let Some((_, api, minute)) = split_rollup_key(&key) else {
+                    continue;
+                };
+                if api == MERCHANT_TOTAL_API || minute < from_minute || minute >= to_minute {
+                    continue;
+                }
+                let view = codec::view_rollup(&value).map_err(decode_error("stored rollup"))?;
+                visit(api, minute, &view);
+            }
+        }
+        Ok(())
+    }
+
+    /// The last minute with calls of a known merchant (exact name), or `None` for a merchant the
+    /// store has never seen or whose data has aged out.
+    pub fn merchant_last_seen(&self, merchant: &str) -> Result<Option<i64>, StorageError> {
+        Ok(self
+            .merchants
+            .get(merchant_name_key(merchant))?
+            .and_then(|value| unsortable(&value)))
+    }
+
+    /// Known merchants whose name starts with `prefix`, ignoring case, in name order.
+    pub fn search_merchants(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut names = Vec::new();
+        for guard in self.merchants.prefix(prefix.to_lowercase().as_bytes()) {
+            let key = guard.key()?;
+            let Some(name) = key
+                .iter()
+                .position(|byte| *byte == 0)
+                .and_then(|separator| std::str::from_utf8(&key[separator + 1..]).ok())
+            else {
+                continue;
+            };
+            names.push(name.to_owned());
+            if names.len() >= limit {
+                break;
+            }
+        }
+        Ok(names)
+    }
+}

@@ -1,0 +1,178 @@
+//! The query benchmark: one merchant over 24 h at 1-minute step, per-API tables and the
+//! ranking, with 10,000 merchants stored.
+
+use std::path::Path;
+use std::time::Instant;
+
+use mm_model::rollup::{Rollup, WindowKey};
+use mm_model::time::{MICROS_PER_MINUTE, now_us};
+use mm_query::{ApiSort, MerchantSort, Period, Step};
+use mm_storage::rollups::{CheckpointBatch, RollupStore};
+
+use super::{BenchArgs, percentile};
+
+const QUERY_MERCHANTS: usize = 10_000;
+const APIS: [&str; 12] = [
+    "/v1/payments",
+    "/v1/payments/captures",
+    "/v1/refunds",
+    "/v1/payouts",
+    "/v1/authorizations",
+    "/v1/tokens",
+    "/v1/customers",
+    "/v1/balance",
+    "/v1/disputes",
+    "/v1/webhooks",
+    "/v1/payment_methods",
+    "/v1/sessions",
+];
+
+/// Fills a store with 24 h of rollups for 10,000 merchants: the busiest have every minute of
+/// every API, the tail a thinning share of minutes. Returns the end minute of the data.
+fn build_query_store(store: &RollupStore, end_minute: i64) -> anyhow::Result<u64> {
+    let mut template = Rollup::default();
+    for (index, latency) in [12.0, 35.5, 80.0, 150.0, 180.0, 210.0, 400.0, 1200.0]
+        .iter()
+        .enumerate()
+    {
+        template.record(if index == 7 { 503 } else { 200 }, *latency);
+    }
+    let mut stored = 0u64;
+    let mut finals = Vec::new();
+    let flush = |finals: &mut Vec<(WindowKey, Rollup)>| -> anyhow::Result<()> {
+        let prepared = store.prepare(CheckpointBatch {
+            finals: std::mem::take(finals),
+            ..CheckpointBatch::default()
+        })?;
+        store.commit(prepared)?;
+        Ok(())
+    };
+    for rank in 0..QUERY_MERCHANTS {
+        let merchant = format!("merchant-{rank:05}");
+        let every = 1 + rank / 50;
+        let api_count = if rank < 50 { APIS.len() } else { 3 };
+        for minute in (end_minute - 1440..end_minute).step_by(every) {
+            let mut total = Rollup::default();
+            for api in &APIS[..api_count] {
+                total.merge(&template);
+                finals.push((
+                    WindowKey {
+                        merchant: merchant.clone(),
+                        api: (*api).to_owned(),
+                        minute,
+                    },
+                    template.clone(),
+                ));
+            }
+            finals.push((
+                WindowKey {
+                    merchant: merchant.clone(),
+                    api: String::new(),
+                    minute,
+                },
+                total,
+            ));
+            stored += api_count as u64 + 1;
+        }
+        if finals.len() > 50_000 {
+            flush(&mut finals)?;
+        }
+    }
+    flush(&mut finals)?;
+    Ok(stored)
+}
+
+pub(super) fn bench_query(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
+    let dir = work_dir.join("query-store");
+    let marker = dir.join("built-until-minute");
+    let end_minute = match std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+    {
+        Some(minute) => minute,
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = RollupStore::open(&dir)?;
+            let end_minute = mm_model::time::minute_of(now_us());
+            let started = Instant::now();
+            let stored = build_query_store(&store, end_minute)?;
+            println!(
+                "query: stored {stored} rollups for {QUERY_MERCHANTS} merchants in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            drop(store);
+            std::fs::write(&marker, end_minute.to_string())?;
+            end_minute
+        }
+    };
+    let store = RollupStore::open(&dir)?;
+    let period = Period {
+        from_us: (end_minute - 1440) * MICROS_PER_MINUTE,
+        to_us: end_minute * MICROS_PER_MINUTE,
+    };
+    let iterations = 100 * args.runs.max(1);
+    let measure = |name: &str,
+                   mut query: Box<dyn FnMut(usize) -> anyhow::Result<usize> + '_>|
+     -> anyhow::Result<()> {
+        let mut timings = Vec::with_capacity(iterations);
+        let mut size = 0;
+        for iteration in 0..iterations {
+            let started = Instant::now();
+            size = query(iteration)?;
+            timings.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        timings.sort_by(f64::total_cmp);
+        println!(
+            "query {name}: p50 {:.2} ms, p99 {:.2} ms ({iterations} runs, {size} rows)",
+            percentile(&timings, 0.5),
+            percentile(&timings, 0.99)
+        );
+        Ok(())
+    };
+    measure(
+        "activity 24h step=1m (busiest merchants)",
+        Box::new(|iteration| {
+            let merchant = format!("merchant-{:05}", iteration % 50);
+            Ok(
+                mm_query::activity(&store, &merchant, None, period, Step::OneMinute)?
+                    .buckets
+                    .len(),
+            )
+        }),
+    )?;
+    measure(
+        "activity 24h step=1m api=/v1/payments",
+        Box::new(|iteration| {
+            let merchant = format!("merchant-{:05}", iteration % 50);
+            Ok(mm_query::activity(
+                &store,
+                &merchant,
+                Some("/v1/payments"),
+                period,
+                Step::OneMinute,
+            )?
+            .buckets
+            .len())
+        }),
+    )?;
+    measure(
+        "apis 24h (busiest merchants)",
+        Box::new(|iteration| {
+            let merchant = format!("merchant-{:05}", iteration % 50);
+            Ok(mm_query::apis(&store, &merchant, period, ApiSort::Calls)?
+                .apis
+                .len())
+        }),
+    )?;
+    measure(
+        "merchants 24h top 50",
+        Box::new(|_| {
+            Ok(
+                mm_query::merchants(&store, period, MerchantSort::Calls, 50)?
+                    .merchants
+                    .len(),
+            )
+        }),
+    )?;
+    Ok(())
+}
