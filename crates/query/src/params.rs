@@ -293,6 +293,20 @@ impl MerchantSort {
     }
 }
 
+/// The period of `from` and `to`; the default period is the hour before `now_us`.
+fn hour_before_by_default(
+    from: Option<&TimeParam>,
+    to: Option<&TimeParam>,
+    now_us: i64,
+) -> Result<Period, QueryError> {
+    Period::parse(
+        from.map(TimeParam::as_str),
+        to.map(TimeParam::as_str),
+        now_us,
+        60 * MICROS_PER_MINUTE,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,18 +347,4 @@ mod tests {
             assert_eq!(MerchantSort::parse(Some(&name(sort))).ok(), Some(sort));
         }
     }
-}
-
-/// The period of `from` and `to`; the default period is the hour before `now_us`.
-fn hour_before_by_default(
-    from: Option<&TimeParam>,
-    to: Option<&TimeParam>,
-    now_us: i64,
-) -> Result<Period, QueryError> {
-    Period::parse(
-        from.map(TimeParam::as_str),
-        to.map(TimeParam::as_str),
-        now_us,
-        60 * MICROS_PER_MINUTE,
-    )
 }
