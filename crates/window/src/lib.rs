@@ -41,12 +41,13 @@
 //! ```
 
 mod aggregator;
+mod round;
 
-pub use aggregator::{
-    Aggregator, AggregatorStats, Call, Correction, Disposition, Origin, Round, WindowConfig,
-    WindowRollup,
-};
+pub use aggregator::Aggregator;
 pub use mm_model::rollup::MERCHANT_TOTAL_API;
+pub use round::{
+    AggregatorStats, Call, Correction, Disposition, Origin, Round, WindowConfig, WindowRollup,
+};
 
 #[cfg(test)]
 mod tests;
