@@ -18,8 +18,11 @@
 //!
 //! # Invariants
 //!
-//! - Only the aggregator thread writes, and every write is part of one checkpoint batch that
-//!   also moves the checkpoint; the batch is atomic and synced before it is acknowledged.
+//! - One writer per deployment. On one machine only the aggregator thread writes, and every
+//!   write is part of one checkpoint batch that also moves the checkpoint; the batch is atomic
+//!   and synced before it is acknowledged. In cluster mode the replicas write
+//!   ([`RollupStore::apply_replicated`], serialized by a lock), each batch together with the
+//!   topic positions it brings the replica to, and per window the record that covers most wins.
 //! - A window's stored rollup is final once its window closed; corrections are merged into it.
 //! - Merchant names and API names hold no control characters, so `0x00` separates fields.
 

@@ -5,6 +5,12 @@
 //! - `query`: one merchant over 24 h at 1-minute step with 10,000 merchants stored (p99 ≤ 10 ms).
 //! - `ingest`: HTTP ingest end to end against a child server, batches of 1,000, durable acks,
 //!   rollups written (target ≥ 200,000 events/s sustained), with the server's peak RSS.
+//! - `stages`: one thread, nanoseconds per event of each step (UTF-8 check, parse, encode,
+//!   decode, aggregate).
+//! - `archive`: bytes stored per event and the archive's write rate.
+//! - `lookup`: correlation-id lookups in an archive of `--lookup-events` events over 24 h.
+//! - `kafka` (feature `kafka`, needs `--kafka-brokers`): consume → aggregate → store against a
+//!   bare consumer of the same topic, in the same run.
 
 use std::path::{Path, PathBuf};
 
