@@ -341,8 +341,62 @@ impl Archive {
 
     /// Events matching `query` from segments and memory, in no particular order.
     pub fn find(&self, query: &RowQuery<'_>) -> Result<Vec<ApiCall>, ArchiveError> {
-        let hours = hour_of(query.from_us)..=hour_of(query.to_us.saturating_sub(1));
         let mut found = Vec::new();
+        self.scan(query, |event| found.push(event))?;
+        Ok(found)
+    }
+
+    /// The `limit` oldest events a query matches, oldest first, and whether more matched:
+    /// memory bounded by `limit` whatever the number of matches.
+    pub fn find_oldest(
+        &self,
+        query: &RowQuery<'_>,
+        limit: usize,
+    ) -> Result<(Vec<ApiCall>, bool), ArchiveError> {
+        struct ByTime(i64, u64, ApiCall);
+        impl PartialEq for ByTime {
+            fn eq(&self, other: &Self) -> bool {
+                (self.0, self.1) == (other.0, other.1)
+            }
+        }
+        impl Eq for ByTime {}
+        impl PartialOrd for ByTime {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for ByTime {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                (self.0, self.1).cmp(&(other.0, other.1))
+            }
+        }
+        // A max-heap of the oldest seen so far: the newest of them leaves first.
+        let mut oldest = std::collections::BinaryHeap::with_capacity(limit + 1);
+        let mut seen = 0u64;
+        let mut more = false;
+        self.scan(query, |event| {
+            oldest.push(ByTime(event.ts_us, seen, event));
+            seen += 1;
+            if oldest.len() > limit {
+                oldest.pop();
+                more = true;
+            }
+        })?;
+        let events = oldest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|ByTime(_, _, event)| event)
+            .collect();
+        Ok((events, more))
+    }
+
+    /// Calls `visit` with every event a query matches: the hot tail first, then the segments.
+    fn scan(
+        &self,
+        query: &RowQuery<'_>,
+        mut visit: impl FnMut(ApiCall),
+    ) -> Result<(), ArchiveError> {
+        let hours = hour_of(query.from_us)..=hour_of(query.to_us.saturating_sub(1));
         let segments: Vec<PathBuf> = {
             let state = self.state.read().map_err(|_| poisoned())?;
             let raw_batches = state
@@ -358,7 +412,7 @@ impl Archive {
                             .merchant
                             .is_none_or(|merchant| event.merchant == merchant);
                     if hit {
-                        found.push(event.into_owned());
+                        visit(event.into_owned());
                     }
                 });
                 decoded.map_err(|source| ArchiveError::Decode {
@@ -389,14 +443,14 @@ impl Archive {
         };
         for path in segments {
             match segment::read(&path, query, &self.metadata) {
-                Ok(events) => found.extend(events),
+                Ok(events) => events.into_iter().for_each(&mut visit),
                 // One unreadable segment must not fail every lookup: report it and go on.
                 Err(error) => {
                     tracing::error!(%error, segment = %path.display(), "archive segment unreadable; skipped")
                 }
             }
         }
-        Ok(found)
+        Ok(())
     }
     /// Number of segments and their total bytes.
     pub fn size(&self) -> (usize, u64) {

@@ -20,11 +20,13 @@
 
 mod aggregate;
 mod decode;
+mod error;
 mod group;
 mod repartition;
 mod replica;
 mod writer;
 
+pub use error::{ClusterError, Result};
 pub use group::{ClusterStatus, ConsumerRole, ConsumerStatus, PartitionStatus};
 pub use replica::ReplicaProgress;
 
@@ -33,7 +35,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
 use mm_kafka::{DeliveryTracker, KafkaSettings, TrackedProducer};
 use mm_model::mapping::EventParser;
 use mm_storage::rollups::RollupStore;
@@ -68,7 +69,7 @@ pub struct Cluster {
     pub ingest_producer: FutureProducer,
     pub settings: KafkaSettings,
     stop: Arc<AtomicBool>,
-    threads: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
     healthy: Arc<AtomicBool>,
 }
 
@@ -88,23 +89,23 @@ impl Cluster {
         options: ClusterOptions,
         metrics: Arc<Metrics>,
         activity: broadcast::Sender<Arc<ActivityRecord>>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let settings = options.settings.clone();
         let store = Arc::new(
             RollupStore::open(&options.data_dir.join("replica"))
-                .context("opening the replica rollup store")?,
+                .map_err(ClusterError::storage("opening the replica rollup store"))?,
         );
         let instance = format!("merchant-monitor-{}", std::process::id());
         let ingest_producer: FutureProducer = settings
             .producer(&format!("{instance}-ingest"))
             .create()
-            .context("creating the ingest producer")?;
-        let tracked = |role: &str| -> anyhow::Result<Arc<TrackedProducer>> {
+            .map_err(ClusterError::kafka("creating the ingest producer"))?;
+        let tracked = |role: &str| -> Result<Arc<TrackedProducer>> {
             Ok(Arc::new(
                 settings
                     .producer(&format!("{instance}-{role}"))
                     .create_with_context(DeliveryTracker::default())
-                    .with_context(|| format!("creating the {role} producer"))?,
+                    .map_err(ClusterError::kafka(format!("creating the {role} producer")))?,
             ))
         };
         let status = Arc::new(ClusterStatus::new(options.max_in_flight));
@@ -114,23 +115,22 @@ impl Cluster {
         let mut threads = Vec::new();
         let spawn = |name: &'static str,
                      healthy: Arc<AtomicBool>,
-                     work: Box<dyn FnOnce() -> anyhow::Result<()> + Send>|
-         -> anyhow::Result<(&'static str, JoinHandle<anyhow::Result<()>>)> {
+                     work: Box<dyn FnOnce() -> Result<()> + Send>|
+         -> Result<(&'static str, JoinHandle<Result<()>>)> {
             let handle = std::thread::Builder::new()
                 .name(format!("mm-{name}"))
                 .spawn(move || {
                     let result = work();
                     if let Err(error) = &result {
-                        tracing::error!(
-                            thread = name,
-                            error = format!("{error:#}"),
-                            "cluster thread failed"
-                        );
+                        tracing::error!(thread = name, %error, "cluster thread failed");
                         healthy.store(false, Ordering::Release);
                     }
                     result
                 })
-                .with_context(|| format!("spawning the {name} thread"))?;
+                .map_err(|source| ClusterError::Spawn {
+                    thread: name,
+                    source,
+                })?;
             Ok((name, handle))
         };
         threads.push(spawn("replica", healthy.clone(), {
@@ -214,14 +214,19 @@ impl Cluster {
     }
 
     /// Checkpoints, leaves the groups and stops every thread.
-    pub fn shutdown(self) -> anyhow::Result<()> {
+    pub fn shutdown(self) -> Result<()> {
         self.stop.store(true, Ordering::Release);
         let mut failed = None;
         for (name, handle) in self.threads {
             match handle.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => failed = Some(error.context(format!("the {name} thread"))),
-                Err(_) => failed = Some(anyhow::anyhow!("the {name} thread panicked")),
+                Ok(Err(error)) => {
+                    failed = Some(ClusterError::Thread {
+                        thread: name,
+                        source: Box::new(error),
+                    })
+                }
+                Err(_) => failed = Some(ClusterError::Panicked(name)),
             }
         }
         match failed {
@@ -233,14 +238,14 @@ impl Cluster {
 
 /// Creates the input, repartition, activity and dead-letter topics that do not exist, when
 /// `create_topics_partitions` asks for it.
-pub async fn create_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
+pub async fn create_topics(settings: &KafkaSettings) -> Result<()> {
     if settings.create_topics_partitions <= 0 {
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> = settings
         .producer("merchant-monitor-admin")
         .create()
-        .context("creating the admin client")?;
+        .map_err(ClusterError::kafka("creating the admin client"))?;
     let mut names = vec![
         settings.input_topic.clone(),
         settings.activity_topic.clone(),
@@ -265,14 +270,14 @@ pub async fn create_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
-        .context("creating topics")?;
+        .map_err(ClusterError::kafka("creating topics"))?;
     for result in results {
         match result {
             Ok(name) => tracing::info!(topic = %name, "topic created"),
             Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
                 tracing::debug!(topic = %name, "topic exists")
             }
-            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+            Err((name, code)) => return Err(topic_not_created(name, code)),
         }
     }
     Ok(())
@@ -280,7 +285,7 @@ pub async fn create_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
 
 /// Creates the checkpoint and open-window topics with one partition per aggregation partition,
 /// waiting for the aggregation topic to exist; refuses one with fewer partitions.
-pub async fn ensure_checkpoint_topic(settings: &KafkaSettings) -> anyhow::Result<()> {
+pub async fn ensure_checkpoint_topic(settings: &KafkaSettings) -> Result<()> {
     ensure_partitioned_like_aggregation(settings, &settings.checkpoint_topic()).await?;
     ensure_partitioned_like_aggregation(settings, &settings.open_windows_topic()).await
 }
@@ -288,17 +293,17 @@ pub async fn ensure_checkpoint_topic(settings: &KafkaSettings) -> anyhow::Result
 async fn ensure_partitioned_like_aggregation(
     settings: &KafkaSettings,
     checkpoints: &str,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = settings
         .producer("merchant-monitor-admin")
         .create()
-        .context("creating the admin client")?;
+        .map_err(ClusterError::kafka("creating the admin client"))?;
     let aggregation = settings.aggregation_topic();
-    let count = |topic: &str| -> anyhow::Result<usize> {
+    let count = |topic: &str| -> Result<usize> {
         let metadata = admin
             .inner()
             .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("fetching metadata of {topic}"))?;
+            .map_err(ClusterError::kafka(format!("fetching metadata of {topic}")))?;
         Ok(metadata
             .topics()
             .iter()
@@ -315,9 +320,13 @@ async fn ensure_partitioned_like_aggregation(
                 waited += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            0 => anyhow::bail!(
-                "topic {aggregation} does not exist: create it, or set kafka.create_topics_partitions"
-            ),
+            0 => {
+                return Err(ClusterError::Topic {
+                    topic: aggregation,
+                    detail: "does not exist: create it, or set kafka.create_topics_partitions"
+                        .into(),
+                });
+            }
             partitions => break partitions,
         }
     };
@@ -334,21 +343,31 @@ async fn ensure_partitioned_like_aggregation(
                     &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
                 )
                 .await
-                .with_context(|| format!("creating {checkpoints}"))?;
+                .map_err(ClusterError::kafka(format!("creating {checkpoints}")))?;
             for result in results {
                 match result {
                     Ok(name) => {
                         tracing::info!(topic = %name, partitions, "checkpoint topic created")
                     }
                     Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+                    Err((name, code)) => return Err(topic_not_created(name, code)),
                 }
             }
             Ok(())
         }
-        existing if existing < partitions => anyhow::bail!(
-            "{checkpoints} has {existing} partitions but {aggregation} has {partitions}: it needs at least as many"
-        ),
+        existing if existing < partitions => Err(ClusterError::Topic {
+            topic: checkpoints.to_owned(),
+            detail: format!(
+                "has {existing} partitions but {aggregation} has {partitions}: it needs at least as many"
+            ),
+        }),
         _ => Ok(()),
+    }
+}
+
+fn topic_not_created(name: String, code: rdkafka::types::RDKafkaErrorCode) -> ClusterError {
+    ClusterError::Topic {
+        topic: name,
+        detail: format!("could not be created: {code}"),
     }
 }

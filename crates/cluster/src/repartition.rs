@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mm_kafka::delivery::{flush, send_blocking};
 use mm_kafka::{KafkaSettings, TrackedProducer, header, partition_for};
 use mm_model::mapping::EventParser;
@@ -28,6 +27,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
+use crate::error::{ClusterError, Result};
 use super::replica::partition_count;
 use crate::aggregate::partition::Decode;
 use crate::decode::{RecordDecoder, encode_binary, input_record};
@@ -48,7 +48,7 @@ pub struct RepartitionOptions {
 }
 
 /// Runs the repartition consumer until `stop`, then commits and leaves the group.
-pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
+pub fn run(options: RepartitionOptions) -> Result<()> {
     let settings = &options.settings;
     let input = settings.input_topic.clone();
     let target = settings.repartition_topic();
@@ -57,7 +57,7 @@ pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
         let consumer: BaseConsumer<GroupContext> = settings
             .group_consumer(&group, &options.client_id)
             .create_with_context(GroupContext::new(&input))
-            .context("creating the repartition consumer")?;
+            .map_err(ClusterError::kafka("creating the repartition consumer"))?;
         let partitions = loop {
             match partition_count(&consumer, &target) {
                 Ok(count) if count > 0 => break count as u32,
@@ -67,7 +67,7 @@ pub fn run(options: RepartitionOptions) -> anyhow::Result<()> {
         };
         consumer
             .subscribe(&[&input])
-            .with_context(|| format!("subscribing to {input}"))?;
+            .map_err(ClusterError::kafka(format!("subscribing to {input}")))?;
         tracing::info!(%input, %target, %group, "repartition consumer started");
         match session(&options, &consumer, &input, &target, &group, partitions)? {
             Session::Stopped => {
@@ -93,7 +93,7 @@ fn session(
     target: &str,
     group: &str,
     partitions: u32,
-) -> anyhow::Result<Session> {
+) -> Result<Session> {
     let decoder = RecordDecoder {
         parser: options.parser.clone(),
         retention_us: options.retention_us,
@@ -258,12 +258,12 @@ fn commit(
     topic: &str,
     producer: &TrackedProducer,
     positions: &mut BTreeMap<i32, (i64, Option<i64>)>,
-) -> anyhow::Result<bool> {
+) -> Result<bool> {
     let mut list = TopicPartitionList::new();
     for (partition, (next, committed)) in positions.iter() {
         if *next >= 0 && Some(*next) != *committed {
             list.add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .context("building the commit")?;
+                .map_err(ClusterError::kafka("building the commit"))?;
         }
     }
     if list.count() == 0 {
@@ -295,7 +295,7 @@ fn forward(
     decoder: &RecordDecoder,
     (group, target, partitions): (&str, &str, u32),
     message: &BorrowedMessage<'_>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let call = match decoder.decode(&input_record(message)) {
         Ok(call) => call,
         Err(rejected) => {
@@ -307,7 +307,8 @@ fn forward(
                 rejected.class,
                 &rejected.message,
                 &options.metrics,
-            )?;
+            )
+            .map_err(ClusterError::delivery("sending a dead letter"))?;
             return Ok(());
         }
     };
@@ -337,6 +338,7 @@ fn forward(
     if let Some(timestamp) = message.timestamp().to_millis() {
         record = record.timestamp(timestamp);
     }
-    send_blocking(&options.producer, record).context("producing a re-keyed record")?;
+    send_blocking(&options.producer, record)
+        .map_err(ClusterError::delivery("producing a re-keyed record"))?;
     Ok(())
 }

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mm_kafka::{KafkaSettings, header};
 use mm_model::rollup::WindowKey;
 use mm_storage::codec;
@@ -22,6 +21,8 @@ use tokio::sync::broadcast;
 use mm_kafka::guard::FetchGuard;
 use mm_model::activity::ActivityRecord;
 use mm_telemetry::Metrics;
+
+use crate::error::{ClusterError, Result};
 
 /// How far the replica has read: activity partition → next offset to apply.
 #[derive(Debug, Default)]
@@ -191,7 +192,7 @@ pub fn run(
     source: ReplicaSource,
     store: Arc<RollupStore>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     const BATCH: usize = 5_000;
     let ReplicaSource {
         topic,
@@ -204,7 +205,7 @@ pub fn run(
     let mut consumer: BaseConsumer = settings
         .reader("merchant-monitor-replica")
         .create()
-        .context("creating the activity replica consumer")?;
+        .map_err(ClusterError::kafka("creating the activity replica consumer"))?;
     let partitions = loop {
         match partition_count(&consumer, &topic) {
             Ok(count) if count > 0 => break count,
@@ -239,7 +240,7 @@ pub fn run(
             consumer = settings
                 .reader("merchant-monitor-replica")
                 .create()
-                .context("creating the activity replica consumer")?;
+                .map_err(ClusterError::kafka("creating the activity replica consumer"))?;
             expected = assign_from_store(&consumer, &store, &topic, partitions)?;
             guard = FetchGuard::new(
                 &topic,
@@ -295,7 +296,7 @@ pub fn run(
             let updates: Vec<(i32, i64)> = positions.iter().map(|(p, o)| (*p, *o)).collect();
             store
                 .apply_replicated(std::mem::take(&mut batch), &topic, &updates)
-                .context("applying replicated rollups")?;
+                .map_err(ClusterError::storage("applying replicated rollups"))?;
             progress.advance(&positions);
             positions.clear();
             caught_up(&consumer, &topic, &progress);
@@ -325,10 +326,10 @@ fn assign_from_store(
     store: &RollupStore,
     topic: &str,
     partitions: i32,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
+) -> Result<BTreeMap<i32, i64>> {
     let applied = store
         .replica_positions(topic)
-        .context("reading replica positions")?;
+        .map_err(ClusterError::storage("reading replica positions"))?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
         let offset = applied
@@ -336,11 +337,11 @@ fn assign_from_store(
             .map_or(Offset::Beginning, |next| Offset::Offset(*next));
         assignment
             .add_partition_offset(topic, partition, offset)
-            .context("building the replica assignment")?;
+            .map_err(ClusterError::kafka("building the replica assignment"))?;
     }
     consumer
         .assign(&assignment)
-        .with_context(|| format!("assigning the partitions of {topic}"))?;
+        .map_err(ClusterError::kafka(format!("assigning the partitions of {topic}")))?;
     Ok(applied)
 }
 
@@ -363,10 +364,10 @@ fn caught_up(consumer: &BaseConsumer, topic: &str, progress: &ReplicaProgress) {
 pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
-) -> anyhow::Result<i32> {
+) -> Result<i32> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .with_context(|| format!("fetching metadata of {topic}"))?;
+        .map_err(ClusterError::kafka(format!("fetching metadata of {topic}")))?;
     Ok(metadata
         .topics()
         .iter()

@@ -19,7 +19,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
 use mm_kafka::delivery::{flush, send_blocking};
 use mm_kafka::{TrackedProducer, encode_window, header, partition_for};
 use mm_storage::codec::{self, RollupState};
@@ -27,6 +26,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::BaseRecord;
 
 use super::aggregate::partition::Outgoing;
+use crate::error::{ClusterError, Result};
 use mm_model::activity::ActivityRecord;
 
 /// Everything one checkpoint sends.
@@ -106,7 +106,7 @@ pub struct Emitter {
 impl Emitter {
     /// Produces a final or correction record to the activity topic, or a snapshot of an open
     /// window to the open-window topic (partition: the aggregation partition).
-    fn emit(&self, outgoing: &Outgoing) -> anyhow::Result<()> {
+    fn emit(&self, outgoing: &Outgoing) -> Result<()> {
         let Outgoing {
             key,
             rollup,
@@ -138,7 +138,7 @@ impl Emitter {
             (self.open_topic.as_str(), *partition, headers, Vec::new())
         } else {
             let record = ActivityRecord::new(key, rollup, *correction);
-            let value = serde_json::to_vec(&record).context("encoding an activity record")?;
+            let value = serde_json::to_vec(&record)?;
             let headers = headers.insert(rdkafka::message::Header {
                 key: header::DEDUPE_KEY,
                 value: Some(record.dedupe_key.as_bytes()),
@@ -158,7 +158,7 @@ impl Emitter {
                 .partition(target)
                 .headers(headers),
         )
-        .context("producing an activity record")?;
+        .map_err(ClusterError::delivery("producing an activity record"))?;
         Ok(())
     }
 }
@@ -172,7 +172,7 @@ pub struct CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    pub fn start(emitter: Emitter, checkpoint_topic: String) -> anyhow::Result<Self> {
+    pub fn start(emitter: Emitter, checkpoint_topic: String) -> Result<Self> {
         // One job waiting while one is written.
         let (orders_tx, orders_rx) = sync_channel::<Order>(1);
         let (results_tx, results) = std::sync::mpsc::channel();
@@ -200,7 +200,10 @@ impl CheckpointWriter {
                     done.done();
                 }
             })
-            .context("spawning the checkpoint writer")?;
+            .map_err(|source| ClusterError::Spawn {
+                thread: "checkpoint writer",
+                source,
+            })?;
         Ok(Self {
             orders: Some(orders_tx),
             results,
@@ -210,15 +213,15 @@ impl CheckpointWriter {
     }
 
     /// Hands a job over; waits while another job is already waiting.
-    pub fn submit(&self, job: CheckpointJob) -> anyhow::Result<()> {
+    pub fn submit(&self, job: CheckpointJob) -> Result<()> {
         let orders = self
             .orders
             .as_ref()
-            .context("the checkpoint writer stopped")?;
+            .ok_or(ClusterError::WriterStopped)?;
         self.outstanding.add();
         if orders.send(Order::Job(job)).is_err() {
             self.outstanding.done();
-            anyhow::bail!("the checkpoint writer stopped");
+            return Err(ClusterError::WriterStopped);
         }
         Ok(())
     }
@@ -258,7 +261,7 @@ impl Drop for CheckpointWriter {
 fn write(emitter: &Emitter, checkpoint_topic: &str, job: CheckpointJob) -> JobResult {
     for outgoing in &job.records {
         if let Err(error) = emitter.emit(outgoing) {
-            return JobResult::Failed(format!("{error:#}"));
+            return JobResult::Failed(error.to_string());
         }
     }
     if let Err(error) = flush(&emitter.producer, Duration::from_secs(60)) {

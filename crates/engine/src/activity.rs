@@ -7,9 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 pub use mm_model::activity::ActivityRecord;
 use tokio::sync::broadcast;
+
+use crate::error::{EngineError, Result};
 
 /// Where activity records go.
 pub struct ActivitySinks {
@@ -31,18 +32,18 @@ impl ActivitySinks {
     pub fn open(
         file: Option<&Path>,
         subscribers: broadcast::Sender<Arc<ActivityRecord>>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let file = match file {
             Some(path) => {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
+                        .map_err(EngineError::io("creating", parent))?;
                 }
                 let handle = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .with_context(|| format!("opening activity file {}", path.display()))?;
+                    .map_err(EngineError::io("opening activity file", path))?;
                 Some((path.to_owned(), handle))
             }
             None => None,
@@ -51,19 +52,19 @@ impl ActivitySinks {
     }
 
     /// Delivers records; returns once the file sink has them on disk.
-    pub fn emit(&mut self, records: &[ActivityRecord]) -> anyhow::Result<()> {
+    pub fn emit(&mut self, records: &[ActivityRecord]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
         if let Some((path, file)) = &mut self.file {
             let mut buffer = Vec::with_capacity(records.len() * 400);
             for record in records {
-                serde_json::to_writer(&mut buffer, record).context("encoding activity record")?;
+                serde_json::to_writer(&mut buffer, record)?;
                 buffer.push(b'\n');
             }
             file.write_all(&buffer)
                 .and_then(|()| file.sync_data())
-                .with_context(|| format!("writing activity file {}", path.display()))?;
+                .map_err(EngineError::io("writing activity file", path))?;
         }
         if self.subscribers.receiver_count() > 0 {
             for record in records {

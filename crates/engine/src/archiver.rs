@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mm_archive::Archive;
 use mm_telemetry::Metrics;
+
+use crate::error::{EngineError, Result};
+use mm_storage::health::StorageHealth;
 
 /// The WAL may delete frames at or below `floor`: the lower of what the checkpoint and the
 /// archive cover. Each side stores its own position and recomputes the floor; a stale read
@@ -61,60 +63,88 @@ pub struct ArchiverOptions {
     pub retention: Duration,
     pub max_bytes: Option<u64>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<StorageHealth>,
 }
 
 /// Flushes the archive when due and enforces retention until `stop_rx`'s sender is gone,
-/// then flushes what is left.
+/// then flushes what is left. A flush that fails (a full disk) is a state reported to
+/// storage health and tried again a second later: the events stay in the hot tail, and
+/// ingest is refused meanwhile, so the tail does not grow.
 pub fn run(
     archive: Arc<Archive>,
     stop_rx: Receiver<()>,
     floor: Arc<WalFloor>,
     options: ArchiverOptions,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let metrics = &options.metrics;
     metrics
         .archive_quarantined_segments
         .set(archive.quarantined() as i64);
     let mut next_retention = Instant::now();
+    let mut next_flush_try = Instant::now();
     loop {
         // Often enough that a flush starts soon after the hot tail reaches its size.
         match stop_rx.recv_timeout(Duration::from_millis(50)) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                archive
-                    .flush()
-                    .context("flushing the archive at shutdown")?;
-                floor.archived(archive.archived_lsn());
+                match archive.flush() {
+                    Ok(_) => floor.archived(archive.archived_lsn()),
+                    // The write-ahead log keeps what the archive does not cover: the next
+                    // start archives it.
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "the archive could not write its last events at shutdown; the write-ahead log keeps them and the next start archives them"
+                    ),
+                }
                 return Ok(());
             }
         }
-        if archive.flush_due() {
-            let written = archive.flush().context("flushing the archive")?;
-            tracing::debug!(
-                events = written,
-                lsn = archive.archived_lsn(),
-                "archive flushed"
-            );
-            floor.archived(archive.archived_lsn());
+        if archive.flush_due() && Instant::now() >= next_flush_try {
+            match archive.flush() {
+                Ok(written) => {
+                    tracing::debug!(
+                        events = written,
+                        lsn = archive.archived_lsn(),
+                        "archive flushed"
+                    );
+                    floor.archived(archive.archived_lsn());
+                    if options.health.report_recovered("archive") {
+                        tracing::info!("the archive writes again");
+                    }
+                }
+                Err(source) => {
+                    let error = EngineError::Archive {
+                        action: "flushing the archive",
+                        source,
+                    };
+                    if options.health.report_failure(
+                        "archive",
+                        error.is_disk_full(),
+                        error.to_string(),
+                    ) {
+                        tracing::error!(%error, "archive flush failed; the events stay in memory and the flush is tried again");
+                    }
+                    next_flush_try = Instant::now() + Duration::from_secs(1);
+                }
+            }
         }
         if Instant::now() >= next_retention {
             let oldest_kept = mm_model::time::now_us() - options.retention.as_micros() as i64;
-            let dropped = archive
-                .enforce_retention(oldest_kept, options.max_bytes)
-                .context("archive retention")?;
-            if dropped > 0 {
-                tracing::info!(
+            // Neither is fatal: the next round tries again.
+            match archive.enforce_retention(oldest_kept, options.max_bytes) {
+                Ok(0) => {}
+                Ok(dropped) => tracing::info!(
                     segments = dropped,
                     "dropped archive segments past retention"
-                );
+                ),
+                Err(error) => tracing::warn!(%error, "archive retention failed"),
             }
             // Small segments of finished hours become one per hour.
             let current_hour = mm_model::time::now_us().div_euclid(3_600_000_000);
-            let compacted = archive
-                .compact(current_hour, COMPACT_MIN_SEGMENTS, COMPACT_MAX_ROWS)
-                .context("archive compaction")?;
-            if compacted > 0 {
-                tracing::info!(hours = compacted, "compacted archive hours");
+            match archive.compact(current_hour, COMPACT_MIN_SEGMENTS, COMPACT_MAX_ROWS) {
+                Ok(0) => {}
+                Ok(compacted) => tracing::info!(hours = compacted, "compacted archive hours"),
+                Err(error) => tracing::warn!(%error, "archive compaction failed"),
             }
             next_retention = Instant::now() + RETENTION_INTERVAL;
         }

@@ -8,9 +8,12 @@
 
 mod activity;
 mod archiver;
+mod error;
+mod storage_watch;
 mod worker;
 
 pub use activity::{ActivityRecord, ActivitySinks};
+pub use error::{EngineError, Result};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
 use mm_archive::{Archive, ArchiveConfig};
+use mm_storage::ballast::{Ballast, Fill};
+use mm_storage::health::StorageHealth;
 use mm_storage::rollups::RollupStore;
 use mm_storage::wal::{self, Wal, WalConfig};
 use mm_telemetry::Metrics;
@@ -43,6 +47,8 @@ pub struct PipelineOptions {
     pub archive: ArchiveConfig,
     /// Largest archive size; the oldest segments go first beyond it.
     pub archive_max_bytes: Option<u64>,
+    /// Space kept in reserve in the data directory and given up when the disk fills (0: none).
+    pub ballast_bytes: u64,
 }
 
 /// What start-up recovered.
@@ -61,12 +67,16 @@ pub struct Pipeline {
     pub wal: Wal,
     pub store: Arc<RollupStore>,
     pub archive: Arc<Archive>,
-    archive_thread: Option<JoinHandle<anyhow::Result<()>>>,
+    archive_thread: Option<JoinHandle<Result<()>>>,
     archive_stop: Option<std::sync::mpsc::Sender<()>>,
     pub activity: broadcast::Sender<Arc<ActivityRecord>>,
     pub recovery: Recovery,
+    /// Whether storage takes writes; a failed write is a state the pipeline leaves by itself.
+    pub health: Arc<StorageHealth>,
     healthy: Arc<AtomicBool>,
-    worker: Option<JoinHandle<anyhow::Result<()>>>,
+    worker: Option<JoinHandle<Result<()>>>,
+    watch_thread: Option<JoinHandle<()>>,
+    watch_stop: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -80,21 +90,40 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Opens storage, recovers, and starts the WAL writer and the aggregator thread.
-    pub fn start(options: PipelineOptions, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn start(options: PipelineOptions, metrics: Arc<Metrics>) -> Result<Self> {
         std::fs::create_dir_all(&options.data_dir)
-            .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+            .map_err(EngineError::io("creating data directory", &options.data_dir))?;
+        let health = StorageHealth::new();
+        let ballast = Ballast::new(&options.data_dir, options.ballast_bytes);
+        match ballast.fill() {
+            Ok(Fill::Filled) => {}
+            Ok(Fill::NoRoom) => {
+                health.report_failure(
+                    "ballast",
+                    true,
+                    format!(
+                        "no room for the {}-byte ballast and as much again",
+                        options.ballast_bytes
+                    ),
+                );
+                tracing::error!(
+                    dir = %options.data_dir.display(),
+                    "the disk is full at start: ingest is refused until space is freed"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "could not write the ballast"),
+        }
         let store = Arc::new(
-            RollupStore::open(&options.data_dir.join("store")).with_context(|| {
-                format!("opening rollup store in {}", options.data_dir.display())
-            })?,
+            RollupStore::open(&options.data_dir.join("store"))
+                .map_err(EngineError::storage("opening the rollup store"))?,
         );
         let checkpoint = store
             .load_checkpoint()
-            .context("reading checkpoint")?
+            .map_err(EngineError::storage("reading the checkpoint"))?
             .unwrap_or_default();
         let start_wall = now_us();
         let mut aggregator = Aggregator::new(options.window);
-        let open = store.load_open().context("loading open windows")?;
+        let open = store.load_open().map_err(EngineError::storage("loading open windows"))?;
         let mut recovery = Recovery {
             checkpoint_lsn: checkpoint.lsn,
             open_windows: open.len(),
@@ -111,9 +140,8 @@ impl Pipeline {
         let (activity_tx, _) = broadcast::channel(4096);
         let sinks = ActivitySinks::open(options.activity_file.as_deref(), activity_tx.clone())?;
         let archive = Arc::new(
-            Archive::open(&options.data_dir.join("archive"), options.archive).with_context(
-                || format!("opening the archive in {}", options.data_dir.display()),
-            )?,
+            Archive::open(&options.data_dir.join("archive"), options.archive)
+                .map_err(EngineError::archive("opening the archive"))?,
         );
         let archived_lsn = archive.archived_lsn();
         metrics
@@ -132,6 +160,7 @@ impl Pipeline {
             checkpointed_lsn.clone(),
             options.checkpoint_interval,
             options.retention,
+            health.clone(),
         );
 
         let wal_dir = options.data_dir.join("wal");
@@ -158,17 +187,16 @@ impl Pipeline {
             }
             Ok(())
         })
-        .with_context(|| format!("replaying write-ahead log in {}", wal_dir.display()))?;
+        .map_err(EngineError::storage("replaying the write-ahead log"))?;
         recovery.replayed_batches = report.replayed;
         recovery.truncated_bytes = report.truncated_bytes;
-        worker
-            .checkpoint(now_us())
-            .context("checkpoint after recovery")?;
+        worker.checkpoint(now_us())?;
 
         let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(64);
         let mut wal_config = WalConfig::new(&wal_dir);
         wal_config.segment_bytes = options.wal_segment_bytes;
         wal_config.queue_capacity = options.wal_queue_capacity;
+        wal_config.health = Some(health.clone());
         let sync_metrics = metrics.clone();
         let durable_archive = archive.clone();
         wal_config.on_durable = Some(Arc::new(move |lsn, payload| {
@@ -185,7 +213,7 @@ impl Pipeline {
         }));
         let next_lsn = report.last_lsn.max(checkpoint.lsn) + 1;
         let wal = Wal::start(wal_config, next_lsn, committed_tx, floor.floor.clone())
-            .context("starting write-ahead log")?;
+            .map_err(EngineError::storage("starting the write-ahead log"))?;
 
         let (archive_stop_tx, archive_stop_rx) = std::sync::mpsc::channel::<()>();
         worker.report_to(floor.clone());
@@ -196,6 +224,7 @@ impl Pipeline {
             retention: options.retention,
             max_bytes: options.archive_max_bytes,
             metrics: metrics.clone(),
+            health: health.clone(),
         };
         let archive_thread = std::thread::Builder::new()
             .name("mm-archive".into())
@@ -208,11 +237,14 @@ impl Pipeline {
                 );
                 if let Err(error) = &result {
                     archive_healthy.store(false, Ordering::Release);
-                    tracing::error!(error = format!("{error:#}"), "archive stopped");
+                    tracing::error!(%error, "archive stopped");
                 }
                 result
             })
-            .context("spawning archive thread")?;
+            .map_err(|source| EngineError::Spawn {
+                thread: "archive",
+                source,
+            })?;
         let worker_healthy = healthy.clone();
         let thread = std::thread::Builder::new()
             .name("mm-aggregator".into())
@@ -220,14 +252,30 @@ impl Pipeline {
                 let result = worker.run(committed_rx);
                 if let Err(error) = &result {
                     worker_healthy.store(false, Ordering::Release);
-                    tracing::error!(error = format!("{error:#}"), "aggregator stopped");
+                    tracing::error!(%error, "aggregator stopped");
                 }
                 result
             })
-            .context("spawning aggregator thread")?;
+            .map_err(|source| EngineError::Spawn {
+                thread: "aggregator",
+                source,
+            })?;
+        let (watch_stop_tx, watch_stop_rx) = std::sync::mpsc::channel::<()>();
+        let watch_health = health.clone();
+        let settle = (options.checkpoint_interval * 3).max(Duration::from_secs(2));
+        let watch_thread = std::thread::Builder::new()
+            .name("mm-storage-watch".into())
+            .spawn(move || storage_watch::run(watch_health, ballast, watch_stop_rx, settle))
+            .map_err(|source| EngineError::Spawn {
+                thread: "storage watch",
+                source,
+            })?;
         Ok(Self {
             wal,
             store,
+            health,
+            watch_thread: Some(watch_thread),
+            watch_stop: Some(watch_stop_tx),
             archive,
             archive_thread: Some(archive_thread),
             archive_stop: Some(archive_stop_tx),
@@ -251,20 +299,26 @@ impl Pipeline {
 
     /// Stops accepting appends, lets the aggregator drain and write a last checkpoint.
     /// Every other clone of [`Pipeline::wal`] must have been dropped first.
-    pub fn shutdown(mut self) -> anyhow::Result<()> {
+    pub fn shutdown(mut self) -> Result<()> {
         self.wal.shutdown();
         let aggregated = match self.worker.take() {
             Some(thread) => thread
                 .join()
-                .map_err(|_| anyhow!("aggregator thread panicked"))?,
+                .map_err(|_| EngineError::Panicked("aggregator"))?,
             None => Ok(()),
         };
         // No more appends can arrive: let the archive write what it holds.
         drop(self.archive_stop.take());
+        drop(self.watch_stop.take());
+        if let Some(thread) = self.watch_thread.take() {
+            thread
+                .join()
+                .map_err(|_| EngineError::Panicked("storage watch"))?;
+        }
         let archived = match self.archive_thread.take() {
             Some(thread) => thread
                 .join()
-                .map_err(|_| anyhow!("archive thread panicked"))?,
+                .map_err(|_| EngineError::Panicked("archive"))?,
             None => Ok(()),
         };
         aggregated.and(archived)

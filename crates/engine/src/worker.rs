@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mm_model::time::minute_of;
 use mm_storage::codec::CodecError;
 use mm_storage::rollups::{Checkpoint, CheckpointBatch, RollupStore};
@@ -16,6 +15,8 @@ use mm_window::{Aggregator, Call, Origin};
 use super::activity::{ActivityRecord, ActivitySinks};
 use super::archiver::WalFloor;
 use super::now_us;
+use crate::error::{EngineError, Result};
+use mm_storage::health::StorageHealth;
 
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -31,6 +32,9 @@ pub(super) struct Worker {
     reported_late: u64,
     reported_closed: u64,
     floor: Option<Arc<WalFloor>>,
+    health: Arc<StorageHealth>,
+    /// A checkpoint that could not be written, written again before the next round.
+    retry: Option<CheckpointBatch>,
 }
 
 impl Worker {
@@ -44,6 +48,7 @@ impl Worker {
         checkpointed_lsn: Arc<AtomicU64>,
         checkpoint_interval: Duration,
         retention: Duration,
+        health: Arc<StorageHealth>,
     ) -> Self {
         let stats = aggregator.stats();
         Self {
@@ -58,6 +63,8 @@ impl Worker {
             reported_late: stats.late_events,
             reported_closed: stats.windows_closed,
             floor: None,
+            health,
+            retry: None,
         }
     }
 
@@ -88,7 +95,21 @@ impl Worker {
 
     /// Writes everything that changed since the last checkpoint, atomically with the WAL
     /// position it covers; emits the windows it makes final first (at-least-once).
-    pub(super) fn checkpoint(&mut self, now_wall_us: i64) -> anyhow::Result<()> {
+    ///
+    /// A checkpoint that cannot be written (a full disk) is kept and written again, before
+    /// anything newer, at the next one: storage reports the failure and ingest is refused
+    /// meanwhile, but the aggregator goes on counting what the log had acknowledged.
+    pub(super) fn checkpoint(&mut self, now_wall_us: i64) -> Result<()> {
+        if let Some(pending) = self.retry.take() {
+            if let Err(error) = self.write(pending.clone()) {
+                self.retry = Some(pending);
+                self.report_failure(&error);
+                return Ok(());
+            }
+            if self.health.report_recovered("checkpoint") {
+                tracing::info!(lsn = self.applied_lsn, "checkpoints are written again");
+            }
+        }
         let round = self.aggregator.checkpoint(now_wall_us);
         self.report_gauges(now_wall_us);
         let covered = self.checkpointed_lsn.load(Ordering::Acquire);
@@ -117,8 +138,33 @@ impl Worker {
                 partitions: self.aggregator.partition_clocks(),
             },
         };
+        if let Err(error) = self.write(batch.clone()) {
+            self.retry = Some(batch);
+            self.report_failure(&error);
+        }
+        Ok(())
+    }
+
+    fn report_failure(&self, error: &EngineError) {
+        if self
+            .health
+            .report_failure("checkpoint", error.is_disk_full(), error.to_string())
+        {
+            tracing::error!(%error, "checkpoint failed; kept and written again at the next one");
+        }
+    }
+
+    /// A checkpoint that was still unwritten at shutdown: its events are in the write-ahead
+    /// log, which the next start replays from the last checkpoint written.
+    pub(super) fn unwritten(&self) -> bool {
+        self.retry.is_some()
+    }
+
+    /// Prepares, emits and commits one checkpoint batch.
+    fn write(&mut self, batch: CheckpointBatch) -> Result<()> {
+        let lsn = batch.checkpoint.lsn;
         let started = Instant::now();
-        let prepared = self.store.prepare(batch).context("preparing checkpoint")?;
+        let prepared = self.store.prepare(batch).map_err(EngineError::storage("preparing checkpoint"))?;
         let mut records = Vec::with_capacity(prepared.finals.len() + prepared.corrected.len());
         let mut corrections_emitted = 0u64;
         for (key, rollup) in &prepared.finals {
@@ -129,12 +175,10 @@ impl Worker {
             corrections_emitted += 1;
         }
         let finals_emitted = records.len() as u64 - corrections_emitted;
-        self.sinks
-            .emit(&records)
-            .context("emitting activity records")?;
+        self.sinks.emit(&records)?;
         self.store
             .commit(prepared)
-            .context("committing checkpoint")?;
+            .map_err(EngineError::storage("committing checkpoint"))?;
         self.metrics
             .store_write_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -147,13 +191,10 @@ impl Worker {
             .activity_records
             .get_or_create(&KindLabel { kind: "correction" })
             .inc_by(corrections_emitted);
-        self.metrics
-            .wal_checkpointed_lsn
-            .set(self.applied_lsn as i64);
-        self.checkpointed_lsn
-            .store(self.applied_lsn, Ordering::Release);
+        self.metrics.wal_checkpointed_lsn.set(lsn as i64);
+        self.checkpointed_lsn.store(lsn, Ordering::Release);
         if let Some(floor) = &self.floor {
-            floor.checkpointed(self.applied_lsn);
+            floor.checkpointed(lsn);
         }
         Ok(())
     }
@@ -179,15 +220,14 @@ impl Worker {
         }
     }
 
-    fn housekeeping(&mut self, now_wall_us: i64) -> anyhow::Result<()> {
+    fn housekeeping(&mut self, now_wall_us: i64) -> Result<()> {
         let retention_us = self.retention.as_micros() as i64;
         let oldest_kept = minute_of(now_wall_us - retention_us) - 1;
-        let dropped = self
-            .store
-            .enforce_retention(oldest_kept)
-            .context("enforcing retention")?;
-        if dropped > 0 {
-            tracing::info!(days = dropped, "dropped rollups past retention");
+        // Not fatal: the next round tries again.
+        match self.store.enforce_retention(oldest_kept) {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(days = dropped, "dropped rollups past retention"),
+            Err(error) => tracing::warn!(%error, "enforcing rollup retention failed"),
         }
         let removed = self.aggregator.compact_series();
         tracing::debug!(removed, "compacted idle series");
@@ -195,7 +235,7 @@ impl Worker {
     }
 
     /// Runs until the WAL writer is gone, then writes a last checkpoint.
-    pub(super) fn run(&mut self, committed_rx: Receiver<CommittedBatch>) -> anyhow::Result<()> {
+    pub(super) fn run(&mut self, committed_rx: Receiver<CommittedBatch>) -> Result<()> {
         let mut next_checkpoint = Instant::now() + self.checkpoint_interval;
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
         loop {
@@ -203,15 +243,26 @@ impl Worker {
             match committed_rx.recv_timeout(timeout) {
                 Ok(batch) => {
                     self.apply(batch.lsn, &batch.payload, now_us())
-                        .with_context(|| format!("decoding wal batch {}", batch.lsn))?;
+                        .map_err(|source| mm_storage::StorageError::Codec {
+                            what: "wal batch",
+                            source,
+                        })
+                        .map_err(EngineError::storage("applying a durable batch"))?;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.checkpoint(now_us())?;
-                    tracing::info!(
-                        lsn = self.applied_lsn,
-                        "aggregator drained and checkpointed"
-                    );
+                    if self.unwritten() {
+                        tracing::warn!(
+                            lsn = self.applied_lsn,
+                            "the last checkpoint could not be written (see the error above); every acknowledged event is in the write-ahead log and the next start replays it"
+                        );
+                    } else {
+                        tracing::info!(
+                            lsn = self.applied_lsn,
+                            "aggregator drained and checkpointed"
+                        );
+                    }
                     return Ok(());
                 }
             }

@@ -1,10 +1,13 @@
 //! Ingest, independent of HTTP: decode a body, validate each record, append the accepted ones
 //! to the write-ahead log and wait until they are durable.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{BodyError, IngestLimits, RejectedRecord, decode_body, process_body};
+use crate::{BodyError, IngestLimits, RejectedRecord, Rejections, decode_body, process_body};
+use mm_http::Reservation;
+use mm_model::mapping::RejectReason;
 use mm_model::mapping::{EventParser, TimeBounds};
 use mm_storage::wal::{AppendError, Wal};
 use mm_telemetry::Metrics;
@@ -21,9 +24,32 @@ pub struct IngestReply {
     pub accepted: usize,
     /// Records rejected.
     pub rejected: usize,
-    /// One entry per rejected record; absent when none was.
+    /// The first rejected records (up to `ingest.max_reported_errors`), in body order; absent
+    /// when none was.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RejectedRecord>,
+    /// Rejected records not listed in `errors`; absent when every one is.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub errors_omitted: usize,
+    /// Every rejected record, counted by code; absent when none was.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected_by_code: BTreeMap<RejectReason, usize>,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
+}
+
+impl IngestReply {
+    fn new(accepted: usize, rejected: Rejections) -> Self {
+        Self {
+            accepted,
+            rejected: rejected.total,
+            errors_omitted: rejected.omitted(),
+            errors: rejected.listed,
+            rejected_by_code: rejected.by_code,
+        }
+    }
 }
 
 /// Why a whole request was refused.
@@ -47,6 +73,12 @@ pub enum IngestFailure {
     Closed,
     #[error("storage failed: {0}")]
     Storage(String),
+    /// Storage cannot write for now (the disk is full, or a write failed); nothing of the
+    /// request was stored and ingest resumes by itself once writes succeed again.
+    #[error("{}", storage_unavailable_message(*disk_full, detail))]
+    StorageUnavailable { disk_full: bool, detail: String },
+    #[error("the ingest task stopped before it finished")]
+    Aborted,
 }
 
 /// Where accepted records go.
@@ -56,6 +88,7 @@ pub enum IngestSink {
     Wal {
         wal: Wal,
         archive: Arc<mm_archive::Archive>,
+        health: Arc<mm_storage::health::StorageHealth>,
     },
     /// Cluster mode: each record, as received, to the input topic keyed by merchant
     /// (idempotent producer, acks=all); acknowledged once the broker has every one.
@@ -74,7 +107,7 @@ pub struct Ingestor {
     limits: IngestLimits,
     retention_us: i64,
     max_skew_us: i64,
-    inflight: Semaphore,
+    inflight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -103,7 +136,7 @@ impl Ingestor {
             limits,
             retention_us: retention.as_micros() as i64,
             max_skew_us: max_skew.as_micros() as i64,
-            inflight: Semaphore::new(max_inflight),
+            inflight: Arc::new(Semaphore::new(max_inflight)),
         }
     }
 
@@ -115,14 +148,48 @@ impl Ingestor {
             .map_err(|_| IngestFailure::TooManyRequests)
     }
 
-    /// Ingests one request body; resolves once accepted records are durable.
+    /// Ingests one request body; resolves once accepted records are durable. Buffers the
+    /// body needs are reserved from `reservation`.
     pub async fn ingest(
         &self,
         content_encoding: Option<&str>,
         body: &[u8],
+        reservation: &mut Reservation,
     ) -> Result<IngestReply, IngestFailure> {
         let _permit = self.try_admit()?;
-        self.ingest_admitted(content_encoding, body).await
+        self.ingest_admitted(content_encoding, body, reservation)
+            .await
+    }
+
+    /// Ingests one request body to the end even if the caller goes away (a client that
+    /// closes its connection right after sending): what is appended is always counted, and
+    /// its answer is always known. Holds a place among the requests in flight and the
+    /// body's reservation until done.
+    pub async fn ingest_detached(
+        self: &Arc<Self>,
+        content_encoding: Option<String>,
+        body: bytes::Bytes,
+        mut reservation: Reservation,
+    ) -> Result<IngestReply, IngestFailure> {
+        let permit = self.clone().try_admit_owned()?;
+        let ingestor = self.clone();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            ingestor
+                .ingest_admitted(content_encoding.as_deref(), &body, &mut reservation)
+                .await
+        });
+        task.await.map_err(|_| IngestFailure::Aborted)?
+    }
+
+    /// [`Ingestor::try_admit`] for a place that moves into a task.
+    pub fn try_admit_owned(
+        self: Arc<Self>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, IngestFailure> {
+        self.inflight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| IngestFailure::TooManyRequests)
     }
 
     /// [`Ingestor::ingest`] for a caller that already holds a place from
@@ -131,6 +198,7 @@ impl Ingestor {
         &self,
         content_encoding: Option<&str>,
         body: &[u8],
+        reservation: &mut Reservation,
     ) -> Result<IngestReply, IngestFailure> {
         if let IngestSink::Wal { archive, .. } = &self.sink
             && archive.backlogged()
@@ -138,30 +206,39 @@ impl Ingestor {
             return Err(IngestFailure::ArchiveBehind);
         }
         self.metrics.ingest_bytes.inc_by(body.len() as u64);
-        let decoded = decode_body(content_encoding, body, self.limits.max_decoded_bytes)?;
+        let decoded = decode_body(
+            content_encoding,
+            body,
+            self.limits.max_decoded_bytes,
+            reservation,
+        )?;
         let bounds = TimeBounds::around(now_us(), self.retention_us, self.max_skew_us);
         let (accepted, rejected) = match &self.sink {
-            IngestSink::Wal { wal, .. } => {
-                let processed = process_body(&self.parser, &decoded, bounds, &self.limits)?;
+            IngestSink::Wal { wal, health, .. } => {
+                // Storage that cannot write refuses at once: nothing would be kept.
+                if !health.writable() {
+                    let failures = health.failures();
+                    let first = failures.first();
+                    return Err(IngestFailure::StorageUnavailable {
+                        disk_full: first.is_some_and(|failure| failure.disk_full),
+                        detail: first.map_or_else(String::new, |failure| failure.detail.clone()),
+                    });
+                }
+                let processed =
+                    process_body(&self.parser, &decoded, bounds, &self.limits, reservation)?;
                 drop(decoded);
                 if processed.records == 0 {
                     return Err(IngestFailure::Empty);
                 }
                 self.count_rejections(&processed.rejected);
                 if processed.accepted > 0 {
-                    let ticket =
-                        wal.try_append(processed.payload)
-                            .map_err(|error| match error {
-                                AppendError::Overloaded => IngestFailure::Overloaded,
-                                AppendError::Closed => IngestFailure::Closed,
-                                AppendError::Failed(detail) => IngestFailure::Storage(detail),
-                            })?;
+                    let ticket = wal
+                        .try_append(processed.payload)
+                        .map_err(append_failure)?;
                     match ticket.await {
                         Ok(Ok(_lsn)) => {}
-                        Ok(Err(AppendError::Failed(detail))) => {
-                            return Err(IngestFailure::Storage(detail));
-                        }
-                        Ok(Err(_)) | Err(_) => return Err(IngestFailure::Closed),
+                        Ok(Err(error)) => return Err(append_failure(error)),
+                        Err(_) => return Err(IngestFailure::Closed),
                     }
                 }
                 (processed.accepted, processed.rejected)
@@ -174,11 +251,7 @@ impl Ingestor {
         if accepted > 0 {
             self.metrics.ingest_events.inc_by(accepted as u64);
         }
-        Ok(IngestReply {
-            accepted,
-            rejected: rejected.len(),
-            errors: rejected,
-        })
+        Ok(IngestReply::new(accepted, rejected))
     }
 
     /// Cluster mode: each accepted record, as received, to the input topic keyed by merchant;
@@ -190,7 +263,7 @@ impl Ingestor {
         topic: &str,
         decoded: std::borrow::Cow<'_, [u8]>,
         bounds: TimeBounds,
-    ) -> Result<(usize, Vec<RejectedRecord>), IngestFailure> {
+    ) -> Result<(usize, Rejections), IngestFailure> {
         let mut deliveries = Vec::new();
         let mut refused = None;
         let (records, rejected) = crate::for_each_record(
@@ -241,9 +314,32 @@ impl Ingestor {
         Ok((accepted, rejected))
     }
 
-    fn count_rejections(&self, rejected: &[RejectedRecord]) {
-        for record in rejected {
-            self.metrics.reject(record.code);
+    fn count_rejections(&self, rejected: &Rejections) {
+        for (code, count) in &rejected.by_code {
+            self.metrics.reject_many(*code, *count as u64);
         }
+    }
+}
+
+fn append_failure(error: AppendError) -> IngestFailure {
+    match error {
+        AppendError::Overloaded => IngestFailure::Overloaded,
+        AppendError::Closed => IngestFailure::Closed,
+        AppendError::Unavailable { disk_full, detail } => {
+            IngestFailure::StorageUnavailable { disk_full, detail }
+        }
+        AppendError::Failed(detail) => IngestFailure::Storage(detail),
+    }
+}
+
+fn storage_unavailable_message(disk_full: bool, detail: &str) -> String {
+    if disk_full {
+        format!(
+            "the server's disk is full: nothing of this request was stored; ingest resumes by itself once space is freed ({detail})"
+        )
+    } else {
+        format!(
+            "the server cannot write to its storage: nothing of this request was stored; ingest resumes by itself once writes succeed ({detail})"
+        )
     }
 }

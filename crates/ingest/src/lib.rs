@@ -6,16 +6,23 @@
 //! compressed (`Content-Encoding: gzip` or `zstd`). Every record is parsed and validated on
 //! its own; a bad record is reported with its index, field and reason and never affects its
 //! neighbours. Only a body that cannot be read at all (bad compression, an unparseable JSON
-//! array, too large) fails whole.
+//! array, too large) fails whole. The answer lists the first `max_reported_errors` rejected
+//! records in full and counts all of them by code, so its size is bounded whatever the body.
+//! Every buffer a body needs (decompressed, encoded) is reserved from the request memory
+//! budget ([`mm_http::MemoryBudget`]) before it is allocated.
 //!
 //! ```
 //! use mm_ingest::{IngestLimits, process_body};
 //! use mm_model::mapping::{EventParser, FieldMapping, TimeBounds};
 //! let parser = EventParser::new(&FieldMapping::default(), true).unwrap();
 //! let body = b"{\"ts\":1795273445000,\"merchant\":\"M1\",\"api\":\"a\",\"status\":200,\"latency_ms\":3,\"corr_id\":\"c\"}\nnot json\n";
-//! let processed = process_body(&parser, body, TimeBounds::UNBOUNDED, &IngestLimits::default()).unwrap();
+//! let budget = mm_http::MemoryBudget::new(1 << 20);
+//! let mut reservation = budget.reservation();
+//! let limits = IngestLimits::default();
+//! let processed =
+//!     process_body(&parser, body, TimeBounds::UNBOUNDED, &limits, &mut reservation).unwrap();
 //! assert_eq!(processed.accepted, 1);
-//! assert_eq!(processed.rejected[0].index, 1);
+//! assert_eq!(processed.rejected.listed[0].index, 1);
 //! ```
 
 mod ingestor;
@@ -23,8 +30,10 @@ mod ingestor;
 pub use ingestor::{IngestFailure, IngestReply, IngestSink, Ingestor};
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Read;
 
+use mm_http::{BudgetExhausted, Reservation};
 use mm_model::event::ApiCallRef;
 use mm_model::mapping::{EventParser, RecordError, RejectReason, TimeBounds};
 use mm_storage::{codec, wal};
@@ -38,6 +47,8 @@ pub struct IngestLimits {
     pub max_decoded_bytes: usize,
     /// Largest single record.
     pub max_record_bytes: usize,
+    /// Rejected records listed in full in an answer; the rest are only counted.
+    pub max_reported_errors: usize,
 }
 
 impl Default for IngestLimits {
@@ -45,6 +56,7 @@ impl Default for IngestLimits {
         Self {
             max_decoded_bytes: 64 * 1024 * 1024,
             max_record_bytes: 256 * 1024,
+            max_reported_errors: 100,
         }
     }
 }
@@ -63,6 +75,8 @@ pub enum BodyError {
     TooLarge { limit: usize },
     #[error("body is not a readable JSON array: {0}")]
     UnreadableArray(String),
+    #[error(transparent)]
+    Memory(#[from] BudgetExhausted),
 }
 
 /// One rejected record, as reported to the client.
@@ -84,28 +98,82 @@ pub struct RejectedRecord {
     pub reason: String,
 }
 
+/// The rejected records of a body: the first few in full, every one counted by code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejections {
+    /// The first rejected records, in body order.
+    pub listed: Vec<RejectedRecord>,
+    /// Every rejected record, by code.
+    pub by_code: BTreeMap<RejectReason, usize>,
+    /// Every rejected record.
+    pub total: usize,
+    max_listed: usize,
+}
+
+impl Rejections {
+    /// Lists at most `max_listed` records in full.
+    pub fn new(max_listed: usize) -> Self {
+        Self {
+            max_listed,
+            ..Self::default()
+        }
+    }
+
+    /// Counts a rejected record; builds its full form only while the list has room.
+    fn push(&mut self, code: RejectReason, record: impl FnOnce() -> RejectedRecord) {
+        self.total += 1;
+        *self.by_code.entry(code).or_default() += 1;
+        if self.listed.len() < self.max_listed {
+            self.listed.push(record());
+        }
+    }
+
+    /// Rejected records counted but not listed.
+    pub fn omitted(&self) -> usize {
+        self.total - self.listed.len()
+    }
+}
+
 /// A processed body.
 #[derive(Debug)]
 pub struct ProcessedBody {
     /// Accepted events encoded as one write-ahead-log batch (empty when none).
     pub payload: Vec<u8>,
     pub accepted: usize,
-    pub rejected: Vec<RejectedRecord>,
+    pub rejected: Rejections,
     pub records: usize,
 }
 
-/// Decompresses `body` according to its `Content-Encoding`.
+/// Makes room for `needed` bytes in `buffer`, growing it geometrically up to `ceiling` and
+/// reserving what it allocates first.
+fn ensure_capacity(
+    buffer: &mut Vec<u8>,
+    needed: usize,
+    ceiling: usize,
+    reservation: &mut Reservation,
+) -> Result<(), BudgetExhausted> {
+    if needed <= buffer.capacity() {
+        return Ok(());
+    }
+    let target = needed.max((buffer.capacity() * 2).min(ceiling));
+    reservation.grow(target - buffer.capacity())?;
+    buffer.reserve_exact(target - buffer.len());
+    Ok(())
+}
+
+/// Decompresses `body` according to its `Content-Encoding`, reserving the decompressed
+/// buffer as it grows.
 pub fn decode_body<'a>(
     encoding: Option<&str>,
     body: &'a [u8],
     limit: usize,
+    reservation: &mut Reservation,
 ) -> Result<Cow<'a, [u8]>, BodyError> {
     let encoding = encoding
         .map(str::trim)
         .unwrap_or("identity")
         .to_ascii_lowercase();
-    let mut decoded = Vec::new();
-    let result = match encoding.as_str() {
+    let (name, mut reader): (&'static str, Box<dyn Read + '_>) = match encoding.as_str() {
         "" | "identity" => {
             return if body.len() > limit {
                 Err(BodyError::TooLarge { limit })
@@ -113,24 +181,38 @@ pub fn decode_body<'a>(
                 Ok(Cow::Borrowed(body))
             };
         }
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut decoded)
-            .map_err(|error| BodyError::Decompress {
-                encoding: "gzip",
-                detail: error.to_string(),
-            }),
-        "zstd" => zstd::stream::read::Decoder::new(body)
-            .and_then(|decoder| decoder.take(limit as u64 + 1).read_to_end(&mut decoded))
-            .map_err(|error| BodyError::Decompress {
-                encoding: "zstd",
-                detail: error.to_string(),
-            }),
+        "gzip" | "x-gzip" => ("gzip", Box::new(flate2::read::MultiGzDecoder::new(body))),
+        "zstd" => (
+            "zstd",
+            Box::new(zstd::stream::read::Decoder::new(body).map_err(|error| {
+                BodyError::Decompress {
+                    encoding: "zstd",
+                    detail: error.to_string(),
+                }
+            })?),
+        ),
         other => return Err(BodyError::UnsupportedEncoding(other.to_owned())),
     };
-    result?;
-    if decoded.len() > limit {
-        return Err(BodyError::TooLarge { limit });
+    let mut decoded = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                return Err(BodyError::Decompress {
+                    encoding: name,
+                    detail: error.to_string(),
+                });
+            }
+        };
+        let needed = decoded.len() + read;
+        if needed > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        ensure_capacity(&mut decoded, needed, limit, reservation)?;
+        decoded.extend_from_slice(&chunk[..read]);
     }
     Ok(Cow::Owned(decoded))
 }
@@ -146,10 +228,9 @@ fn rejected(index: usize, line: Option<usize>, error: RecordError) -> RejectedRe
 }
 
 struct BatchBuilder {
+    /// Room for the batch header first, then the encoded events.
     events: Vec<u8>,
     accepted: usize,
-    rejected: Vec<RejectedRecord>,
-    records: usize,
 }
 
 impl BatchBuilder {
@@ -158,41 +239,50 @@ impl BatchBuilder {
         self.accepted += 1;
     }
 
-    fn finish(self) -> ProcessedBody {
-        let mut payload = Vec::new();
-        if self.accepted > 0 {
-            payload.reserve(self.events.len() + 10);
-            wal::begin_batch(self.accepted, &mut payload);
-            payload.extend_from_slice(&self.events);
+    /// The batch payload: the header moved in front of the events, in place.
+    fn finish(mut self) -> Vec<u8> {
+        if self.accepted == 0 {
+            return Vec::new();
         }
-        ProcessedBody {
-            payload,
-            accepted: self.accepted,
-            rejected: self.rejected,
-            records: self.records,
-        }
+        let mut header = Vec::with_capacity(BATCH_HEADER_ROOM);
+        wal::begin_batch(self.accepted, &mut header);
+        self.events.splice(0..0, header);
+        self.events
     }
 }
 
-/// Parses and validates every record of a decoded body into one write-ahead-log batch.
+/// Room a batch header needs: a version byte and a count varint.
+const BATCH_HEADER_ROOM: usize = 11;
+
+/// Parses and validates every record of a decoded body into one write-ahead-log batch. The
+/// batch buffer is reserved up front: an encoded event is never longer than its JSON record.
 pub fn process_body(
     parser: &EventParser,
     body: &[u8],
     bounds: TimeBounds,
     limits: &IngestLimits,
+    reservation: &mut Reservation,
 ) -> Result<ProcessedBody, BodyError> {
+    let room = body.len() + BATCH_HEADER_ROOM;
+    reservation.grow(room)?;
     let mut builder = BatchBuilder {
-        events: Vec::with_capacity(body.len() / 2),
+        events: Vec::with_capacity(room),
         accepted: 0,
-        rejected: Vec::new(),
-        records: 0,
     };
     let (records, rejected) = for_each_record(parser, body, bounds, limits, |event, _| {
         builder.accept(event);
     })?;
-    builder.records = records;
-    builder.rejected = rejected;
-    Ok(builder.finish())
+    if builder.events.capacity() > room {
+        // Never expected (see above); kept honest if an encoding ever outgrows its record.
+        reservation.grow(builder.events.capacity() - room)?;
+    }
+    let accepted = builder.accepted;
+    Ok(ProcessedBody {
+        payload: builder.finish(),
+        accepted,
+        rejected,
+        records,
+    })
 }
 
 /// Parses and validates every record of a decoded body (NDJSON, or a JSON array), calling
@@ -204,8 +294,8 @@ pub fn for_each_record(
     bounds: TimeBounds,
     limits: &IngestLimits,
     mut accept: impl FnMut(&ApiCallRef<'_>, &[u8]),
-) -> Result<(usize, Vec<RejectedRecord>), BodyError> {
-    let mut rejections = Vec::new();
+) -> Result<(usize, Rejections), BodyError> {
+    let mut rejections = Rejections::new(limits.max_reported_errors);
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
         let records: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
@@ -213,12 +303,14 @@ pub fn for_each_record(
         for (index, raw) in records.iter().enumerate() {
             let text = raw.get();
             if text.len() > limits.max_record_bytes {
-                rejections.push(too_large(index, None, text.len(), limits));
+                rejections.push(RejectReason::RecordTooLarge, || {
+                    too_large(index, None, text.len(), limits)
+                });
                 continue;
             }
             match parser.parse_str(text, bounds) {
                 Ok(event) => accept(&event, text.as_bytes()),
-                Err(error) => rejections.push(rejected(index, None, error)),
+                Err(error) => rejections.push(error.reason, || rejected(index, None, error)),
             }
         }
         return Ok((records.len(), rejections));
@@ -232,17 +324,16 @@ pub fn for_each_record(
         let record_index = index;
         index += 1;
         if line.len() > limits.max_record_bytes {
-            rejections.push(too_large(
-                record_index,
-                Some(line_number + 1),
-                line.len(),
-                limits,
-            ));
+            rejections.push(RejectReason::RecordTooLarge, || {
+                too_large(record_index, Some(line_number + 1), line.len(), limits)
+            });
             continue;
         }
         match parser.parse(line, bounds) {
             Ok(event) => accept(&event, line),
-            Err(error) => rejections.push(rejected(record_index, Some(line_number + 1), error)),
+            Err(error) => rejections.push(error.reason, || {
+                rejected(record_index, Some(line_number + 1), error)
+            }),
         }
     }
     Ok((index, rejections))
@@ -277,6 +368,10 @@ mod tests {
         EventParser::new(&FieldMapping::default(), true).expect("compiles")
     }
 
+    fn budget() -> std::sync::Arc<mm_http::MemoryBudget> {
+        mm_http::MemoryBudget::new(1 << 30)
+    }
+
     #[test]
     fn ndjson_reports_bad_lines_and_keeps_good_ones() {
         let body = format!("{GOOD}\n\n{{\"broken\n{GOOD}\r\n[1]\n");
@@ -285,12 +380,14 @@ mod tests {
             body.as_bytes(),
             TimeBounds::UNBOUNDED,
             &IngestLimits::default(),
+            &mut budget().reservation(),
         )
         .expect("readable");
         assert_eq!(processed.records, 4);
         assert_eq!(processed.accepted, 2);
         let positions: Vec<(usize, Option<usize>, RejectReason)> = processed
             .rejected
+            .listed
             .iter()
             .map(|record| (record.index, record.line, record.code))
             .collect();
@@ -317,18 +414,23 @@ mod tests {
             body.as_bytes(),
             TimeBounds::UNBOUNDED,
             &IngestLimits::default(),
+            &mut budget().reservation(),
         )
         .expect("readable");
         assert_eq!(processed.accepted, 1);
-        assert_eq!(processed.rejected.len(), 2);
-        assert_eq!(processed.rejected[1].index, 2);
-        assert_eq!(processed.rejected[1].field.as_deref(), Some("merchant"));
+        assert_eq!(processed.rejected.total, 2);
+        assert_eq!(processed.rejected.listed[1].index, 2);
+        assert_eq!(
+            processed.rejected.listed[1].field.as_deref(),
+            Some("merchant")
+        );
         assert!(matches!(
             process_body(
                 &parser(),
                 b"[{\"a\":1},",
                 TimeBounds::UNBOUNDED,
-                &IngestLimits::default()
+                &IngestLimits::default(),
+                &mut budget().reservation(),
             ),
             Err(BodyError::UnreadableArray(_))
         ));
@@ -342,10 +444,19 @@ mod tests {
         };
         let big = GOOD.replace("\"c\"", &format!("\"{}\"", "z".repeat(300)));
         let body = format!("{big}\n{GOOD}\n");
-        let processed = process_body(&parser(), body.as_bytes(), TimeBounds::UNBOUNDED, &limits)
-            .expect("readable");
+        let processed = process_body(
+            &parser(),
+            body.as_bytes(),
+            TimeBounds::UNBOUNDED,
+            &limits,
+            &mut budget().reservation(),
+        )
+        .expect("readable");
         assert_eq!(processed.accepted, 1);
-        assert_eq!(processed.rejected[0].code, RejectReason::RecordTooLarge);
+        assert_eq!(
+            processed.rejected.listed[0].code,
+            RejectReason::RecordTooLarge
+        );
     }
 
     #[test]
@@ -355,29 +466,107 @@ mod tests {
         gzip.write_all(GOOD.as_bytes()).expect("compresses");
         let gzipped = gzip.finish().expect("compresses");
         assert_eq!(
-            decode_body(Some("gzip"), &gzipped, 1 << 20)
+            decode_body(Some("gzip"), &gzipped, 1 << 20, &mut budget().reservation())
                 .expect("decodes")
                 .as_ref(),
             GOOD.as_bytes()
         );
         let zstded = zstd::encode_all(GOOD.as_bytes(), 1).expect("compresses");
         assert_eq!(
-            decode_body(Some("zstd"), &zstded, 1 << 20)
+            decode_body(Some("zstd"), &zstded, 1 << 20, &mut budget().reservation())
                 .expect("decodes")
                 .as_ref(),
             GOOD.as_bytes()
         );
         assert!(matches!(
-            decode_body(Some("gzip"), &gzipped, 10),
+            decode_body(Some("gzip"), &gzipped, 10, &mut budget().reservation()),
             Err(BodyError::TooLarge { .. })
         ));
         assert!(matches!(
-            decode_body(Some("gzip"), b"not gzip", 1 << 20),
+            decode_body(Some("gzip"), b"not gzip", 1 << 20, &mut budget().reservation()),
             Err(BodyError::Decompress { .. })
         ));
         assert!(matches!(
-            decode_body(Some("br"), b"x", 1 << 20),
+            decode_body(Some("br"), b"x", 1 << 20, &mut budget().reservation()),
             Err(BodyError::UnsupportedEncoding(_))
         ));
+    }
+
+    #[test]
+    fn answers_list_the_first_rejects_and_count_every_one_by_code() {
+        let limits = IngestLimits {
+            max_reported_errors: 3,
+            ..IngestLimits::default()
+        };
+        let mut body = String::new();
+        for _ in 0..10 {
+            body.push_str("x\n");
+        }
+        body.push_str(GOOD);
+        body.push('\n');
+        for _ in 0..5 {
+            body.push_str("[1]\n");
+        }
+        let processed = process_body(
+            &parser(),
+            body.as_bytes(),
+            TimeBounds::UNBOUNDED,
+            &limits,
+            &mut budget().reservation(),
+        )
+        .expect("readable");
+        assert_eq!(processed.records, 16);
+        assert_eq!(processed.accepted, 1);
+        assert_eq!(processed.rejected.total, 15);
+        assert_eq!(processed.rejected.omitted(), 12);
+        let listed: Vec<usize> = processed
+            .rejected
+            .listed
+            .iter()
+            .map(|record| record.index)
+            .collect();
+        assert_eq!(listed, vec![0, 1, 2]);
+        assert_eq!(
+            processed.rejected.by_code,
+            BTreeMap::from([
+                (RejectReason::InvalidJson, 10),
+                (RejectReason::NotAnObject, 5)
+            ])
+        );
+    }
+
+    #[test]
+    fn decompression_and_the_batch_are_reserved_and_refused_beyond_the_budget() {
+        use std::io::Write;
+        let body: String = std::iter::repeat_n(format!("{GOOD}\n"), 2000).collect();
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(body.as_bytes()).expect("compresses");
+        let gzipped = gzip.finish().expect("compresses");
+        let roomy = budget();
+        let mut reservation = roomy.reservation();
+        let decoded =
+            decode_body(Some("gzip"), &gzipped, 1 << 24, &mut reservation).expect("decodes");
+        assert_eq!(decoded.len(), body.len());
+        assert!(reservation.bytes() >= body.len(), "the decompressed body is reserved");
+        let before_batch = reservation.bytes();
+        let processed = process_body(
+            &parser(),
+            &decoded,
+            TimeBounds::UNBOUNDED,
+            &IngestLimits::default(),
+            &mut reservation,
+        )
+        .expect("readable");
+        assert_eq!(processed.accepted, 2000);
+        assert!(processed.payload.capacity() <= reservation.bytes() - before_batch);
+        drop(reservation);
+        assert_eq!(roomy.used(), 0);
+        // A budget smaller than the decompressed body refuses it, taking nothing.
+        let tight = mm_http::MemoryBudget::new(body.len() / 2);
+        assert!(matches!(
+            decode_body(Some("gzip"), &gzipped, 1 << 24, &mut tight.reservation()),
+            Err(BodyError::Memory(_))
+        ));
+        assert_eq!(tight.used(), 0);
     }
 }

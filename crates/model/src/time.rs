@@ -324,3 +324,39 @@ mod tests {
         }
     }
 }
+
+/// Why a configured duration could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DurationError {
+    #[error("duration {0:?} must start with a whole number")]
+    NoNumber(String),
+    #[error("duration {text:?} has unknown unit {unit:?} (use ms, s, m, h or d)")]
+    UnknownUnit { text: String, unit: String },
+}
+
+/// Reads a configured duration: `30d`, `3m`, `10s`, `500ms`, `2h` (one whole number and one
+/// unit; a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, DurationError> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| DurationError::NoNumber(text.to_owned()))?;
+    let seconds = match unit.trim() {
+        "ms" => return Ok(std::time::Duration::from_millis(value)),
+        "s" | "" => value,
+        "m" => value.saturating_mul(60),
+        "h" => value.saturating_mul(3600),
+        "d" => value.saturating_mul(86_400),
+        other => {
+            return Err(DurationError::UnknownUnit {
+                text: text.to_owned(),
+                unit: other.to_owned(),
+            });
+        }
+    };
+    Ok(std::time::Duration::from_secs(seconds))
+}

@@ -173,9 +173,10 @@ impl Period {
             Some(text) => parse("from", text)?,
             None => to_us - default_span_us,
         };
-        if from_us >= to_us {
+        // `from == to` is the empty period: a valid question with an empty answer.
+        if from_us > to_us {
             return Err(QueryError::InvalidParameter(
-                "from must be before to".into(),
+                "from must not be after to".into(),
             ));
         }
         if to_us - from_us > MAX_PERIOD_DAYS * 1440 * MICROS_PER_MINUTE {
@@ -191,9 +192,17 @@ impl Period {
         time::minute_of(self.from_us)
     }
 
-    /// One past the last minute touched by the period.
+    /// One past the last minute touched by the period (the first minute when it is empty).
     pub fn to_minute_exclusive(&self) -> i64 {
+        if self.is_empty() {
+            return self.from_minute();
+        }
         time::minute_of(self.to_us - 1) + 1
+    }
+
+    /// True when `from == to`: no instant is in the period.
+    pub fn is_empty(&self) -> bool {
+        self.from_us == self.to_us
     }
 }
 

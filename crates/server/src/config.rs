@@ -13,6 +13,12 @@
 //! max_record_bytes = 262144
 //! max_clock_skew = "5m"       # events further in the future are rejected
 //! max_inflight_requests = 64  # more concurrent ingest requests get 429
+//! max_reported_errors = 100   # rejected records listed in full per answer
+//!
+//! [http]                      # connections and request bodies (mm_http::RawHttpSettings)
+//! max_connections = 4096
+//! header_read_timeout = "10s"
+//! idle_timeout = "60s"
 //!
 //! [window]
 //! grace = "3m"
@@ -21,6 +27,7 @@
 //!
 //! [storage]
 //! retention = "30d"
+//! ballast_bytes = 67108864    # reserve given up when the disk fills
 //!
 //! [mapping]                   # JSON pointers into incoming records
 //! merchant = "/merchant"
@@ -53,6 +60,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub ingest: RawIngest,
     #[serde(default)]
+    pub http: mm_http::RawHttpSettings,
+    #[serde(default)]
     pub window: RawWindow,
     #[serde(default)]
     pub storage: RawStorage,
@@ -80,6 +89,8 @@ pub struct RawIngest {
     pub max_record_bytes: Option<usize>,
     pub max_clock_skew: Option<String>,
     pub max_inflight_requests: Option<usize>,
+    /// Rejected records listed in full in an ingest answer; the rest are counted by code.
+    pub max_reported_errors: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +112,9 @@ pub struct RawStorage {
     pub archive_flush_age: Option<String>,
     /// Largest archive size in bytes; the oldest segments are dropped beyond it.
     pub archive_max_bytes: Option<u64>,
+    /// Space kept in reserve in the data directory and given up when the disk fills, so
+    /// acknowledged events can still be checkpointed and archived (0 disables it).
+    pub ballast_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +135,8 @@ pub struct Config {
     pub max_record_bytes: usize,
     pub max_clock_skew: Duration,
     pub max_inflight_requests: usize,
+    pub max_reported_errors: usize,
+    pub http: mm_http::HttpSettings,
     pub grace: Duration,
     pub idle_timeout: Duration,
     pub checkpoint_interval: Duration,
@@ -129,6 +145,7 @@ pub struct Config {
     pub archive_flush_events: usize,
     pub archive_flush_age: Duration,
     pub archive_max_bytes: Option<u64>,
+    pub ballast_bytes: u64,
     pub mapping: FieldMapping,
     pub activity_file: Option<PathBuf>,
     /// Cluster mode when present.
@@ -137,23 +154,7 @@ pub struct Config {
 
 /// Reads `30d`, `3m`, `10s`, `500ms`, `2h` (one number and one unit).
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|character: char| !character.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .with_context(|| format!("duration {text:?} must start with a whole number"))?;
-    let seconds = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(value)),
-        "s" | "" => value,
-        "m" => value * 60,
-        "h" => value * 3600,
-        "d" => value * 86_400,
-        other => bail!("duration {text:?} has unknown unit {other:?} (use ms, s, m, h or d)"),
-    };
-    Ok(Duration::from_secs(seconds))
+    Ok(mm_model::time::parse_duration(text)?)
 }
 
 fn duration_or(field: &str, text: Option<&str>, default: Duration) -> anyhow::Result<Duration> {
@@ -283,8 +284,16 @@ impl RawConfig {
             format!("listen address {listen_text:?} is not HOST:PORT with an IP host")
         })?;
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
-        if self.auth.tokens.iter().any(|token| token.len() < 8) {
-            bail!("auth tokens must be at least 8 characters long");
+        if self.auth.tokens.iter().any(|token| token.trim().len() < 8) {
+            bail!("auth tokens must be at least 8 characters long, not counting spaces");
+        }
+        if self
+            .auth
+            .tokens
+            .iter()
+            .any(|token| token.trim() != token || token.chars().any(char::is_whitespace))
+        {
+            bail!("auth tokens must not contain spaces");
         }
         if self.auth.tokens.is_empty() && !listen.ip().is_loopback() {
             bail!(
@@ -360,6 +369,8 @@ impl RawConfig {
                 self.ingest.max_inflight_requests,
                 64,
             )?,
+            max_reported_errors: self.ingest.max_reported_errors.unwrap_or(100),
+            http: self.http.validate()?,
             grace,
             idle_timeout: duration_or(
                 "window.idle_timeout",
@@ -384,6 +395,7 @@ impl RawConfig {
                 Duration::from_secs(60),
             )?,
             archive_max_bytes: self.storage.archive_max_bytes,
+            ballast_bytes: self.storage.ballast_bytes.unwrap_or(64 * 1024 * 1024),
             mapping: self.mapping,
             kafka: self.kafka,
         })

@@ -44,7 +44,11 @@ pub async fn generate(state: Arc<AppState>, options: DemoOptions) {
         if body.is_empty() {
             continue;
         }
-        match state.ingestor.ingest(None, &body).await {
+        match state
+            .ingestor
+            .ingest(None, &body, &mut state.budget.reservation())
+            .await
+        {
             Ok(reply) if reply.rejected > 0 => {
                 tracing::warn!(rejected = reply.rejected, first = ?reply.errors.first(), "demo records rejected");
             }

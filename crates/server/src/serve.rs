@@ -88,6 +88,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         Backend::Embedded(pipeline) => IngestSink::Wal {
             wal: pipeline.wal.clone(),
             archive: pipeline.archive.clone(),
+            health: pipeline.health.clone(),
         },
         #[cfg(feature = "kafka")]
         Backend::Cluster(cluster, _) => IngestSink::Kafka {
@@ -95,21 +96,26 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             topic: cluster.settings.input_topic.clone(),
         },
     };
-    let ingestor = Ingestor::new(
+    let budget = mm_http::MemoryBudget::new(config.http.max_request_memory_bytes);
+    let ingestor = Arc::new(Ingestor::new(
         parser,
         sink,
         metrics.clone(),
         IngestLimits {
             max_decoded_bytes: config.max_decoded_bytes,
             max_record_bytes: config.max_record_bytes,
+            max_reported_errors: config.max_reported_errors,
         },
         config.retention,
         config.max_clock_skew,
         config.max_inflight_requests,
-    );
+    ));
     let state = Arc::new(match &backend {
         Backend::Embedded(pipeline) => AppState {
             ingestor,
+            budget: budget.clone(),
+            body_limits: config.http.body,
+            storage: Some(pipeline.health.clone()),
             store: pipeline.store.clone(),
             archive: Some(pipeline.archive.clone()),
             cluster: None,
@@ -125,6 +131,9 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         #[cfg(feature = "kafka")]
         Backend::Cluster(cluster, activity) => AppState {
             ingestor,
+            budget: budget.clone(),
+            body_limits: config.http.body,
+            storage: None,
             store: cluster.store.clone(),
             archive: None,
             cluster: Some(cluster.status.clone()),
@@ -171,15 +180,19 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     }
     let app = http::router(state.clone());
     let shutdown_state = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    mm_http::serve(
+        listener,
+        app,
+        config.http,
+        metrics.clone(),
+        async move {
             shutdown_signal().await;
             shutdown_state.ready.store(false, Ordering::Release);
             shutdown_state.shutdown.send_replace(true);
             tracing::info!("shutting down: finishing requests, draining the pipeline");
-        })
-        .await
-        .context("serving HTTP")?;
+        },
+    )
+    .await;
     if let Some(generator) = generator {
         generator.abort();
         let _ = generator.await;
@@ -187,9 +200,9 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     // The last references to the WAL writer go with the state; then the pipeline drains.
     drop(state);
     tokio::task::spawn_blocking(move || match backend {
-        Backend::Embedded(pipeline) => pipeline.shutdown(),
+        Backend::Embedded(pipeline) => pipeline.shutdown().context("stopping the pipeline"),
         #[cfg(feature = "kafka")]
-        Backend::Cluster(cluster, _) => cluster.shutdown(),
+        Backend::Cluster(cluster, _) => cluster.shutdown().context("stopping cluster mode"),
     })
     .await
     .context("shutdown task")??;
@@ -269,10 +282,12 @@ async fn start_embedded(config: &Config, metrics: Arc<Metrics>) -> anyhow::Resul
             max_backlog_events: config.archive_flush_events.saturating_mul(2),
         },
         archive_max_bytes: config.archive_max_bytes,
+        ballast_bytes: config.ballast_bytes,
     };
     let pipeline = tokio::task::spawn_blocking(move || Pipeline::start(options, metrics))
         .await
-        .context("start-up task")??;
+        .context("start-up task")?
+        .context("starting the pipeline")?;
     let recovery = &pipeline.recovery;
     tracing::info!(
         checkpoint_lsn = recovery.checkpoint_lsn,

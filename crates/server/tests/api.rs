@@ -7,7 +7,7 @@ use std::time::Duration;
 use mm_model::rollup::MERCHANT_TOTAL_API;
 use mm_model::time::{MICROS_PER_MINUTE, format_rfc3339, minute_of};
 use mm_testkit::{
-    ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us, oracle, request,
+    Response, ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us, oracle, request,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
@@ -304,7 +304,7 @@ fn error_paths_answer_with_one_json_shape() {
         ("/v1/merchants/m/activity?step=7m", "step"),
         (
             "/v1/merchants/m/activity?from=2026-11-21T10:00:00Z&to=2026-11-21T09:00:00Z",
-            "before",
+            "after",
         ),
         ("/v1/merchants/m/activity?colour=red", "unknown parameter"),
         ("/v1/merchants/m/apis?sort=loudness", "sort"),
@@ -430,7 +430,6 @@ fn tokens_are_required_when_configured_and_public_listeners_need_them() {
 
 #[test]
 fn too_many_requests_in_flight_get_429_with_retry_after() {
-    use std::io::Write as _;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[ingest]\nmax_inflight_requests = 1\n").expect("config written");
@@ -440,40 +439,36 @@ fn too_many_requests_in_flight_get_429_with_retry_after() {
         &["--config", config.to_str().expect("utf-8")],
         &[],
     );
-    // A sender that announces a body and sends only part of it holds the one place. If a
-    // probe happened to hold the place when it arrived, it was refused itself: try again.
-    let line = ndjson_line(&calls(5, 1, 1, &["/v1/x"], now_us(), 1)[0]);
-    let holder_and_refusal = eventually(Duration::from_secs(20), || {
-        let mut slow = std::net::TcpStream::connect(server.address).expect("connects");
-        write!(
-            slow,
-            "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"ts\":"
-        )
-        .expect("writes");
-        slow.flush().expect("flushes");
-        std::thread::sleep(Duration::from_millis(200));
-        slow.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout set");
-        let mut first = [0u8; 1];
-        if std::io::Read::read(&mut slow, &mut first).is_ok() {
-            return None; // answered already: it did not get the place
+    // A place is held while a body is decoded, appended and made durable: bodies of a few
+    // thousand records sent at once by several clients overlap there, and all but one are
+    // refused while another holds the only place.
+    let body: String = calls(7, 3000, 20, &["/v1/x"], now_us(), 1)
+        .iter()
+        .map(ndjson_line)
+        .collect();
+    let refused = eventually(Duration::from_secs(30), || {
+        let answers: Vec<Response> = std::thread::scope(|scope| {
+            let senders: Vec<_> = (0..6)
+                .map(|_| scope.spawn(|| ingest(server.address, body.as_bytes()).expect("answers")))
+                .collect();
+            senders
+                .into_iter()
+                .map(|sender| sender.join().expect("sender ran"))
+                .collect()
+        });
+        for answer in &answers {
+            assert!(
+                answer.status == 200 || answer.status == 429,
+                "only accepted or refused: {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
         }
-        let response = ingest(server.address, line.as_bytes()).expect("answers");
-        (response.status == 429).then_some((slow, response))
+        answers.into_iter().find(|answer| answer.status == 429)
     });
-    let (slow, refused) =
-        holder_and_refusal.expect("a request is refused while another holds the only place");
+    let refused = refused.expect("a request is refused while another holds the only place");
     assert_error(&refused, 429, "too_many_requests");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    drop(slow);
-    let accepted = eventually(Duration::from_secs(5), || {
-        let response = ingest(server.address, line.as_bytes()).expect("answers");
-        (response.status == 200).then_some(response)
-    });
-    assert!(
-        accepted.is_some(),
-        "the place is free again once the slow sender is gone"
-    );
 }
 
 #[test]

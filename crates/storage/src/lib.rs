@@ -6,13 +6,17 @@
 //!   (merchant, api) and merchant-wide series, a merchant ranking index, the set of open
 //!   windows and the checkpoint, all written by one atomic batch per checkpoint.
 //! - [`codec`]: the binary encodings both use.
+//! - [`health`]: whether storage takes writes (a failed write is a state every writer leaves
+//!   by itself), and [`ballast`]: reserved space given up when the disk fills.
 //!
 //! The exactly-once rule: a checkpoint commits, in one atomic fjall batch, the rollups changed
 //! since the previous one together with the WAL position (LSN) they cover. After a crash the
 //! open windows are loaded from the store and the WAL is replayed from that LSN, so each
 //! acknowledged event is counted once.
 
+pub mod ballast;
 pub mod codec;
+pub mod health;
 pub mod rollups;
 pub mod wal;
 
@@ -54,6 +58,15 @@ impl StorageError {
             action,
             path: path.to_owned(),
             source,
+        }
+    }
+
+    /// True when the error says the filesystem is full (or the quota is reached).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => health::is_disk_full(source),
+            StorageError::Store(fjall::Error::Io(source)) => health::is_disk_full(source),
+            _ => false,
         }
     }
 }

@@ -60,7 +60,7 @@ pub struct Checkpoint {
 }
 
 /// Everything one checkpoint changes.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CheckpointBatch {
     /// Windows that closed, with their final rollups.
     pub finals: Vec<(WindowKey, Rollup)>,

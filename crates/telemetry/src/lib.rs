@@ -110,6 +110,18 @@ pub struct Metrics {
     pub kafka_checkpoints: Counter,
     /// Partitions paused for backpressure.
     pub kafka_paused_partitions: Gauge,
+    /// HTTP connections open.
+    pub http_connections_open: Gauge,
+    /// HTTP connections refused at the connection cap (answered 503 and closed).
+    pub http_connections_refused: Counter,
+    /// HTTP connections closed by a timeout, by phase (`header`, `idle`).
+    pub http_connections_timed_out: Family<KindLabel, Counter>,
+    /// Bytes requests in flight hold of the request memory budget.
+    pub http_request_memory_bytes: Gauge,
+    /// 1 while storage takes writes, 0 while a write is failing (embedded mode).
+    pub storage_writable: Gauge,
+    /// 1 while storage cannot write because the disk is full.
+    pub storage_disk_full: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -155,8 +167,44 @@ impl Metrics {
             kafka_fetch_gaps: Counter::default(),
             kafka_checkpoints: Counter::default(),
             kafka_paused_partitions: Gauge::default(),
+            http_connections_open: Gauge::default(),
+            http_connections_refused: Counter::default(),
+            http_connections_timed_out: Family::default(),
+            http_request_memory_bytes: Gauge::default(),
+            storage_writable: Gauge::default(),
+            storage_disk_full: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "mm_http_connections_open",
+            "HTTP connections open",
+            metrics.http_connections_open.clone(),
+        );
+        registry.register(
+            "mm_http_connections_refused",
+            "HTTP connections refused at the connection cap",
+            metrics.http_connections_refused.clone(),
+        );
+        registry.register(
+            "mm_http_connections_timed_out",
+            "HTTP connections closed by a timeout, by phase (header, idle)",
+            metrics.http_connections_timed_out.clone(),
+        );
+        registry.register(
+            "mm_http_request_memory_bytes",
+            "Bytes requests in flight hold of the request memory budget",
+            metrics.http_request_memory_bytes.clone(),
+        );
+        registry.register(
+            "mm_storage_writable",
+            "1 while storage takes writes, 0 while a write is failing",
+            metrics.storage_writable.clone(),
+        );
+        registry.register(
+            "mm_storage_disk_full",
+            "1 while storage cannot write because the disk is full",
+            metrics.storage_disk_full.clone(),
+        );
         registry.register(
             "mm_ingest_events",
             "Events accepted by ingest (durable)",
@@ -304,11 +352,16 @@ impl Metrics {
 
     /// Counts a rejected record.
     pub fn reject(&self, reason: RejectReason) {
+        self.reject_many(reason, 1);
+    }
+
+    /// Counts `count` rejected records of one reason.
+    pub fn reject_many(&self, reason: RejectReason, count: u64) {
         self.ingest_rejected
             .get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
             })
-            .inc();
+            .inc_by(count);
     }
 
     /// Counts a refused request.

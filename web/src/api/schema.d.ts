@@ -11,7 +11,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Liveness */
+        /**
+         * Liveness
+         * @description 200 while the pipeline runs: `ok`, or `degraded` with a detail while storage cannot write (a state the server leaves by itself; restarting does not help). 503 once a pipeline thread has failed: restarting does help.
+         */
         get: operations["healthz"];
         put?: never;
         post?: never;
@@ -64,7 +67,7 @@ export interface paths {
         };
         /**
          * Readiness
-         * @description Ready once recovery is done and the pipeline is running.
+         * @description Ready once recovery is done, the pipeline is running and storage takes writes (ingest would succeed).
          */
         get: operations["readyz"];
         put?: never;
@@ -493,8 +496,10 @@ export interface components {
         };
         /** @description The calls that carried a correlation id. */
         EventsFound: {
-            /** @description Matching events, oldest first. */
+            /** @description Matching events, oldest first: at most `limit`. */
             events: components["schemas"]["CallEvent"][];
+            /** @description More events matched than `limit`; narrow the period or the merchant to see them. */
+            truncated: boolean;
         };
         /** @description A page of a merchant's calls, newest first. */
         EventsPage: {
@@ -506,7 +511,12 @@ export interface components {
         /** @description The answer of `/healthz` and `/readyz`. */
         Health: {
             /**
-             * @description `ok` from `/healthz`, `ready` from `/readyz`.
+             * @description What is degraded: storage that cannot write (the disk is full, say), which the
+             *     server leaves by itself once writes succeed again.
+             */
+            detail?: string | null;
+            /**
+             * @description `ok` or `degraded` from `/healthz`, `ready` from `/readyz`.
              * @example ok
              */
             status: string;
@@ -515,10 +525,19 @@ export interface components {
         IngestReply: {
             /** @description Records accepted (durable when the answer arrives). */
             accepted: number;
-            /** @description One entry per rejected record; absent when none was. */
+            /**
+             * @description The first rejected records (up to `ingest.max_reported_errors`), in body order; absent
+             *     when none was.
+             */
             errors?: components["schemas"]["RejectedRecord"][];
+            /** @description Rejected records not listed in `errors`; absent when every one is. */
+            errors_omitted?: number;
             /** @description Records rejected. */
             rejected: number;
+            /** @description Every rejected record, counted by code; absent when none was. */
+            rejected_by_code?: {
+                [key: string]: number;
+            };
         };
         /** @description `merchant` and `last_seen` of a known merchant. */
         KnownMerchant: {
@@ -623,13 +642,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Up */
+            /** @description Up (ok or degraded) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description A pipeline thread failed (code pipeline_failed) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -701,7 +729,7 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
-            /** @description Not ready (code not_ready) */
+            /** @description Not ready (codes not_ready, disk_full, storage_unavailable) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -851,6 +879,8 @@ export interface operations {
                 from?: string;
                 /** @description End, exclusive (default: now): RFC 3339 or epoch milliseconds. */
                 to?: string;
+                /** @description Most events to return (the oldest), from 1 to 1000. */
+                limit?: number;
             };
             header?: never;
             path: {
@@ -950,7 +980,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body did not arrive within 30 s (code request_timeout) */
+            /** @description The body paused longer than http.body_idle_timeout or arrived slower than http.body_min_bytes_per_second (code request_timeout) */
             408: {
                 headers: {
                     [name: string]: unknown;
@@ -988,8 +1018,19 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Overloaded; see Retry-After (codes overloaded, broker_unavailable, shutting_down) */
+            /** @description Overloaded or storage cannot write; see Retry-After (codes overloaded, memory_bound, storage_unavailable, broker_unavailable, shutting_down) */
             503: {
+                headers: {
+                    /** @description Seconds to wait before sending again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server's disk is full; nothing was stored; see Retry-After (code disk_full) */
+            507: {
                 headers: {
                     /** @description Seconds to wait before sending again */
                     "Retry-After"?: number;

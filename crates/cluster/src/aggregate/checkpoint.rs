@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mm_kafka::delivery::delivered_offsets;
 use mm_telemetry::KindLabel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -13,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Worker;
 use super::partition::Outgoing;
+use crate::error::{ClusterError, Result};
 use crate::group::GroupContext;
 use crate::writer::{CheckpointJob, JobResult};
 use mm_model::time::now_us;
@@ -25,7 +25,7 @@ impl Worker {
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
         mode: CommitMode,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool> {
         while let Some(result) = self.writer.try_result() {
             let (commit, finals, corrections) = match result {
                 JobResult::Written {
@@ -55,7 +55,7 @@ impl Worker {
             for (partition, next) in &commit {
                 if self.tasks.contains_key(partition) {
                     list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
-                        .context("building the commit")?;
+                        .map_err(ClusterError::kafka("building the commit"))?;
                 }
             }
             if list.count() == 0 {
@@ -84,7 +84,7 @@ impl Worker {
     pub(super) fn checkpoint(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool> {
         if !self.collect(consumer, CommitMode::Async)? {
             return Ok(false);
         }
@@ -146,10 +146,14 @@ impl Worker {
                     watermark_us = checkpoint.watermark_us,
                     "checkpoint prepared"
                 );
-                checkpoints.push((
-                    state.partition,
-                    checkpoint.encode().context("encoding a checkpoint")?,
-                ));
+                let encoded =
+                    checkpoint
+                        .encode()
+                        .map_err(|source| ClusterError::Checkpoint {
+                            location: format!("of partition {}", state.partition),
+                            source,
+                        })?;
+                checkpoints.push((state.partition, encoded));
                 commit.push((state.partition, state.next));
             }
         }

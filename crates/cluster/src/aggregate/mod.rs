@@ -36,10 +36,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mm_kafka::{KafkaSettings, TrackedProducer};
 use mm_model::mapping::EventParser;
 use mm_model::rollup::{Rollup, WindowKey};
+use mm_storage::StorageError;
 use mm_storage::rollups::RollupStore;
 use mm_telemetry::Metrics;
 use mm_window::WindowConfig;
@@ -52,6 +52,7 @@ use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
 use super::replica::{ReplicaProgress, partition_count};
 use super::writer::{CheckpointWriter, Emitter};
 use crate::decode::{RecordDecoder, input_record};
+use crate::error::{ClusterError, Result};
 use mm_kafka::guard::FetchGuard;
 use mm_model::time::now_us;
 
@@ -74,12 +75,12 @@ pub struct AggregateOptions {
 
 /// The replicated activity records, as the partition logic reads them.
 impl Replica for RollupStore {
-    fn covers(&self, key: &WindowKey) -> anyhow::Result<Option<(i32, i64)>> {
-        Ok(RollupStore::covers(self, key)?)
+    fn covers(&self, key: &WindowKey) -> Result<Option<(i32, i64)>, StorageError> {
+        RollupStore::covers(self, key)
     }
 
-    fn replicated(&self, key: &WindowKey) -> anyhow::Result<Option<(Rollup, i32, i64)>> {
-        Ok(RollupStore::replicated(self, key)?)
+    fn replicated(&self, key: &WindowKey) -> Result<Option<(Rollup, i32, i64)>, StorageError> {
+        RollupStore::replicated(self, key)
     }
 }
 
@@ -117,15 +118,15 @@ impl WallClock {
 }
 
 /// Runs the aggregation consumer until `stop`, then checkpoints and leaves the group.
-pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
+pub fn run(options: AggregateOptions) -> Result<()> {
     let settings = options.settings.clone();
     let topic = settings.aggregation_topic();
     let group = settings.aggregation_group();
-    let reader = |options: &AggregateOptions| -> anyhow::Result<BaseConsumer> {
+    let reader = |options: &AggregateOptions| -> Result<BaseConsumer> {
         settings
             .reader(&format!("{}-rebuild", options.client_id))
             .create()
-            .context("creating the rebuild reader")
+            .map_err(ClusterError::kafka("creating the rebuild reader"))
     };
     let first_reader = reader(&options)?;
     let activity_partitions = loop {
@@ -172,10 +173,10 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
                 let outstanding = worker.writer.outstanding();
                 move || outstanding.wait_idle()
             }))
-            .context("creating the aggregation consumer")?;
+            .map_err(ClusterError::kafka("creating the aggregation consumer"))?;
         consumer
             .subscribe(&[&topic])
-            .with_context(|| format!("subscribing to {topic}"))?;
+            .map_err(ClusterError::kafka(format!("subscribing to {topic}")))?;
         tracing::info!(%topic, %group, "aggregation consumer started");
         match worker.session(&consumer)? {
             Session::Stopped => {
@@ -211,7 +212,7 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
 impl Worker {
     /// Consumes and checkpoints until `stop` (after a last checkpoint), or until a checkpoint's
     /// records could not be delivered.
-    fn session(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<Session> {
+    fn session(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<Session> {
         let mut next_checkpoint = Instant::now() + self.options.checkpoint_interval;
         while !self.options.stop.load(Ordering::Acquire) {
             let polled = consumer.poll(Duration::from_millis(50));
@@ -248,7 +249,7 @@ impl Worker {
         Ok(Session::Stopped)
     }
 
-    fn apply_changes(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<()> {
+    fn apply_changes(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<()> {
         for change in consumer.context().take_changes() {
             match change {
                 Change::Revoked(partitions) => {
@@ -268,7 +269,7 @@ impl Worker {
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
         message: &BorrowedMessage<'_>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let partition = message.partition();
         let Some(state) = self.tasks.get_mut(&partition) else {
             return Ok(());
@@ -298,7 +299,7 @@ impl Worker {
                     &rejected.message,
                     &self.options.metrics,
                 )
-                .context("sending a dead letter")?;
+                .map_err(ClusterError::delivery("sending a dead letter"))?;
             }
             Outcome::Duplicate => {
                 self.options.metrics.kafka_duplicates_skipped.inc();

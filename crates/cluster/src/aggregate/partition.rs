@@ -25,8 +25,11 @@ use mm_kafka::PartitionCheckpoint;
 use mm_model::ApiCallRef;
 use mm_model::rollup::{Rollup, WindowKey};
 use mm_model::time::minute_of;
+use mm_storage::StorageError;
 use mm_window::{Aggregator, Call, Origin, WindowConfig, WindowRollup};
 use rustc_hash::FxHashMap;
+
+use crate::error::ClusterError;
 
 /// One record of the aggregation topic, as the partition logic sees it.
 #[derive(Debug, Clone, Copy)]
@@ -57,9 +60,9 @@ pub struct Rejected {
 /// What the partition logic reads of the replicated activity records.
 pub trait Replica {
     /// The aggregation partition and offset the replicated record of `key` covers.
-    fn covers(&self, key: &WindowKey) -> anyhow::Result<Option<(i32, i64)>>;
+    fn covers(&self, key: &WindowKey) -> Result<Option<(i32, i64)>, StorageError>;
     /// The replicated record of `key`: its rollup, partition and what it covers.
-    fn replicated(&self, key: &WindowKey) -> anyhow::Result<Option<(Rollup, i32, i64)>>;
+    fn replicated(&self, key: &WindowKey) -> Result<Option<(Rollup, i32, i64)>, StorageError>;
 }
 
 /// What became of one record.
@@ -169,7 +172,7 @@ impl PartitionState {
         decoder: &impl Decode,
         replica: &impl Replica,
         now_wall_us: i64,
-    ) -> anyhow::Result<Outcome> {
+    ) -> crate::Result<Outcome> {
         let offset = record.offset;
         self.next = offset + 1;
         let rebuilding = offset < self.replay_until;
@@ -233,7 +236,7 @@ impl PartitionState {
             }
         });
         if let Some(error) = failure {
-            return Err(error.context("reading what a replicated record covers"));
+            return Err(ClusterError::storage("reading what a replicated record covers")(error));
         }
         tracing::trace!(partition, offset, merchant = %call.merchant, minute, "late call pending");
         Ok(Outcome::Late)
@@ -287,12 +290,15 @@ impl PartitionState {
     /// The correction records of the pending late calls: each the replicated rollup plus the
     /// late calls after what it covers. The replica must hold this partition's own earlier
     /// records (the caller waits for that).
-    pub fn corrections(&mut self, replica: &impl Replica) -> anyhow::Result<Vec<Outgoing>> {
+    pub fn corrections(&mut self, replica: &impl Replica) -> crate::Result<Vec<Outgoing>> {
         let mut pending: Vec<(WindowKey, (Rollup, i64))> = self.pending.drain().collect();
         pending.sort_unstable_by(|left, right| left.0.cmp(&right.0));
         let mut records = Vec::with_capacity(pending.len());
         for (key, (late, covers)) in pending {
-            let mut total = match replica.replicated(&key)? {
+            let mut total = match replica
+                .replicated(&key)
+                .map_err(ClusterError::storage("reading a replicated rollup"))?
+            {
                 Some((stored, partition, stored_covers)) if partition == self.partition => {
                     if covers <= stored_covers {
                         continue;
@@ -387,11 +393,14 @@ mod tests {
     }
 
     impl Replica for Plain {
-        fn covers(&self, _key: &WindowKey) -> anyhow::Result<Option<(i32, i64)>> {
+        fn covers(&self, _key: &WindowKey) -> Result<Option<(i32, i64)>, StorageError> {
             Ok(None)
         }
 
-        fn replicated(&self, _key: &WindowKey) -> anyhow::Result<Option<(Rollup, i32, i64)>> {
+        fn replicated(
+            &self,
+            _key: &WindowKey,
+        ) -> Result<Option<(Rollup, i32, i64)>, StorageError> {
             Ok(None)
         }
     }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mm_kafka::PartitionCheckpoint;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -13,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::Worker;
 use super::partition::PartitionState;
 use crate::decode::input_record;
+use crate::error::{ClusterError, Result};
 use crate::group::GroupContext;
 use mm_kafka::guard::FetchGuard;
 use mm_model::time::now_us;
@@ -23,7 +23,7 @@ impl Worker {
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
         partitions: &[i32],
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         if partitions.is_empty() {
             return Ok(());
         }
@@ -44,7 +44,9 @@ impl Worker {
             Duration::from_secs(60),
             Duration::from_secs(2),
         ) {
-            anyhow::bail!("the activity replica did not catch up within 60 s");
+            return Err(ClusterError::Timeout(
+                "waiting 60 s for the activity replica to catch up".into(),
+            ));
         }
         let mut list = TopicPartitionList::new();
         for partition in partitions {
@@ -52,7 +54,7 @@ impl Worker {
         }
         let committed = consumer
             .committed_offsets(list, Duration::from_secs(10))
-            .context("reading committed offsets")?;
+            .map_err(ClusterError::kafka("reading committed offsets"))?;
         for partition in partitions.iter().copied() {
             let committed = committed
                 .find_partition(&self.topic, partition)
@@ -120,21 +122,23 @@ impl Worker {
 
     /// The last record of the checkpoint topic's partition `partition`: the latest complete
     /// checkpoint of that aggregation partition.
-    fn last_checkpoint(&self, partition: i32) -> anyhow::Result<Option<PartitionCheckpoint>> {
+    fn last_checkpoint(&self, partition: i32) -> Result<Option<PartitionCheckpoint>> {
         let topic = self.options.settings.checkpoint_topic();
         let (low, high) = self
             .reader
             .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-            .with_context(|| format!("reading the end of {topic} partition {partition}"))?;
+            .map_err(ClusterError::kafka(format!(
+                "reading the end of {topic} partition {partition}"
+            )))?;
         if high <= low {
             return Ok(None);
         }
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&topic, partition, Offset::Offset(high - 1))
-            .context("positioning the checkpoint reader")?;
+            .map_err(ClusterError::kafka("positioning the checkpoint reader"))?;
         self.reader
             .assign(&list)
-            .context("assigning the checkpoint reader")?;
+            .map_err(ClusterError::kafka("assigning the checkpoint reader"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let found = loop {
             match self.reader.poll(Duration::from_millis(500)) {
@@ -149,36 +153,40 @@ impl Worker {
                         .payload()
                         .and_then(|payload| std::str::from_utf8(payload).ok())
                         .unwrap_or_default();
-                    break PartitionCheckpoint::decode(text).with_context(|| {
-                        format!("{topic} partition {partition} offset {}", high - 1)
+                    break PartitionCheckpoint::decode(text).map_err(|source| {
+                        ClusterError::Checkpoint {
+                            location: format!("at {topic} partition {partition} offset {}", high - 1),
+                            source,
+                        }
                     })?;
                 }
                 Some(Ok(_)) | None => {
-                    anyhow::ensure!(
-                        Instant::now() < deadline,
-                        "reading the last checkpoint of partition {partition} timed out"
-                    );
+                    if Instant::now() >= deadline {
+                        return Err(ClusterError::Timeout(
+                            format!("reading the last checkpoint of partition {partition}").into(),
+                        ));
+                    }
                 }
                 Some(Err(error)) => tracing::warn!(%error, "checkpoint reader"),
             }
         };
         self.reader
             .unassign()
-            .context("releasing the checkpoint reader")?;
+            .map_err(ClusterError::kafka("releasing the checkpoint reader"))?;
         Ok(found)
     }
 
     /// Re-reads `[state.next, state.replay_until)` into the partition.
-    fn rebuild(&mut self, state: &mut PartitionState) -> anyhow::Result<()> {
+    fn rebuild(&mut self, state: &mut PartitionState) -> Result<()> {
         if !state.rebuilding() {
             return Ok(());
         }
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, state.partition, Offset::Offset(state.next))
-            .context("positioning the rebuild reader")?;
+            .map_err(ClusterError::kafka("positioning the rebuild reader"))?;
         self.reader
             .assign(&list)
-            .context("assigning the rebuild reader")?;
+            .map_err(ClusterError::kafka("assigning the rebuild reader"))?;
         let started = Instant::now();
         let mut replayed = 0u64;
         let mut guard = FetchGuard::new(
@@ -235,7 +243,7 @@ impl Worker {
         }
         self.reader
             .unassign()
-            .context("releasing the rebuild reader")?;
+            .map_err(ClusterError::kafka("releasing the rebuild reader"))?;
         self.options.metrics.kafka_replayed_records.inc_by(replayed);
         tracing::info!(
             partition = state.partition,

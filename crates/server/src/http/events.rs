@@ -4,23 +4,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use mm_archive::RowQuery;
 use mm_model::ApiCall;
 use mm_model::time::MICROS_PER_MINUTE;
 use mm_query::TimeParam;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::routes::{MERCHANT_PATH_PARAM, RawQuery, blocking, params, period};
+use super::routes::{MERCHANT_PATH_PARAM, PathText, RawQuery, blocking, params, period};
 use super::{ApiError, AppState};
 
 /// One call as ingested: the mapped fields, then every unmapped field of the original record
 /// exactly as it arrived.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CallEvent {
     /// Event time.
     #[schema(format = DateTime)]
@@ -48,9 +48,11 @@ pub struct CallEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub region: Option<String>,
-    /// The record's unmapped fields; a mapped field's name is never repeated here.
+    /// The record's unmapped fields, each exactly as archived (at any depth of nesting); a
+    /// mapped field's name is never repeated here.
     #[serde(flatten)]
-    pub unmapped: BTreeMap<String, Value>,
+    #[schema(value_type = BTreeMap<String, Value>)]
+    pub unmapped: BTreeMap<String, Box<RawValue>>,
 }
 
 impl CallEvent {
@@ -59,10 +61,14 @@ impl CallEvent {
         let mut unmapped = match event
             .attributes
             .as_deref()
-            .map(serde_json::from_str::<BTreeMap<String, Value>>)
+            .map(serde_json::from_str::<BTreeMap<String, Box<RawValue>>>)
         {
             Some(Ok(attributes)) => attributes,
-            _ => BTreeMap::new(),
+            Some(Err(error)) => {
+                tracing::warn!(%error, corr_id = %event.corr_id, "archived unmapped fields unreadable");
+                BTreeMap::new()
+            }
+            None => BTreeMap::new(),
         };
         let mapped = [
             ("partner", &event.partner),
@@ -109,13 +115,18 @@ pub struct LookupParams {
     /// End, exclusive (default: now): RFC 3339 or epoch milliseconds.
     #[param(inline)]
     pub to: Option<TimeParam>,
+    /// Most events to return (the oldest), from 1 to 1000.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<String>,
 }
 
 /// The calls that carried a correlation id.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsFound {
-    /// Matching events, oldest first.
+    /// Matching events, oldest first: at most `limit`.
     pub events: Vec<CallEvent>,
+    /// More events matched than `limit`; narrow the period or the merchant to see them.
+    pub truncated: bool,
 }
 
 /// The query parameters of `GET /v1/merchants/{merchant}/events`.
@@ -168,7 +179,7 @@ pub struct EventsPage {
 )]
 pub async fn lookup(
     State(state): State<Arc<AppState>>,
-    Path(corr_id): Path<String>,
+    PathText(corr_id): PathText,
     query: RawQuery,
 ) -> Result<Response, ApiError> {
     let params: LookupParams = params(query)?;
@@ -177,9 +188,10 @@ pub async fn lookup(
         params.to.as_ref().map(TimeParam::as_str),
         24 * 60 * MICROS_PER_MINUTE,
     )?;
+    let limit = mm_query::parse_limit(params.limit.as_deref(), 100)?;
     let merchant = params.merchant;
     let archive = archive_of(&state)?;
-    let mut events = blocking(move || {
+    let (events, truncated) = blocking(move || {
         let query = RowQuery {
             corr_id: Some(&corr_id),
             merchant: merchant.as_deref(),
@@ -187,13 +199,12 @@ pub async fn lookup(
             to_us: period.to_us,
         };
         archive
-            .find(&query)
+            .find_oldest(&query, limit)
             .map_err(|error| ApiError::internal("event lookup", error))
     })
     .await?;
-    events.sort_by_key(|event| event.ts_us);
     let events = events.iter().map(CallEvent::new).collect();
-    Ok(Json(EventsFound { events }).into_response())
+    Ok(Json(EventsFound { events, truncated }).into_response())
 }
 
 fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
@@ -220,7 +231,7 @@ fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
 )]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    Path(merchant): Path<String>,
+    PathText(merchant): PathText,
     query: RawQuery,
 ) -> Result<Response, ApiError> {
     let params: ListParams = params(query)?;

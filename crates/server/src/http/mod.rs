@@ -30,7 +30,11 @@ use mm_ingest::Ingestor;
 
 /// What every handler can reach.
 pub struct AppState {
-    pub ingestor: Ingestor,
+    pub ingestor: Arc<Ingestor>,
+    /// Memory every request in flight may hold together.
+    pub budget: Arc<mm_http::MemoryBudget>,
+    /// How request bodies must arrive.
+    pub body_limits: mm_http::BodyLimits,
     pub store: Arc<RollupStore>,
     /// The raw-event archive (embedded mode).
     pub archive: Option<Arc<mm_archive::Archive>>,
@@ -43,6 +47,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Set to `true` when the server starts shutting down; ends long-lived streams.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Whether storage takes writes (embedded mode).
+    pub storage: Option<Arc<mm_storage::health::StorageHealth>>,
     /// The activity stream, for server-sent-event subscribers.
     pub activity: tokio::sync::broadcast::Sender<Arc<mm_model::activity::ActivityRecord>>,
     /// Where the web dashboard's files come from.
@@ -173,6 +179,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(protected)
         .merge(open)
         .fallback(ui::serve)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
 }
 
@@ -189,8 +196,7 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match presented {
         Some(token)
             if state
@@ -200,25 +206,38 @@ async fn authenticate(
         {
             next.run(request).await
         }
-        Some(_) => {
-            state.metrics.refuse(401);
-            ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the bearer token is not valid",
-            )
-            .into_response()
-        }
-        None => {
-            state.metrics.refuse(401);
-            ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send Authorization: Bearer <token>",
-            )
-            .into_response()
-        }
+        Some(_) => unauthorized(&state, "the bearer token is not valid", true),
+        None => unauthorized(&state, "send Authorization: Bearer <token>", false),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme name is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A 401 with the challenge RFC 6750 asks for.
+fn unauthorized(state: &AppState, message: &'static str, invalid_token: bool) -> Response {
+    state.metrics.refuse(401);
+    let mut response = ApiError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        message,
+    )
+    .into_response();
+    let challenge = if invalid_token {
+        "Bearer realm=\"merchant-monitor\", error=\"invalid_token\""
+    } else {
+        "Bearer realm=\"merchant-monitor\""
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static(challenge),
+    );
+    response
 }
 
 fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
@@ -234,5 +253,33 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
 impl AppState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
+    }
+
+    /// When storage cannot write: an error code and a message saying why and since when.
+    pub fn storage_problem(&self) -> Option<(&'static str, String)> {
+        let storage = self.storage.as_ref()?;
+        if storage.writable() {
+            return None;
+        }
+        let failures = storage.failures();
+        let first = failures.first()?;
+        let since = mm_model::time::format_rfc3339(first.since_us);
+        Some(if first.disk_full {
+            (
+                "disk_full",
+                format!(
+                    "the disk is full since {since} ({}: {}); ingest is refused until space is freed, queries answer everything acknowledged",
+                    first.component, first.detail
+                ),
+            )
+        } else {
+            (
+                "storage_unavailable",
+                format!(
+                    "storage cannot write since {since} ({}: {}); ingest is refused until writes succeed",
+                    first.component, first.detail
+                ),
+            )
+        })
     }
 }

@@ -26,9 +26,6 @@ use mm_ingest::{IngestFailure, IngestReply};
 use mm_model::time::now_us;
 use mm_telemetry::consumers::ConsumerStatus;
 
-/// How long a client may take to send an ingest body while holding a place in flight.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A query string as it arrived; [`params`] reads it into the endpoint's parameter struct.
 pub(super) type RawQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -97,9 +94,13 @@ pub struct BackpressureChange {
 /// The answer of `/healthz` and `/readyz`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    /// `ok` or `degraded` from `/healthz`, `ready` from `/readyz`.
     #[schema(example = "ok")]
     pub status: &'static str,
+    /// What is degraded: storage that cannot write (the disk is full, say), which the
+    /// server leaves by itself once writes succeed again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 pub(super) async fn blocking<T: Send + 'static>(
@@ -128,12 +129,14 @@ pub(super) async fn blocking<T: Send + 'static>(
         (status = 200, description = "All records accepted", body = IngestReply),
         (status = 207, description = "Some records rejected, the others accepted", body = IngestReply),
         (status = 400, description = "Unreadable or empty body (codes unreadable_body, empty_body)", body = ErrorBody),
-        (status = 408, description = "The body did not arrive within 30 s (code request_timeout)", body = ErrorBody),
+        (status = 408, description = "The body paused longer than http.body_idle_timeout or arrived slower than http.body_min_bytes_per_second (code request_timeout)", body = ErrorBody),
         (status = 413, description = "Body over the size limit (code payload_too_large)", body = ErrorBody),
         (status = 415, description = "Unsupported content encoding (code unsupported_encoding)", body = ErrorBody),
         (status = 429, description = "Too many concurrent requests; see Retry-After (code too_many_requests)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
-        (status = 503, description = "Overloaded; see Retry-After (codes overloaded, broker_unavailable, shutting_down)", body = ErrorBody,
+        (status = 507, description = "The server's disk is full; nothing was stored; see Retry-After (code disk_full)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
+        (status = 503, description = "Overloaded or storage cannot write; see Retry-After (codes overloaded, memory_bound, storage_unavailable, broker_unavailable, shutting_down)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
     ),
 )]
@@ -150,50 +153,52 @@ pub async fn ingest(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "request body is larger than {} bytes; send smaller batches",
-                state.max_body_bytes
-            ),
-        )
-    };
-    if declared.is_some_and(|length| length > state.max_body_bytes) {
-        return refuse(too_large());
-    }
-    // The place is taken before the body is read, so slow senders count against the limit
-    // and buffered bodies stay bounded.
-    let _permit = match state.ingestor.try_admit() {
-        Ok(permit) => permit,
-        Err(failure) => return refuse(failure_to_error(failure)),
-    };
-    let read = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        axum::body::to_bytes(body, state.max_body_bytes),
-    );
-    let bytes = match read.await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return refuse(too_large()),
-        Err(_) => {
-            return refuse(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                format!(
-                    "the request body did not arrive within {} s",
-                    BODY_READ_TIMEOUT.as_secs()
-                ),
-            ));
-        }
+    // The body is read whole before a place among the ingest requests is taken: a slow
+    // sender holds only its connection and the memory its bytes take, and is cut off by the
+    // body timeouts.
+    let mut reservation = state.budget.reservation();
+    let read = mm_http::read_body(
+        body,
+        state.max_body_bytes,
+        declared,
+        &state.body_limits,
+        &mut reservation,
+    )
+    .await;
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        // The connection layer adds `Connection: close`: the rest of the body is unread.
+        Err(error) => return refuse(body_error(error)),
     };
     let encoding = headers
         .get(header::CONTENT_ENCODING)
-        .and_then(|value| value.to_str().ok());
-    match state.ingestor.ingest_admitted(encoding, &bytes).await {
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let outcome = state
+        .ingestor
+        .ingest_detached(encoding, bytes, reservation)
+        .await;
+    match outcome {
         Ok(reply) if reply.rejected == 0 => (StatusCode::OK, Json(reply)).into_response(),
         Ok(reply) => (StatusCode::MULTI_STATUS, Json(reply)).into_response(),
         Err(failure) => refuse(failure_to_error(failure)),
+    }
+}
+
+fn body_error(error: mm_http::BodyReadError) -> ApiError {
+    use mm_http::BodyReadError;
+    let message = error.to_string();
+    match error {
+        BodyReadError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        }
+        BodyReadError::Stalled(_) | BodyReadError::TooSlow { .. } => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+        }
+        BodyReadError::Memory(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory_bound", message).retry_after(1)
+        }
+        BodyReadError::Client(_) => ApiError::bad_request(message),
     }
 }
 
@@ -202,6 +207,9 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
     match failure {
         IngestFailure::Body(BodyError::TooLarge { .. }) => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        }
+        IngestFailure::Body(BodyError::Memory(_)) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory_bound", message).retry_after(1)
         }
         IngestFailure::Body(BodyError::UnsupportedEncoding(_)) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -228,7 +236,15 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
         IngestFailure::Closed => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).retry_after(5)
         }
+        IngestFailure::StorageUnavailable { disk_full: true, .. } => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message).retry_after(10)
+        }
+        IngestFailure::StorageUnavailable { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message)
+                .retry_after(10)
+        }
         IngestFailure::Storage(detail) => ApiError::internal("ingest", detail),
+        IngestFailure::Aborted => ApiError::internal("ingest", message),
     }
 }
 
@@ -244,6 +260,18 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
     ),
 )]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(storage) = &state.storage {
+        let writable = storage.writable();
+        state.metrics.storage_writable.set(i64::from(writable));
+        state
+            .metrics
+            .storage_disk_full
+            .set(i64::from(!writable && storage.disk_full()));
+    }
+    state
+        .metrics
+        .http_request_memory_bytes
+        .set(state.budget.used() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -254,16 +282,33 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// `GET /healthz`: the process is up.
+/// `GET /healthz`: the process is up and its pipeline runs.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "operations",
     summary = "Liveness",
-    responses((status = 200, description = "Up", body = Health)),
+    description = "200 while the pipeline runs: `ok`, or `degraded` with a detail while storage cannot write (a state the server leaves by itself; restarting does not help). 503 once a pipeline thread has failed: restarting does help.",
+    responses(
+        (status = 200, description = "Up (ok or degraded)", body = Health),
+        (status = 503, description = "A pipeline thread failed (code pipeline_failed)", body = ErrorBody),
+    ),
 )]
-pub async fn healthz() -> Response {
-    Json(Health { status: "ok" }).into_response()
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if !state.healthy.load(std::sync::atomic::Ordering::Acquire) {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pipeline_failed",
+            "a pipeline thread failed; see the server log",
+        )
+        .into_response();
+    }
+    let detail = state.storage_problem().map(|(_, message)| message);
+    Json(Health {
+        status: if detail.is_some() { "degraded" } else { "ok" },
+        detail,
+    })
+    .into_response()
 }
 
 /// `GET /readyz`: recovery is done and the pipeline is running.
@@ -272,23 +317,60 @@ pub async fn healthz() -> Response {
     path = "/readyz",
     tag = "operations",
     summary = "Readiness",
-    description = "Ready once recovery is done and the pipeline is running.",
+    description = "Ready once recovery is done, the pipeline is running and storage takes writes (ingest would succeed).",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Not ready (code not_ready)", body = ErrorBody),
+        (status = 503, description = "Not ready (codes not_ready, disk_full, storage_unavailable)", body = ErrorBody),
     ),
 )]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        Json(Health { status: "ready" }).into_response()
-    } else {
-        ApiError::new(
+    if !state.is_ready() {
+        return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             "the pipeline is not running",
         )
-        .into_response()
+        .into_response();
     }
+    if let Some((code, message)) = state.storage_problem() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
+    }
+    Json(Health {
+        status: "ready",
+        detail: None,
+    })
+    .into_response()
+}
+
+/// A path segment as text; one that is not valid UTF-8 (or otherwise unreadable) is refused
+/// in the JSON error shape like every other bad request.
+#[derive(Debug)]
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "path: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// A route that exists, called with a method it does not answer.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not answer that method; see /openapi.json",
+    )
 }
 
 /// Anything else.

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::{FRAME_HEADER_BYTES, frame_crc, list_segments, segment_name};
 use crate::StorageError;
+use crate::health::StorageHealth;
 
 /// Called with the duration of every fsync, for metrics.
 pub type SyncObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
@@ -35,6 +36,8 @@ pub struct WalConfig {
     pub on_sync: Option<SyncObserver>,
     /// Sees every batch after it is durable and before its append is acknowledged.
     pub on_durable: Option<DurableObserver>,
+    /// Told when a write fails and when writes succeed again.
+    pub health: Option<Arc<StorageHealth>>,
 }
 
 impl std::fmt::Debug for WalConfig {
@@ -57,6 +60,7 @@ impl WalConfig {
             max_group_bytes: 8 * 1024 * 1024,
             on_sync: None,
             on_durable: None,
+            health: None,
         }
     }
 }
@@ -75,6 +79,11 @@ pub enum AppendError {
     Overloaded,
     #[error("the write-ahead log is closed")]
     Closed,
+    /// A write failed and was undone: nothing of the batch is stored, and the log takes
+    /// appends again once the cause is gone (the disk has room again).
+    #[error("the write-ahead log could not write: {detail}")]
+    Unavailable { disk_full: bool, detail: String },
+    /// A write failed and could not be undone: the log takes no more appends.
     #[error("the write-ahead log failed: {0}")]
     Failed(String),
 }
@@ -229,20 +238,78 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.commit_group(&mut group) {
-                tracing::error!(%error, "write-ahead log write failed; refusing further appends");
-                let message = error.to_string();
-                for request in group.drain(..) {
-                    let _ = request.done.send(Err(AppendError::Failed(message.clone())));
+            let first_lsn = self.next_lsn;
+            match self.commit_group(&mut group) {
+                Ok(()) => {
+                    if let Some(health) = &self.config.health
+                        && health.report_recovered("wal")
+                    {
+                        tracing::info!("write-ahead log writes again");
+                    }
                 }
-                // Fail everything still queued, then stop: the log's tail is in doubt.
-                while let Ok(request) = request_rx.try_recv() {
-                    let _ = request.done.send(Err(AppendError::Failed(message.clone())));
+                Err(error) => {
+                    if let Err(fatal) = self.undo_group(first_lsn, &error, &mut group) {
+                        tracing::error!(%error, %fatal, "write-ahead log write failed and could not be undone; refusing further appends");
+                        let message = fatal.to_string();
+                        for request in group.drain(..) {
+                            let _ = request.done.send(Err(AppendError::Failed(message.clone())));
+                        }
+                        // Fail everything still queued, then stop: the log's tail is in doubt.
+                        while let Ok(request) = request_rx.try_recv() {
+                            let _ = request.done.send(Err(AppendError::Failed(message.clone())));
+                        }
+                        return;
+                    }
+                    continue;
                 }
-                return;
+            }
+            if self.segment.bytes >= self.config.segment_bytes
+                && let Err(error) = self.roll()
+            {
+                // The current segment stays in use; the next roll tries again.
+                tracing::warn!(%error, "could not start a new write-ahead log segment");
             }
         }
         let _ = self.segment.file.sync_all();
+    }
+
+    /// Takes back a group whose write failed: the segment is cut back to its last durable
+    /// length and the group's LSNs are given to the next appends; every request of the group
+    /// is told nothing was stored.
+    fn undo_group(
+        &mut self,
+        first_lsn: u64,
+        error: &StorageError,
+        group: &mut Vec<Request>,
+    ) -> Result<(), StorageError> {
+        let path = self.segment.path.clone();
+        self.segment
+            .file
+            .set_len(self.segment.bytes)
+            .and_then(|()| self.segment.file.sync_all())
+            .map_err(|source| StorageError::io("cut back wal segment", &path, source))?;
+        self.next_lsn = first_lsn;
+        let disk_full = error.is_disk_full();
+        let detail = if disk_full {
+            format!("the disk is full ({error})")
+        } else {
+            error.to_string()
+        };
+        let news = self
+            .config
+            .health
+            .as_ref()
+            .is_none_or(|health| health.report_failure("wal", disk_full, detail.clone()));
+        if news {
+            tracing::error!(%error, "write-ahead log write failed; undone, refusing appends until writes succeed");
+        }
+        for request in group.drain(..) {
+            let _ = request.done.send(Err(AppendError::Unavailable {
+                disk_full,
+                detail: detail.clone(),
+            }));
+        }
+        Ok(())
     }
 
     fn commit_group(&mut self, group: &mut Vec<Request>) -> Result<(), StorageError> {
@@ -289,9 +356,6 @@ impl Writer {
                 Err(_) => Err(AppendError::Closed),
             };
             let _ = request.done.send(outcome);
-        }
-        if self.segment.bytes >= self.config.segment_bytes {
-            self.roll()?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mm_query::{
@@ -13,7 +13,7 @@ use mm_query::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{MERCHANT_PATH_PARAM, RawQuery, blocking, params};
+use super::{MERCHANT_PATH_PARAM, PathText, RawQuery, blocking, params};
 use crate::http::error::ErrorBody;
 use crate::http::{ApiError, AppState};
 use mm_model::time::now_us;
@@ -69,7 +69,7 @@ pub struct StreamParams {
 )]
 pub async fn activity(
     State(state): State<Arc<AppState>>,
-    Path(merchant): Path<String>,
+    PathText(merchant): PathText,
     query: RawQuery,
 ) -> Result<Response, ApiError> {
     let params: ActivityParams = params(query)?;
@@ -104,7 +104,7 @@ pub async fn activity(
 )]
 pub async fn apis(
     State(state): State<Arc<AppState>>,
-    Path(merchant): Path<String>,
+    PathText(merchant): PathText,
     query: RawQuery,
 ) -> Result<Response, ApiError> {
     let params: ApisParams = params(query)?;
@@ -155,7 +155,7 @@ pub async fn merchants(
 )]
 pub async fn merchant(
     State(state): State<Arc<AppState>>,
-    Path(merchant): Path<String>,
+    PathText(merchant): PathText,
 ) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let name = merchant.clone();
