@@ -66,8 +66,9 @@ pub fn encode_binary(call: &ApiCallRef<'_>) -> Vec<u8> {
     encoded
 }
 
-/// The partition logic's view of a consumed record.
-pub fn input_record<'a>(message: &'a impl Message) -> InputRecord<'a> {
+/// The partition logic's view of a consumed record; `repartitioned` says it comes from the
+/// repartition topic, whose headers give its format and source position.
+pub fn input_record<'a>(message: &'a impl Message, repartitioned: bool) -> InputRecord<'a> {
     let mut record = InputRecord {
         offset: message.offset(),
         timestamp_ms: message.timestamp().to_millis(),
@@ -75,6 +76,11 @@ pub fn input_record<'a>(message: &'a impl Message) -> InputRecord<'a> {
         source: None,
         binary: false,
     };
+    // Only the repartitioner's records carry the headers read here; producers' records are
+    // JSON whatever headers they set (and not reading them saves a call per record).
+    if !repartitioned {
+        return record;
+    }
     let Some(headers) = message.headers() else {
         return record;
     };

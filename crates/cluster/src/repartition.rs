@@ -296,7 +296,7 @@ fn forward(
     (group, target, partitions): (&str, &str, u32),
     message: &BorrowedMessage<'_>,
 ) -> Result<()> {
-    let call = match decoder.decode(&input_record(message)) {
+    let call = match decoder.decode(&input_record(message, false)) {
         Ok(call) => call,
         Err(rejected) => {
             dead_letter(

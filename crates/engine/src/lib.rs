@@ -24,6 +24,7 @@ use std::time::Duration;
 use mm_archive::{Archive, ArchiveConfig};
 use mm_storage::ballast::{Ballast, Fill};
 use mm_storage::health::StorageHealth;
+use mm_storage::idempotency::RequestRegistry;
 use mm_storage::rollups::RollupStore;
 use mm_storage::wal::{self, Wal, WalConfig};
 use mm_telemetry::Metrics;
@@ -49,6 +50,8 @@ pub struct PipelineOptions {
     pub archive_max_bytes: Option<u64>,
     /// Space kept in reserve in the data directory and given up when the disk fills (0: none).
     pub ballast_bytes: u64,
+    /// How long a request's `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
 }
 
 /// What start-up recovered.
@@ -73,6 +76,8 @@ pub struct Pipeline {
     pub recovery: Recovery,
     /// Whether storage takes writes; a failed write is a state the pipeline leaves by itself.
     pub health: Arc<StorageHealth>,
+    /// Requests answered once (`Idempotency-Key`).
+    pub requests: Arc<RequestRegistry>,
     healthy: Arc<AtomicBool>,
     worker: Option<JoinHandle<Result<()>>>,
     watch_thread: Option<JoinHandle<()>>,
@@ -116,6 +121,10 @@ impl Pipeline {
         let store = Arc::new(
             RollupStore::open(&options.data_dir.join("store"))
                 .map_err(EngineError::storage("opening the rollup store"))?,
+        );
+        let requests = RequestRegistry::new(
+            store.clone(),
+            options.idempotency_window.as_micros() as i64,
         );
         let checkpoint = store
             .load_checkpoint()
@@ -161,6 +170,7 @@ impl Pipeline {
             options.checkpoint_interval,
             options.retention,
             health.clone(),
+            requests.clone(),
         );
 
         let wal_dir = options.data_dir.join("wal");
@@ -274,6 +284,7 @@ impl Pipeline {
             wal,
             store,
             health,
+            requests,
             watch_thread: Some(watch_thread),
             watch_stop: Some(watch_stop_tx),
             archive,

@@ -17,6 +17,8 @@ use super::archiver::WalFloor;
 use super::now_us;
 use crate::error::{EngineError, Result};
 use mm_storage::health::StorageHealth;
+use mm_storage::idempotency::RequestRegistry;
+use mm_storage::rollups::StoredRequest;
 
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -35,6 +37,10 @@ pub(super) struct Worker {
     health: Arc<StorageHealth>,
     /// A checkpoint that could not be written, written again before the next round.
     retry: Option<CheckpointBatch>,
+    /// Requests answered once (`Idempotency-Key`), and those recorded in WAL batches applied
+    /// since the last checkpoint: the next one stores them.
+    requests: Arc<RequestRegistry>,
+    pending_requests: Vec<StoredRequest>,
 }
 
 impl Worker {
@@ -49,6 +55,7 @@ impl Worker {
         checkpoint_interval: Duration,
         retention: Duration,
         health: Arc<StorageHealth>,
+        requests: Arc<RequestRegistry>,
     ) -> Self {
         let stats = aggregator.stats();
         Self {
@@ -65,6 +72,8 @@ impl Worker {
             floor: None,
             health,
             retry: None,
+            requests,
+            pending_requests: Vec::new(),
         }
     }
 
@@ -80,6 +89,12 @@ impl Worker {
         payload: &[u8],
         now_wall_us: i64,
     ) -> Result<usize, CodecError> {
+        if let Some(record) = wal::batch_request(payload)? {
+            let stored = StoredRequest::from_record(&record);
+            // Known again after a crash, before the checkpoint stores it.
+            self.requests.answered(stored.clone(), lsn);
+            self.pending_requests.push(stored);
+        }
         let aggregator = &mut self.aggregator;
         let origin = Origin {
             partition: 0,
@@ -137,6 +152,7 @@ impl Worker {
                 watermark_us: self.aggregator.watermark_us(),
                 partitions: self.aggregator.partition_clocks(),
             },
+            requests: std::mem::take(&mut self.pending_requests),
         };
         if let Err(error) = self.write(batch.clone()) {
             self.retry = Some(batch);
@@ -193,6 +209,7 @@ impl Worker {
             .inc_by(corrections_emitted);
         self.metrics.wal_checkpointed_lsn.set(lsn as i64);
         self.checkpointed_lsn.store(lsn, Ordering::Release);
+        self.requests.checkpointed(lsn);
         if let Some(floor) = &self.floor {
             floor.checkpointed(lsn);
         }
@@ -228,6 +245,14 @@ impl Worker {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(days = dropped, "dropped rollups past retention"),
             Err(error) => tracing::warn!(%error, "enforcing rollup retention failed"),
+        }
+        match self
+            .store
+            .expire_requests(now_wall_us - self.requests.window_us())
+        {
+            Ok(0) => {}
+            Ok(expired) => tracing::debug!(expired, "forgot requests past the idempotency window"),
+            Err(error) => tracing::warn!(%error, "expiring idempotency keys failed"),
         }
         let removed = self.aggregator.compact_series();
         tracing::debug!(removed, "compacted idle series");

@@ -9,7 +9,9 @@ use crate::{BodyError, IngestLimits, RejectedRecord, Rejections, decode_body, pr
 use mm_http::Reservation;
 use mm_model::mapping::RejectReason;
 use mm_model::mapping::{EventParser, TimeBounds};
-use mm_storage::wal::{AppendError, Wal};
+use mm_storage::idempotency::{Claim, RequestRegistry};
+use mm_storage::rollups::StoredRequest;
+use mm_storage::wal::{self, AppendError, Wal};
 use mm_telemetry::Metrics;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -40,7 +42,32 @@ fn is_zero(count: &usize) -> bool {
     *count == 0
 }
 
+/// What a request is answered.
+#[derive(Debug)]
+pub enum IngestAnswer {
+    /// Processed now.
+    Fresh(IngestReply),
+    /// A retry of a request answered before (same `Idempotency-Key`, same body): its first
+    /// answer, as it was sent; nothing was stored again.
+    Replayed { status: u16, body: Arc<[u8]> },
+}
+
+/// A fingerprint of a request body and its encoding, to tell a retry from another request
+/// that reuses a key.
+fn fingerprint(content_encoding: Option<&str>, body: &[u8]) -> u64 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(content_encoding.unwrap_or_default().as_bytes());
+    hasher.update(&[0]);
+    hasher.update(body);
+    (u64::from(hasher.finalize()) << 32) | (body.len() as u64 & 0xffff_ffff)
+}
+
 impl IngestReply {
+    /// 200 when every record was accepted, 207 otherwise.
+    pub fn status(&self) -> u16 {
+        if self.rejected == 0 { 200 } else { 207 }
+    }
+
     fn new(accepted: usize, rejected: Rejections) -> Self {
         Self {
             accepted,
@@ -79,6 +106,12 @@ pub enum IngestFailure {
     StorageUnavailable { disk_full: bool, detail: String },
     #[error("the ingest task stopped before it finished")]
     Aborted,
+    #[error("a request with this Idempotency-Key is in progress; retry shortly")]
+    KeyInProgress,
+    #[error("this Idempotency-Key was used for a different request (another body); use a new key for a new request")]
+    KeyConflict,
+    #[error("Idempotency-Key is honoured in embedded mode only; this instance runs in cluster mode")]
+    KeysUnsupported,
 }
 
 /// Where accepted records go.
@@ -89,6 +122,8 @@ pub enum IngestSink {
         wal: Wal,
         archive: Arc<mm_archive::Archive>,
         health: Arc<mm_storage::health::StorageHealth>,
+        /// Requests answered once (`Idempotency-Key`).
+        requests: Arc<RequestRegistry>,
     },
     /// Cluster mode: each record, as received, to the input topic keyed by merchant
     /// (idempotent producer, acks=all); acknowledged once the broker has every one.
@@ -155,9 +190,9 @@ impl Ingestor {
         content_encoding: Option<&str>,
         body: &[u8],
         reservation: &mut Reservation,
-    ) -> Result<IngestReply, IngestFailure> {
+    ) -> Result<IngestAnswer, IngestFailure> {
         let _permit = self.try_admit()?;
-        self.ingest_admitted(content_encoding, body, reservation)
+        self.ingest_admitted(content_encoding, body, reservation, None)
             .await
     }
 
@@ -165,18 +200,27 @@ impl Ingestor {
     /// closes its connection right after sending): what is appended is always counted, and
     /// its answer is always known. Holds a place among the requests in flight and the
     /// body's reservation until done.
+    ///
+    /// `key` is the request's `Idempotency-Key`, scoped to the caller: a request whose key
+    /// was answered within the idempotency window gets that answer and stores nothing.
     pub async fn ingest_detached(
         self: &Arc<Self>,
         content_encoding: Option<String>,
         body: bytes::Bytes,
         mut reservation: Reservation,
-    ) -> Result<IngestReply, IngestFailure> {
+        key: Option<String>,
+    ) -> Result<IngestAnswer, IngestFailure> {
         let permit = self.clone().try_admit_owned()?;
         let ingestor = self.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
             ingestor
-                .ingest_admitted(content_encoding.as_deref(), &body, &mut reservation)
+                .ingest_admitted(
+                    content_encoding.as_deref(),
+                    &body,
+                    &mut reservation,
+                    key.as_deref(),
+                )
                 .await
         });
         task.await.map_err(|_| IngestFailure::Aborted)?
@@ -199,7 +243,8 @@ impl Ingestor {
         content_encoding: Option<&str>,
         body: &[u8],
         reservation: &mut Reservation,
-    ) -> Result<IngestReply, IngestFailure> {
+        key: Option<&str>,
+    ) -> Result<IngestAnswer, IngestFailure> {
         if let IngestSink::Wal { archive, .. } = &self.sink
             && archive.backlogged()
         {
@@ -212,9 +257,15 @@ impl Ingestor {
             self.limits.max_decoded_bytes,
             reservation,
         )?;
-        let bounds = TimeBounds::around(now_us(), self.retention_us, self.max_skew_us);
-        let (accepted, rejected) = match &self.sink {
-            IngestSink::Wal { wal, health, .. } => {
+        let now = now_us();
+        let bounds = TimeBounds::around(now, self.retention_us, self.max_skew_us);
+        let reply = match &self.sink {
+            IngestSink::Wal {
+                wal,
+                health,
+                requests,
+                ..
+            } => {
                 // Storage that cannot write refuses at once: nothing would be kept.
                 if !health.writable() {
                     let failures = health.failures();
@@ -224,6 +275,26 @@ impl Ingestor {
                         detail: first.map_or_else(String::new, |failure| failure.detail.clone()),
                     });
                 }
+                let claim = match key {
+                    None => None,
+                    Some(key) => {
+                        let fingerprint = fingerprint(content_encoding, body);
+                        match requests
+                            .claim(key, fingerprint, now)
+                            .map_err(|error| IngestFailure::Storage(error.to_string()))?
+                        {
+                            Claim::Fresh(guard) => Some((guard, fingerprint)),
+                            Claim::Answered(stored) => {
+                                return Ok(IngestAnswer::Replayed {
+                                    status: stored.status,
+                                    body: stored.reply,
+                                });
+                            }
+                            Claim::InProgress => return Err(IngestFailure::KeyInProgress),
+                            Claim::Conflict => return Err(IngestFailure::KeyConflict),
+                        }
+                    }
+                };
                 let processed =
                     process_body(&self.parser, &decoded, bounds, &self.limits, reservation)?;
                 drop(decoded);
@@ -231,27 +302,54 @@ impl Ingestor {
                     return Err(IngestFailure::Empty);
                 }
                 self.count_rejections(&processed.rejected);
+                let reply = IngestReply::new(processed.accepted, processed.rejected);
                 if processed.accepted > 0 {
-                    let ticket = wal
-                        .try_append(processed.payload)
-                        .map_err(append_failure)?;
-                    match ticket.await {
-                        Ok(Ok(_lsn)) => {}
+                    let mut payload = processed.payload;
+                    // The answer travels with the events: durable exactly when they are.
+                    let record = match claim {
+                        Some((guard, fingerprint)) => {
+                            let stored = StoredRequest {
+                                key: guard.key().to_owned(),
+                                fingerprint,
+                                at_us: now,
+                                status: reply.status(),
+                                reply: Arc::from(
+                                    serde_json::to_vec(&reply).expect("a reply serializes"),
+                                ),
+                            };
+                            wal::key_batch(&mut payload, &stored.as_record()).map_err(
+                                |error| IngestFailure::Storage(error.to_string()),
+                            )?;
+                            Some((guard, stored))
+                        }
+                        None => None,
+                    };
+                    let ticket = wal.try_append(payload).map_err(append_failure)?;
+                    let lsn = match ticket.await {
+                        Ok(Ok(lsn)) => lsn,
                         Ok(Err(error)) => return Err(append_failure(error)),
                         Err(_) => return Err(IngestFailure::Closed),
+                    };
+                    if let Some((guard, stored)) = record {
+                        guard.answered(stored, lsn);
                     }
                 }
-                (processed.accepted, processed.rejected)
+                reply
             }
             #[cfg(feature = "kafka")]
             IngestSink::Kafka { producer, topic } => {
-                self.send_to_topic(producer, topic, decoded, bounds).await?
+                if key.is_some() {
+                    return Err(IngestFailure::KeysUnsupported);
+                }
+                let (accepted, rejected) =
+                    self.send_to_topic(producer, topic, decoded, bounds).await?;
+                IngestReply::new(accepted, rejected)
             }
         };
-        if accepted > 0 {
-            self.metrics.ingest_events.inc_by(accepted as u64);
+        if reply.accepted > 0 {
+            self.metrics.ingest_events.inc_by(reply.accepted as u64);
         }
-        Ok(IngestReply::new(accepted, rejected))
+        Ok(IngestAnswer::Fresh(reply))
     }
 
     /// Cluster mode: each accepted record, as received, to the input topic keyed by merchant;

@@ -27,7 +27,7 @@
 
 mod ingestor;
 
-pub use ingestor::{IngestFailure, IngestReply, IngestSink, Ingestor};
+pub use ingestor::{IngestAnswer, IngestFailure, IngestReply, IngestSink, Ingestor};
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

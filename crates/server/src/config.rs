@@ -14,6 +14,7 @@
 //! max_clock_skew = "5m"       # events further in the future are rejected
 //! max_inflight_requests = 64  # more concurrent ingest requests get 429
 //! max_reported_errors = 100   # rejected records listed in full per answer
+//! idempotency_window = "24h"  # how long an Idempotency-Key is remembered
 //!
 //! [http]                      # connections and request bodies (mm_http::RawHttpSettings)
 //! max_connections = 4096
@@ -91,6 +92,8 @@ pub struct RawIngest {
     pub max_inflight_requests: Option<usize>,
     /// Rejected records listed in full in an ingest answer; the rest are counted by code.
     pub max_reported_errors: Option<usize>,
+    /// How long a request's Idempotency-Key is remembered (default 24h).
+    pub idempotency_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +139,7 @@ pub struct Config {
     pub max_clock_skew: Duration,
     pub max_inflight_requests: usize,
     pub max_reported_errors: usize,
+    pub idempotency_window: Duration,
     pub http: mm_http::HttpSettings,
     pub grace: Duration,
     pub idle_timeout: Duration,
@@ -324,6 +328,16 @@ impl RawConfig {
         if checkpoint_interval.is_zero() || checkpoint_interval > Duration::from_secs(60) {
             bail!("window.checkpoint_interval must be between 1ms and 60s");
         }
+        let idempotency_window = duration_or(
+            "ingest.idempotency_window",
+            self.ingest.idempotency_window.as_deref(),
+            Duration::from_secs(86_400),
+        )?;
+        if idempotency_window < Duration::from_secs(60)
+            || idempotency_window > Duration::from_secs(30 * 86_400)
+        {
+            bail!("ingest.idempotency_window must be between 1m and 30d");
+        }
         let positive =
             |name: &str, value: Option<usize>, default: usize| -> anyhow::Result<usize> {
                 match value {
@@ -370,6 +384,7 @@ impl RawConfig {
                 64,
             )?,
             max_reported_errors: self.ingest.max_reported_errors.unwrap_or(100),
+            idempotency_window,
             http: self.http.validate()?,
             grace,
             idle_timeout: duration_or(

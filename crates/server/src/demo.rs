@@ -49,7 +49,7 @@ pub async fn generate(state: Arc<AppState>, options: DemoOptions) {
             .ingest(None, &body, &mut state.budget.reservation())
             .await
         {
-            Ok(reply) if reply.rejected > 0 => {
+            Ok(mm_ingest::IngestAnswer::Fresh(reply)) if reply.rejected > 0 => {
                 tracing::warn!(rejected = reply.rejected, first = ?reply.errors.first(), "demo records rejected");
             }
             Ok(_) => {}

@@ -89,6 +89,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             wal: pipeline.wal.clone(),
             archive: pipeline.archive.clone(),
             health: pipeline.health.clone(),
+            requests: pipeline.requests.clone(),
         },
         #[cfg(feature = "kafka")]
         Backend::Cluster(cluster, _) => IngestSink::Kafka {
@@ -283,6 +284,7 @@ async fn start_embedded(config: &Config, metrics: Arc<Metrics>) -> anyhow::Resul
         },
         archive_max_bytes: config.archive_max_bytes,
         ballast_bytes: config.ballast_bytes,
+        idempotency_window: config.idempotency_window,
     };
     let pipeline = tokio::task::spawn_blocking(move || Pipeline::start(options, metrics))
         .await

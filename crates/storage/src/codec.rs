@@ -47,8 +47,13 @@ fn unzigzag(value: u64) -> i64 {
 }
 
 fn put_str(out: &mut Vec<u8>, text: &str) {
-    put_varint(out, text.len() as u64);
-    out.extend_from_slice(text.as_bytes());
+    put_bytes(out, text.as_bytes());
+}
+
+/// Appends a length (varint) and the bytes.
+pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
 }
 
 /// Reads values off a byte slice.
@@ -65,6 +70,11 @@ impl<'a> Reader<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.at >= self.bytes.len()
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.at
     }
 
     fn take(&mut self, count: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
@@ -102,9 +112,26 @@ impl<'a> Reader<'a> {
         Err(CodecError::Invalid(what))
     }
 
-    fn str(&mut self, what: &'static str) -> Result<&'a str, CodecError> {
+    /// A length (varint) and that many bytes, as [`put_bytes`] writes them.
+    pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], CodecError> {
         let length = usize::try_from(self.varint(what)?).map_err(|_| CodecError::Invalid(what))?;
-        std::str::from_utf8(self.take(length, what)?).map_err(|_| CodecError::Invalid(what))
+        self.take(length, what)
+    }
+
+    pub fn str(&mut self, what: &'static str) -> Result<&'a str, CodecError> {
+        std::str::from_utf8(self.bytes(what)?).map_err(|_| CodecError::Invalid(what))
+    }
+
+    pub fn u64_le(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    pub fn i64_le(&mut self, what: &'static str) -> Result<i64, CodecError> {
+        Ok(i64::from_le_bytes(self.array(what)?))
+    }
+
+    pub fn u16_le(&mut self, what: &'static str) -> Result<u16, CodecError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod ballast;
 pub mod codec;
 pub mod health;
+pub mod idempotency;
 pub mod rollups;
 pub mod wal;
 

@@ -29,6 +29,7 @@
 mod ranking;
 mod read;
 mod replica;
+mod requests;
 
 pub use ranking::Totals;
 pub use replica::Replicated;
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::StorageError;
 use crate::codec::{self, RollupState};
 use ranking::index_key;
+pub use requests::StoredRequest;
 
 const MINUTES_PER_DAY: i64 = 1440;
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
@@ -70,6 +72,8 @@ pub struct CheckpointBatch {
     pub open: Vec<(WindowKey, Rollup)>,
     /// The position this batch brings the store to.
     pub checkpoint: Checkpoint,
+    /// Requests answered (`Idempotency-Key`) in the WAL batches this checkpoint covers.
+    pub requests: Vec<StoredRequest>,
 }
 
 /// A checkpoint ready to commit, and the records it will make final: emit these downstream
@@ -104,6 +108,8 @@ pub struct RollupStore {
     meta: Keyspace,
     open: Keyspace,
     merchants: Keyspace,
+    requests: Keyspace,
+    requests_by_time: Keyspace,
     days: RwLock<BTreeMap<i64, Day>>,
     /// Serializes [`RollupStore::apply_replicated`] (a read-check-write per window).
     replica_lock: std::sync::Mutex<()>,
@@ -181,6 +187,8 @@ impl RollupStore {
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let open = db.keyspace("open", KeyspaceCreateOptions::default)?;
         let merchants = db.keyspace("merchants", KeyspaceCreateOptions::default)?;
+        let requests = db.keyspace("requests", KeyspaceCreateOptions::default)?;
+        let requests_by_time = db.keyspace("requests-by-time", KeyspaceCreateOptions::default)?;
         let mut days = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let Some(day) = name
@@ -198,6 +206,8 @@ impl RollupStore {
             meta,
             open,
             merchants,
+            requests,
+            requests_by_time,
             days: RwLock::new(days),
             replica_lock: std::sync::Mutex::new(()),
         })
@@ -293,8 +303,10 @@ impl RollupStore {
             corrections,
             open,
             checkpoint,
+            requests,
         } = batch;
         let mut write = self.db.batch();
+        self.write_requests(&mut write, &requests);
         let mut corrected = Vec::new();
 
         // Late calls for a window closing in this same batch go into its final record.

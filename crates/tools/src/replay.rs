@@ -48,6 +48,10 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Send each batch with its own `Idempotency-Key`, the same on every retry of it: a batch
+    /// whose answer was lost is then stored once.
+    #[arg(long)]
+    pub idempotency_keys: bool,
 }
 
 /// Totals of a replay.
@@ -75,7 +79,7 @@ fn ingest_url(base: &str) -> anyhow::Result<hyper::Uri> {
 async fn send(
     client: &HttpClient,
     url: &hyper::Uri,
-    token: Option<&str>,
+    (token, key): (Option<&str>, Option<&str>),
     body: Bytes,
     stats: &ReplayStats,
 ) -> anyhow::Result<()> {
@@ -83,6 +87,9 @@ async fn send(
         let mut request = Request::post(url.clone()).header("content-type", "application/x-ndjson");
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
         }
         let response = client
             .request(
@@ -249,6 +256,14 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<(Arc<ReplayStats>, Dura
         .duration
         .map(|seconds| Instant::now() + Duration::from_secs(seconds));
     let started = Instant::now();
+    // Unique per batch of this run: the run's start and the batch's sequence number.
+    let key_prefix = args.idempotency_keys.then(|| {
+        format!(
+            "replay-{}-{}",
+            std::process::id(),
+            mm_model::time::now_us()
+        )
+    });
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (client, url, batches, stats, next, progress) = (
@@ -261,6 +276,7 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<(Arc<ReplayStats>, Dura
         );
         let token = args.token.clone();
         let repeat = args.repeat;
+        let keys = key_prefix.clone();
         workers.push(tokio::spawn(async move {
             loop {
                 if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
@@ -276,7 +292,15 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<(Arc<ReplayStats>, Dura
                     Some(span_us) if pass > 0 => shift_batch(body, pass * span_us),
                     _ => body.clone(),
                 };
-                send(&client, &url, token.as_deref(), body, &stats).await?;
+                let key = keys.as_ref().map(|prefix| format!("{prefix}-{index}"));
+                send(
+                    &client,
+                    &url,
+                    (token.as_deref(), key.as_deref()),
+                    body,
+                    &stats,
+                )
+                .await?;
                 stats.sent_records.fetch_add(*count, Ordering::Relaxed);
                 progress.inc(*count);
             }

@@ -163,7 +163,7 @@ export interface paths {
         put?: never;
         /**
          * Ingest API-call logs
-         * @description NDJSON (one JSON object per line) or a JSON array of objects; optional Content-Encoding gzip or zstd. Answers only after accepted records are durable.
+         * @description NDJSON (one JSON object per line) or a JSON array of objects; optional Content-Encoding gzip or zstd. Answers only after accepted records are durable. With an Idempotency-Key, a retry of the same request (same key, same body) within ingest.idempotency_window is answered with the first answer (header Idempotent-Replayed: true) and stores nothing again, across restarts and crashes; keys are scoped to the caller's token.
          */
         post: operations["ingest"];
         delete?: never;
@@ -932,7 +932,10 @@ export interface operations {
     ingest: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description 1 to 255 visible ASCII characters naming this request; send the same key when retrying it */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -962,7 +965,7 @@ export interface operations {
                     "application/json": components["schemas"]["IngestReply"];
                 };
             };
-            /** @description Unreadable or empty body (codes unreadable_body, empty_body) */
+            /** @description Unreadable or empty body, or a malformed Idempotency-Key (codes unreadable_body, empty_body, bad_idempotency_key) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -989,6 +992,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description A request with this Idempotency-Key is in progress; see Retry-After (code idempotency_key_in_use) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before sending again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Body over the size limit (code payload_too_large) */
             413: {
                 headers: {
@@ -1007,11 +1021,29 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for a different request body (code idempotency_key_reused) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Too many concurrent requests; see Retry-After (code too_many_requests) */
             429: {
                 headers: {
                     /** @description Seconds to wait before sending again */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cluster mode: Idempotency-Key is honoured in embedded mode only (code idempotency_unsupported) */
+            501: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

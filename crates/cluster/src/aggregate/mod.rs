@@ -282,7 +282,7 @@ impl Worker {
         }
         let now = self.clock.now_us();
         let outcome = state.process(
-            &input_record(message),
+            &input_record(message, self.repartitioned),
             &self.decoder,
             &*self.options.store,
             now,

@@ -211,7 +211,7 @@ impl Worker {
                     }
                     let now = self.clock.now_us();
                     state.process(
-                        &input_record(&message),
+                        &input_record(&message, self.repartitioned),
                         &self.decoder,
                         &*self.options.store,
                         now,

@@ -183,6 +183,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Who called, as far as idempotency keys are concerned: a fingerprint of the bearer token
+/// (never the token itself), so two clients cannot answer each other's keys.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
 /// Bearer-token check; with no tokens configured the server only listens on loopback.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
@@ -204,6 +209,13 @@ async fn authenticate(
                 .iter()
                 .any(|allowed| constant_time_eq(allowed.as_bytes(), token.as_bytes())) =>
         {
+            let caller = Caller(format!(
+                "t{:08x}{:08x}",
+                crc32fast::hash(token.as_bytes()),
+                crc32fast::hash(format!("scope:{token}").as_bytes())
+            ));
+            let mut request = request;
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Some(_) => unauthorized(&state, "the bearer token is not valid", true),

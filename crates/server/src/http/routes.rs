@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use mm_ingest::{IngestFailure, IngestReply};
+use mm_ingest::{IngestAnswer, IngestFailure, IngestReply};
 use mm_model::time::now_us;
 use mm_telemetry::consumers::ConsumerStatus;
 
@@ -117,7 +117,10 @@ pub(super) async fn blocking<T: Send + 'static>(
     path = "/v1/ingest",
     tag = "ingest",
     summary = "Ingest API-call logs",
-    description = "NDJSON (one JSON object per line) or a JSON array of objects; optional Content-Encoding gzip or zstd. Answers only after accepted records are durable.",
+    description = "NDJSON (one JSON object per line) or a JSON array of objects; optional Content-Encoding gzip or zstd. Answers only after accepted records are durable. With an Idempotency-Key, a retry of the same request (same key, same body) within ingest.idempotency_window is answered with the first answer (header Idempotent-Replayed: true) and stores nothing again, across restarts and crashes; keys are scoped to the caller's token.",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters naming this request; send the same key when retrying it"),
+    ),
     request_body(
         description = "The records",
         content(
@@ -128,26 +131,38 @@ pub(super) async fn blocking<T: Send + 'static>(
     responses(
         (status = 200, description = "All records accepted", body = IngestReply),
         (status = 207, description = "Some records rejected, the others accepted", body = IngestReply),
-        (status = 400, description = "Unreadable or empty body (codes unreadable_body, empty_body)", body = ErrorBody),
+        (status = 400, description = "Unreadable or empty body, or a malformed Idempotency-Key (codes unreadable_body, empty_body, bad_idempotency_key)", body = ErrorBody),
         (status = 408, description = "The body paused longer than http.body_idle_timeout or arrived slower than http.body_min_bytes_per_second (code request_timeout)", body = ErrorBody),
         (status = 413, description = "Body over the size limit (code payload_too_large)", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is in progress; see Retry-After (code idempotency_key_in_use)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
         (status = 415, description = "Unsupported content encoding (code unsupported_encoding)", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for a different request body (code idempotency_key_reused)", body = ErrorBody),
         (status = 429, description = "Too many concurrent requests; see Retry-After (code too_many_requests)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
         (status = 507, description = "The server's disk is full; nothing was stored; see Retry-After (code disk_full)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
+        (status = 501, description = "Cluster mode: Idempotency-Key is honoured in embedded mode only (code idempotency_unsupported)", body = ErrorBody),
         (status = 503, description = "Overloaded or storage cannot write; see Retry-After (codes overloaded, memory_bound, storage_unavailable, broker_unavailable, shutting_down)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before sending again"))),
     ),
 )]
 pub async fn ingest(
     State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<super::Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let refuse = |error: ApiError| {
         state.metrics.refuse(error.status.as_u16());
         error.into_response()
+    };
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key.map(|key| {
+            let scope = caller.as_ref().map_or("anonymous", |caller| caller.0.0.as_str());
+            format!("{scope}:{key}")
+        }),
+        Err(error) => return refuse(error),
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -176,13 +191,43 @@ pub async fn ingest(
         .map(str::to_owned);
     let outcome = state
         .ingestor
-        .ingest_detached(encoding, bytes, reservation)
+        .ingest_detached(encoding, bytes, reservation, key)
         .await;
     match outcome {
-        Ok(reply) if reply.rejected == 0 => (StatusCode::OK, Json(reply)).into_response(),
-        Ok(reply) => (StatusCode::MULTI_STATUS, Json(reply)).into_response(),
+        Ok(IngestAnswer::Fresh(reply)) => {
+            let status = StatusCode::from_u16(reply.status()).unwrap_or(StatusCode::OK);
+            (status, Json(reply)).into_response()
+        }
+        Ok(IngestAnswer::Replayed { status, body }) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::HeaderName::from_static("idempotent-replayed"), "true"),
+            ],
+            body.to_vec(),
+        )
+            .into_response(),
         Err(failure) => refuse(failure_to_error(failure)),
     }
+}
+
+/// The `Idempotency-Key` header: absent, or 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.is_empty() || text.len() > 255 || !text.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(text.to_owned()))
 }
 
 fn body_error(error: mm_http::BodyReadError) -> ApiError {
@@ -245,6 +290,19 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
         }
         IngestFailure::Storage(detail) => ApiError::internal("ingest", detail),
         IngestFailure::Aborted => ApiError::internal("ingest", message),
+        IngestFailure::KeyInProgress => {
+            ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_use", message).retry_after(1)
+        }
+        IngestFailure::KeyConflict => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            message,
+        ),
+        IngestFailure::KeysUnsupported => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "idempotency_unsupported",
+            message,
+        ),
     }
 }
 

@@ -90,10 +90,14 @@ impl RollupStore {
         let mut open_windows = Vec::new();
         let mut covers = Vec::with_capacity(latest.len());
         for (key, record) in latest {
-            if let Some((partition, stored)) = self.covers(&key)?
-                && !record.supersedes(partition, stored, self.open.contains_key(rollup_key(&key))?)
-            {
-                continue;
+            if let Some((partition, stored)) = self.covers(&key)? {
+                // Whether the stored rollup is a snapshot matters only for a final record
+                // covering as much as it: read it only then (one lookup less per record).
+                let tie = record.partition == partition && record.covers == stored && !record.open;
+                let held_open = tie && self.open.contains_key(rollup_key(&key))?;
+                if !record.supersedes(partition, stored, held_open) {
+                    continue;
+                }
             }
             covers.push((key.clone(), record.partition, record.covers));
             if record.open {

@@ -6,7 +6,11 @@
 //! frames: `len: u32 LE` (payload bytes), `crc: u32 LE` (CRC-32 of the `lsn` bytes and the
 //! payload), `lsn: u64 LE`, then the payload. LSNs start at 1 and increase by one per frame
 //! across segments. A payload is one batch: version byte `1`, varint event count, then the
-//! events in the [`crate::codec`] event encoding.
+//! events in the [`crate::codec`] event encoding. A batch sent with an `Idempotency-Key` has
+//! version byte `2` and, before the count, the [`RequestRecord`] of its request: key
+//! (length-prefixed), fingerprint `u64 LE`, arrival time `i64 LE` (µs), answer status
+//! `u16 LE` and answer body (length-prefixed). The record is durable exactly when the events
+//! are, so a retry after a crash finds it.
 //!
 //! # Invariants
 //!
@@ -33,11 +37,77 @@ use mm_model::event::ApiCallRef;
 /// Bytes of a frame header.
 pub const FRAME_HEADER_BYTES: usize = 16;
 const BATCH_VERSION: u8 = 1;
+const KEYED_BATCH_VERSION: u8 = 2;
+
+/// What a keyed batch records of the request that sent it: enough to answer a retry of that
+/// request with the first answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord<'a> {
+    /// The client's `Idempotency-Key`, scoped to the client.
+    pub key: &'a str,
+    /// A fingerprint of the request body, to tell a retry from a different request.
+    pub fingerprint: u64,
+    /// When the request arrived (µs since the epoch).
+    pub at_us: i64,
+    /// The answer's status and body.
+    pub status: u16,
+    pub reply: &'a [u8],
+}
 
 /// Starts a batch payload for `count` events; append each with [`codec::encode_event`].
 pub fn begin_batch(count: usize, out: &mut Vec<u8>) {
     out.push(BATCH_VERSION);
     codec::put_varint(out, count as u64);
+}
+
+/// Starts a batch payload for `count` events that records the request that sent them.
+pub fn begin_keyed_batch(count: usize, request: &RequestRecord<'_>, out: &mut Vec<u8>) {
+    out.push(KEYED_BATCH_VERSION);
+    codec::put_bytes(out, request.key.as_bytes());
+    out.extend_from_slice(&request.fingerprint.to_le_bytes());
+    out.extend_from_slice(&request.at_us.to_le_bytes());
+    out.extend_from_slice(&request.status.to_le_bytes());
+    codec::put_bytes(out, request.reply);
+    codec::put_varint(out, count as u64);
+}
+
+/// Reads a batch header: the request record of a keyed batch, then the event count.
+fn read_header<'a>(
+    reader: &mut Reader<'a>,
+) -> Result<(Option<RequestRecord<'a>>, usize), CodecError> {
+    let request = match reader.u8("batch version")? {
+        BATCH_VERSION => None,
+        KEYED_BATCH_VERSION => Some(RequestRecord {
+            key: reader.str("request key")?,
+            fingerprint: reader.u64_le("request fingerprint")?,
+            at_us: reader.i64_le("request time")?,
+            status: reader.u16_le("request status")?,
+            reply: reader.bytes("request reply")?,
+        }),
+        _ => return Err(CodecError::Invalid("batch version")),
+    };
+    let count = usize::try_from(reader.varint("batch count")?)
+        .map_err(|_| CodecError::Invalid("batch count"))?;
+    Ok((request, count))
+}
+
+/// Turns a batch begun with [`begin_batch`] into one that records its request (in place).
+pub fn key_batch(payload: &mut Vec<u8>, request: &RequestRecord<'_>) -> Result<(), CodecError> {
+    let mut reader = Reader::new(payload);
+    let (existing, count) = read_header(&mut reader)?;
+    if existing.is_some() {
+        return Err(CodecError::Invalid("batch already keyed"));
+    }
+    let old_header = reader.position();
+    let mut header = Vec::with_capacity(32 + request.key.len() + request.reply.len());
+    begin_keyed_batch(count, request, &mut header);
+    payload.splice(0..old_header, header);
+    Ok(())
+}
+
+/// The request record of a keyed batch; `None` for a batch sent without a key.
+pub fn batch_request(payload: &[u8]) -> Result<Option<RequestRecord<'_>>, CodecError> {
+    Ok(read_header(&mut Reader::new(payload))?.0)
 }
 
 /// Encodes a whole batch payload.
@@ -52,11 +122,7 @@ pub fn encode_batch<'a>(events: impl ExactSizeIterator<Item = &'a ApiCallRef<'a>
 
 /// Number of events in a batch payload, read from its header.
 pub fn batch_len(payload: &[u8]) -> Result<usize, CodecError> {
-    let mut reader = Reader::new(payload);
-    if reader.u8("batch version")? != BATCH_VERSION {
-        return Err(CodecError::Invalid("batch version"));
-    }
-    Ok(reader.varint("batch count")? as usize)
+    Ok(read_header(&mut Reader::new(payload))?.1)
 }
 
 /// Calls `visit` for each event of a batch payload.
@@ -65,10 +131,7 @@ pub fn decode_batch<'a>(
     mut visit: impl FnMut(ApiCallRef<'a>),
 ) -> Result<usize, CodecError> {
     let mut reader = Reader::new(payload);
-    if reader.u8("batch version")? != BATCH_VERSION {
-        return Err(CodecError::Invalid("batch version"));
-    }
-    let count = reader.varint("batch count")? as usize;
+    let (_, count) = read_header(&mut reader)?;
     for _ in 0..count {
         visit(codec::decode_event(&mut reader)?);
     }

@@ -11,6 +11,11 @@
 //! - `lookup`: correlation-id lookups in an archive of `--lookup-events` events over 24 h.
 //! - `kafka` (feature `kafka`, needs `--kafka-brokers`): consume → aggregate → store against a
 //!   bare consumer of the same topic, in the same run.
+//! - `ingest-keys`: the ingest benchmark without and with an `Idempotency-Key` on every
+//!   batch, alternating in one run (target: ratio ≥ 0.9).
+//! - `bad-lines`: 64 clients send 16 MiB bodies of unparseable lines for `--ingest-seconds`;
+//!   the server's resident memory before, at its peak and after, against the request-memory
+//!   bound.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +25,8 @@ use mm_traffic::TrafficConfig;
 
 mod aggregate;
 mod archive;
+mod bad_lines;
+mod child;
 mod chunks;
 mod handoff;
 mod ingest;
@@ -37,7 +44,7 @@ use query::bench_query;
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
     /// Benchmarks to run, comma-separated: aggregate, parse, stages, query, ingest, archive,
-    /// lookup, kafka (needs --kafka-brokers).
+    /// lookup, kafka (needs --kafka-brokers), bad-lines, ingest-keys.
     #[arg(
         long,
         value_delimiter = ',',
@@ -50,7 +57,7 @@ pub struct BenchArgs {
     /// Repetitions of each in-process benchmark (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Duration of the ingest benchmark.
+    /// Duration of each ingest, ingest-keys and bad-lines run.
     #[arg(long, default_value_t = 60)]
     pub ingest_seconds: u64,
     /// Events archived for the lookup benchmark (spread over 24 hours).
@@ -93,12 +100,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "lookup" => bench_lookup(&args, &work_dir)?,
             "query" => bench_query(&args, &work_dir)?,
             "ingest" => bench_ingest(&args, &work_dir)?,
+            "bad-lines" => bad_lines::bench_bad_lines(&args, &work_dir)?,
+            "ingest-keys" => ingest::bench_ingest_keys(&args, &work_dir)?,
             #[cfg(feature = "kafka")]
             "kafka" => kafka::bench_kafka(&args, &work_dir)?,
             #[cfg(not(feature = "kafka"))]
             "kafka" => bail!("the kafka benchmark needs a build with the `kafka` feature"),
             other => bail!(
-                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, archive, lookup, kafka)"
+                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, ingest-keys, archive, lookup, kafka, bad-lines)"
             ),
         }
     }
