@@ -254,8 +254,12 @@ impl BatchBuilder {
 /// Room a batch header needs: a version byte and a count varint.
 const BATCH_HEADER_ROOM: usize = 11;
 
-/// Parses and validates every record of a decoded body into one write-ahead-log batch. The
-/// batch buffer is reserved up front: an encoded event is never longer than its JSON record.
+/// Parses and validates every record of a decoded body into one write-ahead-log batch.
+///
+/// An encoded event is never longer than its JSON record, so the batch needs at most the
+/// body's length: that is reserved up front. The buffer starts at half of it (encoded batches
+/// are usually smaller, and the batch stays in memory in the archive's hot tail until it is
+/// flushed), growing once at most.
 pub fn process_body(
     parser: &EventParser,
     body: &[u8],
@@ -263,10 +267,10 @@ pub fn process_body(
     limits: &IngestLimits,
     reservation: &mut Reservation,
 ) -> Result<ProcessedBody, BodyError> {
-    let room = body.len() + BATCH_HEADER_ROOM;
+    let room = body.len() + 2 * BATCH_HEADER_ROOM;
     reservation.grow(room)?;
     let mut builder = BatchBuilder {
-        events: Vec::with_capacity(room),
+        events: Vec::with_capacity(body.len() / 2 + BATCH_HEADER_ROOM),
         accepted: 0,
     };
     let (records, rejected) = for_each_record(parser, body, bounds, limits, |event, _| {
