@@ -43,8 +43,147 @@ async function readView(page: Page): Promise<ViewSnapshot> {
 
 type Api = <T>(path: string, params?: Record<string, string | number>) => Promise<T>;
 
-/** The same numbers straight from the API. */
-async function expectViewMatchesApi(api: Api, merchant: string, view: ViewSnapshot) {
+/** One bucket as a chart's tooltip shows it: its title and its rows, label → text. */
+interface TooltipReading {
+  title: string;
+  rows: Record<string, string>;
+}
+
+/**
+ * What a chart shows for each bucket, read as a user reads it: the cursor goes across the
+ * plot from left to right (a quarter of the distance between two points at a time, never
+ * more than half a pixel less, so no bucket is skipped) and each new tooltip is recorded, in
+ * order.
+ */
+async function readChart(page: Page, chart: 'calls' | 'latency', points: number): Promise<TooltipReading[]> {
+  return page.evaluate(([name, points]) => {
+    const figure = document.querySelector<HTMLElement>(`[data-chart="${name}"]`)!;
+    const over = figure.querySelector<HTMLElement>('.u-over')!;
+    const tooltip = figure.querySelector<HTMLElement>('.chart-tooltip')!;
+    const box = over.getBoundingClientRect();
+    const y = box.top + box.height / 2;
+    const step = Math.max(0.5, box.width / Math.max(points - 1, 1) / 4);
+    const readings: { title: string; rows: Record<string, string> }[] = [];
+    for (let x = box.left + 0.25; x < box.right; x += step) {
+      over.dispatchEvent(new MouseEvent('mousemove', { clientX: x, clientY: y, bubbles: true }));
+      if (tooltip.hidden) continue;
+      const title = tooltip.querySelector('.tooltip-title')?.textContent ?? '';
+      if (readings.at(-1)?.title === title) continue;
+      const rows: Record<string, string> = {};
+      for (const row of tooltip.querySelectorAll('.tooltip-row')) {
+        rows[row.querySelector('.tooltip-label')!.textContent!] = row.querySelector('.tooltip-value')!.textContent!;
+      }
+      readings.push({ title, rows });
+    }
+    over.dispatchEvent(new MouseEvent('mouseleave'));
+    return readings;
+  }, [chart, points] as const);
+}
+
+/** A count as shown ("1,234"). */
+const shownCount = (text: string | undefined): number => Number((text ?? '').replace(/[^0-9]/g, ''));
+
+/** A latency as shown ("–", "0.4 ms", "1,234 ms", "12.3 s") in ms, and the rounding it had. */
+function shownLatency(text: string | undefined): { ms: number; rounding: number } | null {
+  if (text === undefined || text === '–') return null;
+  const value = Number(text.replace(/[^0-9.]/g, ''));
+  if (text.endsWith(' s')) return { ms: value * 1000, rounding: 50 };
+  return { ms: value, rounding: value < 1 ? 0.05 : 0.5 };
+}
+
+/** The start of a bucket as its tooltip title begins: local "21 Nov 18:05". */
+function titleStart(ms: number): string {
+  const date = new Date(ms);
+  const month = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'][date.getMonth()];
+  const clock = `${String(date.getHours()).padStart(2, '0')}:${String(date.getMinutes()).padStart(2, '0')}`;
+  return `${date.getDate()} ${month} ${clock}`;
+}
+
+interface ChartRange {
+  from: number;
+  to: number;
+  step: string;
+  api: string;
+}
+
+/** The query behind the charts as they are now. */
+async function chartRange(page: Page): Promise<ChartRange> {
+  return page.locator('[data-chart="calls"]').evaluate((chart: HTMLElement) => ({
+    from: Number(chart.dataset.from),
+    to: Number(chart.dataset.to),
+    step: chart.dataset.step!,
+    api: chart.dataset.api!,
+  }));
+}
+
+/**
+ * Both charts' values, bucket by bucket, against the API's buckets for the range they show.
+ * A live view moves on with the clock: when its range changed while the charts were read,
+ * they are read again for the new one (twice at most).
+ */
+async function expectChartsMatchApi(page: Page, api: Api, merchant: string, shown: ChartRange) {
+  for (let attempt = 1; ; attempt += 1) {
+    const activity = await api<{ buckets: Bucket[] }>(`/v1/merchants/${encodeURIComponent(merchant)}/activity`, {
+      from: shown.from,
+      to: shown.to,
+      step: shown.step,
+      ...(shown.api ? { api: shown.api } : {}),
+    });
+    const calls = await readChart(page, 'calls', activity.buckets.length);
+    const latency = await readChart(page, 'latency', activity.buckets.length);
+    const now = await chartRange(page);
+    if (attempt < 3 && JSON.stringify(now) !== JSON.stringify(shown)) {
+      shown = now;
+      continue;
+    }
+    expectReadingsMatch(calls, latency, activity.buckets);
+    return;
+  }
+}
+
+/** What the charts showed, bucket by bucket, against the API's buckets. */
+function expectReadingsMatch(calls: TooltipReading[], latency: TooltipReading[], buckets: Bucket[]) {
+  expect(calls.map((reading) => reading.title.split(' – ')[0])).toEqual(buckets.map((bucket) => titleStart(Date.parse(bucket.start))));
+  const shownCalls = calls.map(({ rows }) => ({
+    calls: shownCount(rows['Total']),
+    status_2xx: shownCount(rows['2xx']),
+    status_3xx: shownCount(rows['3xx']),
+    status_4xx: shownCount(rows['4xx']),
+    status_5xx: shownCount(rows['5xx']),
+  }));
+  const wantCalls = buckets.map(({ calls, status_2xx, status_3xx, status_4xx, status_5xx }) => ({
+    calls,
+    status_2xx,
+    status_3xx,
+    status_4xx,
+    status_5xx,
+  }));
+  expect(shownCalls).toEqual(wantCalls);
+  expect(wantCalls.some((bucket) => bucket.calls > 0)).toBe(true);
+
+  expect(latency.map((reading) => reading.title)).toEqual(calls.map((reading) => reading.title));
+  latency.forEach(({ title, rows }, index) => {
+    const bucket = buckets[index]!;
+    expect(shownCount(rows['Calls']), title).toBe(bucket.calls);
+    for (const [label, want] of [
+      ['p50', bucket.p50_ms],
+      ['p95', bucket.p95_ms],
+      ['p99', bucket.p99_ms],
+      ['Max', bucket.max_ms],
+    ] as const) {
+      const shown = shownLatency(rows[label]);
+      if (want === null) {
+        expect(shown, `${title} ${label}`).toBeNull();
+      } else {
+        expect(shown, `${title} ${label}`).not.toBeNull();
+        expect(Math.abs(shown!.ms - want), `${title} ${label}: ${rows[label]} for ${want} ms`).toBeLessThanOrEqual(shown!.rounding);
+      }
+    }
+  });
+}
+
+/** The same numbers straight from the API: the charts bucket by bucket, and the table. */
+async function expectViewMatchesApi(page: Page, api: Api, merchant: string, view: ViewSnapshot) {
   const activity = await api<{ step: string; buckets: Bucket[] }>(`/v1/merchants/${encodeURIComponent(merchant)}/activity`, {
     from: view.from,
     to: view.to,
@@ -53,6 +192,7 @@ async function expectViewMatchesApi(api: Api, merchant: string, view: ViewSnapsh
   });
   expect(view.points).toBe(activity.buckets.length);
   expect(view.points).toBeGreaterThan(0);
+  await expectChartsMatchApi(page, api, merchant, { from: view.from, to: view.to, step: view.step, api: view.api });
 
   const apis = await api<{ apis: ApiRow[] }>(`/v1/merchants/${encodeURIComponent(merchant)}/apis`, {
     from: view.from,
@@ -86,7 +226,7 @@ test('a merchant typed in the search box shows charts and a table that match the
   expect(view.step).toBe('1m');
   expect(view.to - view.from).toBe(3_600_000);
   expect(view.points).toBe(60);
-  await expectViewMatchesApi(api, merchant, view);
+  await expectViewMatchesApi(page, api, merchant, view);
 
   // The latency chart plots the same buckets.
   await expect(page.locator('[data-chart="latency"]')).toHaveAttribute('data-points', String(view.points));
@@ -107,7 +247,7 @@ test('a bucket size fits each period', async ({ page, api }) => {
     await expect(page.locator('[data-chart="calls"]')).toHaveAttribute('data-step', step);
     const view = await readView(page);
     expect(view.points).toBe(points);
-    await expectViewMatchesApi(api, merchant, view);
+    await expectViewMatchesApi(page, api, merchant, view);
   }
 });
 
@@ -150,7 +290,7 @@ test('a shared link reopens the same merchant, period and API filter', async ({ 
   const view = await readView(page);
   expect(view).toMatchObject({ from, to, step: '1m', api: chosenApi, points: 30 });
   await expect(page.locator(`[data-testid="api-table"] tr[data-api="${chosenApi}"]`)).toHaveAttribute('aria-selected', 'true');
-  await expectViewMatchesApi(api, merchant, view);
+  await expectViewMatchesApi(page, api, merchant, view);
 
   // A view put together by clicking, copied from the address bar, opens the same elsewhere.
   await page.getByRole('group', { name: 'Period' }).getByRole('button', { name: '6 h', exact: true }).click();
@@ -220,7 +360,7 @@ test('clicking a chart point lists the calls of that minute', async ({ page, api
   expect(zoomed.points).toBe((zoomed.to - zoomed.from) / 60_000);
   expect(zoomed.points).toBeGreaterThanOrEqual(5);
   expect(zoomed.points).toBeLessThanOrEqual(8);
-  await expectViewMatchesApi(api, merchant, zoomed);
+  await expectViewMatchesApi(page, api, merchant, zoomed);
 });
 
 test('an unknown merchant and a backwards range are explained', async ({ page }) => {

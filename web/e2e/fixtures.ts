@@ -27,6 +27,14 @@ export { expect };
 export interface Bucket {
   start: string;
   calls: number;
+  status_2xx: number;
+  status_3xx: number;
+  status_4xx: number;
+  status_5xx: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+  p99_ms: number | null;
+  max_ms: number | null;
 }
 
 export interface ApiRow {

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mm_model::time::{MICROS_PER_MINUTE, minute_of};
-use mm_testkit::{ServerProcess, calls, eventually, ingest, ndjson_line, now_us, oracle};
+use mm_testkit::{
+    ServerProcess, calls, eventually, get, ingest, metric_value, ndjson_line, now_us, oracle,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 
@@ -115,9 +117,28 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
         (read_records(&activity).len() >= windows).then_some(())
     })
     .expect("every window closes without new traffic");
-    // Give a duplicate, if there were one, the time to appear.
-    std::thread::sleep(Duration::from_millis(600));
-    let records = read_records(&activity);
+    // Give a duplicate, if there were one, the time to appear: one more call (another
+    // merchant, an open window) and wait until a checkpoint has covered it, so at least one
+    // checkpoint ran after every window had closed.
+    let checkpointed = metric(&server, "mm_wal_checkpointed_lsn");
+    let mut marker = events[0].clone();
+    marker.merchant = "after-close".into();
+    marker.ts_us = now_us();
+    marker.corr_id = "after-close".into();
+    assert_eq!(
+        ingest(server.address, ndjson_line(&marker).as_bytes())
+            .expect("answers")
+            .status,
+        200
+    );
+    eventually(Duration::from_secs(10), || {
+        (metric(&server, "mm_wal_checkpointed_lsn") > checkpointed).then_some(())
+    })
+    .expect("a checkpoint covers the call sent after the windows closed");
+    let records: Vec<serde_json::Value> = read_records(&activity)
+        .into_iter()
+        .filter(|record| record["merchant"] != "after-close")
+        .collect();
     assert_eq!(
         records.len(),
         windows,
@@ -203,14 +224,20 @@ fn idle_windows_close_once_and_late_calls_are_corrections() {
     );
     // The metrics follow once the checkpoint that emitted the correction has committed.
     let counted = eventually(Duration::from_secs(10), || {
-        let metrics =
-            String::from_utf8(mm_testkit::get(server.address, "/metrics").body).expect("utf-8");
-        (metrics.contains("mm_window_late_events_total 1\n")
-            && metrics.contains("mm_window_corrections_total 2\n"))
+        (metric(&server, "mm_window_late_events_total") == Some(1.0)
+            && metric(&server, "mm_window_corrections_total") == Some(2.0))
         .then_some(())
     });
     assert!(
         counted.is_some(),
-        "the late event and the correction are counted"
+        "the late event and the correction are counted: {:?} late, {:?} corrections",
+        metric(&server, "mm_window_late_events_total"),
+        metric(&server, "mm_window_corrections_total")
     );
+}
+
+/// A gauge or counter of the server's `/metrics`.
+fn metric(server: &ServerProcess, name_with_labels: &str) -> Option<f64> {
+    let text = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
+    metric_value(&text, name_with_labels)
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mm_testkit::{ServerProcess, eventually, get, ingest, now_us};
+use mm_testkit::{ServerProcess, eventually, get, ingest, metric_value, now_us};
 use mm_traffic::{GeneratedEvent, TrafficConfig, TrafficGenerator};
 use serde_json::Value;
 
@@ -45,24 +45,49 @@ fn lookup(server: &ServerProcess, corr_id: &str) -> Vec<Value> {
     answer["events"].as_array().cloned().unwrap_or_default()
 }
 
-fn segments(data: &std::path::Path) -> usize {
-    std::fs::read_dir(data.join("archive"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.path().is_dir())
-        .flat_map(|entry| {
-            std::fs::read_dir(entry.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .filter(|file| {
-            file.path()
-                .extension()
-                .is_some_and(|extension| extension == "parquet")
-        })
-        .count()
+/// The segments the archive's manifest lists: what readers see, once the flush that wrote them
+/// has switched the manifest.
+fn manifest_segments(data: &std::path::Path) -> Vec<Value> {
+    std::fs::read(data.join("archive/MANIFEST.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|manifest| manifest["segments"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Events in the segments the manifest lists.
+fn archived_rows(data: &std::path::Path) -> u64 {
+    segment_rows(&manifest_segments(data))
+}
+
+fn segment_rows(segments: &[Value]) -> u64 {
+    segments
+        .iter()
+        .map(|segment| segment["rows"].as_u64().expect("rows"))
+        .sum()
+}
+
+/// Waits until the manifest lists segments holding exactly `rows` events.
+fn wait_for_archived_rows(data: &std::path::Path, rows: u64) {
+    let archived = eventually(Duration::from_secs(30), || {
+        (archived_rows(data) == rows).then_some(())
+    });
+    assert!(
+        archived.is_some(),
+        "the manifest lists {} archived events, not {rows}",
+        archived_rows(data)
+    );
+}
+
+/// A gauge or counter of the server's `/metrics`.
+fn metric(server: &ServerProcess, name_with_labels: &str) -> Option<f64> {
+    let text = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
+    metric_value(&text, name_with_labels)
+}
+
+/// The hour directory (`2026-11-21T15`) an event's segment is in.
+fn hour_directory(ts_us: i64) -> String {
+    mm_model::time::format_rfc3339(ts_us)[..13].to_owned()
 }
 
 #[test]
@@ -92,12 +117,9 @@ fn every_event_is_found_by_correlation_id_and_listing() {
             event.corr_id
         );
     }
-    // And after the flush to Parquet.
-    eventually(Duration::from_secs(15), || {
-        (segments(&data) > 0).then_some(())
-    })
-    .expect("segments are written");
-    std::thread::sleep(Duration::from_millis(1_500));
+    // And after the flush to Parquet: the manifest lists every event, so none is read from
+    // memory any more.
+    wait_for_archived_rows(&data, events.len() as u64);
     for event in events.iter().step_by(211) {
         assert_eq!(
             lookup(&server, &event.corr_id),
@@ -156,47 +178,67 @@ fn events_survive_a_kill_before_and_after_the_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = dir.path().join("config.toml");
-    // A long flush age: the second batch is only in memory (and the WAL) when the server dies.
+    // A flush at 1000 events and never by age: the first batch (1000) is flushed at once, the
+    // second (600) stays in memory (and the WAL) until the server dies.
     std::fs::write(
         &config,
         "[storage]\narchive_flush_events = 1000\narchive_flush_age = \"1h\"\n",
     )
     .expect("config written");
-    let server = ServerProcess::start(
-        EXE,
-        &data,
-        &["--config", config.to_str().expect("utf-8")],
-        &[],
-    );
+    let start = || {
+        ServerProcess::start(
+            EXE,
+            &data,
+            &["--config", config.to_str().expect("utf-8")],
+            &[],
+        )
+    };
+    let server = start();
     let events = generated(1_600, 8);
-    for chunk in events.chunks(800) {
+    let (flushed, in_memory) = events.split_at(1_000);
+    let send = |server: &ServerProcess, batch: &[GeneratedEvent]| {
         let mut body = Vec::new();
-        chunk.iter().for_each(|event| event.write_ndjson(&mut body));
+        batch.iter().for_each(|event| event.write_ndjson(&mut body));
         assert_eq!(ingest(server.address, &body).expect("answers").status, 200);
-    }
-    eventually(Duration::from_secs(15), || {
-        (segments(&data) > 0).then_some(())
-    })
-    .expect("the first 1000 are flushed");
-    server.kill9();
-    let server = ServerProcess::start(
-        EXE,
-        &data,
-        &["--config", config.to_str().expect("utf-8")],
-        &[],
+    };
+    send(&server, flushed);
+    wait_for_archived_rows(&data, flushed.len() as u64);
+    send(&server, in_memory);
+    // The second batch is acknowledged (so in the WAL), held in the hot tail, and in no segment.
+    let held = eventually(Duration::from_secs(10), || {
+        (metric(&server, "mm_archive_hot_events") == Some(in_memory.len() as f64)).then_some(())
+    });
+    assert!(
+        held.is_some(),
+        "the hot tail holds the second batch: {:?}",
+        metric(&server, "mm_archive_hot_events")
     );
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    assert_eq!(
+        archived_rows(&data),
+        flushed.len() as u64,
+        "only the first batch is in segments when the server is killed"
+    );
+    server.kill9();
+
+    let server = start();
+    // The second batch comes back from the WAL into the hot tail, not into a segment.
+    assert_eq!(archived_rows(&data), flushed.len() as u64);
+    let replayed = eventually(Duration::from_secs(10), || {
+        (metric(&server, "mm_archive_hot_events") == Some(in_memory.len() as f64)).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "the WAL refills the hot tail: {:?}",
+        metric(&server, "mm_archive_hot_events")
+    );
     for event in &events {
-        let found = lookup(&server, &event.corr_id);
-        *counts.entry(format!("{} found", found.len())).or_default() += 1;
         assert_eq!(
-            found,
+            lookup(&server, &event.corr_id),
             vec![expected_json(event)],
             "{} after restart",
             event.corr_id
         );
     }
-    assert_eq!(counts.get("1 found"), Some(&events.len()));
 }
 
 #[test]
@@ -204,12 +246,11 @@ fn duckdb_reads_the_archive_as_parquet() {
     let python = std::process::Command::new("python3")
         .args(["-c", "import duckdb"])
         .output();
-    if !python.is_ok_and(|output| output.status.success()) {
-        eprintln!(
-            "SKIPPED: the duckdb Python package is not installed (pip install duckdb); .ci/run installs it"
-        );
-        return;
-    }
+    assert!(
+        python.is_ok_and(|output| output.status.success()),
+        "this test reads the archive with DuckDB: install its Python module (`pip install duckdb`; \
+         .ci/run installs it)"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = config(dir.path());
@@ -262,72 +303,87 @@ fn a_corrupt_segment_is_reported_and_the_rest_still_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = config(dir.path());
-    let server = ServerProcess::start(
-        EXE,
-        &data,
-        &["--config", config.to_str().expect("utf-8")],
-        &[],
-    );
+    let start = || {
+        ServerProcess::start(
+            EXE,
+            &data,
+            &["--config", config.to_str().expect("utf-8")],
+            &[],
+        )
+    };
+    let server = start();
     let first = generated(1_600, 11);
     let second = generated(1_600, 12);
-    for batch in [&first, &second] {
+    let mut first_flush = Vec::new();
+    for (index, batch) in [&first, &second].into_iter().enumerate() {
         let mut body = Vec::new();
         batch.iter().for_each(|event| event.write_ndjson(&mut body));
         assert_eq!(ingest(server.address, &body).expect("answers").status, 200);
-        let before = segments(&data);
-        eventually(Duration::from_secs(15), || {
-            (segments(&data) > before).then_some(())
-        })
-        .expect("flushed");
+        wait_for_archived_rows(&data, 1_600 * (index as u64 + 1));
+        if index == 0 {
+            first_flush = manifest_segments(&data);
+        }
     }
     assert!(server.terminate());
-    // Corrupt the first flush's segment.
-    let hour_dirs: Vec<std::path::PathBuf> = std::fs::read_dir(data.join("archive"))
-        .expect("archive exists")
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect();
-    let mut files: Vec<std::path::PathBuf> = hour_dirs
-        .iter()
-        .flat_map(|dir| {
-            std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|entry| entry.path())
-        })
-        .collect();
-    files.sort();
-    let victim = files.first().expect("a segment").clone();
-    let mut bytes = std::fs::read(&victim).expect("reads");
+    assert_eq!(segment_rows(&first_flush), first.len() as u64);
+
+    // Corrupt one segment of the first flush.
+    let victim = &first_flush[0];
+    let victim_hour = hour_directory(
+        victim["min_ts_us"]
+            .as_i64()
+            .expect("the segment's first event time"),
+    );
+    let victim_file = victim["file"].as_str().expect("file name");
+    let victim_path = data.join("archive").join(&victim_hour).join(victim_file);
+    let mut bytes = std::fs::read(&victim_path).expect("reads");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
-    std::fs::write(&victim, bytes).expect("writes");
-
-    let server = ServerProcess::start(
-        EXE,
-        &data,
-        &["--config", config.to_str().expect("utf-8")],
-        &[],
-    );
-    let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
-    assert!(
-        metrics.contains("mm_archive_quarantined_segments 1"),
-        "{metrics}"
-    );
-    assert!(
-        data.join("archive/quarantine")
-            .read_dir()
-            .expect("quarantine exists")
-            .count()
-            == 1
-    );
-    // Events of the intact segment are still found.
-    let found = second
+    std::fs::write(&victim_path, bytes).expect("writes");
+    // Its events: the first batch's events of its hour.
+    let lost: std::collections::BTreeSet<&str> = first
         .iter()
-        .filter(|event| lookup(&server, &event.corr_id).len() == 1)
-        .count();
-    assert!(found > 0, "the intact segment still serves");
+        .filter(|event| hour_directory(event.ts_us) == victim_hour)
+        .map(|event| event.corr_id.as_str())
+        .collect();
+    assert_eq!(lost.len() as u64, victim["rows"].as_u64().expect("rows"));
+
+    let server = start();
+    assert_eq!(
+        metric(&server, "mm_archive_quarantined_segments"),
+        Some(1.0),
+        "the corrupt segment is counted"
+    );
+    let quarantined: Vec<String> = data
+        .join("archive/quarantine")
+        .read_dir()
+        .expect("quarantine exists")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(quarantined, [format!("{victim_hour}-{victim_file}")]);
+    assert_eq!(
+        archived_rows(&data),
+        (first.len() + second.len() - lost.len()) as u64,
+        "the manifest no longer lists it"
+    );
+    // Every event of the intact segments is still found, once; the quarantined one is not read.
+    for event in first.iter().chain(&second) {
+        let found = lookup(&server, &event.corr_id);
+        if lost.contains(event.corr_id.as_str()) {
+            assert!(
+                found.is_empty(),
+                "{} is in the quarantined segment",
+                event.corr_id
+            );
+        } else {
+            assert_eq!(found, vec![expected_json(event)], "{}", event.corr_id);
+        }
+    }
     assert_eq!(get(server.address, "/readyz").status, 200);
 }

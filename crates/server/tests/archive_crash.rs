@@ -1,24 +1,34 @@
 //! SIGKILL at random points while the archive flushes constantly, and while it compacts: every
-//! acknowledged event is found exactly once afterwards, and a batch in flight at a kill is
-//! found whole or not at all.
+//! acknowledged event is found exactly once afterwards, a batch in flight at a kill is found
+//! whole or not at all, and a batch whose connection was refused is not found. Each kill
+//! lands while a request is unanswered and after the archive has flushed in that round, or
+//! while a compaction is under way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use mm_testkit::{ServerProcess, get, ingest, now_us, xorshift};
+use mm_testkit::{ServerProcess, get, ingest, metric_value, now_us, xorshift};
 use mm_traffic::{GeneratedEvent, TrafficConfig, TrafficGenerator};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 const BATCHES: usize = 300;
 const PER_BATCH: usize = 100;
+/// Starts killed during a compaction.
+const ROUNDS: usize = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
     Acknowledged,
-    Unknown,
+    /// Sent on an open connection that broke before the answer: stored or not.
+    InFlight,
+    /// The connection was refused: the batch never reached a server.
+    NotSent,
 }
+
+/// What happened to one batch, and in which round (a server's life) it was sent.
+type Fates = Arc<Mutex<BTreeMap<usize, (Fate, usize)>>>;
 
 /// A data directory with a storage configuration, for servers killed and started again.
 struct Crashed {
@@ -88,14 +98,16 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
             })
             .collect(),
     );
-    let fates: Arc<Mutex<BTreeMap<usize, Fate>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let fates: Fates = Arc::new(Mutex::new(BTreeMap::new()));
     let next = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let mut server = crashed.start();
     for round in 0..4 {
         let address = server.address;
         let senders: Vec<_> = (0..2)
             .map(|_| {
                 let (next, bodies, fates) = (next.clone(), bodies.clone(), fates.clone());
+                let in_flight = in_flight.clone();
                 std::thread::spawn(move || {
                     loop {
                         let batch = next.fetch_add(1, Ordering::SeqCst);
@@ -103,7 +115,10 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
                             return;
                         }
                         let fate = loop {
-                            match ingest(address, &bodies[batch]) {
+                            in_flight.fetch_add(1, Ordering::SeqCst);
+                            let answer = ingest(address, &bodies[batch]);
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            match answer {
                                 Ok(response) if response.status == 200 => {
                                     break Fate::Acknowledged;
                                 }
@@ -115,11 +130,16 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
                                 Ok(response) => {
                                     panic!("batch {batch}: unexpected {}", response.status)
                                 }
-                                Err(_) => break Fate::Unknown,
+                                Err(error)
+                                    if error.kind() == std::io::ErrorKind::ConnectionRefused =>
+                                {
+                                    break Fate::NotSent;
+                                }
+                                Err(_) => break Fate::InFlight,
                             }
                         };
-                        fates.lock().expect("lock").insert(batch, fate);
-                        if fate == Fate::Unknown {
+                        fates.lock().expect("lock").insert(batch, (fate, round));
+                        if fate != Fate::Acknowledged {
                             return;
                         }
                     }
@@ -132,25 +152,63 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
                 .for_each(|sender| sender.join().expect("sender"));
             break;
         }
-        std::thread::sleep(Duration::from_millis(50 + random() % 250));
+        // Kill at a random point of the stream: after 5 to 29 acknowledgements in this round
+        // and a flush that moved the manifest on, while a request is being answered.
+        let archived_at_start = archived_rows(&crashed.data);
+        let target = 5 + (random() % 25) as usize;
+        let acknowledged_in_round = || {
+            fates
+                .lock()
+                .expect("lock")
+                .values()
+                .filter(|(fate, sent_in)| *fate == Fate::Acknowledged && *sent_in == round)
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while acknowledged_in_round() < target
+            || archived_rows(&crashed.data) == archived_at_start
+            || in_flight.load(Ordering::SeqCst) == 0
+        {
+            assert!(
+                Instant::now() < deadline && next.load(Ordering::SeqCst) < BATCHES,
+                "round {round}: no kill point ({} of {target} acknowledged, {} events archived)",
+                acknowledged_in_round(),
+                archived_rows(&crashed.data)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         server.kill9();
         senders
             .into_iter()
             .for_each(|sender| sender.join().expect("sender"));
+        let interrupted = fates
+            .lock()
+            .expect("lock")
+            .values()
+            .filter(|(fate, sent_in)| *fate == Fate::InFlight && *sent_in == round)
+            .count();
+        assert!(
+            interrupted >= 1,
+            "kill {round} interrupted no request: it tested no crash"
+        );
         server = crashed.start();
     }
     assert!(
         next.load(Ordering::SeqCst) >= BATCHES,
         "every batch was attempted"
     );
-    let fates = fates.lock().expect("lock").clone();
-    let unknown = fates
-        .values()
-        .filter(|fate| **fate == Fate::Unknown)
-        .count();
+    let fates: BTreeMap<usize, Fate> = fates
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(batch, (fate, _))| (*batch, *fate))
+        .collect();
+    let count = |wanted: Fate| fates.values().filter(|fate| **fate == wanted).count();
     println!(
-        "{} acknowledged, {unknown} in flight at a kill",
-        fates.len() - unknown
+        "{} acknowledged, {} in flight at a kill, {} refused",
+        count(Fate::Acknowledged),
+        count(Fate::InFlight),
+        count(Fate::NotSent)
     );
     assert_nothing_quarantined(&server);
 
@@ -165,9 +223,13 @@ fn kill_nine_during_flushes_loses_and_duplicates_no_archived_event() {
                 counts.iter().all(|count| *count == 1),
                 "acknowledged batch {batch}: {counts:?}"
             ),
-            _ => assert!(
+            Some(Fate::InFlight) => assert!(
                 counts.iter().all(|count| *count == 1) || counts.iter().all(|count| *count == 0),
                 "in-flight batch {batch} found in part or twice: {counts:?}"
+            ),
+            Some(Fate::NotSent) | None => assert!(
+                counts.iter().all(|count| *count == 0),
+                "batch {batch} was never sent but found: {counts:?}"
             ),
         }
     }
@@ -207,17 +269,86 @@ fn archived_counts(
 
 fn assert_nothing_quarantined(server: &ServerProcess) {
     let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
-    assert!(
-        metrics.contains("mm_archive_quarantined_segments 0"),
+    assert_eq!(
+        metric_value(&metrics, "mm_archive_quarantined_segments"),
+        Some(0.0),
         "no segment may be corrupt after kills"
     );
 }
 
-fn manifest_segments(data: &std::path::Path) -> usize {
-    let manifest = std::fs::read(data.join("archive/MANIFEST.json")).expect("manifest");
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
-    manifest["segments"].as_array().expect("segments").len()
+/// The segments the manifest lists, as (hour, file name); none before the first flush.
+fn manifest(data: &std::path::Path) -> Vec<(i64, String)> {
+    let Ok(bytes) = std::fs::read(data.join("archive/MANIFEST.json")) else {
+        return Vec::new();
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    manifest["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|segment| {
+            (
+                segment["hour"].as_i64().expect("hour"),
+                segment["file"].as_str().expect("file").to_owned(),
+            )
+        })
+        .collect()
 }
+
+fn manifest_segments(data: &std::path::Path) -> usize {
+    manifest(data).len()
+}
+
+/// Events in the segments the manifest lists.
+fn archived_rows(data: &std::path::Path) -> u64 {
+    let Ok(bytes) = std::fs::read(data.join("archive/MANIFEST.json")) else {
+        return 0;
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    manifest["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|segment| segment["rows"].as_u64().expect("rows"))
+        .sum()
+}
+
+/// Merged segments (`seg-c…`, written by compaction) on disk, listed or not.
+fn merged_files(data: &std::path::Path) -> BTreeSet<std::path::PathBuf> {
+    std::fs::read_dir(data.join("archive"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().is_dir())
+        .flat_map(|entry| {
+            std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|file| file.path())
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("seg-c"))
+        })
+        .collect()
+}
+
+/// Hours the manifest still lists in at least `COMPACTED_FROM` segments: compaction has not
+/// merged them yet.
+fn uncompacted_hours(data: &std::path::Path) -> usize {
+    let mut per_hour: BTreeMap<i64, usize> = BTreeMap::new();
+    for (hour, _) in manifest(data) {
+        *per_hour.entry(hour).or_default() += 1;
+    }
+    per_hour
+        .values()
+        .filter(|segments| **segments >= COMPACTED_FROM)
+        .count()
+}
+
+/// The archive thread compacts an hour with this many segments or more.
+const COMPACTED_FROM: usize = 4;
 
 #[test]
 fn kill_nine_during_compaction_loses_and_duplicates_no_archived_event() {
@@ -240,12 +371,16 @@ fn kill_nine_during_compaction_loses_and_duplicates_no_archived_event() {
     let events: Vec<GeneratedEvent> = TrafficGenerator::new(traffic)
         .take(BATCHES * PER_BATCH)
         .collect();
-    // Rounds: ingest a quarter of the events (more small segments in the finished hours),
-    // stop; start again, which compacts at once, and kill it somewhere in the middle.
+    // Rounds: ingest a sixth of the events (more small segments in the finished hours),
+    // stop; start again, which compacts at once, and kill it while the compaction is under
+    // way: its merged file is on disk and an hour is still listed in small segments. Which
+    // moment is random: as soon as the first merged file appears, or once the manifest lists
+    // one merged hour while the other is still being merged. A start whose compaction ends
+    // before that moment is seen is stopped gracefully instead (that round tests no crash).
     let mut rounds = Vec::new();
-    for round in 0..4 {
-        // Every fourth event: each round adds to both hours.
-        let part: Vec<&GeneratedEvent> = events.iter().skip(round).step_by(4).collect();
+    for round in 0..ROUNDS {
+        // Every sixth event: each round adds to both hours.
+        let part: Vec<&GeneratedEvent> = events.iter().skip(round).step_by(ROUNDS).collect();
         let server = crashed.start();
         for chunk in part.chunks(PER_BATCH) {
             let mut body = Vec::new();
@@ -258,15 +393,54 @@ fn kill_nine_during_compaction_loses_and_duplicates_no_archived_event() {
         }
         assert!(server.terminate(), "graceful stop");
         let before = manifest_segments(data);
+        let merged_before = merged_files(data);
+        let after_first_hour = random() % 2 == 1;
         let server = crashed.start();
-        std::thread::sleep(Duration::from_millis(random() % 300));
-        server.kill9();
-        rounds.push((before, manifest_segments(data)));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let killed = loop {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no compaction in 60 s"
+            );
+            let started = merged_files(data).difference(&merged_before).count() > 0;
+            let listed = manifest(data)
+                .iter()
+                .filter(|(_, file)| file.starts_with("seg-c"))
+                .filter(|(_, file)| !merged_before.iter().any(|path| path.ends_with(file)))
+                .count();
+            let pending = uncompacted_hours(data);
+            if pending == 0 {
+                break false;
+            }
+            if started && (!after_first_hour || listed > 0) {
+                break true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if killed {
+            server.kill9();
+        } else {
+            assert!(server.terminate(), "graceful stop");
+        }
+        // The state the kill left (the manifest cannot change any more): a merged file
+        // written, and an hour still in small segments.
+        let interrupted = killed
+            && uncompacted_hours(data) > 0
+            && merged_files(data).difference(&merged_before).count() > 0;
+        rounds.push((before, manifest_segments(data), interrupted));
     }
-    println!("segments before and after each killed start: {rounds:?}");
+    println!("segments before and after each start, killed mid-compaction: {rounds:?}");
     assert!(
-        rounds.iter().all(|(before, _)| *before >= 10),
+        rounds.iter().all(|(before, ..)| *before >= 10),
         "many small segments to compact each round: {rounds:?}"
+    );
+    let interrupted = rounds
+        .iter()
+        .filter(|(.., interrupted)| *interrupted)
+        .count();
+    assert!(
+        interrupted >= ROUNDS / 2,
+        "only {interrupted} of {ROUNDS} kills landed during a compaction: {rounds:?}"
     );
     let server = crashed.start();
     let compacted = mm_testkit::eventually(Duration::from_secs(30), || {

@@ -15,8 +15,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use support::{
     assert_activity_converges, assert_rollups_converge, events, expected_windows, header,
-    latest_by_window, produce, producer, read_all, read_all_positions, records, send,
-    write_cluster_config, write_config, write_config_with_grace,
+    latest_by_window, metric, owned_partitions, produce, producer, read_all, read_all_positions,
+    records, send, write_cluster_config, write_config, write_config_with_grace,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
@@ -70,12 +70,16 @@ fn consumed_events_with_disorder_and_poison_become_exact_rollups_activity_and_de
             .unwrap_or_else(|| panic!("dead letter {value:?} is not a poison record"));
         assert_eq!(&class, expected_class, "error class of {value:?}");
     }
-    let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
-    assert!(
-        metrics.contains("mm_kafka_dead_letters_total"),
-        "dead letters counted"
-    );
-    assert!(metrics.contains("mm_kafka_consumer_lag{"), "lag exposed");
+    for (class, _) in &poison {
+        let name = format!("mm_kafka_dead_letters_total{{error_class=\"{class}\"}}");
+        assert_eq!(metric(&server, &name), Some(1.0), "{name}");
+    }
+    for partition in 0..4 {
+        let lag = format!(
+            "mm_kafka_consumer_lag{{group=\"e2e\",topic=\"calls\",partition=\"{partition}\"}}"
+        );
+        assert!(metric(&server, &lag).is_some_and(|lag| lag >= 0.0), "{lag}");
+    }
     let consumers = get(server.address, "/v1/admin/consumers").json();
     let roles: Vec<&str> = consumers["consumers"]
         .as_array()
@@ -125,12 +129,41 @@ fn an_instance_killed_mid_stream_is_taken_over_and_nothing_is_lost_or_doubled() 
     let producer = producer(&broker);
     let parts: Vec<&[ApiCall]> = all.chunks(6_000).collect();
     produce(&producer, "calls", &records(parts[0]));
-    std::thread::sleep(Duration::from_secs(3));
+    // Both instances own partitions of both stages, and the second has counted records.
+    let shared = eventually(Duration::from_secs(60), || {
+        let owned = [&first, &second].map(owned_partitions);
+        let counted = metric(&second, "mm_kafka_records_processed_total").unwrap_or(0.0);
+        let both = owned
+            .iter()
+            .flatten()
+            .all(|partitions| !partitions.is_empty());
+        (both && counted > 0.0).then_some(counted)
+    });
+    let counted_before = shared.expect("the two instances share the partitions and count");
     produce(&producer, "calls", &records(parts[1]));
-    // SIGKILL one instance mid-stream; the other takes its partitions over.
+    // SIGKILL the second instance mid-stream, while it owns partitions and counts records;
+    // the first takes its partitions over.
+    let counting = eventually(Duration::from_secs(60), || {
+        let counted = metric(&second, "mm_kafka_records_processed_total")?;
+        (counted > counted_before).then(|| owned_partitions(&second))
+    });
+    let [aggregating, _] = counting.expect("the second instance goes on counting");
+    assert!(!aggregating.is_empty(), "the killed instance aggregates");
     second.kill9();
     produce(&producer, "calls", &records(parts[2]));
-    std::thread::sleep(Duration::from_secs(4));
+    let every_partition: Vec<i64> = (0..4).collect();
+    let took_over = eventually(Duration::from_secs(60), || {
+        let owned = owned_partitions(&first);
+        owned
+            .iter()
+            .all(|owned| *owned == every_partition)
+            .then_some(())
+    });
+    assert!(
+        took_over.is_some(),
+        "the first instance takes every partition over: {:?}",
+        owned_partitions(&first)
+    );
     // Restart it: the partitions spread again.
     second = ServerProcess::start(EXE, &dir.path().join("b"), &["--config", &config], &[]);
     produce(&producer, "calls", &records(parts[3]));
@@ -212,11 +245,7 @@ fn reading_from_offsets_inside_record_batches_skips_nothing() {
     let config = write_config(dir.path(), &broker, "inside");
     let server = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
     assert_rollups_converge(&server, &expected, 4);
-    let metrics = String::from_utf8_lossy(&get(server.address, "/metrics").body).into_owned();
-    let rereads = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("mm_kafka_fetch_gaps_total "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
+    let rereads = metric(&server, "mm_kafka_fetch_gaps_total")
         .expect("mm_kafka_fetch_gaps_total in /metrics");
     assert!(
         rereads >= 1.0,
@@ -235,7 +264,13 @@ fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
     let (before, after) = all.split_at(6_000);
     let producer = producer(&broker);
     produce(&producer, "calls", &records(before));
-    std::thread::sleep(Duration::from_secs(2));
+    // Mid-stream: the instance has counted and checkpointed part of the input.
+    let counting = eventually(Duration::from_secs(60), || {
+        let counted = metric(&server, "mm_kafka_records_processed_total")?;
+        let checkpoints = metric(&server, "mm_kafka_checkpoints_total")?;
+        (counted > 0.0 && checkpoints > 0.0).then_some(())
+    });
+    assert!(counting.is_some(), "the instance counts and checkpoints");
     // The broker stops answering mid-stream (shorter than the session timeout, so that the
     // group survives it), then comes back.
     broker.freeze();

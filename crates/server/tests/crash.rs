@@ -4,9 +4,11 @@
 //! Every batch uses its own API name, so the fate of each batch can be read back: a batch that
 //! was acknowledged must be counted exactly once; a batch that was in flight when the server
 //! died may be counted (it was durable before the ack could be sent) or not, but never in
-//! part and never twice.
+//! part and never twice; a batch whose connection was refused never reached a server and must
+//! not be counted. Each kill lands while the server is taking batches: it has acknowledged
+//! some in that round, and at least one request is left without an answer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,18 +16,27 @@ use std::time::{Duration, Instant};
 use mm_model::ApiCall;
 use mm_model::rollup::MERCHANT_TOTAL_API;
 use mm_model::time::{MICROS_PER_MINUTE, format_rfc3339, minute_of};
-use mm_testkit::{ServerProcess, calls, get, ingest, ndjson_line, now_us, oracle, xorshift};
+use mm_testkit::{
+    ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us, oracle, xorshift,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 const BATCHES: usize = 600;
 const PER_BATCH: usize = 150;
 const MERCHANTS: usize = 4;
+const KILLS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
     Acknowledged,
-    Unknown,
+    /// Sent on an open connection that broke before the answer: stored or not.
+    InFlight,
+    /// The connection was refused: the batch never reached a server.
+    NotSent,
 }
+
+/// What happened to one batch, and in which round (a server's life) it was sent.
+type Fates = Arc<Mutex<BTreeMap<usize, (Fate, usize)>>>;
 
 fn batch_events(batch: usize, now: i64) -> Vec<ApiCall> {
     let api = format!("/crash/{batch:04}");
@@ -52,46 +63,84 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
         .iter()
         .map(|events| events.iter().map(ndjson_line).collect())
         .collect();
-    let fates: Arc<Mutex<BTreeMap<usize, Fate>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let fates: Fates = Arc::new(Mutex::new(BTreeMap::new()));
     let next = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let bodies = Arc::new(bodies);
 
     let mut server = ServerProcess::start(EXE, dir.path(), &[], &[]);
-    for round in 0..4 {
+    for round in 0..=KILLS {
         let address = server.address;
         let senders: Vec<_> = (0..3)
             .map(|_| {
                 let (next, bodies, fates) = (next.clone(), bodies.clone(), fates.clone());
+                let in_flight = in_flight.clone();
                 std::thread::spawn(move || {
                     loop {
                         let batch = next.fetch_add(1, Ordering::SeqCst);
                         if batch >= BATCHES {
                             return;
                         }
-                        let fate = match ingest(address, bodies[batch].as_bytes()) {
+                        in_flight.fetch_add(1, Ordering::SeqCst);
+                        let answer = ingest(address, bodies[batch].as_bytes());
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        let fate = match answer {
                             Ok(response) if response.status == 200 => Fate::Acknowledged,
                             Ok(response) => panic!("batch {batch}: unexpected {}", response.status),
-                            Err(_) => Fate::Unknown,
+                            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                Fate::NotSent
+                            }
+                            Err(_) => Fate::InFlight,
                         };
-                        fates.lock().expect("lock").insert(batch, fate);
-                        if fate == Fate::Unknown {
+                        fates.lock().expect("lock").insert(batch, (fate, round));
+                        if fate != Fate::Acknowledged {
                             return;
                         }
                     }
                 })
             })
             .collect();
-        if round == 3 {
+        if round == KILLS {
             for sender in senders {
                 sender.join().expect("sender finished");
             }
             break;
         }
-        std::thread::sleep(Duration::from_millis(50 + rng() % 300));
+        // Kill at a random point of the stream: after 10 to 49 acknowledgements in this
+        // round (so at most ~160 of the 600 batches go before the last round), while a
+        // request is being answered.
+        let target = 10 + (rng() % 40) as usize;
+        let acknowledged_in_round = || {
+            fates
+                .lock()
+                .expect("lock")
+                .values()
+                .filter(|(fate, sent_in)| *fate == Fate::Acknowledged && *sent_in == round)
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while acknowledged_in_round() < target || in_flight.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {} of {target} batches acknowledged in 120 s",
+                acknowledged_in_round()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         server.kill9();
         for sender in senders {
             sender.join().expect("sender finished");
         }
+        let interrupted = fates
+            .lock()
+            .expect("lock")
+            .values()
+            .filter(|(fate, sent_in)| *fate == Fate::InFlight && *sent_in == round)
+            .count();
+        assert!(
+            interrupted >= 1,
+            "kill {round} interrupted no request: it tested no crash"
+        );
         server = ServerProcess::start(EXE, dir.path(), &[], &[]);
     }
     assert!(
@@ -99,56 +148,78 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
         "every batch was attempted"
     );
 
-    let fates = fates.lock().expect("lock").clone();
-    let unknown: BTreeSet<usize> = fates
+    let fates: BTreeMap<usize, Fate> = fates
+        .lock()
+        .expect("lock")
         .iter()
-        .filter(|(_, fate)| **fate == Fate::Unknown)
-        .map(|(batch, _)| *batch)
+        .map(|(batch, (fate, _))| (*batch, *fate))
         .collect();
+    let count = |wanted: Fate| fates.values().filter(|fate| **fate == wanted).count();
     println!(
-        "{} acknowledged, {} in flight at a kill",
-        fates.len() - unknown.len(),
-        unknown.len()
+        "{} acknowledged, {} in flight at a kill, {} refused",
+        count(Fate::Acknowledged),
+        count(Fate::InFlight),
+        count(Fate::NotSent)
     );
 
-    // Read back per-API totals for each merchant (two checkpoint intervals after the last ack).
-    std::thread::sleep(Duration::from_millis(4_500));
+    // Per-API totals for each merchant, read back once a checkpoint holds every acknowledged
+    // batch (or the wait gives up and the comparison below says what is missing).
     let from = format_rfc3339((minute_of(now) - 15) * MICROS_PER_MINUTE).replace(':', "%3A");
     let to = format_rfc3339((minute_of(now) + 2) * MICROS_PER_MINUTE).replace(':', "%3A");
-    let mut stored_calls: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for merchant in 0..MERCHANTS {
-        let answer = get(
-            server.address,
-            &format!("/v1/merchants/m{merchant}/apis?from={from}&to={to}"),
-        )
-        .json();
-        for row in answer["apis"].as_array().expect("apis") {
-            stored_calls.insert(
-                (
-                    format!("m{merchant}"),
-                    row["api"].as_str().expect("api").to_owned(),
-                ),
-                row["calls"].as_u64().expect("calls"),
-            );
+    let stored_per_api = || {
+        let mut stored_calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for merchant in 0..MERCHANTS {
+            let answer = get(
+                server.address,
+                &format!("/v1/merchants/m{merchant}/apis?from={from}&to={to}"),
+            )
+            .json();
+            for row in answer["apis"].as_array().expect("apis") {
+                stored_calls.insert(
+                    (
+                        format!("m{merchant}"),
+                        row["api"].as_str().expect("api").to_owned(),
+                    ),
+                    row["calls"].as_u64().expect("calls"),
+                );
+            }
         }
-    }
-    let mut included = Vec::new();
-    for (batch, events) in batches.iter().enumerate() {
+        stored_calls
+    };
+    let per_merchant = |batch: usize| {
         let mut per_merchant: BTreeMap<String, u64> = BTreeMap::new();
-        for event in events {
+        for event in &batches[batch] {
             *per_merchant.entry(event.merchant.clone()).or_default() += 1;
         }
+        per_merchant
+    };
+    let stored_of = |stored_calls: &BTreeMap<(String, String), u64>, batch: usize| {
         let api = format!("/crash/{batch:04}");
-        let stored: Vec<u64> = per_merchant
-            .keys()
-            .map(|merchant| {
-                stored_calls
-                    .get(&(merchant.clone(), api.clone()))
-                    .copied()
-                    .unwrap_or(0)
+        per_merchant(batch)
+            .into_iter()
+            .map(|(merchant, want)| {
+                let stored = stored_calls.get(&(merchant, api.clone())).copied();
+                (stored.unwrap_or(0), want)
             })
-            .collect();
-        let want: Vec<u64> = per_merchant.values().copied().collect();
+            .collect::<Vec<(u64, u64)>>()
+    };
+    let stored_calls = eventually(Duration::from_secs(30), || {
+        let stored_calls = stored_per_api();
+        fates
+            .iter()
+            .filter(|(_, fate)| **fate == Fate::Acknowledged)
+            .all(|(batch, _)| {
+                stored_of(&stored_calls, *batch)
+                    .iter()
+                    .all(|(stored, want)| stored == want)
+            })
+            .then_some(stored_calls)
+    })
+    .unwrap_or_else(stored_per_api);
+    let mut included = Vec::new();
+    for batch in 0..batches.len() {
+        let (stored, want): (Vec<u64>, Vec<u64>) =
+            stored_of(&stored_calls, batch).into_iter().unzip();
         let absent = stored.iter().all(|calls| *calls == 0);
         match fates.get(&batch) {
             Some(Fate::Acknowledged) => {
@@ -158,7 +229,7 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
                 );
                 included.push(batch);
             }
-            Some(Fate::Unknown) | None => {
+            Some(Fate::InFlight) => {
                 assert!(
                     stored == want || absent,
                     "in-flight batch {batch} counted partly: {stored:?} of {want:?}"
@@ -166,6 +237,12 @@ fn kill_nine_at_random_points_loses_and_doubles_nothing() {
                 if !absent {
                     included.push(batch);
                 }
+            }
+            Some(Fate::NotSent) | None => {
+                assert!(
+                    absent,
+                    "batch {batch} was never sent but counted: {stored:?}"
+                );
             }
         }
     }

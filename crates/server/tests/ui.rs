@@ -85,17 +85,20 @@ fn the_embedded_dashboard_is_served_at_the_root_and_for_its_routes() {
 #[test]
 fn a_directory_named_by_mm_web_dir_is_served_instead() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let web = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(web.path().join("assets")).expect("mkdir");
-    std::fs::write(
-        web.path().join("index.html"),
-        "<!doctype html><p>from a directory",
-    )
-    .expect("write");
-    std::fs::write(web.path().join("assets/app.css"), "p { color: red }").expect("write");
-    let secret = dir.path().join("secret.txt");
+    // The served directory and, beside it, a file no request may reach: `web/../secret.txt`
+    // names it, so a path that climbs out of `web` would find it.
+    let parent = tempfile::tempdir().expect("tempdir");
+    let web = parent.path().join("web");
+    std::fs::create_dir_all(web.join("assets")).expect("mkdir");
+    std::fs::write(web.join("index.html"), "<!doctype html><p>from a directory").expect("write");
+    std::fs::write(web.join("assets/app.css"), "p { color: red }").expect("write");
+    let secret = parent.path().join("secret.txt");
     std::fs::write(&secret, "not for the web").expect("write");
-    let web_dir = web.path().to_str().expect("utf-8 path");
+    assert_eq!(
+        std::fs::read(web.join("assets/../../secret.txt")).expect("the secret is one level up"),
+        b"not for the web"
+    );
+    let web_dir = web.to_str().expect("utf-8 path");
     let server = ServerProcess::start(EXE, dir.path(), &[], &[("MM_WEB_DIR", web_dir)]);
 
     let index = get(server.address, "/merchants/m0");
@@ -104,13 +107,21 @@ fn a_directory_named_by_mm_web_dir_is_served_instead() {
     let css = get(server.address, "/assets/app.css");
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
     assert_eq!(css.body, b"p { color: red }");
-    // No path leads out of the directory.
-    for path in [
-        "/../secret.txt",
-        "/assets/../../secret.txt",
-        "/%2e%2e/secret.txt",
+    // No path leads out of the directory: outside `/assets/` a path that is not a file of the
+    // directory is one of the dashboard's routes (index.html), under it a 404.
+    for (path, status, body) in [
+        ("/../secret.txt", 200, Some(&index.body)),
+        ("/%2e%2e/secret.txt", 200, Some(&index.body)),
+        ("/assets/../../secret.txt", 404, None),
+        ("/assets/%2e%2e/%2e%2e/secret.txt", 404, None),
     ] {
         let response = get(server.address, path);
+        assert_eq!(response.status, status, "{path}");
+        if let Some(body) = body {
+            assert_eq!(&response.body, body, "{path} answers index.html");
+        } else {
+            assert_eq!(response.json()["error"]["code"], "not_found", "{path}");
+        }
         assert_ne!(response.body, b"not for the web", "{path}");
     }
 }

@@ -271,6 +271,18 @@ pub fn ndjson_line(event: &ApiCall) -> String {
     line
 }
 
+/// The value of one sample in a Prometheus text exposition: the line that starts with exactly
+/// `name_with_labels` (labels as the server renders them, e.g.
+/// `mm_ingest_rejected_total{reason="invalid_json"}`) followed by a space. `None` when no
+/// such line exists, so `mm_x 1` never matches `mm_x 10` or `mm_x_total 1`.
+pub fn metric_value(text: &str, name_with_labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(name_with_labels)?.strip_prefix(' '))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+}
+
 /// Polls `check` until it returns `Some` or `timeout` passes.
 pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -336,5 +348,22 @@ pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
         state ^= state >> 7;
         state ^= state << 17;
         state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    #[test]
+    fn metric_value_reads_exactly_the_named_sample() {
+        let text = "# HELP mm_x_total A counter.\n# TYPE mm_x_total counter\nmm_x_total 10\n\
+                    mm_x_total_more 1\nmm_y{kind=\"a b\"} 2.5 1700000000\nmm_z NaN\n";
+        assert_eq!(metric_value(text, "mm_x_total"), Some(10.0));
+        assert_eq!(metric_value(text, "mm_x"), None);
+        assert_eq!(metric_value(text, "mm_y{kind=\"a b\"}"), Some(2.5));
+        assert_eq!(metric_value(text, "mm_y"), None);
+        assert!(metric_value(text, "mm_z").is_some_and(f64::is_nan));
+        assert_eq!(metric_value(text, "mm_w"), None);
     }
 }

@@ -12,8 +12,8 @@ use mm_model::ApiCall;
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 use mm_model::time::{MICROS_PER_MINUTE, format_rfc3339, minute_of};
 use mm_testkit::{
-    Broker, KafkaCluster, ServerProcess, calls, eventually, get, ndjson_line, now_us, oracle,
-    xorshift,
+    Broker, KafkaCluster, ServerProcess, calls, eventually, get, metric_value, ndjson_line, now_us,
+    oracle, xorshift,
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -369,4 +369,33 @@ pub fn latest_by_window(
         }
     }
     latest
+}
+
+/// A sample of an instance's `/metrics`, by its exact name and labels.
+pub fn metric(server: &ServerProcess, name_with_labels: &str) -> Option<f64> {
+    let text = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
+    metric_value(&text, name_with_labels)
+}
+
+/// The partitions an instance's aggregation and repartition consumers own, sorted, as its
+/// last published status (`GET /v1/admin/consumers`) says.
+pub fn owned_partitions(server: &ServerProcess) -> [Vec<i64>; 2] {
+    let consumers = get(server.address, "/v1/admin/consumers").json();
+    ["aggregate", "repartition"].map(|role| {
+        let mut owned: Vec<i64> = consumers["consumers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|consumer| consumer["role"] == role)
+            .flat_map(|consumer| {
+                consumer["partitions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|partition| partition["partition"].as_i64())
+            .collect();
+        owned.sort_unstable();
+        owned
+    })
 }
