@@ -107,9 +107,7 @@ fn stored_calls(server: &ServerProcess) -> u64 {
 
 fn metric(server: &ServerProcess, name: &str) -> Option<f64> {
     let text = String::from_utf8(get(server.address, "/metrics").body).ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
+    mm_testkit::metric_value(&text, name)
 }
 
 #[test]

@@ -457,10 +457,7 @@ fn method_not_allowed_and_bad_utf8_paths_answer_in_json() {
     assert_eq!(bad_path.json()["error"]["code"], "bad_request");
 }
 
-/// The value of a metric line that starts with `name` (labels included) followed by a space.
+/// The value of one metric sample (0 when absent).
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
+    mm_testkit::metric_value(text, name).unwrap_or(0.0)
 }

@@ -39,11 +39,7 @@ fn metric(server: &ServerProcess, name: &str, token: Option<&str>) -> f64 {
         .map(|value| vec![("Authorization", value)])
         .unwrap_or_default();
     let response = request(server.address, "GET", "/metrics", &headers, b"").expect("answers");
-    String::from_utf8_lossy(&response.body)
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
+    mm_testkit::metric_value(&String::from_utf8_lossy(&response.body), name).unwrap_or(0.0)
 }
 
 fn stored_calls(server: &ServerProcess) -> u64 {
