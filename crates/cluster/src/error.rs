@@ -2,8 +2,8 @@
 
 use std::borrow::Cow;
 
-use mm_kafka::DeliveryError;
 use mm_kafka::CheckpointError;
+use mm_kafka::DeliveryError;
 use mm_storage::StorageError;
 use rdkafka::error::KafkaError;
 

@@ -27,10 +27,10 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::group::{Change, ClusterStatus, GroupContext, Session, dead_letter};
-use crate::error::{ClusterError, Result};
 use super::replica::partition_count;
 use crate::aggregate::partition::Decode;
 use crate::decode::{RecordDecoder, encode_binary, input_record};
+use crate::error::{ClusterError, Result};
 use mm_kafka::guard::FetchGuard;
 
 /// Everything the repartition consumer needs.

@@ -205,7 +205,9 @@ pub fn run(
     let mut consumer: BaseConsumer = settings
         .reader("merchant-monitor-replica")
         .create()
-        .map_err(ClusterError::kafka("creating the activity replica consumer"))?;
+        .map_err(ClusterError::kafka(
+            "creating the activity replica consumer",
+        ))?;
     let partitions = loop {
         match partition_count(&consumer, &topic) {
             Ok(count) if count > 0 => break count,
@@ -240,7 +242,9 @@ pub fn run(
             consumer = settings
                 .reader("merchant-monitor-replica")
                 .create()
-                .map_err(ClusterError::kafka("creating the activity replica consumer"))?;
+                .map_err(ClusterError::kafka(
+                    "creating the activity replica consumer",
+                ))?;
             expected = assign_from_store(&consumer, &store, &topic, partitions)?;
             guard = FetchGuard::new(
                 &topic,
@@ -341,7 +345,9 @@ fn assign_from_store(
     }
     consumer
         .assign(&assignment)
-        .map_err(ClusterError::kafka(format!("assigning the partitions of {topic}")))?;
+        .map_err(ClusterError::kafka(format!(
+            "assigning the partitions of {topic}"
+        )))?;
     Ok(applied)
 }
 

@@ -214,10 +214,7 @@ impl CheckpointWriter {
 
     /// Hands a job over; waits while another job is already waiting.
     pub fn submit(&self, job: CheckpointJob) -> Result<()> {
-        let orders = self
-            .orders
-            .as_ref()
-            .ok_or(ClusterError::WriterStopped)?;
+        let orders = self.orders.as_ref().ok_or(ClusterError::WriterStopped)?;
         self.outstanding.add();
         if orders.send(Order::Job(job)).is_err() {
             self.outstanding.done();

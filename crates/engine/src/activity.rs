@@ -36,8 +36,7 @@ impl ActivitySinks {
         let file = match file {
             Some(path) => {
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(EngineError::io("creating", parent))?;
+                    std::fs::create_dir_all(parent).map_err(EngineError::io("creating", parent))?;
                 }
                 let handle = OpenOptions::new()
                     .create(true)

@@ -96,8 +96,10 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Opens storage, recovers, and starts the WAL writer and the aggregator thread.
     pub fn start(options: PipelineOptions, metrics: Arc<Metrics>) -> Result<Self> {
-        std::fs::create_dir_all(&options.data_dir)
-            .map_err(EngineError::io("creating data directory", &options.data_dir))?;
+        std::fs::create_dir_all(&options.data_dir).map_err(EngineError::io(
+            "creating data directory",
+            &options.data_dir,
+        ))?;
         let health = StorageHealth::new();
         let ballast = Ballast::new(&options.data_dir, options.ballast_bytes);
         match ballast.fill() {
@@ -122,17 +124,17 @@ impl Pipeline {
             RollupStore::open(&options.data_dir.join("store"))
                 .map_err(EngineError::storage("opening the rollup store"))?,
         );
-        let requests = RequestRegistry::new(
-            store.clone(),
-            options.idempotency_window.as_micros() as i64,
-        );
+        let requests =
+            RequestRegistry::new(store.clone(), options.idempotency_window.as_micros() as i64);
         let checkpoint = store
             .load_checkpoint()
             .map_err(EngineError::storage("reading the checkpoint"))?
             .unwrap_or_default();
         let start_wall = now_us();
         let mut aggregator = Aggregator::new(options.window);
-        let open = store.load_open().map_err(EngineError::storage("loading open windows"))?;
+        let open = store
+            .load_open()
+            .map_err(EngineError::storage("loading open windows"))?;
         let mut recovery = Recovery {
             checkpoint_lsn: checkpoint.lsn,
             open_windows: open.len(),

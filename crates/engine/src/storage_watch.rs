@@ -19,12 +19,7 @@ const PROBED: [&str; 2] = ["wal", "ballast"];
 
 /// Runs until `stop_rx`'s sender is gone. `settle` is how long the checkpoint and the
 /// archive get to use the space the ballast freed before the probe takes it back.
-pub fn run(
-    health: Arc<StorageHealth>,
-    ballast: Ballast,
-    stop_rx: Receiver<()>,
-    settle: Duration,
-) {
+pub fn run(health: Arc<StorageHealth>, ballast: Ballast, stop_rx: Receiver<()>, settle: Duration) {
     let mut released_at: Option<Instant> = None;
     loop {
         if let Err(RecvTimeoutError::Disconnected) = stop_rx.recv_timeout(INTERVAL) {

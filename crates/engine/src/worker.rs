@@ -180,7 +180,10 @@ impl Worker {
     fn write(&mut self, batch: CheckpointBatch) -> Result<()> {
         let lsn = batch.checkpoint.lsn;
         let started = Instant::now();
-        let prepared = self.store.prepare(batch).map_err(EngineError::storage("preparing checkpoint"))?;
+        let prepared = self
+            .store
+            .prepare(batch)
+            .map_err(EngineError::storage("preparing checkpoint"))?;
         let mut records = Vec::with_capacity(prepared.finals.len() + prepared.corrected.len());
         let mut corrections_emitted = 0u64;
         for (key, rollup) in &prepared.finals {

@@ -26,9 +26,7 @@ pub enum BodyReadError {
     TooLarge { limit: usize },
     #[error("no part of the request body arrived for {} s", .0.as_secs())]
     Stalled(Duration),
-    #[error(
-        "the request body arrived at {rate} bytes/s, below the minimum of {minimum} bytes/s"
-    )]
+    #[error("the request body arrived at {rate} bytes/s, below the minimum of {minimum} bytes/s")]
     TooSlow { rate: u64, minimum: u64 },
     #[error(transparent)]
     Memory(#[from] BudgetExhausted),
@@ -58,10 +56,9 @@ pub async fn read_body(
         let rate_deadline = if limits.min_bytes_per_second == 0 {
             None
         } else {
-            let judged_from = Duration::from_secs_f64(
-                received as f64 / limits.min_bytes_per_second as f64,
-            )
-            .max(BodyLimits::RATE_GRACE);
+            let judged_from =
+                Duration::from_secs_f64(received as f64 / limits.min_bytes_per_second as f64)
+                    .max(BodyLimits::RATE_GRACE);
             Some(started + judged_from)
         };
         let deadline = rate_deadline.map_or(idle_deadline, |rate| rate.min(idle_deadline));
@@ -162,10 +159,7 @@ mod tests {
             idle_timeout: Duration::from_secs(2),
             min_bytes_per_second: 0,
         };
-        let body = timed_body(vec![
-            (Duration::ZERO, b"x"),
-            (Duration::from_secs(5), b"y"),
-        ]);
+        let body = timed_body(vec![(Duration::ZERO, b"x"), (Duration::from_secs(5), b"y")]);
         let result = read_body(body, 1000, None, &limits, &mut budget.reservation()).await;
         assert_eq!(result, Err(BodyReadError::Stalled(Duration::from_secs(2))));
     }
@@ -178,8 +172,14 @@ mod tests {
             .map(|second| (Duration::from_secs(second), b"z".as_slice()))
             .collect();
         let started = Instant::now();
-        let result =
-            read_body(timed_body(parts), 1000, None, &limits(), &mut budget.reservation()).await;
+        let result = read_body(
+            timed_body(parts),
+            1000,
+            None,
+            &limits(),
+            &mut budget.reservation(),
+        )
+        .await;
         assert!(
             matches!(result, Err(BodyReadError::TooSlow { minimum: 1000, .. })),
             "{result:?}"
@@ -194,10 +194,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bodies_beyond_the_limit_or_the_budget_are_refused() {
         let budget = MemoryBudget::new(1 << 20);
-        let declared_too_large =
-            read_body(timed_body(vec![]), 10, Some(11), &limits(), &mut budget.reservation())
-                .await;
-        assert_eq!(declared_too_large, Err(BodyReadError::TooLarge { limit: 10 }));
+        let declared_too_large = read_body(
+            timed_body(vec![]),
+            10,
+            Some(11),
+            &limits(),
+            &mut budget.reservation(),
+        )
+        .await;
+        assert_eq!(
+            declared_too_large,
+            Err(BodyReadError::TooLarge { limit: 10 })
+        );
         let sent_too_large = read_body(
             timed_body(vec![(Duration::ZERO, b"0123456789ab")]),
             10,
@@ -216,7 +224,10 @@ mod tests {
             &mut small.reservation(),
         )
         .await;
-        assert_eq!(over_budget, Err(BodyReadError::Memory(BudgetExhausted { limit: 8 })));
+        assert_eq!(
+            over_budget,
+            Err(BodyReadError::Memory(BudgetExhausted { limit: 8 }))
+        );
         assert_eq!(small.used(), 0, "a refused body gives everything back");
         assert_eq!(budget.used(), 0);
     }

@@ -18,9 +18,7 @@ pub struct MemoryBudget {
 
 /// The budget has no room for what a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "requests in flight hold the server's request memory bound ({limit} bytes); retry shortly"
-)]
+#[error("requests in flight hold the server's request memory bound ({limit} bytes); retry shortly")]
 pub struct BudgetExhausted {
     pub limit: usize,
 }

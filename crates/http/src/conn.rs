@@ -269,9 +269,8 @@ pub struct TrackRequests {
 impl tower::Service<hyper::Request<hyper::body::Incoming>> for TrackRequests {
     type Response = hyper::Response<TrackedBody>;
     type Error = std::convert::Infallible;
-    type Future = Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -322,7 +321,10 @@ mod tests {
     fn timed(
         stream: tokio::io::DuplexStream,
         activity: Arc<Activity>,
-    ) -> (TimedIo<tokio::io::DuplexStream>, Arc<std::sync::Mutex<Vec<&'static str>>>) {
+    ) -> (
+        TimedIo<tokio::io::DuplexStream>,
+        Arc<std::sync::Mutex<Vec<&'static str>>>,
+    ) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
         let io = TimedIo::new(
@@ -353,7 +355,10 @@ mod tests {
         activity.request_started();
         // Busy for far longer than either timeout: the read still waits.
         let waited = tokio::time::timeout(Duration::from_secs(60), io.read(&mut [0; 16])).await;
-        assert!(waited.is_err(), "no deadline while a request is in progress");
+        assert!(
+            waited.is_err(),
+            "no deadline while a request is in progress"
+        );
         activity.request_finished();
         let started = Instant::now();
         let error = io.read(&mut [0; 16]).await.expect_err("times out");
@@ -377,7 +382,11 @@ mod tests {
         let started = Instant::now();
         let error = io.read(&mut buffer).await.expect_err("times out");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(2), "header, not idle");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "header, not idle"
+        );
         assert_eq!(*seen.lock().expect("not poisoned"), vec!["header"]);
     }
 }

@@ -108,9 +108,13 @@ pub enum IngestFailure {
     Aborted,
     #[error("a request with this Idempotency-Key is in progress; retry shortly")]
     KeyInProgress,
-    #[error("this Idempotency-Key was used for a different request (another body); use a new key for a new request")]
+    #[error(
+        "this Idempotency-Key was used for a different request (another body); use a new key for a new request"
+    )]
     KeyConflict,
-    #[error("Idempotency-Key is honoured in embedded mode only; this instance runs in cluster mode")]
+    #[error(
+        "Idempotency-Key is honoured in embedded mode only; this instance runs in cluster mode"
+    )]
     KeysUnsupported,
 }
 
@@ -317,9 +321,8 @@ impl Ingestor {
                                     serde_json::to_vec(&reply).expect("a reply serializes"),
                                 ),
                             };
-                            wal::key_batch(&mut payload, &stored.as_record()).map_err(
-                                |error| IngestFailure::Storage(error.to_string()),
-                            )?;
+                            wal::key_batch(&mut payload, &stored.as_record())
+                                .map_err(|error| IngestFailure::Storage(error.to_string()))?;
                             Some((guard, stored))
                         }
                         None => None,

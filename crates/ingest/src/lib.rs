@@ -487,7 +487,12 @@ mod tests {
             Err(BodyError::TooLarge { .. })
         ));
         assert!(matches!(
-            decode_body(Some("gzip"), b"not gzip", 1 << 20, &mut budget().reservation()),
+            decode_body(
+                Some("gzip"),
+                b"not gzip",
+                1 << 20,
+                &mut budget().reservation()
+            ),
             Err(BodyError::Decompress { .. })
         ));
         assert!(matches!(
@@ -551,7 +556,10 @@ mod tests {
         let decoded =
             decode_body(Some("gzip"), &gzipped, 1 << 24, &mut reservation).expect("decodes");
         assert_eq!(decoded.len(), body.len());
-        assert!(reservation.bytes() >= body.len(), "the decompressed body is reserved");
+        assert!(
+            reservation.bytes() >= body.len(),
+            "the decompressed body is reserved"
+        );
         let before_batch = reservation.bytes();
         let processed = process_body(
             &parser(),

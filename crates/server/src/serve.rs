@@ -181,18 +181,12 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     }
     let app = http::router(state.clone());
     let shutdown_state = state.clone();
-    mm_http::serve(
-        listener,
-        app,
-        config.http,
-        metrics.clone(),
-        async move {
-            shutdown_signal().await;
-            shutdown_state.ready.store(false, Ordering::Release);
-            shutdown_state.shutdown.send_replace(true);
-            tracing::info!("shutting down: finishing requests, draining the pipeline");
-        },
-    )
+    mm_http::serve(listener, app, config.http, metrics.clone(), async move {
+        shutdown_signal().await;
+        shutdown_state.ready.store(false, Ordering::Release);
+        shutdown_state.shutdown.send_replace(true);
+        tracing::info!("shutting down: finishing requests, draining the pipeline");
+    })
     .await;
     if let Some(generator) = generator {
         generator.abort();

@@ -117,14 +117,21 @@ fn a_full_disk_refuses_ingest_keeps_queries_and_recovers_by_itself() {
     };
     let server = start(&disk);
     assert_eq!(
-        ingest(server.address, &batch(1, 2000)).expect("answers").status,
+        ingest(server.address, &batch(1, 2000))
+            .expect("answers")
+            .status,
         200
     );
     let filler = disk.fill();
     // The disk is full: a batch is refused with 507 and nothing of it is kept.
     let refused = eventually(Duration::from_secs(20), || {
         let response = ingest(server.address, &batch(2, 2000)).expect("answers");
-        assert_ne!(response.status, 500, "{}", String::from_utf8_lossy(&response.body));
+        assert_ne!(
+            response.status,
+            500,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
         (response.status == 507).then_some(response)
     })
     .expect("ingest answers 507 while the disk is full");
@@ -151,7 +158,11 @@ fn a_full_disk_refuses_ingest_keeps_queries_and_recovers_by_itself() {
     let visible = eventually(Duration::from_secs(20), || {
         (stored_calls(&server) == 2000).then_some(())
     });
-    assert!(visible.is_some(), "acknowledged events stay visible: {}", stored_calls(&server));
+    assert!(
+        visible.is_some(),
+        "acknowledged events stay visible: {}",
+        stored_calls(&server)
+    );
     assert_eq!(
         metric(&server, "mm_ingest_events_total"),
         Some(accepted_before)
@@ -181,7 +192,9 @@ fn shutdown_while_the_disk_is_full_exits_cleanly_and_loses_nothing() {
     };
     let server = start(&disk);
     assert_eq!(
-        ingest(server.address, &batch(4, 3000)).expect("answers").status,
+        ingest(server.address, &batch(4, 3000))
+            .expect("answers")
+            .status,
         200
     );
     let filler = disk.fill();
@@ -190,7 +203,10 @@ fn shutdown_while_the_disk_is_full_exits_cleanly_and_loses_nothing() {
         (response.status == 507).then_some(())
     });
     assert!(refused.is_some(), "the full disk is noticed");
-    assert!(server.terminate(), "SIGTERM in the disk-full state exits cleanly");
+    assert!(
+        server.terminate(),
+        "SIGTERM in the disk-full state exits cleanly"
+    );
     std::fs::remove_file(&filler).expect("filler removed");
     let restarted = start(&disk);
     let counted = eventually(Duration::from_secs(20), || {

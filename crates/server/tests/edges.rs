@@ -6,9 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use mm_testkit::{
-    ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us, request,
-};
+use mm_testkit::{ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us, request};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 
@@ -60,7 +58,10 @@ fn status_of(raw: &[u8]) -> Option<u16> {
 
 fn head_of(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw).to_string();
-    text.split("\r\n\r\n").next().unwrap_or_default().to_lowercase()
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_lowercase()
 }
 
 fn connect(address: SocketAddr) -> TcpStream {
@@ -77,11 +78,17 @@ fn half_a_request_line_or_nothing_is_closed_after_the_header_timeout() {
     let (_, silent_closed) = read_until_closed(&mut silent, Duration::from_secs(15));
     let (_, half_closed) = read_until_closed(&mut half, Duration::from_secs(15));
     assert!(silent_closed, "a connection that sends nothing is closed");
-    assert!(half_closed, "a connection that never finishes its headers is closed");
+    assert!(
+        half_closed,
+        "a connection that never finishes its headers is closed"
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
     let metrics = String::from_utf8(get(server.address, "/metrics").body).expect("utf-8");
     assert!(
-        metric(&metrics, "mm_http_connections_timed_out_total{kind=\"header\"}") >= 2.0,
+        metric(
+            &metrics,
+            "mm_http_connections_timed_out_total{kind=\"header\"}"
+        ) >= 2.0,
         "{metrics}"
     );
 }
@@ -165,14 +172,29 @@ fn a_slow_body_holds_no_ingest_place_and_is_cut_off() {
     });
     // Meanwhile the only ingest place is free for a whole body.
     let accepted = ingest(server.address, good_line(1).as_bytes()).expect("answers");
-    assert_eq!(accepted.status, 200, "{}", String::from_utf8_lossy(&accepted.body));
+    assert_eq!(
+        accepted.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&accepted.body)
+    );
     let (answer, closed) = read_until_closed(&mut stalled, Duration::from_secs(15));
-    assert_eq!(status_of(&answer), Some(408), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status_of(&answer),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(head_of(&answer).contains("connection: close"));
     assert!(closed);
     let mut trickle = trickler.join().expect("trickler ran");
     let (answer, _) = read_until_closed(&mut trickle, Duration::from_secs(15));
-    assert_eq!(status_of(&answer), Some(408), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status_of(&answer),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(
         String::from_utf8_lossy(&answer).contains("below the minimum"),
         "{}",
@@ -182,7 +204,8 @@ fn a_slow_body_holds_no_ingest_place_and_is_cut_off() {
 
 #[test]
 fn connections_beyond_the_cap_get_503_and_the_server_stays_reachable() {
-    let (_dir, server) = server_with("[http]\nmax_connections = 8\nheader_read_timeout = \"60s\"\n");
+    let (_dir, server) =
+        server_with("[http]\nmax_connections = 8\nheader_read_timeout = \"60s\"\n");
     let held: Vec<TcpStream> = (0..8).map(|_| connect(server.address)).collect();
     // The ninth is refused with an answer, not left hanging.
     let refused = eventually(Duration::from_secs(10), || {
@@ -231,7 +254,12 @@ fn a_request_beyond_the_memory_bound_gets_503_and_small_ones_still_pass() {
     let line = good_line(3);
     let big: String = std::iter::repeat_n(line.as_str(), 1_200_000 / line.len()).collect();
     let refused = ingest(server.address, big.as_bytes()).expect("answers");
-    assert_eq!(refused.status, 503, "{}", String::from_utf8_lossy(&refused.body));
+    assert_eq!(
+        refused.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
     assert_eq!(refused.json()["error"]["code"], "memory_bound");
     assert_eq!(refused.header("retry-after"), Some("1"));
     let small = ingest(server.address, line.as_bytes()).expect("answers");
@@ -253,7 +281,11 @@ fn answers_given_before_the_body_is_read_say_connection_close() {
         .expect("writes");
     let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(10));
     assert_eq!(status_of(&answer), Some(413));
-    assert!(head_of(&answer).contains("connection: close"), "{}", head_of(&answer));
+    assert!(
+        head_of(&answer).contains("connection: close"),
+        "{}",
+        head_of(&answer)
+    );
     assert!(closed);
     // A whole body read and answered keeps the connection open for the next request.
     let mut stream = connect(server.address);
@@ -323,7 +355,12 @@ fn deeply_nested_extra_fields_come_back_from_the_event_apis() {
         line.trim_end().trim_end_matches('}')
     );
     let stored = ingest(server.address, line.as_bytes()).expect("answers");
-    assert_eq!(stored.status, 200, "{}", String::from_utf8_lossy(&stored.body));
+    assert_eq!(
+        stored.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&stored.body)
+    );
     let found = eventually(Duration::from_secs(10), || {
         let response = get(server.address, &format!("/v1/events/{}", call.corr_id));
         let text = String::from_utf8(response.body).ok()?;
@@ -342,14 +379,23 @@ fn correlation_lookups_are_limited_and_say_truncated() {
         event.corr_id = "shared-id".into();
     }
     let body: String = events.iter().map(ndjson_line).collect();
-    assert_eq!(ingest(server.address, body.as_bytes()).expect("answers").status, 200);
+    assert_eq!(
+        ingest(server.address, body.as_bytes())
+            .expect("answers")
+            .status,
+        200
+    );
     let first = get(server.address, "/v1/events/shared-id").json();
     assert_eq!(first["events"].as_array().map(Vec::len), Some(100));
     assert_eq!(first["truncated"], true);
     let mut times: Vec<i64> = events.iter().map(|event| event.ts_us).collect();
     times.sort_unstable();
     let oldest = mm_model::time::format_rfc3339(times[0]);
-    assert_eq!(first["events"][0]["ts"], oldest.as_str(), "the oldest come first");
+    assert_eq!(
+        first["events"][0]["ts"],
+        oldest.as_str(),
+        "the oldest come first"
+    );
     let all = get(server.address, "/v1/events/shared-id?limit=1000").json();
     assert_eq!(all["events"].as_array().map(Vec::len), Some(150));
     assert_eq!(all["truncated"], false);
@@ -421,13 +467,23 @@ fn a_token_of_spaces_is_refused_at_start() {
 fn from_equal_to_is_an_empty_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(EXE, dir.path(), &[], &[]);
-    assert_eq!(ingest(server.address, good_line(9).as_bytes()).expect("answers").status, 200);
+    assert_eq!(
+        ingest(server.address, good_line(9).as_bytes())
+            .expect("answers")
+            .status,
+        200
+    );
     let instant = "2026-11-21T10:00:00Z";
     let activity = get(
         server.address,
         &format!("/v1/merchants/m0/activity?from={instant}&to={instant}&step=1m"),
     );
-    assert_eq!(activity.status, 200, "{}", String::from_utf8_lossy(&activity.body));
+    assert_eq!(
+        activity.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&activity.body)
+    );
     let buckets = activity.json()["buckets"].clone();
     let calls: u64 = buckets
         .as_array()
@@ -436,8 +492,16 @@ fn from_equal_to_is_an_empty_period() {
         .map(|bucket| bucket["calls"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(calls, 0, "{buckets}");
-    let ranking = get(server.address, &format!("/v1/merchants?from={instant}&to={instant}"));
-    assert_eq!(ranking.status, 200, "{}", String::from_utf8_lossy(&ranking.body));
+    let ranking = get(
+        server.address,
+        &format!("/v1/merchants?from={instant}&to={instant}"),
+    );
+    assert_eq!(
+        ranking.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&ranking.body)
+    );
     let backwards = get(
         server.address,
         "/v1/merchants?from=2026-11-21T10:00:00Z&to=2026-11-21T09:00:00Z",
@@ -453,7 +517,12 @@ fn method_not_allowed_and_bad_utf8_paths_answer_in_json() {
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.json()["error"]["code"], "method_not_allowed");
     let bad_path = get(server.address, "/v1/events/%FF%FE");
-    assert_eq!(bad_path.status, 400, "{}", String::from_utf8_lossy(&bad_path.body));
+    assert_eq!(
+        bad_path.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&bad_path.body)
+    );
     assert_eq!(bad_path.json()["error"]["code"], "bad_request");
 }
 

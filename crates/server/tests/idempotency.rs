@@ -71,7 +71,12 @@ fn a_retried_batch_is_answered_once_and_counted_once() {
     let mut body = batch(1, 500);
     body.extend_from_slice(b"not json\n");
     let first = send(&server, Some("order-17"), None, &body);
-    assert_eq!(first.status, 207, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(
+        first.status,
+        207,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
     assert_eq!(first.header("idempotent-replayed"), None);
     let again = send(&server, Some("order-17"), None, &body);
     assert_eq!(again.status, 207);
@@ -94,7 +99,12 @@ fn a_key_reused_for_another_body_or_malformed_is_refused() {
     let server = start(dir.path(), "");
     assert_eq!(send(&server, Some("k-1"), None, &batch(2, 10)).status, 200);
     let reused = send(&server, Some("k-1"), None, &batch(3, 10));
-    assert_eq!(reused.status, 422, "{}", String::from_utf8_lossy(&reused.body));
+    assert_eq!(
+        reused.status,
+        422,
+        "{}",
+        String::from_utf8_lossy(&reused.body)
+    );
     assert_eq!(reused.json()["error"]["code"], "idempotency_key_reused");
     let long = "k".repeat(256);
     for bad in [long.as_str(), "with space"] {
@@ -120,13 +130,32 @@ fn keys_are_scoped_to_the_caller() {
         &["--config", path.to_str().expect("utf-8")],
         &[],
     );
-    let first = send(&server, Some("same"), Some("first-client-token"), &batch(5, 20));
-    let second = send(&server, Some("same"), Some("second-client-token"), &batch(6, 30));
+    let first = send(
+        &server,
+        Some("same"),
+        Some("first-client-token"),
+        &batch(5, 20),
+    );
+    let second = send(
+        &server,
+        Some("same"),
+        Some("second-client-token"),
+        &batch(6, 30),
+    );
     assert_eq!(first.status, 200);
-    assert_eq!(second.status, 200, "{}", String::from_utf8_lossy(&second.body));
+    assert_eq!(
+        second.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
     assert_eq!(second.header("idempotent-replayed"), None);
     assert_eq!(
-        metric(&server, "mm_ingest_events_total", Some("first-client-token")),
+        metric(
+            &server,
+            "mm_ingest_events_total",
+            Some("first-client-token")
+        ),
         50.0
     );
 }
@@ -160,7 +189,10 @@ fn a_retry_after_a_crash_is_answered_from_the_log_or_the_store() {
     assert!(checkpointed.is_some(), "the second batch is checkpointed");
     server.kill9();
     let server = start(dir.path(), "");
-    for (key, body, answer) in [("in-log", &in_log, &first), ("in-store", &in_store, &second)] {
+    for (key, body, answer) in [
+        ("in-log", &in_log, &first),
+        ("in-store", &in_store, &second),
+    ] {
         let retried = send(&server, Some(key), None, body);
         assert_eq!(retried.status, 200, "{key}");
         assert_eq!(retried.header("idempotent-replayed"), Some("true"), "{key}");
@@ -169,7 +201,11 @@ fn a_retry_after_a_crash_is_answered_from_the_log_or_the_store() {
     let counted = eventually(Duration::from_secs(20), || {
         (stored_calls(&server) == 500).then_some(())
     });
-    assert!(counted.is_some(), "each batch counted once: {}", stored_calls(&server));
+    assert!(
+        counted.is_some(),
+        "each batch counted once: {}",
+        stored_calls(&server)
+    );
 }
 
 #[test]
@@ -188,7 +224,9 @@ fn concurrent_requests_with_one_key_store_it_once() {
     });
     assert!(answers.contains(&200), "{answers:?}");
     assert!(
-        answers.iter().all(|status| *status == 200 || *status == 409),
+        answers
+            .iter()
+            .all(|status| *status == 200 || *status == 409),
         "answered or told the key is in use: {answers:?}"
     );
     assert_eq!(metric(&server, "mm_ingest_events_total", None), 3000.0);

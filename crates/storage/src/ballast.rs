@@ -129,6 +129,9 @@ mod tests {
         assert!(!dir.path().join("ballast.probe").exists());
         ballast.release().expect("releases");
         assert!(!ballast.present());
-        assert!(Ballast::new(dir.path(), 0).present(), "a zero ballast is always there");
+        assert!(
+            Ballast::new(dir.path(), 0).present(),
+            "a zero ballast is always there"
+        );
     }
 }

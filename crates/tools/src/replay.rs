@@ -257,13 +257,9 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<(Arc<ReplayStats>, Dura
         .map(|seconds| Instant::now() + Duration::from_secs(seconds));
     let started = Instant::now();
     // Unique per batch of this run: the run's start and the batch's sequence number.
-    let key_prefix = args.idempotency_keys.then(|| {
-        format!(
-            "replay-{}-{}",
-            std::process::id(),
-            mm_model::time::now_us()
-        )
-    });
+    let key_prefix = args
+        .idempotency_keys
+        .then(|| format!("replay-{}-{}", std::process::id(), mm_model::time::now_us()));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (client, url, batches, stats, next, progress) = (

@@ -81,10 +81,7 @@ impl Worker {
     /// Prepares a checkpoint and hands it to the writer (see `writer.rs`). `Ok(false)` when
     /// the broker did not take what an earlier checkpoint covered: the caller starts over from
     /// the last checkpoints.
-    pub(super) fn checkpoint(
-        &mut self,
-        consumer: &BaseConsumer<GroupContext>,
-    ) -> Result<bool> {
+    pub(super) fn checkpoint(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<bool> {
         if !self.collect(consumer, CommitMode::Async)? {
             return Ok(false);
         }
@@ -146,13 +143,12 @@ impl Worker {
                     watermark_us = checkpoint.watermark_us,
                     "checkpoint prepared"
                 );
-                let encoded =
-                    checkpoint
-                        .encode()
-                        .map_err(|source| ClusterError::Checkpoint {
-                            location: format!("of partition {}", state.partition),
-                            source,
-                        })?;
+                let encoded = checkpoint
+                    .encode()
+                    .map_err(|source| ClusterError::Checkpoint {
+                        location: format!("of partition {}", state.partition),
+                        source,
+                    })?;
                 checkpoints.push((state.partition, encoded));
                 commit.push((state.partition, state.next));
             }

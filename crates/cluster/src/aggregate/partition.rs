@@ -236,7 +236,9 @@ impl PartitionState {
             }
         });
         if let Some(error) = failure {
-            return Err(ClusterError::storage("reading what a replicated record covers")(error));
+            return Err(ClusterError::storage(
+                "reading what a replicated record covers",
+            )(error));
         }
         tracing::trace!(partition, offset, merchant = %call.merchant, minute, "late call pending");
         Ok(Outcome::Late)
@@ -397,10 +399,7 @@ mod tests {
             Ok(None)
         }
 
-        fn replicated(
-            &self,
-            _key: &WindowKey,
-        ) -> Result<Option<(Rollup, i32, i64)>, StorageError> {
+        fn replicated(&self, _key: &WindowKey) -> Result<Option<(Rollup, i32, i64)>, StorageError> {
             Ok(None)
         }
     }

@@ -155,7 +155,10 @@ impl Worker {
                         .unwrap_or_default();
                     break PartitionCheckpoint::decode(text).map_err(|source| {
                         ClusterError::Checkpoint {
-                            location: format!("at {topic} partition {partition} offset {}", high - 1),
+                            location: format!(
+                                "at {topic} partition {partition} offset {}",
+                                high - 1
+                            ),
                             source,
                         }
                     })?;

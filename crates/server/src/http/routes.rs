@@ -159,7 +159,9 @@ pub async fn ingest(
     };
     let key = match idempotency_key(&headers) {
         Ok(key) => key.map(|key| {
-            let scope = caller.as_ref().map_or("anonymous", |caller| caller.0.0.as_str());
+            let scope = caller
+                .as_ref()
+                .map_or("anonymous", |caller| caller.0.0.as_str());
             format!("{scope}:{key}")
         }),
         Err(error) => return refuse(error),
@@ -202,7 +204,10 @@ pub async fn ingest(
             StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
             [
                 (header::CONTENT_TYPE, "application/json"),
-                (header::HeaderName::from_static("idempotent-replayed"), "true"),
+                (
+                    header::HeaderName::from_static("idempotent-replayed"),
+                    "true",
+                ),
             ],
             body.to_vec(),
         )
@@ -281,13 +286,15 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
         IngestFailure::Closed => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).retry_after(5)
         }
-        IngestFailure::StorageUnavailable { disk_full: true, .. } => {
-            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message).retry_after(10)
-        }
-        IngestFailure::StorageUnavailable { .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message)
-                .retry_after(10)
-        }
+        IngestFailure::StorageUnavailable {
+            disk_full: true, ..
+        } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message).retry_after(10),
+        IngestFailure::StorageUnavailable { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            message,
+        )
+        .retry_after(10),
         IngestFailure::Storage(detail) => ApiError::internal("ingest", detail),
         IngestFailure::Aborted => ApiError::internal("ingest", message),
         IngestFailure::KeyInProgress => {

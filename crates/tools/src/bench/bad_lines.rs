@@ -62,7 +62,10 @@ pub(super) fn bench_bad_lines(args: &BenchArgs, work_dir: &Path) -> anyhow::Resu
     let after = server.rss_kib().unwrap_or(0);
     let high_water = server.peak_rss_kib().unwrap_or(peak);
     server.stop()?;
-    let answers = answers.lock().map(|answers| answers.clone()).unwrap_or_default();
+    let answers = answers
+        .lock()
+        .map(|answers| answers.clone())
+        .unwrap_or_default();
     println!(
         "bad-lines: {CLIENTS} clients × 16 MiB bodies of `x\\n` for {} s; request-memory bound {BOUND_MIB} MiB; server RSS before {} MiB, peak {} MiB (high-water mark {} MiB), 5 s after {} MiB; largest answer {} bytes; answers by status {answers:?} (0: connection failed)",
         args.ingest_seconds,

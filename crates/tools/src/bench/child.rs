@@ -66,7 +66,9 @@ impl ChildServer {
 
     /// SIGTERM for a graceful drain (30 s at most), then kill.
     pub fn stop(mut self) -> anyhow::Result<()> {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {

@@ -116,9 +116,8 @@ fn ingest_run(
     let peak_rss_mib = server.peak_rss_kib().map(|kib| kib / 1024);
     server.stop()?;
     let (stats, elapsed) = outcome?;
-    let load = |counter: &std::sync::atomic::AtomicU64| {
-        counter.load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     Ok(IngestRun {
         sent: load(&stats.sent_records),
         accepted: load(&stats.accepted),
