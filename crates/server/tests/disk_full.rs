@@ -94,15 +94,7 @@ fn batch(seed: u64, count: usize) -> Vec<u8> {
 
 /// Calls the ranking counts over the last hour.
 fn stored_calls(server: &ServerProcess) -> u64 {
-    let ranking = get(server.address, "/v1/merchants?limit=100").json();
-    ranking["merchants"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|row| row["calls"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    mm_testkit::ranked_calls(server.address)
 }
 
 fn metric(server: &ServerProcess, name: &str) -> Option<f64> {

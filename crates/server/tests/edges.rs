@@ -332,12 +332,7 @@ fn ingest_counts_batches_whose_client_left_right_after_sending() {
     );
     // Stored, too: the ranking counts every call once checkpointed.
     let stored = eventually(Duration::from_secs(20), || {
-        let ranking = get(server.address, "/v1/merchants?limit=10").json();
-        let calls: u64 = ranking["merchants"]
-            .as_array()?
-            .iter()
-            .map(|row| row["calls"].as_u64().unwrap_or(0))
-            .sum();
+        let calls = mm_testkit::ranked_calls(server.address);
         (calls == 10_000).then_some(calls)
     });
     assert_eq!(stored, Some(10_000));

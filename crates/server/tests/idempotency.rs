@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mm_testkit::{ServerProcess, calls, eventually, get, ndjson_line, now_us, request};
+use mm_testkit::{ServerProcess, calls, eventually, ndjson_line, now_us, request};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
 
@@ -42,15 +42,9 @@ fn metric(server: &ServerProcess, name: &str, token: Option<&str>) -> f64 {
     mm_testkit::metric_value(&String::from_utf8_lossy(&response.body), name).unwrap_or(0.0)
 }
 
+/// Calls the ranking counts over the last hour.
 fn stored_calls(server: &ServerProcess) -> u64 {
-    get(server.address, "/v1/merchants?limit=100").json()["merchants"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|row| row["calls"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    mm_testkit::ranked_calls(server.address)
 }
 
 fn start(dir: &std::path::Path, config: &str) -> ServerProcess {

@@ -283,6 +283,18 @@ pub fn metric_value(text: &str, name_with_labels: &str) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// Calls the merchant ranking counts (default period: the last hour, top 100 merchants).
+pub fn ranked_calls(address: SocketAddr) -> u64 {
+    get(address, "/v1/merchants?limit=100").json()["merchants"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| row["calls"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Polls `check` until it returns `Some` or `timeout` passes.
 pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

@@ -84,3 +84,16 @@ impl From<mm_query::QueryError> for ApiError {
         }
     }
 }
+
+/// The request memory budget is full, whichever step (reading the body, decompressing it,
+/// encoding its batch) asked for more.
+impl From<mm_http::BudgetExhausted> for ApiError {
+    fn from(exhausted: mm_http::BudgetExhausted) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory_bound",
+            exhausted.to_string(),
+        )
+        .retry_after(1)
+    }
+}

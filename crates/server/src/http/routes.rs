@@ -245,9 +245,7 @@ fn body_error(error: mm_http::BodyReadError) -> ApiError {
         BodyReadError::Stalled(_) | BodyReadError::TooSlow { .. } => {
             ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
         }
-        BodyReadError::Memory(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory_bound", message).retry_after(1)
-        }
+        BodyReadError::Memory(exhausted) => exhausted.into(),
         BodyReadError::Client(_) => ApiError::bad_request(message),
     }
 }
@@ -258,9 +256,7 @@ fn failure_to_error(failure: IngestFailure) -> ApiError {
         IngestFailure::Body(BodyError::TooLarge { .. }) => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
         }
-        IngestFailure::Body(BodyError::Memory(_)) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory_bound", message).retry_after(1)
-        }
+        IngestFailure::Body(BodyError::Memory(exhausted)) => exhausted.into(),
         IngestFailure::Body(BodyError::UnsupportedEncoding(_)) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
