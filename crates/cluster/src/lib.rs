@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use mm_kafka::{DeliveryTracker, KafkaSettings, TrackedProducer};
 use mm_model::mapping::EventParser;
+use mm_storage::health::StorageHealth;
 use mm_storage::rollups::RollupStore;
 use mm_telemetry::Metrics;
 use mm_window::WindowConfig;
@@ -63,6 +64,8 @@ pub struct ClusterOptions {
 /// The running cluster-mode pipeline of this instance.
 pub struct Cluster {
     pub store: Arc<RollupStore>,
+    /// Whether the replica store takes writes (the replicas report to it).
+    pub health: Arc<StorageHealth>,
     pub status: Arc<ClusterStatus>,
     pub progress: Arc<ReplicaProgress>,
     /// For HTTP ingest: produces accepted records to the input topic.
@@ -108,6 +111,7 @@ impl Cluster {
                     .map_err(ClusterError::kafka(format!("creating the {role} producer")))?,
             ))
         };
+        let health = StorageHealth::new();
         let status = Arc::new(ClusterStatus::new(options.max_in_flight));
         let progress = Arc::new(ReplicaProgress::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -141,6 +145,7 @@ impl Cluster {
                 progress: Some(progress.clone()),
                 activity: Some(activity),
                 metrics: metrics.clone(),
+                health: health.clone(),
             };
             Box::new(move || replica::run(settings, source, store, stop))
         })?);
@@ -152,6 +157,7 @@ impl Cluster {
                 progress: None,
                 activity: None,
                 metrics: metrics.clone(),
+                health: health.clone(),
             };
             Box::new(move || replica::run(settings, source, store, stop))
         })?);
@@ -198,6 +204,7 @@ impl Cluster {
         )?);
         Ok(Self {
             store,
+            health,
             status,
             progress,
             ingest_producer,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mm_kafka::{KafkaSettings, header};
 use mm_model::rollup::WindowKey;
 use mm_storage::codec;
+use mm_storage::health::StorageHealth;
 use mm_storage::rollups::{Replicated, RollupStore};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -184,6 +185,19 @@ pub struct ReplicaSource {
     /// Where server-sent-event subscribers listen (activity records only).
     pub activity: Option<broadcast::Sender<Arc<ActivityRecord>>>,
     pub metrics: Arc<Metrics>,
+    /// Where the replica reports that its store cannot write (and that it can again).
+    pub health: Arc<StorageHealth>,
+}
+
+/// How long the replica waits before reading again after its store refused a write.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Sleeps for `duration`, or less once `stop` is set.
+fn wait(stop: &AtomicBool, duration: Duration) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until && !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs the replica until `stop`; applies batches of at most `BATCH` records or 50 ms.
@@ -200,7 +214,13 @@ pub fn run(
         progress,
         activity,
         metrics,
+        health,
     } = source;
+    let component = if open {
+        "open-window replica"
+    } else {
+        "replica"
+    };
     let progress = progress.unwrap_or_default();
     let mut consumer: BaseConsumer = settings
         .reader("merchant-monitor-replica")
@@ -245,7 +265,16 @@ pub fn run(
                 .map_err(ClusterError::kafka(
                     "creating the activity replica consumer",
                 ))?;
-            expected = assign_from_store(&consumer, &store, &topic, partitions)?;
+            expected = match assign_from_store(&consumer, &store, &topic, partitions) {
+                Ok(expected) => expected,
+                Err(ClusterError::Storage { source, .. }) => {
+                    health.report_failure(component, source.is_disk_full(), source.to_string());
+                    wait(&stop, STORE_RETRY);
+                    reseek_at = Some(Instant::now());
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             guard = FetchGuard::new(
                 &topic,
                 settings.fetch_guard,
@@ -298,9 +327,22 @@ pub fn run(
             || (!positions.is_empty() && batch_started.elapsed() >= Duration::from_millis(50));
         if due {
             let updates: Vec<(i32, i64)> = positions.iter().map(|(p, o)| (*p, *o)).collect();
-            store
-                .apply_replicated(std::mem::take(&mut batch), &topic, &updates)
-                .map_err(ClusterError::storage("applying replicated rollups"))?;
+            if let Err(error) = store.apply_replicated(std::mem::take(&mut batch), &topic, &updates)
+            {
+                // A state to leave, not an end: what was not applied is read again from the
+                // topic, from the positions the store holds, once it takes writes again.
+                if health.report_failure(component, error.is_disk_full(), error.to_string()) {
+                    tracing::error!(%topic, %error, "the replica store cannot write; reading again from its positions once it can");
+                }
+                positions.clear();
+                records.clear();
+                wait(&stop, STORE_RETRY);
+                reseek_at = Some(Instant::now());
+                continue;
+            }
+            if health.report_recovered(component) {
+                tracing::info!(%topic, "the replica store takes writes again");
+            }
             progress.advance(&positions);
             positions.clear();
             caught_up(&consumer, &topic, &progress);

@@ -134,7 +134,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             ingestor,
             budget: budget.clone(),
             body_limits: config.http.body,
-            storage: None,
+            storage: Some(cluster.health.clone()),
             store: cluster.store.clone(),
             archive: None,
             cluster: Some(cluster.status.clone()),

@@ -595,3 +595,74 @@ fn both_deployments_emit_the_same_activity_records_for_the_same_input() {
     assert!(cluster.terminate());
     assert!(embedded.terminate());
 }
+
+#[test]
+fn a_replica_store_that_cannot_write_recovers_by_itself_and_loses_nothing() {
+    let Some(disk) = mm_testkit::SmallDisk::mount(64) else {
+        return;
+    };
+    let broker = Broker::in_memory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every window stays open: the open-window replica writes the store at every snapshot.
+    let config = write_config_with_grace(dir.path(), &broker, "full", "30m");
+    let data = disk.path().join("a");
+    let server = ServerProcess::start(EXE, &data, &["--config", &config], &[]);
+    let send_events = |events: &[ApiCall]| {
+        for chunk in events.chunks(1_000) {
+            let body: String = chunk.iter().map(ndjson_line).collect();
+            let response = mm_testkit::ingest(server.address, body.as_bytes()).expect("answers");
+            assert_eq!(
+                response.status, 200,
+                "ingest goes to the broker, not the disk"
+            );
+        }
+    };
+    let mut sent = events(31, 2_000, 20);
+    send_events(&sent);
+    assert_rollups_converge(&server, &sent, 20);
+
+    let filler = disk.fill();
+    // Replicated rollups keep coming; the store fails a write once its journal buffer meets
+    // the full disk.
+    let mut seed = 100;
+    let failing = eventually(Duration::from_secs(120), || {
+        seed += 1;
+        let more = events(seed, 2_000, 20);
+        send_events(&more);
+        sent.extend(more);
+        (metric(&server, "mm_storage_writable") == Some(0.0)).then_some(())
+    });
+    assert!(
+        failing.is_some(),
+        "the replica store never met the full disk"
+    );
+    let ready = get(server.address, "/readyz");
+    assert_eq!(
+        ready.status, 503,
+        "not ready while the replica store cannot write"
+    );
+    let health = get(server.address, "/healthz");
+    assert_eq!(
+        health.status, 200,
+        "alive: the state is left without a restart"
+    );
+    assert_eq!(health.json()["status"], "degraded");
+
+    std::fs::remove_file(filler).expect("room again");
+    assert_rollups_converge(&server, &sent, 20);
+    let recovered = eventually(Duration::from_secs(30), || {
+        (metric(&server, "mm_storage_writable") == Some(1.0)).then_some(())
+    });
+    assert!(
+        recovered.is_some(),
+        "the replicas report the store writable again"
+    );
+    assert!(metric(&server, "mm_storage_store_reopens_total").unwrap_or(0.0) >= 1.0);
+    assert_eq!(get(server.address, "/readyz").status, 200);
+    assert!(server.terminate());
+
+    // What the store holds after that is exact too.
+    let server = ServerProcess::start(EXE, &data, &["--config", &config], &[]);
+    assert_rollups_converge(&server, &sent, 20);
+    assert!(server.terminate());
+}

@@ -1,75 +1,11 @@
 //! A full disk is a state the server leaves by itself: the data directory is put on a small
 //! tmpfs mounted by the test and filled up with another file.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use mm_testkit::{ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us};
+use mm_testkit::{ServerProcess, SmallDisk, calls, eventually, get, ingest, ndjson_line, now_us};
 
 const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct SmallDisk {
-    _dir: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `megabytes`, or says loudly why it cannot.
-    fn mount(megabytes: u32) -> Option<Self> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mount = dir.path().join("disk");
-        std::fs::create_dir(&mount).expect("mount point");
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(&mount)
-            .output();
-        match mounted {
-            Ok(output) if output.status.success() => Some(Self { _dir: dir, mount }),
-            Ok(output) => {
-                eprintln!(
-                    "\n!!!!! SKIPPED: cannot mount a tmpfs for the disk-full test ({}); run the tests as root on Linux to cover it !!!!!\n",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
-                None
-            }
-            Err(error) => {
-                eprintln!(
-                    "\n!!!!! SKIPPED: cannot run mount for the disk-full test ({error}) !!!!!\n"
-                );
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.mount
-    }
-
-    /// Writes a file until the filesystem is full.
-    fn fill(&self) -> PathBuf {
-        let path = self.mount.join("filler");
-        let mut file = std::fs::File::create(&path).expect("filler created");
-        let chunk = vec![7u8; 256 * 1024];
-        loop {
-            if file.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        // Fill the last bytes too.
-        while file.write_all(&[7u8; 512]).is_ok() {}
-        let _ = file.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
 
 const CONFIG: &str = "[window]\ncheckpoint_interval = \"1s\"\n[storage]\nballast_bytes = 4194304\nwal_segment_bytes = 1048576\n";
 

@@ -43,6 +43,8 @@ pub enum StorageError {
         path: PathBuf,
         detail: String,
     },
+    #[error("the rollup store is being reopened after a failed write")]
+    Reopening,
     #[error("{0} poisoned by a panicked writer")]
     Poisoned(&'static str),
     #[error("undecodable {what}: {source}")]
@@ -60,6 +62,15 @@ impl StorageError {
             path: path.to_owned(),
             source,
         }
+    }
+
+    /// True when a write failed at the I/O level, after which fjall refuses every write until
+    /// the database is opened again.
+    pub(crate) fn breaks_store(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Store(fjall::Error::Io(_) | fjall::Error::Poisoned)
+        )
     }
 
     /// True when the error says the filesystem is full (or the quota is reached).

@@ -26,11 +26,13 @@
 //! - A window's stored rollup is final once its window closed; corrections are merged into it.
 //! - Merchant names and API names hold no control characters, so `0x00` separates fields.
 
+mod handle;
 mod ranking;
 mod read;
 mod replica;
 mod requests;
 
+pub use handle::RollupStore;
 pub use ranking::Totals;
 pub use replica::Replicated;
 
@@ -102,8 +104,8 @@ struct Day {
     index: Keyspace,
 }
 
-/// The store. Shared between the writer (aggregator) and readers (queries).
-pub struct RollupStore {
+/// One open fjall database with its keyspaces.
+struct Store {
     db: Database,
     meta: Keyspace,
     open: Keyspace,
@@ -113,14 +115,6 @@ pub struct RollupStore {
     days: RwLock<BTreeMap<i64, Day>>,
     /// Serializes [`RollupStore::apply_replicated`] (a read-check-write per window).
     replica_lock: std::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for RollupStore {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("RollupStore")
-            .finish_non_exhaustive()
-    }
 }
 
 /// An `i64` as 8 bytes whose byte order is its numeric order.
@@ -176,9 +170,8 @@ fn decode_error(what: &'static str) -> impl FnOnce(codec::CodecError) -> Storage
     move |source| StorageError::Codec { what, source }
 }
 
-impl RollupStore {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+impl Store {
+    fn open(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| StorageError::io("create store directory", dir, source))?;
         let db = Database::builder(dir)

@@ -118,8 +118,11 @@ pub struct Metrics {
     pub http_connections_timed_out: Family<KindLabel, Counter>,
     /// Bytes requests in flight hold of the request memory budget.
     pub http_request_memory_bytes: Gauge,
-    /// 1 while storage takes writes, 0 while a write is failing (embedded mode).
+    /// 1 while storage takes writes, 0 while a write is failing (in cluster mode: the replica
+    /// store).
     pub storage_writable: Gauge,
+    /// Times the rollup store was reopened after a failed write.
+    pub storage_store_reopens: Counter,
     /// 1 while storage cannot write because the disk is full.
     pub storage_disk_full: Gauge,
 }
@@ -173,6 +176,7 @@ impl Metrics {
             http_request_memory_bytes: Gauge::default(),
             storage_writable: Gauge::default(),
             storage_disk_full: Gauge::default(),
+            storage_store_reopens: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -204,6 +208,11 @@ impl Metrics {
             "mm_storage_disk_full",
             "1 while storage cannot write because the disk is full",
             metrics.storage_disk_full.clone(),
+        );
+        registry.register(
+            "mm_storage_store_reopens",
+            "Times the rollup store was reopened after a failed write",
+            metrics.storage_store_reopens.clone(),
         );
         registry.register(
             "mm_ingest_events",

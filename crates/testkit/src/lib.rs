@@ -4,9 +4,11 @@
 //! ([`MockKafka`]) for broker restarts.
 
 mod broker;
+mod disk;
 mod mock_kafka;
 
 pub use broker::Broker;
+pub use disk::SmallDisk;
 pub use mock_kafka::MockKafka;
 
 /// A Kafka-protocol cluster a test's clients can reach.

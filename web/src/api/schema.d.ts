@@ -67,7 +67,7 @@ export interface paths {
         };
         /**
          * Readiness
-         * @description Ready once recovery is done, the pipeline is running and storage takes writes (ingest would succeed).
+         * @description Ready once recovery is done, the pipeline is running and storage takes writes (on one machine: ingest would succeed; in cluster mode: the replica store that queries read is current).
          */
         get: operations["readyz"];
         put?: never;

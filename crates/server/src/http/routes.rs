@@ -329,6 +329,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .storage_disk_full
             .set(i64::from(!writable && storage.disk_full()));
     }
+    // The store counts its reopens; the counter follows it.
+    let reopens = &state.metrics.storage_store_reopens;
+    reopens.inc_by(state.store.reopens().saturating_sub(reopens.get()));
     state
         .metrics
         .http_request_memory_bytes
@@ -378,7 +381,7 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     path = "/readyz",
     tag = "operations",
     summary = "Readiness",
-    description = "Ready once recovery is done, the pipeline is running and storage takes writes (ingest would succeed).",
+    description = "Ready once recovery is done, the pipeline is running and storage takes writes (on one machine: ingest would succeed; in cluster mode: the replica store that queries read is current).",
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready (codes not_ready, disk_full, storage_unavailable)", body = ErrorBody),

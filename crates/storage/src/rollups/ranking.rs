@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use mm_model::rollup::{ClassCounts, Rollup, WindowKey};
 
-use super::{Day, RollupStore, day_of, sortable};
+use super::{Day, Store, day_of, sortable};
 use crate::StorageError;
 use crate::codec::{self, Reader};
 
@@ -90,7 +90,7 @@ pub(super) fn index_key(tag: u8, time: i64, merchant: &str) -> Vec<u8> {
     key.extend_from_slice(merchant.as_bytes());
     key
 }
-impl RollupStore {
+impl Store {
     pub(super) fn index_minute(
         &self,
         write: &mut fjall::OwnedWriteBatch,

@@ -4,13 +4,12 @@
 use mm_model::rollup::MERCHANT_TOTAL_API;
 
 use super::{
-    RollupStore, decode_error, merchant_name_key, series_prefix, sortable, split_rollup_key,
-    unsortable,
+    Store, decode_error, merchant_name_key, series_prefix, sortable, split_rollup_key, unsortable,
 };
 use crate::StorageError;
 use crate::codec::{self, RollupView};
 
-impl RollupStore {
+impl Store {
     /// Visits the stored rollups of one series, minutes in `[from_minute, to_minute)`, in order.
     pub fn scan_series(
         &self,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use mm_model::rollup::{Rollup, WindowKey};
 
-use super::{RollupStore, day_of, decode_error, rollup_key};
+use super::{Store, day_of, decode_error, rollup_key};
 use crate::StorageError;
 use crate::codec::{self, RollupState};
 
@@ -42,7 +42,7 @@ fn covers_key(key: &WindowKey) -> Vec<u8> {
     bytes.extend_from_slice(&rollup_key(key));
     bytes
 }
-impl RollupStore {
+impl Store {
     /// Whether the stored rollup of `key` is a provisional one of a window still open.
     pub fn is_open(&self, key: &WindowKey) -> Result<bool, StorageError> {
         let Some(day) = self.day(day_of(key.minute)) else {

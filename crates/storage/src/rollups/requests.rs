@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use fjall::OwnedWriteBatch;
 
-use super::{RollupStore, sortable};
+use super::{Store, sortable};
 use crate::StorageError;
 use crate::codec::Reader;
 use crate::wal::RequestRecord;
@@ -79,7 +79,7 @@ fn by_time_key(at_us: i64, key: &str) -> Vec<u8> {
     bytes
 }
 
-impl RollupStore {
+impl Store {
     /// The stored record of a scoped key, if any (expired or not).
     pub fn request(&self, key: &str) -> Result<Option<StoredRequest>, StorageError> {
         match self.requests.get(key.as_bytes())? {

@@ -21,7 +21,7 @@ const MINUTE: i64 = 29_921_224; // 2026-11-21T15:04Z
 fn commit(store: &RollupStore, batch: CheckpointBatch) -> PreparedCheckpoint {
     let prepared = store.prepare(batch).expect("prepares");
     let summary = PreparedCheckpoint {
-        batch: store.db.batch(),
+        batch: store.store().expect("open").db.batch(),
         finals: prepared.finals.clone(),
         corrected: prepared.corrected.clone(),
     };
@@ -123,11 +123,15 @@ fn corrections_merge_into_stored_finals_or_into_this_batch() {
         .expect("a corrected");
     assert_eq!(corrected_a.1.status, vec![(200, 1), (503, 1)]);
     let stored = store
+        .store()
+        .expect("open")
         .stored_rollup(&key("M", "a", MINUTE))
         .expect("reads")
         .expect("present");
     assert_eq!(stored, corrected_a.1);
     let stored = store
+        .store()
+        .expect("open")
         .stored_rollup(&key("N", "c", MINUTE - 600))
         .expect("reads")
         .expect("present");
@@ -416,4 +420,68 @@ fn a_final_replaces_the_snapshot_covering_as_much_when_a_partition_went_idle() {
         0
     );
     assert!(!store.is_open(&key("M", "a", MINUTE)).expect("reads"));
+}
+
+fn open_windows(merchants: usize, lsn: u64) -> CheckpointBatch {
+    CheckpointBatch {
+        open: (0..merchants)
+            .map(|index| {
+                let merchant = format!("merchant-{index:05}-{}", "x".repeat(40));
+                (key(&merchant, "a", MINUTE), rollup(&[(200, 1.0)]))
+            })
+            .collect(),
+        checkpoint: Checkpoint {
+            lsn,
+            ..Checkpoint::default()
+        },
+        ..CheckpointBatch::default()
+    }
+}
+
+#[test]
+fn a_store_whose_write_failed_reopens_itself_and_takes_the_batch_again() {
+    let Some(disk) = mm_testkit::SmallDisk::mount(16) else {
+        return;
+    };
+    let dir = disk.path().join("store");
+    let store = RollupStore::open(&dir).expect("opens");
+    commit(&store, open_windows(10, 1));
+    let filler = disk.fill();
+
+    // The journal write cannot fit: fjall refuses this and, from now on, every write of this
+    // database handle.
+    let batch = open_windows(5_000, 2);
+    let prepared = store.prepare(batch.clone()).expect("prepares in memory");
+    let error = store.commit(prepared).expect_err("the disk is full");
+    assert!(error.is_disk_full(), "{error}");
+    assert_eq!(
+        store
+            .load_checkpoint()
+            .expect("reads")
+            .map(|checkpoint| checkpoint.lsn),
+        Some(1),
+        "reads answer what was committed"
+    );
+    // Still full: the reopen itself may fail or the write may; either way, an error.
+    assert!(commit_result(&store, batch.clone()).is_err());
+
+    std::fs::remove_file(filler).expect("room again");
+    commit_result(&store, batch).expect("written after the store reopened itself");
+    assert!(store.reopens() >= 1);
+    assert_eq!(store.load_open().expect("loads").len(), 5_000);
+    assert_eq!(
+        store
+            .load_checkpoint()
+            .expect("reads")
+            .map(|checkpoint| checkpoint.lsn),
+        Some(2)
+    );
+    drop(store);
+    let store = RollupStore::open(&dir).expect("opens after a restart");
+    assert_eq!(store.load_open().expect("loads").len(), 5_000);
+}
+
+fn commit_result(store: &RollupStore, batch: CheckpointBatch) -> Result<(), StorageError> {
+    let prepared = store.prepare(batch)?;
+    store.commit(prepared)
 }
