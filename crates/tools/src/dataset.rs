@@ -83,3 +83,22 @@ pub fn write_gen(config: TrafficConfig, events: u64, output: &Path) -> anyhow::R
     );
     Ok(())
 }
+
+/// Opens an NDJSON file for reading, decompressing gzip and zstd (recognised by their magic
+/// bytes, whatever the file is called).
+pub fn open_input(path: &Path) -> anyhow::Result<Box<dyn std::io::Read + Send>> {
+    use std::io::{BufRead, BufReader};
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let head = reader
+        .fill_buf()
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(match head {
+        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader)
+                .with_context(|| format!("starting to decompress {}", path.display()))?,
+        ),
+        _ => Box::new(reader),
+    })
+}

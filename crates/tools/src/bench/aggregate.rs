@@ -268,7 +268,10 @@ pub(super) fn bench_stages(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<
 }
 
 pub(super) fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
-    let path = dataset(work_dir, args.events)?;
+    let path = match &args.input {
+        Some(path) => path.clone(),
+        None => dataset(work_dir, args.events)?,
+    };
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get()))
@@ -279,14 +282,14 @@ pub(super) fn bench_parse(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<(
     let mut summary = (0usize, 0u64, 0u64);
     for _ in 0..args.runs {
         let started = Instant::now();
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let file = crate::dataset::open_input(&path)?;
         let (events, late, rejected) = parse_and_aggregate(file, &parser, threads)?;
         rates.push(events as f64 / started.elapsed().as_secs_f64());
         summary = (events, late, rejected);
     }
     println!(
-        "parse+aggregate: {} events ({:.0} bytes/event, {} rejected, {} late), {threads} parser threads feeding one aggregator, {} runs: median {:.0} events/s",
+        "parse+aggregate of {}: {} events ({:.0} bytes/event on disk, {} rejected, {} late), {threads} parser threads feeding one aggregator, {} runs: median {:.0} events/s",
+        path.display(),
         summary.0,
         size as f64 / summary.0.max(1) as f64,
         summary.2,
