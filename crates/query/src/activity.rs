@@ -1,12 +1,13 @@
 //! The three rollup queries.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup};
 use mm_model::sketch::{LatencySketch, SketchAccumulator};
 use mm_model::time::{self, MICROS_PER_MINUTE};
 use mm_storage::codec::RollupView;
-use mm_storage::rollups::RollupStore;
+use mm_storage::rollups::{Counts, RollupStore};
 use serde::Serialize;
 
 use crate::params::{ApiSort, MerchantSort, Period, Step};
@@ -340,26 +341,36 @@ pub fn merchants(
     sort: MerchantSort,
     limit: usize,
 ) -> Result<MerchantsResponse, QueryError> {
-    let totals = store.merchant_totals(period.from_minute(), period.to_minute_exclusive())?;
-    let mut rows: Vec<MerchantRow> = totals
+    let counts = store.merchant_counts(period.from_minute(), period.to_minute_exclusive())?;
+    let mut rows: Vec<(Counts, Arc<str>)> = counts
         .into_iter()
-        .filter(|(_, totals)| totals.calls > 0)
-        .map(|(merchant, totals)| MerchantRow {
-            merchant,
-            calls: totals.calls,
-            errors: totals.classes.status_5xx,
-            error_rate: totals.classes.status_5xx as f64 / totals.calls as f64,
+        .filter(|entry| entry.counts.calls > 0)
+        .map(|entry| (entry.counts, entry.merchant))
+        .collect();
+    let order = |left: &(Counts, Arc<str>), right: &(Counts, Arc<str>)| {
+        let rate = |counts: &Counts| counts.errors as f64 / counts.calls as f64;
+        let order = match sort {
+            MerchantSort::Calls => right.0.calls.cmp(&left.0.calls),
+            MerchantSort::Errors => right.0.errors.cmp(&left.0.errors),
+            MerchantSort::ErrorRate => rate(&right.0).total_cmp(&rate(&left.0)),
+        };
+        order.then_with(|| left.1.cmp(&right.1))
+    };
+    // Only the first `limit` need sorting.
+    if rows.len() > limit && limit > 0 {
+        rows.select_nth_unstable_by(limit - 1, order);
+    }
+    rows.truncate(limit);
+    rows.sort_by(order);
+    let rows: Vec<MerchantRow> = rows
+        .into_iter()
+        .map(|(counts, merchant)| MerchantRow {
+            merchant: merchant.to_string(),
+            calls: counts.calls,
+            errors: counts.errors,
+            error_rate: counts.errors as f64 / counts.calls as f64,
         })
         .collect();
-    rows.sort_by(|left, right| {
-        let order = match sort {
-            MerchantSort::Calls => right.calls.cmp(&left.calls),
-            MerchantSort::Errors => right.errors.cmp(&left.errors),
-            MerchantSort::ErrorRate => right.error_rate.total_cmp(&left.error_rate),
-        };
-        order.then_with(|| left.merchant.cmp(&right.merchant))
-    });
-    rows.truncate(limit);
     Ok(MerchantsResponse { merchants: rows })
 }
 

@@ -33,7 +33,7 @@ mod replica;
 mod requests;
 
 pub use handle::RollupStore;
-pub use ranking::Totals;
+pub use ranking::{Counts, MerchantCounts, Totals};
 pub use replica::Replicated;
 
 use std::collections::BTreeMap;
@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
 use crate::codec::{self, RollupState};
-use ranking::index_key;
+use ranking::{MemoryRanking, MinuteChange, index_key};
 pub use requests::StoredRequest;
 
 const MINUTES_PER_DAY: i64 = 1440;
@@ -86,6 +86,8 @@ pub struct PreparedCheckpoint {
     pub finals: Vec<(WindowKey, Rollup)>,
     /// Corrected final rollups of windows that had closed before this batch.
     pub corrected: Vec<(WindowKey, Rollup)>,
+    /// The ranking's minute changes, applied in memory once the batch has committed.
+    changes: Vec<MinuteChange>,
 }
 
 impl std::fmt::Debug for PreparedCheckpoint {
@@ -113,6 +115,8 @@ struct Store {
     requests: Keyspace,
     requests_by_time: Keyspace,
     days: RwLock<BTreeMap<i64, Day>>,
+    /// The merchant ranking in memory, built from the index on disk.
+    ranking: RwLock<MemoryRanking>,
     /// Serializes [`RollupStore::apply_replicated`] (a read-check-write per window).
     replica_lock: std::sync::Mutex<()>,
 }
@@ -194,6 +198,7 @@ impl Store {
             let index = db.keyspace(&format!("i{day}"), KeyspaceCreateOptions::default)?;
             days.insert(day, Day { rollups, index });
         }
+        let ranking = Self::load_ranking(&days)?;
         Ok(Self {
             db,
             meta,
@@ -202,6 +207,7 @@ impl Store {
             requests,
             requests_by_time,
             days: RwLock::new(days),
+            ranking: RwLock::new(ranking),
             replica_lock: std::sync::Mutex::new(()),
         })
     }
@@ -319,7 +325,7 @@ impl Store {
         }
         closing.clear();
 
-        self.write_windows(
+        let changes = self.write_windows(
             &mut write,
             [
                 (RollupState::Final, finals.as_slice()),
@@ -338,16 +344,19 @@ impl Store {
             batch: write,
             finals,
             corrected,
+            changes,
         })
     }
 
     /// Writes windows with their index entries: the rollup, the open-window marker, the
-    /// merchant-name index and the ranking index (exact minute and hour totals).
+    /// merchant-name index and the ranking index (exact minute and hour totals). Returns the
+    /// ranking's minute changes, for [`Store::ranking_committed`] once the batch has committed.
     fn write_windows<const N: usize>(
         &self,
         write: &mut fjall::OwnedWriteBatch,
         groups: [(RollupState, &[(WindowKey, Rollup)]); N],
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<MinuteChange>, StorageError> {
+        let mut changes = Vec::new();
         let mut hour_deltas: BTreeMap<(i64, i64, String), [i64; 6]> = BTreeMap::new();
         // The name index holds each merchant's latest minute written in this batch.
         let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
@@ -366,7 +375,7 @@ impl Store {
                 if key.api == MERCHANT_TOTAL_API {
                     let seen = last_seen.entry(key.merchant.as_str()).or_insert(key.minute);
                     *seen = (*seen).max(key.minute);
-                    self.index_minute(write, &day, key, rollup, &mut hour_deltas)?;
+                    self.index_minute(write, &day, key, rollup, &mut hour_deltas, &mut changes)?;
                 }
             }
         }
@@ -396,7 +405,14 @@ impl Store {
                 Totals::from_fields(fields).encode(),
             );
         }
-        Ok(())
+        Ok(changes)
+    }
+
+    /// Brings the ranking in memory along with a committed batch.
+    fn ranking_committed(&self, changes: &[MinuteChange]) {
+        if let Ok(mut ranking) = self.ranking.write() {
+            ranking.apply(changes);
+        }
     }
 
     /// Commits a prepared checkpoint atomically and durably.
@@ -405,6 +421,7 @@ impl Store {
             .batch
             .durability(Some(PersistMode::SyncData))
             .commit()?;
+        self.ranking_committed(&prepared.changes);
         Ok(())
     }
 
@@ -426,6 +443,11 @@ impl Store {
                 }
             }
             stale.commit()?;
+        }
+        if let Some((last, _)) = expired.last()
+            && let Ok(mut ranking) = self.ranking.write()
+        {
+            ranking.drop_days_before(last + 1);
         }
         for (day, handles) in &expired {
             if let Ok(mut days) = self.days.write() {

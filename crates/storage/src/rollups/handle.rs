@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use mm_model::rollup::{Rollup, WindowKey};
 
 use super::{
-    Checkpoint, CheckpointBatch, PreparedCheckpoint, Replicated, Store, StoredRequest, Totals,
+    Checkpoint, CheckpointBatch, MerchantCounts, PreparedCheckpoint, Replicated, Store,
+    StoredRequest,
 };
 use crate::StorageError;
 use crate::codec::RollupView;
@@ -169,13 +170,13 @@ impl RollupStore {
         self.store().map_or(0, |store| store.disk_space())
     }
 
-    /// Totals per merchant over `[from_minute, to_minute)`, from the ranking index.
-    pub fn merchant_totals(
+    /// Calls and server errors per merchant over `[from_minute, to_minute)`.
+    pub fn merchant_counts(
         &self,
         from_minute: i64,
         to_minute: i64,
-    ) -> Result<BTreeMap<String, Totals>, StorageError> {
-        self.store()?.merchant_totals(from_minute, to_minute)
+    ) -> Result<Vec<MerchantCounts>, StorageError> {
+        self.store()?.merchant_counts(from_minute, to_minute)
     }
 
     /// Visits the stored rollups of one series, minutes in `[from_minute, to_minute)`, in order.

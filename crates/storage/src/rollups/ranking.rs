@@ -2,8 +2,14 @@
 //! windows are rewritten, and the merchant ranking read from it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use mm_model::rollup::{ClassCounts, Rollup, WindowKey};
+
+mod memory;
+
+pub use memory::{Counts, MerchantCounts};
+pub(super) use memory::{MemoryRanking, MinuteChange};
 
 use super::{Day, Store, day_of, sortable};
 use crate::StorageError;
@@ -98,6 +104,7 @@ impl Store {
         key: &WindowKey,
         rollup: &Rollup,
         hour_deltas: &mut BTreeMap<(i64, i64, String), [i64; 6]>,
+        changes: &mut Vec<MinuteChange>,
     ) -> Result<(), StorageError> {
         let minute_key = index_key(b'm', key.minute, &key.merchant);
         let previous = match day.index.get(&minute_key)? {
@@ -106,6 +113,12 @@ impl Store {
         };
         let current = Totals::of(rollup);
         write.insert(&day.index, minute_key, current.encode());
+        changes.push(MinuteChange {
+            merchant: key.merchant.clone(),
+            minute: key.minute,
+            previous: Counts::of(&previous),
+            current: Counts::of(&current),
+        });
         let delta = hour_deltas
             .entry((
                 day_of(key.minute),
@@ -123,54 +136,123 @@ impl Store {
         Ok(())
     }
 
-    /// Totals per merchant over `[from_minute, to_minute)`, from the ranking index: whole
-    /// hours from the hour entries, the ragged ends from the minute entries.
-    pub fn merchant_totals(
+    /// Calls and server errors per merchant over `[from_minute, to_minute)` (merchants with
+    /// none included), from the ranking in memory: whole days, whole hours, and the minutes at
+    /// the ragged ends; minutes older than the memory's horizon are read from the index on disk.
+    pub fn merchant_counts(
         &self,
         from_minute: i64,
         to_minute: i64,
-    ) -> Result<BTreeMap<String, Totals>, StorageError> {
-        let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
-        if from_minute >= to_minute {
-            return Ok(totals);
+    ) -> Result<Vec<MerchantCounts>, StorageError> {
+        let mut sums = Vec::new();
+        let memory = self
+            .ranking
+            .read()
+            .map_err(|_| StorageError::Poisoned("ranking"))?;
+        let missing = memory.sum(from_minute, to_minute, &mut sums);
+        let mut counts: Vec<MerchantCounts> = sums
+            .iter()
+            .enumerate()
+            .map(|(id, counts)| MerchantCounts {
+                merchant: memory.name(id).clone(),
+                counts: *counts,
+            })
+            .collect();
+        drop(memory);
+        let mut extra: BTreeMap<String, Counts> = BTreeMap::new();
+        for (from, to) in missing {
+            self.scan_minute_index(from, to, |merchant, totals| {
+                let entry = extra.entry(merchant.to_owned()).or_default();
+                entry.calls += totals.calls;
+                entry.errors += totals.classes.status_5xx;
+            })?;
         }
-        let first_full_hour = (from_minute + 59).div_euclid(60);
-        let end_full_hour = to_minute.div_euclid(60);
-        let mut spans: Vec<(u8, i64, i64)> = Vec::new();
-        if first_full_hour < end_full_hour {
-            spans.push((b'm', from_minute, first_full_hour * 60));
-            spans.push((b'h', first_full_hour, end_full_hour));
-            spans.push((b'm', end_full_hour * 60, to_minute));
-        } else {
-            spans.push((b'm', from_minute, to_minute));
-        }
-        for (tag, from, to) in spans {
-            if from >= to {
-                continue;
-            }
-            let (from_min, to_min) = if tag == b'h' {
-                (from * 60, to * 60)
-            } else {
-                (from, to)
-            };
-            for (_, day) in self.days_between(from_min, to_min) {
-                let start = index_key(tag, from, "");
-                let end = index_key(tag, to, "");
-                for guard in day.index.range(start.as_slice()..end.as_slice()) {
-                    let (key, value) = guard.into_inner()?;
-                    let Ok(merchant) = std::str::from_utf8(&key[9..]) else {
-                        continue;
-                    };
-                    let entry = Totals::decode(&value)?;
-                    match totals.get_mut(merchant) {
-                        Some(existing) => existing.add(&entry),
-                        None => {
-                            totals.insert(merchant.to_owned(), entry);
-                        }
+        if !extra.is_empty() {
+            let position: BTreeMap<Arc<str>, usize> = counts
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| (entry.merchant.clone(), index))
+                .collect();
+            for (merchant, add) in extra {
+                match position.get(merchant.as_str()) {
+                    Some(index) => {
+                        let entry = &mut counts[*index].counts;
+                        entry.calls += add.calls;
+                        entry.errors += add.errors;
                     }
+                    None => counts.push(MerchantCounts {
+                        merchant: Arc::from(merchant),
+                        counts: add,
+                    }),
                 }
             }
         }
-        Ok(totals)
+        Ok(counts)
+    }
+
+    /// Visits the minute entries of the index on disk in `[from_minute, to_minute)`.
+    fn scan_minute_index(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+        mut visit: impl FnMut(&str, &Totals),
+    ) -> Result<(), StorageError> {
+        for (_, day) in self.days_between(from_minute, to_minute) {
+            let start = index_key(b'm', from_minute, "");
+            let end = index_key(b'm', to_minute, "");
+            for guard in day.index.range(start.as_slice()..end.as_slice()) {
+                let (key, value) = guard.into_inner()?;
+                if let Ok(merchant) = std::str::from_utf8(&key[9..]) {
+                    visit(merchant, &Totals::decode(&value)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the ranking in memory from the index on disk: every hour entry, and the minute
+    /// entries within the horizon of the newest one.
+    pub(super) fn load_ranking(days: &BTreeMap<i64, Day>) -> Result<MemoryRanking, StorageError> {
+        let mut memory = MemoryRanking::default();
+        // The newest minute entry is in the newest day that has one.
+        for day in days.values().rev() {
+            let start = index_key(b'm', i64::MIN, "");
+            let end = index_key(b'm', i64::MAX, "");
+            if let Some(guard) = day
+                .index
+                .range(start.as_slice()..end.as_slice())
+                .next_back()
+            {
+                let key = guard.key()?;
+                if let Some(minute) = key.get(1..9).and_then(super::unsortable) {
+                    memory.set_newest_minute(minute);
+                    break;
+                }
+            }
+        }
+        let floor = memory.minute_floor();
+        let entries = |day: &Day, tag: u8, visit: &mut dyn FnMut(&str, i64, Totals)| {
+            for guard in day.index.prefix([tag]) {
+                let (key, value) = guard.into_inner()?;
+                if let (Some(time), Ok(merchant)) = (
+                    key.get(1..9).and_then(super::unsortable),
+                    std::str::from_utf8(key.get(9..).unwrap_or_default()),
+                ) {
+                    visit(merchant, time, Totals::decode(&value)?);
+                }
+            }
+            Ok::<(), StorageError>(())
+        };
+        for (number, day) in days {
+            entries(day, b'h', &mut |merchant, hour, totals| {
+                memory.load_hour(merchant, hour, &totals)
+            })?;
+            if *number >= day_of(floor) {
+                entries(day, b'm', &mut |merchant, minute, totals| {
+                    memory.load_minute(merchant, minute, &totals)
+                })?;
+            }
+        }
+        Ok(memory)
     }
 }

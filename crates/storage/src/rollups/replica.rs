@@ -108,7 +108,7 @@ impl Store {
         }
         let written = windows.len() + open_windows.len();
         let mut write = self.db.batch();
-        self.write_windows(
+        let changes = self.write_windows(
             &mut write,
             [
                 (RollupState::Final, windows.as_slice()),
@@ -130,6 +130,7 @@ impl Store {
             );
         }
         write.commit()?;
+        self.ranking_committed(&changes);
         Ok(written)
     }
 

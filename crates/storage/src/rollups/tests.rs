@@ -24,9 +24,19 @@ fn commit(store: &RollupStore, batch: CheckpointBatch) -> PreparedCheckpoint {
         batch: store.store().expect("open").db.batch(),
         finals: prepared.finals.clone(),
         corrected: prepared.corrected.clone(),
+        changes: Vec::new(),
     };
     store.commit(prepared).expect("commits");
     summary
+}
+
+fn counts(store: &RollupStore, from: i64, to: i64) -> BTreeMap<String, Counts> {
+    store
+        .merchant_counts(from, to)
+        .expect("ranks")
+        .into_iter()
+        .map(|entry| (entry.merchant.to_string(), entry.counts))
+        .collect()
 }
 
 #[test]
@@ -142,7 +152,7 @@ fn corrections_merge_into_stored_finals_or_into_this_batch() {
 }
 
 #[test]
-fn merchant_totals_use_hours_and_minutes_exactly() {
+fn merchant_counts_use_hours_and_minutes_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = RollupStore::open(dir.path()).expect("opens");
     let start = MINUTE - MINUTE % 60 - 90; // 1.5 hours before an hour boundary
@@ -180,7 +190,7 @@ fn merchant_totals_use_hours_and_minutes_exactly() {
         (start + 30, start + 31),
         (start + 90, start + 150),
     ] {
-        let totals = store.merchant_totals(from, to).expect("ranks");
+        let totals = counts(&store, from, to);
         for merchant in ["A", "B", "C"] {
             let want: u64 = expected
                 .range((merchant.to_owned(), from)..(merchant.to_owned(), to))
@@ -188,9 +198,7 @@ fn merchant_totals_use_hours_and_minutes_exactly() {
                 .sum();
             let got = totals.get(merchant).map_or(0, |entry| entry.calls);
             assert_eq!(got, want, "{merchant} over [{from}, {to})");
-            let errors = totals
-                .get(merchant)
-                .map_or(0, |entry| entry.classes.status_5xx);
+            let errors = totals.get(merchant).map_or(0, |entry| entry.errors);
             assert_eq!(errors, want);
         }
     }
@@ -300,7 +308,7 @@ fn replicated_rollups_keep_the_version_that_covers_most() {
         )
         .expect("applies");
     assert_eq!(written, 1);
-    let totals = store.merchant_totals(MINUTE, MINUTE + 1).expect("totals");
+    let totals = counts(&store, MINUTE, MINUTE + 1);
     assert_eq!(totals["M"].calls, 2);
     assert_eq!(
         store
@@ -329,9 +337,9 @@ fn replicated_rollups_keep_the_version_that_covers_most() {
         .expect("present");
     assert_eq!((stored.calls, partition, covers), (3, 3, 25));
     // The ranking index moved by the difference only: 3 calls, one of them a 5xx.
-    let totals = store.merchant_totals(MINUTE, MINUTE + 60).expect("totals");
+    let totals = counts(&store, MINUTE, MINUTE + 60);
     assert_eq!(totals["M"].calls, 3);
-    assert_eq!(totals["M"].classes.status_5xx, 1);
+    assert_eq!(totals["M"].errors, 1);
     assert_eq!(
         store.replica_positions("activity").expect("positions"),
         BTreeMap::from([(0, 14)])
@@ -484,4 +492,83 @@ fn a_store_whose_write_failed_reopens_itself_and_takes_the_batch_again() {
 fn commit_result(store: &RollupStore, batch: CheckpointBatch) -> Result<(), StorageError> {
     let prepared = store.prepare(batch)?;
     store.commit(prepared)
+}
+
+/// Four days of minutes: rankings over whole days, hours and ragged minutes, also minutes older
+/// than the memory's horizon (read from disk), equal the per-minute fold, before and after a
+/// reopen (which rebuilds the memory from disk), and with corrections.
+#[test]
+fn merchant_counts_over_days_match_the_minutes_before_and_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = MINUTE - MINUTE % 1440 - 3 * 1440 - 77;
+    let end = MINUTE + 1;
+    let mut expected: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
+    let mut finals = Vec::new();
+    for minute in (start..end).step_by(13) {
+        for (merchant, every) in [("A", 1), ("B", 3)] {
+            if (minute / 13) % every == 0 {
+                let calls = 1 + (minute % 4) as usize;
+                let calls: Vec<(u16, f64)> = (0..calls)
+                    .map(|index| (if index == 0 { 503 } else { 200 }, 1.0))
+                    .collect();
+                expected.insert((merchant.to_owned(), minute), (calls.len() as u64, 1));
+                finals.push((key(merchant, "", minute), rollup(&calls)));
+            }
+        }
+    }
+    let corrections: Vec<_> = finals
+        .iter()
+        .step_by(5)
+        .map(|(window, _)| {
+            let entry = expected
+                .get_mut(&(window.merchant.clone(), window.minute))
+                .expect("known");
+            entry.0 += 2;
+            (window.clone(), rollup(&[(200, 1.0), (200, 2.0)]))
+        })
+        .collect();
+    let check = |store: &RollupStore| {
+        for (from, to) in [
+            (start, end),
+            (start + 5, end),
+            (start + 1440 + 61, end - 600),
+            (end - 1440, end),
+            (end - 2 * 1440 - 17, end - 1440 + 3),
+            (start + 200, start + 230),
+        ] {
+            let totals = counts(store, from, to);
+            for merchant in ["A", "B"] {
+                let want = expected
+                    .range((merchant.to_owned(), from)..(merchant.to_owned(), to))
+                    .fold((0, 0), |sum, (_, (calls, errors))| {
+                        (sum.0 + calls, sum.1 + errors)
+                    });
+                let got = totals
+                    .get(merchant)
+                    .map_or((0, 0), |entry| (entry.calls, entry.errors));
+                assert_eq!(got, want, "{merchant} over [{from}, {to})");
+            }
+        }
+    };
+    {
+        let store = RollupStore::open(dir.path()).expect("opens");
+        for chunk in finals.chunks(500) {
+            commit(
+                &store,
+                CheckpointBatch {
+                    finals: chunk.to_vec(),
+                    ..CheckpointBatch::default()
+                },
+            );
+        }
+        commit(
+            &store,
+            CheckpointBatch {
+                corrections,
+                ..CheckpointBatch::default()
+            },
+        );
+        check(&store);
+    }
+    check(&RollupStore::open(dir.path()).expect("reopens"));
 }
