@@ -47,6 +47,7 @@ mod segment;
 
 pub use segment::{MetadataCache, RowQuery, SegmentInfo};
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -116,6 +117,9 @@ struct Manifest {
     /// Every WAL frame up to this LSN is in the segments below.
     archived_lsn: u64,
     segments: Vec<SegmentInfo>,
+    /// Imported sources (not in the WAL): how far each one's events are in segments.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    imports: BTreeMap<String, u64>,
 }
 
 /// Durable WAL batches not yet in a segment, kept as they were logged: appending is cheap
@@ -289,7 +293,26 @@ impl Archive {
                 }
             })?;
         }
-        let order = segment::segment_order(&events);
+        let new_segments =
+            self.write_segments(&events, &format!("seg-{:020}.parquet", taken.last_lsn))?;
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        let mut manifest = state.manifest.clone();
+        manifest.segments.extend(new_segments);
+        manifest.archived_lsn = manifest.archived_lsn.max(taken.last_lsn);
+        self.write_manifest(&manifest)?;
+        state.manifest = manifest;
+        state.taken = None;
+        Ok(taken.events)
+    }
+
+    /// Writes `events` to one segment per hour, each called `file` in its hour's directory;
+    /// the manifest does not list them yet.
+    fn write_segments(
+        &self,
+        events: &[mm_model::ApiCallRef<'_>],
+        file: &str,
+    ) -> Result<Vec<SegmentInfo>, ArchiveError> {
+        let order = segment::segment_order(events);
         let mut new_segments = Vec::new();
         let mut start = 0;
         while start < order.len() {
@@ -302,8 +325,8 @@ impl Archive {
             let directory = self.dir.join(hour_directory(hour));
             std::fs::create_dir_all(&directory)
                 .map_err(|source| ArchiveError::io("create hour directory", &directory, source))?;
-            let path = directory.join(format!("seg-{:020}.parquet", taken.last_lsn));
-            new_segments.push(segment::write(&path, hour, &events, &order[start..end])?);
+            let path = directory.join(file);
+            new_segments.push(segment::write(&path, hour, events, &order[start..end])?);
             sync_directory(&directory);
             start = end;
         }
@@ -313,14 +336,46 @@ impl Archive {
                 tracing::warn!(%error, "could not preload a new segment's footer");
             }
         }
+        Ok(new_segments)
+    }
+
+    /// Writes imported events (batch payloads as `mm_storage::wal` encodes them; they are not
+    /// in the write-ahead log) to segments and, in the same manifest switch, records that the
+    /// import of `source` has come to `position`. Returns the events written.
+    pub fn write_imported(
+        &self,
+        payloads: &[Vec<u8>],
+        source: &str,
+        position: u64,
+    ) -> Result<usize, ArchiveError> {
+        let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
+        let mut events = Vec::new();
+        for payload in payloads {
+            wal::decode_batch(payload, |event| events.push(event)).map_err(|source| {
+                ArchiveError::Decode {
+                    lsn: 0,
+                    detail: source.to_string(),
+                }
+            })?;
+        }
+        let new_segments =
+            self.write_segments(&events, &format!("imp-{source}-{position:020}.parquet"))?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut manifest = state.manifest.clone();
         manifest.segments.extend(new_segments);
-        manifest.archived_lsn = manifest.archived_lsn.max(taken.last_lsn);
+        manifest.imports.insert(source.to_owned(), position);
         self.write_manifest(&manifest)?;
         state.manifest = manifest;
-        state.taken = None;
-        Ok(taken.events)
+        Ok(events.len())
+    }
+
+    /// How far the import of `source` is in segments (0 when it never started).
+    pub fn imported(&self, source: &str) -> u64 {
+        self.state
+            .read()
+            .ok()
+            .and_then(|state| state.manifest.imports.get(source).copied())
+            .unwrap_or(0)
     }
 
     fn write_manifest(&self, manifest: &Manifest) -> Result<(), ArchiveError> {

@@ -8,4 +8,5 @@
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod import;
 pub mod serve;

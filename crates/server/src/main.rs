@@ -38,6 +38,8 @@ enum Command {
     },
     /// Write a realistic NDJSON dataset of N events (seeded, with controlled disorder).
     Gen(mm_tools::dataset::GenArgs),
+    /// Bulk-load historical API-call logs into a stopped server's data directory (resumable).
+    Import(merchant_monitor::import::ImportArgs),
     /// Send an NDJSON file to a server's ingest endpoint, with progress and a final rate.
     Replay(mm_tools::replay::ReplayArgs),
     /// Run the benchmarks and print medians.
@@ -96,6 +98,10 @@ fn main() -> anyhow::Result<()> {
                 seed,
             };
             runtime()?.block_on(serve::run(server, Some(demo)))
+        }
+        Command::Import(args) => {
+            init_logging(false);
+            merchant_monitor::import::run(args)
         }
         Command::Gen(args) => mm_tools::dataset::run(args),
         Command::Replay(args) => runtime()?.block_on(mm_tools::replay::run(args)),

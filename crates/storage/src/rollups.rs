@@ -51,6 +51,8 @@ pub use requests::StoredRequest;
 
 const MINUTES_PER_DAY: i64 = 1440;
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+/// Prefix of the `meta` keys holding import progress.
+const IMPORT_PREFIX: &str = "import:";
 
 /// The WAL position and window clocks a checkpoint covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +425,63 @@ impl Store {
             .commit()?;
         self.ranking_committed(&prepared.changes);
         Ok(())
+    }
+
+    /// Merges imported calls into the store, atomically with the import's progress record
+    /// (`progress`: a key of its own and a value, in the `meta` keyspace). Each window's calls
+    /// are added to what is stored; a window stays (or becomes) open when it is open in the
+    /// store or starts at or after `open_from_minute` (a window a starting server would still
+    /// count into, so it restores it with these calls), and is final otherwise.
+    pub fn import(
+        &self,
+        windows: &[(WindowKey, Rollup)],
+        open_from_minute: i64,
+        progress: (&str, &[u8]),
+    ) -> Result<(), StorageError> {
+        let mut finals = Vec::new();
+        let mut open = Vec::new();
+        for (key, calls) in windows {
+            let stored = match self.day(day_of(key.minute)) {
+                Some(day) => day.rollups.get(rollup_key(key))?,
+                None => None,
+            };
+            let (mut merged, state) = match stored {
+                Some(bytes) => {
+                    codec::decode_rollup(&bytes).map_err(decode_error("stored rollup"))?
+                }
+                None => (Rollup::default(), RollupState::Final),
+            };
+            merged.merge(calls);
+            if state == RollupState::Open || key.minute >= open_from_minute {
+                open.push((key.clone(), merged));
+            } else {
+                finals.push((key.clone(), merged));
+            }
+        }
+        let mut write = self.db.batch();
+        let changes = self.write_windows(
+            &mut write,
+            [
+                (RollupState::Final, finals.as_slice()),
+                (RollupState::Open, open.as_slice()),
+            ],
+        )?;
+        write.insert(
+            &self.meta,
+            format!("{IMPORT_PREFIX}{}", progress.0),
+            progress.1,
+        );
+        write.durability(Some(PersistMode::SyncData)).commit()?;
+        self.ranking_committed(&changes);
+        Ok(())
+    }
+
+    /// The progress record of an import, as [`Store::import`] last wrote it.
+    pub fn import_progress(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .meta
+            .get(format!("{IMPORT_PREFIX}{key}"))?
+            .map(|value| value.to_vec()))
     }
 
     /// Drops every day whose minutes are all older than `oldest_kept_minute`; returns how many.

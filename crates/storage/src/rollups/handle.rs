@@ -160,6 +160,23 @@ impl RollupStore {
         self.write(|store| store.commit(prepared))
     }
 
+    /// Merges imported calls into the store with the import's progress, atomically: each
+    /// window is added to what is stored, and is open when it is open in the store or starts
+    /// at or after `open_from_minute`, final otherwise.
+    pub fn import(
+        &self,
+        windows: &[(WindowKey, Rollup)],
+        open_from_minute: i64,
+        progress: (&str, &[u8]),
+    ) -> Result<(), StorageError> {
+        self.write(|store| store.import(windows, open_from_minute, progress))
+    }
+
+    /// The progress record an import last wrote under `key`.
+    pub fn import_progress(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.store()?.import_progress(key)
+    }
+
     /// Drops every day whose minutes are all older than `oldest_kept_minute`; returns how many.
     pub fn enforce_retention(&self, oldest_kept_minute: i64) -> Result<usize, StorageError> {
         self.write(|store| store.enforce_retention(oldest_kept_minute))

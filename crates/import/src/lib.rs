@@ -1,0 +1,595 @@
+//! `merchant-monitor import`: historical API-call logs into a data directory, as if they had
+//! been ingested live.
+//!
+//! Each file (NDJSON, plain, gzip or zstd) is cut into line-aligned chunks that parser threads
+//! (one per core) parse and validate exactly as `/v1/ingest` does (same field mapping, same
+//! time bounds, same per-record errors), encoding the accepted events as write-ahead-log
+//! batches. One thread takes the chunks back in file order and adds every call to its
+//! (merchant, api, minute) window and the merchant-wide one. Every [`UNIT_BYTES`] of input it
+//! commits a unit: the events to archive segments (the manifest records how far the file is
+//! archived), then the windows merged into the rollup store with the file's progress, in one
+//! atomic batch, then the rejected lines to the file's rejection report.
+//!
+//! An interrupted import (a crash, Ctrl-C) continues where it stopped: the archive and the
+//! store each know how far they have the file, the import reads again from the smaller and
+//! gives each only what it lacks, and the rejection report is cut back to the length the store
+//! recorded. Nothing is counted or archived twice.
+//!
+//! The server must be stopped (the store's lock says so otherwise). Windows a server starting
+//! now would still count into are written open, so the server restores them with these calls;
+//! older ones are written final, added to what is stored.
+
+mod source;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mm_archive::{Archive, ArchiveConfig};
+use mm_ingest::{IngestLimits, process_body};
+use mm_model::mapping::{EventParser, FieldMapping, TimeBounds};
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+use mm_model::time::{MICROS_PER_MINUTE, minute_of, now_us};
+use mm_storage::rollups::RollupStore;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use source::Source;
+
+/// Input bytes (decompressed) per committed unit by default: what an interruption can cost
+/// again, and about what a unit holds in memory.
+pub const UNIT_BYTES: u64 = 128 << 20;
+
+/// Errors of an import.
+#[derive(Debug, Error)]
+pub enum ImportError {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the rollup store in {} (is a server running on this data directory?): {source}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: mm_storage::StorageError,
+    },
+    #[error("writing to the rollup store: {0}")]
+    Write(#[source] mm_storage::StorageError),
+    #[error("archive: {0}")]
+    Archive(#[from] mm_archive::ArchiveError),
+    #[error("field mapping: {0}")]
+    Mapping(String),
+    #[error("{}: {detail}", path.display())]
+    Input { path: PathBuf, detail: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl ImportError {
+    fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        ImportError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// What an import needs to know: the server's settings that decide what is accepted.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub data_dir: PathBuf,
+    pub mapping: FieldMapping,
+    /// Events older than this (from now) are rejected, as by ingest.
+    pub retention: Duration,
+    /// Events further ahead than this are rejected, as by ingest.
+    pub max_clock_skew: Duration,
+    pub max_record_bytes: usize,
+    /// The server's grace: windows a server starting now would still count into are written
+    /// open.
+    pub grace: Duration,
+    /// Parser threads.
+    pub threads: usize,
+    /// Where the rejection reports go [default: `<data dir>/import`].
+    pub report_dir: Option<PathBuf>,
+    /// Input bytes per committed unit ([`UNIT_BYTES`]); an import that continues another
+    /// must use the same.
+    pub unit_bytes: u64,
+}
+
+/// How one file's import went (cumulative over interrupted runs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProgress {
+    pub path: String,
+    /// Decompressed bytes imported.
+    pub position: u64,
+    /// Lines before `position`.
+    pub lines: u64,
+    /// Records (non-blank lines) read.
+    pub records: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Rejected records by code.
+    pub rejected_by_code: BTreeMap<String, u64>,
+    /// Length of the rejection report.
+    pub report_bytes: u64,
+    /// Every line is imported.
+    pub done: bool,
+}
+
+/// The outcome of one file.
+#[derive(Debug, Clone)]
+pub struct FileOutcome {
+    pub progress: FileProgress,
+    /// The rejection report (one JSON object per rejected line, with its reason).
+    pub report: PathBuf,
+    /// Events imported by this run (not by earlier, interrupted ones).
+    pub imported_now: u64,
+    /// The file had been imported completely before.
+    pub already_done: bool,
+    pub elapsed: Duration,
+}
+
+/// What progress displays read while an import runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes of the current file read from disk.
+    pub read_on_disk: Arc<AtomicU64>,
+    /// Events accepted by this run so far.
+    pub accepted: AtomicU64,
+    /// Set to stop at the next unit (Ctrl-C): what is committed stays.
+    pub stop: AtomicBool,
+}
+
+/// One parsed chunk.
+struct Parsed {
+    bytes: u64,
+    /// Line ends in the chunk.
+    newlines: u64,
+    payload: Vec<u8>,
+    accepted: u64,
+    records: u64,
+    /// (line within the chunk, code, report line without its file line number)
+    rejected: Vec<(usize, String, serde_json::Value)>,
+}
+
+/// Imports `source` into the data directory; continues an earlier, interrupted import of it.
+pub fn import_file(
+    source: &Source,
+    options: &ImportOptions,
+    store: &RollupStore,
+    archive: &Archive,
+    progress: &Progress,
+) -> Result<FileOutcome, ImportError> {
+    let started = Instant::now();
+    let report_dir = options
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| options.data_dir.join("import"));
+    std::fs::create_dir_all(&report_dir)
+        .map_err(|error| ImportError::io("creating", &report_dir, error))?;
+    let stem = source.path.file_name().map_or_else(
+        || "input".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let report = report_dir.join(format!("{stem}.{}.rejected.ndjson", source.id));
+    let stored: FileProgress = match store
+        .import_progress(&source.id)
+        .map_err(ImportError::Write)?
+    {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|error| ImportError::Input {
+            path: source.path.clone(),
+            detail: format!("unreadable import progress: {error}"),
+        })?,
+        None => FileProgress {
+            path: source.path.display().to_string(),
+            ..FileProgress::default()
+        },
+    };
+    if stored.done {
+        return Ok(FileOutcome {
+            progress: stored,
+            report,
+            imported_now: 0,
+            already_done: true,
+            elapsed: started.elapsed(),
+        });
+    }
+    let archived = archive.imported(&source.id);
+    let start = stored.position.min(archived);
+    // The report holds exactly the rejections of what the store has.
+    let mut report_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&report)
+        .map_err(|error| ImportError::io("opening", &report, error))?;
+    report_file
+        .set_len(stored.report_bytes)
+        .map_err(|error| ImportError::io("truncating", &report, error))?;
+
+    progress.read_on_disk.store(0, Ordering::Relaxed);
+    let mut input = source.open(progress.read_on_disk.clone())?;
+    source::skip(&mut input, start)
+        .map_err(|error| ImportError::io("reading", &source.path, error))?;
+
+    let parser = EventParser::new(&options.mapping, true)
+        .map_err(|error| ImportError::Mapping(error.to_string()))?;
+    let now = now_us();
+    let bounds = TimeBounds::around(
+        now,
+        options.retention.as_micros() as i64,
+        options.max_clock_skew.as_micros() as i64,
+    );
+    let open_from_minute = minute_of(now - options.grace.as_micros() as i64);
+    let limits = IngestLimits {
+        max_decoded_bytes: usize::MAX,
+        max_record_bytes: options.max_record_bytes,
+        max_reported_errors: usize::MAX,
+    };
+    let threads = options.threads.max(1);
+    let (chunk_tx, chunk_rx) = sync_channel::<(usize, Vec<u8>)>(threads * 2);
+    // Held by the parsers only: once they are gone, the reader's sends fail and it stops.
+    let chunk_rx = Arc::new(Mutex::new(chunk_rx));
+    let (parsed_tx, parsed_rx) = sync_channel::<(usize, Result<Parsed, String>)>(threads * 2);
+    let budget = mm_http::MemoryBudget::new(usize::MAX);
+
+    let mut unit = Unit::new(stored, start, archived, report.clone());
+    let outcome = std::thread::scope(|scope| -> Result<u64, ImportError> {
+        let reader = scope.spawn(move || {
+            let mut index = 0;
+            source::chunks(&mut input, |chunk| {
+                let sent = chunk_tx.send((index, chunk)).is_ok();
+                index += 1;
+                sent
+            })
+        });
+        for _ in 0..threads {
+            let (chunk_rx, parsed_tx, parser, budget) =
+                (chunk_rx.clone(), parsed_tx.clone(), &parser, budget.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = chunk_rx.lock().map(|receiver| receiver.recv());
+                    let Ok(Ok((index, chunk))) = next else { return };
+                    let parsed = parse_chunk(parser, &chunk, bounds, &limits, &budget);
+                    if parsed_tx.send((index, parsed)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(parsed_tx);
+        drop(chunk_rx);
+        let result = merge(
+            &parsed_rx,
+            &mut unit,
+            options.unit_bytes.max(1),
+            |unit, last| {
+                unit.commit(
+                    source,
+                    store,
+                    archive,
+                    &mut report_file,
+                    open_from_minute,
+                    last,
+                )
+            },
+            progress,
+        );
+        // Unblock the reader and the parsers before waiting for them.
+        drop(parsed_rx);
+        let read = reader.join();
+        let imported = result?;
+        match read {
+            Ok(Ok(())) => Ok(imported),
+            Ok(Err(error)) => Err(ImportError::io("reading", &source.path, error)),
+            Err(_) => Err(ImportError::Input {
+                path: source.path.clone(),
+                detail: "the reader thread panicked".into(),
+            }),
+        }
+    });
+    let imported_now = outcome?;
+    Ok(FileOutcome {
+        progress: unit.progress,
+        report,
+        imported_now,
+        already_done: false,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn parse_chunk(
+    parser: &EventParser,
+    chunk: &[u8],
+    bounds: TimeBounds,
+    limits: &IngestLimits,
+    budget: &Arc<mm_http::MemoryBudget>,
+) -> Result<Parsed, String> {
+    let mut reservation = budget.reservation();
+    let body = process_body(parser, chunk, bounds, limits, &mut reservation)
+        .map_err(|error| error.to_string())?;
+    let lines: Vec<&[u8]> = chunk.split(|byte| *byte == b'\n').collect();
+    let rejected = body
+        .rejected
+        .listed
+        .iter()
+        .map(|record| {
+            let line = record.line.unwrap_or(0);
+            let text = lines
+                .get(line.wrapping_sub(1))
+                .map(|raw| {
+                    String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned()
+                })
+                .unwrap_or_default();
+            let code = serde_json::to_value(record.code)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let report = serde_json::json!({
+                "field": record.field,
+                "code": code,
+                "reason": record.reason,
+                "record": text,
+            });
+            (line, code, report)
+        })
+        .collect();
+    Ok(Parsed {
+        bytes: chunk.len() as u64,
+        newlines: memchr::memchr_iter(b'\n', chunk).count() as u64,
+        payload: body.payload,
+        accepted: body.accepted as u64,
+        records: body.records as u64,
+        rejected,
+    })
+}
+
+/// Takes parsed chunks back in file order into units; returns the events accepted by this run.
+fn merge(
+    parsed_rx: &Receiver<(usize, Result<Parsed, String>)>,
+    unit: &mut Unit,
+    unit_bytes: u64,
+    mut commit: impl FnMut(&mut Unit, bool) -> Result<(), ImportError>,
+    progress: &Progress,
+) -> Result<u64, ImportError> {
+    let mut waiting: BTreeMap<usize, Result<Parsed, String>> = BTreeMap::new();
+    let mut next = 0;
+    let mut imported = 0;
+    for (index, parsed) in parsed_rx.iter() {
+        waiting.insert(index, parsed);
+        while let Some(parsed) = waiting.remove(&next) {
+            next += 1;
+            let parsed = parsed.map_err(|detail| ImportError::Input {
+                path: PathBuf::from(&unit.progress.path),
+                detail: format!("after line {}: {detail}", unit.lines),
+            })?;
+            imported += parsed.accepted;
+            progress
+                .accepted
+                .fetch_add(parsed.accepted, Ordering::Relaxed);
+            unit.add(parsed)?;
+            if unit.end - unit.start >= unit_bytes {
+                commit(unit, false)?;
+                if progress.stop.load(Ordering::Acquire) {
+                    return Err(ImportError::Interrupted);
+                }
+            }
+        }
+    }
+    if !waiting.is_empty() {
+        return Err(ImportError::Input {
+            path: PathBuf::from(&unit.progress.path),
+            detail: "a parser thread stopped".into(),
+        });
+    }
+    commit(unit, true)?;
+    Ok(imported)
+}
+
+/// The unit being built: what the next commit adds.
+struct Unit {
+    /// What the store has (moved forward by each commit).
+    progress: FileProgress,
+    /// How far the archive has the file.
+    archived: u64,
+    start: u64,
+    end: u64,
+    /// Lines before `end` (known from the store's position on).
+    lines: u64,
+    report_path: PathBuf,
+    merchants: Interner,
+    apis: Interner,
+    windows: FxHashMap<(u32, u32, i64), Rollup>,
+    payloads: Vec<Vec<u8>>,
+    report: Vec<u8>,
+    records: u64,
+    accepted: u64,
+    rejected_by_code: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+struct Interner {
+    ids: FxHashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+}
+
+impl Unit {
+    fn new(progress: FileProgress, start: u64, archived: u64, report_path: PathBuf) -> Self {
+        Self {
+            lines: progress.lines,
+            progress,
+            archived,
+            start,
+            end: start,
+            report_path,
+            merchants: Interner::default(),
+            apis: Interner::default(),
+            windows: FxHashMap::default(),
+            payloads: Vec::new(),
+            report: Vec::new(),
+            records: 0,
+            accepted: 0,
+            rejected_by_code: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, parsed: Parsed) -> Result<(), ImportError> {
+        let chunk_start = self.end;
+        if chunk_start == self.progress.position {
+            // Line numbers are the store's from its position on (reports start there).
+            self.lines = self.progress.lines;
+        }
+        self.end += parsed.bytes;
+        let base_line = self.lines;
+        self.lines += parsed.newlines;
+        // Only what the store lacks is counted; only what the archive lacks is archived.
+        let for_store = chunk_start >= self.progress.position;
+        let for_archive = chunk_start >= self.archived;
+        if for_store {
+            self.records += parsed.records;
+            self.accepted += parsed.accepted;
+            for (line, code, mut report) in parsed.rejected {
+                *self.rejected_by_code.entry(code).or_default() += 1;
+                report["line"] = serde_json::json!(base_line as usize + line);
+                serde_json::to_writer(&mut self.report, &report).map_err(|error| {
+                    ImportError::Input {
+                        path: PathBuf::from(&self.progress.path),
+                        detail: error.to_string(),
+                    }
+                })?;
+                self.report.push(b'\n');
+            }
+            if !parsed.payload.is_empty() {
+                let (windows, merchants, apis) =
+                    (&mut self.windows, &mut self.merchants, &mut self.apis);
+                mm_storage::wal::decode_batch(&parsed.payload, |event| {
+                    let key = (
+                        merchants.id(&event.merchant),
+                        apis.id(&event.api),
+                        event.ts_us.div_euclid(MICROS_PER_MINUTE),
+                    );
+                    windows
+                        .entry(key)
+                        .or_default()
+                        .record(event.status, event.latency_ms);
+                })
+                .map_err(|error| ImportError::Input {
+                    path: PathBuf::from(&self.progress.path),
+                    detail: error.to_string(),
+                })?;
+            }
+        }
+        if for_archive && !parsed.payload.is_empty() {
+            self.payloads.push(parsed.payload);
+        }
+        Ok(())
+    }
+
+    /// Commits the unit: archive, then store with progress, then the report.
+    fn commit(
+        &mut self,
+        source: &Source,
+        store: &RollupStore,
+        archive: &Archive,
+        report_file: &mut std::fs::File,
+        open_from_minute: i64,
+        last: bool,
+    ) -> Result<(), ImportError> {
+        if self.end > self.archived {
+            archive.write_imported(&self.payloads, &source.id, self.end)?;
+            self.archived = self.end;
+        }
+        if self.end > self.progress.position || (last && !self.progress.done) {
+            let mut windows: Vec<(WindowKey, Rollup)> = Vec::with_capacity(self.windows.len());
+            let mut merchant_wide: FxHashMap<(u32, i64), Rollup> = FxHashMap::default();
+            for ((merchant, api, minute), rollup) in self.windows.drain() {
+                merchant_wide
+                    .entry((merchant, minute))
+                    .or_default()
+                    .merge(&rollup);
+                windows.push((
+                    WindowKey {
+                        merchant: self.merchants.names[merchant as usize].to_string(),
+                        api: self.apis.names[api as usize].to_string(),
+                        minute,
+                    },
+                    rollup,
+                ));
+            }
+            for ((merchant, minute), rollup) in merchant_wide {
+                windows.push((
+                    WindowKey {
+                        merchant: self.merchants.names[merchant as usize].to_string(),
+                        api: MERCHANT_TOTAL_API.to_owned(),
+                        minute,
+                    },
+                    rollup,
+                ));
+            }
+            report_file
+                .write_all(&self.report)
+                .and_then(|()| report_file.sync_data())
+                .map_err(|error| ImportError::io("writing", &self.report_path, error))?;
+            let mut next = self.progress.clone();
+            next.position = self.end;
+            next.lines = self.lines;
+            next.records += self.records;
+            next.accepted += self.accepted;
+            next.rejected += self.rejected_by_code.values().sum::<u64>();
+            for (code, count) in std::mem::take(&mut self.rejected_by_code) {
+                *next.rejected_by_code.entry(code).or_default() += count;
+            }
+            next.report_bytes += self.report.len() as u64;
+            next.done = last;
+            let record = serde_json::to_vec(&next).map_err(|error| ImportError::Input {
+                path: source.path.clone(),
+                detail: error.to_string(),
+            })?;
+            store
+                .import(&windows, open_from_minute, (&source.id, &record))
+                .map_err(ImportError::Write)?;
+            self.progress = next;
+        }
+        self.windows.clear();
+        self.payloads.clear();
+        self.report.clear();
+        self.records = 0;
+        self.accepted = 0;
+        self.start = self.end;
+        Ok(())
+    }
+}
+
+/// Opens the data directory's store and archive for an import.
+pub fn open(data_dir: &Path) -> Result<(RollupStore, Archive), ImportError> {
+    let store_dir = data_dir.join("store");
+    let store = RollupStore::open(&store_dir).map_err(|source| ImportError::Store {
+        path: store_dir,
+        source,
+    })?;
+    let archive = Archive::open(&data_dir.join("archive"), ArchiveConfig::default())?;
+    Ok((store, archive))
+}
+
+#[cfg(test)]
+mod tests;

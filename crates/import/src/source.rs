@@ -1,0 +1,204 @@
+//! An input file: its identity (so an interrupted import continues where it stopped), its
+//! decompressed bytes, and the line-aligned chunks the parser threads take.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ImportError;
+
+/// Bytes of input per chunk (one parser thread's unit of work), before line alignment.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// One input file.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    /// Size on disk (compressed, when it is).
+    pub size: u64,
+    /// Stable while the file is unchanged: path, size and modification time.
+    pub id: String,
+}
+
+impl Source {
+    pub fn new(path: &Path) -> Result<Self, ImportError> {
+        let io = |source| ImportError::io("reading", path, source);
+        let metadata = std::fs::metadata(path).map_err(io)?;
+        let canonical = std::fs::canonicalize(path).map_err(io)?;
+        let modified = metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_nanos());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(canonical.to_string_lossy().as_bytes());
+        hasher.update(&modified.to_le_bytes());
+        Ok(Self {
+            path: path.to_owned(),
+            size: metadata.len(),
+            id: format!("{:08x}{:x}", hasher.finalize(), metadata.len()),
+        })
+    }
+
+    /// The file's decompressed bytes (gzip and zstd are recognised by their magic bytes);
+    /// `read_on_disk` counts the bytes read from the file itself, for progress.
+    pub fn open(&self, read_on_disk: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>, ImportError> {
+        let file = std::fs::File::open(&self.path)
+            .map_err(|source| ImportError::io("opening", &self.path, source))?;
+        let mut reader = BufReader::with_capacity(
+            1 << 20,
+            Counting {
+                inner: file,
+                read: read_on_disk,
+            },
+        );
+        let head = reader
+            .fill_buf()
+            .map_err(|source| ImportError::io("reading", &self.path, source))?;
+        Ok(match head {
+            [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+                zstd::stream::read::Decoder::with_buffer(reader)
+                    .map_err(|source| ImportError::io("decompressing", &self.path, source))?,
+            ),
+            _ => Box::new(reader),
+        })
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.read.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
+/// Reads until `buffer` is full or the input ends; returns the bytes read.
+fn fill(input: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match input.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// Skips the first `bytes` of `input` (an import continuing where it stopped).
+pub fn skip(input: &mut impl Read, bytes: u64) -> std::io::Result<()> {
+    let copied = std::io::copy(&mut input.take(bytes), &mut std::io::sink())?;
+    if copied < bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the file is shorter than the import had read of it",
+        ));
+    }
+    Ok(())
+}
+
+/// Splits `input` into chunks of whole lines, calling `send` with each: a chunk is the lines
+/// that end within [`CHUNK_BYTES`] of its start (a longer line makes a longer chunk). Where a
+/// chunk ends depends only on the bytes from its start, not on how reads return them, so an
+/// import that continues from a chunk end cuts the rest as the first run did. Stops early when
+/// `send` returns false.
+pub fn chunks(input: &mut impl Read, mut send: impl FnMut(Vec<u8>) -> bool) -> std::io::Result<()> {
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let mut buffer = Vec::with_capacity(CHUNK_BYTES.max(carry.len()) + 1);
+        buffer.append(&mut carry);
+        let mut ended = false;
+        // The window from the chunk's start, widened until a line ends in it.
+        let mut window = CHUNK_BYTES;
+        let cut = loop {
+            let start = buffer.len();
+            if start < window {
+                buffer.resize(window, 0);
+                let read = fill(input, &mut buffer[start..])?;
+                buffer.truncate(start + read);
+                ended = buffer.len() < window;
+            }
+            if ended {
+                break buffer.len();
+            }
+            match memchr::memrchr(b'\n', &buffer) {
+                Some(last_newline) => break last_newline + 1,
+                None => window += CHUNK_BYTES,
+            }
+        };
+        carry.extend_from_slice(&buffer[cut..]);
+        buffer.truncate(cut);
+        if !buffer.is_empty() && !send(buffer) {
+            return Ok(());
+        }
+        if ended && carry.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that returns at most `step` bytes per read, as decompressors do.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            let count = self.step.min(buffer.len()).min(self.data.len());
+            buffer[..count].copy_from_slice(&self.data[..count]);
+            self.data = &self.data[count..];
+            Ok(count)
+        }
+    }
+
+    fn cut(data: &[u8], step: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        chunks(&mut Trickle { data, step }, |chunk| {
+            out.push(chunk);
+            true
+        })
+        .expect("reads");
+        out
+    }
+
+    #[test]
+    fn chunks_are_whole_lines_and_do_not_depend_on_read_sizes() {
+        let mut data = Vec::new();
+        for index in 0..200_000 {
+            data.extend_from_slice(
+                format!(
+                    "{{\"line\":{index},\"pad\":\"{}\"}}\n",
+                    "x".repeat(index % 37)
+                )
+                .as_bytes(),
+            );
+        }
+        data.extend_from_slice(b"{\"last\":\"no newline\"}");
+        let whole = cut(&data, usize::MAX);
+        assert!(whole.len() > 3);
+        assert_eq!(whole.concat(), data);
+        for chunk in &whole[..whole.len() - 1] {
+            assert_eq!(chunk.last(), Some(&b'\n'));
+        }
+        assert!(whole == cut(&data, 4_093), "same cuts with short reads");
+        // Continuing from a chunk end cuts the rest the same way.
+        let first = whole[0].len() as u64;
+        let mut rest = &data[..];
+        skip(&mut rest, first).expect("skips");
+        assert!(cut(rest, 777) == whole[1..], "the rest cut as before");
+    }
+}

@@ -1,0 +1,211 @@
+use std::collections::BTreeMap;
+
+use mm_archive::RowQuery;
+use mm_model::ApiCall;
+use mm_model::rollup::{Rollup, WindowKey};
+use mm_model::time::MICROS_PER_MINUTE;
+use mm_testkit::{calls, ndjson_line, oracle};
+
+use super::*;
+
+const MERCHANTS: usize = 8;
+
+fn options(data_dir: &Path, unit_bytes: u64) -> ImportOptions {
+    ImportOptions {
+        data_dir: data_dir.to_owned(),
+        mapping: FieldMapping::default(),
+        retention: Duration::from_secs(30 * 86_400),
+        max_clock_skew: Duration::from_secs(300),
+        max_record_bytes: 64 * 1024,
+        grace: Duration::from_secs(180),
+        threads: 2,
+        report_dir: None,
+        unit_bytes,
+    }
+}
+
+/// Events over the last six hours, as NDJSON with a bad line every 997th; returns the file,
+/// the good events and the bad lines' numbers.
+fn input(dir: &Path, count: usize) -> (PathBuf, Vec<ApiCall>, Vec<u64>) {
+    let events = calls(
+        11,
+        count,
+        MERCHANTS,
+        &["/v1/payments", "/v1/refunds"],
+        now_us() - MICROS_PER_MINUTE,
+        360,
+    );
+    let mut text = String::new();
+    let mut bad = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        if index % 997 == 500 {
+            text.push_str("{\"merchant_account\": \"broken\"\n");
+            bad.push(text.lines().count() as u64);
+        }
+        text.push_str(&ndjson_line(event));
+    }
+    let path = dir.join("calls.ndjson");
+    std::fs::write(&path, text).expect("input written");
+    (path, events, bad)
+}
+
+fn assert_store_matches(store: &RollupStore, events: &[ApiCall]) {
+    let expected: BTreeMap<WindowKey, Rollup> = oracle(events);
+    for (key, want) in &expected {
+        let mut got = None;
+        store
+            .scan_series(
+                &key.merchant,
+                &key.api,
+                key.minute,
+                key.minute + 1,
+                |_, view| {
+                    got = view.to_rollup().ok();
+                },
+            )
+            .expect("reads");
+        assert_eq!(got.as_ref(), Some(want), "{key:?}");
+    }
+}
+
+fn assert_archive_matches(archive: &Archive, events: &[ApiCall]) {
+    let mut want: Vec<&str> = events.iter().map(|event| event.corr_id.as_str()).collect();
+    want.sort_unstable();
+    let mut got = Vec::new();
+    for merchant in 0..MERCHANTS {
+        let merchant = format!("m{merchant}");
+        let found = archive
+            .find(&RowQuery {
+                corr_id: None,
+                merchant: Some(&merchant),
+                from_us: i64::MIN,
+                to_us: i64::MAX,
+            })
+            .expect("reads");
+        got.extend(found.into_iter().map(|event| event.corr_id));
+    }
+    got.sort_unstable();
+    assert_eq!(got.len(), want.len(), "every accepted event archived once");
+    assert!(got.iter().map(String::as_str).eq(want.iter().copied()));
+}
+
+#[test]
+fn an_import_stores_the_fold_of_its_events_archives_each_once_and_reports_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 20_000);
+    let data = dir.path().join("data");
+    let (store, archive) = open(&data).expect("opens");
+    let source = Source::new(&path).expect("source");
+    let outcome = import_file(
+        &source,
+        &options(&data, UNIT_BYTES),
+        &store,
+        &archive,
+        &Progress::default(),
+    )
+    .expect("imports");
+    assert_eq!(outcome.progress.accepted, events.len() as u64);
+    assert_eq!(outcome.progress.rejected, bad.len() as u64);
+    assert!(outcome.progress.done);
+    assert_store_matches(&store, &events);
+    assert_archive_matches(&archive, &events);
+    let report = std::fs::read_to_string(&outcome.report).expect("report");
+    let lines: Vec<u64> = report
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("json")["line"]
+                .as_u64()
+                .expect("line")
+        })
+        .collect();
+    assert_eq!(lines, bad, "each bad line reported with its line number");
+    // Importing the same file again changes nothing.
+    let again = import_file(
+        &source,
+        &options(&data, UNIT_BYTES),
+        &store,
+        &archive,
+        &Progress::default(),
+    )
+    .expect("imports");
+    assert!(again.already_done);
+    assert_store_matches(&store, &events);
+}
+
+#[test]
+fn an_interrupted_import_continues_where_it_stopped_without_counting_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 40_000);
+    let data = dir.path().join("data");
+    let source = Source::new(&path).expect("source");
+    let options = options(&data, 1 << 20);
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        // A fresh process each time: the store and archive are opened again.
+        let (store, archive) = open(&data).expect("opens");
+        let progress = Progress::default();
+        // Stops after the first unit it commits.
+        progress.stop.store(true, Ordering::Release);
+        match import_file(&source, &options, &store, &archive, &progress) {
+            Err(ImportError::Interrupted) => continue,
+            Ok(outcome) => {
+                let size = std::fs::metadata(&path).expect("size").len();
+                assert!(
+                    runs > 2,
+                    "the file is several units long: {size} bytes, {runs} runs"
+                );
+                assert_eq!(outcome.progress.accepted, events.len() as u64);
+                assert_eq!(outcome.progress.rejected, bad.len() as u64);
+                assert_store_matches(&store, &events);
+                assert_archive_matches(&archive, &events);
+                let report = std::fs::read_to_string(&outcome.report).expect("report");
+                assert_eq!(
+                    report.lines().count(),
+                    bad.len(),
+                    "each bad line reported once"
+                );
+                break;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
+#[test]
+fn a_crash_between_archive_and_store_is_made_good_by_the_next_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 40_000);
+    let data = dir.path().join("data");
+    let source = Source::new(&path).expect("source");
+    let options = options(&data, 1 << 20);
+    {
+        // The archive got two units further than the store: as if the process died after
+        // writing segments and before committing the store.
+        let (store, archive) = open(&data).expect("opens");
+        let progress = Progress::default();
+        progress.stop.store(true, Ordering::Release);
+        assert!(matches!(
+            import_file(&source, &options, &store, &archive, &progress),
+            Err(ImportError::Interrupted)
+        ));
+        let stored = store
+            .import_progress(&source.id)
+            .expect("reads")
+            .expect("some");
+        let stored: FileProgress = serde_json::from_slice(&stored).expect("json");
+        let scratch = dir.path().join("scratch");
+        let (scratch_store, _) = open(&scratch).expect("opens");
+        for _ in 0..2 {
+            let progress = Progress::default();
+            progress.stop.store(true, Ordering::Release);
+            // Units written to this archive, counted in a store thrown away.
+            let _ = import_file(&source, &options, &scratch_store, &archive, &progress);
+        }
+        assert!(archive.imported(&source.id) > stored.position);
+    }
+    let (store, archive) = open(&data).expect("opens");
+    import_file(&source, &options, &store, &archive, &Progress::default()).expect("imports");
+    assert_store_matches(&store, &events);
+    assert_archive_matches(&archive, &events);
+}

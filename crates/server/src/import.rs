@@ -1,0 +1,191 @@
+//! `import`: the command line of `mm-import` (settings from the server's configuration, a
+//! progress bar, Ctrl-C, the summary).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use mm_import::{ImportError, ImportOptions, Progress, Source};
+
+use crate::serve::{ServerArgs, load_config};
+
+#[derive(Debug, Args, Clone)]
+pub struct ImportArgs {
+    /// NDJSON files of API calls (plain, gzip or zstd), imported in order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The server's configuration file (field mapping, retention, clock skew, grace).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data directory to import into; its server must be stopped [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Parser threads [default: available cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where the reports of rejected lines go [default: <data dir>/import].
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// No progress bar (a line per file only).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let config = load_config(&ServerArgs {
+        config: args.config.clone(),
+        listen: None,
+        data_dir: args.data_dir.clone(),
+        log_json: false,
+        kafka_brokers: None,
+        input_topic: None,
+        group_id: None,
+        activity_topic: None,
+        dlq_topic: None,
+    })?;
+    let options = ImportOptions {
+        data_dir: config.data_dir.clone(),
+        mapping: config.mapping.clone(),
+        retention: config.retention,
+        max_clock_skew: config.max_clock_skew,
+        max_record_bytes: config.max_record_bytes,
+        grace: config.grace,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get())),
+        report_dir: args.report_dir.clone(),
+        unit_bytes: mm_import::UNIT_BYTES,
+    };
+    let sources = args
+        .files
+        .iter()
+        .map(|path| Source::new(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (store, archive) = mm_import::open(&config.data_dir)?;
+    let progress = Arc::new(Progress::default());
+    watch_ctrl_c(progress.clone());
+    let started = Instant::now();
+    let mut total = 0u64;
+    for source in &sources {
+        let bar = progress_bar(source, &progress, args.quiet);
+        let result = mm_import::import_file(source, &options, &store, &archive, &progress);
+        if let Some((bar, ticker)) = bar {
+            ticker.store(true, Ordering::Release);
+            bar.finish_and_clear();
+        }
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(ImportError::Interrupted) => {
+                println!(
+                    "{}: interrupted; what was committed stays, and the same command continues from there",
+                    source.path.display()
+                );
+                std::process::exit(130);
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("importing {}", source.path.display()));
+            }
+        };
+        let file = &outcome.progress;
+        if outcome.already_done {
+            println!(
+                "{}: already imported ({} events); skipped",
+                source.path.display(),
+                file.accepted
+            );
+            continue;
+        }
+        total += outcome.imported_now;
+        let rate = outcome.imported_now as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+        let by_code = file
+            .rejected_by_code
+            .iter()
+            .map(|(code, count)| format!("{code} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "{}: {} records, {} imported, {} rejected{} ({} imported by this run in {:.1} s, {:.0} events/s)",
+            source.path.display(),
+            file.records,
+            file.accepted,
+            file.rejected,
+            if by_code.is_empty() {
+                String::new()
+            } else {
+                format!(" ({by_code})")
+            },
+            outcome.imported_now,
+            outcome.elapsed.as_secs_f64(),
+            rate,
+        );
+        if file.rejected > 0 {
+            println!(
+                "  rejected lines, with reasons: {}",
+                outcome.report.display()
+            );
+        }
+    }
+    if sources.len() > 1 {
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "{} files: {total} events imported in {elapsed:.1} s ({:.0} events/s)",
+            sources.len(),
+            total as f64 / elapsed.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// A bar of the file's bytes read, with events/s; ticks from a thread of its own.
+fn progress_bar(
+    source: &Source,
+    progress: &Arc<Progress>,
+    quiet: bool,
+) -> Option<(ProgressBar, Arc<std::sync::atomic::AtomicBool>)> {
+    if quiet {
+        return None;
+    }
+    let bar = ProgressBar::new(source.size);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(source.path.display().to_string());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ticker_bar, ticker_done, progress) = (bar.clone(), done.clone(), progress.clone());
+    let started = Instant::now();
+    let accepted_before = progress.accepted.load(Ordering::Relaxed);
+    std::thread::spawn(move || {
+        while !ticker_done.load(Ordering::Acquire) {
+            ticker_bar.set_position(progress.read_on_disk.load(Ordering::Relaxed));
+            let events = progress.accepted.load(Ordering::Relaxed) - accepted_before;
+            ticker_bar.set_message(format!(
+                "{events} events, {:.0}/s",
+                events as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    Some((bar, done))
+}
+
+/// Ctrl-C stops the import at the end of the unit being built.
+fn watch_ctrl_c(progress: Arc<Progress>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            eprintln!("stopping after the unit being imported…");
+            progress.stop.store(true, Ordering::Release);
+        }
+    });
+}
