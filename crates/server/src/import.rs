@@ -30,6 +30,10 @@ pub struct ImportArgs {
     /// Where the reports of rejected lines go [default: <data dir>/import].
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
+    /// Input per committed unit, in MiB: what an interruption can cost again, and about what
+    /// a unit holds in memory. An import that continues another must use the same.
+    #[arg(long, default_value_t = mm_import::UNIT_BYTES >> 20)]
+    pub unit_mib: u64,
     /// No progress bar (a line per file only).
     #[arg(long)]
     pub quiet: bool,
@@ -58,7 +62,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get())),
         report_dir: args.report_dir.clone(),
-        unit_bytes: mm_import::UNIT_BYTES,
+        unit_bytes: args.unit_mib.max(1) << 20,
     };
     let sources = args
         .files

@@ -1,0 +1,203 @@
+//! `merchant-monitor import` as a user runs it: into a data directory a server then serves,
+//! with live traffic after it, and killed in the middle of a file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use mm_model::ApiCall;
+use mm_model::rollup::MERCHANT_TOTAL_API;
+use mm_model::time::{MICROS_PER_MINUTE, format_rfc3339, minute_of};
+use mm_testkit::{ServerProcess, calls, eventually, get, ingest, ndjson_line, now_us, oracle};
+
+const EXE: &str = env!("CARGO_BIN_EXE_merchant-monitor");
+const MERCHANTS: usize = 6;
+const APIS: [&str; 3] = ["/v1/payments", "/v1/refunds", "/v1/payouts"];
+
+fn write_input(path: &Path, events: &[ApiCall]) {
+    let text: String = events.iter().map(ndjson_line).collect();
+    std::fs::write(path, text).expect("input written");
+}
+
+fn import(data: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(EXE)
+        .args(["import", "--quiet", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .arg(file)
+        .output()
+        .expect("import runs")
+}
+
+/// Every merchant's calls and 5xx per minute, as the API answers them, against the fold.
+fn assert_served(server: &ServerProcess, events: &[ApiCall]) {
+    let expected = oracle(events);
+    let from = events
+        .iter()
+        .map(|event| event.ts_us)
+        .min()
+        .expect("events");
+    let to = events
+        .iter()
+        .map(|event| event.ts_us)
+        .max()
+        .expect("events")
+        + MICROS_PER_MINUTE;
+    let mut last = String::new();
+    let matched = eventually(Duration::from_secs(30), || {
+        for merchant in 0..MERCHANTS {
+            let merchant = format!("m{merchant}");
+            let answer = get(
+                server.address,
+                &format!(
+                    "/v1/merchants/{merchant}/activity?from={}&to={}&step=1m",
+                    format_rfc3339(minute_of(from) * MICROS_PER_MINUTE),
+                    format_rfc3339(to)
+                ),
+            )
+            .json();
+            let mut got: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+            for bucket in answer["buckets"].as_array()? {
+                let start = mm_model::time::parse_rfc3339(bucket["start"].as_str()?).ok()?;
+                let calls = bucket["calls"].as_u64()?;
+                if calls > 0 {
+                    got.insert(minute_of(start), (calls, bucket["status_5xx"].as_u64()?));
+                }
+            }
+            let want: BTreeMap<i64, (u64, u64)> = expected
+                .iter()
+                .filter(|(key, _)| key.merchant == merchant && key.api == MERCHANT_TOTAL_API)
+                .map(|(key, rollup)| (key.minute, (rollup.calls, rollup.classes().status_5xx)))
+                .collect();
+            if got != want {
+                last = format!("{merchant}: got {got:?}\nwant {want:?}");
+                return None;
+            }
+        }
+        Some(())
+    });
+    assert!(
+        matched.is_some(),
+        "served activity never matched the fold: {last}"
+    );
+}
+
+#[test]
+fn imported_history_is_served_and_live_calls_into_its_open_windows_count_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // Three hours up to now: the last minutes are windows a starting server still counts into.
+    let history = calls(5, 30_000, MERCHANTS, &APIS, now_us(), 180);
+    let file = dir.path().join("history.ndjson");
+    write_input(&file, &history);
+    let output = import(&data, &file, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("30000 imported"), "{summary}");
+
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    // Live calls for the same recent minutes, after the import.
+    let live = calls(6, 3_000, MERCHANTS, &APIS, now_us(), 2);
+    let body: String = live.iter().map(ndjson_line).collect();
+    let response = ingest(server.address, body.as_bytes()).expect("answers");
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let all: Vec<ApiCall> = history.iter().chain(&live).cloned().collect();
+    assert_served(&server, &all);
+    // An imported call is found by its correlation id.
+    let sample = &history[12_345];
+    let found = get(server.address, &format!("/v1/events/{}", sample.corr_id)).json();
+    assert_eq!(
+        found["events"][0]["merchant"],
+        sample.merchant.as_str(),
+        "{found}"
+    );
+    assert!(server.terminate());
+
+    // And after a restart.
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    assert_served(&server, &all);
+    assert!(server.terminate());
+}
+
+#[test]
+fn an_import_killed_mid_file_continues_and_counts_every_event_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let history = calls(
+        9,
+        200_000,
+        MERCHANTS,
+        &APIS,
+        now_us() - 30 * MICROS_PER_MINUTE,
+        600,
+    );
+    let file = dir.path().join("history.ndjson");
+    write_input(&file, &history);
+    let manifest = data.join("archive").join("MANIFEST.json");
+    let mut kills = 0;
+    for attempt in 0..20 {
+        let mut child = Command::new(EXE)
+            .args(["import", "--quiet", "--unit-mib", "1", "--data-dir"])
+            .arg(&data)
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("import starts");
+        // Killed once it has committed some units (more each attempt), before it is done.
+        let committed = |units: usize| {
+            std::fs::read_to_string(&manifest)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|manifest| {
+                    manifest["segments"]
+                        .as_array()
+                        .map(|segments| segments.len() >= units)
+                })
+                .unwrap_or(false)
+        };
+        let killed = eventually(Duration::from_secs(60), || {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(false);
+            }
+            committed(2 + 4 * attempt).then_some(true)
+        });
+        if killed == Some(true) {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let status = child.wait().expect("exits");
+        if killed == Some(false) && status.success() {
+            break;
+        }
+    }
+    assert!(
+        kills >= 2,
+        "the import was killed mid-file at least twice ({kills})"
+    );
+    let output = import(&data, &file, &["--unit-mib", "1"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    assert_served(&server, &history);
+    // Every archived event once: each merchant's lookups by correlation id for a sample.
+    for event in history.iter().step_by(9_973) {
+        let found = get(server.address, &format!("/v1/events/{}", event.corr_id)).json();
+        assert_eq!(found["events"].as_array().map(Vec::len), Some(1), "{found}");
+    }
+    assert!(server.terminate());
+}
