@@ -14,6 +14,8 @@
 //!   bare consumer of the same topic, in the same run.
 //! - `ingest-keys`: the ingest benchmark without and with an `Idempotency-Key` on every
 //!   batch, alternating in one run (target: ratio ≥ 0.9).
+//! - `import`: `import` of a 2M-event NDJSON file (or `--input FILE`) into a fresh data
+//!   directory, against DuckDB's `read_json` + `GROUP BY` of the same file, alternating.
 //! - `bad-lines`: 64 clients send 16 MiB bodies of unparseable lines for `--ingest-seconds`;
 //!   the server's resident memory before, at its peak and after, against the request-memory
 //!   bound.
@@ -30,6 +32,7 @@ mod bad_lines;
 mod child;
 mod chunks;
 mod handoff;
+mod import;
 mod ingest;
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -45,7 +48,7 @@ use query::bench_query;
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
     /// Benchmarks to run, comma-separated: aggregate, parse, stages, query, ingest, archive,
-    /// lookup, kafka (needs --kafka-brokers), bad-lines, ingest-keys.
+    /// lookup, kafka (needs --kafka-brokers), bad-lines, ingest-keys, import.
     #[arg(
         long,
         value_delimiter = ',',
@@ -74,8 +77,8 @@ pub struct BenchArgs {
     /// `fetch.wait.max.ms=500` (comma-separated or repeated).
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub kafka_client: Vec<String>,
-    /// An NDJSON file of API calls (plain, gzip or zstd) for the `parse` benchmark instead of
-    /// the generated one, read with the default field mapping.
+    /// An NDJSON file of API calls (plain, gzip or zstd) for the `parse` and `import`
+    /// benchmarks instead of the generated one, read with the default field mapping.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// Directory for datasets and stores [default: a fresh temporary directory].
@@ -107,12 +110,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "ingest" => bench_ingest(&args, &work_dir)?,
             "bad-lines" => bad_lines::bench_bad_lines(&args, &work_dir)?,
             "ingest-keys" => ingest::bench_ingest_keys(&args, &work_dir)?,
+            "import" => import::bench_import(&args, &work_dir)?,
             #[cfg(feature = "kafka")]
             "kafka" => kafka::bench_kafka(&args, &work_dir)?,
             #[cfg(not(feature = "kafka"))]
             "kafka" => bail!("the kafka benchmark needs a build with the `kafka` feature"),
             other => bail!(
-                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, ingest-keys, archive, lookup, kafka, bad-lines)"
+                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, ingest-keys, import, archive, lookup, kafka, bad-lines)"
             ),
         }
     }
