@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -206,7 +206,7 @@ pub fn import_file(
     let archived = archive.imported(&source.id);
     let start = stored.position.min(archived);
     // The report holds exactly the rejections of what the store has.
-    let mut report_file = std::fs::OpenOptions::new()
+    let report_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&report)
@@ -241,7 +241,18 @@ pub fn import_file(
     let (parsed_tx, parsed_rx) = sync_channel::<(usize, Result<Parsed, String>)>(threads * 2);
     let budget = mm_http::MemoryBudget::new(usize::MAX);
 
-    let mut unit = Unit::new(stored, start, archived, report.clone());
+    let mut unit = Unit::new(&stored, start, archived);
+    let mut committer = Committer {
+        source,
+        store,
+        archive,
+        report_file,
+        report_path: report.clone(),
+        open_from_minute,
+        progress: stored,
+        archived,
+        timings: [Duration::ZERO; 2],
+    };
     let outcome = std::thread::scope(|scope| -> Result<u64, ImportError> {
         let reader = scope.spawn(move || {
             let mut index = 0;
@@ -267,26 +278,43 @@ pub fn import_file(
         }
         drop(parsed_tx);
         drop(chunk_rx);
-        let result = merge(
+        // Units are committed by a thread of their own while the next one is built; one
+        // waits at most.
+        let (sealed_tx, sealed_rx) = sync_channel::<Sealed>(1);
+        let committing = scope.spawn(|| {
+            for sealed in sealed_rx {
+                committer.commit(sealed)?;
+            }
+            let [archive, store] = committer.timings.map(|time| time.as_secs_f64());
+            tracing::debug!(archive, store, "import: seconds of the committing thread");
+            Ok::<(), ImportError>(())
+        });
+        let merged = merge(
             &parsed_rx,
             &mut unit,
             options.unit_bytes.max(1),
-            |unit, last| {
-                unit.commit(
-                    source,
-                    store,
-                    archive,
-                    &mut report_file,
-                    open_from_minute,
-                    last,
-                )
-            },
+            &sealed_tx,
             progress,
         );
+        drop(sealed_tx);
         // Unblock the reader and the parsers before waiting for them.
         drop(parsed_rx);
+        let committed = committing.join();
         let read = reader.join();
-        let imported = result?;
+        let [windows] = unit.timings.map(|time| time.as_secs_f64());
+        tracing::debug!(windows, "import: seconds of the merging thread");
+        // The committer's error explains a merge that stopped because it was gone.
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(ImportError::Input {
+                    path: source.path.clone(),
+                    detail: "the committing thread panicked".into(),
+                });
+            }
+        }
+        let imported = merged?;
         match read {
             Ok(Ok(())) => Ok(imported),
             Ok(Err(error)) => Err(ImportError::io("reading", &source.path, error)),
@@ -298,7 +326,7 @@ pub fn import_file(
     });
     let imported_now = outcome?;
     Ok(FileOutcome {
-        progress: unit.progress,
+        progress: committer.progress,
         report,
         imported_now,
         already_done: false,
@@ -352,14 +380,20 @@ fn parse_chunk(
     })
 }
 
-/// Takes parsed chunks back in file order into units; returns the events accepted by this run.
+/// Takes parsed chunks back in file order into units, handed to the committer; returns the
+/// events accepted by this run.
 fn merge(
     parsed_rx: &Receiver<(usize, Result<Parsed, String>)>,
     unit: &mut Unit,
     unit_bytes: u64,
-    mut commit: impl FnMut(&mut Unit, bool) -> Result<(), ImportError>,
+    sealed_tx: &SyncSender<Sealed>,
     progress: &Progress,
 ) -> Result<u64, ImportError> {
+    // A committer that stopped has its error; this one only says so.
+    let gone = || ImportError::Input {
+        path: PathBuf::new(),
+        detail: "the committing thread stopped".into(),
+    };
     let mut waiting: BTreeMap<usize, Result<Parsed, String>> = BTreeMap::new();
     let mut next = 0;
     let mut imported = 0;
@@ -368,7 +402,7 @@ fn merge(
         while let Some(parsed) = waiting.remove(&next) {
             next += 1;
             let parsed = parsed.map_err(|detail| ImportError::Input {
-                path: PathBuf::from(&unit.progress.path),
+                path: PathBuf::new(),
                 detail: format!("after line {}: {detail}", unit.lines),
             })?;
             imported += parsed.accepted;
@@ -377,7 +411,7 @@ fn merge(
                 .fetch_add(parsed.accepted, Ordering::Relaxed);
             unit.add(parsed)?;
             if unit.end - unit.start >= unit_bytes {
-                commit(unit, false)?;
+                sealed_tx.send(unit.seal(false)).map_err(|_| gone())?;
                 if progress.stop.load(Ordering::Acquire) {
                     return Err(ImportError::Interrupted);
                 }
@@ -386,25 +420,98 @@ fn merge(
     }
     if !waiting.is_empty() {
         return Err(ImportError::Input {
-            path: PathBuf::from(&unit.progress.path),
+            path: PathBuf::new(),
             detail: "a parser thread stopped".into(),
         });
     }
-    commit(unit, true)?;
+    sealed_tx.send(unit.seal(true)).map_err(|_| gone())?;
     Ok(imported)
 }
 
-/// The unit being built: what the next commit adds.
-struct Unit {
-    /// What the store has (moved forward by each commit).
+/// A finished unit, for the committer.
+struct Sealed {
+    end: u64,
+    lines: u64,
+    windows: Vec<(WindowKey, Rollup)>,
+    payloads: Vec<Vec<u8>>,
+    report: Vec<u8>,
+    records: u64,
+    accepted: u64,
+    rejected_by_code: BTreeMap<String, u64>,
+    last: bool,
+}
+
+/// Writes units in order: archive segments, the report, the store with the file's progress.
+struct Committer<'a> {
+    source: &'a Source,
+    store: &'a RollupStore,
+    archive: &'a Archive,
+    report_file: std::fs::File,
+    report_path: PathBuf,
+    open_from_minute: i64,
+    /// What the store has.
     progress: FileProgress,
     /// How far the archive has the file.
+    archived: u64,
+    /// Seconds in the archive and in the store.
+    timings: [Duration; 2],
+}
+
+impl Committer<'_> {
+    fn commit(&mut self, sealed: Sealed) -> Result<(), ImportError> {
+        let started = Instant::now();
+        if sealed.end > self.archived {
+            self.archive
+                .write_imported(&sealed.payloads, &self.source.id, sealed.end)?;
+            self.archived = sealed.end;
+        }
+        self.timings[0] += started.elapsed();
+        let started = Instant::now();
+        if sealed.end > self.progress.position || (sealed.last && !self.progress.done) {
+            self.report_file
+                .write_all(&sealed.report)
+                .and_then(|()| self.report_file.sync_data())
+                .map_err(|error| ImportError::io("writing", &self.report_path, error))?;
+            let mut next = self.progress.clone();
+            next.position = sealed.end;
+            next.lines = sealed.lines;
+            next.records += sealed.records;
+            next.accepted += sealed.accepted;
+            next.rejected += sealed.rejected_by_code.values().sum::<u64>();
+            for (code, count) in sealed.rejected_by_code {
+                *next.rejected_by_code.entry(code).or_default() += count;
+            }
+            next.report_bytes += sealed.report.len() as u64;
+            next.done = sealed.last;
+            let record = serde_json::to_vec(&next).map_err(|error| ImportError::Input {
+                path: self.source.path.clone(),
+                detail: error.to_string(),
+            })?;
+            self.store
+                .import(
+                    &sealed.windows,
+                    self.open_from_minute,
+                    (&self.source.id, &record),
+                )
+                .map_err(ImportError::Write)?;
+            self.progress = next;
+        }
+        self.timings[1] += started.elapsed();
+        Ok(())
+    }
+}
+
+/// The unit being built by the merging thread.
+struct Unit {
+    /// Where the store and the archive had the file when this run started: what lies before
+    /// is not counted, or not archived, again.
+    stored: u64,
+    stored_lines: u64,
     archived: u64,
     start: u64,
     end: u64,
     /// Lines before `end` (known from the store's position on).
     lines: u64,
-    report_path: PathBuf,
     merchants: Interner,
     apis: Interner,
     windows: FxHashMap<(u32, u32, i64), Rollup>,
@@ -413,6 +520,8 @@ struct Unit {
     records: u64,
     accepted: u64,
     rejected_by_code: BTreeMap<String, u64>,
+    /// Seconds adding calls to windows.
+    timings: [Duration; 1],
 }
 
 #[derive(Default)]
@@ -434,14 +543,14 @@ impl Interner {
 }
 
 impl Unit {
-    fn new(progress: FileProgress, start: u64, archived: u64, report_path: PathBuf) -> Self {
+    fn new(stored: &FileProgress, start: u64, archived: u64) -> Self {
         Self {
-            lines: progress.lines,
-            progress,
+            stored: stored.position,
+            stored_lines: stored.lines,
             archived,
             start,
             end: start,
-            report_path,
+            lines: stored.lines,
             merchants: Interner::default(),
             apis: Interner::default(),
             windows: FxHashMap::default(),
@@ -450,20 +559,28 @@ impl Unit {
             records: 0,
             accepted: 0,
             rejected_by_code: BTreeMap::new(),
+            timings: [Duration::ZERO; 1],
         }
     }
 
     fn add(&mut self, parsed: Parsed) -> Result<(), ImportError> {
+        let started = Instant::now();
+        let result = self.add_chunk(parsed);
+        self.timings[0] += started.elapsed();
+        result
+    }
+
+    fn add_chunk(&mut self, parsed: Parsed) -> Result<(), ImportError> {
         let chunk_start = self.end;
-        if chunk_start == self.progress.position {
+        if chunk_start == self.stored {
             // Line numbers are the store's from its position on (reports start there).
-            self.lines = self.progress.lines;
+            self.lines = self.stored_lines;
         }
         self.end += parsed.bytes;
         let base_line = self.lines;
         self.lines += parsed.newlines;
         // Only what the store lacks is counted; only what the archive lacks is archived.
-        let for_store = chunk_start >= self.progress.position;
+        let for_store = chunk_start >= self.stored;
         let for_archive = chunk_start >= self.archived;
         if for_store {
             self.records += parsed.records;
@@ -473,7 +590,7 @@ impl Unit {
                 report["line"] = serde_json::json!(base_line as usize + line);
                 serde_json::to_writer(&mut self.report, &report).map_err(|error| {
                     ImportError::Input {
-                        path: PathBuf::from(&self.progress.path),
+                        path: PathBuf::new(),
                         detail: error.to_string(),
                     }
                 })?;
@@ -494,7 +611,7 @@ impl Unit {
                         .record(event.status, event.latency_ms);
                 })
                 .map_err(|error| ImportError::Input {
-                    path: PathBuf::from(&self.progress.path),
+                    path: PathBuf::new(),
                     detail: error.to_string(),
                 })?;
             }
@@ -505,78 +622,47 @@ impl Unit {
         Ok(())
     }
 
-    /// Commits the unit: archive, then store with progress, then the report.
-    fn commit(
-        &mut self,
-        source: &Source,
-        store: &RollupStore,
-        archive: &Archive,
-        report_file: &mut std::fs::File,
-        open_from_minute: i64,
-        last: bool,
-    ) -> Result<(), ImportError> {
-        if self.end > self.archived {
-            archive.write_imported(&self.payloads, &source.id, self.end)?;
-            self.archived = self.end;
+    /// Hands the unit over (windows keyed by name) and starts the next one.
+    fn seal(&mut self, last: bool) -> Sealed {
+        let mut windows: Vec<(WindowKey, Rollup)> = Vec::with_capacity(self.windows.len() * 6 / 5);
+        let mut merchant_wide: FxHashMap<(u32, i64), Rollup> = FxHashMap::default();
+        for ((merchant, api, minute), rollup) in self.windows.drain() {
+            merchant_wide
+                .entry((merchant, minute))
+                .or_default()
+                .merge(&rollup);
+            windows.push((
+                WindowKey {
+                    merchant: self.merchants.names[merchant as usize].to_string(),
+                    api: self.apis.names[api as usize].to_string(),
+                    minute,
+                },
+                rollup,
+            ));
         }
-        if self.end > self.progress.position || (last && !self.progress.done) {
-            let mut windows: Vec<(WindowKey, Rollup)> = Vec::with_capacity(self.windows.len());
-            let mut merchant_wide: FxHashMap<(u32, i64), Rollup> = FxHashMap::default();
-            for ((merchant, api, minute), rollup) in self.windows.drain() {
-                merchant_wide
-                    .entry((merchant, minute))
-                    .or_default()
-                    .merge(&rollup);
-                windows.push((
-                    WindowKey {
-                        merchant: self.merchants.names[merchant as usize].to_string(),
-                        api: self.apis.names[api as usize].to_string(),
-                        minute,
-                    },
-                    rollup,
-                ));
-            }
-            for ((merchant, minute), rollup) in merchant_wide {
-                windows.push((
-                    WindowKey {
-                        merchant: self.merchants.names[merchant as usize].to_string(),
-                        api: MERCHANT_TOTAL_API.to_owned(),
-                        minute,
-                    },
-                    rollup,
-                ));
-            }
-            report_file
-                .write_all(&self.report)
-                .and_then(|()| report_file.sync_data())
-                .map_err(|error| ImportError::io("writing", &self.report_path, error))?;
-            let mut next = self.progress.clone();
-            next.position = self.end;
-            next.lines = self.lines;
-            next.records += self.records;
-            next.accepted += self.accepted;
-            next.rejected += self.rejected_by_code.values().sum::<u64>();
-            for (code, count) in std::mem::take(&mut self.rejected_by_code) {
-                *next.rejected_by_code.entry(code).or_default() += count;
-            }
-            next.report_bytes += self.report.len() as u64;
-            next.done = last;
-            let record = serde_json::to_vec(&next).map_err(|error| ImportError::Input {
-                path: source.path.clone(),
-                detail: error.to_string(),
-            })?;
-            store
-                .import(&windows, open_from_minute, (&source.id, &record))
-                .map_err(ImportError::Write)?;
-            self.progress = next;
+        for ((merchant, minute), rollup) in merchant_wide {
+            windows.push((
+                WindowKey {
+                    merchant: self.merchants.names[merchant as usize].to_string(),
+                    api: MERCHANT_TOTAL_API.to_owned(),
+                    minute,
+                },
+                rollup,
+            ));
         }
-        self.windows.clear();
-        self.payloads.clear();
-        self.report.clear();
-        self.records = 0;
-        self.accepted = 0;
+        let sealed = Sealed {
+            end: self.end,
+            lines: self.lines,
+            windows,
+            payloads: std::mem::take(&mut self.payloads),
+            report: std::mem::take(&mut self.report),
+            records: std::mem::take(&mut self.records),
+            accepted: std::mem::take(&mut self.accepted),
+            rejected_by_code: std::mem::take(&mut self.rejected_by_code),
+            last,
+        };
         self.start = self.end;
-        Ok(())
+        sealed
     }
 }
 

@@ -41,6 +41,7 @@ except ImportError:
 path = sys.argv[1]
 con = duckdb.connect()
 con.execute("SET threads=2")
+con.execute("SET enable_progress_bar=false")
 started = time.perf_counter()
 windows = con.execute(f"""
     SELECT count(*) FROM (
@@ -72,7 +73,8 @@ print(time.perf_counter() - started, windows)
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    let text = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let text = stdout.lines().last().unwrap_or_default();
     if text.trim() == "missing" {
         return Ok(None);
     }
@@ -112,7 +114,8 @@ pub(super) fn bench_import(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<
         };
         let started = Instant::now();
         let (store, archive) = mm_import::open(&data)?;
-        let outcome = mm_import::import_file(&source, &options, &store, &archive, &Progress::default())?;
+        let outcome =
+            mm_import::import_file(&source, &options, &store, &archive, &Progress::default())?;
         drop((store, archive));
         let elapsed = started.elapsed();
         accepted = outcome.progress.accepted;
