@@ -245,13 +245,11 @@ pub fn import_file(
     let mut committer = Committer {
         source,
         store,
-        archive,
         report_file,
         report_path: report.clone(),
         open_from_minute,
         progress: stored,
-        archived,
-        timings: [Duration::ZERO; 2],
+        timings: [Duration::ZERO; 1],
     };
     let outcome = std::thread::scope(|scope| -> Result<u64, ImportError> {
         let reader = scope.spawn(move || {
@@ -278,40 +276,58 @@ pub fn import_file(
         }
         drop(parsed_tx);
         drop(chunk_rx);
-        // Units are committed by a thread of their own while the next one is built; one
-        // waits at most.
+        // Units are committed while the next one is built: to the archive and to the store
+        // by a thread each (each knows how far it has the file); one unit waits at most.
         let (sealed_tx, sealed_rx) = sync_channel::<Sealed>(1);
+        let (archive_tx, archive_rx) = sync_channel::<(u64, Vec<Vec<u8>>)>(1);
+        let archiving = scope.spawn(move || {
+            let started = Instant::now();
+            for (end, payloads) in archive_rx {
+                if end > archived {
+                    archive.write_imported(&payloads, &source.id, end)?;
+                }
+            }
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "import: archive thread"
+            );
+            Ok::<(), ImportError>(())
+        });
         let committing = scope.spawn(|| {
             for sealed in sealed_rx {
                 committer.commit(sealed)?;
             }
-            let [archive, store] = committer.timings.map(|time| time.as_secs_f64());
-            tracing::debug!(archive, store, "import: seconds of the committing thread");
+            let [store] = committer.timings.map(|time| time.as_secs_f64());
+            tracing::debug!(store, "import: seconds of the store thread");
             Ok::<(), ImportError>(())
         });
         let merged = merge(
             &parsed_rx,
             &mut unit,
             options.unit_bytes.max(1),
-            &sealed_tx,
+            (&sealed_tx, &archive_tx),
             progress,
         );
         drop(sealed_tx);
+        drop(archive_tx);
         // Unblock the reader and the parsers before waiting for them.
         drop(parsed_rx);
+        let archived = archiving.join();
         let committed = committing.join();
         let read = reader.join();
         let [windows] = unit.timings.map(|time| time.as_secs_f64());
         tracing::debug!(windows, "import: seconds of the merging thread");
-        // The committer's error explains a merge that stopped because it was gone.
-        match committed {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                return Err(ImportError::Input {
-                    path: source.path.clone(),
-                    detail: "the committing thread panicked".into(),
-                });
+        // A committer's error explains a merge that stopped because it was gone.
+        for result in [archived, committed] {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    return Err(ImportError::Input {
+                        path: source.path.clone(),
+                        detail: "a committing thread panicked".into(),
+                    });
+                }
             }
         }
         let imported = merged?;
@@ -382,17 +398,26 @@ fn parse_chunk(
 
 /// Takes parsed chunks back in file order into units, handed to the committer; returns the
 /// events accepted by this run.
+/// A committer that stopped has its error; this one only says so.
+fn gone() -> ImportError {
+    ImportError::Input {
+        path: PathBuf::new(),
+        detail: "a committing thread stopped".into(),
+    }
+}
+
 fn merge(
     parsed_rx: &Receiver<(usize, Result<Parsed, String>)>,
     unit: &mut Unit,
     unit_bytes: u64,
-    sealed_tx: &SyncSender<Sealed>,
+    (sealed_tx, archive_tx): (&SyncSender<Sealed>, &SyncSender<(u64, Vec<Vec<u8>>)>),
     progress: &Progress,
 ) -> Result<u64, ImportError> {
-    // A committer that stopped has its error; this one only says so.
-    let gone = || ImportError::Input {
-        path: PathBuf::new(),
-        detail: "the committing thread stopped".into(),
+    let send = |mut sealed: Sealed| -> Result<(), ImportError> {
+        archive_tx
+            .send((sealed.end, std::mem::take(&mut sealed.payloads)))
+            .map_err(|_| gone())?;
+        sealed_tx.send(sealed).map_err(|_| gone())
     };
     let mut waiting: BTreeMap<usize, Result<Parsed, String>> = BTreeMap::new();
     let mut next = 0;
@@ -411,7 +436,7 @@ fn merge(
                 .fetch_add(parsed.accepted, Ordering::Relaxed);
             unit.add(parsed)?;
             if unit.end - unit.start >= unit_bytes {
-                sealed_tx.send(unit.seal(false)).map_err(|_| gone())?;
+                send(unit.seal(false))?;
                 if progress.stop.load(Ordering::Acquire) {
                     return Err(ImportError::Interrupted);
                 }
@@ -424,7 +449,7 @@ fn merge(
             detail: "a parser thread stopped".into(),
         });
     }
-    sealed_tx.send(unit.seal(true)).map_err(|_| gone())?;
+    send(unit.seal(true))?;
     Ok(imported)
 }
 
@@ -441,31 +466,21 @@ struct Sealed {
     last: bool,
 }
 
-/// Writes units in order: archive segments, the report, the store with the file's progress.
+/// Writes units to the store in order: the report, then the windows with the file's progress.
 struct Committer<'a> {
     source: &'a Source,
     store: &'a RollupStore,
-    archive: &'a Archive,
     report_file: std::fs::File,
     report_path: PathBuf,
     open_from_minute: i64,
     /// What the store has.
     progress: FileProgress,
-    /// How far the archive has the file.
-    archived: u64,
-    /// Seconds in the archive and in the store.
-    timings: [Duration; 2],
+    /// Seconds in the store.
+    timings: [Duration; 1],
 }
 
 impl Committer<'_> {
     fn commit(&mut self, sealed: Sealed) -> Result<(), ImportError> {
-        let started = Instant::now();
-        if sealed.end > self.archived {
-            self.archive
-                .write_imported(&sealed.payloads, &self.source.id, sealed.end)?;
-            self.archived = sealed.end;
-        }
-        self.timings[0] += started.elapsed();
         let started = Instant::now();
         if sealed.end > self.progress.position || (sealed.last && !self.progress.done) {
             self.report_file
@@ -496,7 +511,7 @@ impl Committer<'_> {
                 .map_err(ImportError::Write)?;
             self.progress = next;
         }
-        self.timings[1] += started.elapsed();
+        self.timings[0] += started.elapsed();
         Ok(())
     }
 }

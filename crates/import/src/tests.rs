@@ -209,3 +209,37 @@ fn a_crash_between_archive_and_store_is_made_good_by_the_next_run() {
     assert_store_matches(&store, &events);
     assert_archive_matches(&archive, &events);
 }
+
+#[test]
+fn a_crash_between_store_and_archive_is_made_good_by_the_next_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 40_000);
+    let data = dir.path().join("data");
+    let source = Source::new(&path).expect("source");
+    let options = options(&data, 1 << 20);
+    {
+        // The store got two units further than the archive: the archive's writes of those
+        // units went to an archive thrown away.
+        let (store, archive) = open(&data).expect("opens");
+        let progress = Progress::default();
+        progress.stop.store(true, Ordering::Release);
+        assert!(matches!(
+            import_file(&source, &options, &store, &archive, &progress),
+            Err(ImportError::Interrupted)
+        ));
+        let scratch = Archive::open(&dir.path().join("scratch"), ArchiveConfig::default())
+            .expect("opens");
+        for _ in 0..2 {
+            let progress = Progress::default();
+            progress.stop.store(true, Ordering::Release);
+            let _ = import_file(&source, &options, &store, &scratch, &progress);
+        }
+        let stored = store.import_progress(&source.id).expect("reads").expect("some");
+        let stored: FileProgress = serde_json::from_slice(&stored).expect("json");
+        assert!(stored.position > archive.imported(&source.id));
+    }
+    let (store, archive) = open(&data).expect("opens");
+    import_file(&source, &options, &store, &archive, &Progress::default()).expect("imports");
+    assert_store_matches(&store, &events);
+    assert_archive_matches(&archive, &events);
+}
