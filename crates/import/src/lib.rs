@@ -279,7 +279,7 @@ pub fn import_file(
         // Units are committed while the next one is built: to the archive and to the store
         // by a thread each (each knows how far it has the file); one unit waits at most.
         let (sealed_tx, sealed_rx) = sync_channel::<Sealed>(1);
-        let (archive_tx, archive_rx) = sync_channel::<(u64, Vec<Vec<u8>>)>(1);
+        let (archive_tx, archive_rx) = sync_channel::<ArchiveUnit>(1);
         let archiving = scope.spawn(move || {
             let started = Instant::now();
             for (end, payloads) in archive_rx {
@@ -410,7 +410,7 @@ fn merge(
     parsed_rx: &Receiver<(usize, Result<Parsed, String>)>,
     unit: &mut Unit,
     unit_bytes: u64,
-    (sealed_tx, archive_tx): (&SyncSender<Sealed>, &SyncSender<(u64, Vec<Vec<u8>>)>),
+    (sealed_tx, archive_tx): (&SyncSender<Sealed>, &SyncSender<ArchiveUnit>),
     progress: &Progress,
 ) -> Result<u64, ImportError> {
     let send = |mut sealed: Sealed| -> Result<(), ImportError> {
@@ -452,6 +452,9 @@ fn merge(
     send(unit.seal(true))?;
     Ok(imported)
 }
+
+/// A finished unit's end position and events, for the archive thread.
+type ArchiveUnit = (u64, Vec<Vec<u8>>);
 
 /// A finished unit, for the committer.
 struct Sealed {

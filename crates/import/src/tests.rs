@@ -227,14 +227,17 @@ fn a_crash_between_store_and_archive_is_made_good_by_the_next_run() {
             import_file(&source, &options, &store, &archive, &progress),
             Err(ImportError::Interrupted)
         ));
-        let scratch = Archive::open(&dir.path().join("scratch"), ArchiveConfig::default())
-            .expect("opens");
+        let scratch =
+            Archive::open(&dir.path().join("scratch"), ArchiveConfig::default()).expect("opens");
         for _ in 0..2 {
             let progress = Progress::default();
             progress.stop.store(true, Ordering::Release);
             let _ = import_file(&source, &options, &store, &scratch, &progress);
         }
-        let stored = store.import_progress(&source.id).expect("reads").expect("some");
+        let stored = store
+            .import_progress(&source.id)
+            .expect("reads")
+            .expect("some");
         let stored: FileProgress = serde_json::from_slice(&stored).expect("json");
         assert!(stored.position > archive.imported(&source.id));
     }

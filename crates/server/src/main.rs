@@ -35,6 +35,10 @@ enum Command {
         /// Generator seed.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// History to generate and import first, at the same rate, when the data directory is
+        /// empty (`0s` for none).
+        #[arg(long, default_value = "24h", value_parser = merchant_monitor::config::parse_duration)]
+        backfill: std::time::Duration,
     },
     /// Write a realistic NDJSON dataset of N events (seeded, with controlled disorder).
     Gen(mm_tools::dataset::GenArgs),
@@ -90,12 +94,14 @@ fn main() -> anyhow::Result<()> {
             rate,
             merchants,
             seed,
+            backfill,
         } => {
             init_logging(server.log_json);
             let demo = demo::DemoOptions {
                 rate,
                 merchants,
                 seed,
+                backfill,
             };
             runtime()?.block_on(serve::run(server, Some(demo)))
         }

@@ -75,6 +75,12 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     let config = load_config(&args)?;
     let metrics = Arc::new(Metrics::new());
     let parser = EventParser::new(&config.mapping, true).context("compiling field mapping")?;
+    if let (Some(options), None) = (demo_options, &config.kafka) {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || demo::backfill(&config, options))
+            .await
+            .context("demo backfill")??;
+    }
     let backend = match &config.kafka {
         None => Backend::Embedded(start_embedded(&config, metrics.clone()).await?),
         #[cfg(feature = "kafka")]
