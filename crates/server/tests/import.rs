@@ -201,3 +201,71 @@ fn an_import_killed_mid_file_continues_and_counts_every_event_once() {
     }
     assert!(server.terminate());
 }
+
+/// Calls per minute of the whole ranking (every merchant) over `[from, to)`.
+fn ranked_total(server: &ServerProcess, from: i64, to: i64) -> u64 {
+    let answer = get(
+        server.address,
+        &format!(
+            "/v1/merchants?sort=calls&limit=1000&from={}&to={}",
+            format_rfc3339(from),
+            format_rfc3339(to)
+        ),
+    )
+    .json();
+    answer["merchants"]
+        .as_array()
+        .expect("merchants")
+        .iter()
+        .map(|row| row["calls"].as_u64().expect("calls"))
+        .sum()
+}
+
+#[test]
+fn the_demo_on_an_empty_directory_starts_with_history_and_only_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let args = ["--backfill", "30m", "--rate", "100", "--merchants", "50"];
+    let started = now_us();
+    let server = ServerProcess::start_command(EXE, "demo", &data, &args, &[]);
+    // Whole minutes of history: from 30 minutes before the start to 2 minutes before it.
+    let from = (minute_of(started) - 30) * MICROS_PER_MINUTE;
+    let to = (minute_of(started) - 2) * MICROS_PER_MINUTE;
+    let total = ranked_total(&server, from, to);
+    let expected = 100.0 * 28.0 * 60.0;
+    assert!(
+        (total as f64 - expected).abs() < expected * 0.05,
+        "about 100 calls a second of history: {total} in 28 minutes"
+    );
+    // Every minute of it, not a line that starts at the end.
+    let top =
+        get(server.address, "/v1/merchants?sort=calls&limit=1").json()["merchants"][0]["merchant"]
+            .as_str()
+            .expect("a merchant")
+            .to_owned();
+    let activity = get(
+        server.address,
+        &format!(
+            "/v1/merchants/{top}/activity?from={}&to={}&step=1m",
+            format_rfc3339(from),
+            format_rfc3339(to)
+        ),
+    )
+    .json();
+    let busy = activity["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .filter(|bucket| bucket["calls"].as_u64().unwrap_or(0) > 0)
+        .count();
+    assert_eq!(
+        busy, 28,
+        "the busiest merchant has calls in every minute of history"
+    );
+    assert!(server.terminate());
+
+    // A second start keeps what is there and does not backfill again.
+    let server = ServerProcess::start_command(EXE, "demo", &data, &args, &[]);
+    assert_eq!(ranked_total(&server, from, to), total);
+    assert!(server.terminate());
+}

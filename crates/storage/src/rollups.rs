@@ -54,6 +54,15 @@ const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 /// Prefix of the `meta` keys holding import progress.
 const IMPORT_PREFIX: &str = "import:";
 
+/// How a group of windows is written: open (with its open-window marker), final (clearing the
+/// marker), or final and never stored before (no marker to clear).
+#[derive(Debug, Clone, Copy)]
+enum Group {
+    Open,
+    Final,
+    FinalNeverOpen,
+}
+
 /// The WAL position and window clocks a checkpoint covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -330,9 +339,9 @@ impl Store {
         let changes = self.write_windows(
             &mut write,
             [
-                (RollupState::Final, finals.as_slice()),
-                (RollupState::Final, corrected.as_slice()),
-                (RollupState::Open, open.as_slice()),
+                (Group::Final, finals.as_slice()),
+                (Group::Final, corrected.as_slice()),
+                (Group::Open, open.as_slice()),
             ],
         )?;
         let checkpoint_bytes =
@@ -356,23 +365,28 @@ impl Store {
     fn write_windows<const N: usize>(
         &self,
         write: &mut fjall::OwnedWriteBatch,
-        groups: [(RollupState, &[(WindowKey, Rollup)]); N],
+        groups: [(Group, &[(WindowKey, Rollup)]); N],
     ) -> Result<Vec<MinuteChange>, StorageError> {
         let mut changes = Vec::new();
         let mut hour_deltas: BTreeMap<(i64, i64, String), [i64; 6]> = BTreeMap::new();
         // The name index holds each merchant's latest minute written in this batch.
         let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
         let mut value = Vec::with_capacity(256);
-        for (state, windows) in groups {
+        for (group, windows) in groups {
+            let state = match group {
+                Group::Open => RollupState::Open,
+                Group::Final | Group::FinalNeverOpen => RollupState::Final,
+            };
             for (key, rollup) in windows {
                 let day = self.day_or_create(day_of(key.minute))?;
                 let store_key = rollup_key(key);
                 value.clear();
                 codec::encode_rollup(rollup, state, &mut value);
                 write.insert(&day.rollups, store_key.clone(), value.as_slice());
-                match state {
-                    RollupState::Open => write.insert(&self.open, store_key, []),
-                    RollupState::Final => write.remove(&self.open, store_key),
+                match group {
+                    Group::Open => write.insert(&self.open, store_key, []),
+                    Group::Final => write.remove(&self.open, store_key),
+                    Group::FinalNeverOpen => {}
                 }
                 if key.api == MERCHANT_TOTAL_API {
                     let seen = last_seen.entry(key.merchant.as_str()).or_insert(key.minute);
@@ -439,6 +453,7 @@ impl Store {
         progress: (&str, &[u8]),
     ) -> Result<(), StorageError> {
         let mut finals = Vec::new();
+        let mut finals_never_open = Vec::new();
         let mut open = Vec::new();
         for (key, calls) in windows {
             let stored = match self.day(day_of(key.minute)) {
@@ -447,23 +462,28 @@ impl Store {
             };
             let (mut merged, state) = match stored {
                 Some(bytes) => {
-                    codec::decode_rollup(&bytes).map_err(decode_error("stored rollup"))?
+                    let (rollup, state) =
+                        codec::decode_rollup(&bytes).map_err(decode_error("stored rollup"))?;
+                    (rollup, Some(state))
                 }
-                None => (Rollup::default(), RollupState::Final),
+                None => (Rollup::default(), None),
             };
             merged.merge(calls);
-            if state == RollupState::Open || key.minute >= open_from_minute {
-                open.push((key.clone(), merged));
-            } else {
-                finals.push((key.clone(), merged));
+            match state {
+                Some(RollupState::Open) => open.push((key.clone(), merged)),
+                _ if key.minute >= open_from_minute => open.push((key.clone(), merged)),
+                Some(RollupState::Final) => finals.push((key.clone(), merged)),
+                // Never stored: no open-window marker to clear.
+                None => finals_never_open.push((key.clone(), merged)),
             }
         }
         let mut write = self.db.batch();
         let changes = self.write_windows(
             &mut write,
             [
-                (RollupState::Final, finals.as_slice()),
-                (RollupState::Open, open.as_slice()),
+                (Group::Final, finals.as_slice()),
+                (Group::FinalNeverOpen, finals_never_open.as_slice()),
+                (Group::Open, open.as_slice()),
             ],
         )?;
         write.insert(

@@ -52,9 +52,20 @@ impl ServerProcess {
     /// Starts `executable serve --listen 127.0.0.1:0 --data-dir DIR ARGS...` and waits until it
     /// prints its address.
     pub fn start(executable: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_command(executable, "serve", data_dir, args, env)
+    }
+
+    /// Like [`ServerProcess::start`] with another command that serves (`demo`).
+    pub fn start_command(
+        executable: &str,
+        subcommand: &str,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(executable);
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([subcommand, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
             // MM_TEST_LOG=info shows the servers' logs in a failing test's output.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use mm_model::rollup::{Rollup, WindowKey};
 
-use super::{Store, day_of, decode_error, rollup_key};
+use super::{Group, Store, day_of, decode_error, rollup_key};
 use crate::StorageError;
 use crate::codec::{self, RollupState};
 
@@ -111,8 +111,8 @@ impl Store {
         let changes = self.write_windows(
             &mut write,
             [
-                (RollupState::Final, windows.as_slice()),
-                (RollupState::Open, open_windows.as_slice()),
+                (Group::Final, windows.as_slice()),
+                (Group::Open, open_windows.as_slice()),
             ],
         )?;
         for (key, partition, offset) in &covers {
