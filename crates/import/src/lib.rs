@@ -1,7 +1,8 @@
 //! `merchant-monitor import`: historical API-call logs into a data directory, as if they had
 //! been ingested live.
 //!
-//! Each file (NDJSON, plain, gzip or zstd) is cut into line-aligned chunks that parser threads
+//! Each file (NDJSON, plain, gzip or zstd; or Parquet, whose rows become JSON objects of their
+//! columns) is cut into line-aligned chunks that parser threads
 //! (one per core) parse and validate exactly as `/v1/ingest` does (same field mapping, same
 //! time bounds, same per-record errors), encoding the accepted events as write-ahead-log
 //! batches. One thread takes the chunks back in file order and adds every call to its
@@ -19,6 +20,7 @@
 //! now would still count into are written open, so the server restores them with these calls;
 //! older ones are written final, added to what is stored.
 
+mod parquet;
 mod source;
 
 use std::collections::BTreeMap;

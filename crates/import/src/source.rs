@@ -41,7 +41,8 @@ impl Source {
         })
     }
 
-    /// The file's decompressed bytes (gzip and zstd are recognised by their magic bytes);
+    /// The file's records as NDJSON: gzip and zstd are decompressed and Parquet rows converted
+    /// (each recognised by its magic bytes);
     /// `read_on_disk` counts the bytes read from the file itself, for progress.
     pub fn open(&self, read_on_disk: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>, ImportError> {
         let file = std::fs::File::open(&self.path)
@@ -50,12 +51,20 @@ impl Source {
             1 << 20,
             Counting {
                 inner: file,
-                read: read_on_disk,
+                read: read_on_disk.clone(),
             },
         );
         let head = reader
             .fill_buf()
             .map_err(|source| ImportError::io("reading", &self.path, source))?;
+        if head.starts_with(crate::parquet::MAGIC) {
+            drop(reader);
+            return Ok(Box::new(crate::parquet::ndjson(
+                &self.path,
+                self.size,
+                read_on_disk,
+            )?));
+        }
         Ok(match head {
             [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
             [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(

@@ -246,3 +246,57 @@ fn a_crash_between_store_and_archive_is_made_good_by_the_next_run() {
     assert_store_matches(&store, &events);
     assert_archive_matches(&archive, &events);
 }
+
+/// The archive's own segments are Parquet files with the same fields: importing them into
+/// another data directory gives the same rollups and archive.
+#[test]
+fn parquet_files_with_the_same_fields_import_like_ndjson() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 20_000);
+    let first = dir.path().join("first");
+    {
+        let (store, archive) = open(&first).expect("opens");
+        let source = Source::new(&path).expect("source");
+        import_file(
+            &source,
+            &options(&first, UNIT_BYTES),
+            &store,
+            &archive,
+            &Progress::default(),
+        )
+        .expect("imports");
+    }
+    let mut segments = Vec::new();
+    for hour in std::fs::read_dir(first.join("archive")).expect("archive") {
+        let hour = hour.expect("entry").path();
+        if hour.is_dir() {
+            for file in std::fs::read_dir(&hour).expect("hour") {
+                segments.push(file.expect("entry").path());
+            }
+        }
+    }
+    assert!(!segments.is_empty());
+    let second = dir.path().join("second");
+    let (store, archive) = open(&second).expect("opens");
+    let mut accepted = 0;
+    for segment in &segments {
+        let source = Source::new(segment).expect("source");
+        let outcome = import_file(
+            &source,
+            &options(&second, UNIT_BYTES),
+            &store,
+            &archive,
+            &Progress::default(),
+        )
+        .expect("imports");
+        assert_eq!(
+            outcome.progress.rejected, 0,
+            "{:?}",
+            outcome.progress.rejected_by_code
+        );
+        accepted += outcome.progress.accepted;
+    }
+    assert_eq!(accepted, events.len() as u64);
+    assert_store_matches(&store, &events);
+    assert_archive_matches(&archive, &events);
+}
