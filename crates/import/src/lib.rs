@@ -71,6 +71,9 @@ pub enum ImportError {
     Mapping(String),
     #[error("{}: {detail}", path.display())]
     Input { path: PathBuf, detail: String },
+    /// What went wrong inside the pipeline (the caller names the file).
+    #[error("{0}")]
+    Pipeline(String),
     #[error("interrupted")]
     Interrupted,
 }
@@ -402,10 +405,7 @@ fn parse_chunk(
 /// events accepted by this run.
 /// A committer that stopped has its error; this one only says so.
 fn gone() -> ImportError {
-    ImportError::Input {
-        path: PathBuf::new(),
-        detail: "a committing thread stopped".into(),
-    }
+    ImportError::Pipeline("a committing thread stopped".into())
 }
 
 fn merge(
@@ -428,9 +428,8 @@ fn merge(
         waiting.insert(index, parsed);
         while let Some(parsed) = waiting.remove(&next) {
             next += 1;
-            let parsed = parsed.map_err(|detail| ImportError::Input {
-                path: PathBuf::new(),
-                detail: format!("after line {}: {detail}", unit.lines),
+            let parsed = parsed.map_err(|detail| {
+                ImportError::Pipeline(format!("after line {}: {detail}", unit.lines))
             })?;
             imported += parsed.accepted;
             progress
@@ -446,10 +445,7 @@ fn merge(
         }
     }
     if !waiting.is_empty() {
-        return Err(ImportError::Input {
-            path: PathBuf::new(),
-            detail: "a parser thread stopped".into(),
-        });
+        return Err(ImportError::Pipeline("a parser thread stopped".into()));
     }
     send(unit.seal(true))?;
     Ok(imported)
@@ -608,12 +604,8 @@ impl Unit {
             for (line, code, mut report) in parsed.rejected {
                 *self.rejected_by_code.entry(code).or_default() += 1;
                 report["line"] = serde_json::json!(base_line as usize + line);
-                serde_json::to_writer(&mut self.report, &report).map_err(|error| {
-                    ImportError::Input {
-                        path: PathBuf::new(),
-                        detail: error.to_string(),
-                    }
-                })?;
+                serde_json::to_writer(&mut self.report, &report)
+                    .map_err(|error| ImportError::Pipeline(error.to_string()))?;
                 self.report.push(b'\n');
             }
             if !parsed.payload.is_empty() {
@@ -630,10 +622,7 @@ impl Unit {
                         .or_default()
                         .record(event.status, event.latency_ms);
                 })
-                .map_err(|error| ImportError::Input {
-                    path: PathBuf::new(),
-                    detail: error.to_string(),
-                })?;
+                .map_err(|error| ImportError::Pipeline(error.to_string()))?;
             }
         }
         if for_archive && !parsed.payload.is_empty() {
