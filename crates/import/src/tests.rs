@@ -172,83 +172,64 @@ fn an_interrupted_import_continues_where_it_stopped_without_counting_twice() {
     }
 }
 
-#[test]
-fn a_crash_between_archive_and_store_is_made_good_by_the_next_run() {
+/// Runs one unit of `source` into `store` and `archive` and stops.
+fn one_unit(source: &Source, options: &ImportOptions, store: &RollupStore, archive: &Archive) {
+    let progress = Progress::default();
+    progress.stop.store(true, Ordering::Release);
+    assert!(matches!(
+        import_file(source, options, store, archive, &progress),
+        Err(ImportError::Interrupted)
+    ));
+}
+
+/// One side (archive or store) two units ahead of the other, as after a crash between the
+/// two writes of a unit; then the import run again to the end, into both.
+fn crash_between(archive_ahead: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, events, _) = input(dir.path(), 40_000);
     let data = dir.path().join("data");
     let source = Source::new(&path).expect("source");
     let options = options(&data, 1 << 20);
     {
-        // The archive got two units further than the store: as if the process died after
-        // writing segments and before committing the store.
         let (store, archive) = open(&data).expect("opens");
-        let progress = Progress::default();
-        progress.stop.store(true, Ordering::Release);
-        assert!(matches!(
-            import_file(&source, &options, &store, &archive, &progress),
-            Err(ImportError::Interrupted)
-        ));
+        one_unit(&source, &options, &store, &archive);
+        // The other side's writes of the next two units go to a copy thrown away.
+        let (scratch_store, scratch_archive) = open(&dir.path().join("scratch")).expect("opens");
+        for _ in 0..2 {
+            if archive_ahead {
+                one_unit(&source, &options, &scratch_store, &archive);
+            } else {
+                one_unit(&source, &options, &store, &scratch_archive);
+            }
+        }
         let stored = store
             .import_progress(&source.id)
             .expect("reads")
             .expect("some");
         let stored: FileProgress = serde_json::from_slice(&stored).expect("json");
-        let scratch = dir.path().join("scratch");
-        let (scratch_store, _) = open(&scratch).expect("opens");
-        for _ in 0..2 {
-            let progress = Progress::default();
-            progress.stop.store(true, Ordering::Release);
-            // Units written to this archive, counted in a store thrown away.
-            let _ = import_file(&source, &options, &scratch_store, &archive, &progress);
-        }
-        assert!(archive.imported(&source.id) > stored.position);
+        let archived = archive.imported(&source.id);
+        assert!(if archive_ahead {
+            archived > stored.position
+        } else {
+            stored.position > archived
+        });
     }
     let (store, archive) = open(&data).expect("opens");
     import_file(&source, &options, &store, &archive, &Progress::default()).expect("imports");
     assert_store_matches(&store, &events);
     assert_archive_matches(&archive, &events);
+}
+
+#[test]
+fn a_crash_between_archive_and_store_is_made_good_by_the_next_run() {
+    crash_between(true);
 }
 
 #[test]
 fn a_crash_between_store_and_archive_is_made_good_by_the_next_run() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, events, _) = input(dir.path(), 40_000);
-    let data = dir.path().join("data");
-    let source = Source::new(&path).expect("source");
-    let options = options(&data, 1 << 20);
-    {
-        // The store got two units further than the archive: the archive's writes of those
-        // units went to an archive thrown away.
-        let (store, archive) = open(&data).expect("opens");
-        let progress = Progress::default();
-        progress.stop.store(true, Ordering::Release);
-        assert!(matches!(
-            import_file(&source, &options, &store, &archive, &progress),
-            Err(ImportError::Interrupted)
-        ));
-        let scratch =
-            Archive::open(&dir.path().join("scratch"), ArchiveConfig::default()).expect("opens");
-        for _ in 0..2 {
-            let progress = Progress::default();
-            progress.stop.store(true, Ordering::Release);
-            let _ = import_file(&source, &options, &store, &scratch, &progress);
-        }
-        let stored = store
-            .import_progress(&source.id)
-            .expect("reads")
-            .expect("some");
-        let stored: FileProgress = serde_json::from_slice(&stored).expect("json");
-        assert!(stored.position > archive.imported(&source.id));
-    }
-    let (store, archive) = open(&data).expect("opens");
-    import_file(&source, &options, &store, &archive, &Progress::default()).expect("imports");
-    assert_store_matches(&store, &events);
-    assert_archive_matches(&archive, &events);
+    crash_between(false);
 }
 
-/// The archive's own segments are Parquet files with the same fields: importing them into
-/// another data directory gives the same rollups and archive.
 #[test]
 fn parquet_files_with_the_same_fields_import_like_ndjson() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -65,17 +65,7 @@ pub fn backfill(config: &Config, options: DemoOptions) -> anyhow::Result<()> {
         .finish()
         .and_then(|mut inner| inner.flush())
         .context("writing the history")?;
-    let options = mm_import::ImportOptions {
-        data_dir: config.data_dir.clone(),
-        mapping: config.mapping.clone(),
-        retention: config.retention,
-        max_clock_skew: config.max_clock_skew,
-        max_record_bytes: config.max_record_bytes,
-        grace: config.grace,
-        threads: std::thread::available_parallelism().map_or(2, |cores| cores.get()),
-        report_dir: None,
-        unit_bytes: mm_import::UNIT_BYTES,
-    };
+    let options = crate::import::import_options(config);
     let source = mm_import::Source::new(&path)?;
     let (store, archive) = mm_import::open(&config.data_dir)?;
     let outcome = mm_import::import_file(

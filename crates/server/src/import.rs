@@ -51,19 +51,12 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         activity_topic: None,
         dlq_topic: None,
     })?;
-    let options = ImportOptions {
-        data_dir: config.data_dir.clone(),
-        mapping: config.mapping.clone(),
-        retention: config.retention,
-        max_clock_skew: config.max_clock_skew,
-        max_record_bytes: config.max_record_bytes,
-        grace: config.grace,
-        threads: args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get())),
-        report_dir: args.report_dir.clone(),
-        unit_bytes: args.unit_mib.max(1) << 20,
-    };
+    let mut options = import_options(&config);
+    if let Some(threads) = args.threads {
+        options.threads = threads;
+    }
+    options.report_dir = args.report_dir.clone();
+    options.unit_bytes = args.unit_mib.max(1) << 20;
     let sources = args
         .files
         .iter()
@@ -142,6 +135,22 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What an import into `config`'s data directory accepts, as its server would: one parser
+/// thread per core, reports in the data directory, units of [`mm_import::UNIT_BYTES`].
+pub fn import_options(config: &crate::config::Config) -> ImportOptions {
+    ImportOptions {
+        data_dir: config.data_dir.clone(),
+        mapping: config.mapping.clone(),
+        retention: config.retention,
+        max_clock_skew: config.max_clock_skew,
+        max_record_bytes: config.max_record_bytes,
+        grace: config.grace,
+        threads: std::thread::available_parallelism().map_or(2, |cores| cores.get()),
+        report_dir: None,
+        unit_bytes: mm_import::UNIT_BYTES,
+    }
 }
 
 /// A bar of the file's bytes read, with events/s; ticks from a thread of its own.
