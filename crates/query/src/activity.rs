@@ -109,9 +109,12 @@ pub struct MerchantsResponse {
     pub merchants: Vec<MerchantRow>,
 }
 
-/// Accumulates stored rollups into one merged rollup.
+/// Accumulates stored rollups into one merged rollup. The first one is kept as it is: a bucket
+/// of one stored rollup (every bucket at a 1-minute step) is answered from it without the
+/// accumulator, whose dense bins cost more than the rollup itself.
 #[derive(Debug, Default)]
 struct Merge {
+    first: Option<Rollup>,
     calls: u64,
     status: BTreeMap<u16, u64>,
     latency_min_us: u64,
@@ -125,22 +128,63 @@ impl Merge {
         if view.calls == 0 {
             return;
         }
-        if self.calls == 0 {
-            self.latency_min_us = view.latency_min_us;
-            self.latency_max_us = view.latency_max_us;
-        } else {
-            self.latency_min_us = self.latency_min_us.min(view.latency_min_us);
-            self.latency_max_us = self.latency_max_us.max(view.latency_max_us);
+        if self.calls == 0
+            && self.first.is_none()
+            && let Ok(rollup) = view.to_rollup()
+        {
+            self.first = Some(rollup);
+            return;
         }
-        self.calls += view.calls;
-        self.latency_sum_us += view.latency_sum_us;
+        if let Some(first) = self.first.take() {
+            self.add_rollup(&first);
+        }
+        self.add_view(view);
+    }
+
+    /// Adds a rollup kept whole (the first) to the accumulator.
+    fn add_rollup(&mut self, rollup: &Rollup) {
+        self.add_totals(
+            rollup.calls,
+            rollup.latency_min_us,
+            rollup.latency_max_us,
+            rollup.latency_sum_us,
+        );
+        for (code, count) in &rollup.status {
+            *self.status.entry(*code).or_default() += count;
+        }
+        self.sketch
+            .add_parts(rollup.sketch.zero_count(), rollup.sketch.bins());
+    }
+
+    fn add_view(&mut self, view: &RollupView<'_>) {
+        self.add_totals(
+            view.calls,
+            view.latency_min_us,
+            view.latency_max_us,
+            view.latency_sum_us,
+        );
         for (code, count) in view.status() {
             *self.status.entry(code).or_default() += count;
         }
         self.sketch.add_parts(view.zero_count, view.bins());
     }
 
-    fn finish(&self) -> Rollup {
+    fn add_totals(&mut self, calls: u64, min_us: u64, max_us: u64, sum_us: u64) {
+        if self.calls == 0 {
+            self.latency_min_us = min_us;
+            self.latency_max_us = max_us;
+        } else {
+            self.latency_min_us = self.latency_min_us.min(min_us);
+            self.latency_max_us = self.latency_max_us.max(max_us);
+        }
+        self.calls += calls;
+        self.latency_sum_us += sum_us;
+    }
+
+    fn finish(self) -> Rollup {
+        if let Some(first) = self.first {
+            return first;
+        }
         Rollup {
             calls: self.calls,
             status: self
@@ -222,7 +266,7 @@ pub fn activity(
     let mut current: Option<(i64, Merge)> = None;
     let mut next_bucket = first_bucket;
     let flush =
-        |start: i64, merge: &Merge, buckets: &mut Vec<ActivityBucket>, next_bucket: &mut i64| {
+        |start: i64, merge: Merge, buckets: &mut Vec<ActivityBucket>, next_bucket: &mut i64| {
             while *next_bucket < start {
                 buckets.push(bucket(*next_bucket, &Rollup::default()));
                 *next_bucket += step_minutes;
@@ -241,7 +285,7 @@ pub fn activity(
                 Some((bucket_start, merge)) if *bucket_start == start => merge.add(view),
                 _ => {
                     if let Some((bucket_start, merge)) = current.take() {
-                        flush(bucket_start, &merge, &mut buckets, &mut next_bucket);
+                        flush(bucket_start, merge, &mut buckets, &mut next_bucket);
                     }
                     let mut merge = Merge::default();
                     merge.add(view);
@@ -251,7 +295,7 @@ pub fn activity(
         },
     )?;
     if let Some((bucket_start, merge)) = current.take() {
-        flush(bucket_start, &merge, &mut buckets, &mut next_bucket);
+        flush(bucket_start, merge, &mut buckets, &mut next_bucket);
     }
     while (buckets.len() as i64) < bucket_count {
         buckets.push(bucket(next_bucket, &Rollup::default()));
