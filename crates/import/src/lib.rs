@@ -22,9 +22,9 @@
 
 mod parquet;
 mod source;
+mod unit;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -34,14 +34,14 @@ use std::time::{Duration, Instant};
 use mm_archive::{Archive, ArchiveConfig};
 use mm_ingest::{IngestLimits, process_body};
 use mm_model::mapping::{EventParser, FieldMapping, TimeBounds};
-use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
-use mm_model::time::{MICROS_PER_MINUTE, minute_of, now_us};
+
+use mm_model::time::{minute_of, now_us};
 use mm_storage::rollups::RollupStore;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use source::Source;
+use unit::{ArchiveUnit, Committer, Sealed, Unit};
 
 /// Input bytes (decompressed) per committed unit by default: what an interruption can cost
 /// again, and about what a unit holds in memory.
@@ -155,7 +155,7 @@ pub struct Progress {
 }
 
 /// One parsed chunk.
-struct Parsed {
+pub(crate) struct Parsed {
     bytes: u64,
     /// Line ends in the chunk.
     newlines: u64,
@@ -401,13 +401,13 @@ fn parse_chunk(
     })
 }
 
-/// Takes parsed chunks back in file order into units, handed to the committer; returns the
-/// events accepted by this run.
 /// A committer that stopped has its error; this one only says so.
 fn gone() -> ImportError {
     ImportError::Pipeline("a committing thread stopped".into())
 }
 
+/// Takes parsed chunks back in file order into units, handed to the committers; returns the
+/// events accepted by this run.
 fn merge(
     parsed_rx: &Receiver<(usize, Result<Parsed, String>)>,
     unit: &mut Unit,
@@ -449,230 +449,6 @@ fn merge(
     }
     send(unit.seal(true))?;
     Ok(imported)
-}
-
-/// A finished unit's end position and events, for the archive thread.
-type ArchiveUnit = (u64, Vec<Vec<u8>>);
-
-/// A finished unit, for the committer.
-struct Sealed {
-    end: u64,
-    lines: u64,
-    windows: Vec<(WindowKey, Rollup)>,
-    payloads: Vec<Vec<u8>>,
-    report: Vec<u8>,
-    records: u64,
-    accepted: u64,
-    rejected_by_code: BTreeMap<String, u64>,
-    last: bool,
-}
-
-/// Writes units to the store in order: the report, then the windows with the file's progress.
-struct Committer<'a> {
-    source: &'a Source,
-    store: &'a RollupStore,
-    report_file: std::fs::File,
-    report_path: PathBuf,
-    open_from_minute: i64,
-    /// What the store has.
-    progress: FileProgress,
-    /// Seconds in the store.
-    timings: [Duration; 1],
-}
-
-impl Committer<'_> {
-    fn commit(&mut self, sealed: Sealed) -> Result<(), ImportError> {
-        let started = Instant::now();
-        if sealed.end > self.progress.position || (sealed.last && !self.progress.done) {
-            self.report_file
-                .write_all(&sealed.report)
-                .and_then(|()| self.report_file.sync_data())
-                .map_err(|error| ImportError::io("writing", &self.report_path, error))?;
-            let mut next = self.progress.clone();
-            next.position = sealed.end;
-            next.lines = sealed.lines;
-            next.records += sealed.records;
-            next.accepted += sealed.accepted;
-            next.rejected += sealed.rejected_by_code.values().sum::<u64>();
-            for (code, count) in sealed.rejected_by_code {
-                *next.rejected_by_code.entry(code).or_default() += count;
-            }
-            next.report_bytes += sealed.report.len() as u64;
-            next.done = sealed.last;
-            let record = serde_json::to_vec(&next).map_err(|error| ImportError::Input {
-                path: self.source.path.clone(),
-                detail: error.to_string(),
-            })?;
-            self.store
-                .import(
-                    &sealed.windows,
-                    self.open_from_minute,
-                    (&self.source.id, &record),
-                )
-                .map_err(ImportError::Write)?;
-            self.progress = next;
-        }
-        self.timings[0] += started.elapsed();
-        Ok(())
-    }
-}
-
-/// The unit being built by the merging thread.
-struct Unit {
-    /// Where the store and the archive had the file when this run started: what lies before
-    /// is not counted, or not archived, again.
-    stored: u64,
-    stored_lines: u64,
-    archived: u64,
-    start: u64,
-    end: u64,
-    /// Lines before `end` (known from the store's position on).
-    lines: u64,
-    merchants: Interner,
-    apis: Interner,
-    windows: FxHashMap<(u32, u32, i64), Rollup>,
-    payloads: Vec<Vec<u8>>,
-    report: Vec<u8>,
-    records: u64,
-    accepted: u64,
-    rejected_by_code: BTreeMap<String, u64>,
-    /// Seconds adding calls to windows.
-    timings: [Duration; 1],
-}
-
-#[derive(Default)]
-struct Interner {
-    ids: FxHashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
-}
-
-impl Interner {
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(id) = self.ids.get(name) {
-            return *id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(name.into());
-        self.ids.insert(name.into(), id);
-        id
-    }
-}
-
-impl Unit {
-    fn new(stored: &FileProgress, start: u64, archived: u64) -> Self {
-        Self {
-            stored: stored.position,
-            stored_lines: stored.lines,
-            archived,
-            start,
-            end: start,
-            lines: stored.lines,
-            merchants: Interner::default(),
-            apis: Interner::default(),
-            windows: FxHashMap::default(),
-            payloads: Vec::new(),
-            report: Vec::new(),
-            records: 0,
-            accepted: 0,
-            rejected_by_code: BTreeMap::new(),
-            timings: [Duration::ZERO; 1],
-        }
-    }
-
-    fn add(&mut self, parsed: Parsed) -> Result<(), ImportError> {
-        let started = Instant::now();
-        let result = self.add_chunk(parsed);
-        self.timings[0] += started.elapsed();
-        result
-    }
-
-    fn add_chunk(&mut self, parsed: Parsed) -> Result<(), ImportError> {
-        let chunk_start = self.end;
-        if chunk_start == self.stored {
-            // Line numbers are the store's from its position on (reports start there).
-            self.lines = self.stored_lines;
-        }
-        self.end += parsed.bytes;
-        let base_line = self.lines;
-        self.lines += parsed.newlines;
-        // Only what the store lacks is counted; only what the archive lacks is archived.
-        let for_store = chunk_start >= self.stored;
-        let for_archive = chunk_start >= self.archived;
-        if for_store {
-            self.records += parsed.records;
-            self.accepted += parsed.accepted;
-            for (line, code, mut report) in parsed.rejected {
-                *self.rejected_by_code.entry(code).or_default() += 1;
-                report["line"] = serde_json::json!(base_line as usize + line);
-                serde_json::to_writer(&mut self.report, &report)
-                    .map_err(|error| ImportError::Pipeline(error.to_string()))?;
-                self.report.push(b'\n');
-            }
-            if !parsed.payload.is_empty() {
-                let (windows, merchants, apis) =
-                    (&mut self.windows, &mut self.merchants, &mut self.apis);
-                mm_storage::wal::decode_batch(&parsed.payload, |event| {
-                    let key = (
-                        merchants.id(&event.merchant),
-                        apis.id(&event.api),
-                        event.ts_us.div_euclid(MICROS_PER_MINUTE),
-                    );
-                    windows
-                        .entry(key)
-                        .or_default()
-                        .record(event.status, event.latency_ms);
-                })
-                .map_err(|error| ImportError::Pipeline(error.to_string()))?;
-            }
-        }
-        if for_archive && !parsed.payload.is_empty() {
-            self.payloads.push(parsed.payload);
-        }
-        Ok(())
-    }
-
-    /// Hands the unit over (windows keyed by name) and starts the next one.
-    fn seal(&mut self, last: bool) -> Sealed {
-        let mut windows: Vec<(WindowKey, Rollup)> = Vec::with_capacity(self.windows.len() * 6 / 5);
-        let mut merchant_wide: FxHashMap<(u32, i64), Rollup> = FxHashMap::default();
-        for ((merchant, api, minute), rollup) in self.windows.drain() {
-            merchant_wide
-                .entry((merchant, minute))
-                .or_default()
-                .merge(&rollup);
-            windows.push((
-                WindowKey {
-                    merchant: self.merchants.names[merchant as usize].to_string(),
-                    api: self.apis.names[api as usize].to_string(),
-                    minute,
-                },
-                rollup,
-            ));
-        }
-        for ((merchant, minute), rollup) in merchant_wide {
-            windows.push((
-                WindowKey {
-                    merchant: self.merchants.names[merchant as usize].to_string(),
-                    api: MERCHANT_TOTAL_API.to_owned(),
-                    minute,
-                },
-                rollup,
-            ));
-        }
-        let sealed = Sealed {
-            end: self.end,
-            lines: self.lines,
-            windows,
-            payloads: std::mem::take(&mut self.payloads),
-            report: std::mem::take(&mut self.report),
-            records: std::mem::take(&mut self.records),
-            accepted: std::mem::take(&mut self.accepted),
-            rejected_by_code: std::mem::take(&mut self.rejected_by_code),
-            last,
-        };
-        self.start = self.end;
-        sealed
-    }
 }
 
 /// Opens the data directory's store and archive for an import.
