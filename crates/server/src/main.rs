@@ -112,7 +112,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Gen(args) => mm_tools::dataset::run(args),
         Command::Replay(args) => runtime()?.block_on(mm_tools::replay::run(args)),
-        Command::Bench(args) => mm_tools::bench::run(args),
+        Command::Bench(args) => {
+            // The benchmarks print their own report; the logs only when asked for.
+            if std::env::var_os("MM_LOG").is_some() {
+                init_logging(false);
+            }
+            mm_tools::bench::run(args)
+        }
         Command::Openapi => {
             print!("{}", merchant_monitor::http::openapi_json());
             Ok(())

@@ -232,11 +232,18 @@ fn aggregation_pipeline(
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first = None;
     loop {
+        let count = processed();
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the pipeline did not finish in 600 s"
+            "the pipeline did not finish in 600 s: {count} of {events} records processed; positions {:?}",
+            status
+                .snapshot()
+                .iter()
+                .filter(|consumer| consumer.role == mm_cluster::ConsumerRole::Aggregate)
+                .flat_map(|consumer| consumer.partitions.iter())
+                .map(|partition| (partition.partition, partition.position, partition.committed))
+                .collect::<Vec<_>>()
         );
-        let count = processed();
         if count > 0 {
             first.get_or_insert_with(|| started.elapsed());
         }
