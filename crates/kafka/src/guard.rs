@@ -67,11 +67,15 @@ struct Suspect {
     distance: i64,
     /// Whether a record before `expected` came since that seek.
     before: bool,
+    /// Reads from before `expected` that went straight past it.
+    crossings: u8,
 }
 
 impl Continuity {
     /// How far before the expected offset the first seek goes.
     const FIRST_DISTANCE: i64 = 64;
+    /// Reads straight across a hole, each from further back, before it is taken as real.
+    const CROSSINGS: u8 = 3;
 
     /// What to do with the record at `offset` when `expected` is due.
     pub fn check(&mut self, expected: i64, offset: i64) -> Position {
@@ -88,11 +92,22 @@ impl Continuity {
             return Position::Behind;
         }
         match &mut self.suspect {
-            // Read straight across the hole, or nothing before it is left to read.
-            Some(suspect)
-                if suspect.expected == expected
-                    && (suspect.before || suspect.distance >= expected) =>
-            {
+            // Read straight across the hole: real once it is seen from several starting
+            // points. A fetch answer cut just before the expected record looks the same
+            // once (the consumer asks for the cut record, inside its batch, and is handed
+            // the next batch), but not again from further back, where the cuts fall
+            // elsewhere.
+            Some(suspect) if suspect.expected == expected && suspect.before => {
+                suspect.crossings += 1;
+                if suspect.crossings >= Self::CROSSINGS {
+                    self.suspect = None;
+                    Position::Gap
+                } else {
+                    Position::Reread(suspect.further())
+                }
+            }
+            // Nothing before the hole is left to read (the log starts after it).
+            Some(suspect) if suspect.expected == expected && suspect.distance >= expected => {
                 self.suspect = None;
                 Position::Gap
             }
@@ -125,6 +140,7 @@ impl Continuity {
             expected,
             distance: Self::FIRST_DISTANCE,
             before: false,
+            crossings: 0,
         });
         (expected - Self::FIRST_DISTANCE).max(0)
     }
@@ -309,13 +325,30 @@ mod tests {
     }
 
     #[test]
-    fn a_hole_read_straight_across_is_real() {
+    fn a_hole_read_straight_across_from_three_starting_points_is_real() {
         let mut continuity = Continuity::default();
-        assert_eq!(continuity.check(50, 52), Position::Reread(0));
-        assert_eq!(continuity.check(50, 49), Position::Behind);
-        assert_eq!(continuity.check(50, 52), Position::Gap);
+        assert_eq!(continuity.check(500, 502), Position::Reread(436));
+        assert_eq!(continuity.check(500, 499), Position::Behind);
+        assert_eq!(continuity.check(500, 502), Position::Reread(372));
+        assert_eq!(continuity.check(500, 499), Position::Behind);
+        assert_eq!(continuity.check(500, 502), Position::Reread(244));
+        assert_eq!(continuity.check(500, 499), Position::Behind);
+        assert_eq!(continuity.check(500, 502), Position::Gap);
         // A new hole starts over.
-        assert_eq!(continuity.check(53, 60), Position::Reread(0));
+        assert_eq!(continuity.check(503, 600), Position::Reread(439));
+    }
+
+    #[test]
+    fn a_record_skipped_once_by_a_cut_fetch_is_read_again_not_taken_for_a_hole() {
+        // A fetch answer cut inside the batch ending at 4729: the consumer asks for 4729 and
+        // is handed the next batch, although records before 4729 came since the seek.
+        let mut continuity = Continuity::default();
+        assert_eq!(continuity.check(4729, 5873), Position::Reread(4665));
+        assert_eq!(continuity.check(4729, 4700), Position::Behind);
+        assert_eq!(continuity.check(4729, 4730), Position::Reread(4601));
+        // Read from further back, the answer is cut elsewhere: 4729 comes.
+        assert_eq!(continuity.check(4729, 4650), Position::Behind);
+        assert_eq!(continuity.check(4729, 4729), Position::Next);
     }
 
     #[test]
