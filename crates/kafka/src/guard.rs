@@ -46,7 +46,8 @@ pub enum Position {
 /// lands inside a batch — and counting windows or committing input offsets past such a hole
 /// would lose its records for good. So the consumer seeks back, further each time (the batch
 /// start is not known), and drops what comes before the expected offset; the hole is taken
-/// as real only when a read that started before it runs straight past it.
+/// as real only when reads that started before it, three of them each from further back, run
+/// straight past it.
 ///
 /// The same answer leaves a consumer with nothing at all when the batch it starts in is the
 /// partition's last: a partition that makes no progress is read again the same way

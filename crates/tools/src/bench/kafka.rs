@@ -236,11 +236,8 @@ fn aggregation_pipeline(
         anyhow::ensure!(
             Instant::now() < deadline,
             "the pipeline did not finish in 600 s: {count} of {events} records processed; positions {:?}",
-            status
-                .snapshot()
+            aggregate_partitions(&status)
                 .iter()
-                .filter(|consumer| consumer.role == mm_cluster::ConsumerRole::Aggregate)
-                .flat_map(|consumer| consumer.partitions.iter())
                 .map(|partition| (partition.partition, partition.position, partition.committed))
                 .collect::<Vec<_>>()
         );
@@ -273,11 +270,8 @@ fn aggregation_pipeline(
             Instant::now() < deadline,
             "the pipeline did not commit in 600 s"
         );
-        let committed: i64 = status
-            .snapshot()
+        let committed: i64 = aggregate_partitions(&status)
             .iter()
-            .filter(|consumer| consumer.role == mm_cluster::ConsumerRole::Aggregate)
-            .flat_map(|consumer| consumer.partitions.iter())
             .map(|partition| partition.committed.unwrap_or(0))
             .sum();
         if committed as u64 >= events {
@@ -309,4 +303,14 @@ fn aggregation_pipeline(
         events as f64 / elapsed.as_secs_f64(),
         first.unwrap_or(elapsed),
     ))
+}
+
+/// The aggregation consumer's partitions, as the cluster reports them.
+fn aggregate_partitions(status: &mm_cluster::ClusterStatus) -> Vec<mm_cluster::PartitionStatus> {
+    status
+        .snapshot()
+        .into_iter()
+        .filter(|consumer| consumer.role == mm_cluster::ConsumerRole::Aggregate)
+        .flat_map(|consumer| consumer.partitions)
+        .collect()
 }
