@@ -120,6 +120,38 @@ impl Rollup {
         self.sketch.merge(&other.sketch);
     }
 
+    /// The calls this rollup holds beyond `earlier`, a previous version of the same window
+    /// (the window only ever gains calls): calls, status counts, latency sum and sketch bins
+    /// are the differences, and the latency extremes are this rollup's, so merging the growth
+    /// into a sum that holds `earlier` gives the sum holding this rollup instead. `None` when
+    /// `earlier` has a count this rollup does not (it is not an earlier version).
+    pub fn growth_since(&self, earlier: &Rollup) -> Option<Rollup> {
+        let calls = self.calls.checked_sub(earlier.calls)?;
+        let latency_sum_us = self.latency_sum_us.checked_sub(earlier.latency_sum_us)?;
+        let status = difference(&self.status, &earlier.status)?;
+        let zero_count = self
+            .sketch
+            .zero_count()
+            .checked_sub(earlier.sketch.zero_count())?;
+        let now: Vec<(i16, u64)> = self.sketch.bins().collect();
+        let before: Vec<(i16, u64)> = earlier.sketch.bins().collect();
+        let bins = difference(&now, &before)?;
+        if earlier.calls > 0
+            && (self.latency_min_us > earlier.latency_min_us
+                || self.latency_max_us < earlier.latency_max_us)
+        {
+            return None;
+        }
+        Some(Rollup {
+            calls,
+            status,
+            latency_sum_us,
+            latency_min_us: self.latency_min_us,
+            latency_max_us: self.latency_max_us,
+            sketch: LatencySketch::from_parts(zero_count, bins)?,
+        })
+    }
+
     /// Calls per status class.
     pub fn classes(&self) -> ClassCounts {
         let mut classes = ClassCounts::default();
@@ -160,6 +192,31 @@ impl Rollup {
     pub fn mean_ms(&self) -> Option<f64> {
         (self.calls > 0).then(|| self.latency_sum_us as f64 / self.calls as f64 / 1000.0)
     }
+}
+
+/// `now − before` per key of two sorted `(key, count)` lists, without the zero differences;
+/// `None` when `before` has a key `now` lacks or a larger count.
+fn difference<K: Ord + Copy>(now: &[(K, u64)], before: &[(K, u64)]) -> Option<Vec<(K, u64)>> {
+    let mut out = Vec::with_capacity(now.len());
+    let mut earlier = before.iter().peekable();
+    for &(key, count) in now {
+        let mut previous = 0;
+        while let Some(&&(held, held_count)) = earlier.peek() {
+            if held > key {
+                break;
+            }
+            if held < key {
+                return None;
+            }
+            previous = held_count;
+            earlier.next();
+        }
+        let grown = count.checked_sub(previous)?;
+        if grown > 0 {
+            out.push((key, grown));
+        }
+    }
+    earlier.next().is_none().then_some(out)
 }
 
 #[cfg(test)]
@@ -216,5 +273,36 @@ mod tests {
         let mut empty = Rollup::default();
         empty.merge(&before);
         assert_eq!(empty, before);
+    }
+
+    #[test]
+    fn the_growth_of_a_window_moves_a_sum_from_its_earlier_version_to_the_later() {
+        let mut earlier = Rollup::default();
+        for (status, latency) in [(200, 40.0), (200, 41.0), (503, 900.0), (200, 0.0)] {
+            earlier.record(status, latency);
+        }
+        let mut later = earlier.clone();
+        for (status, latency) in [(200, 3.0), (404, 40.0), (200, 5000.0), (200, 0.0)] {
+            later.record(status, latency);
+        }
+        let mut other = Rollup::default();
+        for (status, latency) in [(201, 7.0), (200, 40.0)] {
+            other.record(status, latency);
+        }
+        let mut sum = other.clone();
+        sum.merge(&earlier);
+        let growth = later.growth_since(&earlier).expect("later holds earlier");
+        assert_eq!(growth.calls, 4);
+        sum.merge(&growth);
+        let mut expected = other.clone();
+        expected.merge(&later);
+        assert_eq!(sum, expected);
+        assert_eq!(later.growth_since(&later).map(|none| none.calls), Some(0));
+        assert_eq!(
+            earlier.growth_since(&later),
+            None,
+            "earlier does not hold later"
+        );
+        assert_eq!(later.growth_since(&other), None, "201 is not in later");
     }
 }

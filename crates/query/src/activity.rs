@@ -7,7 +7,7 @@ use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup};
 use mm_model::sketch::{LatencySketch, SketchAccumulator};
 use mm_model::time::{self, MICROS_PER_MINUTE};
 use mm_storage::codec::RollupView;
-use mm_storage::rollups::{Counts, RollupStore};
+use mm_storage::rollups::{Counts, RollupStore, Series};
 use serde::Serialize;
 
 use crate::params::{ApiSort, MerchantSort, Period, Step};
@@ -274,26 +274,33 @@ pub fn activity(
             buckets.push(bucket(start, &merge.finish()));
             *next_bucket = start + step_minutes;
         };
-    store.scan_series(
-        merchant,
-        series_api,
-        first_bucket,
-        first_bucket + bucket_count * step_minutes,
-        |minute, view| {
-            let start = minute.div_euclid(step_minutes) * step_minutes;
-            match &mut current {
-                Some((bucket_start, merge)) if *bucket_start == start => merge.add(view),
-                _ => {
-                    if let Some((bucket_start, merge)) = current.take() {
-                        flush(bucket_start, merge, &mut buckets, &mut next_bucket);
-                    }
-                    let mut merge = Merge::default();
-                    merge.add(view);
-                    current = Some((start, merge));
+    let mut add = |minute: i64, view: &RollupView<'_>| {
+        let start = minute.div_euclid(step_minutes) * step_minutes;
+        match &mut current {
+            Some((bucket_start, merge)) if *bucket_start == start => merge.add(view),
+            _ => {
+                if let Some((bucket_start, merge)) = current.take() {
+                    flush(bucket_start, merge, &mut buckets, &mut next_bucket);
                 }
+                let mut merge = Merge::default();
+                merge.add(view);
+                current = Some((start, merge));
             }
-        },
-    )?;
+        }
+    };
+    let end = first_bucket + bucket_count * step_minutes;
+    if step_minutes % 60 == 0 {
+        // Buckets of whole hours: from the hour rollups.
+        store.scan_hours(
+            merchant,
+            Series::One(series_api),
+            first_bucket,
+            end,
+            |_, minute, view| add(minute, view),
+        )?;
+    } else {
+        store.scan_series(merchant, series_api, first_bucket, end, add)?;
+    }
     if let Some((bucket_start, merge)) = current.take() {
         flush(bucket_start, merge, &mut buckets, &mut next_bucket);
     }
@@ -317,8 +324,9 @@ pub fn apis(
     sort: ApiSort,
 ) -> Result<ApisResponse, QueryError> {
     let mut per_api: BTreeMap<String, Merge> = BTreeMap::new();
-    store.scan_merchant_apis(
+    store.scan_hours(
         merchant,
+        Series::EveryApi,
         period.from_minute(),
         period.to_minute_exclusive(),
         |api, _, view| match per_api.get_mut(api) {

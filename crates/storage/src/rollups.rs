@@ -10,7 +10,8 @@
 //!   `merchant 0x00 0x00 minute` and sorts before every API of the merchant.
 //! - `i{day}`: the ranking index. `'m' minute merchant` → totals of that merchant-minute, and
 //!   `'h' hour merchant` → totals of that merchant-hour (the sum of its minutes, kept exact by
-//!   adding the change of each minute entry as it is rewritten).
+//!   adding the change of each minute entry as it is rewritten). And the hour rollups
+//!   ([`hours`]): `'s' merchant 0x00 api 0x00 hour` → the merge of the hour's final minutes.
 //!
 //! And three global keyspaces: `open` (the keys of windows that are still open, for
 //! recovery), `merchants` (lowercased name `0x00` name → last minute with calls, for
@@ -27,15 +28,18 @@
 //! - Merchant names and API names hold no control characters, so `0x00` separates fields.
 
 mod handle;
+mod hours;
 mod ranking;
 mod read;
 mod replica;
 mod requests;
 
 pub use handle::RollupStore;
+pub use hours::Series;
 pub use ranking::{Counts, MerchantCounts, Totals};
 pub use replica::Replicated;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::RwLock;
@@ -46,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
 use crate::codec::{self, RollupState};
+use hours::HourChange;
 use ranking::{MemoryRanking, MinuteChange, index_key};
 pub use requests::StoredRequest;
 
@@ -210,7 +215,7 @@ impl Store {
             days.insert(day, Day { rollups, index });
         }
         let ranking = Self::load_ranking(&days)?;
-        Ok(Self {
+        let store = Self {
             db,
             meta,
             open,
@@ -220,7 +225,9 @@ impl Store {
             days: RwLock::new(days),
             ranking: RwLock::new(ranking),
             replica_lock: std::sync::Mutex::new(()),
-        })
+        };
+        store.build_hours_if_missing()?;
+        Ok(store)
     }
 
     fn day(&self, day: i64) -> Option<Day> {
@@ -318,6 +325,7 @@ impl Store {
         let mut write = self.db.batch();
         self.write_requests(&mut write, &requests);
         let mut corrected = Vec::new();
+        let mut corrected_calls = Vec::new();
 
         // Late calls for a window closing in this same batch go into its final record.
         let mut closing: BTreeMap<WindowKey, usize> = finals
@@ -333,6 +341,7 @@ impl Store {
             let mut total = self.stored_rollup(&key)?.unwrap_or_default();
             total.merge(&delta);
             corrected.push((key, total));
+            corrected_calls.push(delta);
         }
         closing.clear();
 
@@ -344,6 +353,18 @@ impl Store {
                 (Group::Open, open.as_slice()),
             ],
         )?;
+        // A closing window's hour gains all its calls; a corrected one, the late calls.
+        let hour_changes = finals
+            .iter()
+            .map(|(key, rollup)| (key, HourChange::Add(Cow::Borrowed(rollup))))
+            .chain(
+                corrected
+                    .iter()
+                    .zip(&corrected_calls)
+                    .map(|((key, _), calls)| (key, HourChange::Add(Cow::Borrowed(calls)))),
+            )
+            .collect();
+        self.write_hours(&mut write, hour_changes)?;
         let checkpoint_bytes =
             serde_json::to_vec(&checkpoint).map_err(|error| StorageError::Corrupt {
                 what: "checkpoint",
@@ -455,6 +476,7 @@ impl Store {
         let mut finals = Vec::new();
         let mut finals_never_open = Vec::new();
         let mut open = Vec::new();
+        let mut hour_changes = Vec::new();
         for (key, calls) in windows {
             let stored = match self.day(day_of(key.minute)) {
                 Some(day) => day.rollups.get(rollup_key(key))?,
@@ -471,10 +493,22 @@ impl Store {
             merged.merge(calls);
             match state {
                 Some(RollupState::Open) => open.push((key.clone(), merged)),
-                _ if key.minute >= open_from_minute => open.push((key.clone(), merged)),
-                Some(RollupState::Final) => finals.push((key.clone(), merged)),
+                _ if key.minute >= open_from_minute => {
+                    if state == Some(RollupState::Final) {
+                        // A final window reopened: its hour no longer holds it whole.
+                        hour_changes.push((key, HourChange::Unknown));
+                    }
+                    open.push((key.clone(), merged));
+                }
+                Some(RollupState::Final) => {
+                    hour_changes.push((key, HourChange::Add(Cow::Borrowed(calls))));
+                    finals.push((key.clone(), merged));
+                }
                 // Never stored: no open-window marker to clear.
-                None => finals_never_open.push((key.clone(), merged)),
+                None => {
+                    hour_changes.push((key, HourChange::Add(Cow::Borrowed(calls))));
+                    finals_never_open.push((key.clone(), merged));
+                }
             }
         }
         let mut write = self.db.batch();
@@ -486,6 +520,7 @@ impl Store {
                 (Group::Open, open.as_slice()),
             ],
         )?;
+        self.write_hours(&mut write, hour_changes)?;
         write.insert(
             &self.meta,
             format!("{IMPORT_PREFIX}{}", progress.0),

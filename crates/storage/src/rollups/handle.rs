@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use mm_model::rollup::{Rollup, WindowKey};
 
 use super::{
-    Checkpoint, CheckpointBatch, MerchantCounts, PreparedCheckpoint, Replicated, Store,
+    Checkpoint, CheckpointBatch, MerchantCounts, PreparedCheckpoint, Replicated, Series, Store,
     StoredRequest,
 };
 use crate::StorageError;
@@ -209,17 +209,20 @@ impl RollupStore {
             .scan_series(merchant, api, from_minute, to_minute, visit)
     }
 
-    /// Visits every stored rollup of a merchant's API series with minutes in
-    /// `[from_minute, to_minute)`.
-    pub fn scan_merchant_apis(
+    /// Visits the calls of `series` of `merchant` in `[from_minute, to_minute)` from hour
+    /// rollups where whole hours allow, with pieces of whole hours visited at the hour's first
+    /// minute: exact for buckets of whole hours, not for finer ones (use
+    /// [`RollupStore::scan_series`] for those).
+    pub fn scan_hours(
         &self,
         merchant: &str,
+        series: Series<'_>,
         from_minute: i64,
         to_minute: i64,
         visit: impl FnMut(&str, i64, &RollupView<'_>),
     ) -> Result<(), StorageError> {
         self.store()?
-            .scan_merchant_apis(merchant, from_minute, to_minute, visit)
+            .scan_hours(merchant, series, from_minute, to_minute, visit)
     }
 
     /// The last minute a merchant had calls, if it is known.

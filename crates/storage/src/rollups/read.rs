@@ -1,11 +1,7 @@
-//! Reading the store: the rollups of one series, of a merchant's API series, and the
-//! merchant-name index.
+//! Reading the store: the rollups of one series and the merchant-name index (hour rollups
+//! are read in [`super::hours`]).
 
-use mm_model::rollup::MERCHANT_TOTAL_API;
-
-use super::{
-    Store, decode_error, merchant_name_key, series_prefix, sortable, split_rollup_key, unsortable,
-};
+use super::{Store, decode_error, merchant_name_key, series_prefix, sortable, unsortable};
 use crate::StorageError;
 use crate::codec::{self, RollupView};
 
@@ -30,33 +26,6 @@ impl Store {
                 let minute = unsortable(&key[key.len() - 8..]).unwrap_or_default();
                 let view = codec::view_rollup(&value).map_err(decode_error("stored rollup"))?;
                 visit(minute, &view);
-            }
-        }
-        Ok(())
-    }
-
-    /// Visits every stored rollup of a merchant's API series (not the merchant-wide one) with
-    /// minutes in `[from_minute, to_minute)`.
-    pub fn scan_merchant_apis(
-        &self,
-        merchant: &str,
-        from_minute: i64,
-        to_minute: i64,
-        mut visit: impl FnMut(&str, i64, &RollupView<'_>),
-    ) -> Result<(), StorageError> {
-        let mut prefix = merchant.as_bytes().to_vec();
-        prefix.push(0);
-        for (_, day) in self.days_between(from_minute, to_minute) {
-            for guard in day.rollups.prefix(&prefix) {
-                let (key, value) = guard.into_inner()?;
-                let Some((_, api, minute)) = split_rollup_key(&key) else {
-                    continue;
-                };
-                if api == MERCHANT_TOTAL_API || minute < from_minute || minute >= to_minute {
-                    continue;
-                }
-                let view = codec::view_rollup(&value).map_err(decode_error("stored rollup"))?;
-                visit(api, minute, &view);
             }
         }
         Ok(())

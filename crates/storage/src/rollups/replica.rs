@@ -1,10 +1,12 @@
 //! The replica side of the store (cluster mode): rollups replicated from the activity topic,
 //! what each stored window covers, and the topic positions applied.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use mm_model::rollup::{Rollup, WindowKey};
 
+use super::hours::HourChange;
 use super::{Group, Store, day_of, decode_error, rollup_key};
 use crate::StorageError;
 use crate::codec::{self, RollupState};
@@ -89,20 +91,40 @@ impl Store {
         let mut windows = Vec::with_capacity(latest.len());
         let mut open_windows = Vec::new();
         let mut covers = Vec::with_capacity(latest.len());
+        // How each window's final calls change, for its hour rollup: the final written at a
+        // position of `windows` adds all its calls (`None`) or what it gained over the final
+        // it replaced (`Some(None)`: not expressible as calls gained); the snapshot written at
+        // a position of `open_windows` replaced a final.
+        let mut final_growth: Vec<(usize, Option<Option<Rollup>>)> = Vec::new();
+        let mut reopened: Vec<usize> = Vec::new();
         for (key, record) in latest {
-            if let Some((partition, stored)) = self.covers(&key)? {
-                // Whether the stored rollup is a snapshot matters only for a final record
-                // covering as much as it: read it only then (one lookup less per record).
-                let tie = record.partition == partition && record.covers == stored && !record.open;
-                let held_open = tie && self.open.contains_key(rollup_key(&key))?;
+            let mut stored_final = false;
+            if let Some((partition, stored, held_final)) = self.covers_entry(&key)? {
+                // Entries written before they recorded finality need the open-window marker.
+                let held_open = match held_final {
+                    Some(held_final) => !held_final,
+                    None => self.open.contains_key(rollup_key(&key))?,
+                };
                 if !record.supersedes(partition, stored, held_open) {
                     continue;
                 }
+                stored_final = !held_open;
             }
-            covers.push((key.clone(), record.partition, record.covers));
+            covers.push((key.clone(), record.partition, record.covers, !record.open));
             if record.open {
+                if stored_final {
+                    reopened.push(open_windows.len());
+                }
                 open_windows.push((key, record.rollup));
             } else {
+                // A final replacing a final adds what it gained; otherwise all its calls.
+                let growth = match stored_final {
+                    true => self
+                        .stored_rollup(&key)?
+                        .map(|earlier| record.rollup.growth_since(&earlier)),
+                    false => None,
+                };
+                final_growth.push((windows.len(), growth));
                 windows.push((key, record.rollup));
             }
         }
@@ -115,11 +137,29 @@ impl Store {
                 (Group::Open, open_windows.as_slice()),
             ],
         )?;
-        for (key, partition, offset) in &covers {
+        let hour_changes = final_growth
+            .into_iter()
+            .map(|(position, growth)| {
+                let change = match growth {
+                    None => HourChange::Add(Cow::Borrowed(&windows[position].1)),
+                    Some(Some(calls)) => HourChange::Add(Cow::Owned(calls)),
+                    Some(None) => HourChange::Unknown,
+                };
+                (&windows[position].0, change)
+            })
+            .chain(
+                reopened
+                    .into_iter()
+                    .map(|position| (&open_windows[position].0, HourChange::Unknown)),
+            )
+            .collect();
+        self.write_hours(&mut write, hour_changes)?;
+        for (key, partition, offset, is_final) in &covers {
             let day = self.day_or_create(day_of(key.minute))?;
-            let mut value = Vec::with_capacity(12);
+            let mut value = Vec::with_capacity(13);
             value.extend_from_slice(&partition.to_be_bytes());
             value.extend_from_slice(&offset.to_be_bytes());
+            value.push(u8::from(*is_final));
             write.insert(&day.index, covers_key(key), value);
         }
         for (partition, next) in positions {
@@ -136,13 +176,24 @@ impl Store {
 
     /// The (aggregation partition, offset) a replicated window's stored rollup covers.
     pub fn covers(&self, key: &WindowKey) -> Result<Option<(i32, i64)>, StorageError> {
+        Ok(self
+            .covers_entry(key)?
+            .map(|(partition, offset, _)| (partition, offset)))
+    }
+
+    /// What a replicated window's stored rollup covers, and whether it is final (`None` for
+    /// entries written before that was recorded).
+    fn covers_entry(
+        &self,
+        key: &WindowKey,
+    ) -> Result<Option<(i32, i64, Option<bool>)>, StorageError> {
         let Some(day) = self.day(day_of(key.minute)) else {
             return Ok(None);
         };
         Ok(day.index.get(covers_key(key))?.and_then(|value| {
             let partition = i32::from_be_bytes(value.get(..4)?.try_into().ok()?);
             let offset = i64::from_be_bytes(value.get(4..12)?.try_into().ok()?);
-            Some((partition, offset))
+            Some((partition, offset, value.get(12).map(|flag| *flag == 1)))
         }))
     }
 

@@ -1,0 +1,452 @@
+//! Hour rollups: per series and UTC hour, the merge of the hour's closed minutes, so that a
+//! query over hours or days reads one rollup per hour instead of sixty.
+//!
+//! # Layout and invariant
+//!
+//! In the day's index keyspace, `'s' merchant 0x00 api 0x00 hour(8, sortable BE)` → the merge
+//! of every *final* minute rollup of that series and hour. Minutes still open are not in it:
+//! they carry an open-window marker, and a reader adds them from the minute rollups. So the
+//! calls of an hour are always its hour rollup plus its open minutes, read from one snapshot.
+//!
+//! Each write that changes a final minute changes its hour in the same atomic batch by the
+//! calls the minute gained: a window closing adds its whole rollup, a correction or an
+//! imported addition adds just those calls, a replicated final replacing an earlier final
+//! adds [`Rollup::growth_since`]. A change that cannot be expressed as calls gained (a final
+//! minute replaced by one that does not hold it) marks the hour *unknown* (an empty value);
+//! such an hour stays unknown and is read minute by minute, which is always exact.
+//!
+//! Stores written before hour rollups existed get them built once, when they are opened.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use fjall::{Readable, Slice, Snapshot};
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+
+use super::{
+    Day, MINUTES_PER_DAY, Store, day_of, decode_error, rollup_key, series_prefix, sortable,
+    split_rollup_key, unsortable,
+};
+use crate::StorageError;
+use crate::codec::{self, RollupState, RollupView};
+
+const MINUTES_PER_HOUR: i64 = 60;
+/// The `meta` key saying every final minute is in its hour rollup (stores written before hour
+/// rollups existed lack it until they are built).
+const HOURS_BUILT_KEY: &[u8] = b"hour-rollups";
+const HOUR_TAG: u8 = b's';
+
+/// How a write changes the hour of one window.
+pub(super) enum HourChange<'a> {
+    /// The window's final calls grew by these.
+    Add(Cow<'a, Rollup>),
+    /// The window's final calls changed in a way not expressible as calls gained.
+    Unknown,
+}
+
+/// Which series of a merchant a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series<'a> {
+    /// One series: an API, or [`MERCHANT_TOTAL_API`] for the merchant-wide one.
+    One(&'a str),
+    /// Every API series of the merchant (not the merchant-wide one).
+    EveryApi,
+}
+
+fn hour_of(minute: i64) -> i64 {
+    minute.div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR
+}
+
+fn hour_key(merchant: &str, api: &str, hour: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(merchant.len() + api.len() + 11);
+    key.push(HOUR_TAG);
+    key.extend_from_slice(&series_prefix(merchant, api));
+    key.extend_from_slice(&sortable(hour));
+    key
+}
+
+/// What one scan found for a series-hour.
+#[derive(Default)]
+struct HourParts {
+    /// The hour rollup; empty when the hour is unknown.
+    hour: Option<Slice>,
+    /// Minutes of the hour still open.
+    open: Vec<i64>,
+}
+
+impl Store {
+    /// Adds the hour changes of a batch of window writes to `write`: one read-modify-write per
+    /// series-hour.
+    pub(super) fn write_hours(
+        &self,
+        write: &mut fjall::OwnedWriteBatch,
+        changes: Vec<(&WindowKey, HourChange<'_>)>,
+    ) -> Result<(), StorageError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // Per series-hour: the calls gained, or `None` once unknown.
+        let mut grown: BTreeMap<Vec<u8>, (i64, Option<Rollup>)> = BTreeMap::new();
+        for (key, change) in changes {
+            let hour = hour_of(key.minute);
+            let entry = grown
+                .entry(hour_key(&key.merchant, &key.api, hour))
+                .or_insert_with(|| (hour, Some(Rollup::default())));
+            match (change, &mut entry.1) {
+                (HourChange::Add(calls), Some(sum)) => sum.merge(&calls),
+                (HourChange::Add(_), None) => {}
+                (HourChange::Unknown, slot) => *slot = None,
+            }
+        }
+        let mut value = Vec::with_capacity(256);
+        let mut day: Option<(i64, Day)> = None;
+        for (key, (hour, calls)) in grown {
+            let handles = match &day {
+                Some((number, handles)) if *number == day_of(hour) => handles.clone(),
+                _ => {
+                    let handles = self.day_or_create(day_of(hour))?;
+                    day = Some((day_of(hour), handles.clone()));
+                    handles
+                }
+            };
+            let Some(calls) = calls else {
+                write.insert(&handles.index, key, []);
+                continue;
+            };
+            let mut sum = match handles.index.get(&key)? {
+                // Unknown stays unknown.
+                Some(bytes) if bytes.is_empty() => continue,
+                Some(bytes) => {
+                    codec::decode_rollup(&bytes)
+                        .map_err(decode_error("hour rollup"))?
+                        .0
+                }
+                None => Rollup::default(),
+            };
+            sum.merge(&calls);
+            value.clear();
+            codec::encode_rollup(&sum, RollupState::Final, &mut value);
+            write.insert(&handles.index, key, value.as_slice());
+        }
+        Ok(())
+    }
+
+    /// Builds the hour rollups of a store written before they existed, from its final minutes;
+    /// does nothing when they are built. Each day's hours are written whole (not added to), so
+    /// an interrupted build is simply done again at the next open.
+    pub(super) fn build_hours_if_missing(&self) -> Result<(), StorageError> {
+        if self.meta.get(HOURS_BUILT_KEY)?.is_some() {
+            return Ok(());
+        }
+        let days: Vec<(i64, Day)> = match self.days.read() {
+            Ok(days) => days
+                .iter()
+                .map(|(day, handles)| (*day, handles.clone()))
+                .collect(),
+            Err(_) => return Err(StorageError::Poisoned("store days")),
+        };
+        if !days.is_empty() {
+            tracing::info!(
+                days = days.len(),
+                "building hour rollups for a store written before they existed (once)"
+            );
+        }
+        let mut value = Vec::with_capacity(256);
+        for (_, day) in days {
+            let mut write = self.db.batch();
+            let mut current: Option<(Vec<u8>, Rollup)> = None;
+            let mut pending = 0usize;
+            for guard in day.rollups.iter() {
+                let (key, bytes) = guard.into_inner()?;
+                let Some((merchant, api, minute)) = split_rollup_key(&key) else {
+                    continue;
+                };
+                let view = codec::view_rollup(&bytes).map_err(decode_error("stored rollup"))?;
+                if view.state != RollupState::Final || view.calls == 0 {
+                    continue;
+                }
+                let rollup = view.to_rollup().map_err(decode_error("stored rollup"))?;
+                let target = hour_key(merchant, api, hour_of(minute));
+                match &mut current {
+                    Some((held, sum)) if *held == target => sum.merge(&rollup),
+                    _ => {
+                        if let Some((held, sum)) = current.replace((target, rollup)) {
+                            value.clear();
+                            codec::encode_rollup(&sum, RollupState::Final, &mut value);
+                            write.insert(&day.index, held, value.as_slice());
+                            pending += 1;
+                        }
+                    }
+                }
+                if pending >= 50_000 {
+                    std::mem::replace(&mut write, self.db.batch()).commit()?;
+                    pending = 0;
+                }
+            }
+            if let Some((held, sum)) = current {
+                value.clear();
+                codec::encode_rollup(&sum, RollupState::Final, &mut value);
+                write.insert(&day.index, held, value.as_slice());
+            }
+            write.commit()?;
+        }
+        self.meta.insert(HOURS_BUILT_KEY, [1])?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Visits the calls of `series` of `merchant` in `[from_minute, to_minute)`, all read from
+    /// one snapshot: the minutes of a partial hour at either end one by one (at their minute),
+    /// and each whole hour as its hour rollup plus its open minutes (all at the hour's first
+    /// minute; an unknown hour's minutes one by one). Together the visited rollups hold every
+    /// call of the range exactly once, so a caller bucketing by whole hours (or days) merges
+    /// them into exact buckets. Pieces of one series come in time order.
+    pub fn scan_hours(
+        &self,
+        merchant: &str,
+        series: Series<'_>,
+        from_minute: i64,
+        to_minute: i64,
+        mut visit: impl FnMut(&str, i64, &RollupView<'_>),
+    ) -> Result<(), StorageError> {
+        if from_minute >= to_minute {
+            return Ok(());
+        }
+        let snapshot = self.db.snapshot();
+        let first_hour = hour_of(from_minute + MINUTES_PER_HOUR - 1);
+        let end_hour = hour_of(to_minute).max(first_hour);
+        if first_hour >= to_minute {
+            // Within one hour: minutes only.
+            return self.scan_minutes(
+                &snapshot,
+                merchant,
+                series,
+                from_minute,
+                to_minute,
+                &mut visit,
+            );
+        }
+        self.scan_minutes(
+            &snapshot,
+            merchant,
+            series,
+            from_minute,
+            first_hour,
+            &mut visit,
+        )?;
+        self.scan_whole_hours(
+            &snapshot, merchant, series, first_hour, end_hour, &mut visit,
+        )?;
+        self.scan_minutes(&snapshot, merchant, series, end_hour, to_minute, &mut visit)
+    }
+
+    /// The minute rollups of `series` in `[from_minute, to_minute)`; for every API, one range
+    /// per API, found by seeking past each API's keys.
+    fn scan_minutes(
+        &self,
+        snapshot: &Snapshot,
+        merchant: &str,
+        series: Series<'_>,
+        from_minute: i64,
+        to_minute: i64,
+        visit: &mut impl FnMut(&str, i64, &RollupView<'_>),
+    ) -> Result<(), StorageError> {
+        if from_minute >= to_minute {
+            return Ok(());
+        }
+        for (_, day) in self.days_between(from_minute, to_minute) {
+            match series {
+                Series::One(api) => scan_series_minutes(
+                    snapshot,
+                    &day,
+                    merchant,
+                    api,
+                    from_minute,
+                    to_minute,
+                    visit,
+                )?,
+                Series::EveryApi => {
+                    let mut end = merchant.as_bytes().to_vec();
+                    end.push(1);
+                    // Past the merchant-wide series (`merchant 0x00 0x00 …`).
+                    let mut seek = end.clone();
+                    seek.insert(seek.len() - 1, 0);
+                    loop {
+                        let Some(guard) = snapshot
+                            .range(&day.rollups, seek.as_slice()..end.as_slice())
+                            .next()
+                        else {
+                            break;
+                        };
+                        let key = guard.key()?;
+                        let Some((_, api, _)) = split_rollup_key(&key) else {
+                            break;
+                        };
+                        scan_series_minutes(
+                            snapshot,
+                            &day,
+                            merchant,
+                            api,
+                            from_minute,
+                            to_minute,
+                            visit,
+                        )?;
+                        // Every key of this API starts with `merchant 0x00 api 0x00`.
+                        seek = series_prefix(merchant, api);
+                        if let Some(last) = seek.last_mut() {
+                            *last = 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole hours `[first_hour, end_hour)` of `series`: hour rollups plus open minutes.
+    fn scan_whole_hours(
+        &self,
+        snapshot: &Snapshot,
+        merchant: &str,
+        series: Series<'_>,
+        first_hour: i64,
+        end_hour: i64,
+        visit: &mut impl FnMut(&str, i64, &RollupView<'_>),
+    ) -> Result<(), StorageError> {
+        if first_hour >= end_hour {
+            return Ok(());
+        }
+        let wanted = |api: &str| match series {
+            Series::One(one) => api == one,
+            Series::EveryApi => api != MERCHANT_TOTAL_API,
+        };
+        let mut parts: BTreeMap<(String, i64), HourParts> = BTreeMap::new();
+        let open_prefix = match series {
+            Series::One(api) => series_prefix(merchant, api),
+            Series::EveryApi => {
+                let mut prefix = merchant.as_bytes().to_vec();
+                prefix.push(0);
+                prefix
+            }
+        };
+        for guard in snapshot.prefix(&self.open, &open_prefix) {
+            let key = guard.key()?;
+            if let Some((_, api, minute)) = split_rollup_key(&key)
+                && wanted(api)
+                && (first_hour..end_hour).contains(&minute)
+            {
+                parts
+                    .entry((api.to_owned(), hour_of(minute)))
+                    .or_default()
+                    .open
+                    .push(minute);
+            }
+        }
+        let mut hour_prefix = vec![HOUR_TAG];
+        hour_prefix.extend_from_slice(&open_prefix);
+        for (day_number, day) in self.days_between(first_hour, end_hour) {
+            let from = first_hour.max(day_number * MINUTES_PER_DAY);
+            let to = end_hour.min((day_number + 1) * MINUTES_PER_DAY);
+            let mut visit_hour = |key: &[u8], value: Slice| {
+                let Some(hour) = key.get(key.len().saturating_sub(8)..).and_then(unsortable) else {
+                    return;
+                };
+                let Some((_, api, _)) = split_rollup_key(&key[1..]) else {
+                    return;
+                };
+                if wanted(api) && (from..to).contains(&hour) {
+                    parts.entry((api.to_owned(), hour)).or_default().hour = Some(value);
+                }
+            };
+            match series {
+                Series::One(_) => {
+                    let mut start = hour_prefix.clone();
+                    start.extend_from_slice(&sortable(from));
+                    let mut end = hour_prefix.clone();
+                    end.extend_from_slice(&sortable(to));
+                    for guard in snapshot.range(&day.index, start.as_slice()..end.as_slice()) {
+                        let (key, value) = guard.into_inner()?;
+                        visit_hour(&key, value);
+                    }
+                }
+                Series::EveryApi => {
+                    for guard in snapshot.prefix(&day.index, &hour_prefix) {
+                        let (key, value) = guard.into_inner()?;
+                        visit_hour(&key, value);
+                    }
+                }
+            }
+        }
+        let mut day: Option<(i64, Day)> = None;
+        for ((api, hour), found) in parts {
+            let handles = match &day {
+                Some((number, handles)) if *number == day_of(hour) => handles.clone(),
+                _ => {
+                    let Some(handles) = self.day(day_of(hour)) else {
+                        continue;
+                    };
+                    day = Some((day_of(hour), handles.clone()));
+                    handles
+                }
+            };
+            match &found.hour {
+                Some(value) if value.is_empty() => {
+                    scan_series_minutes(
+                        snapshot,
+                        &handles,
+                        merchant,
+                        &api,
+                        hour,
+                        hour + MINUTES_PER_HOUR,
+                        visit,
+                    )?;
+                    continue;
+                }
+                Some(value) => {
+                    let view = codec::view_rollup(value).map_err(decode_error("hour rollup"))?;
+                    visit(&api, hour, &view);
+                }
+                None => {}
+            }
+            for minute in found.open {
+                let key = rollup_key(&WindowKey {
+                    merchant: merchant.to_owned(),
+                    api: api.clone(),
+                    minute,
+                });
+                if let Some(value) = snapshot.get(&handles.rollups, key)? {
+                    let view = codec::view_rollup(&value).map_err(decode_error("stored rollup"))?;
+                    visit(&api, hour, &view);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The minute rollups of one series in one day, `[from_minute, to_minute)`.
+fn scan_series_minutes(
+    snapshot: &Snapshot,
+    day: &Day,
+    merchant: &str,
+    api: &str,
+    from_minute: i64,
+    to_minute: i64,
+    visit: &mut impl FnMut(&str, i64, &RollupView<'_>),
+) -> Result<(), StorageError> {
+    let prefix = series_prefix(merchant, api);
+    let mut start = prefix.clone();
+    start.extend_from_slice(&sortable(from_minute));
+    let mut end = prefix;
+    end.extend_from_slice(&sortable(to_minute));
+    for guard in snapshot.range(&day.rollups, start.as_slice()..end.as_slice()) {
+        let (key, value) = guard.into_inner()?;
+        let minute = unsortable(&key[key.len() - 8..]).unwrap_or_default();
+        let view = codec::view_rollup(&value).map_err(decode_error("stored rollup"))?;
+        visit(api, minute, &view);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,313 @@
+use std::collections::BTreeMap;
+
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+
+use super::{HOUR_TAG, HOURS_BUILT_KEY, Series, hour_of};
+use crate::rollups::{CheckpointBatch, Replicated, RollupStore};
+
+/// 2026-11-21T23:00Z: the hours straddle a UTC day boundary.
+const HOUR: i64 = 29_921_700;
+const APIS: [&str; 3] = ["/v1/payments", "/v1/refunds", "/v1/tokens"];
+
+fn key(merchant: &str, api: &str, minute: i64) -> WindowKey {
+    WindowKey {
+        merchant: merchant.into(),
+        api: api.into(),
+        minute,
+    }
+}
+
+/// A small deterministic generator.
+struct Calls(u64);
+
+impl Calls {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+
+    fn rollup(&mut self) -> Rollup {
+        let mut rollup = Rollup::default();
+        for _ in 0..1 + self.next(4) {
+            let status = [200, 201, 404, 500, 503][self.next(5) as usize];
+            rollup.record(status, self.next(200_000) as f64 / 100.0);
+        }
+        rollup
+    }
+}
+
+/// The calls of `series` in `[from, to)` per (api, bucket of `bucket` minutes), read through
+/// hour rollups.
+fn by_hours(
+    store: &RollupStore,
+    series: Series<'_>,
+    from: i64,
+    to: i64,
+    bucket: i64,
+) -> BTreeMap<(String, i64), Rollup> {
+    let mut buckets: BTreeMap<(String, i64), Rollup> = BTreeMap::new();
+    store
+        .scan_hours("M", series, from, to, |api, minute, view| {
+            buckets
+                .entry((api.to_owned(), minute.div_euclid(bucket) * bucket))
+                .or_default()
+                .merge(&view.to_rollup().expect("decodes"));
+        })
+        .expect("scans hours");
+    buckets.retain(|_, rollup| rollup.calls > 0);
+    buckets
+}
+
+/// The same from the minute rollups alone.
+fn by_minutes(
+    store: &RollupStore,
+    series: Series<'_>,
+    from: i64,
+    to: i64,
+    bucket: i64,
+) -> BTreeMap<(String, i64), Rollup> {
+    let apis: Vec<&str> = match series {
+        Series::One(api) => vec![api],
+        Series::EveryApi => APIS.to_vec(),
+    };
+    let mut buckets: BTreeMap<(String, i64), Rollup> = BTreeMap::new();
+    for api in apis {
+        store
+            .scan_series("M", api, from, to, |minute, view| {
+                buckets
+                    .entry((api.to_owned(), minute.div_euclid(bucket) * bucket))
+                    .or_default()
+                    .merge(&view.to_rollup().expect("decodes"));
+            })
+            .expect("scans minutes");
+    }
+    buckets.retain(|_, rollup| rollup.calls > 0);
+    buckets
+}
+
+/// Every range shape a query asks for: aligned hours and days, partial hours at either end,
+/// within one hour, across the day boundary. Returns how many calls were compared.
+fn assert_hours_match_minutes(store: &RollupStore, what: &str) -> u64 {
+    let mut compared = 0;
+    let ranges = [
+        (HOUR - 60, HOUR + 180, 60),
+        (HOUR - 1440, HOUR + 1440, 1440),
+        (HOUR - 37, HOUR + 95, 60),
+        (HOUR + 7, HOUR + 52, 60),
+        (HOUR + 59, HOUR + 61, 60),
+    ];
+    for (from, to, bucket) in ranges {
+        for series in [
+            Series::One(MERCHANT_TOTAL_API),
+            Series::One(APIS[0]),
+            Series::EveryApi,
+        ] {
+            let minutes = by_minutes(store, series, from, to, bucket);
+            compared += minutes.values().map(|rollup| rollup.calls).sum::<u64>();
+            assert_eq!(
+                by_hours(store, series, from, to, bucket),
+                minutes,
+                "{what}: {series:?} over {from}..{to} by {bucket} minutes"
+            );
+        }
+    }
+    compared
+}
+
+/// Windows of every series of merchant `M` over three hours around the day boundary.
+fn windows(calls: &mut Calls, minutes: std::ops::Range<i64>) -> Vec<(WindowKey, Rollup)> {
+    let mut windows = Vec::new();
+    for minute in minutes {
+        let mut total = Rollup::default();
+        for api in APIS {
+            if calls.next(3) == 0 {
+                continue;
+            }
+            let rollup = calls.rollup();
+            total.merge(&rollup);
+            windows.push((key("M", api, minute), rollup));
+        }
+        if total.calls > 0 {
+            windows.push((key("M", MERCHANT_TOTAL_API, minute), total));
+        }
+    }
+    windows
+}
+
+fn commit(store: &RollupStore, batch: CheckpointBatch) {
+    let prepared = store.prepare(batch).expect("prepares");
+    store.commit(prepared).expect("commits");
+}
+
+#[test]
+fn hours_read_like_their_minutes_through_snapshots_closes_corrections_and_imports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let mut calls = Calls(0x9e37_79b9_7f4a_7c15);
+    // Windows that open, take more calls in later snapshots, then close in slices.
+    let first = windows(&mut calls, HOUR - 60..HOUR + 120);
+    commit(
+        &store,
+        CheckpointBatch {
+            open: first.clone(),
+            ..CheckpointBatch::default()
+        },
+    );
+    assert!(assert_hours_match_minutes(&store, "all open") > 0);
+    let mut grown = first.clone();
+    for (_, rollup) in grown.iter_mut().step_by(3) {
+        rollup.merge(&calls.rollup());
+    }
+    commit(
+        &store,
+        CheckpointBatch {
+            open: grown.clone(),
+            ..CheckpointBatch::default()
+        },
+    );
+    for cut in [HOUR - 20, HOUR + 45, HOUR + 120] {
+        let (closing, open): (Vec<_>, Vec<_>) =
+            grown.iter().cloned().partition(|(key, _)| key.minute < cut);
+        commit(
+            &store,
+            CheckpointBatch {
+                finals: closing,
+                open,
+                ..CheckpointBatch::default()
+            },
+        );
+        grown.retain(|(key, _)| key.minute >= cut);
+        assert_hours_match_minutes(&store, &format!("closed up to {cut}"));
+    }
+    // Late calls into closed windows, some of them closing in the same batch.
+    let late: Vec<(WindowKey, Rollup)> = first
+        .iter()
+        .step_by(4)
+        .map(|(key, _)| (key.clone(), calls.rollup()))
+        .collect();
+    commit(
+        &store,
+        CheckpointBatch {
+            corrections: late,
+            finals: windows(&mut calls, HOUR + 120..HOUR + 130),
+            ..CheckpointBatch::default()
+        },
+    );
+    assert_hours_match_minutes(&store, "corrected");
+    // An import adding to final windows, to no window, to windows left open, and reopening
+    // final windows a starting server would still count into.
+    commit(
+        &store,
+        CheckpointBatch {
+            open: windows(&mut calls, HOUR + 130..HOUR + 140),
+            ..CheckpointBatch::default()
+        },
+    );
+    let imported = windows(&mut calls, HOUR - 90..HOUR + 140);
+    store
+        .import(&imported, HOUR + 125, ("test", b"done"))
+        .expect("imports");
+    assert_hours_match_minutes(&store, "imported");
+    drop(store);
+    let store = RollupStore::open(dir.path()).expect("reopens");
+    assert_hours_match_minutes(&store, "reopened");
+}
+
+fn replicated(api: &str, minute: i64, rollup: Rollup, partition: i32, covers: i64) -> Replicated {
+    Replicated {
+        key: key("M", api, minute),
+        rollup,
+        partition,
+        covers,
+        open: false,
+    }
+}
+
+#[test]
+fn replicated_finals_move_their_hour_by_the_calls_they_gained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let mut calls = Calls(0x2545_f491_4f6c_dd1d);
+    let minute = HOUR + 10;
+    let mut window = calls.rollup();
+    let mut neighbour = calls.rollup();
+    let apply = |records: Vec<Replicated>| {
+        store
+            .apply_replicated(records, "activity", &[])
+            .expect("applies");
+    };
+    // A snapshot, then the final covering more, and a final for another minute of the hour.
+    let mut snapshot = replicated(MERCHANT_TOTAL_API, minute, window.clone(), 0, 5);
+    snapshot.open = true;
+    apply(vec![snapshot]);
+    assert_hours_match_minutes(&store, "snapshot");
+    window.merge(&calls.rollup());
+    apply(vec![
+        replicated(MERCHANT_TOTAL_API, minute, window.clone(), 0, 9),
+        replicated(MERCHANT_TOTAL_API, minute + 1, neighbour.clone(), 0, 9),
+    ]);
+    assert_hours_match_minutes(&store, "final");
+    // Corrections: finals covering more, holding the earlier finals.
+    window.merge(&calls.rollup());
+    neighbour.merge(&calls.rollup());
+    apply(vec![
+        replicated(MERCHANT_TOTAL_API, minute, window.clone(), 0, 12),
+        replicated(MERCHANT_TOTAL_API, minute + 1, neighbour.clone(), 0, 12),
+    ]);
+    assert_hours_match_minutes(&store, "corrected");
+    let hour = by_hours(&store, Series::One(MERCHANT_TOTAL_API), HOUR, HOUR + 60, 60);
+    let mut expected = window.clone();
+    expected.merge(&neighbour);
+    assert_eq!(
+        hour.get(&(String::new(), HOUR)),
+        Some(&expected),
+        "the hour holds both corrected minutes once"
+    );
+    // A re-partitioned topic: a final from another partition that does not hold the stored one.
+    apply(vec![replicated(
+        MERCHANT_TOTAL_API,
+        minute,
+        calls.rollup(),
+        1,
+        1,
+    )]);
+    assert!(assert_hours_match_minutes(&store, "replaced by another partition's final") > 0);
+}
+
+#[test]
+fn a_store_written_before_hour_rollups_gets_them_built_when_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut calls = Calls(0x1234_5678_9abc_def1);
+    {
+        let store = RollupStore::open(dir.path()).expect("opens");
+        commit(
+            &store,
+            CheckpointBatch {
+                finals: windows(&mut calls, HOUR - 60..HOUR + 100),
+                open: windows(&mut calls, HOUR + 100..HOUR + 120),
+                ..CheckpointBatch::default()
+            },
+        );
+        // What a store of an earlier version holds: no hour rollups, no marker.
+        let inner = store.store().expect("open");
+        let mut erase = inner.db.batch();
+        for (_, day) in inner.days_between(HOUR - 1440, HOUR + 1440) {
+            for guard in day.index.prefix([HOUR_TAG]) {
+                erase.remove(&day.index, guard.key().expect("key"));
+            }
+        }
+        erase.remove(&inner.meta, HOURS_BUILT_KEY);
+        erase.commit().expect("erases");
+        let read = by_hours(&store, Series::EveryApi, HOUR - 60, HOUR + 120, 60);
+        assert_ne!(
+            read,
+            by_minutes(&store, Series::EveryApi, HOUR - 60, HOUR + 120, 60),
+            "without hour rollups whole hours read as empty"
+        );
+    }
+    let store = RollupStore::open(dir.path()).expect("reopens");
+    assert!(assert_hours_match_minutes(&store, "built at open") > 0);
+    assert_eq!(hour_of(HOUR + 59), HOUR);
+}
