@@ -40,7 +40,7 @@ pub use ranking::{Counts, MerchantCounts, Totals};
 pub use replica::Replicated;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -102,8 +102,17 @@ pub struct PreparedCheckpoint {
     pub finals: Vec<(WindowKey, Rollup)>,
     /// Corrected final rollups of windows that had closed before this batch.
     pub corrected: Vec<(WindowKey, Rollup)>,
-    /// The ranking's minute changes, applied in memory once the batch has committed.
-    changes: Vec<MinuteChange>,
+    /// What the batch changes in memory once it has committed.
+    applied: Applied,
+}
+
+/// What a batch of window writes changes in memory: the ranking's minute changes, and the
+/// windows it opens and closes (the set of open windows, see [`Store::open_keys`]).
+#[derive(Debug, Default)]
+struct Applied {
+    ranking: Vec<MinuteChange>,
+    opened: Vec<Vec<u8>>,
+    closed: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for PreparedCheckpoint {
@@ -135,6 +144,11 @@ struct Store {
     ranking: RwLock<MemoryRanking>,
     /// Serializes [`RollupStore::apply_replicated`] (a read-check-write per window).
     replica_lock: std::sync::Mutex<()>,
+    /// The store keys of the windows stored open, in memory: what the `open` keyspace holds,
+    /// which its tombstones make slow to scan. While a batch commits it is a superset (keys a
+    /// batch opens are added before it commits, keys it closes removed after), so a reader
+    /// that takes a snapshot while holding it finds every window open in that snapshot.
+    open_keys: RwLock<BTreeSet<Box<[u8]>>>,
 }
 
 /// An `i64` as 8 bytes whose byte order is its numeric order.
@@ -215,6 +229,10 @@ impl Store {
             days.insert(day, Day { rollups, index });
         }
         let ranking = Self::load_ranking(&days)?;
+        let mut open_keys = BTreeSet::new();
+        for guard in open.iter() {
+            open_keys.insert(guard.key()?.to_vec().into_boxed_slice());
+        }
         let store = Self {
             db,
             meta,
@@ -225,6 +243,7 @@ impl Store {
             days: RwLock::new(days),
             ranking: RwLock::new(ranking),
             replica_lock: std::sync::Mutex::new(()),
+            open_keys: RwLock::new(open_keys),
         };
         store.build_hours_if_missing()?;
         Ok(store)
@@ -345,7 +364,7 @@ impl Store {
         }
         closing.clear();
 
-        let changes = self.write_windows(
+        let applied = self.write_windows(
             &mut write,
             [
                 (Group::Final, finals.as_slice()),
@@ -376,19 +395,25 @@ impl Store {
             batch: write,
             finals,
             corrected,
-            changes,
+            applied,
         })
     }
 
     /// Writes windows with their index entries: the rollup, the open-window marker, the
-    /// merchant-name index and the ranking index (exact minute and hour totals). Returns the
-    /// ranking's minute changes, for [`Store::ranking_committed`] once the batch has committed.
+    /// merchant-name index and the ranking index (exact minute and hour totals). Returns what
+    /// changes in memory, for [`Store::commit_batch`].
     fn write_windows<const N: usize>(
         &self,
         write: &mut fjall::OwnedWriteBatch,
         groups: [(Group, &[(WindowKey, Rollup)]); N],
-    ) -> Result<Vec<MinuteChange>, StorageError> {
+    ) -> Result<Applied, StorageError> {
         let mut changes = Vec::new();
+        let mut opened = Vec::new();
+        let mut closed = Vec::new();
+        let open_keys = self
+            .open_keys
+            .read()
+            .map_err(|_| StorageError::Poisoned("open windows"))?;
         let mut hour_deltas: BTreeMap<(i64, i64, String), [i64; 6]> = BTreeMap::new();
         // The name index holds each merchant's latest minute written in this batch.
         let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
@@ -405,8 +430,18 @@ impl Store {
                 codec::encode_rollup(rollup, state, &mut value);
                 write.insert(&day.rollups, store_key.clone(), value.as_slice());
                 match group {
-                    Group::Open => write.insert(&self.open, store_key, []),
-                    Group::Final => write.remove(&self.open, store_key),
+                    Group::Open => {
+                        if !open_keys.contains(store_key.as_slice()) {
+                            opened.push(store_key.clone());
+                        }
+                        write.insert(&self.open, store_key, []);
+                    }
+                    Group::Final => {
+                        if open_keys.contains(store_key.as_slice()) {
+                            closed.push(store_key.clone());
+                        }
+                        write.remove(&self.open, store_key);
+                    }
                     Group::FinalNeverOpen => {}
                 }
                 if key.api == MERCHANT_TOTAL_API {
@@ -442,24 +477,51 @@ impl Store {
                 Totals::from_fields(fields).encode(),
             );
         }
-        Ok(changes)
+        Ok(Applied {
+            ranking: changes,
+            opened,
+            closed,
+        })
     }
 
-    /// Brings the ranking in memory along with a committed batch.
-    fn ranking_committed(&self, changes: &[MinuteChange]) {
-        if let Ok(mut ranking) = self.ranking.write() {
-            ranking.apply(changes);
+    /// Commits a batch of window writes atomically and brings what is kept in memory along:
+    /// windows it opens join the open set before the commit, windows it closes leave it after.
+    fn commit_batch(
+        &self,
+        batch: fjall::OwnedWriteBatch,
+        applied: Applied,
+        durability: Option<PersistMode>,
+    ) -> Result<(), StorageError> {
+        if !applied.opened.is_empty() {
+            let mut open_keys = self
+                .open_keys
+                .write()
+                .map_err(|_| StorageError::Poisoned("open windows"))?;
+            open_keys.extend(applied.opened.into_iter().map(Vec::into_boxed_slice));
         }
+        batch.durability(durability).commit()?;
+        if !applied.closed.is_empty() {
+            let mut open_keys = self
+                .open_keys
+                .write()
+                .map_err(|_| StorageError::Poisoned("open windows"))?;
+            for key in &applied.closed {
+                open_keys.remove(key.as_slice());
+            }
+        }
+        if let Ok(mut ranking) = self.ranking.write() {
+            ranking.apply(&applied.ranking);
+        }
+        Ok(())
     }
 
     /// Commits a prepared checkpoint atomically and durably.
     pub fn commit(&self, prepared: PreparedCheckpoint) -> Result<(), StorageError> {
-        prepared
-            .batch
-            .durability(Some(PersistMode::SyncData))
-            .commit()?;
-        self.ranking_committed(&prepared.changes);
-        Ok(())
+        self.commit_batch(
+            prepared.batch,
+            prepared.applied,
+            Some(PersistMode::SyncData),
+        )
     }
 
     /// Merges imported calls into the store, atomically with the import's progress record
@@ -512,7 +574,7 @@ impl Store {
             }
         }
         let mut write = self.db.batch();
-        let changes = self.write_windows(
+        let applied = self.write_windows(
             &mut write,
             [
                 (Group::Final, finals.as_slice()),
@@ -526,9 +588,7 @@ impl Store {
             format!("{IMPORT_PREFIX}{}", progress.0),
             progress.1,
         );
-        write.durability(Some(PersistMode::SyncData)).commit()?;
-        self.ranking_committed(&changes);
-        Ok(())
+        self.commit_batch(write, applied, Some(PersistMode::SyncData))
     }
 
     /// The progress record of an import, as [`Store::import`] last wrote it.
@@ -576,6 +636,11 @@ impl Store {
                 }
             }
             markers.commit()?;
+            if let Ok(mut open_keys) = self.open_keys.write() {
+                open_keys.retain(|key| {
+                    split_rollup_key(key).is_none_or(|(_, _, minute)| day_of(minute) != *day)
+                });
+            }
             self.db.delete_keyspace(handles.rollups.clone())?;
             self.db.delete_keyspace(handles.index.clone())?;
         }

@@ -4,9 +4,11 @@
 //! # Layout and invariant
 //!
 //! In the day's index keyspace, `'s' merchant 0x00 api 0x00 hour(8, sortable BE)` → the merge
-//! of every *final* minute rollup of that series and hour. Minutes still open are not in it:
-//! they carry an open-window marker, and a reader adds them from the minute rollups. So the
+//! of every *final* minute rollup of that series and hour. Minutes still open are not in it: a
+//! reader finds them in the store's set of open windows and adds their minute rollups. So the
 //! calls of an hour are always its hour rollup plus its open minutes, read from one snapshot.
+//! (The set is kept in memory because the `open` keyspace, where every closed window leaves a
+//! tombstone, is slow to scan.)
 //!
 //! Each write that changes a final minute changes its hour in the same atomic batch by the
 //! calls the minute gained: a window closing adds its whole rollup, a correction or an
@@ -19,6 +21,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use fjall::{Readable, Slice, Snapshot};
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
@@ -212,9 +215,34 @@ impl Store {
         if from_minute >= to_minute {
             return Ok(());
         }
-        let snapshot = self.db.snapshot();
         let first_hour = hour_of(from_minute + MINUTES_PER_HOUR - 1);
         let end_hour = hour_of(to_minute).max(first_hour);
+        // The snapshot is taken while the set of open windows cannot change, so every window
+        // open in the snapshot is among the keys read with it (some may have closed since).
+        let (snapshot, open) = {
+            let open_keys = self
+                .open_keys
+                .read()
+                .map_err(|_| StorageError::Poisoned("open windows"))?;
+            let snapshot = self.db.snapshot();
+            let mut prefix = merchant.as_bytes().to_vec();
+            prefix.push(0);
+            if let Series::One(api) = series {
+                prefix.extend_from_slice(api.as_bytes());
+                prefix.push(0);
+            }
+            let open: Vec<(String, i64)> = open_keys
+                .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+                .take_while(|key| key.starts_with(&prefix))
+                .filter_map(|key| {
+                    let (_, api, minute) = split_rollup_key(key)?;
+                    let wanted = series != Series::EveryApi || api != MERCHANT_TOTAL_API;
+                    (wanted && (first_hour..end_hour).contains(&minute))
+                        .then(|| (api.to_owned(), minute))
+                })
+                .collect();
+            (snapshot, open)
+        };
         if first_hour >= to_minute {
             // Within one hour: minutes only.
             return self.scan_minutes(
@@ -235,7 +263,12 @@ impl Store {
             &mut visit,
         )?;
         self.scan_whole_hours(
-            &snapshot, merchant, series, first_hour, end_hour, &mut visit,
+            &snapshot,
+            merchant,
+            series,
+            (first_hour, end_hour),
+            open,
+            &mut visit,
         )?;
         self.scan_minutes(&snapshot, merchant, series, end_hour, to_minute, &mut visit)
     }
@@ -309,8 +342,8 @@ impl Store {
         snapshot: &Snapshot,
         merchant: &str,
         series: Series<'_>,
-        first_hour: i64,
-        end_hour: i64,
+        (first_hour, end_hour): (i64, i64),
+        open: Vec<(String, i64)>,
         visit: &mut impl FnMut(&str, i64, &RollupView<'_>),
     ) -> Result<(), StorageError> {
         if first_hour >= end_hour {
@@ -329,18 +362,9 @@ impl Store {
                 prefix
             }
         };
-        for guard in snapshot.prefix(&self.open, &open_prefix) {
-            let key = guard.key()?;
-            if let Some((_, api, minute)) = split_rollup_key(&key)
-                && wanted(api)
-                && (first_hour..end_hour).contains(&minute)
-            {
-                parts
-                    .entry((api.to_owned(), hour_of(minute)))
-                    .or_default()
-                    .open
-                    .push(minute);
-            }
+        for (api, minute) in open {
+            let hour = hour_of(minute);
+            parts.entry((api, hour)).or_default().open.push(minute);
         }
         let mut hour_prefix = vec![HOUR_TAG];
         hour_prefix.extend_from_slice(&open_prefix);
@@ -416,7 +440,10 @@ impl Store {
                 });
                 if let Some(value) = snapshot.get(&handles.rollups, key)? {
                     let view = codec::view_rollup(&value).map_err(decode_error("stored rollup"))?;
-                    visit(&api, hour, &view);
+                    // A window that closed is in its hour rollup already.
+                    if view.state == RollupState::Open {
+                        visit(&api, hour, &view);
+                    }
                 }
             }
         }

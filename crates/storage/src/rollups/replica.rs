@@ -130,7 +130,7 @@ impl Store {
         }
         let written = windows.len() + open_windows.len();
         let mut write = self.db.batch();
-        let changes = self.write_windows(
+        let applied = self.write_windows(
             &mut write,
             [
                 (Group::Final, windows.as_slice()),
@@ -169,8 +169,7 @@ impl Store {
                 next.to_be_bytes(),
             );
         }
-        write.commit()?;
-        self.ranking_committed(&changes);
+        self.commit_batch(write, applied, None)?;
         Ok(written)
     }
 

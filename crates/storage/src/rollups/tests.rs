@@ -24,7 +24,7 @@ fn commit(store: &RollupStore, batch: CheckpointBatch) -> PreparedCheckpoint {
         batch: store.store().expect("open").db.batch(),
         finals: prepared.finals.clone(),
         corrected: prepared.corrected.clone(),
-        changes: Vec::new(),
+        applied: Applied::default(),
     };
     store.commit(prepared).expect("commits");
     summary

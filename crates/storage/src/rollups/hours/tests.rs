@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 
 use super::{HOUR_TAG, HOURS_BUILT_KEY, Series, hour_of};
-use crate::rollups::{CheckpointBatch, Replicated, RollupStore};
+use crate::rollups::{CheckpointBatch, Replicated, RollupStore, rollup_key};
 
 /// 2026-11-21T23:00Z: the hours straddle a UTC day boundary.
 const HOUR: i64 = 29_921_700;
@@ -310,4 +310,34 @@ fn a_store_written_before_hour_rollups_gets_them_built_when_opened() {
     let store = RollupStore::open(dir.path()).expect("reopens");
     assert!(assert_hours_match_minutes(&store, "built at open") > 0);
     assert_eq!(hour_of(HOUR + 59), HOUR);
+}
+
+#[test]
+fn a_window_closing_while_a_reader_reads_is_counted_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let mut calls = Calls(0x0dd_b1a5_e5ca_1ab1);
+    let open = windows(&mut calls, HOUR..HOUR + 30);
+    commit(
+        &store,
+        CheckpointBatch {
+            open: open.clone(),
+            ..CheckpointBatch::default()
+        },
+    );
+    commit(
+        &store,
+        CheckpointBatch {
+            finals: open.clone(),
+            ..CheckpointBatch::default()
+        },
+    );
+    // The moment between a close's commit and its leaving the open set, held still: the
+    // windows are final in the store and in their hour, and still listed as open.
+    let inner = store.store().expect("open");
+    inner.open_keys.write().expect("lock").extend(
+        open.iter()
+            .map(|(key, _)| rollup_key(key).into_boxed_slice()),
+    );
+    assert!(assert_hours_match_minutes(&store, "closing") > 0);
 }
