@@ -20,7 +20,7 @@
 //! Stores written before hour rollups existed get them built once, when they are opened.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use fjall::{Readable, Slice, Snapshot};
@@ -217,6 +217,17 @@ impl Store {
         }
         let first_hour = hour_of(from_minute + MINUTES_PER_HOUR - 1);
         let end_hour = hour_of(to_minute).max(first_hour);
+        let whole = first_hour..end_hour;
+        let wanted = |api: &str| match series {
+            Series::One(one) => api == one,
+            Series::EveryApi => api != MERCHANT_TOTAL_API,
+        };
+        let mut prefix = merchant.as_bytes().to_vec();
+        prefix.push(0);
+        if let Series::One(api) = series {
+            prefix.extend_from_slice(api.as_bytes());
+            prefix.push(0);
+        }
         // The snapshot is taken while the set of open windows cannot change, so every window
         // open in the snapshot is among the keys read with it (some may have closed since).
         let (snapshot, open) = {
@@ -225,182 +236,69 @@ impl Store {
                 .read()
                 .map_err(|_| StorageError::Poisoned("open windows"))?;
             let snapshot = self.db.snapshot();
-            let mut prefix = merchant.as_bytes().to_vec();
-            prefix.push(0);
-            if let Series::One(api) = series {
-                prefix.extend_from_slice(api.as_bytes());
-                prefix.push(0);
-            }
             let open: Vec<(String, i64)> = open_keys
                 .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
                 .take_while(|key| key.starts_with(&prefix))
                 .filter_map(|key| {
                     let (_, api, minute) = split_rollup_key(key)?;
-                    let wanted = series != Series::EveryApi || api != MERCHANT_TOTAL_API;
-                    (wanted && (first_hour..end_hour).contains(&minute))
+                    (wanted(api) && (from_minute..to_minute).contains(&minute))
                         .then(|| (api.to_owned(), minute))
                 })
                 .collect();
             (snapshot, open)
         };
-        if first_hour >= to_minute {
-            // Within one hour: minutes only.
-            return self.scan_minutes(
-                &snapshot,
-                merchant,
-                series,
-                from_minute,
-                to_minute,
-                &mut visit,
-            );
-        }
-        self.scan_minutes(
-            &snapshot,
-            merchant,
-            series,
-            from_minute,
-            first_hour,
-            &mut visit,
-        )?;
-        self.scan_whole_hours(
-            &snapshot,
-            merchant,
-            series,
-            (first_hour, end_hour),
-            open,
-            &mut visit,
-        )?;
-        self.scan_minutes(&snapshot, merchant, series, end_hour, to_minute, &mut visit)
-    }
 
-    /// The minute rollups of `series` in `[from_minute, to_minute)`; for every API, one range
-    /// per API, found by seeking past each API's keys.
-    fn scan_minutes(
-        &self,
-        snapshot: &Snapshot,
-        merchant: &str,
-        series: Series<'_>,
-        from_minute: i64,
-        to_minute: i64,
-        visit: &mut impl FnMut(&str, i64, &RollupView<'_>),
-    ) -> Result<(), StorageError> {
-        if from_minute >= to_minute {
-            return Ok(());
-        }
-        for (_, day) in self.days_between(from_minute, to_minute) {
-            match series {
-                Series::One(api) => scan_series_minutes(
-                    snapshot,
-                    &day,
-                    merchant,
-                    api,
-                    from_minute,
-                    to_minute,
-                    visit,
-                )?,
-                Series::EveryApi => {
-                    let mut end = merchant.as_bytes().to_vec();
-                    end.push(1);
-                    // Past the merchant-wide series (`merchant 0x00 0x00 …`).
-                    let mut seek = end.clone();
-                    seek.insert(seek.len() - 1, 0);
-                    loop {
-                        let Some(guard) = snapshot
-                            .range(&day.rollups, seek.as_slice()..end.as_slice())
-                            .next()
-                        else {
-                            break;
-                        };
-                        let key = guard.key()?;
-                        let Some((_, api, _)) = split_rollup_key(&key) else {
-                            break;
-                        };
-                        scan_series_minutes(
-                            snapshot,
-                            &day,
-                            merchant,
-                            api,
-                            from_minute,
-                            to_minute,
-                            visit,
-                        )?;
-                        // Every key of this API starts with `merchant 0x00 api 0x00`.
-                        seek = series_prefix(merchant, api);
-                        if let Some(last) = seek.last_mut() {
-                            *last = 1;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The whole hours `[first_hour, end_hour)` of `series`: hour rollups plus open minutes.
-    fn scan_whole_hours(
-        &self,
-        snapshot: &Snapshot,
-        merchant: &str,
-        series: Series<'_>,
-        (first_hour, end_hour): (i64, i64),
-        open: Vec<(String, i64)>,
-        visit: &mut impl FnMut(&str, i64, &RollupView<'_>),
-    ) -> Result<(), StorageError> {
-        if first_hour >= end_hour {
-            return Ok(());
-        }
-        let wanted = |api: &str| match series {
-            Series::One(one) => api == one,
-            Series::EveryApi => api != MERCHANT_TOTAL_API,
-        };
+        // Every hour entry the range touches: the whole hours' rollups, and the APIs with final
+        // calls in a partial hour (a final minute always has an entry for its hour).
         let mut parts: BTreeMap<(String, i64), HourParts> = BTreeMap::new();
-        let open_prefix = match series {
-            Series::One(api) => series_prefix(merchant, api),
-            Series::EveryApi => {
-                let mut prefix = merchant.as_bytes().to_vec();
-                prefix.push(0);
-                prefix
-            }
-        };
-        for (api, minute) in open {
-            let hour = hour_of(minute);
-            parts.entry((api, hour)).or_default().open.push(minute);
-        }
+        let mut partial_apis: BTreeSet<String> = BTreeSet::new();
         let mut hour_prefix = vec![HOUR_TAG];
-        hour_prefix.extend_from_slice(&open_prefix);
-        for (day_number, day) in self.days_between(first_hour, end_hour) {
-            let from = first_hour.max(day_number * MINUTES_PER_DAY);
-            let to = end_hour.min((day_number + 1) * MINUTES_PER_DAY);
-            let mut visit_hour = |key: &[u8], value: Slice| {
-                let Some(hour) = key.get(key.len().saturating_sub(8)..).and_then(unsortable) else {
-                    return;
-                };
-                let Some((_, api, _)) = split_rollup_key(&key[1..]) else {
-                    return;
-                };
-                if wanted(api) && (from..to).contains(&hour) {
-                    parts.entry((api.to_owned(), hour)).or_default().hour = Some(value);
-                }
-            };
-            match series {
+        hour_prefix.extend_from_slice(&prefix);
+        let touched = hour_of(from_minute)..to_minute;
+        for (day_number, day) in self.days_between(touched.start, touched.end) {
+            let from = touched.start.max(day_number * MINUTES_PER_DAY);
+            let to = touched.end.min((day_number + 1) * MINUTES_PER_DAY);
+            let entries = match series {
                 Series::One(_) => {
                     let mut start = hour_prefix.clone();
                     start.extend_from_slice(&sortable(from));
                     let mut end = hour_prefix.clone();
                     end.extend_from_slice(&sortable(to));
-                    for guard in snapshot.range(&day.index, start.as_slice()..end.as_slice()) {
-                        let (key, value) = guard.into_inner()?;
-                        visit_hour(&key, value);
-                    }
+                    snapshot.range(&day.index, start.as_slice()..end.as_slice())
                 }
-                Series::EveryApi => {
-                    for guard in snapshot.prefix(&day.index, &hour_prefix) {
-                        let (key, value) = guard.into_inner()?;
-                        visit_hour(&key, value);
-                    }
+                Series::EveryApi => snapshot.prefix(&day.index, &hour_prefix),
+            };
+            for guard in entries {
+                let (key, value) = guard.into_inner()?;
+                let Some((_, api, hour)) = split_rollup_key(&key[1..]) else {
+                    continue;
+                };
+                if !wanted(api) || !(from..to).contains(&hour) {
+                    continue;
+                }
+                if whole.contains(&hour) {
+                    parts.entry((api.to_owned(), hour)).or_default().hour = Some(value);
+                } else if !partial_apis.contains(api) {
+                    partial_apis.insert(api.to_owned());
                 }
             }
         }
+        for (api, minute) in open {
+            if whole.contains(&minute) {
+                let hour = hour_of(minute);
+                parts.entry((api, hour)).or_default().open.push(minute);
+            } else {
+                partial_apis.insert(api);
+            }
+        }
+        if let Series::One(api) = series {
+            partial_apis = BTreeSet::from([api.to_owned()]);
+        }
+
+        // The partial hour at the start, the whole hours, the partial hour at the end.
+        let head = from_minute..first_hour.min(to_minute);
+        let tail = end_hour.max(head.end)..to_minute;
+        self.visit_minutes(&snapshot, merchant, &partial_apis, head, &mut visit)?;
         let mut day: Option<(i64, Day)> = None;
         for ((api, hour), found) in parts {
             let handles = match &day {
@@ -416,13 +314,12 @@ impl Store {
             match &found.hour {
                 Some(value) if value.is_empty() => {
                     scan_series_minutes(
-                        snapshot,
+                        &snapshot,
                         &handles,
                         merchant,
                         &api,
-                        hour,
-                        hour + MINUTES_PER_HOUR,
-                        visit,
+                        hour..hour + MINUTES_PER_HOUR,
+                        &mut visit,
                     )?;
                     continue;
                 }
@@ -447,25 +344,45 @@ impl Store {
                 }
             }
         }
+        self.visit_minutes(&snapshot, merchant, &partial_apis, tail, &mut visit)
+    }
+
+    /// The minute rollups of each of `apis` in `minutes` (within one day).
+    fn visit_minutes(
+        &self,
+        snapshot: &Snapshot,
+        merchant: &str,
+        apis: &BTreeSet<String>,
+        minutes: std::ops::Range<i64>,
+        visit: &mut impl FnMut(&str, i64, &RollupView<'_>),
+    ) -> Result<(), StorageError> {
+        if minutes.is_empty() {
+            return Ok(());
+        }
+        let Some(day) = self.day(day_of(minutes.start)) else {
+            return Ok(());
+        };
+        for api in apis {
+            scan_series_minutes(snapshot, &day, merchant, api, minutes.clone(), visit)?;
+        }
         Ok(())
     }
 }
 
-/// The minute rollups of one series in one day, `[from_minute, to_minute)`.
+/// The minute rollups of one series in one day.
 fn scan_series_minutes(
     snapshot: &Snapshot,
     day: &Day,
     merchant: &str,
     api: &str,
-    from_minute: i64,
-    to_minute: i64,
+    minutes: std::ops::Range<i64>,
     visit: &mut impl FnMut(&str, i64, &RollupView<'_>),
 ) -> Result<(), StorageError> {
     let prefix = series_prefix(merchant, api);
     let mut start = prefix.clone();
-    start.extend_from_slice(&sortable(from_minute));
+    start.extend_from_slice(&sortable(minutes.start));
     let mut end = prefix;
-    end.extend_from_slice(&sortable(to_minute));
+    end.extend_from_slice(&sortable(minutes.end));
     for guard in snapshot.range(&day.rollups, start.as_slice()..end.as_slice()) {
         let (key, value) = guard.into_inner()?;
         let minute = unsortable(&key[key.len() - 8..]).unwrap_or_default();
