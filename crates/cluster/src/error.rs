@@ -53,20 +53,20 @@ pub enum ClusterError {
     /// A cluster thread could not start.
     #[error("spawning the {thread} thread: {source}")]
     Spawn {
-        thread: &'static str,
+        thread: String,
         #[source]
         source: std::io::Error,
     },
     /// A cluster thread failed.
     #[error("the {thread} thread: {source}")]
     Thread {
-        thread: &'static str,
+        thread: String,
         #[source]
         source: Box<ClusterError>,
     },
     /// A cluster thread panicked; its panic message is in the log.
     #[error("the {0} thread panicked")]
-    Panicked(&'static str),
+    Panicked(String),
 }
 
 impl ClusterError {

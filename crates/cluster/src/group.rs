@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mm_kafka::delivery::send_blocking;
@@ -26,6 +27,9 @@ pub enum Change {
 pub struct GroupContext {
     topic: String,
     changes: Mutex<Vec<Change>>,
+    /// Whether `changes` may hold something: the consuming thread asks after every poll, and
+    /// a flag is cheaper than the lock.
+    changed: AtomicBool,
     /// Runs before partitions are given up.
     before_revoke: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -44,6 +48,7 @@ impl GroupContext {
         Self {
             topic: topic.to_owned(),
             changes: Mutex::new(Vec::new()),
+            changed: AtomicBool::new(false),
             before_revoke: None,
         }
     }
@@ -56,6 +61,9 @@ impl GroupContext {
 
     /// Changes since the last call, in order.
     pub fn take_changes(&self) -> Vec<Change> {
+        if !self.changed.load(Ordering::Acquire) || !self.changed.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
         self.changes
             .lock()
             .map(|mut changes| std::mem::take(&mut *changes))
@@ -73,6 +81,7 @@ impl GroupContext {
         if let Ok(mut changes) = self.changes.lock() {
             changes.push(change);
         }
+        self.changed.store(true, Ordering::Release);
     }
 }
 
@@ -147,13 +156,14 @@ pub fn dead_letter(
     Ok(())
 }
 
-/// Publishes a consumer's position, lag and pause state to `status` (and the lag metric); with
+/// Publishes a consumer's position, lag and pause state to `status` as member `member` of its
+/// role (and the lag metric); with
 /// `refresh_ends`, asks the broker for each partition's end first (else the last known end is
 /// used).
 #[allow(clippy::too_many_arguments)]
 pub fn report<C: ConsumerContext>(
     status: &ClusterStatus,
-    role: ConsumerRole,
+    (role, member): (ConsumerRole, u32),
     group: &str,
     topic: &str,
     consumer: &BaseConsumer<C>,
@@ -199,17 +209,24 @@ pub fn report<C: ConsumerContext>(
             paused,
         });
     }
-    let previous = status.publish(ConsumerStatus {
-        role,
-        group: group.to_owned(),
-        topic: topic.to_owned(),
-        partitions,
-    });
-    // Partitions no longer owned keep no lag here.
+    let previous = status.publish(
+        member,
+        ConsumerStatus {
+            role,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partitions,
+        },
+    );
+    // Partitions no longer owned here (by any member of the role) keep no lag here.
+    let owned: Vec<i32> = status
+        .consumer(role)
+        .map(|now| now.partitions.iter().map(|p| p.partition).collect())
+        .unwrap_or_default();
     for gone in previous
         .iter()
         .flat_map(|previous| &previous.partitions)
-        .filter(|old| !positions.contains_key(&old.partition))
+        .filter(|old| !owned.contains(&old.partition))
     {
         metrics.kafka_consumer_lag.remove(&PartitionLabel {
             group: group.to_owned(),

@@ -19,6 +19,7 @@
 //! aggregated directly (its producers key by merchant with the Java default partitioner).
 
 mod aggregate;
+pub use aggregate::Members;
 mod decode;
 mod error;
 mod group;
@@ -68,11 +69,13 @@ pub struct Cluster {
     pub health: Arc<StorageHealth>,
     pub status: Arc<ClusterStatus>,
     pub progress: Arc<ReplicaProgress>,
+    /// What the aggregation threads report together (positions processed, gauges).
+    pub aggregation: Arc<aggregate::Members>,
     /// For HTTP ingest: produces accepted records to the input topic.
     pub ingest_producer: FutureProducer,
     pub settings: KafkaSettings,
     stop: Arc<AtomicBool>,
-    threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
+    threads: Vec<(String, JoinHandle<Result<()>>)>,
     healthy: Arc<AtomicBool>,
 }
 
@@ -117,27 +120,28 @@ impl Cluster {
         let stop = Arc::new(AtomicBool::new(false));
         let healthy = Arc::new(AtomicBool::new(true));
         let mut threads = Vec::new();
-        let spawn = |name: &'static str,
+        let spawn = |name: String,
                      healthy: Arc<AtomicBool>,
                      work: Box<dyn FnOnce() -> Result<()> + Send>|
-         -> Result<(&'static str, JoinHandle<Result<()>>)> {
+         -> Result<(String, JoinHandle<Result<()>>)> {
+            let thread = name.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("mm-{name}"))
                 .spawn(move || {
                     let result = work();
                     if let Err(error) = &result {
-                        tracing::error!(thread = name, %error, "cluster thread failed");
+                        tracing::error!(%thread, %error, "cluster thread failed");
                         healthy.store(false, Ordering::Release);
                     }
                     result
                 })
                 .map_err(|source| ClusterError::Spawn {
-                    thread: name,
+                    thread: name.clone(),
                     source,
                 })?;
             Ok((name, handle))
         };
-        threads.push(spawn("replica", healthy.clone(), {
+        threads.push(spawn("replica".to_owned(), healthy.clone(), {
             let (settings, store, stop) = (settings.clone(), store.clone(), stop.clone());
             let source = replica::ReplicaSource {
                 topic: settings.activity_topic.clone(),
@@ -149,7 +153,7 @@ impl Cluster {
             };
             Box::new(move || replica::run(settings, source, store, stop))
         })?);
-        threads.push(spawn("open-windows", healthy.clone(), {
+        threads.push(spawn("open-windows".to_owned(), healthy.clone(), {
             let (settings, store, stop) = (settings.clone(), store.clone(), stop.clone());
             let source = replica::ReplicaSource {
                 topic: settings.open_windows_topic(),
@@ -177,32 +181,45 @@ impl Cluster {
                 client_id: format!("{instance}-repartition"),
             };
             threads.push(spawn(
-                "repartition",
+                "repartition".to_owned(),
                 healthy.clone(),
                 Box::new(move || repartition::run(repartition)),
             )?);
         }
-        let aggregate = aggregate::AggregateOptions {
-            settings: settings.clone(),
-            window: options.window,
-            checkpoint_interval: options.checkpoint_interval,
-            retention_us,
-            max_skew_us,
-            parser: options.parser.clone(),
-            store: store.clone(),
-            progress: progress.clone(),
-            metrics,
-            status: status.clone(),
-            producer: tracked("aggregate")?,
-            stop: stop.clone(),
-            client_id: format!("{instance}-aggregate"),
-        };
-        threads.push(spawn(
-            "aggregate",
-            healthy.clone(),
-            Box::new(move || aggregate::run(aggregate)),
-        )?);
+        // One group member per aggregation thread; the group spreads the partitions over them.
+        let count = settings.aggregation_threads.max(1);
+        let members = Arc::new(aggregate::Members::new(count));
+        for thread in 1..=count {
+            let name = if settings.aggregation_threads > 1 {
+                format!("aggregate-{thread}")
+            } else {
+                "aggregate".to_owned()
+            };
+            let aggregate = aggregate::AggregateOptions {
+                settings: settings.clone(),
+                window: options.window,
+                checkpoint_interval: options.checkpoint_interval,
+                retention_us,
+                max_skew_us,
+                parser: options.parser.clone(),
+                store: store.clone(),
+                progress: progress.clone(),
+                metrics: metrics.clone(),
+                status: status.clone(),
+                producer: tracked(&name)?,
+                stop: stop.clone(),
+                client_id: format!("{instance}-{name}"),
+                member: (thread - 1) as u32,
+                members: members.clone(),
+            };
+            threads.push(spawn(
+                name,
+                healthy.clone(),
+                Box::new(move || aggregate::run(aggregate)),
+            )?);
+        }
         Ok(Self {
+            aggregation: members,
             store,
             health,
             status,

@@ -181,7 +181,7 @@ fn session(
             }
             super::group::report(
                 &options.status,
-                super::ConsumerRole::Repartition,
+                (super::ConsumerRole::Repartition, 0),
                 group,
                 input,
                 consumer,

@@ -201,7 +201,7 @@ impl CheckpointWriter {
                 }
             })
             .map_err(|source| ClusterError::Spawn {
-                thread: "checkpoint writer",
+                thread: "checkpoint writer".to_owned(),
                 source,
             })?;
         Ok(Self {

@@ -44,6 +44,11 @@ pub struct KafkaSettings {
     /// Kafka and Redpanda do not need it: `false` saves a few re-reads per quiet partition.
     #[serde(default = "default_fetch_guard")]
     pub fetch_guard: bool,
+    /// Aggregation consumers this instance runs, each a member of the aggregation group on
+    /// its own thread (like Kafka Streams' `num.stream.threads`): the group spreads the
+    /// partitions over them, so one instance parses and aggregates on more than one core.
+    #[serde(default = "default_aggregation_threads")]
+    pub aggregation_threads: usize,
     /// Passed to librdkafka as is: `security.protocol`, `sasl.*`, `ssl.*`, …
     #[serde(default)]
     pub client: BTreeMap<String, String>,
@@ -51,6 +56,10 @@ pub struct KafkaSettings {
 
 fn default_fetch_guard() -> bool {
     true
+}
+
+fn default_aggregation_threads() -> usize {
+    1
 }
 
 fn default_activity_topic() -> String {
@@ -90,6 +99,7 @@ impl KafkaSettings {
             replication_factor: default_replication(),
             max_queued_kbytes: default_queued_kbytes(),
             fetch_guard: default_fetch_guard(),
+            aggregation_threads: default_aggregation_threads(),
             client: BTreeMap::new(),
         }
     }

@@ -282,6 +282,12 @@ impl RawConfig {
                     "kafka.activity_topic and kafka.dlq_topic must differ from kafka.input_topic"
                 );
             }
+            if !(1..=64).contains(&kafka.aggregation_threads) {
+                bail!(
+                    "kafka.aggregation_threads must be between 1 and 64, not {}",
+                    kafka.aggregation_threads
+                );
+            }
         }
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen: SocketAddr = listen_text.parse().with_context(|| {

@@ -187,6 +187,50 @@ fn an_instance_killed_mid_stream_is_taken_over_and_nothing_is_lost_or_doubled() 
 /// one), and the consumer must notice the records it was not handed and read them (it once
 /// lost them silently).
 #[test]
+fn two_aggregation_threads_join_the_group_as_two_members_and_count_exactly() {
+    let broker = Broker::in_memory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker, "threads");
+    // The last section of the file is [kafka].
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("aggregation_threads = 2\n");
+    std::fs::write(&config, text).expect("config");
+    let server = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
+    let good = events(71, 12_000, 5);
+    produce(&producer(&broker), "calls", &records(&good));
+
+    assert_rollups_converge(&server, &good, 5);
+    assert_activity_converges(&broker, &good);
+
+    // Two members of the aggregation group, one per thread, and the instance shows one
+    // aggregation consumer with every partition.
+    let observer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("observer");
+    let members = eventually(Duration::from_secs(60), || {
+        let groups = observer
+            .fetch_group_list(Some("threads.aggregate"), Duration::from_secs(5))
+            .ok()?;
+        let mut members: Vec<String> = groups
+            .groups()
+            .iter()
+            .flat_map(|group| group.members())
+            .map(|member| member.client_id().to_owned())
+            .collect();
+        members.sort();
+        (members.len() == 2).then_some(members)
+    })
+    .expect("two members in the aggregation group within 60 s");
+    assert!(
+        members[0].ends_with("-aggregate-1") && members[1].ends_with("-aggregate-2"),
+        "{members:?}"
+    );
+    assert_eq!(owned_partitions(&server)[0], [0, 1, 2, 3]);
+    assert!(server.terminate(), "graceful leave");
+}
+
+#[test]
 fn reading_from_offsets_inside_record_batches_skips_nothing() {
     let broker = Broker::in_memory();
     broker.create_topic("calls", 4);

@@ -184,14 +184,20 @@ impl Worker {
             .values()
             .map(|state| state.aggregator.open_windows())
             .sum();
-        metrics.window_open.set(open as i64);
-        if let Some(watermark) = self
+        let watermark = self
             .tasks
             .values()
             .map(|state| state.aggregator.watermark_us())
             .filter(|watermark| *watermark > i64::MIN)
             .min()
-        {
+            .unwrap_or(i64::MIN);
+        // Over every aggregation thread of this instance.
+        let (open, watermark) =
+            self.options
+                .members
+                .report(self.options.member, open as i64, watermark);
+        metrics.window_open.set(open);
+        if let Some(watermark) = watermark {
             metrics
                 .window_watermark_delay_seconds
                 .set((now - watermark) as f64 / 1e6);
@@ -208,7 +214,7 @@ impl Worker {
             .collect();
         crate::group::report(
             &self.options.status,
-            crate::ConsumerRole::Aggregate,
+            (crate::ConsumerRole::Aggregate, self.options.member),
             &self.group,
             &self.topic,
             consumer,

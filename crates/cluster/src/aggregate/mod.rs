@@ -33,7 +33,7 @@ mod model_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use mm_kafka::{KafkaSettings, TrackedProducer};
@@ -71,6 +71,69 @@ pub struct AggregateOptions {
     pub producer: Arc<TrackedProducer>,
     pub stop: Arc<AtomicBool>,
     pub client_id: String,
+    /// This thread's number among the instance's aggregation threads (from 0).
+    pub member: u32,
+    /// What every aggregation thread of the instance last reported.
+    pub members: Arc<Members>,
+}
+
+/// The open windows and watermark each aggregation thread of one instance last reported, so
+/// that the gauges show the instance as a whole.
+#[derive(Debug)]
+pub struct Members {
+    open: Vec<AtomicI64>,
+    watermarks: Vec<AtomicI64>,
+    /// Per aggregation partition, the furthest position any thread of this instance has
+    /// processed up to (next offset), updated after every turn.
+    positions: std::sync::Mutex<BTreeMap<i32, i64>>,
+}
+
+impl Members {
+    pub fn new(count: usize) -> Self {
+        Self {
+            open: (0..count).map(|_| AtomicI64::new(0)).collect(),
+            watermarks: (0..count).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            positions: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records how far the partitions of a thread have been processed.
+    fn advanced(&self, positions: impl Iterator<Item = (i32, i64)>) {
+        if let Ok(mut furthest) = self.positions.lock() {
+            for (partition, next) in positions {
+                let entry = furthest.entry(partition).or_insert(next);
+                *entry = (*entry).max(next);
+            }
+        }
+    }
+
+    /// Per partition, the furthest next offset any thread has processed up to.
+    pub fn positions(&self) -> BTreeMap<i32, i64> {
+        self.positions
+            .lock()
+            .map(|positions| positions.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records `member`'s open windows and watermark (`i64::MIN`: none yet); returns the open
+    /// windows of all and the lowest watermark of those that have one.
+    pub fn report(&self, member: u32, open: i64, watermark: i64) -> (i64, Option<i64>) {
+        let member = member as usize;
+        self.open[member].store(open, Ordering::Relaxed);
+        self.watermarks[member].store(watermark, Ordering::Relaxed);
+        let open = self
+            .open
+            .iter()
+            .map(|open| open.load(Ordering::Relaxed))
+            .sum();
+        let watermark = self
+            .watermarks
+            .iter()
+            .map(|watermark| watermark.load(Ordering::Relaxed))
+            .filter(|watermark| *watermark > i64::MIN)
+            .min();
+        (open, watermark)
+    }
 }
 
 /// The replicated activity records, as the partition logic reads them.
@@ -83,6 +146,10 @@ impl Replica for RollupStore {
         RollupStore::replicated(self, key)
     }
 }
+
+/// Records an aggregation consumer processes at most between two checks of its writer, its
+/// checkpoint clock and its quiet partitions.
+const TURN_RECORDS: usize = 1024;
 
 struct Worker {
     options: AggregateOptions,
@@ -215,15 +282,29 @@ impl Worker {
     fn session(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<Session> {
         let mut next_checkpoint = Instant::now() + self.options.checkpoint_interval;
         while !self.options.stop.load(Ordering::Acquire) {
-            let polled = consumer.poll(Duration::from_millis(50));
-            self.apply_changes(consumer)?;
-            match polled {
-                Some(Ok(message)) => self.handle(consumer, &message)?,
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                // librdkafka reconnects by itself; a checkpoint the broker does not take
-                // starts the session over.
-                Some(Err(error)) => tracing::warn!(%error, "aggregation consumer"),
+            // What is fetched already is processed in one turn, the turn's other work (results
+            // of written checkpoints, the clock, quiet partitions) done once after it.
+            let mut wait = Duration::from_millis(50);
+            for _ in 0..TURN_RECORDS {
+                let polled = consumer.poll(wait);
+                self.apply_changes(consumer)?;
+                match polled {
+                    Some(Ok(message)) => self.handle(consumer, &message)?,
+                    Some(Err(KafkaError::PartitionEOF(_))) | None => break,
+                    // librdkafka reconnects by itself; a checkpoint the broker does not take
+                    // starts the session over.
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "aggregation consumer");
+                        break;
+                    }
+                }
+                wait = Duration::ZERO;
             }
+            self.options.members.advanced(
+                self.tasks
+                    .values()
+                    .map(|state| (state.partition, state.next)),
+            );
             if !self.collect(consumer, CommitMode::Async)? {
                 return Ok(Session::BrokerLost);
             }

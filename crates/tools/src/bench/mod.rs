@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// `fetch.wait.max.ms=500` (comma-separated or repeated).
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub kafka_client: Vec<String>,
+    /// Aggregation consumers the `kafka` benchmark's pipeline runs (`[kafka]
+    /// aggregation_threads`) [default: the setting's default].
+    #[arg(long, value_name = "N")]
+    pub aggregation_threads: Option<usize>,
     /// An NDJSON file of API calls (plain, gzip or zstd) for the `parse` and `import`
     /// benchmarks instead of the generated one, read with the default field mapping.
     #[arg(long, value_name = "FILE")]
