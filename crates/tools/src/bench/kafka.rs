@@ -233,13 +233,7 @@ fn aggregation_pipeline(
         .context("runtime")?
         .block_on(mm_cluster::ensure_checkpoint_topic(&settings))?;
     // Where the input ends: the pipeline is done when every partition is processed that far.
-    let reader: BaseConsumer = settings.reader("bench-input-ends").create()?;
-    let mut ends = BTreeMap::new();
-    for partition in 0..PARTITIONS {
-        let (_, high) =
-            reader.fetch_watermarks(&settings.input_topic, partition, Duration::from_secs(5))?;
-        ends.insert(partition, high);
-    }
+    let ends = partition_ends(&settings, &settings.input_topic)?;
     let metrics = Arc::new(Metrics::new());
     let started = Instant::now();
     let cluster = Cluster::start(options, metrics.clone(), activity)?;
@@ -308,13 +302,7 @@ fn aggregation_pipeline(
         std::thread::sleep(Duration::from_millis(20));
     }
     // Stored: the replica has every activity record produced so far.
-    let reader: BaseConsumer = settings.reader("bench-watermarks").create()?;
-    let mut targets = BTreeMap::new();
-    for partition in 0..PARTITIONS {
-        let (_, high) =
-            reader.fetch_watermarks(&settings.activity_topic, partition, Duration::from_secs(5))?;
-        targets.insert(partition, high);
-    }
+    let targets = partition_ends(&settings, &settings.activity_topic)?;
     anyhow::ensure!(
         cluster
             .progress
@@ -331,6 +319,17 @@ fn aggregation_pipeline(
         events as f64 / elapsed.as_secs_f64(),
         first.unwrap_or(elapsed),
     ))
+}
+
+/// The end offset of each of the benchmark's partitions of `topic`.
+fn partition_ends(settings: &KafkaSettings, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let reader: BaseConsumer = settings.reader("bench-watermarks").create()?;
+    let mut ends = BTreeMap::new();
+    for partition in 0..PARTITIONS {
+        let (_, high) = reader.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
+        ends.insert(partition, high);
+    }
+    Ok(ends)
 }
 
 /// The aggregation consumer's partitions, as the cluster reports them.
