@@ -61,7 +61,7 @@ impl GroupContext {
 
     /// Changes since the last call, in order.
     pub fn take_changes(&self) -> Vec<Change> {
-        if !self.changed.load(Ordering::Acquire) || !self.changed.swap(false, Ordering::AcqRel) {
+        if !self.changed.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
         self.changes

@@ -187,10 +187,11 @@ impl Cluster {
             )?);
         }
         // One group member per aggregation thread; the group spreads the partitions over them.
+        // (At least one: `KafkaSettings::validate` refuses 0 before this.)
         let count = settings.aggregation_threads.max(1);
         let members = Arc::new(aggregate::Members::new(count));
         for thread in 1..=count {
-            let name = if settings.aggregation_threads > 1 {
+            let name = if count > 1 {
                 format!("aggregate-{thread}")
             } else {
                 "aggregate".to_owned()

@@ -104,6 +104,24 @@ impl KafkaSettings {
         }
     }
 
+    /// The aggregation threads an instance may run.
+    pub const AGGREGATION_THREADS: std::ops::RangeInclusive<usize> = 1..=64;
+
+    /// Checks what the types cannot: the aggregation thread count is within
+    /// [`Self::AGGREGATION_THREADS`].
+    pub fn validate(&self) -> Result<(), String> {
+        if Self::AGGREGATION_THREADS.contains(&self.aggregation_threads) {
+            Ok(())
+        } else {
+            Err(format!(
+                "kafka.aggregation_threads must be between {} and {}, not {}",
+                Self::AGGREGATION_THREADS.start(),
+                Self::AGGREGATION_THREADS.end(),
+                self.aggregation_threads
+            ))
+        }
+    }
+
     /// The topic windows are aggregated from: the input when it is keyed, else the internal
     /// repartition topic.
     pub fn aggregation_topic(&self) -> String {

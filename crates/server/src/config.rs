@@ -282,12 +282,7 @@ impl RawConfig {
                     "kafka.activity_topic and kafka.dlq_topic must differ from kafka.input_topic"
                 );
             }
-            if !(1..=64).contains(&kafka.aggregation_threads) {
-                bail!(
-                    "kafka.aggregation_threads must be between 1 and 64, not {}",
-                    kafka.aggregation_threads
-                );
-            }
+            kafka.validate().map_err(anyhow::Error::msg)?;
         }
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen: SocketAddr = listen_text.parse().with_context(|| {
@@ -495,6 +490,26 @@ mod tests {
         );
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn an_aggregation_thread_count_out_of_range_is_refused_by_name() {
+        let parse = |threads: usize| {
+            let raw: RawConfig = toml::from_str(&format!(
+                "[kafka]\nbrokers = \"k1:9092\"\ninput_topic = \"calls\"\ngroup_id = \"mm\"\naggregation_threads = {threads}\n"
+            ))
+            .expect("parses");
+            raw.validate(&Overrides::default(), &no_env)
+        };
+        let kafka = parse(2).expect("valid").kafka.expect("cluster mode");
+        assert_eq!(kafka.aggregation_threads, 2);
+        for refused in [0, 65] {
+            let error = parse(refused).expect_err("out of range");
+            assert!(
+                error.to_string().contains("kafka.aggregation_threads"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

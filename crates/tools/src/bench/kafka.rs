@@ -56,9 +56,9 @@ pub fn bench_kafka(args: &BenchArgs, work_dir: &std::path::Path) -> anyhow::Resu
     settings.dlq_topic = format!("bench-dlq-{run}");
     settings.create_topics_partitions = PARTITIONS;
     if let Some(threads) = args.aggregation_threads {
-        anyhow::ensure!(threads >= 1, "--aggregation-threads must be at least 1");
         settings.aggregation_threads = threads;
     }
+    settings.validate().map_err(anyhow::Error::msg)?;
     for pair in &args.kafka_client {
         let (key, value) = pair
             .split_once('=')
