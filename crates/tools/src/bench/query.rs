@@ -1,5 +1,6 @@
 //! The query benchmark: one merchant over 24 h at 1-minute step and over 30 days at 1-hour
 //! step, per-API tables and the ranking over 24 h and 30 days, with 10,000 merchants stored.
+//! Each query's first read of each merchant after the store opens is reported on its own.
 
 use std::path::Path;
 use std::time::Instant;
@@ -151,22 +152,37 @@ pub(super) fn bench_query(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<(
         to_us: end_minute * MICROS_PER_MINUTE,
     };
     let iterations = 100 * args.runs.max(1);
+    // Each query first reads every measured merchant once, timed apart: the first read of a
+    // merchant after the store opens fills the block cache from disk (up to tens of
+    // milliseconds); the runs after it are what a dashboard that stays up sees.
     let measure = |name: &str,
                    mut query: Box<dyn FnMut(usize) -> anyhow::Result<usize> + '_>|
      -> anyhow::Result<()> {
+        let mut time = |iteration: usize| -> anyhow::Result<(f64, usize)> {
+            let started = Instant::now();
+            let size = query(iteration)?;
+            Ok((started.elapsed().as_secs_f64() * 1000.0, size))
+        };
+        let mut first = Vec::with_capacity(BUSIEST);
+        for iteration in 0..BUSIEST {
+            first.push(time(iteration)?.0);
+        }
+        first.sort_by(f64::total_cmp);
         let mut timings = Vec::with_capacity(iterations);
         let mut size = 0;
-        for iteration in 0..iterations {
-            let started = Instant::now();
-            size = query(iteration)?;
-            timings.push(started.elapsed().as_secs_f64() * 1000.0);
+        for iteration in BUSIEST..BUSIEST + iterations {
+            let (elapsed, rows) = time(iteration)?;
+            timings.push(elapsed);
+            size = rows;
         }
         timings.sort_by(f64::total_cmp);
         println!(
-            "query {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({iterations} runs, {size} rows)",
+            "query {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({iterations} runs, {size} rows); first read of each merchant after open: p50 {:.2} ms, max {:.2} ms",
             percentile(&timings, 0.5),
             percentile(&timings, 0.99),
             timings.last().copied().unwrap_or_default(),
+            percentile(&first, 0.5),
+            first.last().copied().unwrap_or_default(),
         );
         Ok(())
     };
