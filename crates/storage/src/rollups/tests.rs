@@ -1,4 +1,5 @@
 use super::*;
+use crate::codec::RollupState;
 
 fn key(merchant: &str, api: &str, minute: i64) -> WindowKey {
     WindowKey {

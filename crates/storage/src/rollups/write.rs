@@ -1,0 +1,288 @@
+//! Writing the store: a checkpoint's windows (closes, corrections, open snapshots) and an
+//! import's, each as one atomic batch that moves the ranking index, the hour rollups and the
+//! open-window markers along.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use fjall::PersistMode;
+use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
+
+use super::hours::HourChange;
+use super::ranking::{Totals, index_key};
+use super::{
+    Applied, CHECKPOINT_KEY, CheckpointBatch, Group, IMPORT_PREFIX, PreparedCheckpoint, Store,
+    day_of, decode_error, merchant_name_key, rollup_key, sortable,
+};
+use crate::StorageError;
+use crate::codec::{self, RollupState};
+
+impl Store {
+    /// Builds the atomic batch for `batch`: merges corrections into the stored finals and
+    /// brings the ranking index along.
+    pub fn prepare(&self, batch: CheckpointBatch) -> Result<PreparedCheckpoint, StorageError> {
+        let CheckpointBatch {
+            mut finals,
+            corrections,
+            open,
+            checkpoint,
+            requests,
+        } = batch;
+        let mut write = self.db.batch();
+        self.write_requests(&mut write, &requests);
+        let mut corrected = Vec::new();
+        let mut corrected_calls = Vec::new();
+
+        // Late calls for a window closing in this same batch go into its final record.
+        let mut closing: BTreeMap<WindowKey, usize> = finals
+            .iter()
+            .enumerate()
+            .map(|(position, (key, _))| (key.clone(), position))
+            .collect();
+        for (key, delta) in corrections {
+            if let Some(position) = closing.get(&key) {
+                finals[*position].1.merge(&delta);
+                continue;
+            }
+            let mut total = self.stored_rollup(&key)?.unwrap_or_default();
+            total.merge(&delta);
+            corrected.push((key, total));
+            corrected_calls.push(delta);
+        }
+        closing.clear();
+
+        let applied = self.write_windows(
+            &mut write,
+            [
+                (Group::Final, finals.as_slice()),
+                (Group::Final, corrected.as_slice()),
+                (Group::Open, open.as_slice()),
+            ],
+        )?;
+        // A closing window's hour gains all its calls; a corrected one, the late calls.
+        let hour_changes = finals
+            .iter()
+            .map(|(key, rollup)| (key, HourChange::Add(Cow::Borrowed(rollup))))
+            .chain(
+                corrected
+                    .iter()
+                    .zip(&corrected_calls)
+                    .map(|((key, _), calls)| (key, HourChange::Add(Cow::Borrowed(calls)))),
+            )
+            .collect();
+        self.write_hours(&mut write, hour_changes)?;
+        let checkpoint_bytes =
+            serde_json::to_vec(&checkpoint).map_err(|error| StorageError::Corrupt {
+                what: "checkpoint",
+                path: self.meta.path().to_owned(),
+                detail: error.to_string(),
+            })?;
+        write.insert(&self.meta, CHECKPOINT_KEY, checkpoint_bytes);
+        Ok(PreparedCheckpoint {
+            batch: write,
+            finals,
+            corrected,
+            applied,
+        })
+    }
+
+    /// Writes windows with their index entries: the rollup, the open-window marker, the
+    /// merchant-name index and the ranking index (exact minute and hour totals). Returns what
+    /// changes in memory, for [`Store::commit_batch`].
+    pub(super) fn write_windows<const N: usize>(
+        &self,
+        write: &mut fjall::OwnedWriteBatch,
+        groups: [(Group, &[(WindowKey, Rollup)]); N],
+    ) -> Result<Applied, StorageError> {
+        let mut changes = Vec::new();
+        let mut opened = Vec::new();
+        let mut closed = Vec::new();
+        let open_keys = self
+            .open_keys
+            .read()
+            .map_err(|_| StorageError::Poisoned("open windows"))?;
+        let mut hour_deltas: BTreeMap<(i64, i64, String), [i64; 6]> = BTreeMap::new();
+        // The name index holds each merchant's latest minute written in this batch.
+        let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut value = Vec::with_capacity(256);
+        for (group, windows) in groups {
+            let state = match group {
+                Group::Open => RollupState::Open,
+                Group::Final | Group::FinalNeverOpen => RollupState::Final,
+            };
+            for (key, rollup) in windows {
+                let day = self.day_or_create(day_of(key.minute))?;
+                let store_key = rollup_key(key);
+                value.clear();
+                codec::encode_rollup(rollup, state, &mut value);
+                write.insert(&day.rollups, store_key.clone(), value.as_slice());
+                match group {
+                    Group::Open => {
+                        if !open_keys.contains(store_key.as_slice()) {
+                            opened.push(store_key.clone());
+                        }
+                        write.insert(&self.open, store_key, []);
+                    }
+                    Group::Final => {
+                        if open_keys.contains(store_key.as_slice()) {
+                            closed.push(store_key.clone());
+                        }
+                        write.remove(&self.open, store_key);
+                    }
+                    Group::FinalNeverOpen => {}
+                }
+                if key.api == MERCHANT_TOTAL_API {
+                    let seen = last_seen.entry(key.merchant.as_str()).or_insert(key.minute);
+                    *seen = (*seen).max(key.minute);
+                    self.index_minute(write, &day, key, rollup, &mut hour_deltas, &mut changes)?;
+                }
+            }
+        }
+        for (merchant, minute) in last_seen {
+            write.insert(
+                &self.merchants,
+                merchant_name_key(merchant),
+                sortable(minute),
+            );
+        }
+        for ((day, hour, merchant), delta) in hour_deltas {
+            let Some(handles) = self.day(day) else {
+                continue;
+            };
+            let hour_key = index_key(b'h', hour, &merchant);
+            let previous = match handles.index.get(&hour_key)? {
+                Some(bytes) => Totals::decode(&bytes)?,
+                None => Totals::default(),
+            };
+            let mut fields = previous.fields();
+            for (field, change) in fields.iter_mut().zip(delta) {
+                *field = field.saturating_add_signed(change);
+            }
+            write.insert(
+                &handles.index,
+                hour_key,
+                Totals::from_fields(fields).encode(),
+            );
+        }
+        Ok(Applied {
+            ranking: changes,
+            opened,
+            closed,
+        })
+    }
+
+    /// Commits a batch of window writes atomically and brings what is kept in memory along:
+    /// windows it opens join the open set before the commit, windows it closes leave it after.
+    pub(super) fn commit_batch(
+        &self,
+        batch: fjall::OwnedWriteBatch,
+        applied: Applied,
+        durability: Option<PersistMode>,
+    ) -> Result<(), StorageError> {
+        if !applied.opened.is_empty() {
+            let mut open_keys = self
+                .open_keys
+                .write()
+                .map_err(|_| StorageError::Poisoned("open windows"))?;
+            open_keys.extend(applied.opened.into_iter().map(Vec::into_boxed_slice));
+        }
+        batch.durability(durability).commit()?;
+        if !applied.closed.is_empty() {
+            let mut open_keys = self
+                .open_keys
+                .write()
+                .map_err(|_| StorageError::Poisoned("open windows"))?;
+            for key in &applied.closed {
+                open_keys.remove(key.as_slice());
+            }
+        }
+        if let Ok(mut ranking) = self.ranking.write() {
+            ranking.apply(&applied.ranking);
+        }
+        Ok(())
+    }
+
+    /// Commits a prepared checkpoint atomically and durably.
+    pub fn commit(&self, prepared: PreparedCheckpoint) -> Result<(), StorageError> {
+        self.commit_batch(
+            prepared.batch,
+            prepared.applied,
+            Some(PersistMode::SyncData),
+        )
+    }
+
+    /// Merges imported calls into the store, atomically with the import's progress record
+    /// (`progress`: a key of its own and a value, in the `meta` keyspace). Each window's calls
+    /// are added to what is stored; a window stays (or becomes) open when it is open in the
+    /// store or starts at or after `open_from_minute` (a window a starting server would still
+    /// count into, so it restores it with these calls), and is final otherwise.
+    pub fn import(
+        &self,
+        windows: &[(WindowKey, Rollup)],
+        open_from_minute: i64,
+        progress: (&str, &[u8]),
+    ) -> Result<(), StorageError> {
+        let mut finals = Vec::new();
+        let mut finals_never_open = Vec::new();
+        let mut open = Vec::new();
+        let mut hour_changes = Vec::new();
+        for (key, calls) in windows {
+            let stored = match self.day(day_of(key.minute)) {
+                Some(day) => day.rollups.get(rollup_key(key))?,
+                None => None,
+            };
+            let (mut merged, state) = match stored {
+                Some(bytes) => {
+                    let (rollup, state) =
+                        codec::decode_rollup(&bytes).map_err(decode_error("stored rollup"))?;
+                    (rollup, Some(state))
+                }
+                None => (Rollup::default(), None),
+            };
+            merged.merge(calls);
+            match state {
+                Some(RollupState::Open) => open.push((key.clone(), merged)),
+                _ if key.minute >= open_from_minute => {
+                    if state == Some(RollupState::Final) {
+                        // A final window reopened: its hour no longer holds it whole.
+                        hour_changes.push((key, HourChange::Unknown));
+                    }
+                    open.push((key.clone(), merged));
+                }
+                Some(RollupState::Final) => {
+                    hour_changes.push((key, HourChange::Add(Cow::Borrowed(calls))));
+                    finals.push((key.clone(), merged));
+                }
+                // Never stored: no open-window marker to clear.
+                None => {
+                    hour_changes.push((key, HourChange::Add(Cow::Borrowed(calls))));
+                    finals_never_open.push((key.clone(), merged));
+                }
+            }
+        }
+        let mut write = self.db.batch();
+        let applied = self.write_windows(
+            &mut write,
+            [
+                (Group::Final, finals.as_slice()),
+                (Group::FinalNeverOpen, finals_never_open.as_slice()),
+                (Group::Open, open.as_slice()),
+            ],
+        )?;
+        self.write_hours(&mut write, hour_changes)?;
+        write.insert(
+            &self.meta,
+            format!("{IMPORT_PREFIX}{}", progress.0),
+            progress.1,
+        );
+        self.commit_batch(write, applied, Some(PersistMode::SyncData))
+    }
+
+    /// The progress record of an import, as [`Store::import`] last wrote it.
+    pub fn import_progress(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .meta
+            .get(format!("{IMPORT_PREFIX}{key}"))?
+            .map(|value| value.to_vec()))
+    }
+}
