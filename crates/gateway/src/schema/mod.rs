@@ -128,19 +128,27 @@ pub fn violations(
 }
 
 /// What kind of change `candidate` is to `latest`: `None` when they are the same schema,
-/// `Patch` when only annotations differ, `Minor` when old events still validate, `Major`
-/// otherwise. (`violations` decides whether a change is allowed; this names its version.)
-pub fn change_kind(latest: &Value, candidate: &Value) -> ChangeKind {
+/// `Patch` when only annotations differ, `Major` when it breaks `mode` (with `none`: when
+/// events written under `latest` may fail it), `Minor` otherwise. (`violations` decides whether
+/// a change is allowed; this names its version.)
+pub fn change_kind(latest: &Value, candidate: &Value, mode: CompatibilityMode) -> ChangeKind {
     if latest == candidate {
         return ChangeKind::None;
     }
     if compat::without_annotations(latest) == compat::without_annotations(candidate) {
         return ChangeKind::Patch;
     }
-    if compat::check(latest, candidate, Direction::Backward).is_empty() {
-        ChangeKind::Minor
-    } else {
+    let directions = match mode.directions() {
+        [] => &[Direction::Backward][..],
+        directions => directions,
+    };
+    let breaks = directions
+        .iter()
+        .any(|direction| !compat::check(latest, candidate, *direction).is_empty());
+    if breaks {
         ChangeKind::Major
+    } else {
+        ChangeKind::Minor
     }
 }
 

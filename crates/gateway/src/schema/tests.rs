@@ -254,14 +254,26 @@ fn only_annotations_changed_is_a_patch_and_compatible_additions_are_minor() {
     let mut described = old.clone();
     described["description"] = json!("a refund was requested");
     described["properties"]["id"]["title"] = json!("Refund id");
-    assert_eq!(change_kind(&old, &old), ChangeKind::None);
-    assert_eq!(change_kind(&old, &described), ChangeKind::Patch);
+    let mode = CompatibilityMode::None;
+    assert_eq!(change_kind(&old, &old, mode), ChangeKind::None);
+    assert_eq!(change_kind(&old, &described, mode), ChangeKind::Patch);
     assert_eq!(
-        change_kind(&old, &object(false, Some(false))),
+        change_kind(&old, &object(false, Some(false)), mode),
         ChangeKind::Minor
     );
     assert_eq!(
-        change_kind(&object(false, Some(false)), &old),
+        change_kind(&object(false, Some(false)), &old, mode),
+        ChangeKind::Major
+    );
+    // Under forward, an optional property removed from an open model breaks; under backward
+    // it does not.
+    let (with_note, without) = (object(true, Some(false)), object(true, None));
+    assert_eq!(
+        change_kind(&with_note, &without, CompatibilityMode::Backward),
+        ChangeKind::Minor
+    );
+    assert_eq!(
+        change_kind(&with_note, &without, CompatibilityMode::Forward),
         ChangeKind::Major
     );
 }
