@@ -134,6 +134,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: pipeline.activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
+            registry: Some(Arc::new(open_registry(&config.data_dir)?)),
         },
         #[cfg(feature = "kafka")]
         Backend::Cluster(cluster, activity) => AppState {
@@ -152,6 +153,8 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
+            // Cluster mode shares the registry through a compacted topic (not built yet).
+            registry: None,
         },
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -324,4 +327,12 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// The event gateway's registry, in the data directory's `gateway` database.
+fn open_registry(data_dir: &std::path::Path) -> anyhow::Result<mm_gateway::Registry> {
+    let dir = data_dir.join("gateway");
+    let log = mm_gateway::EmbeddedLog::open(&dir)
+        .with_context(|| format!("opening the event gateway's database in {}", dir.display()))?;
+    mm_gateway::Registry::open(Box::new(log)).context("loading the event types")
 }

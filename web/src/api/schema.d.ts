@@ -132,6 +132,92 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/event-types": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every registered event type */
+        get: operations["list_event_types"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/event-types/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An event type as registered, with its current version */
+        get: operations["get_event_type"];
+        /** Create an event type (201) or evolve it (200, with a new schema version when the schema changed) */
+        put: operations["put_event_type"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/event-types/{name}/compatibility": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Dry run: check a candidate schema against the type's versions (under its mode, or another) */
+        post: operations["check_compatibility"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/event-types/{name}/schemas": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every schema version of an event type, newest first */
+        get: operations["list_schemas"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/event-types/{name}/schemas/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One schema version of an event type */
+        get: operations["get_schema"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/events/{corr_id}": {
         parameters: {
             query?: never;
@@ -462,6 +548,36 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * @description What kind of events a type carries (Nakadi's categories).
+         * @enum {string}
+         */
+        Category: "business" | "data" | "undefined";
+        /**
+         * @description How a new schema must relate to the earlier ones (Confluent Schema Registry's modes).
+         * @enum {string}
+         */
+        CompatibilityMode: "none" | "backward" | "forward" | "full" | "backward_transitive" | "forward_transitive" | "full_transitive";
+        /** @description The answer of a dry-run compatibility check. */
+        CompatibilityReport: {
+            /** @description The mode the check used. */
+            compatibility_mode: components["schemas"]["CompatibilityMode"];
+            compatible: boolean;
+            /** @description The subscriptions that read the type: whom a change reaches. */
+            consumers: string[];
+            /**
+             * @description The version the candidate would get (`null` when it would be refused).
+             * @example 1.1.0
+             */
+            next_version?: string | null;
+            violations: components["schemas"]["Violation"][];
+        };
+        /** @description The body of `POST /v1/event-types/{name}/compatibility`. */
+        CompatibilityRequest: {
+            compatibility_mode?: null | components["schemas"]["CompatibilityMode"];
+            /** @description The candidate schema. */
+            schema: Record<string, never>;
+        };
+        /**
          * @description What a consumer of this instance does.
          * @enum {string}
          */
@@ -491,8 +607,62 @@ export interface components {
              *     `payload_too_large`, `overloaded`, ...
              */
             code: string;
+            /**
+             * @description Where in the request body the problem is, as a JSON pointer in URI-fragment form
+             *     (`#/properties/amount/type`), when it is in one place.
+             */
+            location?: string | null;
             /** @description What is wrong, in words for a person. */
             message: string;
+            /**
+             * @description Every way a schema change breaks the event type's compatibility mode
+             *     (`incompatible_schema`).
+             */
+            violations?: components["schemas"]["Violation"][] | null;
+        };
+        /** @description An event type as registered. */
+        EventType: {
+            category: components["schemas"]["Category"];
+            compatibility_mode: components["schemas"]["CompatibilityMode"];
+            /** @description RFC 3339. */
+            created_at: string;
+            name: string;
+            owning_application: string;
+            partition_key_fields: string[];
+            partition_strategy: components["schemas"]["PartitionStrategy"];
+            /** Format: int32 */
+            partitions: number;
+            /** @description The current schema. */
+            schema: Record<string, never>;
+            /** @description RFC 3339. */
+            updated_at: string;
+            /**
+             * @description The current schema's version.
+             * @example 1.1.0
+             */
+            version: string;
+        };
+        /** @description The body of `PUT /v1/event-types/{name}`. */
+        EventTypeDefinition: {
+            category: components["schemas"]["Category"];
+            compatibility_mode?: null | components["schemas"]["CompatibilityMode"];
+            /** @description The application that owns the type and publishes its events. */
+            owning_application: string;
+            /** @description JSON pointers of the fields that make the partition key (`/order_id`), for `hash`. */
+            partition_key_fields?: string[];
+            partition_strategy?: null | components["schemas"]["PartitionStrategy"];
+            /**
+             * Format: int32
+             * @description Partitions of the type's log [default: 4]; fixed once created (changing it would move
+             *     keys between partitions and break their order).
+             */
+            partitions?: number | null;
+            /** @description JSON Schema (draft 2020-12) of the events, without their `metadata`. */
+            schema: Record<string, never>;
+        };
+        /** @description `GET /v1/event-types`. */
+        EventTypeList: {
+            event_types: components["schemas"]["EventType"][];
         };
         /** @description The calls that carried a correlation id. */
         EventsFound: {
@@ -596,6 +766,11 @@ export interface components {
             position: number;
         };
         /**
+         * @description How events are spread over the type's partitions.
+         * @enum {string}
+         */
+        PartitionStrategy: "hash" | "random" | "user_defined";
+        /**
          * @description Why a record was rejected: a stable code, also used as a metrics label.
          * @enum {string}
          */
@@ -613,6 +788,19 @@ export interface components {
             /** @description What is wrong, in words. */
             reason: string;
         };
+        /** @description `GET /v1/event-types/{name}/schemas`. */
+        SchemaList: {
+            /** @description Newest first. */
+            schemas: components["schemas"]["SchemaRecord"][];
+        };
+        /** @description One schema version of a type. */
+        SchemaRecord: {
+            /** @description RFC 3339. */
+            created_at: string;
+            schema: Record<string, never>;
+            /** @example 1.0.0 */
+            version: string;
+        };
         /** @description Known merchant accounts that start with a prefix. */
         SearchResponse: {
             /** @description Matching merchant accounts in name order. */
@@ -624,6 +812,24 @@ export interface components {
          * @enum {string}
          */
         Step: "1m" | "5m" | "1h" | "1d";
+        /** @description One way in which the new schema breaks a direction. */
+        Violation: {
+            /** @description How to make the change compatible. */
+            hint: string;
+            /** @description What breaks, for whom. */
+            message: string;
+            /** @description The new schema's value at that place (`null` when it has none). */
+            new: unknown;
+            /** @description The old schema's value at that place (`null` when it had none). */
+            old: unknown;
+            /** @description JSON pointer (as a URI fragment) of the schema location, e.g. `#/properties/amount`. */
+            path: string;
+            /**
+             * @description The change, from old to new: `type-narrowed`, `property-removed-from-closed-model`,
+             *     `required-added`, `enum-value-removed`, ...
+             */
+            rule: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -860,6 +1066,295 @@ export interface operations {
                 };
             };
             /** @description Embedded mode (code not_cluster_mode) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_event_types: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event types, by name */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventTypeList"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_event_type: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Event type name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event type */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventType"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such type (code unknown_event_type) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_event_type: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Dot-separated name, e.g. order.refund-requested */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EventTypeDefinition"];
+            };
+        };
+        responses: {
+            /** @description Evolved (or unchanged) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventType"];
+                };
+            };
+            /** @description Created at version 1.0.0 */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventType"];
+                };
+            };
+            /** @description Unreadable body (code bad_request) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The schema breaks the compatibility mode (code incompatible_schema, with violations), or a fixed field changed (code immutable_field) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Bad name, definition or schema (codes invalid_event_type_name, invalid_definition, invalid_schema; location says where) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    check_compatibility: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Event type name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompatibilityRequest"];
+            };
+        };
+        responses: {
+            /** @description The verdict, the version it would get and every violation */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CompatibilityReport"];
+                };
+            };
+            /** @description Unreadable body (code bad_request) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such type (code unknown_event_type) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The candidate is not valid JSON Schema (code invalid_schema; location says where) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_schemas: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Event type name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schemas */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SchemaList"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such type (code unknown_event_type) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_schema: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Event type name */
+                name: string;
+                /** @description A version such as 1.2.0 */
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schema */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SchemaRecord"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such type or version (codes unknown_event_type, unknown_schema_version) */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -18,6 +18,14 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// What is wrong, in words for a person.
     pub message: String,
+    /// Where in the request body the problem is, as a JSON pointer in URI-fragment form
+    /// (`#/properties/amount/type`), when it is in one place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Every way a schema change breaks the event type's compatibility mode
+    /// (`incompatible_schema`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<mm_gateway::Violation>>,
 }
 
 /// An error answered to a client as an [`ErrorBody`]. Internal details are logged, never sent.
@@ -27,6 +35,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after_seconds: Option<u32>,
+    pub location: Option<String>,
+    pub violations: Option<Vec<mm_gateway::Violation>>,
 }
 
 impl ApiError {
@@ -36,6 +46,8 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_seconds: None,
+            location: None,
+            violations: None,
         }
     }
 
@@ -64,6 +76,8 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
+                location: self.location,
+                violations: self.violations,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

@@ -2,6 +2,7 @@
 
 mod error;
 mod events;
+mod gateway;
 mod openapi;
 mod routes;
 mod ui;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub activity: tokio::sync::broadcast::Sender<Arc<mm_model::activity::ActivityRecord>>,
     /// Where the web dashboard's files come from.
     pub ui: Ui,
+    /// The event gateway's registry of event types (embedded mode).
+    pub registry: Option<Arc<mm_gateway::Registry>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -123,6 +126,42 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             "/v1/merchants/{merchant}/apis",
             Token,
             routes::apis,
+        ),
+        route(
+            Method::GET,
+            "/v1/event-types",
+            Token,
+            gateway::list_event_types,
+        ),
+        route(
+            Method::PUT,
+            "/v1/event-types/{name}",
+            Token,
+            gateway::put_event_type,
+        ),
+        route(
+            Method::GET,
+            "/v1/event-types/{name}",
+            Token,
+            gateway::get_event_type,
+        ),
+        route(
+            Method::GET,
+            "/v1/event-types/{name}/schemas",
+            Token,
+            gateway::list_schemas,
+        ),
+        route(
+            Method::GET,
+            "/v1/event-types/{name}/schemas/{version}",
+            Token,
+            gateway::get_schema,
+        ),
+        route(
+            Method::POST,
+            "/v1/event-types/{name}/compatibility",
+            Token,
+            gateway::check_compatibility,
         ),
         route(Method::GET, "/v1/admin/consumers", Token, routes::consumers),
         route(

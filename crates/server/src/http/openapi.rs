@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, ResponseBuilder};
 
 use super::error::ErrorBody;
-use super::{Access, events, routes};
+use super::{Access, events, gateway, routes};
 
 /// The commands that rewrite the committed document and the dashboard's types from it.
 pub const REGENERATE: &str = "MM_UPDATE_OPENAPI=1 cargo test -p merchant-monitor --lib openapi \
@@ -39,6 +39,12 @@ pub const REGENERATE: &str = "MM_UPDATE_OPENAPI=1 cargo test -p merchant-monitor
         events::list,
         routes::activity,
         routes::apis,
+        gateway::list_event_types,
+        gateway::put_event_type,
+        gateway::get_event_type,
+        gateway::list_schemas,
+        gateway::get_schema,
+        gateway::check_compatibility,
         routes::consumers,
         routes::set_backpressure,
         routes::metrics,
@@ -53,6 +59,7 @@ pub const REGENERATE: &str = "MM_UPDATE_OPENAPI=1 cargo test -p merchant-monitor
         (name = "ingest", description = "Sending API-call logs"),
         (name = "queries", description = "Activity, per-API tables, the merchant ranking and the live stream"),
         (name = "events", description = "Raw calls from the archive (embedded mode)"),
+        (name = "event types", description = "The event gateway's registry: event types, their schema versions and compatibility checks"),
         (name = "admin", description = "Cluster mode: consumers and backpressure"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
