@@ -6,13 +6,42 @@
 //! - [`event_type`]: what a producer registers.
 //! - [`registry`]: the master list of types and their versions, persisted through a
 //!   [`registry::RegistryLog`].
+//! - [`publish`]: a batch's events checked, placed on partitions and enriched, each with its
+//!   own answer.
+//! - [`log`]: the embedded event log (per type and partition, durable group commit).
+//!
+//! On one machine everything lives in the data directory's `gateway` database
+//! ([`Gateway::open_embedded`]).
 
 pub mod event_type;
+pub mod log;
+pub mod publish;
 pub mod registry;
 pub mod schema;
 
+use std::path::Path;
+
 pub use event_type::{Category, EventType, EventTypeDefinition, PartitionStrategy};
+pub use log::{EventLog, LogError};
+pub use publish::{Prepared, PublishItem, PublishOptions, PublishingStatus, Step};
 pub use registry::{
     CompatibilityReport, EmbeddedLog, PutOutcome, Registry, RegistryError, SchemaRecord,
 };
 pub use schema::{CompatibilityMode, SchemaVersion, Violation};
+
+/// The gateway of one machine: the registry and the event log in one database.
+pub struct Gateway {
+    pub registry: Registry,
+    pub log: EventLog,
+}
+
+impl Gateway {
+    /// Opens (or creates) the gateway database in `dir`.
+    pub fn open_embedded(dir: &Path) -> Result<Self, RegistryError> {
+        let database = registry::open_database(dir)?;
+        let registry = Registry::open(Box::new(EmbeddedLog::new(&database)?))?;
+        let log =
+            EventLog::open(&database).map_err(|error| RegistryError::Storage(error.to_string()))?;
+        Ok(Self { registry, log })
+    }
+}

@@ -90,18 +90,25 @@ pub struct EmbeddedLog {
 }
 
 impl EmbeddedLog {
-    /// Opens (or creates) the gateway database in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
-        let storage = |error: fjall::Error| RegistryError::Storage(error.to_string());
-        std::fs::create_dir_all(dir).map_err(|error| {
-            RegistryError::Storage(format!("creating {}: {error}", dir.display()))
-        })?;
-        let database = fjall::Database::builder(dir).open().map_err(storage)?;
+    /// The registry's keyspace in the gateway database.
+    pub fn new(database: &fjall::Database) -> Result<Self, RegistryError> {
         let types = database
             .keyspace("event-types", fjall::KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        Ok(Self { database, types })
+            .map_err(|error| RegistryError::Storage(error.to_string()))?;
+        Ok(Self {
+            database: database.clone(),
+            types,
+        })
     }
+}
+
+/// Opens (or creates) the gateway database in `dir`: the registry and the event log.
+pub fn open_database(dir: &Path) -> Result<fjall::Database, RegistryError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|error| RegistryError::Storage(format!("creating {}: {error}", dir.display())))?;
+    fjall::Database::builder(dir)
+        .open()
+        .map_err(|error| RegistryError::Storage(error.to_string()))
 }
 
 impl RegistryLog for EmbeddedLog {

@@ -34,10 +34,9 @@ fn refund(extra: Value) -> Value {
 }
 
 fn open_registry(dir: &std::path::Path) -> Registry {
-    Registry::open(Box::new(
-        EmbeddedLog::open(dir).expect("the gateway database"),
-    ))
-    .expect("the registry")
+    let database = open_database(dir).expect("the gateway database");
+    Registry::open(Box::new(EmbeddedLog::new(&database).expect("the keyspace")))
+        .expect("the registry")
 }
 
 #[test]

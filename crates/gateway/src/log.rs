@@ -1,0 +1,276 @@
+//! The embedded event log: every event type's partitions, append-only, offsets from 0.
+//!
+//! On-disk format (the `events` keyspace of the gateway database): key = type name, a zero
+//! byte, the partition (u32, big-endian) and the offset (u64, big-endian), so one partition's
+//! events are one contiguous, ordered key range; value = the event's JSON as published (with
+//! the metadata the gateway added, its offset aside, which the key holds).
+//!
+//! Appends go through one writer thread that commits whatever batches are waiting as one
+//! atomic write and one fsync (group commit), then answers each: an append is answered only
+//! once its events are durable, and a batch is all there or not at all after a crash. Offsets
+//! are assigned by that thread in arrival order, so the events of one request keep their
+//! order within each partition. The queue to the writer is bounded: when it is full, an append
+//! is refused at once ([`LogError::Busy`]) rather than queued without limit.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+
+/// Batches that may wait for the writer; beyond them appends are refused as busy.
+const QUEUE: usize = 256;
+/// Bytes the writer commits together at most.
+const GROUP_BYTES: usize = 16 << 20;
+
+#[derive(Debug, Error, Clone)]
+pub enum LogError {
+    #[error("the event log is busy: too many batches are waiting to be written")]
+    Busy,
+    #[error("writing the event log: {0}")]
+    Storage(String),
+    #[error("the event log has stopped")]
+    Stopped,
+}
+
+/// One event of an append: its partition and its bytes.
+pub type Record = (u32, Vec<u8>);
+
+/// A read event: its offset and bytes.
+pub type Stored = (u64, Vec<u8>);
+
+struct Append {
+    event_type: String,
+    records: Vec<Record>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<u64>, LogError>>,
+}
+
+/// The log: appends through the writer thread, reads straight from the keyspace.
+pub struct EventLog {
+    events: fjall::Keyspace,
+    append_tx: Mutex<Option<SyncSender<Append>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Next offset of each (type, partition), shared with the writer for `end`.
+    ends: Arc<Mutex<HashMap<(String, u32), u64>>>,
+}
+
+fn key(event_type: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(event_type.len() + 13);
+    key.extend_from_slice(event_type.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn partition_prefix(event_type: &str, partition: u32) -> Vec<u8> {
+    let mut prefix = key(event_type, partition, 0);
+    prefix.truncate(prefix.len() - 8);
+    prefix
+}
+
+fn offset_of(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Some(tail) = key.len().checked_sub(8).map(|start| &key[start..]) {
+        bytes.copy_from_slice(tail);
+    }
+    u64::from_be_bytes(bytes)
+}
+
+fn storage(error: impl std::fmt::Display) -> LogError {
+    LogError::Storage(error.to_string())
+}
+
+impl EventLog {
+    /// Opens the log in `database` and starts its writer.
+    pub fn open(database: &fjall::Database) -> Result<Self, LogError> {
+        let events = database
+            .keyspace("events", fjall::KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let ends = Arc::new(Mutex::new(HashMap::new()));
+        let (append_tx, append_rx) = sync_channel(QUEUE);
+        let writer = {
+            let (database, events, ends) = (database.clone(), events.clone(), ends.clone());
+            std::thread::Builder::new()
+                .name("gateway-log".into())
+                .spawn(move || write_loop(&database, &events, &ends, &append_rx))
+                .map_err(storage)?
+        };
+        Ok(Self {
+            events,
+            append_tx: Mutex::new(Some(append_tx)),
+            writer: Mutex::new(Some(writer)),
+            ends,
+        })
+    }
+
+    /// Appends `records` of `event_type`; resolves with their offsets once they are durable.
+    pub fn append(
+        &self,
+        event_type: &str,
+        records: Vec<Record>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u64>, LogError>>, LogError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let append = Append {
+            event_type: event_type.to_owned(),
+            records,
+            reply,
+        };
+        let sender = self.append_tx.lock().map_err(|_| LogError::Stopped)?;
+        match sender.as_ref().map(|sender| sender.try_send(append)) {
+            Some(Ok(())) => Ok(answer),
+            Some(Err(TrySendError::Full(_))) => Err(LogError::Busy),
+            Some(Err(TrySendError::Disconnected(_))) | None => Err(LogError::Stopped),
+        }
+    }
+
+    /// Up to `limit` events of a partition from `offset` on, and the offset to read next.
+    pub fn read(
+        &self,
+        event_type: &str,
+        partition: u32,
+        offset: u64,
+        limit: usize,
+    ) -> Result<(Vec<Stored>, u64), LogError> {
+        let start = key(event_type, partition, offset);
+        let end = key(event_type, partition, u64::MAX);
+        let mut events = Vec::new();
+        let mut next = offset;
+        for guard in self.events.range(start..=end).take(limit) {
+            let (key, value) = guard.into_inner().map_err(storage)?;
+            let at = offset_of(&key);
+            next = at + 1;
+            events.push((at, value.to_vec()));
+        }
+        Ok((events, next))
+    }
+
+    /// The next offset of a partition (its number of events).
+    pub fn end(&self, event_type: &str, partition: u32) -> Result<u64, LogError> {
+        next_offset(&self.events, &self.ends, event_type, partition)
+    }
+
+    /// Stops the writer after what is queued.
+    pub fn close(&self) {
+        if let Ok(mut sender) = self.append_tx.lock() {
+            sender.take();
+        }
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut writer| writer.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The next offset of a partition: remembered, or read from its last key once.
+fn next_offset(
+    events: &fjall::Keyspace,
+    ends: &Mutex<HashMap<(String, u32), u64>>,
+    event_type: &str,
+    partition: u32,
+) -> Result<u64, LogError> {
+    let mut ends = ends.lock().map_err(|_| LogError::Stopped)?;
+    if let Some(next) = ends.get(&(event_type.to_owned(), partition)) {
+        return Ok(*next);
+    }
+    let next = match events
+        .prefix(partition_prefix(event_type, partition))
+        .next_back()
+    {
+        Some(guard) => offset_of(&guard.key().map_err(storage)?) + 1,
+        None => 0,
+    };
+    ends.insert((event_type.to_owned(), partition), next);
+    Ok(next)
+}
+
+fn write_loop(
+    database: &fjall::Database,
+    events: &fjall::Keyspace,
+    ends: &Mutex<HashMap<(String, u32), u64>>,
+    append_rx: &Receiver<Append>,
+) {
+    while let Ok(first) = append_rx.recv() {
+        let mut group = vec![first];
+        let mut bytes: usize = group[0].records.iter().map(|record| record.1.len()).sum();
+        while bytes < GROUP_BYTES {
+            let Ok(next) = append_rx.try_recv() else {
+                break;
+            };
+            bytes += next
+                .records
+                .iter()
+                .map(|record| record.1.len())
+                .sum::<usize>();
+            group.push(next);
+        }
+        let result = commit(database, events, ends, &mut group);
+        for (append, offsets) in group.into_iter().zip(result.per_append) {
+            let answer = match &result.error {
+                Some(error) => Err(error.clone()),
+                None => Ok(offsets),
+            };
+            let _ = append.reply.send(answer);
+        }
+    }
+}
+
+struct Committed {
+    per_append: Vec<Vec<u64>>,
+    error: Option<LogError>,
+}
+
+/// Writes a group as one atomic, fsynced batch; on failure the offsets are given back.
+fn commit(
+    database: &fjall::Database,
+    events: &fjall::Keyspace,
+    ends: &Mutex<HashMap<(String, u32), u64>>,
+    group: &mut [Append],
+) -> Committed {
+    let mut batch = database.batch();
+    let mut per_append = Vec::with_capacity(group.len());
+    let mut assigned: HashMap<(String, u32), u64> = HashMap::new();
+    let mut failure = None;
+    for append in group.iter_mut() {
+        let mut offsets = Vec::with_capacity(append.records.len());
+        for (partition, bytes) in std::mem::take(&mut append.records) {
+            let slot = (append.event_type.clone(), partition);
+            let next = match assigned.get(&slot) {
+                Some(next) => *next,
+                None => match next_offset(events, ends, &append.event_type, partition) {
+                    Ok(next) => next,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                },
+            };
+            batch.insert(events, key(&append.event_type, partition, next), bytes);
+            assigned.insert(slot, next + 1);
+            offsets.push(next);
+        }
+        per_append.push(offsets);
+    }
+    if failure.is_none()
+        && let Err(error) = batch
+            .durability(Some(fjall::PersistMode::SyncData))
+            .commit()
+    {
+        failure = Some(storage(error));
+    }
+    if failure.is_none()
+        && let Ok(mut ends) = ends.lock()
+    {
+        ends.extend(assigned);
+    }
+    per_append.resize(group.len(), Vec::new());
+    Committed {
+        per_append,
+        error: failure,
+    }
+}

@@ -1,0 +1,364 @@
+//! Publishing: a batch of events of one type, each checked and placed on its own.
+//!
+//! Each event goes through the steps Nakadi names, and the first that fails is its answer:
+//! - `validating`: a JSON object whose `metadata` has an `eid` (UUID) and an `occurred_at`
+//!   (RFC 3339) and none of the fields the gateway sets; the event without its `metadata`
+//!   valid under the type's current schema. Every failure names the JSON pointer of the field
+//!   and the rule (the schema keyword).
+//! - `partitioning`: `hash` joins the key fields' values as text (a string as is, anything
+//!   else as its JSON) with `|` and takes the Java client's murmur2 partition, so a Kafka
+//!   producer keyed the same way agrees; `random` picks one; `user_defined` takes
+//!   `metadata.partition`.
+//! - `enriching`: the gateway adds `received_at`, `version`, `partition`, `flow_id` and
+//!   `event_type` to the metadata.
+//! - `publishing`: the durable append ([`crate::log`]); its failure fails the whole batch.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::event_type::PartitionStrategy;
+use crate::log::Record;
+use crate::registry::Registered;
+
+/// Metadata fields only the gateway sets.
+const GATEWAY_FIELDS: [&str; 5] = ["received_at", "version", "event_type", "offset", "flow_id"];
+/// Validation errors reported per event at most.
+const MAX_REPORTED: usize = 5;
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishingStatus {
+    Submitted,
+    Failed,
+    /// Not published because another event of an atomic batch failed.
+    Aborted,
+}
+
+/// The step an event reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    None,
+    Validating,
+    Partitioning,
+    Enriching,
+    Publishing,
+}
+
+/// One event's answer, in input order (Nakadi's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PublishItem {
+    /// The event's `metadata.eid` (empty when it has none).
+    pub eid: String,
+    pub publishing_status: PublishingStatus,
+    pub step: Step,
+    /// Why it failed or was aborted; empty when submitted.
+    pub detail: String,
+}
+
+/// How a batch is published.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// All or nothing.
+    pub atomic: bool,
+    /// From `X-Flow-Id`, or generated.
+    pub flow_id: String,
+    /// Stamped as `received_at`.
+    pub now_us: i64,
+}
+
+/// A batch checked and placed: the answer of each event and the records to append.
+#[derive(Debug)]
+pub struct Prepared {
+    pub items: Vec<PublishItem>,
+    /// The records to append, and the index of the item each answers.
+    pub records: Vec<Record>,
+    pub record_items: Vec<usize>,
+}
+
+/// A body that cannot be read as events at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnreadableBatch(pub String);
+
+impl Prepared {
+    /// Whether every event is submitted (once the append succeeds).
+    pub fn all_valid(&self) -> bool {
+        self.records.len() == self.items.len()
+    }
+
+    /// Marks every event that would be submitted as aborted (atomic batch with a failure).
+    pub fn abort(&mut self) {
+        for index in self.record_items.drain(..) {
+            let item = &mut self.items[index];
+            item.publishing_status = PublishingStatus::Aborted;
+            item.step = Step::None;
+            item.detail = "not published: the batch is atomic and another event failed".into();
+        }
+        self.records.clear();
+    }
+
+    /// Marks every event that was to be submitted as failed at publishing.
+    pub fn fail_publishing(&mut self, detail: &str) {
+        for index in self.record_items.drain(..) {
+            let item = &mut self.items[index];
+            item.publishing_status = PublishingStatus::Failed;
+            item.step = Step::Publishing;
+            item.detail = detail.to_owned();
+        }
+        self.records.clear();
+    }
+}
+
+/// Splits a body into events: a JSON array, or NDJSON (one event per non-blank line; a line
+/// that is not JSON is that event's failure).
+pub fn split_batch(body: &[u8]) -> Result<Vec<Result<Value, String>>, UnreadableBatch> {
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let events: Vec<Value> = serde_json::from_slice(body).map_err(|error| {
+            UnreadableBatch(format!("the body is not a JSON array of events: {error}"))
+        })?;
+        return Ok(events.into_iter().map(Ok).collect());
+    }
+    Ok(body
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|line| {
+            serde_json::from_slice(line).map_err(|error| format!("the line is not JSON: {error}"))
+        })
+        .collect())
+}
+
+/// Checks, partitions and enriches every event of `body` for `registered`.
+pub fn prepare(
+    registered: &Registered,
+    body: &[u8],
+    options: &PublishOptions,
+) -> Result<Prepared, UnreadableBatch> {
+    let events = split_batch(body)?;
+    let mut prepared = Prepared {
+        items: Vec::with_capacity(events.len()),
+        records: Vec::with_capacity(events.len()),
+        record_items: Vec::with_capacity(events.len()),
+    };
+    let received_at = mm_model::time::format_rfc3339(options.now_us);
+    for (index, event) in events.into_iter().enumerate() {
+        let outcome = event
+            .map_err(|detail| (String::new(), Step::Validating, detail))
+            .and_then(|event| place(registered, event, options, &received_at));
+        match outcome {
+            Ok((eid, partition, bytes)) => {
+                prepared.items.push(PublishItem {
+                    eid,
+                    publishing_status: PublishingStatus::Submitted,
+                    step: Step::None,
+                    detail: String::new(),
+                });
+                prepared.records.push((partition, bytes));
+                prepared.record_items.push(index);
+            }
+            Err((eid, step, detail)) => prepared.items.push(PublishItem {
+                eid,
+                publishing_status: PublishingStatus::Failed,
+                step,
+                detail,
+            }),
+        }
+    }
+    if options.atomic && !prepared.all_valid() {
+        prepared.abort();
+    }
+    Ok(prepared)
+}
+
+type Failure = (String, Step, String);
+
+/// One event through validating, partitioning and enriching: its eid, partition and bytes.
+fn place(
+    registered: &Registered,
+    event: Value,
+    options: &PublishOptions,
+    received_at: &str,
+) -> Result<(String, u32, Vec<u8>), Failure> {
+    let Value::Object(mut event) = event else {
+        return Err((
+            String::new(),
+            Step::Validating,
+            "an event is a JSON object".into(),
+        ));
+    };
+    let metadata = match event.remove("metadata") {
+        Some(Value::Object(metadata)) => metadata,
+        Some(_) => {
+            return Err((
+                String::new(),
+                Step::Validating,
+                "/metadata: must be an object with eid and occurred_at".into(),
+            ));
+        }
+        None => {
+            return Err((
+                String::new(),
+                Step::Validating,
+                "/metadata: missing (an object with eid and occurred_at)".into(),
+            ));
+        }
+    };
+    let eid = metadata
+        .get("eid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let fail = |step: Step, detail: String| (eid.clone(), step, detail);
+    check_metadata(&metadata, registered.event_type.partition_strategy)
+        .map_err(|detail| fail(Step::Validating, detail))?;
+    let body = Value::Object(event);
+    let errors: Vec<String> = registered
+        .validator
+        .iter_errors(&body)
+        .take(MAX_REPORTED + 1)
+        .map(|error| {
+            let pointer = error.instance_path().as_str().to_owned();
+            let pointer = if pointer.is_empty() {
+                "/".into()
+            } else {
+                pointer
+            };
+            format!("{pointer}: {error} ({})", error.kind().keyword())
+        })
+        .collect();
+    if !errors.is_empty() {
+        let mut detail = errors[..errors.len().min(MAX_REPORTED)].join("; ");
+        if errors.len() > MAX_REPORTED {
+            detail.push_str("; and more");
+        }
+        return Err(fail(Step::Validating, detail));
+    }
+    let partition = partition_of(registered, &body, &metadata)
+        .map_err(|detail| fail(Step::Partitioning, detail))?;
+    let Value::Object(mut event) = body else {
+        unreachable!("the body was built as an object above");
+    };
+    let mut metadata = metadata;
+    metadata.insert("received_at".into(), Value::String(received_at.to_owned()));
+    metadata.insert(
+        "version".into(),
+        Value::String(registered.event_type.version.to_string()),
+    );
+    metadata.insert("partition".into(), Value::from(partition));
+    metadata.insert("flow_id".into(), Value::String(options.flow_id.clone()));
+    metadata.insert(
+        "event_type".into(),
+        Value::String(registered.event_type.name.clone()),
+    );
+    event.insert("metadata".into(), Value::Object(metadata));
+    let bytes =
+        serde_json::to_vec(&event).map_err(|error| fail(Step::Enriching, error.to_string()))?;
+    Ok((eid, partition, bytes))
+}
+
+fn check_metadata(
+    metadata: &Map<String, Value>,
+    strategy: PartitionStrategy,
+) -> Result<(), String> {
+    match metadata.get("eid") {
+        Some(Value::String(eid)) if is_uuid(eid) => {}
+        Some(other) => return Err(format!("/metadata/eid: {other} is not a UUID")),
+        None => return Err("/metadata/eid: missing (a UUID that identifies the event)".into()),
+    }
+    match metadata.get("occurred_at") {
+        Some(Value::String(at)) if mm_model::time::parse_rfc3339(at).is_ok() => {}
+        Some(other) => {
+            return Err(format!(
+                "/metadata/occurred_at: {other} is not an RFC 3339 time"
+            ));
+        }
+        None => {
+            return Err("/metadata/occurred_at: missing (when the event happened, RFC 3339)".into());
+        }
+    }
+    if let Some(field) = GATEWAY_FIELDS
+        .iter()
+        .find(|field| metadata.contains_key(**field))
+    {
+        return Err(format!(
+            "/metadata/{field}: set by the gateway, not by producers; leave it out"
+        ));
+    }
+    if metadata.contains_key("partition") && strategy != PartitionStrategy::UserDefined {
+        return Err("/metadata/partition: only for user_defined partitioning; this type places events itself".into());
+    }
+    Ok(())
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hexadecimal.
+fn is_uuid(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(index, byte)| match index {
+            8 | 13 | 18 | 23 => *byte == b'-',
+            _ => byte.is_ascii_hexdigit(),
+        })
+}
+
+/// The partition key of an event: its key fields' values as text, joined with `|`.
+pub fn partition_key(body: &Value, fields: &[String]) -> Result<String, String> {
+    let mut key = String::new();
+    for (index, field) in fields.iter().enumerate() {
+        let value = body
+            .pointer(field)
+            .ok_or_else(|| format!("{field}: the partition key field is missing"))?;
+        if index > 0 {
+            key.push('|');
+        }
+        match value {
+            Value::String(text) => key.push_str(text),
+            other => key.push_str(&other.to_string()),
+        }
+    }
+    Ok(key)
+}
+
+fn partition_of(
+    registered: &Registered,
+    body: &Value,
+    metadata: &Map<String, Value>,
+) -> Result<u32, String> {
+    let event_type = &registered.event_type;
+    match event_type.partition_strategy {
+        PartitionStrategy::Hash => {
+            let key = partition_key(body, &event_type.partition_key_fields)?;
+            Ok(mm_kafka::partition_for(key.as_bytes(), event_type.partitions) as u32)
+        }
+        PartitionStrategy::Random => Ok(fastrand::u32(..event_type.partitions)),
+        PartitionStrategy::UserDefined => {
+            let given = metadata.get("partition").ok_or(
+                "/metadata/partition: missing (this type's producers choose the partition)",
+            )?;
+            let partition = match given {
+                Value::Number(number) => number.as_u64(),
+                Value::String(text) => text.parse().ok(),
+                _ => None,
+            };
+            match partition {
+                Some(partition) if partition < u64::from(event_type.partitions) => {
+                    Ok(partition as u32)
+                }
+                _ => Err(format!(
+                    "/metadata/partition: {given} is not a partition of this type (0 to {})",
+                    event_type.partitions - 1
+                )),
+            }
+        }
+    }
+}
+
+/// A flow id for a batch that came without `X-Flow-Id`.
+pub fn new_flow_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,343 @@
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::event_type::{Category, EventTypeDefinition};
+use crate::{Gateway, PartitionStrategy};
+
+fn refund_definition(strategy: Option<PartitionStrategy>, partitions: u32) -> EventTypeDefinition {
+    EventTypeDefinition {
+        owning_application: "refunds".into(),
+        category: Category::Business,
+        schema: json!({
+            "type": "object",
+            "properties": {
+                "order_id": {"type": "string"},
+                "amount": {"type": "number", "minimum": 0},
+                "currency": {"enum": ["EUR", "USD"]},
+                "customer": {
+                    "type": "object",
+                    "properties": {"country": {"type": "string", "maxLength": 2}},
+                    "required": ["country"]
+                }
+            },
+            "required": ["order_id", "amount"],
+            "additionalProperties": false
+        }),
+        compatibility_mode: None,
+        partition_strategy: strategy,
+        partition_key_fields: if strategy == Some(PartitionStrategy::UserDefined) {
+            vec![]
+        } else {
+            vec!["/order_id".into()]
+        },
+        partitions: Some(partitions),
+    }
+}
+
+fn eid(number: u64) -> String {
+    format!("00000000-0000-4000-8000-{number:012x}")
+}
+
+fn event(number: u64, order: &str, amount: Value) -> Value {
+    json!({
+        "metadata": {"eid": eid(number), "occurred_at": "2026-12-01T10:00:00Z"},
+        "order_id": order,
+        "amount": amount,
+        "currency": "EUR"
+    })
+}
+
+fn options(atomic: bool) -> PublishOptions {
+    PublishOptions {
+        atomic,
+        flow_id: "flow-1".into(),
+        now_us: 1_800_000_000_000_000,
+    }
+}
+
+fn ndjson(events: &[Value]) -> Vec<u8> {
+    events
+        .iter()
+        .map(|event| format!("{event}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn gateway() -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let gateway = Gateway::open_embedded(dir.path()).expect("the gateway");
+    (dir, gateway)
+}
+
+/// Appends what `prepared` holds and waits for the offsets.
+fn append(gateway: &Gateway, name: &str, prepared: Prepared) -> Vec<u64> {
+    let answer = gateway.log.append(name, prepared.records).expect("queued");
+    answer.blocking_recv().expect("answered").expect("durable")
+}
+
+#[test]
+fn each_invalid_event_is_answered_with_its_pointer_and_rule_and_the_valid_ones_are_read_back_once()
+{
+    let (_dir, gateway) = gateway();
+    let name = "order.refund-requested";
+    gateway
+        .registry
+        .put(name, refund_definition(None, 3), 1)
+        .expect("registered");
+    let registered = gateway.registry.get(name).expect("the type");
+    let mut with_received_at = event(4, "o4", json!(1));
+    with_received_at["metadata"]["received_at"] = json!("2026-12-01T10:00:00Z");
+    let mut bad_nested = event(5, "o5", json!(1));
+    bad_nested["customer"] = json!({"country": "DEU"});
+    let body = ndjson(&[
+        event(1, "o1", json!(10.5)),
+        event(2, "o2", json!(-1)),
+        json!({"metadata": {"eid": "not-a-uuid", "occurred_at": "2026-12-01T10:00:00Z"}, "order_id": "o3", "amount": 1}),
+        with_received_at,
+        bad_nested,
+        event(6, "o6", json!(2)),
+    ]);
+    let mut body = body;
+    body.extend_from_slice(b"{not json\n");
+    let prepared = prepare(&registered, &body, &options(false)).expect("a batch");
+    let statuses: Vec<(PublishingStatus, Step)> = prepared
+        .items
+        .iter()
+        .map(|item| (item.publishing_status, item.step))
+        .collect();
+    use PublishingStatus::{Failed, Submitted};
+    assert_eq!(
+        statuses,
+        [
+            (Submitted, Step::None),
+            (Failed, Step::Validating),
+            (Failed, Step::Validating),
+            (Failed, Step::Validating),
+            (Failed, Step::Validating),
+            (Submitted, Step::None),
+            (Failed, Step::Validating),
+        ]
+    );
+    let detail = |index: usize| prepared.items[index].detail.clone();
+    assert!(
+        detail(1).starts_with("/amount:") && detail(1).contains("(minimum)"),
+        "{}",
+        detail(1)
+    );
+    assert!(detail(2).starts_with("/metadata/eid:"), "{}", detail(2));
+    assert!(
+        detail(3).contains("/metadata/received_at: set by the gateway"),
+        "{}",
+        detail(3)
+    );
+    assert!(
+        detail(4).starts_with("/customer/country:") && detail(4).contains("(maxLength)"),
+        "{}",
+        detail(4)
+    );
+    assert!(detail(6).contains("not JSON"), "{}", detail(6));
+    assert_eq!(prepared.items[1].eid, eid(2));
+
+    let offsets = append(&gateway, name, prepared);
+    assert_eq!(offsets.len(), 2);
+    let mut found = Vec::new();
+    for partition in 0..3 {
+        let (events, next) = gateway.log.read(name, partition, 0, 100).expect("read");
+        assert_eq!(next, events.last().map_or(0, |(offset, _)| offset + 1));
+        for (_, bytes) in events {
+            let stored: Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert_eq!(stored["metadata"]["partition"], json!(partition));
+            assert_eq!(stored["metadata"]["version"], "1.0.0");
+            assert_eq!(stored["metadata"]["flow_id"], "flow-1");
+            assert_eq!(stored["metadata"]["event_type"], name);
+            assert!(stored["metadata"]["received_at"].is_string());
+            found.push(stored["order_id"].as_str().expect("order id").to_owned());
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        ["o1", "o6"],
+        "every valid event once, no invalid one"
+    );
+}
+
+#[test]
+fn an_atomic_batch_with_one_failure_publishes_nothing_and_aborts_the_innocent() {
+    let (_dir, gateway) = gateway();
+    let name = "order.refunded";
+    gateway
+        .registry
+        .put(name, refund_definition(None, 2), 1)
+        .expect("registered");
+    let registered = gateway.registry.get(name).expect("the type");
+    let body = serde_json::to_vec(&json!([
+        event(1, "o1", json!(1)),
+        event(2, "o2", json!("x"))
+    ]))
+    .expect("JSON");
+    let prepared = prepare(&registered, &body, &options(true)).expect("a batch");
+    assert!(prepared.records.is_empty());
+    assert_eq!(
+        prepared.items[0].publishing_status,
+        PublishingStatus::Aborted
+    );
+    assert_eq!(
+        prepared.items[1].publishing_status,
+        PublishingStatus::Failed
+    );
+    assert!(
+        prepared.items[1].detail.starts_with("/amount:"),
+        "{}",
+        prepared.items[1].detail
+    );
+    // Without atomic the valid one goes.
+    let prepared = prepare(&registered, &body, &options(false)).expect("a batch");
+    assert_eq!(prepared.records.len(), 1);
+}
+
+#[test]
+fn hash_partitions_agree_with_the_java_client_and_keep_per_key_order_over_ten_thousand_events() {
+    let (_dir, gateway) = gateway();
+    let name = "order.paid";
+    gateway
+        .registry
+        .put(name, refund_definition(Some(PartitionStrategy::Hash), 4), 1)
+        .expect("registered");
+    let registered = gateway.registry.get(name).expect("the type");
+    // Partitions from the Java client's own murmur2 vectors (`UtilsTest.testMurmur2`):
+    // (murmur2(key) & 0x7fffffff) % 4.
+    for (key, expected) in [
+        ("21", 0),
+        ("foobar", 2),
+        ("abc", 3),
+        ("a-little-bit-long-string", 0),
+    ] {
+        let prepared = prepare(
+            &registered,
+            &ndjson(&[event(1, key, json!(1))]),
+            &options(false),
+        )
+        .expect("a batch");
+        assert_eq!(prepared.records[0].0, expected, "key {key:?}");
+    }
+    // 10,000 events over 50 keys, in batches of 500: each key's sequence numbers come back in
+    // order within its partition, and every key stays on one partition.
+    let mut sequence = 0u64;
+    for batch in 0..20 {
+        let events: Vec<Value> = (0..500)
+            .map(|index| {
+                sequence += 1;
+                let order = format!("order-{}", (batch * 500 + index) % 50);
+                event(sequence, &order, json!(sequence))
+            })
+            .collect();
+        let prepared = prepare(&registered, &ndjson(&events), &options(false)).expect("a batch");
+        assert!(prepared.all_valid());
+        append(&gateway, name, prepared);
+    }
+    let mut last_by_key: BTreeMap<String, (u32, f64)> = BTreeMap::new();
+    let mut total = 0;
+    for partition in 0..4 {
+        let (events, _) = gateway.log.read(name, partition, 0, 20_000).expect("read");
+        for (index, (offset, bytes)) in events.iter().enumerate() {
+            assert_eq!(*offset, index as u64, "offsets count from 0 without gaps");
+            let stored: Value = serde_json::from_slice(bytes).expect("JSON");
+            let key = stored["order_id"].as_str().expect("a key").to_owned();
+            let amount = stored["amount"].as_f64().expect("a number");
+            if let Some((kept_partition, previous)) = last_by_key.get(&key) {
+                assert_eq!(*kept_partition, partition, "{key} moved partition");
+                assert!(amount > *previous, "{key}: {amount} after {previous}");
+            }
+            last_by_key.insert(key, (partition, amount));
+            total += 1;
+        }
+    }
+    assert_eq!(total, 10_000);
+    assert_eq!(last_by_key.len(), 50);
+}
+
+#[test]
+fn user_defined_partitions_come_from_the_metadata_and_are_checked() {
+    let (_dir, gateway) = gateway();
+    let name = "order.routed";
+    gateway
+        .registry
+        .put(
+            name,
+            refund_definition(Some(PartitionStrategy::UserDefined), 2),
+            1,
+        )
+        .expect("registered");
+    let registered = gateway.registry.get(name).expect("the type");
+    let mut first = event(1, "o1", json!(1));
+    first["metadata"]["partition"] = json!(1);
+    let mut outside = event(2, "o2", json!(1));
+    outside["metadata"]["partition"] = json!(7);
+    let missing = event(3, "o3", json!(1));
+    let prepared = prepare(
+        &registered,
+        &ndjson(&[first, outside, missing]),
+        &options(false),
+    )
+    .expect("a batch");
+    assert_eq!(prepared.records.len(), 1);
+    assert_eq!(prepared.records[0].0, 1);
+    assert_eq!(prepared.items[1].step, Step::Partitioning);
+    assert!(
+        prepared.items[1].detail.contains("not a partition"),
+        "{}",
+        prepared.items[1].detail
+    );
+    assert_eq!(prepared.items[2].step, Step::Partitioning);
+}
+
+#[test]
+fn appended_events_survive_reopening_and_offsets_continue() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let name = "order.kept";
+    {
+        let gateway = Gateway::open_embedded(dir.path()).expect("the gateway");
+        gateway
+            .registry
+            .put(
+                name,
+                refund_definition(Some(PartitionStrategy::Random), 1),
+                1,
+            )
+            .expect("registered");
+        let registered = gateway.registry.get(name).expect("the type");
+        let prepared = prepare(
+            &registered,
+            &ndjson(&[event(1, "a", json!(1)), event(2, "b", json!(2))]),
+            &options(false),
+        )
+        .expect("a batch");
+        assert_eq!(append(&gateway, name, prepared), [0, 1]);
+    }
+    let gateway = Gateway::open_embedded(dir.path()).expect("the gateway again");
+    let registered = gateway.registry.get(name).expect("the type");
+    assert_eq!(gateway.log.end(name, 0).expect("the end"), 2);
+    let prepared = prepare(
+        &registered,
+        &ndjson(&[event(3, "c", json!(3))]),
+        &options(false),
+    )
+    .expect("a batch");
+    assert_eq!(append(&gateway, name, prepared), [2]);
+    let (events, next) = gateway.log.read(name, 0, 1, 10).expect("read");
+    assert_eq!((events.len(), next), (2, 3));
+}
+
+#[test]
+fn keys_of_several_fields_are_their_texts_joined_with_a_bar() {
+    let body = json!({"order": {"id": "o-1"}, "attempt": 3, "retry": true, "note": null});
+    let fields: Vec<String> = ["/order/id", "/attempt", "/retry", "/note"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(partition_key(&body, &fields), Ok("o-1|3|true|null".into()));
+    let missing = partition_key(&body, &["/customer".to_owned()]).expect_err("no such field");
+    assert!(missing.starts_with("/customer:"), "{missing}");
+}
