@@ -134,7 +134,8 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: pipeline.activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
-            registry: Some(Arc::new(open_registry(&config.data_dir)?)),
+            gateway: Some(Arc::new(open_gateway(&config.data_dir)?)),
+            max_decoded_bytes: config.max_decoded_bytes,
         },
         #[cfg(feature = "kafka")]
         Backend::Cluster(cluster, activity) => AppState {
@@ -153,8 +154,10 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
-            // Cluster mode shares the registry through a compacted topic (not built yet).
-            registry: None,
+            // Cluster mode shares the registry through a compacted topic and keeps events in
+            // Kafka topics (not built yet).
+            gateway: None,
+            max_decoded_bytes: config.max_decoded_bytes,
         },
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -329,10 +332,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// The event gateway's registry, in the data directory's `gateway` database.
-fn open_registry(data_dir: &std::path::Path) -> anyhow::Result<mm_gateway::Registry> {
+/// The event gateway (registry and event log), in the data directory's `gateway` database.
+fn open_gateway(data_dir: &std::path::Path) -> anyhow::Result<mm_gateway::Gateway> {
     let dir = data_dir.join("gateway");
-    let log = mm_gateway::EmbeddedLog::open(&dir)
-        .with_context(|| format!("opening the event gateway's database in {}", dir.display()))?;
-    mm_gateway::Registry::open(Box::new(log)).context("loading the event types")
+    mm_gateway::Gateway::open_embedded(&dir)
+        .with_context(|| format!("opening the event gateway in {}", dir.display()))
 }

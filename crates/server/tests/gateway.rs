@@ -187,3 +187,272 @@ fn event_types_are_created_evolved_checked_and_kept_across_a_restart() {
     assert!(first["schema"]["properties"].get("reason").is_none());
     assert_eq!(get(address, &format!("{path}/schemas/3.0.0")).status, 404);
 }
+
+fn eid(number: u64) -> String {
+    format!("00000000-0000-4000-8000-{number:012x}")
+}
+
+fn refund(number: u64, order: &str, amount: Value) -> Value {
+    json!({
+        "metadata": {"eid": eid(number), "occurred_at": "2026-12-01T10:00:00Z"},
+        "order_id": order,
+        "amount": amount,
+        "currency": "EUR"
+    })
+}
+
+/// Every event of every partition of `name`, read page by page.
+fn read_all(address: SocketAddr, name: &str, partitions: u32) -> Vec<Value> {
+    let mut events = Vec::new();
+    for partition in 0..partitions {
+        let mut offset = 0;
+        loop {
+            let page = get(
+                address,
+                &format!(
+                    "/v1/event-types/{name}/events?partition={partition}&offset={offset}&limit=500"
+                ),
+            );
+            assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+            let page = page.json();
+            let batch = page["events"].as_array().expect("events").clone();
+            if batch.is_empty() {
+                break;
+            }
+            for event in &batch {
+                assert_eq!(event["metadata"]["partition"], json!(partition));
+                assert_eq!(event["metadata"]["offset"], json!(offset));
+                offset += 1;
+            }
+            assert_eq!(page["next_offset"], json!(offset));
+            events.extend(batch);
+        }
+    }
+    events
+}
+
+#[test]
+fn published_batches_answer_per_event_and_read_back_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(EXE, &dir.path().join("data"), &[], &[]);
+    let address = server.address;
+    let name = "order.refund-requested";
+    let created = send(
+        address,
+        "PUT",
+        &format!("/v1/event-types/{name}"),
+        &refund_type(json!({}), &["order_id", "amount"]),
+    );
+    assert_eq!(created.status, 201);
+    let events_path = format!("/v1/event-types/{name}/events");
+
+    // All valid, as a JSON array: 200.
+    let all_good = send(
+        address,
+        "POST",
+        &events_path,
+        &json!([refund(1, "o1", json!(5)), refund(2, "o2", json!(6))]),
+    );
+    assert_eq!(
+        all_good.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&all_good.body)
+    );
+
+    // Mixed, as NDJSON with a flow id: 207, each answered in input order.
+    let body = format!(
+        "{}\n{}\n{}\n",
+        refund(3, "o3", json!(7)),
+        refund(4, "o4", json!(-1)),
+        refund(5, "o1", json!(8))
+    );
+    let mixed = request(
+        address,
+        "POST",
+        &events_path,
+        &[
+            ("Content-Type", "application/x-ndjson"),
+            ("X-Flow-Id", "flow-abc"),
+        ],
+        body.as_bytes(),
+    )
+    .expect("server answers");
+    assert_eq!(mixed.status, 207);
+    let items = mixed.json();
+    let statuses: Vec<&str> = items
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["publishing_status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["submitted", "failed", "submitted"]);
+    assert_eq!(items[1]["eid"], eid(4));
+    assert_eq!(items[1]["step"], "validating");
+    assert!(
+        items[1]["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.starts_with("/amount:")),
+        "{items}"
+    );
+
+    // Atomic with a failure: 422, nothing published, the innocent aborted.
+    let atomic = send(
+        address,
+        "POST",
+        &format!("{events_path}?atomic=true"),
+        &json!([refund(6, "o6", json!(1)), refund(7, "o7", json!("x"))]),
+    );
+    assert_eq!(atomic.status, 422);
+    assert_eq!(atomic.json()[0]["publishing_status"], "aborted");
+    assert_eq!(atomic.json()[1]["publishing_status"], "failed");
+
+    // A gateway field set by the producer is refused with the reason.
+    let mut meddling = refund(8, "o8", json!(1));
+    meddling["metadata"]["received_at"] = json!("2026-12-01T10:00:00Z");
+    let refused = send(address, "POST", &events_path, &json!([meddling]));
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused.json()[0]["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("received_at"))
+    );
+
+    let stored = read_all(address, name, 3);
+    let mut eids: Vec<&str> = stored
+        .iter()
+        .filter_map(|event| event["metadata"]["eid"].as_str())
+        .collect();
+    eids.sort_unstable();
+    assert_eq!(
+        eids,
+        [eid(1), eid(2), eid(3), eid(5)]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    let third = stored
+        .iter()
+        .find(|event| event["metadata"]["eid"] == eid(3))
+        .expect("event 3");
+    assert_eq!(third["metadata"]["flow_id"], "flow-abc");
+    assert_eq!(third["metadata"]["version"], "1.0.0");
+    // Key o1 holds its order: event 1 before event 5 in their partition.
+    let order_one: Vec<&str> = stored
+        .iter()
+        .filter(|event| event["order_id"] == "o1")
+        .filter_map(|event| event["metadata"]["eid"].as_str())
+        .collect();
+    assert_eq!(order_one, [eid(1), eid(5)]);
+
+    let unknown = send(
+        address,
+        "POST",
+        "/v1/event-types/order.none/events",
+        &json!([refund(9, "o", json!(1))]),
+    );
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("order.none"))
+    );
+    assert_eq!(
+        get(address, &format!("{events_path}?partition=3")).status,
+        400
+    );
+}
+
+#[test]
+fn a_publisher_killed_mid_stream_loses_no_acknowledged_event_and_duplicates_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    let address = server.address;
+    let name = "order.paid";
+    assert_eq!(
+        send(
+            address,
+            "PUT",
+            &format!("/v1/event-types/{name}"),
+            &refund_type(json!({}), &["order_id", "amount"])
+        )
+        .status,
+        201
+    );
+    let path = format!("/v1/event-types/{name}/events");
+    // Two publishers send batches of 200 until the server dies; each remembers what was
+    // acknowledged.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let sent_batches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let publishers: Vec<_> = (0..2u64)
+        .map(|publisher| {
+            let (acknowledged, sent_batches, path) =
+                (acknowledged.clone(), sent_batches.clone(), path.clone());
+            std::thread::spawn(move || {
+                for batch in 0u64.. {
+                    let first = (publisher << 40) | (batch * 200);
+                    let events: Vec<Value> = (first..first + 200)
+                        .map(|number| {
+                            refund(number, &format!("o{}", number % 97), json!(number % 1000))
+                        })
+                        .collect();
+                    match request(
+                        address,
+                        "POST",
+                        &path,
+                        &[("Content-Type", "application/json")],
+                        Value::Array(events).to_string().as_bytes(),
+                    ) {
+                        Ok(response) if response.status == 200 => {
+                            acknowledged
+                                .lock()
+                                .expect("lock")
+                                .extend(first..first + 200);
+                            sent_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(response) => panic!(
+                            "unexpected {}: {}",
+                            response.status,
+                            String::from_utf8_lossy(&response.body)
+                        ),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    mm_testkit::eventually(std::time::Duration::from_secs(60), || {
+        (sent_batches.load(std::sync::atomic::Ordering::Relaxed) >= 20).then_some(())
+    })
+    .expect("20 batches acknowledged within a minute");
+    server.kill9();
+    for publisher in publishers {
+        publisher.join().expect("a publisher");
+    }
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    let stored = read_all(server.address, name, 3);
+    let mut numbers: Vec<u64> = stored
+        .iter()
+        .map(|event| {
+            let eid = event["metadata"]["eid"].as_str().expect("an eid");
+            u64::from_str_radix(&eid[24..], 16).expect("hex")
+        })
+        .collect();
+    let total = numbers.len();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), total, "an event is stored twice");
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(acknowledged.len() >= 4000);
+    let missing: Vec<&u64> = acknowledged
+        .iter()
+        .filter(|number| numbers.binary_search(number).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}

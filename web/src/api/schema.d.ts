@@ -184,6 +184,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/event-types/{name}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read a partition's events in order from an offset */
+        get: operations["read_events"];
+        put?: never;
+        /** Publish events: 200 all submitted, 207 some failed (the rest submitted), 422 none submitted; 207/422 answer each event in input order */
+        post: operations["publish"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/event-types/{name}/schemas": {
         parameters: {
             query?: never;
@@ -620,6 +638,16 @@ export interface components {
              */
             violations?: components["schemas"]["Violation"][] | null;
         };
+        /** @description `GET /v1/event-types/{name}/events`. */
+        EventPage: {
+            /** @description The events, each with its full `metadata` (including `partition` and `offset`). */
+            events: Record<string, never>[];
+            /**
+             * Format: int64
+             * @description Where the next read starts.
+             */
+            next_offset: number;
+        };
         /** @description An event type as registered. */
         EventType: {
             category: components["schemas"]["Category"];
@@ -770,6 +798,20 @@ export interface components {
          * @enum {string}
          */
         PartitionStrategy: "hash" | "random" | "user_defined";
+        /** @description One event's answer, in input order (Nakadi's shape). */
+        PublishItem: {
+            /** @description Why it failed or was aborted; empty when submitted. */
+            detail: string;
+            /** @description The event's `metadata.eid` (empty when it has none). */
+            eid: string;
+            publishing_status: components["schemas"]["PublishingStatus"];
+            step: components["schemas"]["Step"];
+        };
+        /**
+         * @description What became of an event.
+         * @enum {string}
+         */
+        PublishingStatus: "submitted" | "failed" | "aborted";
         /**
          * @description Why a record was rejected: a stable code, also used as a metrics label.
          * @enum {string}
@@ -808,10 +850,10 @@ export interface components {
             prefix: string;
         };
         /**
-         * @description Bucket width of an activity series.
+         * @description The step an event reached.
          * @enum {string}
          */
-        Step: "1m" | "5m" | "1h" | "1d";
+        Step: "none" | "validating" | "partitioning" | "enriching" | "publishing";
         /** @description One way in which the new schema breaks a direction. */
         Violation: {
             /** @description How to make the change compatible. */
@@ -1272,6 +1314,167 @@ export interface operations {
             };
             /** @description The candidate is not valid JSON Schema (code invalid_schema; location says where) */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    read_events: {
+        parameters: {
+            query: {
+                /** @description The partition to read (from 0). */
+                partition: number;
+                /** @description The first offset to return [default: 0]. */
+                offset?: number;
+                /** @description Events at most [default: 100, at most 10000]. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Event type name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The events and the next offset */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventPage"];
+                };
+            };
+            /** @description Bad parameter (code bad_request) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such type (code unknown_event_type) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    publish: {
+        parameters: {
+            query?: {
+                /**
+                 * @description `true`: all events are published or none (the valid ones of a failed batch are
+                 *     `aborted`).
+                 */
+                atomic?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description Event type name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        /** @description A JSON array of events, or NDJSON; each with metadata.eid (UUID) and metadata.occurred_at (RFC 3339) */
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>[];
+            };
+        };
+        responses: {
+            /** @description Every event submitted and durable */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Some events failed; the others are submitted */
+            207: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PublishItem"][];
+                };
+            };
+            /** @description Unreadable body (code unreadable_body) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such type (code unknown_event_type) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large (code payload_too_large) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No event submitted */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PublishItem"][];
+                };
+            };
+            /** @description Too many requests in flight (code too_many_requests), with Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The event log is busy or unavailable (codes overloaded, storage_unavailable), with Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

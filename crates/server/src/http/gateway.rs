@@ -5,17 +5,20 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mm_gateway::{
-    CompatibilityMode, CompatibilityReport, EventType, EventTypeDefinition, PutOutcome, Registry,
-    RegistryError, SchemaRecord,
+    CompatibilityMode, CompatibilityReport, EventType, EventTypeDefinition, Gateway, LogError,
+    PublishItem, PublishOptions, PutOutcome, RegistryError, SchemaRecord,
 };
+use mm_ingest::IngestFailure;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
+use super::routes::{RawQuery, body_error, failure_to_error, params};
 use super::{ApiError, AppState};
 
 /// `GET /v1/event-types`.
@@ -43,8 +46,8 @@ pub struct CompatibilityRequest {
     pub compatibility_mode: Option<CompatibilityMode>,
 }
 
-fn registry(state: &AppState) -> Result<Arc<Registry>, ApiError> {
-    state.registry.clone().ok_or_else(|| {
+fn gateway(state: &AppState) -> Result<Arc<Gateway>, ApiError> {
+    state.gateway.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not_in_cluster_mode",
@@ -120,7 +123,7 @@ async fn blocking<T: Send + 'static>(
     responses((status = 200, description = "The event types, by name", body = EventTypeList)),
 )]
 pub async fn list_event_types(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let event_types = registry(&state)?.list();
+    let event_types = gateway(&state)?.registry.list();
     Ok(Json(EventTypeList { event_types }).into_response())
 }
 
@@ -146,11 +149,15 @@ pub async fn put_event_type(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let registry = registry(&state)?;
+    let gateway = gateway(&state)?;
     let definition: EventTypeDefinition = json_body(&body, "event type definition")?;
     let location = format!("/v1/event-types/{name}");
-    let (outcome, event_type) =
-        blocking(move || registry.put(&name, definition, mm_model::time::now_us())).await?;
+    let (outcome, event_type) = blocking(move || {
+        gateway
+            .registry
+            .put(&name, definition, mm_model::time::now_us())
+    })
+    .await?;
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Evolved | PutOutcome::Unchanged => StatusCode::OK,
@@ -173,7 +180,10 @@ pub async fn get_event_type(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let registered = registry(&state)?.get(&name).map_err(registry_error)?;
+    let registered = gateway(&state)?
+        .registry
+        .get(&name)
+        .map_err(registry_error)?;
     Ok(Json(registered.event_type.clone()).into_response())
 }
 
@@ -192,7 +202,10 @@ pub async fn list_schemas(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let schemas = registry(&state)?.schemas(&name).map_err(registry_error)?;
+    let schemas = gateway(&state)?
+        .registry
+        .schemas(&name)
+        .map_err(registry_error)?;
     Ok(Json(SchemaList { schemas }).into_response())
 }
 
@@ -214,7 +227,8 @@ pub async fn get_schema(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let schema = registry(&state)?
+    let schema = gateway(&state)?
+        .registry
         .schema(&name, &version)
         .map_err(registry_error)?;
     Ok(Json(schema).into_response())
@@ -241,10 +255,242 @@ pub async fn check_compatibility(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let registry = registry(&state)?;
+    let gateway = gateway(&state)?;
     let request: CompatibilityRequest = json_body(&body, "compatibility request")?;
-    let report = registry
+    let report = gateway
+        .registry
         .compatibility(&name, &request.schema, request.compatibility_mode)
         .map_err(registry_error)?;
     Ok(Json(report).into_response())
+}
+
+/// Query parameters of `POST /v1/event-types/{name}/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PublishParams {
+    /// `true`: all events are published or none (the valid ones of a failed batch are
+    /// `aborted`).
+    #[param(value_type = Option<bool>)]
+    pub atomic: Option<String>,
+}
+
+/// Query parameters of `GET /v1/event-types/{name}/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReadParams {
+    /// The partition to read (from 0).
+    #[param(value_type = u32)]
+    pub partition: String,
+    /// The first offset to return [default: 0].
+    #[param(value_type = Option<u64>)]
+    pub offset: Option<String>,
+    /// Events at most [default: 100, at most 10000].
+    #[param(value_type = Option<usize>)]
+    pub limit: Option<String>,
+}
+
+/// `GET /v1/event-types/{name}/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// The events, each with its full `metadata` (including `partition` and `offset`).
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<serde_json::Value>,
+    /// Where the next read starts.
+    pub next_offset: u64,
+}
+
+/// Reads a number parameter, or says which one is wrong.
+fn number<T: std::str::FromStr>(name: &str, text: Option<&str>, default: T) -> Result<T, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("{name}: {text:?} is not a whole number"))),
+    }
+}
+
+fn log_error(error: LogError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        LogError::Busy => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).retry_after(1)
+        }
+        LogError::Storage(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            message,
+        )
+        .retry_after(10),
+        LogError::Stopped => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).retry_after(5)
+        }
+    }
+}
+
+/// `POST /v1/event-types/{name}/events`: a JSON array or NDJSON of events (gzip or zstd
+/// allowed), each validated, partitioned and enriched; answered once the submitted ones are
+/// durable.
+#[utoipa::path(
+    post,
+    path = "/v1/event-types/{name}/events",
+    tag = "event types",
+    summary = "Publish events: 200 all submitted, 207 some failed (the rest submitted), 422 none submitted; 207/422 answer each event in input order",
+    params(("name" = String, Path, description = "Event type name"), PublishParams),
+    request_body(content = Vec<Object>, description = "A JSON array of events, or NDJSON; each with metadata.eid (UUID) and metadata.occurred_at (RFC 3339)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every event submitted and durable"),
+        (status = 207, description = "Some events failed; the others are submitted", body = Vec<PublishItem>),
+        (status = 422, description = "No event submitted", body = Vec<PublishItem>),
+        (status = 400, description = "Unreadable body (code unreadable_body)", body = ErrorBody),
+        (status = 404, description = "No such type (code unknown_event_type)", body = ErrorBody),
+        (status = 413, description = "Body too large (code payload_too_large)", body = ErrorBody),
+        (status = 429, description = "Too many requests in flight (code too_many_requests), with Retry-After", body = ErrorBody),
+        (status = 503, description = "The event log is busy or unavailable (codes overloaded, storage_unavailable), with Retry-After", body = ErrorBody),
+    ),
+)]
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let gateway = gateway(&state)?;
+    let publish_params: PublishParams = params(query)?;
+    let atomic = match publish_params.atomic.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "atomic: {other:?} is neither true nor false"
+            )));
+        }
+    };
+    let registered = gateway.registry.get(&name).map_err(registry_error)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    let mut reservation = state.budget.reservation();
+    let bytes = mm_http::read_body(
+        body,
+        state.max_body_bytes,
+        declared,
+        &state.body_limits,
+        &mut reservation,
+    )
+    .await
+    .map_err(body_error)?;
+    // Publishing takes one of the places ingest requests take: overload is refused alike.
+    let _place = state.ingestor.try_admit().map_err(failure_to_error)?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let flow_id = headers
+        .get("x-flow-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(mm_gateway::publish::new_flow_id);
+    let options = PublishOptions {
+        atomic,
+        flow_id,
+        now_us: mm_model::time::now_us(),
+    };
+    let max_decoded = state.max_decoded_bytes;
+    let prepared = tokio::task::spawn_blocking(move || {
+        let decoded =
+            mm_ingest::decode_body(encoding.as_deref(), &bytes, max_decoded, &mut reservation)
+                .map_err(|error| failure_to_error(IngestFailure::Body(error)))?;
+        mm_gateway::publish::prepare(&registered, &decoded, &options).map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                error.to_string(),
+            )
+        })
+    })
+    .await
+    .map_err(|error| ApiError::internal("publishing task", error))??;
+    let mut prepared = prepared;
+    if !prepared.records.is_empty() {
+        let records = std::mem::take(&mut prepared.records);
+        let answer = gateway.log.append(&name, records).map_err(log_error)?;
+        answer
+            .await
+            .map_err(|_| log_error(LogError::Stopped))?
+            .map_err(log_error)?;
+    }
+    let submitted = prepared.record_items.len();
+    let status = if submitted == prepared.items.len() {
+        return Ok(StatusCode::OK.into_response());
+    } else if submitted > 0 {
+        StatusCode::MULTI_STATUS
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((status, Json(prepared.items)).into_response())
+}
+
+/// `GET /v1/event-types/{name}/events?partition=P&offset=O&limit=N`: a partition's events in
+/// order from an offset.
+#[utoipa::path(
+    get,
+    path = "/v1/event-types/{name}/events",
+    tag = "event types",
+    summary = "Read a partition's events in order from an offset",
+    params(("name" = String, Path, description = "Event type name"), ReadParams),
+    responses(
+        (status = 200, description = "The events and the next offset", body = EventPage),
+        (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
+        (status = 404, description = "No such type (code unknown_event_type)", body = ErrorBody),
+    ),
+)]
+pub async fn read_events(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let gateway = gateway(&state)?;
+    let read: ReadParams = params(query)?;
+    let registered = gateway.registry.get(&name).map_err(registry_error)?;
+    let partitions = registered.event_type.partitions;
+    let partition: u32 = number("partition", Some(&read.partition), 0)?;
+    if partition >= partitions {
+        return Err(ApiError::bad_request(format!(
+            "partition: {name:?} has partitions 0 to {}",
+            partitions - 1
+        )));
+    }
+    let offset: u64 = number("offset", read.offset.as_deref(), 0)?;
+    let limit: usize = number("limit", read.limit.as_deref(), 100)?;
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: from 1 to 10000"));
+    }
+    let (events, next_offset) = tokio::task::spawn_blocking(move || {
+        let (stored, next) = gateway.log.read(&name, partition, offset, limit)?;
+        let events = stored
+            .into_iter()
+            .map(|(offset, bytes)| {
+                let mut event: serde_json::Value =
+                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                if let Some(metadata) = event
+                    .get_mut("metadata")
+                    .and_then(|value| value.as_object_mut())
+                {
+                    metadata.insert("offset".into(), serde_json::Value::from(offset));
+                }
+                event
+            })
+            .collect::<Vec<_>>();
+        Ok::<_, LogError>((events, next))
+    })
+    .await
+    .map_err(|error| ApiError::internal("reading events", error))?
+    .map_err(log_error)?;
+    Ok(Json(EventPage {
+        events,
+        next_offset,
+    })
+    .into_response())
 }

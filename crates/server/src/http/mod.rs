@@ -54,8 +54,10 @@ pub struct AppState {
     pub activity: tokio::sync::broadcast::Sender<Arc<mm_model::activity::ActivityRecord>>,
     /// Where the web dashboard's files come from.
     pub ui: Ui,
-    /// The event gateway's registry of event types (embedded mode).
-    pub registry: Option<Arc<mm_gateway::Registry>>,
+    /// The event gateway: its registry of event types and its event log (embedded mode).
+    pub gateway: Option<Arc<mm_gateway::Gateway>>,
+    /// Largest decompressed request body.
+    pub max_decoded_bytes: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -162,6 +164,18 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             "/v1/event-types/{name}/compatibility",
             Token,
             gateway::check_compatibility,
+        ),
+        route(
+            Method::POST,
+            "/v1/event-types/{name}/events",
+            Token,
+            gateway::publish,
+        ),
+        route(
+            Method::GET,
+            "/v1/event-types/{name}/events",
+            Token,
+            gateway::read_events,
         ),
         route(Method::GET, "/v1/admin/consumers", Token, routes::consumers),
         route(

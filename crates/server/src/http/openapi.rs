@@ -45,6 +45,8 @@ pub const REGENERATE: &str = "MM_UPDATE_OPENAPI=1 cargo test -p merchant-monitor
         gateway::list_schemas,
         gateway::get_schema,
         gateway::check_compatibility,
+        gateway::publish,
+        gateway::read_events,
         routes::consumers,
         routes::set_backpressure,
         routes::metrics,

@@ -235,7 +235,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(text.to_owned()))
 }
 
-fn body_error(error: mm_http::BodyReadError) -> ApiError {
+pub(super) fn body_error(error: mm_http::BodyReadError) -> ApiError {
     use mm_http::BodyReadError;
     let message = error.to_string();
     match error {
@@ -250,7 +250,7 @@ fn body_error(error: mm_http::BodyReadError) -> ApiError {
     }
 }
 
-fn failure_to_error(failure: IngestFailure) -> ApiError {
+pub(super) fn failure_to_error(failure: IngestFailure) -> ApiError {
     let message = failure.to_string();
     match failure {
         IngestFailure::Body(BodyError::TooLarge { .. }) => {
