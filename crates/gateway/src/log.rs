@@ -84,8 +84,16 @@ fn storage(error: impl std::fmt::Display) -> LogError {
 impl EventLog {
     /// Opens the log in `database` and starts its writer.
     pub fn open(database: &fjall::Database) -> Result<Self, LogError> {
+        // Event bodies go to blob files beside the tree (key-value separation): compactions
+        // then move keys only, not every event again.
         let events = database
-            .keyspace("events", fjall::KeyspaceCreateOptions::default)
+            .keyspace("events", || {
+                fjall::KeyspaceCreateOptions::default()
+                    .max_memtable_size(64 << 20)
+                    .with_kv_separation(Some(
+                        fjall::KvSeparationOptions::default().separation_threshold(128),
+                    ))
+            })
             .map_err(storage)?;
         let ends = Arc::new(Mutex::new(HashMap::new()));
         let (append_tx, append_rx) = sync_channel(QUEUE);

@@ -13,7 +13,10 @@
 //!   `event_type` to the metadata.
 //! - `publishing`: the durable append ([`crate::log`]); its failure fails the whole batch.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -112,22 +115,19 @@ impl Prepared {
     }
 }
 
-/// Splits a body into events: a JSON array, or NDJSON (one event per non-blank line; a line
-/// that is not JSON is that event's failure).
-pub fn split_batch(body: &[u8]) -> Result<Vec<Result<Value, String>>, UnreadableBatch> {
+/// Splits a body into events, each as its own JSON text: a JSON array, or NDJSON (one event
+/// per non-blank line).
+pub fn split_batch(body: &[u8]) -> Result<Vec<&[u8]>, UnreadableBatch> {
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
-        let events: Vec<Value> = serde_json::from_slice(body).map_err(|error| {
+        let events: Vec<&RawValue> = serde_json::from_slice(body).map_err(|error| {
             UnreadableBatch(format!("the body is not a JSON array of events: {error}"))
         })?;
-        return Ok(events.into_iter().map(Ok).collect());
+        return Ok(events.into_iter().map(|raw| raw.get().as_bytes()).collect());
     }
     Ok(body
         .split(|byte| *byte == b'\n')
         .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-        .map(|line| {
-            serde_json::from_slice(line).map_err(|error| format!("the line is not JSON: {error}"))
-        })
         .collect())
 }
 
@@ -145,9 +145,7 @@ pub fn prepare(
     };
     let received_at = mm_model::time::format_rfc3339(options.now_us);
     for (index, event) in events.into_iter().enumerate() {
-        let outcome = event
-            .map_err(|detail| (String::new(), Step::Validating, detail))
-            .and_then(|event| place(registered, event, options, &received_at));
+        let outcome = place(registered, event, options, &received_at);
         match outcome {
             Ok((eid, partition, bytes)) => {
                 prepared.items.push(PublishItem {
@@ -176,21 +174,45 @@ pub fn prepare(
 type Failure = (String, Step, String);
 
 /// One event through validating, partitioning and enriching: its eid, partition and bytes.
+///
+/// The stored event is written from the event's own text: its fields as they came, then the
+/// enriched metadata (only the metadata is serialised anew).
 fn place(
     registered: &Registered,
-    event: Value,
+    raw: &[u8],
     options: &PublishOptions,
     received_at: &str,
 ) -> Result<(String, u32, Vec<u8>), Failure> {
-    let Value::Object(mut event) = event else {
-        return Err((
-            String::new(),
-            Step::Validating,
-            "an event is a JSON object".into(),
-        ));
+    let fields: Vec<(Cow<'_, str>, &RawValue)> = match serde_json::from_slice::<Fields<'_>>(raw) {
+        Ok(fields) => fields.0,
+        Err(error) if error.is_data() => {
+            return Err((
+                String::new(),
+                Step::Validating,
+                "an event is a JSON object".into(),
+            ));
+        }
+        Err(error) => {
+            return Err((
+                String::new(),
+                Step::Validating,
+                format!("the event is not JSON: {error}"),
+            ));
+        }
     };
-    let metadata = match event.remove("metadata") {
-        Some(Value::Object(metadata)) => metadata,
+    let mut metadata = None;
+    let mut body = Map::new();
+    for (name, value) in &fields {
+        if name == "metadata" {
+            metadata = Some(*value);
+            continue;
+        }
+        let value: Value = serde_json::from_str(value.get())
+            .map_err(|error| (String::new(), Step::Validating, format!("/{name}: {error}")))?;
+        body.insert(name.clone().into_owned(), value);
+    }
+    let metadata = match metadata.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+        Some(Ok(Value::Object(metadata))) => metadata,
         Some(_) => {
             return Err((
                 String::new(),
@@ -214,7 +236,7 @@ fn place(
     let fail = |step: Step, detail: String| (eid.clone(), step, detail);
     check_metadata(&metadata, registered.event_type.partition_strategy)
         .map_err(|detail| fail(Step::Validating, detail))?;
-    let body = Value::Object(event);
+    let body = Value::Object(body);
     let errors: Vec<String> = registered
         .validator
         .iter_errors(&body)
@@ -238,9 +260,6 @@ fn place(
     }
     let partition = partition_of(registered, &body, &metadata)
         .map_err(|detail| fail(Step::Partitioning, detail))?;
-    let Value::Object(mut event) = body else {
-        unreachable!("the body was built as an object above");
-    };
     let mut metadata = metadata;
     metadata.insert("received_at".into(), Value::String(received_at.to_owned()));
     metadata.insert(
@@ -253,10 +272,50 @@ fn place(
         "event_type".into(),
         Value::String(registered.event_type.name.clone()),
     );
-    event.insert("metadata".into(), Value::Object(metadata));
-    let bytes =
-        serde_json::to_vec(&event).map_err(|error| fail(Step::Enriching, error.to_string()))?;
+    let mut bytes = Vec::with_capacity(raw.len() + 192);
+    bytes.push(b'{');
+    for (name, value) in fields.iter().filter(|(name, _)| name != "metadata") {
+        serde_json::to_writer(&mut bytes, name)
+            .map_err(|error| fail(Step::Enriching, error.to_string()))?;
+        bytes.push(b':');
+        bytes.extend_from_slice(value.get().as_bytes());
+        bytes.push(b',');
+    }
+    bytes.extend_from_slice(b"\"metadata\":");
+    serde_json::to_writer(&mut bytes, &metadata)
+        .map_err(|error| fail(Step::Enriching, error.to_string()))?;
+    bytes.push(b'}');
     Ok((eid, partition, bytes))
+}
+
+/// An object's fields as their raw texts, in order (a later duplicate name replaces nothing:
+/// the validation sees the last one, as `serde_json` would).
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(16);
+                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    // A repeated name keeps its last value, once.
+                    fields.retain(|(known, _)| *known != name);
+                    fields.push((name, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 fn check_metadata(
@@ -276,7 +335,9 @@ fn check_metadata(
             ));
         }
         None => {
-            return Err("/metadata/occurred_at: missing (when the event happened, RFC 3339)".into());
+            return Err(
+                "/metadata/occurred_at: missing (when the event happened, RFC 3339)".into(),
+            );
         }
     }
     if let Some(field) = GATEWAY_FIELDS

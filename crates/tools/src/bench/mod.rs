@@ -36,6 +36,7 @@ mod import;
 mod ingest;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod publish;
 mod query;
 
 pub use aggregate::parse_and_aggregate;
@@ -48,7 +49,8 @@ use query::bench_query;
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
     /// Benchmarks to run, comma-separated: aggregate, parse, stages, query, ingest, archive,
-    /// lookup, kafka (needs --kafka-brokers), bad-lines, ingest-keys, import.
+    /// lookup, kafka (needs --kafka-brokers), bad-lines, ingest-keys, import, publish (the event
+    /// gateway against /v1/ingest).
     #[arg(
         long,
         value_delimiter = ',',
@@ -115,12 +117,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "bad-lines" => bad_lines::bench_bad_lines(&args, &work_dir)?,
             "ingest-keys" => ingest::bench_ingest_keys(&args, &work_dir)?,
             "import" => import::bench_import(&args, &work_dir)?,
+            "publish" => publish::bench_publish(&args, &work_dir)?,
             #[cfg(feature = "kafka")]
             "kafka" => kafka::bench_kafka(&args, &work_dir)?,
             #[cfg(not(feature = "kafka"))]
             "kafka" => bail!("the kafka benchmark needs a build with the `kafka` feature"),
             other => bail!(
-                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, ingest-keys, import, archive, lookup, kafka, bad-lines)"
+                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, ingest-keys, import, publish, archive, lookup, kafka, bad-lines)"
             ),
         }
     }
