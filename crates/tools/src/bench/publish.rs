@@ -86,11 +86,11 @@ pub fn event(number: u64) -> Value {
         "amount": (number % 100_000) as f64 / 100.0,
         "currency": CURRENCIES[(number % 5) as usize],
         "method": METHODS[(number / 5 % 5) as usize],
-        "status": if number % 11 == 0 { "partially_settled" } else { "settled" },
+        "status": if number.is_multiple_of(11) { "partially_settled" } else { "settled" },
         "fee": number % 250,
         "captured_at": "2026-12-01T09:59:58Z",
         "card": {"brand": BRANDS[(number % 3) as usize], "last4": format!("{:04}", number % 10_000), "country": "NL"},
-        "customer": {"id": format!("cus_{}", number % 50_000), "segment": if number % 4 == 0 { "business" } else { "consumer" }},
+        "customer": {"id": format!("cus_{}", number % 50_000), "segment": if number.is_multiple_of(4) { "business" } else { "consumer" }},
         "tags": ["bench", "settlement"],
         "attempt": 1 + number % 3
     })
