@@ -9,6 +9,7 @@
 //! - [`publish`]: a batch's events checked, placed on partitions and enriched, each with its
 //!   own answer.
 //! - [`log`]: the embedded event log (per type and partition, durable group commit).
+//! - [`subscriptions`]: consumer groups reading types from cursors they commit.
 //!
 //! On one machine everything lives in the data directory's `gateway` database
 //! ([`Gateway::open_embedded`]).
@@ -18,6 +19,7 @@ pub mod log;
 pub mod publish;
 pub mod registry;
 pub mod schema;
+pub mod subscriptions;
 
 use std::path::Path;
 
@@ -33,6 +35,7 @@ pub use schema::{CompatibilityMode, SchemaVersion, Violation};
 pub struct Gateway {
     pub registry: Registry,
     pub log: EventLog,
+    pub subscriptions: subscriptions::Subscriptions,
 }
 
 impl Gateway {
@@ -42,6 +45,27 @@ impl Gateway {
         let registry = Registry::open(Box::new(EmbeddedLog::new(&database)?))?;
         let log =
             EventLog::open(&database).map_err(|error| RegistryError::Storage(error.to_string()))?;
-        Ok(Self { registry, log })
+        let subscriptions = subscriptions::Subscriptions::open(&database)
+            .map_err(|error| RegistryError::Storage(error.to_string()))?;
+        Ok(Self {
+            registry,
+            log,
+            subscriptions,
+        })
+    }
+
+    /// The registry's dry-run check, with the subscriptions that read the type.
+    pub fn compatibility(
+        &self,
+        name: &str,
+        candidate: &serde_json::Value,
+        mode: Option<CompatibilityMode>,
+    ) -> Result<CompatibilityReport, RegistryError> {
+        let mut report = self.registry.compatibility(name, candidate, mode)?;
+        report.consumers = self
+            .subscriptions
+            .readers_of(name)
+            .map_err(|error| RegistryError::Storage(error.to_string()))?;
+        Ok(report)
     }
 }

@@ -456,3 +456,110 @@ fn a_publisher_killed_mid_stream_loses_no_acknowledged_event_and_duplicates_none
         &missing[..missing.len().min(5)]
     );
 }
+
+#[test]
+fn a_subscription_reads_from_its_committed_cursors_across_a_restart_and_is_named_as_a_consumer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    let address = server.address;
+    let name = "order.refund-requested";
+    assert_eq!(
+        send(
+            address,
+            "PUT",
+            &format!("/v1/event-types/{name}"),
+            &refund_type(json!({}), &["order_id", "amount"])
+        )
+        .status,
+        201
+    );
+    let events: Vec<Value> = (1..=6)
+        .map(|number| refund(number, &format!("o{number}"), json!(number)))
+        .collect();
+    assert_eq!(
+        send(
+            address,
+            "POST",
+            &format!("/v1/event-types/{name}/events"),
+            &Value::Array(events)
+        )
+        .status,
+        200
+    );
+
+    let request_body =
+        json!({"consumer_group": "billing", "event_types": [name], "read_from": "begin"});
+    let created = send(address, "POST", "/v1/subscriptions", &request_body);
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let id = created.json()["id"].as_str().expect("an id").to_owned();
+    let again = send(address, "POST", "/v1/subscriptions", &request_body);
+    assert_eq!((again.status, again.json()["id"].clone()), (200, json!(id)));
+
+    let page = get(address, &format!("/v1/subscriptions/{id}/events?limit=4")).json();
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(4));
+    let committed = send(
+        address,
+        "POST",
+        &format!("/v1/subscriptions/{id}/cursors"),
+        &json!({"cursors": page["cursors"]}),
+    );
+    assert_eq!(
+        committed.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&committed.body)
+    );
+    let beyond = send(
+        address,
+        "POST",
+        &format!("/v1/subscriptions/{id}/cursors"),
+        &json!({"cursors": [{"event_type": name, "partition": 0, "offset": 999}]}),
+    );
+    assert_eq!(beyond.status, 422);
+
+    let check = send(
+        address,
+        "POST",
+        &format!("/v1/event-types/{name}/compatibility"),
+        &json!({"schema": {"type": "object"}}),
+    );
+    assert_eq!(
+        check.json()["consumers"],
+        json!([format!("billing ({id})")])
+    );
+
+    assert!(server.terminate(), "a clean shutdown");
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    let rest = get(
+        server.address,
+        &format!("/v1/subscriptions/{id}/events?limit=100"),
+    )
+    .json();
+    let first: Vec<&str> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|event| event["metadata"]["eid"].as_str())
+        .collect();
+    let mut seen: Vec<&str> = rest["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|event| event["metadata"]["eid"].as_str())
+        .collect();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the two events not committed, and only them: {rest}"
+    );
+    seen.extend(first);
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=6).map(eid).collect::<Vec<_>>());
+    assert_eq!(get(server.address, "/v1/subscriptions/nope").status, 404);
+}

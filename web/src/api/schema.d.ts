@@ -378,6 +378,76 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/subscriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every subscription */
+        get: operations["list"];
+        put?: never;
+        /** Subscribe a consumer group to event types (the same group and types give back the same subscription) */
+        post: operations["create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/subscriptions/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One subscription */
+        get: operations["get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/subscriptions/{id}/cursors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The committed cursors */
+        get: operations["cursors"];
+        put?: never;
+        /** Commit cursors (durable when answered) */
+        post: operations["commit"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/subscriptions/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Events from the committed cursors, with the cursors after them */
+        get: operations["events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -614,6 +684,21 @@ export interface components {
             /** @description Records in flight to the broker before the repartition consumer pauses its partitions. */
             max_in_flight: number;
         };
+        /** @description Where a subscription reads next in one partition. */
+        Cursor: {
+            event_type: string;
+            /**
+             * Format: int64
+             * @description The next offset to read.
+             */
+            offset: number;
+            /** Format: int32 */
+            partition: number;
+        };
+        /** @description Cursors: read from a subscription, or committed to it. */
+        Cursors: {
+            cursors: components["schemas"]["Cursor"][];
+        };
         /** @description The body of every error answer. */
         ErrorBody: {
             error: components["schemas"]["ErrorDetail"];
@@ -813,6 +898,11 @@ export interface components {
          */
         PublishingStatus: "submitted" | "failed" | "aborted";
         /**
+         * @description Where a new subscription starts.
+         * @enum {string}
+         */
+        ReadFrom: "begin" | "end";
+        /**
          * @description Why a record was rejected: a stable code, also used as a metrics label.
          * @enum {string}
          */
@@ -854,6 +944,34 @@ export interface components {
          * @enum {string}
          */
         Step: "none" | "validating" | "partitioning" | "enriching" | "publishing";
+        /** @description A subscription. */
+        Subscription: {
+            consumer_group: string;
+            /** @description RFC 3339. */
+            created_at: string;
+            /** @description Sorted. */
+            event_types: string[];
+            id: string;
+            read_from: components["schemas"]["ReadFrom"];
+        };
+        /** @description `GET /v1/subscriptions/{id}/events`. */
+        SubscriptionEvents: {
+            /** @description Every partition's cursor after these events: commit them once they are processed. */
+            cursors: components["schemas"]["Cursor"][];
+            /** @description The events, each with its full `metadata` (including `partition` and `offset`). */
+            events: Record<string, never>[];
+        };
+        /** @description `GET /v1/subscriptions`. */
+        SubscriptionList: {
+            subscriptions: components["schemas"]["Subscription"][];
+        };
+        /** @description The body of `POST /v1/subscriptions`. */
+        SubscriptionRequest: {
+            consumer_group: string;
+            event_types: string[];
+            /** @description [default: `end`] */
+            read_from?: components["schemas"]["ReadFrom"];
+        };
         /** @description One way in which the new schema breaks a direction. */
         Violation: {
             /** @description How to make the change compatible. */
@@ -2055,6 +2173,291 @@ export interface operations {
             };
             /** @description Cluster mode: raw events are archived in embedded mode only (code archive_unavailable) */
             501: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The subscriptions */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionList"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubscriptionRequest"];
+            };
+        };
+        responses: {
+            /** @description The existing subscription of this group and these types */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
+            };
+            /** @description Created, cursors at the beginning or the end */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
+            };
+            /** @description Unreadable body (code bad_request) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No group, no types or an unknown type (code invalid_subscription_request) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Subscription id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The subscription */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such subscription (code unknown_subscription) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cursors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Subscription id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One cursor per partition of every type read */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Cursors"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such subscription (code unknown_subscription) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    commit: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Subscription id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Cursors"];
+            };
+        };
+        responses: {
+            /** @description Committed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unreadable body (code bad_request) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such subscription (code unknown_subscription) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A cursor of a partition not read, or beyond its end (code invalid_subscription_request) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    events: {
+        parameters: {
+            query?: {
+                /** @description Events at most [default: 100, at most 10000]. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Subscription id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Events and cursors */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionEvents"];
+                };
+            };
+            /** @description Bad parameter (code bad_request) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such subscription (code unknown_subscription) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -46,7 +46,7 @@ pub struct CompatibilityRequest {
     pub compatibility_mode: Option<CompatibilityMode>,
 }
 
-fn gateway(state: &AppState) -> Result<Arc<Gateway>, ApiError> {
+pub(super) fn gateway(state: &AppState) -> Result<Arc<Gateway>, ApiError> {
     state.gateway.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -258,7 +258,6 @@ pub async fn check_compatibility(
     let gateway = gateway(&state)?;
     let request: CompatibilityRequest = json_body(&body, "compatibility request")?;
     let report = gateway
-        .registry
         .compatibility(&name, &request.schema, request.compatibility_mode)
         .map_err(registry_error)?;
     Ok(Json(report).into_response())
@@ -300,7 +299,11 @@ pub struct EventPage {
 }
 
 /// Reads a number parameter, or says which one is wrong.
-fn number<T: std::str::FromStr>(name: &str, text: Option<&str>, default: T) -> Result<T, ApiError> {
+pub(super) fn number<T: std::str::FromStr>(
+    name: &str,
+    text: Option<&str>,
+    default: T,
+) -> Result<T, ApiError> {
     match text {
         None => Ok(default),
         Some(text) => text
@@ -309,7 +312,7 @@ fn number<T: std::str::FromStr>(name: &str, text: Option<&str>, default: T) -> R
     }
 }
 
-fn log_error(error: LogError) -> ApiError {
+pub(super) fn log_error(error: LogError) -> ApiError {
     let message = error.to_string();
     match error {
         LogError::Busy => {

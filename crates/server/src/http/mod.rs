@@ -5,6 +5,7 @@ mod events;
 mod gateway;
 mod openapi;
 mod routes;
+mod subscriptions;
 mod ui;
 
 pub use ui::Ui;
@@ -176,6 +177,37 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             "/v1/event-types/{name}/events",
             Token,
             gateway::read_events,
+        ),
+        route(
+            Method::POST,
+            "/v1/subscriptions",
+            Token,
+            subscriptions::create,
+        ),
+        route(Method::GET, "/v1/subscriptions", Token, subscriptions::list),
+        route(
+            Method::GET,
+            "/v1/subscriptions/{id}",
+            Token,
+            subscriptions::get,
+        ),
+        route(
+            Method::GET,
+            "/v1/subscriptions/{id}/events",
+            Token,
+            subscriptions::events,
+        ),
+        route(
+            Method::GET,
+            "/v1/subscriptions/{id}/cursors",
+            Token,
+            subscriptions::cursors,
+        ),
+        route(
+            Method::POST,
+            "/v1/subscriptions/{id}/cursors",
+            Token,
+            subscriptions::commit,
         ),
         route(Method::GET, "/v1/admin/consumers", Token, routes::consumers),
         route(

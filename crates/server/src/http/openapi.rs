@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, ResponseBuilder};
 
 use super::error::ErrorBody;
-use super::{Access, events, gateway, routes};
+use super::{Access, events, gateway, routes, subscriptions};
 
 /// The commands that rewrite the committed document and the dashboard's types from it.
 pub const REGENERATE: &str = "MM_UPDATE_OPENAPI=1 cargo test -p merchant-monitor --lib openapi \
@@ -47,6 +47,12 @@ pub const REGENERATE: &str = "MM_UPDATE_OPENAPI=1 cargo test -p merchant-monitor
         gateway::check_compatibility,
         gateway::publish,
         gateway::read_events,
+        subscriptions::create,
+        subscriptions::list,
+        subscriptions::get,
+        subscriptions::events,
+        subscriptions::cursors,
+        subscriptions::commit,
         routes::consumers,
         routes::set_backpressure,
         routes::metrics,
@@ -61,7 +67,8 @@ pub const REGENERATE: &str = "MM_UPDATE_OPENAPI=1 cargo test -p merchant-monitor
         (name = "ingest", description = "Sending API-call logs"),
         (name = "queries", description = "Activity, per-API tables, the merchant ranking and the live stream"),
         (name = "events", description = "Raw calls from the archive (embedded mode)"),
-        (name = "event types", description = "The event gateway's registry: event types, their schema versions and compatibility checks"),
+        (name = "event types", description = "The event gateway: event types, their schema versions, compatibility checks, publishing and reading"),
+        (name = "subscriptions", description = "Consumer groups reading event types from cursors they commit"),
         (name = "admin", description = "Cluster mode: consumers and backpressure"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
