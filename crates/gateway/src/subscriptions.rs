@@ -66,6 +66,9 @@ pub struct Cursor {
     pub offset: u64,
 }
 
+/// An event read through a subscription: where it is, and its bytes.
+pub type ReadEvent = (Cursor, Vec<u8>);
+
 #[derive(Debug, Error)]
 pub enum SubscriptionError {
     #[error("subscription {0:?} does not exist")]
@@ -286,7 +289,7 @@ impl Subscriptions {
         id: &str,
         log: &EventLog,
         limit: usize,
-    ) -> Result<(Vec<(Cursor, Vec<u8>)>, Vec<Cursor>), SubscriptionError> {
+    ) -> Result<(Vec<ReadEvent>, Vec<Cursor>), SubscriptionError> {
         let mut cursors = self.cursors(id)?;
         let mut events = Vec::new();
         let share = limit.div_ceil(cursors.len().max(1)).max(1);
