@@ -82,6 +82,9 @@ pub struct EventType {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// Owned by the server (`merchant.api-call`): read-only here.
+    #[serde(default)]
+    pub built_in: bool,
 }
 
 /// Checks an event type name against Nakadi's pattern: dot-separated parts of letters, digits,
@@ -119,6 +122,22 @@ pub fn check_name(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The built-in type of the API-call log: its records arrive through `/v1/ingest`.
+pub const API_CALL_TYPE: &str = "merchant.api-call";
+
+/// The built-in API-call type for the records `schema` (the field mapping's) describes.
+pub fn api_call_definition(schema: Value) -> EventTypeDefinition {
+    EventTypeDefinition {
+        owning_application: "merchant-monitor".into(),
+        category: Category::Data,
+        schema,
+        compatibility_mode: None,
+        partition_strategy: Some(PartitionStrategy::Random),
+        partition_key_fields: Vec::new(),
+        partitions: Some(1),
+    }
 }
 
 /// Whether a JSON pointer names a property the schema declares (through `properties`).

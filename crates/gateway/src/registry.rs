@@ -51,6 +51,10 @@ pub enum RegistryError {
         field: &'static str,
         detail: String,
     },
+    #[error(
+        "event type {0:?} is built in: its schema follows the server's field mapping, and its events arrive through /v1/ingest"
+    )]
+    BuiltIn(String),
     #[error("registry storage: {0}")]
     Storage(String),
     #[error("unreadable registry record {name:?}: {detail}")]
@@ -266,6 +270,45 @@ impl Registry {
         now_us: i64,
     ) -> Result<(PutOutcome, EventType), RegistryError> {
         check_name(name).map_err(RegistryError::InvalidName)?;
+        if self
+            .read()
+            .get(name)
+            .is_some_and(|registered| registered.event_type.built_in)
+        {
+            return Err(RegistryError::BuiltIn(name.to_owned()));
+        }
+        self.write_type(name, definition, now_us, false)
+    }
+
+    /// Registers a type the server owns (`merchant.api-call`), or brings its schema up to
+    /// `definition` as a new version whatever the change; producers cannot change it.
+    pub fn ensure_built_in(
+        &self,
+        name: &str,
+        definition: EventTypeDefinition,
+        now_us: i64,
+    ) -> Result<EventType, RegistryError> {
+        if let Ok(registered) = self.get(name)
+            && registered.event_type.built_in
+            && registered.event_type.schema == definition.schema
+        {
+            return Ok(registered.event_type.clone());
+        }
+        let definition = EventTypeDefinition {
+            compatibility_mode: Some(CompatibilityMode::None),
+            ..definition
+        };
+        self.write_type(name, definition, now_us, true)
+            .map(|(_, event_type)| event_type)
+    }
+
+    fn write_type(
+        &self,
+        name: &str,
+        definition: EventTypeDefinition,
+        now_us: i64,
+        built_in: bool,
+    ) -> Result<(PutOutcome, EventType), RegistryError> {
         if definition.owning_application.trim().is_empty() {
             return Err(RegistryError::InvalidDefinition {
                 field: "owning_application",
@@ -279,10 +322,11 @@ impl Registry {
             .map_err(|_| RegistryError::Storage("the registry lock is poisoned".into()))?;
         let now = mm_model::time::format_rfc3339(now_us);
         let existing = self.read().get(name).cloned();
-        let (outcome, record) = match existing {
+        let (outcome, mut record) = match existing {
             None => (PutOutcome::Created, create(name, definition, &now)?),
             Some(registered) => evolve(&registered, definition, &now)?,
         };
+        record.event_type.built_in = built_in;
         let bytes = serde_json::to_vec(&record)
             .map_err(|error| RegistryError::Storage(error.to_string()))?;
         let event_type = record.event_type.clone();
@@ -391,6 +435,7 @@ fn create(
         version: SchemaVersion::FIRST,
         created_at: now.to_owned(),
         updated_at: now.to_owned(),
+        built_in: false,
     };
     Ok(TypeRecord {
         schemas: vec![SchemaRecord {

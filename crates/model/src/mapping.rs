@@ -130,3 +130,82 @@ impl TimeBounds {
 
 #[cfg(test)]
 mod tests;
+
+impl FieldMapping {
+    /// The JSON Schema (draft 2020-12) of the records this mapping reads: each field at its
+    /// place (nested pointers as nested objects), the six core fields required. It describes
+    /// what `/v1/ingest` accepts; the event gateway registers it as the built-in
+    /// `merchant.api-call` type.
+    pub fn json_schema(&self) -> serde_json::Value {
+        use serde_json::json;
+        let text = json!({"type": "string", "maxLength": MAX_TEXT_BYTES});
+        let fields = [
+            (
+                &self.ts,
+                json!({"type": ["string", "number"], "description": "Event time: RFC 3339 text, or epoch milliseconds or microseconds"}),
+                true,
+            ),
+            (
+                &self.merchant,
+                json!({"type": ["string", "integer"], "description": "Merchant account"}),
+                true,
+            ),
+            (
+                &self.api,
+                json!({"type": "string", "description": "API name"}),
+                true,
+            ),
+            (
+                &self.status,
+                json!({"type": "integer", "description": "HTTP status code"}),
+                true,
+            ),
+            (
+                &self.latency_ms,
+                json!({"type": "number", "minimum": 0, "maximum": MAX_LATENCY_MS, "description": "Latency in milliseconds"}),
+                true,
+            ),
+            (
+                &self.corr_id,
+                json!({"type": ["string", "integer"], "description": "Correlation id"}),
+                true,
+            ),
+            (&self.partner, text.clone(), false),
+            (&self.method, text.clone(), false),
+            (&self.path, text.clone(), false),
+            (&self.host, text.clone(), false),
+            (&self.region, text, false),
+        ];
+        let mut root = json!({"type": "object", "properties": {}, "required": []});
+        for (place, schema, required) in fields {
+            let tokens: Vec<String> = match place.strip_prefix('/') {
+                Some(pointer) => pointer
+                    .split('/')
+                    .map(|token| token.replace("~1", "/").replace("~0", "~"))
+                    .collect(),
+                None => vec![place.clone()],
+            };
+            let Some((last, parents)) = tokens.split_last() else {
+                continue;
+            };
+            let mut node = &mut root;
+            for parent in parents {
+                if required && let Some(names) = node["required"].as_array_mut() {
+                    if !names.iter().any(|name| name == parent) {
+                        names.push(json!(parent));
+                    }
+                }
+                let entry = &mut node["properties"][parent.as_str()];
+                if entry.is_null() {
+                    *entry = json!({"type": "object", "properties": {}, "required": []});
+                }
+                node = entry;
+            }
+            node["properties"][last.as_str()] = schema;
+            if required && let Some(names) = node["required"].as_array_mut() {
+                names.push(json!(last));
+            }
+        }
+        root
+    }
+}

@@ -134,7 +134,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: pipeline.activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
-            gateway: Some(Arc::new(open_gateway(&config.data_dir)?)),
+            gateway: Some(Arc::new(open_gateway(&config.data_dir, &config.mapping)?)),
             max_decoded_bytes: config.max_decoded_bytes,
         },
         #[cfg(feature = "kafka")]
@@ -332,9 +332,22 @@ async fn shutdown_signal() {
     }
 }
 
-/// The event gateway (registry and event log), in the data directory's `gateway` database.
-fn open_gateway(data_dir: &std::path::Path) -> anyhow::Result<mm_gateway::Gateway> {
+/// The event gateway (registry, event log, subscriptions), in the data directory's `gateway`
+/// database, with the built-in `merchant.api-call` type following the field mapping.
+fn open_gateway(
+    data_dir: &std::path::Path,
+    mapping: &mm_model::mapping::FieldMapping,
+) -> anyhow::Result<mm_gateway::Gateway> {
     let dir = data_dir.join("gateway");
-    mm_gateway::Gateway::open_embedded(&dir)
-        .with_context(|| format!("opening the event gateway in {}", dir.display()))
+    let gateway = mm_gateway::Gateway::open_embedded(&dir)
+        .with_context(|| format!("opening the event gateway in {}", dir.display()))?;
+    gateway
+        .registry
+        .ensure_built_in(
+            mm_gateway::event_type::API_CALL_TYPE,
+            mm_gateway::event_type::api_call_definition(mapping.json_schema()),
+            mm_model::time::now_us(),
+        )
+        .context("registering the built-in merchant.api-call event type")?;
+    Ok(gateway)
 }

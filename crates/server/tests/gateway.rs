@@ -173,7 +173,23 @@ fn event_types_are_created_evolved_checked_and_kept_across_a_restart() {
         .iter()
         .filter_map(|event_type| event_type["name"].as_str())
         .collect();
-    assert_eq!(names, ["order.refund-requested"]);
+    assert_eq!(names, ["merchant.api-call", "order.refund-requested"]);
+    let built_in = get(address, "/v1/event-types/merchant.api-call").json();
+    assert_eq!(built_in["built_in"], true);
+    assert_eq!(
+        built_in["schema"]["required"],
+        json!(["ts", "merchant", "api", "status", "latency_ms", "corr_id"])
+    );
+    let refused = send(
+        address,
+        "POST",
+        "/v1/event-types/merchant.api-call/events",
+        &json!([]),
+    );
+    assert_eq!(
+        (refused.status, refused.json()["error"]["code"].clone()),
+        (409, json!("built_in_event_type"))
+    );
     assert_eq!(get(address, path).json()["version"], "1.1.0");
     let schemas = get(address, &format!("{path}/schemas")).json();
     let versions: Vec<&str> = schemas["schemas"]

@@ -735,6 +735,8 @@ export interface components {
         };
         /** @description An event type as registered. */
         EventType: {
+            /** @description Owned by the server (`merchant.api-call`): read-only here. */
+            built_in?: boolean;
             category: components["schemas"]["Category"];
             compatibility_mode: components["schemas"]["CompatibilityMode"];
             /** @description RFC 3339. */
@@ -1358,7 +1360,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The schema breaks the compatibility mode (code incompatible_schema, with violations), or a fixed field changed (code immutable_field) */
+            /** @description The schema breaks the compatibility mode (code incompatible_schema, with violations), a fixed field changed (code immutable_field), or the type is built in (code built_in_event_type) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1557,6 +1559,15 @@ export interface operations {
             };
             /** @description No such type (code unknown_event_type) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A built-in type, whose events arrive through /v1/ingest (code built_in_event_type) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

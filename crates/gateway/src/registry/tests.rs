@@ -222,3 +222,39 @@ fn bad_definitions_are_refused_with_the_field_and_partitioning_is_fixed() {
     ));
     assert_eq!(registry.list().len(), 1);
 }
+
+#[test]
+fn the_built_in_type_follows_its_definition_and_refuses_producers() {
+    use crate::event_type::{API_CALL_TYPE, api_call_definition};
+    let dir = tempfile::tempdir().expect("a directory");
+    let registry = open_registry(dir.path());
+    let schema = mm_model::mapping::FieldMapping::default().json_schema();
+    let first = registry
+        .ensure_built_in(API_CALL_TYPE, api_call_definition(schema.clone()), 1)
+        .expect("registered");
+    assert!(first.built_in);
+    assert_eq!(first.version, SchemaVersion::FIRST);
+    // The same again: nothing new. Another mapping: a new version, whatever the change.
+    let same = registry
+        .ensure_built_in(API_CALL_TYPE, api_call_definition(schema.clone()), 2)
+        .expect("kept");
+    assert_eq!(same.version, SchemaVersion::FIRST);
+    let mut mapping = mm_model::mapping::FieldMapping::default();
+    mapping.merchant = "/account".into();
+    let moved = registry
+        .ensure_built_in(API_CALL_TYPE, api_call_definition(mapping.json_schema()), 3)
+        .expect("evolved");
+    assert_eq!(
+        moved.version.major, 2,
+        "a moved required field breaks old records"
+    );
+    assert!(matches!(
+        registry.put(API_CALL_TYPE, api_call_definition(schema.clone()), 4),
+        Err(RegistryError::BuiltIn(_))
+    ));
+    // A record as /v1/ingest takes it validates under the schema.
+    let validator = crate::schema::compile(&schema).expect("valid JSON Schema");
+    let record = json!({"ts": "2026-12-01T10:00:00Z", "merchant": "m1", "api": "/v1/payments", "status": 201, "latency_ms": 12.5, "corr_id": "c1", "region": "eu-west-1"});
+    assert!(validator.is_valid(&record));
+    assert!(!validator.is_valid(&json!({"merchant": "m1"})));
+}

@@ -383,3 +383,38 @@ fn control_characters_are_found_in_every_form() {
     assert!(has_control_character("\u{1}"));
     assert!(!has_control_character("Müller & Co — ŝ"));
 }
+
+#[test]
+fn the_mapping_schema_places_each_field_where_the_mapping_reads_it() {
+    let mut mapping = FieldMapping::default();
+    mapping.merchant = "/account/id".into();
+    mapping.api = "endpoint".into();
+    let schema = mapping.json_schema();
+    assert_eq!(
+        schema["properties"]["account"]["properties"]["id"]["type"],
+        serde_json::json!(["string", "integer"])
+    );
+    assert_eq!(
+        schema["properties"]["account"]["required"],
+        serde_json::json!(["id"])
+    );
+    assert_eq!(schema["properties"]["endpoint"]["type"], "string");
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(|name| name.as_str())
+        .collect();
+    assert_eq!(
+        required,
+        [
+            "ts",
+            "account",
+            "endpoint",
+            "status",
+            "latency_ms",
+            "corr_id"
+        ]
+    );
+    assert!(schema["properties"]["region"].is_object());
+}

@@ -94,6 +94,9 @@ fn registry_error(error: RegistryError) -> ApiError {
             location: Some(format!("#/{field}")),
             ..ApiError::new(StatusCode::CONFLICT, "immutable_field", message)
         },
+        RegistryError::BuiltIn(_) => {
+            ApiError::new(StatusCode::CONFLICT, "built_in_event_type", message)
+        }
         RegistryError::Storage(_) | RegistryError::Corrupt { .. } => {
             ApiError::internal("event type registry", message)
         }
@@ -140,7 +143,7 @@ pub async fn list_event_types(State(state): State<Arc<AppState>>) -> Result<Resp
         (status = 201, description = "Created at version 1.0.0", body = EventType),
         (status = 200, description = "Evolved (or unchanged)", body = EventType),
         (status = 400, description = "Unreadable body (code bad_request)", body = ErrorBody),
-        (status = 409, description = "The schema breaks the compatibility mode (code incompatible_schema, with violations), or a fixed field changed (code immutable_field)", body = ErrorBody),
+        (status = 409, description = "The schema breaks the compatibility mode (code incompatible_schema, with violations), a fixed field changed (code immutable_field), or the type is built in (code built_in_event_type)", body = ErrorBody),
         (status = 422, description = "Bad name, definition or schema (codes invalid_event_type_name, invalid_definition, invalid_schema; location says where)", body = ErrorBody),
     ),
 )]
@@ -346,6 +349,7 @@ pub(super) fn log_error(error: LogError) -> ApiError {
         (status = 422, description = "No event submitted", body = Vec<PublishItem>),
         (status = 400, description = "Unreadable body (code unreadable_body)", body = ErrorBody),
         (status = 404, description = "No such type (code unknown_event_type)", body = ErrorBody),
+        (status = 409, description = "A built-in type, whose events arrive through /v1/ingest (code built_in_event_type)", body = ErrorBody),
         (status = 413, description = "Body too large (code payload_too_large)", body = ErrorBody),
         (status = 429, description = "Too many requests in flight (code too_many_requests), with Retry-After", body = ErrorBody),
         (status = 503, description = "The event log is busy or unavailable (codes overloaded, storage_unavailable), with Retry-After", body = ErrorBody),
@@ -370,6 +374,9 @@ pub async fn publish(
         }
     };
     let registered = gateway.registry.get(&name).map_err(registry_error)?;
+    if registered.event_type.built_in {
+        return Err(registry_error(RegistryError::BuiltIn(name)));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
