@@ -190,10 +190,11 @@ impl FieldMapping {
             };
             let mut node = &mut root;
             for parent in parents {
-                if required && let Some(names) = node["required"].as_array_mut() {
-                    if !names.iter().any(|name| name == parent) {
-                        names.push(json!(parent));
-                    }
+                if required
+                    && let Some(names) = node["required"].as_array_mut()
+                    && !names.iter().any(|name| name == parent)
+                {
+                    names.push(json!(parent));
                 }
                 let entry = &mut node["properties"][parent.as_str()];
                 if entry.is_null() {
