@@ -239,8 +239,10 @@ fn the_built_in_type_follows_its_definition_and_refuses_producers() {
         .ensure_built_in(API_CALL_TYPE, api_call_definition(schema.clone()), 2)
         .expect("kept");
     assert_eq!(same.version, SchemaVersion::FIRST);
-    let mut mapping = mm_model::mapping::FieldMapping::default();
-    mapping.merchant = "/account".into();
+    let mapping = mm_model::mapping::FieldMapping {
+        merchant: "/account".into(),
+        ..mm_model::mapping::FieldMapping::default()
+    };
     let moved = registry
         .ensure_built_in(API_CALL_TYPE, api_call_definition(mapping.json_schema()), 3)
         .expect("evolved");

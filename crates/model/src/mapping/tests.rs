@@ -386,9 +386,11 @@ fn control_characters_are_found_in_every_form() {
 
 #[test]
 fn the_mapping_schema_places_each_field_where_the_mapping_reads_it() {
-    let mut mapping = FieldMapping::default();
-    mapping.merchant = "/account/id".into();
-    mapping.api = "endpoint".into();
+    let mapping = FieldMapping {
+        merchant: "/account/id".into(),
+        api: "endpoint".into(),
+        ..FieldMapping::default()
+    };
     let schema = mapping.json_schema();
     assert_eq!(
         schema["properties"]["account"]["properties"]["id"]["type"],
