@@ -50,6 +50,18 @@ pub enum Step {
     Publishing,
 }
 
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::None => "none",
+            Step::Validating => "validating",
+            Step::Partitioning => "partitioning",
+            Step::Enriching => "enriching",
+            Step::Publishing => "publishing",
+        }
+    }
+}
+
 /// One event's answer, in input order (Nakadi's shape).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct PublishItem {
@@ -59,6 +71,9 @@ pub struct PublishItem {
     pub step: Step,
     /// Why it failed or was aborted; empty when submitted.
     pub detail: String,
+    /// The reason as a metric label (a schema keyword, `metadata`, `not_json`, ...).
+    #[serde(skip)]
+    pub reason: &'static str,
 }
 
 /// How a batch is published.
@@ -99,6 +114,7 @@ impl Prepared {
             item.publishing_status = PublishingStatus::Aborted;
             item.step = Step::None;
             item.detail = "not published: the batch is atomic and another event failed".into();
+            item.reason = "aborted";
         }
         self.records.clear();
     }
@@ -110,6 +126,7 @@ impl Prepared {
             item.publishing_status = PublishingStatus::Failed;
             item.step = Step::Publishing;
             item.detail = detail.to_owned();
+            item.reason = "publishing";
         }
         self.records.clear();
     }
@@ -153,15 +170,17 @@ pub fn prepare(
                     publishing_status: PublishingStatus::Submitted,
                     step: Step::None,
                     detail: String::new(),
+                    reason: "",
                 });
                 prepared.records.push((partition, bytes));
                 prepared.record_items.push(index);
             }
-            Err((eid, step, detail)) => prepared.items.push(PublishItem {
+            Err((eid, step, detail, reason)) => prepared.items.push(PublishItem {
                 eid,
                 publishing_status: PublishingStatus::Failed,
                 step,
                 detail,
+                reason,
             }),
         }
     }
@@ -171,7 +190,26 @@ pub fn prepare(
     Ok(prepared)
 }
 
-type Failure = (String, Step, String);
+/// A failed event: its eid, the step, the detail and the reason label.
+type Failure = (String, Step, String, &'static str);
+
+/// JSON Schema keywords as metric labels (the reason of a validation failure).
+const KEYWORDS: &[&str] = &[
+    "type", "enum", "const", "required", "properties", "additionalProperties", "minimum",
+    "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength",
+    "pattern", "format", "items", "prefixItems", "minItems", "maxItems", "uniqueItems",
+    "contains", "minProperties", "maxProperties", "dependentRequired", "propertyNames",
+    "patternProperties", "anyOf", "oneOf", "allOf", "not", "if", "unevaluatedProperties",
+    "unevaluatedItems", "false",
+];
+
+fn keyword_label(keyword: &str) -> &'static str {
+    KEYWORDS
+        .iter()
+        .copied()
+        .find(|known| *known == keyword)
+        .unwrap_or("schema")
+}
 
 /// One event through validating, partitioning and enriching: its eid, partition and bytes.
 ///
@@ -190,6 +228,7 @@ fn place(
                 String::new(),
                 Step::Validating,
                 "an event is a JSON object".into(),
+                "not_object",
             ));
         }
         Err(error) => {
@@ -197,6 +236,7 @@ fn place(
                 String::new(),
                 Step::Validating,
                 format!("the event is not JSON: {error}"),
+                "not_json",
             ));
         }
     };
@@ -208,7 +248,14 @@ fn place(
             continue;
         }
         let value: Value = serde_json::from_str(value.get())
-            .map_err(|error| (String::new(), Step::Validating, format!("/{name}: {error}")))?;
+            .map_err(|error| {
+                (
+                    String::new(),
+                    Step::Validating,
+                    format!("/{name}: {error}"),
+                    "not_json",
+                )
+            })?;
         body.insert(name.clone().into_owned(), value);
     }
     let metadata = match metadata.map(|raw| serde_json::from_str::<Value>(raw.get())) {
@@ -218,6 +265,7 @@ fn place(
                 String::new(),
                 Step::Validating,
                 "/metadata: must be an object with eid and occurred_at".into(),
+                "metadata",
             ));
         }
         None => {
@@ -225,6 +273,7 @@ fn place(
                 String::new(),
                 Step::Validating,
                 "/metadata: missing (an object with eid and occurred_at)".into(),
+                "metadata",
             ));
         }
     };
@@ -233,15 +282,20 @@ fn place(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let fail = |step: Step, detail: String| (eid.clone(), step, detail);
+    let fail =
+        |step: Step, detail: String, reason: &'static str| (eid.clone(), step, detail, reason);
     check_metadata(&metadata, registered.event_type.partition_strategy)
-        .map_err(|detail| fail(Step::Validating, detail))?;
+        .map_err(|detail| fail(Step::Validating, detail, "metadata"))?;
     let body = Value::Object(body);
+    let mut reason = "schema";
     let errors: Vec<String> = registered
         .validator
         .iter_errors(&body)
         .take(MAX_REPORTED + 1)
         .map(|error| {
+            if reason == "schema" {
+                reason = keyword_label(error.kind().keyword());
+            }
             let pointer = error.instance_path().as_str().to_owned();
             let pointer = if pointer.is_empty() {
                 "/".into()
@@ -256,10 +310,10 @@ fn place(
         if errors.len() > MAX_REPORTED {
             detail.push_str("; and more");
         }
-        return Err(fail(Step::Validating, detail));
+        return Err(fail(Step::Validating, detail, reason));
     }
     let partition = partition_of(registered, &body, &metadata)
-        .map_err(|detail| fail(Step::Partitioning, detail))?;
+        .map_err(|detail| fail(Step::Partitioning, detail, "partition"))?;
     let mut metadata = metadata;
     metadata.insert("received_at".into(), Value::String(received_at.to_owned()));
     metadata.insert(
@@ -276,14 +330,14 @@ fn place(
     bytes.push(b'{');
     for (name, value) in fields.iter().filter(|(name, _)| name != "metadata") {
         serde_json::to_writer(&mut bytes, name)
-            .map_err(|error| fail(Step::Enriching, error.to_string()))?;
+            .map_err(|error| fail(Step::Enriching, error.to_string(), "enriching"))?;
         bytes.push(b':');
         bytes.extend_from_slice(value.get().as_bytes());
         bytes.push(b',');
     }
     bytes.extend_from_slice(b"\"metadata\":");
     serde_json::to_writer(&mut bytes, &metadata)
-        .map_err(|error| fail(Step::Enriching, error.to_string()))?;
+        .map_err(|error| fail(Step::Enriching, error.to_string(), "enriching"))?;
     bytes.push(b'}');
     Ok((eid, partition, bytes))
 }

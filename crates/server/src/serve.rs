@@ -160,6 +160,11 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             max_decoded_bytes: config.max_decoded_bytes,
         },
     });
+    if let Some(gateway) = &state.gateway {
+        metrics
+            .gateway_event_types
+            .set(gateway.registry.len() as i64);
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -361,6 +361,47 @@ fn published_batches_answer_per_event_and_read_back_in_order() {
         .collect();
     assert_eq!(order_one, [eid(1), eid(5)]);
 
+    // Counted: 4 published; the refusals by step and reason.
+    let metrics = String::from_utf8(get(address, "/metrics").body).expect("text");
+    let value = |name: &str| mm_testkit::metric_value(&metrics, name);
+    assert_eq!(
+        value(&format!(
+            "mm_gateway_published_events_total{{event_type=\"{name}\"}}"
+        )),
+        Some(4.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(&format!(
+            "mm_gateway_rejected_events_total{{event_type=\"{name}\",step=\"validating\",reason=\"minimum\"}}"
+        )),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&format!(
+            "mm_gateway_rejected_events_total{{event_type=\"{name}\",step=\"validating\",reason=\"type\"}}"
+        )),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&format!(
+            "mm_gateway_rejected_events_total{{event_type=\"{name}\",step=\"none\",reason=\"aborted\"}}"
+        )),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&format!(
+            "mm_gateway_rejected_events_total{{event_type=\"{name}\",step=\"validating\",reason=\"metadata\"}}"
+        )),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("mm_gateway_event_types"),
+        Some(2.0),
+        "the built-in type and this one"
+    );
+    assert_eq!(value("mm_gateway_publish_seconds_count"), Some(4.0));
+
     let unknown = send(
         address,
         "POST",

@@ -55,6 +55,21 @@ pub struct ErrorClassLabel {
     pub error_class: &'static str,
 }
 
+/// Label of an event gateway counter of one event type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EventTypeLabel {
+    pub event_type: String,
+}
+
+/// Labels of an event gateway rejection: the type, the step that failed and why (a schema
+/// keyword such as `required` or `enum`, or `metadata`, `not_json`, `partition_key`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GatewayRejectLabel {
+    pub event_type: String,
+    pub step: &'static str,
+    pub reason: String,
+}
+
 /// Handles to every metric.
 #[derive(Debug)]
 pub struct Metrics {
@@ -125,6 +140,14 @@ pub struct Metrics {
     pub storage_store_reopens: Counter,
     /// 1 while storage cannot write because the disk is full.
     pub storage_disk_full: Gauge,
+    /// Events the gateway published (durable), by event type.
+    pub gateway_published: Family<EventTypeLabel, Counter>,
+    /// Events the gateway did not publish, by event type, step and reason.
+    pub gateway_rejected: Family<GatewayRejectLabel, Counter>,
+    /// Event types in the registry.
+    pub gateway_event_types: Gauge,
+    /// Publish requests, from the body read to the durable answer.
+    pub gateway_publish_seconds: Histogram,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -177,8 +200,32 @@ impl Metrics {
             storage_writable: Gauge::default(),
             storage_disk_full: Gauge::default(),
             storage_store_reopens: Counter::default(),
+            gateway_published: Family::default(),
+            gateway_rejected: Family::default(),
+            gateway_event_types: Gauge::default(),
+            gateway_publish_seconds: Histogram::new(latency_buckets()),
             registry: Registry::default(),
         };
+        registry.register(
+            "mm_gateway_published_events",
+            "Events the gateway published (durable), by event type",
+            metrics.gateway_published.clone(),
+        );
+        registry.register(
+            "mm_gateway_rejected_events",
+            "Events the gateway did not publish, by event type, step and reason",
+            metrics.gateway_rejected.clone(),
+        );
+        registry.register(
+            "mm_gateway_event_types",
+            "Event types in the registry",
+            metrics.gateway_event_types.clone(),
+        );
+        registry.register(
+            "mm_gateway_publish_seconds",
+            "Publish requests, from the body read to the durable answer",
+            metrics.gateway_publish_seconds.clone(),
+        );
         registry.register(
             "mm_http_connections_open",
             "HTTP connections open",

@@ -156,9 +156,14 @@ pub async fn put_event_type(
     let definition: EventTypeDefinition = json_body(&body, "event type definition")?;
     let location = format!("/v1/event-types/{name}");
     let (outcome, event_type) = blocking(move || {
-        gateway
+        let put = gateway
             .registry
-            .put(&name, definition, mm_model::time::now_us())
+            .put(&name, definition, mm_model::time::now_us());
+        state
+            .metrics
+            .gateway_event_types
+            .set(gateway.registry.len() as i64);
+        put
     })
     .await?;
     let status = match outcome {
@@ -274,6 +279,34 @@ pub struct PublishParams {
     /// `aborted`).
     #[param(value_type = Option<bool>)]
     pub atomic: Option<String>,
+}
+
+/// Counts what a publish request did: submitted events, and the others by step and reason.
+fn count_published(
+    metrics: &mm_telemetry::Metrics,
+    event_type: &str,
+    items: &[PublishItem],
+    submitted: usize,
+) {
+    metrics
+        .gateway_published
+        .get_or_create(&mm_telemetry::EventTypeLabel {
+            event_type: event_type.to_owned(),
+        })
+        .inc_by(submitted as u64);
+    for item in items
+        .iter()
+        .filter(|item| item.publishing_status != mm_gateway::PublishingStatus::Submitted)
+    {
+        metrics
+            .gateway_rejected
+            .get_or_create(&mm_telemetry::GatewayRejectLabel {
+                event_type: event_type.to_owned(),
+                step: item.step.as_str(),
+                reason: item.reason.to_owned(),
+            })
+            .inc();
+    }
 }
 
 /// Query parameters of `GET /v1/event-types/{name}/events`.
@@ -393,6 +426,7 @@ pub async fn publish(
     .map_err(body_error)?;
     // Publishing takes one of the places ingest requests take: overload is refused alike.
     let _place = state.ingestor.try_admit().map_err(failure_to_error)?;
+    let started = std::time::Instant::now();
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|value| value.to_str().ok())
@@ -432,6 +466,11 @@ pub async fn publish(
             .map_err(log_error)?;
     }
     let submitted = prepared.record_items.len();
+    count_published(&state.metrics, &name, &prepared.items, submitted);
+    state
+        .metrics
+        .gateway_publish_seconds
+        .observe(started.elapsed().as_secs_f64());
     let status = if submitted == prepared.items.len() {
         return Ok(StatusCode::OK.into_response());
     } else if submitted > 0 {
