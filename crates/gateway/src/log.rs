@@ -52,6 +52,8 @@ pub struct EventLog {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Next offset of each (type, partition), shared with the writer for `end`.
     ends: Arc<Mutex<HashMap<(String, u32), u64>>>,
+    /// Counts committed groups: readers that follow a partition wait for it to move.
+    appended: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn key(event_type: &str, partition: u32, offset: u64) -> Vec<u8> {
@@ -96,12 +98,18 @@ impl EventLog {
             })
             .map_err(storage)?;
         let ends = Arc::new(Mutex::new(HashMap::new()));
+        let appended = Arc::new(tokio::sync::watch::Sender::new(0));
         let (append_tx, append_rx) = sync_channel(QUEUE);
         let writer = {
-            let (database, events, ends) = (database.clone(), events.clone(), ends.clone());
+            let (database, events, ends, appended) = (
+                database.clone(),
+                events.clone(),
+                ends.clone(),
+                appended.clone(),
+            );
             std::thread::Builder::new()
                 .name("gateway-log".into())
-                .spawn(move || write_loop(&database, &events, &ends, &append_rx))
+                .spawn(move || write_loop(&database, &events, &ends, &appended, &append_rx))
                 .map_err(storage)?
         };
         Ok(Self {
@@ -109,6 +117,7 @@ impl EventLog {
             append_tx: Mutex::new(Some(append_tx)),
             writer: Mutex::new(Some(writer)),
             ends,
+            appended,
         })
     }
 
@@ -158,6 +167,11 @@ impl EventLog {
         next_offset(&self.events, &self.ends, event_type, partition)
     }
 
+    /// Changes whenever appended events become durable (and readable).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
     /// Stops the writer after what is queued.
     pub fn close(&self) {
         if let Ok(mut sender) = self.append_tx.lock() {
@@ -201,6 +215,7 @@ fn write_loop(
     database: &fjall::Database,
     events: &fjall::Keyspace,
     ends: &Mutex<HashMap<(String, u32), u64>>,
+    appended: &tokio::sync::watch::Sender<u64>,
     append_rx: &Receiver<Append>,
 ) {
     while let Ok(first) = append_rx.recv() {
@@ -218,6 +233,9 @@ fn write_loop(
             group.push(next);
         }
         let result = commit(database, events, ends, &mut group);
+        if result.error.is_none() {
+            appended.send_modify(|generation| *generation += 1);
+        }
         for (append, offsets) in group.into_iter().zip(result.per_append) {
             let answer = match &result.error {
                 Some(error) => Err(error.clone()),

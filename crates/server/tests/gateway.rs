@@ -620,3 +620,73 @@ fn a_subscription_reads_from_its_committed_cursors_across_a_restart_and_is_named
     assert_eq!(seen, (1..=6).map(eid).collect::<Vec<_>>());
     assert_eq!(get(server.address, "/v1/subscriptions/nope").status, 404);
 }
+
+#[test]
+fn following_a_partition_streams_what_is_there_then_each_new_event_as_it_is_published() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(EXE, &dir.path().join("data"), &[], &[]);
+    let address = server.address;
+    let name = "order.followed";
+    let mut definition = refund_type(json!({}), &["order_id", "amount"]);
+    definition["partitions"] = json!(1);
+    assert_eq!(
+        send(
+            address,
+            "PUT",
+            &format!("/v1/event-types/{name}"),
+            &definition
+        )
+        .status,
+        201
+    );
+    let events_path = format!("/v1/event-types/{name}/events");
+    assert_eq!(
+        send(
+            address,
+            "POST",
+            &events_path,
+            &json!([refund(1, "a", json!(1)), refund(2, "b", json!(2))])
+        )
+        .status,
+        200
+    );
+
+    let mut stream = std::net::TcpStream::connect(address).expect("connected");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout set");
+    write!(
+        stream,
+        "GET {events_path}?partition=0&offset=1&follow=true HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut reader = BufReader::new(stream);
+    let mut eids = Vec::new();
+    let mut publish_once = Some(());
+    let mut line = String::new();
+    // Chunked NDJSON: the lines holding a '{' are events; the rest is framing.
+    while eids.len() < 3 {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .expect("the stream stays open and delivers");
+        assert!(read > 0, "the server ended the stream");
+        if line.starts_with('{') {
+            let event: Value = serde_json::from_str(line.trim()).expect("an event");
+            eids.push(
+                event["metadata"]["eid"]
+                    .as_str()
+                    .expect("an eid")
+                    .to_owned(),
+            );
+            assert_eq!(event["metadata"]["offset"], json!(eids.len()));
+            // The one already there arrived: publish a new one, which must follow.
+            if publish_once.take().is_some() {
+                let more = json!([refund(3, "c", json!(3)), refund(4, "d", json!(4))]);
+                assert_eq!(send(address, "POST", &events_path, &more).status, 200);
+            }
+        }
+    }
+    assert_eq!(eids, [eid(2), eid(3), eid(4)]);
+}

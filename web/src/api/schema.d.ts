@@ -1450,8 +1450,13 @@ export interface operations {
                 partition: number;
                 /** @description The first offset to return [default: 0]. */
                 offset?: number;
-                /** @description Events at most [default: 100, at most 10000]. */
+                /** @description Events at most [default: 100, at most 10000]; per read while following. */
                 limit?: number;
+                /**
+                 * @description `true`: answer NDJSON, one event per line, and keep the answer open, sending new events
+                 *     as they become durable.
+                 */
+                follow?: boolean;
             };
             header?: never;
             path: {
@@ -1462,7 +1467,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The events and the next offset */
+            /** @description The events and the next offset; with follow=true, NDJSON that stays open */
             200: {
                 headers: {
                     [name: string]: unknown;

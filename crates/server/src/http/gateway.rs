@@ -309,6 +309,91 @@ fn count_published(
     }
 }
 
+/// A stored event with its offset in its metadata.
+pub(super) fn with_offset(offset: u64, bytes: &[u8]) -> serde_json::Value {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+    if let Some(metadata) = event
+        .get_mut("metadata")
+        .and_then(|value| value.as_object_mut())
+    {
+        metadata.insert("offset".into(), serde_json::Value::from(offset));
+    }
+    event
+}
+
+/// Up to `limit` events of a partition from `offset`, and the next offset.
+async fn read_page(
+    gateway: Arc<Gateway>,
+    name: String,
+    partition: u32,
+    offset: u64,
+    limit: usize,
+) -> Result<(Vec<serde_json::Value>, u64), ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let (stored, next) = gateway.log.read(&name, partition, offset, limit)?;
+        let events = stored
+            .into_iter()
+            .map(|(offset, bytes)| with_offset(offset, &bytes))
+            .collect::<Vec<_>>();
+        Ok::<_, LogError>((events, next))
+    })
+    .await
+    .map_err(|error| ApiError::internal("reading events", error))?
+    .map_err(log_error)
+}
+
+/// The events of a partition from `offset` as NDJSON, then each new one as it becomes
+/// durable, until the client leaves or the server stops.
+fn follow(
+    state: &AppState,
+    gateway: Arc<Gateway>,
+    name: String,
+    partition: u32,
+    offset: u64,
+    limit: usize,
+) -> Response {
+    let appended = gateway.log.watch();
+    let shutdown = state.shutdown.subscribe();
+    let stream = futures_util::stream::unfold(
+        (gateway, name, offset, appended, shutdown),
+        move |(gateway, name, offset, mut appended, mut shutdown)| async move {
+            loop {
+                // Marks what is seen before reading, so an append during the read wakes us.
+                appended.borrow_and_update();
+                let page = read_page(gateway.clone(), name.clone(), partition, offset, limit).await;
+                let (events, next) = match page {
+                    Ok(page) => page,
+                    Err(_) => return None,
+                };
+                if !events.is_empty() {
+                    let mut lines = Vec::new();
+                    for event in events {
+                        if serde_json::to_writer(&mut lines, &event).is_err() {
+                            return None;
+                        }
+                        lines.push(b'\n');
+                    }
+                    return Some((
+                        Ok::<bytes::Bytes, std::convert::Infallible>(lines.into()),
+                        (gateway, name, next, appended, shutdown),
+                    ));
+                }
+                tokio::select! {
+                    changed = appended.changed() => if changed.is_err() { return None },
+                    // The server is stopping: end the stream so graceful shutdown can finish.
+                    _ = shutdown.wait_for(|stopping| *stopping) => return None,
+                }
+            }
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 /// Query parameters of `GET /v1/event-types/{name}/events`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -319,9 +404,13 @@ pub struct ReadParams {
     /// The first offset to return [default: 0].
     #[param(value_type = Option<u64>)]
     pub offset: Option<String>,
-    /// Events at most [default: 100, at most 10000].
+    /// Events at most [default: 100, at most 10000]; per read while following.
     #[param(value_type = Option<usize>)]
     pub limit: Option<String>,
+    /// `true`: answer NDJSON, one event per line, and keep the answer open, sending new events
+    /// as they become durable.
+    #[param(value_type = Option<bool>)]
+    pub follow: Option<String>,
 }
 
 /// `GET /v1/event-types/{name}/events`.
@@ -490,7 +579,7 @@ pub async fn publish(
     summary = "Read a partition's events in order from an offset",
     params(("name" = String, Path, description = "Event type name"), ReadParams),
     responses(
-        (status = 200, description = "The events and the next offset", body = EventPage),
+        (status = 200, description = "The events and the next offset; with follow=true, NDJSON that stays open", body = EventPage),
         (status = 400, description = "Bad parameter (code bad_request)", body = ErrorBody),
         (status = 404, description = "No such type (code unknown_event_type)", body = ErrorBody),
     ),
@@ -516,27 +605,16 @@ pub async fn read_events(
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request("limit: from 1 to 10000"));
     }
-    let (events, next_offset) = tokio::task::spawn_blocking(move || {
-        let (stored, next) = gateway.log.read(&name, partition, offset, limit)?;
-        let events = stored
-            .into_iter()
-            .map(|(offset, bytes)| {
-                let mut event: serde_json::Value =
-                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-                if let Some(metadata) = event
-                    .get_mut("metadata")
-                    .and_then(|value| value.as_object_mut())
-                {
-                    metadata.insert("offset".into(), serde_json::Value::from(offset));
-                }
-                event
-            })
-            .collect::<Vec<_>>();
-        Ok::<_, LogError>((events, next))
-    })
-    .await
-    .map_err(|error| ApiError::internal("reading events", error))?
-    .map_err(log_error)?;
+    match read.follow.as_deref() {
+        None | Some("false") => {}
+        Some("true") => return Ok(follow(&state, gateway, name, partition, offset, limit)),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "follow: {other:?} is neither true nor false"
+            )));
+        }
+    }
+    let (events, next_offset) = read_page(gateway, name, partition, offset, limit).await?;
     Ok(Json(EventPage {
         events,
         next_offset,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::gateway::{gateway, log_error, number};
+use super::gateway::{gateway, log_error, number, with_offset};
 use super::routes::{RawQuery, params};
 use super::{ApiError, AppState};
 
@@ -171,17 +171,7 @@ pub async fn events(
         blocking(move || gateway.subscriptions.read(&id, &gateway.log, limit)).await?;
     let events = stored
         .into_iter()
-        .map(|(cursor, bytes)| {
-            let mut event: serde_json::Value =
-                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            if let Some(metadata) = event
-                .get_mut("metadata")
-                .and_then(|value| value.as_object_mut())
-            {
-                metadata.insert("offset".into(), serde_json::Value::from(cursor.offset));
-            }
-            event
-        })
+        .map(|(cursor, bytes)| with_offset(cursor.offset, &bytes))
         .collect();
     Ok(Json(SubscriptionEvents { events, cursors }).into_response())
 }
