@@ -10,6 +10,7 @@
 //!   own answer.
 //! - [`log`]: the embedded event log (per type and partition, durable group commit).
 //! - [`subscriptions`]: consumer groups reading types from cursors they commit.
+//! - [`stats`]: each type's publish and reject rates and latest rejects, for the dashboard.
 //!
 //! On one machine everything lives in the data directory's `gateway` database
 //! ([`Gateway::open_embedded`]).
@@ -19,6 +20,7 @@ pub mod log;
 pub mod publish;
 pub mod registry;
 pub mod schema;
+pub mod stats;
 pub mod subscriptions;
 
 use std::path::Path;
@@ -36,6 +38,7 @@ pub struct Gateway {
     pub registry: Registry,
     pub log: EventLog,
     pub subscriptions: subscriptions::Subscriptions,
+    pub stats: stats::Stats,
 }
 
 impl Gateway {
@@ -51,6 +54,7 @@ impl Gateway {
             registry,
             log,
             subscriptions,
+            stats: stats::Stats::default(),
         })
     }
 

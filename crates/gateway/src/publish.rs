@@ -195,12 +195,40 @@ type Failure = (String, Step, String, &'static str);
 
 /// JSON Schema keywords as metric labels (the reason of a validation failure).
 const KEYWORDS: &[&str] = &[
-    "type", "enum", "const", "required", "properties", "additionalProperties", "minimum",
-    "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength",
-    "pattern", "format", "items", "prefixItems", "minItems", "maxItems", "uniqueItems",
-    "contains", "minProperties", "maxProperties", "dependentRequired", "propertyNames",
-    "patternProperties", "anyOf", "oneOf", "allOf", "not", "if", "unevaluatedProperties",
-    "unevaluatedItems", "false",
+    "type",
+    "enum",
+    "const",
+    "required",
+    "properties",
+    "additionalProperties",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "contains",
+    "minProperties",
+    "maxProperties",
+    "dependentRequired",
+    "propertyNames",
+    "patternProperties",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "not",
+    "if",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "false",
 ];
 
 fn keyword_label(keyword: &str) -> &'static str {
@@ -247,15 +275,14 @@ fn place(
             metadata = Some(*value);
             continue;
         }
-        let value: Value = serde_json::from_str(value.get())
-            .map_err(|error| {
-                (
-                    String::new(),
-                    Step::Validating,
-                    format!("/{name}: {error}"),
-                    "not_json",
-                )
-            })?;
+        let value: Value = serde_json::from_str(value.get()).map_err(|error| {
+            (
+                String::new(),
+                Step::Validating,
+                format!("/{name}: {error}"),
+                "not_json",
+            )
+        })?;
         body.insert(name.clone().into_owned(), value);
     }
     let metadata = match metadata.map(|raw| serde_json::from_str::<Value>(raw.get())) {

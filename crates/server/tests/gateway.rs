@@ -401,6 +401,21 @@ fn published_batches_answer_per_event_and_read_back_in_order() {
         "the built-in type and this one"
     );
     assert_eq!(value("mm_gateway_publish_seconds_count"), Some(4.0));
+    let stats = get(address, &format!("/v1/event-types/{name}/stats")).json();
+    assert_eq!(
+        (stats["published"].clone(), stats["rejected"].clone()),
+        (json!(4), json!(4))
+    );
+    assert!(
+        stats["publish_rate"]
+            .as_f64()
+            .is_some_and(|rate| rate > 0.0)
+    );
+    assert_eq!(
+        stats["latest_rejects"][0]["reason"], "metadata",
+        "the newest first: {stats}"
+    );
+    assert_eq!(stats["latest_rejects"][3]["eid"], eid(4));
 
     let unknown = send(
         address,

@@ -236,6 +236,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/event-types/{name}/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An event type's publish and reject rates over the last minute, totals since start and latest rejects */
+        get: operations["type_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/events/{corr_id}": {
         parameters: {
             query?: never;
@@ -904,6 +921,17 @@ export interface components {
          * @enum {string}
          */
         ReadFrom: "begin" | "end";
+        /** @description One rejected (failed or aborted) event. */
+        Reject: {
+            /** @description RFC 3339. */
+            at: string;
+            detail: string;
+            eid: string;
+            /** @description A schema keyword, `metadata`, `not_json`, `aborted`, ... */
+            reason: string;
+            /** @description The step that failed (`validating`, `partitioning`, ...; `none` for an aborted one). */
+            step: string;
+        };
         /**
          * @description Why a record was rejected: a stable code, also used as a metrics label.
          * @enum {string}
@@ -973,6 +1001,31 @@ export interface components {
             event_types: string[];
             /** @description [default: `end`] */
             read_from?: components["schemas"]["ReadFrom"];
+        };
+        /** @description An event type's traffic. */
+        TypeStats: {
+            /** @description Newest first. */
+            latest_rejects: components["schemas"]["Reject"][];
+            /**
+             * Format: double
+             * @description Published events per second over the last minute.
+             */
+            publish_rate: number;
+            /**
+             * Format: int64
+             * @description Events published since the server started.
+             */
+            published: number;
+            /**
+             * Format: double
+             * @description Rejected events per second over the last minute.
+             */
+            reject_rate: number;
+            /**
+             * Format: int64
+             * @description Events not published since the server started.
+             */
+            rejected: number;
         };
         /** @description One way in which the new schema breaks a direction. */
         Violation: {
@@ -1692,6 +1745,47 @@ export interface operations {
                 };
             };
             /** @description No such type or version (codes unknown_event_type, unknown_schema_version) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    type_stats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Event type name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The type's traffic */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TypeStats"];
+                };
+            };
+            /** @description Missing or invalid token (code unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such type (code unknown_event_type) */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -556,6 +556,9 @@ pub async fn publish(
     }
     let submitted = prepared.record_items.len();
     count_published(&state.metrics, &name, &prepared.items, submitted);
+    gateway
+        .stats
+        .record(&name, &prepared.items, mm_model::time::now_us());
     state
         .metrics
         .gateway_publish_seconds
@@ -620,4 +623,24 @@ pub async fn read_events(
         next_offset,
     })
     .into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/event-types/{name}/stats",
+    tag = "event types",
+    summary = "An event type's publish and reject rates over the last minute, totals since start and latest rejects",
+    params(("name" = String, Path, description = "Event type name")),
+    responses(
+        (status = 200, description = "The type's traffic", body = mm_gateway::stats::TypeStats),
+        (status = 404, description = "No such type (code unknown_event_type)", body = ErrorBody),
+    ),
+)]
+pub async fn type_stats(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let gateway = gateway(&state)?;
+    gateway.registry.get(&name).map_err(registry_error)?;
+    Ok(Json(gateway.stats.of(&name, mm_model::time::now_us())).into_response())
 }

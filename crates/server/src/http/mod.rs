@@ -179,6 +179,12 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             gateway::read_events,
         ),
         route(
+            Method::GET,
+            "/v1/event-types/{name}/stats",
+            Token,
+            gateway::type_stats,
+        ),
+        route(
             Method::POST,
             "/v1/subscriptions",
             Token,

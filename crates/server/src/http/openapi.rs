@@ -47,6 +47,7 @@ pub const REGENERATE: &str = "MM_UPDATE_OPENAPI=1 cargo test -p merchant-monitor
         gateway::check_compatibility,
         gateway::publish,
         gateway::read_events,
+        gateway::type_stats,
         subscriptions::create,
         subscriptions::list,
         subscriptions::get,
