@@ -313,3 +313,118 @@ describe('correlation id lookup', () => {
     await waitFor(() => expect(window.location.pathname).toBe('/events/abc123'));
   });
 });
+
+describe('event types', () => {
+  const schemaV1 = { type: 'object', properties: { order_id: { type: 'string' } }, required: ['order_id'] };
+  const schemaV2 = {
+    type: 'object',
+    properties: { order_id: { type: 'string' }, reason: { type: 'string' } },
+    required: ['order_id'],
+  };
+  const refundType = {
+    name: 'order.refund-requested',
+    owning_application: 'refunds',
+    category: 'business',
+    schema: schemaV2,
+    compatibility_mode: 'backward_transitive',
+    partition_strategy: 'hash',
+    partition_key_fields: ['/order_id'],
+    partitions: 3,
+    version: '1.1.0',
+    created_at: '2026-12-01T10:00:00Z',
+    updated_at: '2026-12-01T11:00:00Z',
+    built_in: false,
+  };
+  const stats = {
+    published: 1200,
+    rejected: 3,
+    publish_rate: 20,
+    reject_rate: 0.05,
+    latest_rejects: [
+      { eid: 'e-3', step: 'validating', reason: 'minimum', detail: '/amount: -1 is less than the minimum of 0 (minimum)', at: '2026-12-01T11:05:00Z' },
+    ],
+  };
+  const routes = (extra: Record<string, Handler> = {}): Record<string, Handler> => ({
+    '/v1/event-types': () => ({ body: { event_types: [refundType] } }),
+    '/v1/event-types/order.refund-requested': () => ({ body: refundType }),
+    '/v1/event-types/order.refund-requested/schemas': () => ({
+      body: {
+        schemas: [
+          { version: '1.1.0', schema: schemaV2, created_at: '2026-12-01T11:00:00Z' },
+          { version: '1.0.0', schema: schemaV1, created_at: '2026-12-01T10:00:00Z' },
+        ],
+      },
+    }),
+    '/v1/event-types/order.refund-requested/stats': () => ({ body: stats }),
+    ...extra,
+  });
+
+  it('lists every type with its owner, version and rates, linked to its page', async () => {
+    installFakeServer(routes());
+    await openAt('/event-types');
+    const row = await waitFor(() => {
+      const found = document.querySelector('[data-event-type="order.refund-requested"]');
+      expect(found).not.toBeNull();
+      return found as HTMLElement;
+    });
+    expect(row.textContent).toContain('refunds');
+    expect(row.textContent).toContain('1.1.0');
+    expect(row.textContent).toContain('20/s');
+    expect(within(row).getByRole('link', { name: 'order.refund-requested' }).getAttribute('href')).toBe(
+      '/event-types/order.refund-requested',
+    );
+  });
+
+  it('shows the latest rejects, the diff between versions, and checks a pasted candidate', async () => {
+    let posted: unknown = null;
+    installFakeServer(
+      routes({
+        '/v1/event-types/order.refund-requested/compatibility': (_url, init) => {
+          posted = JSON.parse(String(init?.body));
+          return {
+            body: {
+              compatible: false,
+              next_version: null,
+              compatibility_mode: 'backward_transitive',
+              violations: [
+                {
+                  path: '#/properties/order_id/type',
+                  rule: 'type-changed',
+                  old: 'string',
+                  new: 'integer',
+                  message: 'values of type string are refused',
+                  hint: 'accept every type the other version accepts',
+                },
+              ],
+              consumers: ['billing (s-1)'],
+            },
+          };
+        },
+      }),
+    );
+    await openAt('/event-types/order.refund-requested');
+    expect((await screen.findByTestId('type-version')).textContent).toBe('1.1.0');
+    expect(screen.getByTestId('latest-rejects').textContent).toContain('/amount: -1 is less than the minimum');
+    const added = [...screen.getByTestId('schema-diff').querySelectorAll('[data-kind="added"]')].map((line) => line.textContent);
+    expect(added.some((line) => line?.includes('"reason"'))).toBe(true);
+
+    const candidate = { type: 'object', properties: { order_id: { type: 'integer' } } };
+    fireEvent.change(screen.getByRole('textbox', { name: 'Candidate schema' }), { target: { value: JSON.stringify(candidate) } });
+    fireEvent.click(screen.getByRole('button', { name: 'Check' }));
+    const report = await screen.findByTestId('compatibility-report');
+    expect(report.dataset.compatible).toBe('false');
+    expect(posted).toEqual({ schema: candidate });
+    expect(screen.getByTestId('violations').textContent).toContain('type-changed');
+    expect(screen.getByTestId('consumers').textContent).toBe('Read by: billing (s-1)');
+  });
+
+  it('says what is wrong with a candidate that is not JSON, without asking the server', async () => {
+    const server = installFakeServer(routes());
+    await openAt('/event-types/order.refund-requested');
+    await screen.findByTestId('type-version');
+    fireEvent.change(screen.getByRole('textbox', { name: 'Candidate schema' }), { target: { value: '{"type": ' } });
+    fireEvent.click(screen.getByRole('button', { name: 'Check' }));
+    expect((await screen.findByTestId('candidate-problem')).textContent).toContain('not JSON');
+    expect(server.requests.some((url) => url.pathname.endsWith('/compatibility'))).toBe(false);
+  });
+});

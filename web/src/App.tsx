@@ -6,6 +6,8 @@ import { TokenForm } from './components/TokenForm';
 import { relativePeriod, type Period } from './lib/period';
 import { nextChoice, saveChoice, useTheme, type ThemeChoice } from './lib/theme';
 import { lookupHref, matchRoute, merchantHref, merchantViewFor, overviewHref, parsePeriodParams } from './lib/urlState';
+import { EventTypePage } from './pages/EventTypePage';
+import { EventTypesPage } from './pages/EventTypesPage';
 import { LookupPage } from './pages/LookupPage';
 import { MerchantPage } from './pages/MerchantPage';
 import { OverviewPage } from './pages/OverviewPage';
@@ -28,7 +30,9 @@ export function App() {
   const params = new URLSearchParams(location.search);
   const periodOnScreen = parsePeriodParams(params);
   const carriedPeriod: Period =
-    route.page !== 'lookup' && periodOnScreen.ok ? periodOnScreen.value : relativePeriod('1h')!;
+    route.page !== 'lookup' && route.page !== 'event-types' && route.page !== 'event-type' && periodOnScreen.ok
+      ? periodOnScreen.value
+      : relativePeriod('1h')!;
 
   return (
     <div className="app">
@@ -45,6 +49,12 @@ export function App() {
           </Link>
           <Link to="/events" aria-current={route.page === 'lookup' ? 'page' : undefined}>
             Look up a call
+          </Link>
+          <Link
+            to="/event-types"
+            aria-current={route.page === 'event-types' || route.page === 'event-type' ? 'page' : undefined}
+          >
+            Event types
           </Link>
         </nav>
         <MerchantSearch
@@ -69,6 +79,8 @@ export function App() {
           <MerchantPage key={route.merchant} merchant={route.merchant} search={location.search} theme={theme} />
         ) : null}
         {route.page === 'lookup' ? <LookupPage corrId={route.corrId} search={location.search} /> : null}
+        {route.page === 'event-types' ? <EventTypesPage /> : null}
+        {route.page === 'event-type' ? <EventTypePage key={route.name} name={route.name} /> : null}
         {route.page === 'not-found' ? (
           <div className="page">
             <h1 className="page-title">Nothing here</h1>

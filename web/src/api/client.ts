@@ -10,10 +10,16 @@ import type {
   ActivityResponse,
   ApisResponse,
   CallEvent,
+  CompatibilityMode,
+  CompatibilityReport,
   ErrorBody,
   EventsPage,
+  EventType,
+  EventTypeList,
   MerchantsResponse,
+  SchemaList,
   SearchResponse,
+  TypeStats,
 } from './types';
 
 export type ApiErrorKind =
@@ -71,7 +77,22 @@ function isErrorBody(body: unknown): body is ErrorBody {
  * GETs a JSON document. Rejects with an ApiError, or with the AbortError of `signal` when the
  * caller cancelled (callers ignore those).
  */
-export async function getJson<T>(path: string, params: Params = {}, signal?: AbortSignal): Promise<T> {
+export function getJson<T>(path: string, params: Params = {}, signal?: AbortSignal): Promise<T> {
+  return requestJson<T>('GET', path, params, undefined, signal);
+}
+
+/** POSTs a JSON document and reads the JSON answer, failing as getJson does. */
+export function postJson<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+  return requestJson<T>('POST', path, {}, body, signal);
+}
+
+async function requestJson<T>(
+  method: 'GET' | 'POST',
+  path: string,
+  params: Params,
+  requestBody: unknown,
+  signal?: AbortSignal,
+): Promise<T> {
   const url = buildUrl(path, params);
   const timeout = new AbortController();
   const timer = setTimeout(() => timeout.abort(), REQUEST_TIMEOUT_MS);
@@ -82,7 +103,12 @@ export async function getJson<T>(path: string, params: Params = {}, signal?: Abo
     const headers: Record<string, string> = { accept: 'application/json' };
     const token = readToken();
     if (token) headers.authorization = `Bearer ${token}`;
-    response = await fetch(url, { signal: timeout.signal, headers });
+    if (method === 'GET') {
+      response = await fetch(url, { signal: timeout.signal, headers });
+    } else {
+      headers['content-type'] = 'application/json';
+      response = await fetch(url, { method, signal: timeout.signal, headers, body: JSON.stringify(requestBody) });
+    }
   } catch (error) {
     if (signal?.aborted) throw error;
     if (timeout.signal.aborted) {
@@ -257,4 +283,33 @@ async function similarMerchants(merchant: string, signal?: AbortSignal): Promise
     if (length <= 2) break;
   }
   return [];
+}
+
+const eventTypePath = (name: string) => `/v1/event-types/${encodeURIComponent(name)}`;
+
+export async function fetchEventTypes(signal?: AbortSignal): Promise<EventType[]> {
+  return (await getJson<EventTypeList>('/v1/event-types', {}, signal)).event_types;
+}
+
+export function fetchEventType(name: string, signal?: AbortSignal): Promise<EventType> {
+  return getJson(eventTypePath(name), {}, signal);
+}
+
+export async function fetchSchemas(name: string, signal?: AbortSignal): Promise<SchemaList['schemas']> {
+  return (await getJson<SchemaList>(`${eventTypePath(name)}/schemas`, {}, signal)).schemas;
+}
+
+export function fetchTypeStats(name: string, signal?: AbortSignal): Promise<TypeStats> {
+  return getJson(`${eventTypePath(name)}/stats`, {}, signal);
+}
+
+/** The registry's dry run of a candidate schema (under the type's mode, or `mode`). */
+export function checkCompatibility(
+  name: string,
+  schema: unknown,
+  mode: CompatibilityMode | null,
+  signal?: AbortSignal,
+): Promise<CompatibilityReport> {
+  const body = mode ? { schema, compatibility_mode: mode } : { schema };
+  return postJson(`${eventTypePath(name)}/compatibility`, body, signal);
 }

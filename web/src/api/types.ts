@@ -28,3 +28,19 @@ export type CallEvent = Schemas['CallEvent'];
 export type EventsPage = Schemas['EventsPage'];
 
 export type ErrorBody = Schemas['ErrorBody'];
+
+export type EventType = Schemas['EventType'];
+
+export type EventTypeList = Schemas['EventTypeList'];
+
+export type SchemaRecord = Schemas['SchemaRecord'];
+
+export type SchemaList = Schemas['SchemaList'];
+
+export type CompatibilityReport = Schemas['CompatibilityReport'];
+
+export type Violation = Schemas['Violation'];
+
+export type TypeStats = Schemas['TypeStats'];
+
+export type CompatibilityMode = Schemas['CompatibilityMode'];

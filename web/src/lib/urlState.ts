@@ -149,6 +149,10 @@ export function overviewHref(period: Period): string {
   return `/?${queryString(params)}`;
 }
 
+export function eventTypeHref(name: string): string {
+  return `/event-types/${encodeURIComponent(name)}`;
+}
+
 export function lookupHref(corrId: string, period?: Period): string {
   const path = `/events/${encodeURIComponent(corrId)}`;
   if (!period) return path;
@@ -166,6 +170,8 @@ export type Route =
   | { page: 'overview' }
   | { page: 'merchant'; merchant: string }
   | { page: 'lookup'; corrId: string | null }
+  | { page: 'event-types' }
+  | { page: 'event-type'; name: string }
   | { page: 'not-found' };
 
 /** Which page a path shows. Paths are percent-decoded one segment at a time. */
@@ -178,6 +184,8 @@ export function matchRoute(pathname: string): Route {
   if (parts[0] === 'merchants' && parts.length === 2) return { page: 'merchant', merchant: parts[1]! };
   if (parts[0] === 'merchants' && parts.length === 1) return { page: 'overview' };
   if (parts[0] === 'events' && parts.length <= 2) return { page: 'lookup', corrId: parts[1] ?? null };
+  if (parts[0] === 'event-types' && parts.length === 1) return { page: 'event-types' };
+  if (parts[0] === 'event-types' && parts.length === 2) return { page: 'event-type', name: parts[1]! };
   return { page: 'not-found' };
 }
 
