@@ -58,6 +58,34 @@ impl Gateway {
         })
     }
 
+    /// The type a batch is published to: registered, and not built in.
+    pub fn publishable(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<registry::Registered>, RegistryError> {
+        let registered = self.registry.get(name)?;
+        if registered.event_type.built_in {
+            return Err(RegistryError::BuiltIn(name.to_owned()));
+        }
+        Ok(registered)
+    }
+
+    /// Appends the events `prepared` submits, waits until they are durable, and records the
+    /// batch's answers in the stats. Returns the events submitted. On an error nothing of the
+    /// batch is published.
+    pub async fn commit(&self, name: &str, prepared: &mut Prepared) -> Result<usize, LogError> {
+        if !prepared.records.is_empty() {
+            let records = std::mem::take(&mut prepared.records);
+            self.log
+                .append(name, records)?
+                .await
+                .map_err(|_| LogError::Stopped)??;
+        }
+        self.stats
+            .record(name, &prepared.items, mm_model::time::now_us());
+        Ok(prepared.record_items.len())
+    }
+
     /// The registry's dry-run check, with the subscriptions that read the type.
     pub fn compatibility(
         &self,

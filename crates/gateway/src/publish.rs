@@ -154,7 +154,15 @@ pub fn prepare(
     body: &[u8],
     options: &PublishOptions,
 ) -> Result<Prepared, UnreadableBatch> {
-    let events = split_batch(body)?;
+    Ok(prepare_events(registered, split_batch(body)?, options))
+}
+
+/// Checks, partitions and enriches `events` (each its own JSON text) for `registered`.
+pub fn prepare_events(
+    registered: &Registered,
+    events: Vec<&[u8]>,
+    options: &PublishOptions,
+) -> Prepared {
     let mut prepared = Prepared {
         items: Vec::with_capacity(events.len()),
         records: Vec::with_capacity(events.len()),
@@ -187,7 +195,7 @@ pub fn prepare(
     if options.atomic && !prepared.all_valid() {
         prepared.abort();
     }
-    Ok(prepared)
+    prepared
 }
 
 /// A failed event: its eid, the step, the detail and the reason label.

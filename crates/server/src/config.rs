@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
+//! grpc_listen = "127.0.0.1:9090"  # the event gateway over gRPC; off when absent
 //! data_dir = "./data"
 //!
 //! [auth]
@@ -37,7 +38,7 @@
 //! file = "activity.ndjson"    # relative to data_dir; omit to disable the file sink
 //! ```
 //!
-//! Environment overrides: `MM_LISTEN`, `MM_DATA_DIR`, `MM_AUTH_TOKENS` (comma-separated),
+//! Environment overrides: `MM_LISTEN`, `MM_GRPC_LISTEN`, `MM_DATA_DIR`, `MM_AUTH_TOKENS` (comma-separated),
 //! `MM_RETENTION`, `MM_GRACE`.
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ use serde::Deserialize;
 pub struct RawConfig {
     /// Address the HTTP API listens on.
     pub listen: Option<String>,
+    /// Address the event gateway's gRPC services listen on (HTTP/2); none by default.
+    pub grpc_listen: Option<String>,
     /// Directory of the WAL, the rollup store and the activity file.
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
@@ -131,6 +134,8 @@ pub struct RawActivity {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where the event gateway's gRPC services listen, if anywhere.
+    pub grpc_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,
@@ -172,6 +177,7 @@ fn duration_or(field: &str, text: Option<&str>, default: Duration) -> anyhow::Re
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub grpc_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub kafka: KafkaOverrides,
 }
@@ -232,6 +238,9 @@ impl RawConfig {
         if let Some(listen) = env("MM_LISTEN") {
             self.listen = Some(listen);
         }
+        if let Some(listen) = env("MM_GRPC_LISTEN") {
+            self.grpc_listen = Some(listen);
+        }
         if let Some(dir) = env("MM_DATA_DIR") {
             self.data_dir = Some(dir.into());
         }
@@ -260,6 +269,9 @@ impl RawConfig {
         self.apply_env(env);
         if let Some(listen) = &overrides.listen {
             self.listen = Some(listen.clone());
+        }
+        if let Some(listen) = &overrides.grpc_listen {
+            self.grpc_listen = Some(listen.clone());
         }
         if let Some(dir) = &overrides.data_dir {
             self.data_dir = Some(dir.clone());
@@ -303,6 +315,20 @@ impl RawConfig {
         if self.auth.tokens.is_empty() && !listen.ip().is_loopback() {
             bail!(
                 "refusing to listen on {listen} without auth tokens: set [auth] tokens (or MM_AUTH_TOKENS), or listen on 127.0.0.1"
+            );
+        }
+        let grpc_listen: Option<SocketAddr> = match &self.grpc_listen {
+            None => None,
+            Some(text) => Some(text.parse().with_context(|| {
+                format!("grpc_listen address {text:?} is not HOST:PORT with an IP host")
+            })?),
+        };
+        if let Some(grpc) = grpc_listen
+            && self.auth.tokens.is_empty()
+            && !grpc.ip().is_loopback()
+        {
+            bail!(
+                "refusing to serve gRPC on {grpc} without auth tokens: set [auth] tokens (or MM_AUTH_TOKENS), or listen on 127.0.0.1"
             );
         }
         let grace = duration_or(
@@ -350,6 +376,7 @@ impl RawConfig {
         mm_model::mapping::EventParser::new(&self.mapping, false).context("invalid [mapping]")?;
         Ok(Config {
             listen,
+            grpc_listen,
             activity_file: self.activity.file.map(|file| {
                 if file.is_absolute() {
                     file

@@ -43,6 +43,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let config = load_config(&ServerArgs {
         config: args.config.clone(),
         listen: None,
+        grpc_listen: None,
         data_dir: args.data_dir.clone(),
         log_json: false,
         kafka_brokers: None,

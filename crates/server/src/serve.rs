@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address the event gateway's gRPC services listen on (HTTP/2) [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<String>,
     /// Directory for the write-ahead log, rollup store and activity file [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -58,6 +61,7 @@ pub fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
     };
     let overrides = Overrides {
         listen: args.listen.clone(),
+        grpc_listen: args.grpc_listen.clone(),
         data_dir: args.data_dir.clone(),
         kafka: crate::config::KafkaOverrides {
             brokers: args.kafka_brokers.clone(),
@@ -196,6 +200,41 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         );
         let _ = stdout.flush();
     }
+    let grpc = match (config.grpc_listen, &state.gateway) {
+        (Some(grpc_address), Some(gateway)) => {
+            let listener = tokio::net::TcpListener::bind(grpc_address)
+                .await
+                .with_context(|| format!("binding {grpc_address} for gRPC"))?;
+            let bound = listener.local_addr().context("reading the gRPC address")?;
+            {
+                use std::io::Write as _;
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "  gRPC (event gateway) on {bound}");
+                let _ = stdout.flush();
+            }
+            let grpc_state = mm_grpc::GrpcState {
+                gateway: gateway.clone(),
+                metrics: metrics.clone(),
+                tokens: Arc::new(config.tokens.clone()),
+            };
+            let mut stopping = state.shutdown.subscribe();
+            Some(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopping.wait_for(|stopping| *stopping).await;
+                };
+                if let Err(error) = mm_grpc::serve(listener, grpc_state, shutdown).await {
+                    tracing::error!(%error, "the gRPC server stopped");
+                }
+            }))
+        }
+        (Some(_), None) => {
+            tracing::warn!(
+                "grpc_listen is set, but the event gateway runs in embedded mode only so far: no gRPC"
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let app = http::router(state.clone());
     let shutdown_state = state.clone();
     mm_http::serve(listener, app, config.http, metrics.clone(), async move {
@@ -205,6 +244,9 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         tracing::info!("shutting down: finishing requests, draining the pipeline");
     })
     .await;
+    if let Some(grpc) = grpc {
+        let _ = grpc.await;
+    }
     if let Some(generator) = generator {
         generator.abort();
         let _ = generator.await;

@@ -420,6 +420,30 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// Counts what a publish request to the event gateway did: `submitted` events published,
+    /// and each other one by its step and reason.
+    pub fn count_published<'a>(
+        &self,
+        event_type: &str,
+        submitted: usize,
+        others: impl IntoIterator<Item = (&'static str, &'a str)>,
+    ) {
+        self.gateway_published
+            .get_or_create(&EventTypeLabel {
+                event_type: event_type.to_owned(),
+            })
+            .inc_by(submitted as u64);
+        for (step, reason) in others {
+            self.gateway_rejected
+                .get_or_create(&GatewayRejectLabel {
+                    event_type: event_type.to_owned(),
+                    step,
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        }
+    }
+
     /// Counts a refused request.
     pub fn refuse(&self, status: u16) {
         self.ingest_refused

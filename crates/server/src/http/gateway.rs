@@ -281,34 +281,6 @@ pub struct PublishParams {
     pub atomic: Option<String>,
 }
 
-/// Counts what a publish request did: submitted events, and the others by step and reason.
-fn count_published(
-    metrics: &mm_telemetry::Metrics,
-    event_type: &str,
-    items: &[PublishItem],
-    submitted: usize,
-) {
-    metrics
-        .gateway_published
-        .get_or_create(&mm_telemetry::EventTypeLabel {
-            event_type: event_type.to_owned(),
-        })
-        .inc_by(submitted as u64);
-    for item in items
-        .iter()
-        .filter(|item| item.publishing_status != mm_gateway::PublishingStatus::Submitted)
-    {
-        metrics
-            .gateway_rejected
-            .get_or_create(&mm_telemetry::GatewayRejectLabel {
-                event_type: event_type.to_owned(),
-                step: item.step.as_str(),
-                reason: item.reason.to_owned(),
-            })
-            .inc();
-    }
-}
-
 /// A stored event with its offset in its metadata.
 pub(super) fn with_offset(offset: u64, bytes: &[u8]) -> serde_json::Value {
     let mut event: serde_json::Value =
@@ -495,10 +467,7 @@ pub async fn publish(
             )));
         }
     };
-    let registered = gateway.registry.get(&name).map_err(registry_error)?;
-    if registered.event_type.built_in {
-        return Err(registry_error(RegistryError::BuiltIn(name)));
-    }
+    let registered = gateway.publishable(&name).map_err(registry_error)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -546,19 +515,19 @@ pub async fn publish(
     .await
     .map_err(|error| ApiError::internal("publishing task", error))??;
     let mut prepared = prepared;
-    if !prepared.records.is_empty() {
-        let records = std::mem::take(&mut prepared.records);
-        let answer = gateway.log.append(&name, records).map_err(log_error)?;
-        answer
-            .await
-            .map_err(|_| log_error(LogError::Stopped))?
-            .map_err(log_error)?;
-    }
-    let submitted = prepared.record_items.len();
-    count_published(&state.metrics, &name, &prepared.items, submitted);
-    gateway
-        .stats
-        .record(&name, &prepared.items, mm_model::time::now_us());
+    let submitted = gateway
+        .commit(&name, &mut prepared)
+        .await
+        .map_err(log_error)?;
+    state.metrics.count_published(
+        &name,
+        submitted,
+        prepared
+            .items
+            .iter()
+            .filter(|item| item.publishing_status != mm_gateway::PublishingStatus::Submitted)
+            .map(|item| (item.step.as_str(), item.reason)),
+    );
     state
         .metrics
         .gateway_publish_seconds
