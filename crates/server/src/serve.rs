@@ -169,6 +169,9 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             .gateway_event_types
             .set(gateway.registry.len() as i64);
     }
+    // Listening for SIGTERM and Ctrl-C starts before the address is announced: a signal sent
+    // as soon as the server answers must drain it, not kill it (the default action).
+    let stop_requested = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -238,7 +241,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     let app = http::router(state.clone());
     let shutdown_state = state.clone();
     mm_http::serve(listener, app, config.http, metrics.clone(), async move {
-        shutdown_signal().await;
+        stop_requested.await;
         shutdown_state.ready.store(false, Ordering::Release);
         shutdown_state.shutdown.send_replace(true);
         tracing::info!("shutting down: finishing requests, draining the pipeline");
@@ -355,27 +358,26 @@ async fn start_embedded(config: &Config, metrics: Arc<Metrics>) -> anyhow::Resul
     Ok(pipeline)
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C (SIGINT); listening starts when this is called.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        // Both are registered here, when this is called, not when the future is first polled.
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -525,3 +525,18 @@ fn method_not_allowed_and_bad_utf8_paths_answer_in_json() {
 fn metric(text: &str, name: &str) -> f64 {
     mm_testkit::metric_value(text, name).unwrap_or(0.0)
 }
+
+/// Regression: SIGTERM right after the server announced its address killed it (the default
+/// action) instead of draining it, because the handler was installed only when the serve loop
+/// first polled its shutdown future.
+#[test]
+fn sigterm_right_after_the_address_is_announced_drains_rather_than_kills() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = ServerProcess::start(EXE, &dir.path().join("data"), &[], &[]);
+        assert!(
+            server.terminate(),
+            "a SIGTERM at once must end in a clean exit"
+        );
+    }
+}
