@@ -86,6 +86,19 @@ impl Gateway {
         Ok(prepared.record_items.len())
     }
 
+    /// Removes the events every type received more than `retention` before `now_us` (the
+    /// newest of each partition stays). Returns the events removed.
+    pub fn expire(&self, retention: std::time::Duration, now_us: i64) -> Result<u64, LogError> {
+        let cutoff = now_us.saturating_sub(retention.as_micros() as i64);
+        let mut removed = 0;
+        for event_type in self.registry.list() {
+            for partition in 0..event_type.partitions {
+                removed += self.log.expire(&event_type.name, partition, cutoff)?;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The registry's dry-run check, with the subscriptions that read the type.
     pub fn compatibility(
         &self,

@@ -47,6 +47,7 @@ struct Append {
 
 /// The log: appends through the writer thread, reads straight from the keyspace.
 pub struct EventLog {
+    database: fjall::Database,
     events: fjall::Keyspace,
     append_tx: Mutex<Option<SyncSender<Append>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -113,6 +114,7 @@ impl EventLog {
                 .map_err(storage)?
         };
         Ok(Self {
+            database: database.clone(),
             events,
             append_tx: Mutex::new(Some(append_tx)),
             writer: Mutex::new(Some(writer)),
@@ -160,6 +162,57 @@ impl EventLog {
             events.push((at, value.to_vec()));
         }
         Ok((events, next))
+    }
+
+    /// Removes the events of a partition received before `cutoff_us` (their
+    /// `metadata.received_at`), oldest first, stopping at the first newer one; the newest event
+    /// always stays, so the partition's next offset is still known after a restart. Returns the
+    /// events removed.
+    pub fn expire(
+        &self,
+        event_type: &str,
+        partition: u32,
+        cutoff_us: i64,
+    ) -> Result<u64, LogError> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            metadata: Received<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Received<'a> {
+            received_at: &'a str,
+        }
+        let prefix = partition_prefix(event_type, partition);
+        let Some(last) = self.events.prefix(&prefix).next_back() else {
+            return Ok(0);
+        };
+        let last = last.key().map_err(storage)?;
+        let mut expired = Vec::new();
+        for guard in self.events.prefix(&prefix) {
+            let (key, value) = guard.into_inner().map_err(storage)?;
+            if key == last {
+                break;
+            }
+            let received = serde_json::from_slice::<Envelope<'_>>(&value)
+                .ok()
+                .and_then(|envelope| {
+                    mm_model::time::parse_rfc3339(envelope.metadata.received_at).ok()
+                });
+            match received {
+                Some(at) if at < cutoff_us => expired.push(key),
+                _ => break,
+            }
+        }
+        let count = expired.len() as u64;
+        for chunk in expired.chunks(10_000) {
+            let mut batch = self.database.batch();
+            for key in chunk {
+                batch.remove(&self.events, key.clone());
+            }
+            batch.commit().map_err(storage)?;
+        }
+        Ok(count)
     }
 
     /// The next offset of a partition (its number of events).

@@ -203,6 +203,33 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         );
         let _ = stdout.flush();
     }
+    // The event log keeps what the store and the archive keep: `storage.retention`.
+    let expiry = state.gateway.clone().map(|gateway| {
+        let retention = config.retention;
+        let mut stopping = state.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stopping.wait_for(|stopping| *stopping) => return,
+                }
+                let gateway = gateway.clone();
+                let expired = tokio::task::spawn_blocking(move || {
+                    gateway.expire(retention, mm_model::time::now_us())
+                })
+                .await;
+                match expired {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(removed)) => tracing::info!(removed, "event log: expired events removed"),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "event log: expiry failed; trying again later")
+                    }
+                    Err(error) => tracing::warn!(%error, "event log: expiry task failed"),
+                }
+            }
+        })
+    });
     let grpc = match (config.grpc_listen, &state.gateway) {
         (Some(grpc_address), Some(gateway)) => {
             let listener = tokio::net::TcpListener::bind(grpc_address)
@@ -249,6 +276,9 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
     .await;
     if let Some(grpc) = grpc {
         let _ = grpc.await;
+    }
+    if let Some(expiry) = expiry {
+        let _ = expiry.await;
     }
     if let Some(generator) = generator {
         generator.abort();

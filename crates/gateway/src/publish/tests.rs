@@ -341,3 +341,64 @@ fn keys_of_several_fields_are_their_texts_joined_with_a_bar() {
     let missing = partition_key(&body, &["/customer".to_owned()]).expect_err("no such field");
     assert!(missing.starts_with("/customer:"), "{missing}");
 }
+
+#[test]
+fn expiry_removes_old_events_oldest_first_and_keeps_the_newest_so_offsets_continue() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let name = "order.expiring";
+    let hour = 3_600_000_000i64;
+    {
+        let gateway = Gateway::open_embedded(dir.path()).expect("the gateway");
+        gateway
+            .registry
+            .put(
+                name,
+                refund_definition(Some(PartitionStrategy::Random), 1),
+                1,
+            )
+            .expect("registered");
+        let registered = gateway.registry.get(name).expect("the type");
+        // Three events received at hour 1, two at hour 5, then one more at hour 1 again
+        // (received later than a newer one: expiry stops at the first it keeps).
+        for (first, received_hour, count) in [(1, 1, 3), (4, 5, 2), (6, 1, 1)] {
+            let events: Vec<Value> = (first..first + count)
+                .map(|number| event(number, "k", json!(1)))
+                .collect();
+            let options = PublishOptions {
+                now_us: received_hour * hour,
+                ..options(false)
+            };
+            let prepared = prepare(&registered, &ndjson(&events), &options).expect("a batch");
+            append(&gateway, name, prepared);
+        }
+        assert_eq!(
+            gateway
+                .expire(std::time::Duration::from_secs(2 * 3600), 6 * hour)
+                .expect("expired"),
+            3
+        );
+        let (left, _) = gateway.log.read(name, 0, 0, 100).expect("read");
+        assert_eq!(
+            left.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        // Everything is old now, but the newest event stays.
+        assert_eq!(
+            gateway
+                .expire(std::time::Duration::from_secs(0), 100 * hour)
+                .expect("expired"),
+            2
+        );
+        let (left, _) = gateway.log.read(name, 0, 0, 100).expect("read");
+        assert_eq!(
+            left.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(),
+            [5]
+        );
+    }
+    let gateway = Gateway::open_embedded(dir.path()).expect("the gateway again");
+    assert_eq!(
+        gateway.log.end(name, 0).expect("the end"),
+        6,
+        "offsets continue after a restart"
+    );
+}
