@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::routes::{RawQuery, body_error, failure_to_error, params};
+use super::routes::{RawQuery, blocking, body_error, failure_to_error, params};
 use super::{ApiError, AppState};
 
 /// `GET /v1/event-types`.
@@ -54,6 +54,18 @@ pub(super) fn gateway(state: &AppState) -> Result<Arc<Gateway>, ApiError> {
             "the event gateway runs in embedded mode only so far; cluster mode will share its registry through a compacted topic",
         )
     })
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
+        registry_error(error)
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(error: LogError) -> Self {
+        log_error(error)
+    }
 }
 
 fn registry_error(error: RegistryError) -> ApiError {
@@ -104,18 +116,20 @@ fn registry_error(error: RegistryError) -> ApiError {
 }
 
 /// A JSON request body, or a 400 that says what is wrong with it.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|error| ApiError::bad_request(format!("{what}: {error}")))
 }
 
-/// Runs registry work (it may write to disk) off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ApiError::internal("event type registry task", error))?
-        .map_err(registry_error)
+/// The `limit` of a read: 100 when absent, from 1 to 10000.
+pub(super) fn limit_param(text: Option<&str>) -> Result<usize, ApiError> {
+    let limit: usize = number("limit", text, 100)?;
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: from 1 to 10000"));
+    }
+    Ok(limit)
 }
 
 #[utoipa::path(
@@ -163,7 +177,7 @@ pub async fn put_event_type(
             .metrics
             .gateway_event_types
             .set(gateway.registry.len() as i64);
-        put
+        Ok(put?)
     })
     .await?;
     let status = match outcome {
@@ -188,10 +202,7 @@ pub async fn get_event_type(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let registered = gateway(&state)?
-        .registry
-        .get(&name)
-        .map_err(registry_error)?;
+    let registered = gateway(&state)?.registry.get(&name)?;
     Ok(Json(registered.event_type.clone()).into_response())
 }
 
@@ -210,10 +221,7 @@ pub async fn list_schemas(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let schemas = gateway(&state)?
-        .registry
-        .schemas(&name)
-        .map_err(registry_error)?;
+    let schemas = gateway(&state)?.registry.schemas(&name)?;
     Ok(Json(SchemaList { schemas }).into_response())
 }
 
@@ -235,10 +243,7 @@ pub async fn get_schema(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let schema = gateway(&state)?
-        .registry
-        .schema(&name, &version)
-        .map_err(registry_error)?;
+    let schema = gateway(&state)?.registry.schema(&name, &version)?;
     Ok(Json(schema).into_response())
 }
 
@@ -265,9 +270,7 @@ pub async fn check_compatibility(
 ) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
     let request: CompatibilityRequest = json_body(&body, "compatibility request")?;
-    let report = gateway
-        .compatibility(&name, &request.schema, request.compatibility_mode)
-        .map_err(registry_error)?;
+    let report = gateway.compatibility(&name, &request.schema, request.compatibility_mode)?;
     Ok(Json(report).into_response())
 }
 
@@ -302,17 +305,15 @@ async fn read_page(
     offset: u64,
     limit: usize,
 ) -> Result<(Vec<serde_json::Value>, u64), ApiError> {
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let (stored, next) = gateway.log.read(&name, partition, offset, limit)?;
         let events = stored
             .into_iter()
             .map(|(offset, bytes)| with_offset(offset, &bytes))
             .collect::<Vec<_>>();
-        Ok::<_, LogError>((events, next))
+        Ok((events, next))
     })
     .await
-    .map_err(|error| ApiError::internal("reading events", error))?
-    .map_err(log_error)
 }
 
 /// The events of a partition from `offset` as NDJSON, then each new one as it becomes
@@ -467,7 +468,7 @@ pub async fn publish(
             )));
         }
     };
-    let registered = gateway.publishable(&name).map_err(registry_error)?;
+    let registered = gateway.publishable(&name)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -515,10 +516,7 @@ pub async fn publish(
     .await
     .map_err(|error| ApiError::internal("publishing task", error))??;
     let mut prepared = prepared;
-    let submitted = gateway
-        .commit(&name, &mut prepared)
-        .await
-        .map_err(log_error)?;
+    let submitted = gateway.commit(&name, &mut prepared).await?;
     state.metrics.count_published(
         &name,
         submitted,
@@ -563,7 +561,7 @@ pub async fn read_events(
 ) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
     let read: ReadParams = params(query)?;
-    let registered = gateway.registry.get(&name).map_err(registry_error)?;
+    let registered = gateway.registry.get(&name)?;
     let partitions = registered.event_type.partitions;
     let partition: u32 = number("partition", Some(&read.partition), 0)?;
     if partition >= partitions {
@@ -573,10 +571,7 @@ pub async fn read_events(
         )));
     }
     let offset: u64 = number("offset", read.offset.as_deref(), 0)?;
-    let limit: usize = number("limit", read.limit.as_deref(), 100)?;
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request("limit: from 1 to 10000"));
-    }
+    let limit = limit_param(read.limit.as_deref())?;
     match read.follow.as_deref() {
         None | Some("false") => {}
         Some("true") => return Ok(follow(&state, gateway, name, partition, offset, limit)),
@@ -610,6 +605,6 @@ pub async fn type_stats(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
-    gateway.registry.get(&name).map_err(registry_error)?;
+    gateway.registry.get(&name)?;
     Ok(Json(gateway.stats.of(&name, mm_model::time::now_us())).into_response())
 }

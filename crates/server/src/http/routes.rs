@@ -103,12 +103,13 @@ pub struct Health {
     pub detail: Option<String>,
 }
 
+/// Runs work that reads or writes the disk off the async threads.
 pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| ApiError::internal("query task", error))?
+        .map_err(|error| ApiError::internal("blocking task", error))?
 }
 
 /// `POST /v1/ingest`.

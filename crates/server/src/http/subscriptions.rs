@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::gateway::{gateway, log_error, number, with_offset};
-use super::routes::{RawQuery, params};
+use super::gateway::{gateway, json_body, limit_param, log_error, with_offset};
+use super::routes::{RawQuery, blocking, params};
 use super::{ApiError, AppState};
 
 /// `GET /v1/subscriptions`.
@@ -48,6 +48,12 @@ pub struct EventsParams {
     pub limit: Option<String>,
 }
 
+impl From<SubscriptionError> for ApiError {
+    fn from(error: SubscriptionError) -> Self {
+        subscription_error(error)
+    }
+}
+
 fn subscription_error(error: SubscriptionError) -> ApiError {
     let message = error.to_string();
     match error {
@@ -62,16 +68,6 @@ fn subscription_error(error: SubscriptionError) -> ApiError {
         SubscriptionError::Log(error) => log_error(error),
         SubscriptionError::Storage(_) => ApiError::internal("subscriptions", message),
     }
-}
-
-/// Runs subscription work (it reads and writes the disk) off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, SubscriptionError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ApiError::internal("subscription task", error))?
-        .map_err(subscription_error)
 }
 
 #[utoipa::path(
@@ -92,15 +88,14 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
-    let request: SubscriptionRequest = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::bad_request(format!("subscription request: {error}")))?;
+    let request: SubscriptionRequest = json_body(&body, "subscription request")?;
     let (created, subscription) = blocking(move || {
-        gateway.subscriptions.create(
+        Ok(gateway.subscriptions.create(
             request,
             &gateway.registry,
             &gateway.log,
             mm_model::time::now_us(),
-        )
+        )?)
     })
     .await?;
     let status = if created {
@@ -120,7 +115,7 @@ pub async fn create(
 )]
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
-    let subscriptions = blocking(move || gateway.subscriptions.list()).await?;
+    let subscriptions = blocking(move || Ok(gateway.subscriptions.list()?)).await?;
     Ok(Json(SubscriptionList { subscriptions }).into_response())
 }
 
@@ -140,7 +135,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
-    let subscription = blocking(move || gateway.subscriptions.get(&id)).await?;
+    let subscription = blocking(move || Ok(gateway.subscriptions.get(&id)?)).await?;
     Ok(Json(subscription).into_response())
 }
 
@@ -163,12 +158,9 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
     let read: EventsParams = params(query)?;
-    let limit: usize = number("limit", read.limit.as_deref(), 100)?;
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request("limit: from 1 to 10000"));
-    }
+    let limit = limit_param(read.limit.as_deref())?;
     let (stored, cursors) =
-        blocking(move || gateway.subscriptions.read(&id, &gateway.log, limit)).await?;
+        blocking(move || Ok(gateway.subscriptions.read(&id, &gateway.log, limit)?)).await?;
     let events = stored
         .into_iter()
         .map(|(cursor, bytes)| with_offset(cursor.offset, &bytes))
@@ -192,7 +184,7 @@ pub async fn cursors(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
-    let cursors = blocking(move || gateway.subscriptions.cursors(&id)).await?;
+    let cursors = blocking(move || Ok(gateway.subscriptions.cursors(&id)?)).await?;
     Ok(Json(Cursors { cursors }).into_response())
 }
 
@@ -216,8 +208,7 @@ pub async fn commit(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let gateway = gateway(&state)?;
-    let Cursors { cursors } = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::bad_request(format!("cursors: {error}")))?;
-    blocking(move || gateway.subscriptions.commit(&id, &cursors, &gateway.log)).await?;
+    let Cursors { cursors } = json_body(&body, "cursors")?;
+    blocking(move || Ok(gateway.subscriptions.commit(&id, &cursors, &gateway.log)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
