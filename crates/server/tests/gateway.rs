@@ -204,6 +204,22 @@ fn event_types_are_created_evolved_checked_and_kept_across_a_restart() {
     assert_eq!(get(address, &format!("{path}/schemas/3.0.0")).status, 404);
 }
 
+/// Registers `name` with the refund schema (a new type: 201).
+fn register_refunds(address: SocketAddr, name: &str) {
+    let created = send(
+        address,
+        "PUT",
+        &format!("/v1/event-types/{name}"),
+        &refund_type(json!({}), &["order_id", "amount"]),
+    );
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+}
+
 fn eid(number: u64) -> String {
     format!("00000000-0000-4000-8000-{number:012x}")
 }
@@ -253,13 +269,7 @@ fn published_batches_answer_per_event_and_read_back_in_order() {
     let server = ServerProcess::start(EXE, &dir.path().join("data"), &[], &[]);
     let address = server.address;
     let name = "order.refund-requested";
-    let created = send(
-        address,
-        "PUT",
-        &format!("/v1/event-types/{name}"),
-        &refund_type(json!({}), &["order_id", "amount"]),
-    );
-    assert_eq!(created.status, 201);
+    register_refunds(address, name);
     let events_path = format!("/v1/event-types/{name}/events");
 
     // All valid, as a JSON array: 200.
@@ -442,16 +452,7 @@ fn a_publisher_killed_mid_stream_loses_no_acknowledged_event_and_duplicates_none
     let server = ServerProcess::start(EXE, &data, &[], &[]);
     let address = server.address;
     let name = "order.paid";
-    assert_eq!(
-        send(
-            address,
-            "PUT",
-            &format!("/v1/event-types/{name}"),
-            &refund_type(json!({}), &["order_id", "amount"])
-        )
-        .status,
-        201
-    );
+    register_refunds(address, name);
     let path = format!("/v1/event-types/{name}/events");
     // Two publishers send batches of 200 until the server dies; each remembers what was
     // acknowledged.
@@ -536,16 +537,7 @@ fn a_subscription_reads_from_its_committed_cursors_across_a_restart_and_is_named
     let server = ServerProcess::start(EXE, &data, &[], &[]);
     let address = server.address;
     let name = "order.refund-requested";
-    assert_eq!(
-        send(
-            address,
-            "PUT",
-            &format!("/v1/event-types/{name}"),
-            &refund_type(json!({}), &["order_id", "amount"])
-        )
-        .status,
-        201
-    );
+    register_refunds(address, name);
     let events: Vec<Value> = (1..=6)
         .map(|number| refund(number, &format!("o{number}"), json!(number)))
         .collect();
