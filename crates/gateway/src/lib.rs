@@ -16,6 +16,8 @@
 //! ([`Gateway::open_embedded`]).
 
 pub mod event_type;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod publish;
 pub mod registry;
@@ -26,7 +28,7 @@ pub mod subscriptions;
 use std::path::Path;
 
 pub use event_type::{Category, EventType, EventTypeDefinition, PartitionStrategy};
-pub use log::{EventLog, LogError};
+pub use log::{BatchContext, EventLog, LogError, Record};
 pub use publish::{Prepared, PublishItem, PublishOptions, PublishingStatus, Step};
 pub use registry::{
     CompatibilityReport, EmbeddedLog, PutOutcome, Registry, RegistryError, SchemaRecord,
@@ -58,6 +60,49 @@ impl Gateway {
         })
     }
 
+    /// Opens the gateway of cluster mode: the registry on its topic (created when missing,
+    /// then read to its end) and one topic per event type. Blocking.
+    #[cfg(feature = "kafka")]
+    pub fn open_kafka(
+        settings: &mm_kafka::KafkaSettings,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Self, RegistryError> {
+        let topic = kafka::registry_topic(settings);
+        runtime
+            .block_on(kafka::create_topic(
+                settings,
+                &topic,
+                1,
+                &[("cleanup.policy", "compact")],
+            ))
+            .map_err(|error| RegistryError::Storage(error.to_string()))?;
+        let table = kafka::table::Table::open(settings, &topic).map_err(RegistryError::Storage)?;
+        let registry = Registry::open(Box::new(table))?;
+        let log = EventLog::kafka(
+            kafka::events::KafkaEvents::open(settings)
+                .map_err(|error| RegistryError::Storage(error.to_string()))?,
+        );
+        let topic = kafka::subscriptions_topic(settings);
+        runtime
+            .block_on(kafka::create_topic(
+                settings,
+                &topic,
+                1,
+                &[("cleanup.policy", "compact")],
+            ))
+            .map_err(|error| RegistryError::Storage(error.to_string()))?;
+        let table = kafka::table::Table::open(settings, &topic).map_err(RegistryError::Storage)?;
+        let subscriptions = subscriptions::Subscriptions::with_store(Box::new(
+            kafka::subscriptions::KafkaSubscriptions::new(settings, table),
+        ));
+        Ok(Self {
+            registry,
+            log,
+            subscriptions,
+            stats: stats::Stats::default(),
+        })
+    }
+
     /// The type a batch is published to: registered, and not built in.
     pub fn publishable(
         &self,
@@ -75,11 +120,14 @@ impl Gateway {
     /// batch is published.
     pub async fn commit(&self, name: &str, prepared: &mut Prepared) -> Result<usize, LogError> {
         if !prepared.records.is_empty() {
+            let registered = self
+                .registry
+                .get(name)
+                .map_err(|error| LogError::Storage(error.to_string()))?;
             let records = std::mem::take(&mut prepared.records);
             self.log
-                .append(name, records)?
-                .await
-                .map_err(|_| LogError::Stopped)??;
+                .append(&registered.event_type, records, &prepared.context)
+                .await?;
         }
         self.stats
             .record(name, &prepared.items, mm_model::time::now_us());
@@ -112,5 +160,26 @@ impl Gateway {
             .readers_of(name)
             .map_err(|error| RegistryError::Storage(error.to_string()))?;
         Ok(report)
+    }
+}
+
+/// Runs `future` to completion on this thread (parking it while the future waits): for the
+/// few places that wait for an asynchronous answer outside any runtime, such as a registry
+/// change waiting for its delivery report in a blocking task.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
     }
 }

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::event_type::PartitionStrategy;
-use crate::log::Record;
+use crate::log::{BatchContext, Record};
 use crate::registry::Registered;
 
 /// Metadata fields only the gateway sets.
@@ -94,6 +94,8 @@ pub struct Prepared {
     /// The records to append, and the index of the item each answers.
     pub records: Vec<Record>,
     pub record_items: Vec<usize>,
+    /// What the records share (version, received_at, flow_id).
+    pub context: BatchContext,
 }
 
 /// A body that cannot be read as events at all.
@@ -167,12 +169,23 @@ pub fn prepare_events(
         items: Vec::with_capacity(events.len()),
         records: Vec::with_capacity(events.len()),
         record_items: Vec::with_capacity(events.len()),
+        context: BatchContext {
+            version: registered.event_type.version.to_string(),
+            received_at: mm_model::time::format_rfc3339(options.now_us),
+            flow_id: options.flow_id.clone(),
+        },
     };
-    let received_at = mm_model::time::format_rfc3339(options.now_us);
+    let received_at = prepared.context.received_at.clone();
     for (index, event) in events.into_iter().enumerate() {
         let outcome = place(registered, event, options, &received_at);
         match outcome {
-            Ok((eid, partition, bytes)) => {
+            Ok(Placed {
+                eid,
+                partition,
+                key,
+                occurred_at,
+                bytes,
+            }) => {
                 prepared.items.push(PublishItem {
                     eid,
                     publishing_status: PublishingStatus::Submitted,
@@ -180,7 +193,13 @@ pub fn prepare_events(
                     detail: String::new(),
                     reason: "",
                 });
-                prepared.records.push((partition, bytes));
+                prepared.records.push(Record {
+                    partition,
+                    key,
+                    eid: prepared.items[index].eid.clone(),
+                    occurred_at,
+                    bytes,
+                });
                 prepared.record_items.push(index);
             }
             Err((eid, step, detail, reason)) => prepared.items.push(PublishItem {
@@ -196,6 +215,15 @@ pub fn prepare_events(
         prepared.abort();
     }
     prepared
+}
+
+/// An event placed: what its record needs.
+struct Placed {
+    eid: String,
+    partition: u32,
+    key: Option<String>,
+    occurred_at: String,
+    bytes: Vec<u8>,
 }
 
 /// A failed event: its eid, the step, the detail and the reason label.
@@ -247,7 +275,7 @@ fn keyword_label(keyword: &str) -> &'static str {
         .unwrap_or("schema")
 }
 
-/// One event through validating, partitioning and enriching: its eid, partition and bytes.
+/// One event through validating, partitioning and enriching.
 ///
 /// The stored event is written from the event's own text: its fields as they came, then the
 /// enriched metadata (only the metadata is serialised anew).
@@ -256,7 +284,7 @@ fn place(
     raw: &[u8],
     options: &PublishOptions,
     received_at: &str,
-) -> Result<(String, u32, Vec<u8>), Failure> {
+) -> Result<Placed, Failure> {
     let fields: Vec<(Cow<'_, str>, &RawValue)> = match serde_json::from_slice::<Fields<'_>>(raw) {
         Ok(fields) => fields.0,
         Err(error) if error.is_data() => {
@@ -347,7 +375,7 @@ fn place(
         }
         return Err(fail(Step::Validating, detail, reason));
     }
-    let partition = partition_of(registered, &body, &metadata)
+    let (partition, key) = partition_of(registered, &body, &metadata)
         .map_err(|detail| fail(Step::Partitioning, detail, "partition"))?;
     let mut metadata = metadata;
     metadata.insert("received_at".into(), Value::String(received_at.to_owned()));
@@ -374,7 +402,18 @@ fn place(
     serde_json::to_writer(&mut bytes, &metadata)
         .map_err(|error| fail(Step::Enriching, error.to_string(), "enriching"))?;
     bytes.push(b'}');
-    Ok((eid, partition, bytes))
+    let occurred_at = metadata
+        .get("occurred_at")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Placed {
+        eid,
+        partition,
+        key,
+        occurred_at,
+        bytes,
+    })
 }
 
 /// An object's fields as their raw texts, in order (a later duplicate name replaces nothing:
@@ -471,18 +510,20 @@ pub fn partition_key(body: &Value, fields: &[String]) -> Result<String, String> 
     Ok(key)
 }
 
+/// The event's partition, and its partition key when the strategy has one.
 fn partition_of(
     registered: &Registered,
     body: &Value,
     metadata: &Map<String, Value>,
-) -> Result<u32, String> {
+) -> Result<(u32, Option<String>), String> {
     let event_type = &registered.event_type;
     match event_type.partition_strategy {
         PartitionStrategy::Hash => {
             let key = partition_key(body, &event_type.partition_key_fields)?;
-            Ok(mm_kafka::partition_for(key.as_bytes(), event_type.partitions) as u32)
+            let partition = mm_kafka::partition_for(key.as_bytes(), event_type.partitions) as u32;
+            Ok((partition, Some(key)))
         }
-        PartitionStrategy::Random => Ok(fastrand::u32(..event_type.partitions)),
+        PartitionStrategy::Random => Ok((fastrand::u32(..event_type.partitions), None)),
         PartitionStrategy::UserDefined => {
             let given = metadata.get("partition").ok_or(
                 "/metadata/partition: missing (this type's producers choose the partition)",
@@ -494,7 +535,7 @@ fn partition_of(
             };
             match partition {
                 Some(partition) if partition < u64::from(event_type.partitions) => {
-                    Ok(partition as u32)
+                    Ok((partition as u32, None))
                 }
                 _ => Err(format!(
                     "/metadata/partition: {given} is not a partition of this type (0 to {})",

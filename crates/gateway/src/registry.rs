@@ -55,6 +55,10 @@ pub enum RegistryError {
         "event type {0:?} is built in: its schema follows the server's field mapping, and its events arrive through /v1/ingest"
     )]
     BuiltIn(String),
+    #[error(
+        "event type {0:?} was changed by another instance at the same time, and that change came first; look at the type again and retry"
+    )]
+    Conflict(String),
     #[error("registry storage: {0}")]
     Storage(String),
     #[error("unreadable registry record {name:?}: {detail}")]
@@ -75,16 +79,31 @@ pub struct SchemaRecord {
 /// The stored record of one event type: its definition and its schemas, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TypeRecord {
+    /// Counts the type's changes from 1: a change is written as the next revision of the one
+    /// it was checked against, so that where several instances write, the first record of
+    /// each revision in the log wins ([`RegistryLog`]).
+    #[serde(default)]
+    revision: u64,
     event_type: EventType,
     schemas: Vec<SchemaRecord>,
 }
 
+/// Called with each record another writer adds after [`RegistryLog::load`].
+pub type Changed = Box<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Where the registry's records live.
 pub trait RegistryLog: Send + Sync {
-    /// Every type's latest record.
-    fn load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError>;
-    /// Writes a type's record durably.
+    /// Every type's latest record; `changed` then hears of every record written later by
+    /// anyone (it may hear of this registry's own writes too).
+    fn load(&self, changed: Changed) -> Result<Vec<(String, Vec<u8>)>, RegistryError>;
+    /// Writes a type's record durably. [`RegistryError::Conflict`] when another writer's
+    /// record of the same revision came first.
     fn write(&self, name: &str, record: &[u8]) -> Result<(), RegistryError>;
+    /// Waits until every record written anywhere before the call is loaded, so that a change
+    /// is checked against the latest versions.
+    fn sync(&self) -> Result<(), RegistryError> {
+        Ok(())
+    }
 }
 
 /// The registry log of one machine: a keyspace of the gateway's embedded database.
@@ -116,7 +135,7 @@ pub fn open_database(dir: &Path) -> Result<fjall::Database, RegistryError> {
 }
 
 impl RegistryLog for EmbeddedLog {
-    fn load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+    fn load(&self, _: Changed) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
         let mut records = Vec::new();
         for guard in self.types.iter() {
             let (key, value) = guard
@@ -138,6 +157,8 @@ impl RegistryLog for EmbeddedLog {
 
 /// A registered type, ready for publishing: its record and its compiled current schema.
 pub struct Registered {
+    /// The change count of the type ([`TypeRecord::revision`]).
+    pub revision: u64,
     pub event_type: EventType,
     /// Oldest first.
     pub schemas: Vec<SchemaRecord>,
@@ -168,29 +189,46 @@ pub struct CompatibilityReport {
     pub consumers: Vec<String>,
 }
 
+type Types = RwLock<BTreeMap<String, Arc<Registered>>>;
+
 /// The registry of event types.
 pub struct Registry {
     log: Box<dyn RegistryLog>,
-    types: RwLock<BTreeMap<String, Arc<Registered>>>,
+    types: Arc<Types>,
     /// Serialises changes, so a check and its write see the same versions.
     changing: Mutex<()>,
 }
 
 impl Registry {
-    /// Loads every type from `log`.
+    /// Loads every type from `log`, and follows the changes other writers make to it.
     pub fn open(log: Box<dyn RegistryLog>) -> Result<Self, RegistryError> {
-        let mut types = BTreeMap::new();
-        for (name, bytes) in log.load()? {
+        let types: Arc<Types> = Arc::default();
+        let changed: Changed = {
+            let types = types.clone();
+            Box::new(move |bytes: &[u8]| {
+                let applied = serde_json::from_slice::<TypeRecord>(bytes)
+                    .map_err(|error| error.to_string())
+                    .and_then(|record| registered(record).map_err(|error| error.to_string()));
+                match applied {
+                    Ok(registered) => install(&types, Arc::new(registered)),
+                    Err(detail) => {
+                        tracing::warn!(%detail, "an event-type record from another instance is unreadable; ignored")
+                    }
+                }
+            })
+        };
+        let loaded = log.load(changed)?;
+        for (name, bytes) in loaded {
             let record: TypeRecord =
                 serde_json::from_slice(&bytes).map_err(|error| RegistryError::Corrupt {
                     name: name.clone(),
                     detail: error.to_string(),
                 })?;
-            types.insert(name, Arc::new(registered(record)?));
+            install(&types, Arc::new(registered(record)?));
         }
         Ok(Self {
             log,
-            types: RwLock::new(types),
+            types,
             changing: Mutex::new(()),
         })
     }
@@ -288,18 +326,26 @@ impl Registry {
         definition: EventTypeDefinition,
         now_us: i64,
     ) -> Result<EventType, RegistryError> {
-        if let Ok(registered) = self.get(name)
-            && registered.event_type.built_in
-            && registered.event_type.schema == definition.schema
-        {
-            return Ok(registered.event_type.clone());
-        }
         let definition = EventTypeDefinition {
             compatibility_mode: Some(CompatibilityMode::None),
             ..definition
         };
-        self.write_type(name, definition, now_us, true)
-            .map(|(_, event_type)| event_type)
+        // Instances starting together all bring the type up to date: one wins, the others
+        // find it done.
+        let mut attempts = 0;
+        loop {
+            self.log.sync()?;
+            if let Ok(registered) = self.get(name)
+                && registered.event_type.built_in
+                && registered.event_type.schema == definition.schema
+            {
+                return Ok(registered.event_type.clone());
+            }
+            match self.write_type(name, definition.clone(), now_us, true) {
+                Err(RegistryError::Conflict(_)) if attempts < 5 => attempts += 1,
+                result => return result.map(|(_, event_type)| event_type),
+            }
+        }
     }
 
     fn write_type(
@@ -320,19 +366,25 @@ impl Registry {
             .changing
             .lock()
             .map_err(|_| RegistryError::Storage("the registry lock is poisoned".into()))?;
+        self.log.sync()?;
         let now = mm_model::time::format_rfc3339(now_us);
         let existing = self.read().get(name).cloned();
+        let revision = existing
+            .as_ref()
+            .map_or(0, |registered| registered.revision)
+            + 1;
         let (outcome, mut record) = match existing {
             None => (PutOutcome::Created, create(name, definition, &now)?),
             Some(registered) => evolve(&registered, definition, &now)?,
         };
         record.event_type.built_in = built_in;
+        record.revision = revision;
         let bytes = serde_json::to_vec(&record)
             .map_err(|error| RegistryError::Storage(error.to_string()))?;
         let event_type = record.event_type.clone();
         let registered = Arc::new(registered(record)?);
         self.log.write(name, &bytes)?;
-        self.write().insert(name.to_owned(), registered);
+        install(&self.types, registered);
         Ok((outcome, event_type))
     }
 
@@ -343,17 +395,27 @@ impl Registry {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Registered>>> {
-        self.types
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Puts `registered` in the map unless the map holds a later revision already (a change
+/// heard from the log and the writer's own install may come in either order).
+fn install(types: &Types, registered: Arc<Registered>) {
+    let mut types = types
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let name = registered.event_type.name.clone();
+    if types
+        .get(&name)
+        .is_none_or(|known| known.revision < registered.revision || registered.revision == 0)
+    {
+        types.insert(name, registered);
     }
 }
 
 fn registered(record: TypeRecord) -> Result<Registered, RegistryError> {
     let validator = schema::compile(&record.event_type.schema)?;
     Ok(Registered {
+        revision: record.revision,
         event_type: record.event_type,
         schemas: record.schemas,
         validator,
@@ -438,6 +500,7 @@ fn create(
         built_in: false,
     };
     Ok(TypeRecord {
+        revision: 0,
         schemas: vec![SchemaRecord {
             version: SchemaVersion::FIRST,
             schema: definition.schema,
@@ -511,6 +574,7 @@ fn evolve(
     Ok((
         outcome,
         TypeRecord {
+            revision: 0,
             event_type,
             schemas,
         },

@@ -6,11 +6,9 @@
 //! when the consumer commits. A reader that comes back resumes where it committed, and the
 //! registry knows who reads each type (the compatibility check names them).
 //!
-//! On-disk format (gateway database): keyspace `subscriptions`, key `s` + id → the
-//! subscription (JSON), key `k` + group + NUL + the sorted types joined by NUL → id; keyspace
-//! `cursors`, key id + NUL + type + NUL + partition (u32, big-endian) → offset (u64,
-//! big-endian). A subscription and its first cursors are written in one batch; every commit
-//! is one fsynced batch.
+//! Where they are kept is a [`Store`]: the gateway database on one machine
+//! ([`embedded`]); in cluster mode a shared table on Kafka, the cursors being the committed
+//! offsets of a Kafka consumer group per subscription (`crate::kafka::subscriptions`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,6 +16,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use utoipa::ToSchema;
+
+pub mod embedded;
 
 use crate::log::{EventLog, LogError};
 use crate::registry::Registry;
@@ -81,33 +81,38 @@ pub enum SubscriptionError {
     Storage(String),
 }
 
-fn storage(error: impl std::fmt::Display) -> SubscriptionError {
+pub(crate) fn storage(error: impl std::fmt::Display) -> SubscriptionError {
     SubscriptionError::Storage(error.to_string())
 }
 
-/// The subscriptions of one machine.
-pub struct Subscriptions {
-    database: fjall::Database,
-    subscriptions: fjall::Keyspace,
-    cursors: fjall::Keyspace,
-    /// Serialises creation, so a pair gets one subscription.
-    creating: Mutex<()>,
+/// Where subscriptions and their cursors are kept.
+pub trait Store: Send + Sync {
+    /// The subscription of (group, sorted types), if there is one.
+    fn find(
+        &self,
+        group: &str,
+        types: &[String],
+    ) -> Result<Option<Subscription>, SubscriptionError>;
+    /// The id a new subscription of (group, types) gets.
+    fn new_id(&self, group: &str, types: &[String]) -> String;
+    /// Stores a new subscription with its first cursors, durably. `Some` when another
+    /// instance created the pair's subscription first: that one stands.
+    fn create(
+        &self,
+        subscription: &Subscription,
+        cursors: &[Cursor],
+    ) -> Result<Option<Subscription>, SubscriptionError>;
+    fn get(&self, id: &str) -> Result<Subscription, SubscriptionError>;
+    fn list(&self) -> Result<Vec<Subscription>, SubscriptionError>;
+    /// The committed cursors.
+    fn cursors(&self, subscription: &Subscription) -> Result<Vec<Cursor>, SubscriptionError>;
+    /// Commits cursors (checked by the caller), durably.
+    fn commit(&self, id: &str, cursors: &[Cursor]) -> Result<(), SubscriptionError>;
 }
 
-fn cursor_key(id: &str, event_type: &str, partition: u32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(id.len() + event_type.len() + 6);
-    key.extend_from_slice(id.as_bytes());
-    key.push(0);
-    key.extend_from_slice(event_type.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&partition.to_be_bytes());
-    key
-}
-
-fn new_id() -> String {
-    let bits = fastrand::u128(..);
+/// 128 bits in a version 4 UUID's shape.
+pub(crate) fn uuid_shape(bits: u128) -> String {
     let hex = format!("{bits:032x}");
-    // A version 4 UUID's shape.
     format!(
         "{}-{}-4{}-8{}-{}",
         &hex[0..8],
@@ -118,20 +123,26 @@ fn new_id() -> String {
     )
 }
 
+/// The subscriptions of this deployment.
+pub struct Subscriptions {
+    store: Box<dyn Store>,
+    /// Serialises creation here, so a pair gets one subscription.
+    creating: Mutex<()>,
+}
+
 impl Subscriptions {
+    /// The subscriptions kept in the gateway database.
     pub fn open(database: &fjall::Database) -> Result<Self, SubscriptionError> {
-        let subscriptions = database
-            .keyspace("subscriptions", fjall::KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        let cursors = database
-            .keyspace("cursors", fjall::KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        Ok(Self {
-            database: database.clone(),
-            subscriptions,
-            cursors,
+        Ok(Self::with_store(Box::new(embedded::Embedded::open(
+            database,
+        )?)))
+    }
+
+    pub fn with_store(store: Box<dyn Store>) -> Self {
+        Self {
+            store,
             creating: Mutex::new(()),
-        })
+        }
     }
 
     /// Creates the subscription of (group, types), or gives back the one there is: `true` when
@@ -169,71 +180,43 @@ impl Subscriptions {
             .creating
             .lock()
             .map_err(|_| storage("the subscription lock is poisoned"))?;
-        let pair_key = {
-            let mut key = b"k".to_vec();
-            key.extend_from_slice(request.consumer_group.as_bytes());
-            for name in &types {
-                key.push(0);
-                key.extend_from_slice(name.as_bytes());
-            }
-            key
-        };
-        if let Some(id) = self.subscriptions.get(&pair_key).map_err(storage)? {
-            let id = String::from_utf8_lossy(&id).into_owned();
-            return Ok((false, self.get(&id)?));
+        if let Some(existing) = self.store.find(&request.consumer_group, &types)? {
+            return Ok((false, existing));
         }
         let subscription = Subscription {
-            id: new_id(),
+            id: self.store.new_id(&request.consumer_group, &types),
             consumer_group: request.consumer_group,
             event_types: types,
             read_from: request.read_from,
             created_at: mm_model::time::format_rfc3339(now_us),
         };
-        let mut batch = self.database.batch();
+        let mut cursors = Vec::new();
         for (name, count) in partitions {
             for partition in 0..count {
-                let start = match request.read_from {
+                let offset = match request.read_from {
                     ReadFrom::Begin => 0,
                     ReadFrom::End => log.end(&name, partition)?,
                 };
-                batch.insert(
-                    &self.cursors,
-                    cursor_key(&subscription.id, &name, partition),
-                    start.to_be_bytes(),
-                );
+                cursors.push(Cursor {
+                    event_type: name.clone(),
+                    partition,
+                    offset,
+                });
             }
         }
-        let record = serde_json::to_vec(&subscription).map_err(storage)?;
-        batch.insert(
-            &self.subscriptions,
-            [b"s".as_slice(), subscription.id.as_bytes()].concat(),
-            record,
-        );
-        batch.insert(&self.subscriptions, pair_key, subscription.id.as_bytes());
-        batch
-            .durability(Some(fjall::PersistMode::SyncData))
-            .commit()
-            .map_err(storage)?;
-        Ok((true, subscription))
+        match self.store.create(&subscription, &cursors)? {
+            Some(first) => Ok((false, first)),
+            None => Ok((true, subscription)),
+        }
     }
 
     pub fn get(&self, id: &str) -> Result<Subscription, SubscriptionError> {
-        let bytes = self
-            .subscriptions
-            .get([b"s".as_slice(), id.as_bytes()].concat())
-            .map_err(storage)?
-            .ok_or_else(|| SubscriptionError::Unknown(id.to_owned()))?;
-        serde_json::from_slice(&bytes).map_err(storage)
+        self.store.get(id)
     }
 
     /// Every subscription.
     pub fn list(&self) -> Result<Vec<Subscription>, SubscriptionError> {
-        let mut found = Vec::new();
-        for guard in self.subscriptions.prefix(b"s") {
-            let (_, value) = guard.into_inner().map_err(storage)?;
-            found.push(serde_json::from_slice(&value).map_err(storage)?);
-        }
-        Ok(found)
+        self.store.list()
     }
 
     /// The subscriptions that read `event_type`, as `group (id)`.
@@ -254,32 +237,7 @@ impl Subscriptions {
     /// The committed cursors of a subscription.
     pub fn cursors(&self, id: &str) -> Result<Vec<Cursor>, SubscriptionError> {
         let subscription = self.get(id)?;
-        let mut prefix = id.as_bytes().to_vec();
-        prefix.push(0);
-        let mut cursors = Vec::new();
-        for guard in self.cursors.prefix(&prefix) {
-            let (key, value) = guard.into_inner().map_err(storage)?;
-            let rest = &key[prefix.len()..];
-            let Some(split) = rest.iter().position(|byte| *byte == 0) else {
-                continue;
-            };
-            let event_type = String::from_utf8_lossy(&rest[..split]).into_owned();
-            let mut partition = [0u8; 4];
-            let mut offset = [0u8; 8];
-            if rest.len() != split + 5 || value.len() != 8 {
-                return Err(storage(format!("a malformed cursor of subscription {id}")));
-            }
-            partition.copy_from_slice(&rest[split + 1..]);
-            offset.copy_from_slice(&value);
-            if subscription.event_types.contains(&event_type) {
-                cursors.push(Cursor {
-                    event_type,
-                    partition: u32::from_be_bytes(partition),
-                    offset: u64::from_be_bytes(offset),
-                });
-            }
-        }
-        Ok(cursors)
+        self.store.cursors(&subscription)
     }
 
     /// Up to `limit` events from the committed cursors, and the cursors after them (to commit
@@ -336,7 +294,6 @@ impl Subscriptions {
             .into_iter()
             .map(|cursor| ((cursor.event_type, cursor.partition), cursor.offset))
             .collect();
-        let mut batch = self.database.batch();
         for cursor in cursors {
             if !known.contains_key(&(cursor.event_type.clone(), cursor.partition)) {
                 return Err(SubscriptionError::Invalid(format!(
@@ -351,16 +308,8 @@ impl Subscriptions {
                     cursor.offset, cursor.event_type, cursor.partition
                 )));
             }
-            batch.insert(
-                &self.cursors,
-                cursor_key(id, &cursor.event_type, cursor.partition),
-                cursor.offset.to_be_bytes(),
-            );
         }
-        batch
-            .durability(Some(fjall::PersistMode::SyncData))
-            .commit()
-            .map_err(storage)
+        self.store.commit(id, cursors)
     }
 }
 
@@ -385,10 +334,21 @@ mod tests {
     /// Appends `count` events to partition 0 of `name`.
     fn append(gateway: &Gateway, name: &str, count: usize) {
         let records = (0..count)
-            .map(|index| (0, format!("{{\"n\":{index}}}").into_bytes()))
+            .map(|index| crate::Record {
+                partition: 0,
+                key: None,
+                eid: String::new(),
+                occurred_at: String::new(),
+                bytes: format!("{{\"n\":{index}}}").into_bytes(),
+            })
             .collect();
-        let answer = gateway.log.append(name, records).expect("queued");
-        answer.blocking_recv().expect("answered").expect("durable");
+        let registered = gateway.registry.get(name).expect("registered");
+        crate::block_on(gateway.log.append(
+            &registered.event_type,
+            records,
+            &crate::BatchContext::default(),
+        ))
+        .expect("durable");
     }
 
     fn request(read_from: ReadFrom) -> SubscriptionRequest {

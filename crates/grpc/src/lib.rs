@@ -117,6 +117,7 @@ fn registry_status(error: RegistryError) -> Status {
         RegistryError::Fixed { .. } | RegistryError::BuiltIn(_) => {
             Status::failed_precondition(message)
         }
+        RegistryError::Conflict(_) => Status::aborted(message),
         RegistryError::Storage(_) | RegistryError::Corrupt { .. } => {
             tracing::error!(%message, "event type registry");
             Status::internal("internal error; see the server log")
@@ -297,6 +298,14 @@ impl EventTypes for Service {
         .await
         .map_err(|error| Status::internal(format!("registry task: {error}")))?
         .map_err(registry_status)?;
+        if outcome == mm_gateway::PutOutcome::Created {
+            self.0
+                .gateway
+                .log
+                .prepare(&event_type)
+                .await
+                .map_err(log_status)?;
+        }
         Ok(Response::new(proto::PutEventTypeResponse {
             created: outcome == mm_gateway::PutOutcome::Created,
             event_type: Some(event_type_message(&event_type)),

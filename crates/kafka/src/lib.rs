@@ -38,6 +38,13 @@ pub mod header {
     /// parsed it, in the store's binary event encoding); absent for JSON.
     pub const FORMAT: &str = "mm.format";
     pub const EVENT_V1: &str = "event-v1";
+    /// Records of the event gateway's topics: the event's metadata, as text.
+    pub const EVENT_EID: &str = "mm.eid";
+    pub const EVENT_TYPE: &str = "mm.event_type";
+    pub const EVENT_VERSION: &str = "mm.version";
+    pub const EVENT_OCCURRED_AT: &str = "mm.occurred_at";
+    pub const EVENT_RECEIVED_AT: &str = "mm.received_at";
+    pub const EVENT_FLOW_ID: &str = "mm.flow_id";
 }
 
 /// The [`header::WINDOW`] value: merchant and API, each as a little-endian `u16` length and

@@ -121,6 +121,14 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         config.max_clock_skew,
         config.max_inflight_requests,
     ));
+    let gateway = match &config.kafka {
+        None => open_gateway(&config.data_dir, &config.mapping)?,
+        #[cfg(feature = "kafka")]
+        Some(settings) => open_cluster_gateway(settings, &config.mapping).await?,
+        #[cfg(not(feature = "kafka"))]
+        Some(_) => unreachable!("refused above"),
+    };
+    let gateway = Some(Arc::new(gateway));
     let state = Arc::new(match &backend {
         Backend::Embedded(pipeline) => AppState {
             ingestor,
@@ -138,7 +146,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: pipeline.activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
-            gateway: Some(Arc::new(open_gateway(&config.data_dir, &config.mapping)?)),
+            gateway,
             max_decoded_bytes: config.max_decoded_bytes,
         },
         #[cfg(feature = "kafka")]
@@ -158,9 +166,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
-            // Cluster mode shares the registry through a compacted topic and keeps events in
-            // Kafka topics (not built yet).
-            gateway: None,
+            gateway,
             max_decoded_bytes: config.max_decoded_bytes,
         },
     });
@@ -257,13 +263,7 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
                 }
             }))
         }
-        (Some(_), None) => {
-            tracing::warn!(
-                "grpc_listen is set, but the event gateway runs in embedded mode only so far: no gRPC"
-            );
-            None
-        }
-        (None, _) => None,
+        (_, None) | (None, _) => None,
     };
     let app = http::router(state.clone());
     let shutdown_state = state.clone();
@@ -420,6 +420,34 @@ fn open_gateway(
     let dir = data_dir.join("gateway");
     let gateway = mm_gateway::Gateway::open_embedded(&dir)
         .with_context(|| format!("opening the event gateway in {}", dir.display()))?;
+    ensure_api_call_type(&gateway, mapping)?;
+    Ok(gateway)
+}
+
+/// The event gateway of cluster mode: the registry on the `<group_id>.event-types` topic,
+/// one topic per event type.
+#[cfg(feature = "kafka")]
+async fn open_cluster_gateway(
+    settings: &mm_kafka::KafkaSettings,
+    mapping: &mm_model::mapping::FieldMapping,
+) -> anyhow::Result<mm_gateway::Gateway> {
+    let (settings, mapping) = (settings.clone(), mapping.clone());
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let gateway = mm_gateway::Gateway::open_kafka(&settings, &runtime)
+            .context("opening the event gateway on Kafka")?;
+        ensure_api_call_type(&gateway, &mapping)?;
+        Ok(gateway)
+    })
+    .await
+    .context("opening the event gateway")?
+}
+
+/// Registers the built-in `merchant.api-call` type, or brings it up to the field mapping.
+fn ensure_api_call_type(
+    gateway: &mm_gateway::Gateway,
+    mapping: &mm_model::mapping::FieldMapping,
+) -> anyhow::Result<()> {
     gateway
         .registry
         .ensure_built_in(
@@ -428,5 +456,5 @@ fn open_gateway(
             mm_model::time::now_us(),
         )
         .context("registering the built-in merchant.api-call event type")?;
-    Ok(gateway)
+    Ok(())
 }

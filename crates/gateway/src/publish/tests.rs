@@ -73,8 +73,13 @@ fn gateway() -> (tempfile::TempDir, Gateway) {
 
 /// Appends what `prepared` holds and waits for the offsets.
 fn append(gateway: &Gateway, name: &str, prepared: Prepared) -> Vec<u64> {
-    let answer = gateway.log.append(name, prepared.records).expect("queued");
-    answer.blocking_recv().expect("answered").expect("durable")
+    let registered = gateway.registry.get(name).expect("registered");
+    crate::block_on(
+        gateway
+            .log
+            .append(&registered.event_type, prepared.records, &prepared.context),
+    )
+    .expect("durable")
 }
 
 #[test]
@@ -221,7 +226,8 @@ fn hash_partitions_agree_with_the_java_client_and_keep_per_key_order_over_ten_th
             &options(false),
         )
         .expect("a batch");
-        assert_eq!(prepared.records[0].0, expected, "key {key:?}");
+        assert_eq!(prepared.records[0].partition, expected, "key {key:?}");
+        assert_eq!(prepared.records[0].key.as_deref(), Some(key));
     }
     // 10,000 events over 50 keys, in batches of 500: each key's sequence numbers come back in
     // order within its partition, and every key stays on one partition.
@@ -284,7 +290,7 @@ fn user_defined_partitions_come_from_the_metadata_and_are_checked() {
     )
     .expect("a batch");
     assert_eq!(prepared.records.len(), 1);
-    assert_eq!(prepared.records[0].0, 1);
+    assert_eq!(prepared.records[0].partition, 1);
     assert_eq!(prepared.items[1].step, Step::Partitioning);
     assert!(
         prepared.items[1].detail.contains("not a partition"),

@@ -50,8 +50,8 @@ pub(super) fn gateway(state: &AppState) -> Result<Arc<Gateway>, ApiError> {
     state.gateway.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
-            "not_in_cluster_mode",
-            "the event gateway runs in embedded mode only so far; cluster mode will share its registry through a compacted topic",
+            "gateway_not_running",
+            "the event gateway is not running on this instance",
         )
     })
 }
@@ -108,6 +108,9 @@ fn registry_error(error: RegistryError) -> ApiError {
         },
         RegistryError::BuiltIn(_) => {
             ApiError::new(StatusCode::CONFLICT, "built_in_event_type", message)
+        }
+        RegistryError::Conflict(_) => {
+            ApiError::new(StatusCode::CONFLICT, "concurrent_change", message)
         }
         RegistryError::Storage(_) | RegistryError::Corrupt { .. } => {
             ApiError::internal("event type registry", message)
@@ -169,6 +172,7 @@ pub async fn put_event_type(
     let gateway = gateway(&state)?;
     let definition: EventTypeDefinition = json_body(&body, "event type definition")?;
     let location = format!("/v1/event-types/{name}");
+    let log_gateway = gateway.clone();
     let (outcome, event_type) = blocking(move || {
         let put = gateway
             .registry
@@ -180,6 +184,9 @@ pub async fn put_event_type(
         Ok(put?)
     })
     .await?;
+    if outcome == PutOutcome::Created {
+        log_gateway.log.prepare(&event_type).await?;
+    }
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Evolved | PutOutcome::Unchanged => StatusCode::OK,

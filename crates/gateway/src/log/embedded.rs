@@ -1,4 +1,4 @@
-//! The embedded event log: every event type's partitions, append-only, offsets from 0.
+//! The embedded event log: every event type's partitions in the gateway database.
 //!
 //! On-disk format (the `events` keyspace of the gateway database): key = type name, a zero
 //! byte, the partition (u32, big-endian) and the offset (u64, big-endian), so one partition's
@@ -16,28 +16,12 @@ use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use thiserror::Error;
+use super::{LogError, Record, Stored};
 
 /// Batches that may wait for the writer; beyond them appends are refused as busy.
 const QUEUE: usize = 256;
 /// Bytes the writer commits together at most.
 const GROUP_BYTES: usize = 16 << 20;
-
-#[derive(Debug, Error, Clone)]
-pub enum LogError {
-    #[error("the event log is busy: too many batches are waiting to be written")]
-    Busy,
-    #[error("writing the event log: {0}")]
-    Storage(String),
-    #[error("the event log has stopped")]
-    Stopped,
-}
-
-/// One event of an append: its partition and its bytes.
-pub type Record = (u32, Vec<u8>);
-
-/// A read event: its offset and bytes.
-pub type Stored = (u64, Vec<u8>);
 
 struct Append {
     event_type: String,
@@ -46,7 +30,7 @@ struct Append {
 }
 
 /// The log: appends through the writer thread, reads straight from the keyspace.
-pub struct EventLog {
+pub struct Embedded {
     database: fjall::Database,
     events: fjall::Keyspace,
     append_tx: Mutex<Option<SyncSender<Append>>>,
@@ -84,7 +68,7 @@ fn storage(error: impl std::fmt::Display) -> LogError {
     LogError::Storage(error.to_string())
 }
 
-impl EventLog {
+impl Embedded {
     /// Opens the log in `database` and starts its writer.
     pub fn open(database: &fjall::Database) -> Result<Self, LogError> {
         // Event bodies go to blob files beside the tree (key-value separation): compactions
@@ -236,7 +220,7 @@ impl EventLog {
     }
 }
 
-impl Drop for EventLog {
+impl Drop for Embedded {
     fn drop(&mut self) {
         self.close();
     }
@@ -273,7 +257,11 @@ fn write_loop(
 ) {
     while let Ok(first) = append_rx.recv() {
         let mut group = vec![first];
-        let mut bytes: usize = group[0].records.iter().map(|record| record.1.len()).sum();
+        let mut bytes: usize = group[0]
+            .records
+            .iter()
+            .map(|record| record.bytes.len())
+            .sum();
         while bytes < GROUP_BYTES {
             let Ok(next) = append_rx.try_recv() else {
                 break;
@@ -281,7 +269,7 @@ fn write_loop(
             bytes += next
                 .records
                 .iter()
-                .map(|record| record.1.len())
+                .map(|record| record.bytes.len())
                 .sum::<usize>();
             group.push(next);
         }
@@ -317,7 +305,10 @@ fn commit(
     let mut failure = None;
     for append in group.iter_mut() {
         let mut offsets = Vec::with_capacity(append.records.len());
-        for (partition, bytes) in std::mem::take(&mut append.records) {
+        for Record {
+            partition, bytes, ..
+        } in std::mem::take(&mut append.records)
+        {
             let slot = (append.event_type.clone(), partition);
             let next = match assigned.get(&slot) {
                 Some(next) => *next,
