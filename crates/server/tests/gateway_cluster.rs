@@ -402,6 +402,51 @@ consumer.close()
         );
     }
 
+    // Following a partition on one instance streams what another instance publishes.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let partition = mm_kafka::partition_for(b"order-0", PARTITIONS) as u32;
+        let end = events
+            .iter()
+            .filter(|event| event["metadata"]["partition"] == json!(partition))
+            .count();
+        let mut stream = std::net::TcpStream::connect(b.address).expect("connected");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout set");
+        write!(
+            stream,
+            "GET /v1/event-types/{TYPE}/events?partition={partition}&offset={end}&follow=true HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .expect("request sent");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        // The response head arrives first, so the follower is in place before the publish.
+        while line != "\r\n" {
+            line.clear();
+            reader.read_line(&mut line).expect("the response head");
+        }
+        let published = send(
+            a.address,
+            "POST",
+            &format!("/v1/event-types/{TYPE}/events"),
+            &json!([refund(50_000, "order-0", 7_777, json!(1))]),
+        );
+        assert_eq!(published.status, 200, "{}", String::from_utf8_lossy(&published.body));
+        let followed = loop {
+            line.clear();
+            let read = reader
+                .read_line(&mut line)
+                .expect("the stream stays open and delivers");
+            assert!(read > 0, "the server ended the stream");
+            if line.starts_with('{') {
+                break serde_json::from_str::<Value>(line.trim()).expect("an event");
+            }
+        };
+        assert_eq!(followed["sequence"], 7_777);
+        assert_eq!(followed["metadata"]["offset"], json!(end));
+    }
+
     // An instance started later loads every version from the registry topic.
     let c = ServerProcess::start(EXE, &dir.path().join("c"), &["--config", &config], &[]);
     let schemas = get(c.address, &format!("/v1/event-types/{TYPE}/schemas")).json();
