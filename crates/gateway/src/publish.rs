@@ -305,21 +305,10 @@ fn place(
         }
     };
     let mut metadata = None;
-    let mut body = Map::new();
     for (name, value) in &fields {
         if name == "metadata" {
             metadata = Some(*value);
-            continue;
         }
-        let value: Value = serde_json::from_str(value.get()).map_err(|error| {
-            (
-                String::new(),
-                Step::Validating,
-                format!("/{name}: {error}"),
-                "not_json",
-            )
-        })?;
-        body.insert(name.clone().into_owned(), value);
     }
     let metadata = match metadata.map(|raw| serde_json::from_str::<Value>(raw.get())) {
         Some(Ok(Value::Object(metadata))) => metadata,
@@ -349,33 +338,22 @@ fn place(
         |step: Step, detail: String, reason: &'static str| (eid.clone(), step, detail, reason);
     check_metadata(&metadata, registered.event_type.partition_strategy)
         .map_err(|detail| fail(Step::Validating, detail, "metadata"))?;
-    let body = Value::Object(body);
-    let mut reason = "schema";
-    let errors: Vec<String> = registered
-        .validator
-        .iter_errors(&body)
-        .take(MAX_REPORTED + 1)
-        .map(|error| {
-            if reason == "schema" {
-                reason = keyword_label(error.kind().keyword());
-            }
-            let pointer = error.instance_path().as_str().to_owned();
-            let pointer = if pointer.is_empty() {
-                "/".into()
-            } else {
-                pointer
-            };
-            format!("{pointer}: {error} ({})", error.kind().keyword())
-        })
-        .collect();
-    if !errors.is_empty() {
-        let mut detail = errors[..errors.len().min(MAX_REPORTED)].join("; ");
-        if errors.len() > MAX_REPORTED {
-            detail.push_str("; and more");
-        }
-        return Err(fail(Step::Validating, detail, reason));
-    }
-    let (partition, key) = partition_of(registered, &body, &metadata)
+    // The fast path checks the text as it is parsed; only what it does not accept is built
+    // into a value for the full validator, which decides and words the errors.
+    let accepted = registered
+        .fast
+        .as_ref()
+        .is_some_and(|fast| fast.accepts(raw));
+    let body = if accepted {
+        None
+    } else {
+        let body = body_value(&fields, |name| name != "metadata")
+            .map_err(|detail| fail(Step::Validating, detail, "not_json"))?;
+        validate(registered, &body)
+            .map_err(|(detail, reason)| fail(Step::Validating, detail, reason))?;
+        Some(body)
+    };
+    let (partition, key) = partition_of(registered, body.as_ref(), &fields, &metadata)
         .map_err(|detail| fail(Step::Partitioning, detail, "partition"))?;
     let mut metadata = metadata;
     metadata.insert("received_at".into(), Value::String(received_at.to_owned()));
@@ -414,6 +392,65 @@ fn place(
         occurred_at,
         bytes,
     })
+}
+
+/// The event's members that `keep` names, as one object value.
+fn body_value(
+    fields: &[(Cow<'_, str>, &RawValue)],
+    keep: impl Fn(&str) -> bool,
+) -> Result<Value, String> {
+    let mut body = Map::new();
+    for (name, value) in fields {
+        if !keep(name) {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(value.get()).map_err(|error| format!("/{name}: {error}"))?;
+        body.insert(name.clone().into_owned(), value);
+    }
+    Ok(Value::Object(body))
+}
+
+/// The full validator on the event's body: `Err` with the first errors, each with its pointer
+/// and keyword, and the reason label.
+fn validate(registered: &Registered, body: &Value) -> Result<(), (String, &'static str)> {
+    let mut reason = "schema";
+    let errors: Vec<String> = registered
+        .validator
+        .iter_errors(body)
+        .take(MAX_REPORTED + 1)
+        .map(|error| {
+            if reason == "schema" {
+                reason = keyword_label(error.kind().keyword());
+            }
+            let pointer = error.instance_path().as_str().to_owned();
+            let pointer = if pointer.is_empty() {
+                "/".into()
+            } else {
+                pointer
+            };
+            format!("{pointer}: {error} ({})", error.kind().keyword())
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut detail = errors[..errors.len().min(MAX_REPORTED)].join("; ");
+    if errors.len() > MAX_REPORTED {
+        detail.push_str("; and more");
+    }
+    Err((detail, reason))
+}
+
+/// The first segment of a JSON pointer, unescaped (`/a~1b/c` → `a/b`).
+fn first_segment(pointer: &str) -> String {
+    pointer
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .replace("~1", "/")
+        .replace("~0", "~")
 }
 
 /// An object's fields as their raw texts, in order (a later duplicate name replaces nothing:
@@ -510,16 +547,31 @@ pub fn partition_key(body: &Value, fields: &[String]) -> Result<String, String> 
     Ok(key)
 }
 
-/// The event's partition, and its partition key when the strategy has one.
+/// The event's partition, and its partition key when the strategy has one. `body` is the
+/// event's body when it was built; otherwise the key fields' members are read from `fields`.
 fn partition_of(
     registered: &Registered,
-    body: &Value,
+    body: Option<&Value>,
+    fields: &[(Cow<'_, str>, &RawValue)],
     metadata: &Map<String, Value>,
 ) -> Result<(u32, Option<String>), String> {
     let event_type = &registered.event_type;
     match event_type.partition_strategy {
         PartitionStrategy::Hash => {
-            let key = partition_key(body, &event_type.partition_key_fields)?;
+            let key_fields = &event_type.partition_key_fields;
+            let key = match body {
+                Some(body) => partition_key(body, key_fields)?,
+                None => {
+                    let members: Vec<String> = key_fields
+                        .iter()
+                        .map(|field| first_segment(field))
+                        .collect();
+                    let partial = body_value(fields, |name| {
+                        name != "metadata" && members.iter().any(|member| member == name)
+                    })?;
+                    partition_key(&partial, key_fields)?
+                }
+            };
             let partition = mm_kafka::partition_for(key.as_bytes(), event_type.partitions) as u32;
             Ok((partition, Some(key)))
         }

@@ -163,6 +163,8 @@ pub struct Registered {
     /// Oldest first.
     pub schemas: Vec<SchemaRecord>,
     pub validator: jsonschema::Validator,
+    /// The current schema for the fast path (`None`: it has references).
+    pub fast: Option<schema::fast::FastSchema>,
 }
 
 /// What `PUT` did.
@@ -414,7 +416,9 @@ fn install(types: &Types, registered: Arc<Registered>) {
 
 fn registered(record: TypeRecord) -> Result<Registered, RegistryError> {
     let validator = schema::compile(&record.event_type.schema)?;
+    let fast = schema::fast::FastSchema::compile(&record.event_type.schema);
     Ok(Registered {
+        fast,
         revision: record.revision,
         event_type: record.event_type,
         schemas: record.schemas,

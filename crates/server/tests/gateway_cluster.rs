@@ -432,7 +432,12 @@ consumer.close()
             &format!("/v1/event-types/{TYPE}/events"),
             &json!([refund(50_000, "order-0", 7_777, json!(1))]),
         );
-        assert_eq!(published.status, 200, "{}", String::from_utf8_lossy(&published.body));
+        assert_eq!(
+            published.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&published.body)
+        );
         let followed = loop {
             line.clear();
             let read = reader

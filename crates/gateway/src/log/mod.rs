@@ -79,6 +79,8 @@ impl EventLog {
     /// Makes a type's storage ready before its first event (cluster mode: creates its topic,
     /// so consumers can subscribe before anything is published).
     pub async fn prepare(&self, event_type: &crate::EventType) -> Result<(), LogError> {
+        #[cfg(not(feature = "kafka"))]
+        let _ = event_type;
         match &self.backend {
             Backend::Embedded(_) => Ok(()),
             #[cfg(feature = "kafka")]

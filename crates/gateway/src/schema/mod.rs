@@ -3,6 +3,7 @@
 //! version.
 
 pub mod compat;
+pub mod fast;
 mod version;
 
 pub use compat::{Direction, Violation};
