@@ -175,9 +175,18 @@ pub fn prepare_events(
             flow_id: options.flow_id.clone(),
         },
     };
-    let received_at = prepared.context.received_at.clone();
+    let key_members = match registered.event_type.partition_strategy {
+        PartitionStrategy::Hash => key_members(&registered.event_type.partition_key_fields),
+        _ => Some(Vec::new()),
+    };
+    let enrichment = metadata::Enrichment::new(
+        &prepared.context.received_at,
+        &prepared.context.version,
+        &prepared.context.flow_id,
+        &registered.event_type.name,
+    );
     for (index, event) in events.into_iter().enumerate() {
-        let outcome = place(registered, event, options, &received_at);
+        let outcome = place(registered, event, &enrichment, key_members.as_deref());
         match outcome {
             Ok(Placed {
                 eid,
@@ -277,14 +286,17 @@ fn keyword_label(keyword: &str) -> &'static str {
 
 /// One event through validating, partitioning and enriching.
 ///
-/// The stored event is written from the event's own text: its fields as they came, then the
-/// enriched metadata (only the metadata is serialised anew).
+/// The stored event is written from the event's own text: its members as they came, then the
+/// producer's metadata as it came with the gateway's members added.
 fn place(
     registered: &Registered,
     raw: &[u8],
-    options: &PublishOptions,
-    received_at: &str,
+    enrichment: &metadata::Enrichment,
+    key_members: Option<&[&str]>,
 ) -> Result<Placed, Failure> {
+    if let Some(placed) = place_fast(registered, raw, enrichment, key_members) {
+        return Ok(placed);
+    }
     let fields: Vec<(Cow<'_, str>, &RawValue)> = match serde_json::from_slice::<Fields<'_>>(raw) {
         Ok(fields) => fields.0,
         Err(error) if error.is_data() => {
@@ -304,40 +316,28 @@ fn place(
             ));
         }
     };
-    let mut metadata = None;
-    for (name, value) in &fields {
-        if name == "metadata" {
-            metadata = Some(*value);
-        }
-    }
-    let metadata = match metadata.map(|raw| serde_json::from_str::<Value>(raw.get())) {
-        Some(Ok(Value::Object(metadata))) => metadata,
-        Some(_) => {
-            return Err((
-                String::new(),
-                Step::Validating,
-                "/metadata: must be an object with eid and occurred_at".into(),
-                "metadata",
-            ));
-        }
-        None => {
-            return Err((
-                String::new(),
-                Step::Validating,
-                "/metadata: missing (an object with eid and occurred_at)".into(),
-                "metadata",
-            ));
-        }
-    };
-    let eid = metadata
-        .get("eid")
-        .and_then(Value::as_str)
+    let raw_metadata = fields
+        .iter()
+        .find(|(name, _)| name == "metadata")
+        .map(|(_, value)| *value);
+    let strategy = registered.event_type.partition_strategy;
+    let view = raw_metadata.and_then(metadata::View::read);
+    let eid = view
+        .as_ref()
+        .and_then(|view| view.eid.as_deref())
         .unwrap_or_default()
         .to_owned();
     let fail =
         |step: Step, detail: String, reason: &'static str| (eid.clone(), step, detail, reason);
-    check_metadata(&metadata, registered.event_type.partition_strategy)
-        .map_err(|detail| fail(Step::Validating, detail, "metadata"))?;
+    let (Some(raw_metadata), Some(view)) =
+        (raw_metadata, view.filter(|view| clean(view, strategy)))
+    else {
+        return Err(fail(
+            Step::Validating,
+            metadata_problem(raw_metadata, strategy),
+            "metadata",
+        ));
+    };
     // The fast path checks the text as it is parsed; only what it does not accept is built
     // into a value for the full validator, which decides and words the errors.
     let accepted = registered
@@ -353,38 +353,29 @@ fn place(
             .map_err(|(detail, reason)| fail(Step::Validating, detail, reason))?;
         Some(body)
     };
-    let (partition, key) = partition_of(registered, body.as_ref(), &fields, &metadata)
+    let (partition, key) = partition_of(registered, body.as_ref(), &fields, view.partition)
         .map_err(|detail| fail(Step::Partitioning, detail, "partition"))?;
-    let mut metadata = metadata;
-    metadata.insert("received_at".into(), Value::String(received_at.to_owned()));
-    metadata.insert(
-        "version".into(),
-        Value::String(registered.event_type.version.to_string()),
-    );
-    metadata.insert("partition".into(), Value::from(partition));
-    metadata.insert("flow_id".into(), Value::String(options.flow_id.clone()));
-    metadata.insert(
-        "event_type".into(),
-        Value::String(registered.event_type.name.clone()),
-    );
     let mut bytes = Vec::with_capacity(raw.len() + 192);
     bytes.push(b'{');
     for (name, value) in fields.iter().filter(|(name, _)| name != "metadata") {
-        serde_json::to_writer(&mut bytes, name)
-            .map_err(|error| fail(Step::Enriching, error.to_string(), "enriching"))?;
+        match name {
+            // Borrowed: the name had no escapes, so its text is its JSON as it is.
+            Cow::Borrowed(name) => {
+                bytes.push(b'"');
+                bytes.extend_from_slice(name.as_bytes());
+                bytes.push(b'"');
+            }
+            Cow::Owned(name) => serde_json::to_writer(&mut bytes, name)
+                .map_err(|error| fail(Step::Enriching, error.to_string(), "enriching"))?,
+        }
         bytes.push(b':');
         bytes.extend_from_slice(value.get().as_bytes());
         bytes.push(b',');
     }
     bytes.extend_from_slice(b"\"metadata\":");
-    serde_json::to_writer(&mut bytes, &metadata)
-        .map_err(|error| fail(Step::Enriching, error.to_string(), "enriching"))?;
+    enrichment.write(raw_metadata, partition, &mut bytes);
     bytes.push(b'}');
-    let occurred_at = metadata
-        .get("occurred_at")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let occurred_at = view.occurred_at.map(Cow::into_owned).unwrap_or_default();
     Ok(Placed {
         eid,
         partition,
@@ -392,6 +383,103 @@ fn place(
         occurred_at,
         bytes,
     })
+}
+
+/// The fast path of [`place`]: one pass over the event's text checks it against the schema
+/// and finds its metadata and key members; the stored event is its text with the metadata
+/// replaced by the enriched metadata. `None` when anything is amiss (the slow path then
+/// decides and words the problem).
+fn place_fast(
+    registered: &Registered,
+    raw: &[u8],
+    enrichment: &metadata::Enrichment,
+    key_members: Option<&[&str]>,
+) -> Option<Placed> {
+    let raw = raw.trim_ascii_end();
+    let scan = registered
+        .fast
+        .as_ref()?
+        .scan(raw, key_members.unwrap_or_default())?;
+    let metadata_text = scan.metadata?;
+    let raw_metadata: &RawValue = serde_json::from_str(metadata_text).ok()?;
+    let view = metadata::View::read(raw_metadata)?;
+    let strategy = registered.event_type.partition_strategy;
+    if !clean(&view, strategy) {
+        return None;
+    }
+    let (partition, key) = match strategy {
+        PartitionStrategy::Hash => {
+            key_members?;
+            let mut key = String::new();
+            for (index, text) in scan.keys.iter().enumerate() {
+                let text = (*text)?;
+                if index > 0 {
+                    key.push('|');
+                }
+                match text
+                    .strip_prefix('"')
+                    .and_then(|rest| rest.strip_suffix('"'))
+                {
+                    Some(inner) if !inner.contains('\\') => key.push_str(inner),
+                    Some(_) => key.push_str(&serde_json::from_str::<String>(text).ok()?),
+                    None => key.push_str(&serde_json::from_str::<Value>(text).ok()?.to_string()),
+                }
+            }
+            let partition =
+                mm_kafka::partition_for(key.as_bytes(), registered.event_type.partitions);
+            (partition as u32, Some(key))
+        }
+        _ => partition_of(registered, None, &[], view.partition).ok()?,
+    };
+    let start = metadata_text.as_ptr() as usize - raw.as_ptr() as usize;
+    let end = start + metadata_text.len();
+    let mut bytes = Vec::with_capacity(raw.len() + 192);
+    bytes.extend_from_slice(raw.get(..start)?);
+    enrichment.write(raw_metadata, partition, &mut bytes);
+    bytes.extend_from_slice(raw.get(end..)?);
+    Some(Placed {
+        eid: view.eid?.into_owned(),
+        partition,
+        key,
+        occurred_at: view.occurred_at?.into_owned(),
+        bytes,
+    })
+}
+
+/// The top-level members that hold the key fields, when each key field is one (`/order_id`);
+/// `None` when one reaches deeper.
+fn key_members(key_fields: &[String]) -> Option<Vec<&str>> {
+    key_fields
+        .iter()
+        .map(|field| {
+            let name = field.strip_prefix('/')?;
+            (!name.contains(['/', '~'])).then_some(name)
+        })
+        .collect()
+}
+
+/// Whether the metadata passes [`check_metadata`] (which words the problem when not).
+fn clean(view: &metadata::View<'_>, strategy: PartitionStrategy) -> bool {
+    !view.odd
+        && view.eid.as_deref().is_some_and(is_uuid)
+        && view
+            .occurred_at
+            .as_deref()
+            .is_some_and(|at| mm_model::time::parse_rfc3339(at).is_ok())
+        && (view.partition.is_none() || strategy == PartitionStrategy::UserDefined)
+}
+
+/// What is wrong with an event's metadata (`raw`), in words.
+fn metadata_problem(raw: Option<&RawValue>, strategy: PartitionStrategy) -> String {
+    match raw.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+        Some(Ok(Value::Object(metadata))) => match check_metadata(&metadata, strategy) {
+            Err(detail) => detail,
+            // Only a member given twice reads differently member by member.
+            Ok(()) => "/metadata: a member is given more than once".into(),
+        },
+        Some(_) => "/metadata: must be an object with eid and occurred_at".into(),
+        None => "/metadata: missing (an object with eid and occurred_at)".into(),
+    }
 }
 
 /// The event's members that `keep` names, as one object value.
@@ -442,6 +530,28 @@ fn validate(registered: &Registered, body: &Value) -> Result<(), (String, &'stat
     Err((detail, reason))
 }
 
+/// The partition key read straight from the text, when every key field is a top-level member
+/// holding a string without escapes; `None` otherwise.
+fn plain_key(fields: &[(Cow<'_, str>, &RawValue)], key_fields: &[String]) -> Option<String> {
+    let mut key = String::new();
+    for (index, field) in key_fields.iter().enumerate() {
+        let name = field.strip_prefix('/')?;
+        if name.contains(['/', '~']) {
+            return None;
+        }
+        let (_, value) = fields.iter().find(|(known, _)| known == name)?;
+        let text = value.get().strip_prefix('"')?.strip_suffix('"')?;
+        if text.contains('\\') {
+            return None;
+        }
+        if index > 0 {
+            key.push('|');
+        }
+        key.push_str(text);
+    }
+    Some(key)
+}
+
 /// The first segment of a JSON pointer, unescaped (`/a~1b/c` → `a/b`).
 fn first_segment(pointer: &str) -> String {
     pointer
@@ -470,7 +580,9 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
                 mut map: M,
             ) -> Result<Self::Value, M::Error> {
                 let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(16);
-                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(crate::schema::fast::Name(name)) =
+                    map.next_key::<crate::schema::fast::Name<'de>>()?
+                {
                     let value: &'de RawValue = map.next_value()?;
                     // A repeated name keeps its last value, once.
                     fields.retain(|(known, _)| *known != name);
@@ -553,7 +665,7 @@ fn partition_of(
     registered: &Registered,
     body: Option<&Value>,
     fields: &[(Cow<'_, str>, &RawValue)],
-    metadata: &Map<String, Value>,
+    given: Option<&RawValue>,
 ) -> Result<(u32, Option<String>), String> {
     let event_type = &registered.event_type;
     match event_type.partition_strategy {
@@ -561,6 +673,7 @@ fn partition_of(
             let key_fields = &event_type.partition_key_fields;
             let key = match body {
                 Some(body) => partition_key(body, key_fields)?,
+                None if let Some(key) = plain_key(fields, key_fields) => key,
                 None => {
                     let members: Vec<String> = key_fields
                         .iter()
@@ -577,9 +690,12 @@ fn partition_of(
         }
         PartitionStrategy::Random => Ok((fastrand::u32(..event_type.partitions), None)),
         PartitionStrategy::UserDefined => {
-            let given = metadata.get("partition").ok_or(
-                "/metadata/partition: missing (this type's producers choose the partition)",
-            )?;
+            let given: Value = given
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .ok_or(
+                    "/metadata/partition: missing (this type's producers choose the partition)",
+                )?;
+            let given = &given;
             let partition = match given {
                 Value::Number(number) => number.as_u64(),
                 Value::String(text) => text.parse().ok(),
@@ -602,6 +718,8 @@ fn partition_of(
 pub fn new_flow_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }
+
+mod metadata;
 
 #[cfg(test)]
 mod tests;

@@ -129,7 +129,9 @@ impl EmbeddedLog {
 pub fn open_database(dir: &Path) -> Result<fjall::Database, RegistryError> {
     std::fs::create_dir_all(dir)
         .map_err(|error| RegistryError::Storage(format!("creating {}: {error}", dir.display())))?;
+    // The journal uncompressed, like the event blobs (see `log/embedded.rs`).
     fjall::Database::builder(dir)
+        .journal_compression(fjall::CompressionType::None)
         .open()
         .map_err(|error| RegistryError::Storage(error.to_string()))
 }

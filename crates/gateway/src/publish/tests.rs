@@ -408,3 +408,70 @@ fn expiry_removes_old_events_oldest_first_and_keeps_the_newest_so_offsets_contin
         "offsets continue after a restart"
     );
 }
+
+/// `registered` without its fast path: every event through the full validator.
+fn without_fast_path(registered: &Registered) -> Registered {
+    Registered {
+        revision: registered.revision,
+        event_type: registered.event_type.clone(),
+        schemas: registered.schemas.clone(),
+        validator: crate::schema::compile(&registered.event_type.schema).expect("compiles"),
+        fast: None,
+    }
+}
+
+#[test]
+fn the_fast_and_the_full_path_store_the_same_events_on_the_same_partitions() {
+    let (_dir, gateway) = gateway();
+    for (name, strategy) in [
+        ("order.hashed", None),
+        ("order.chosen", Some(PartitionStrategy::UserDefined)),
+    ] {
+        gateway
+            .registry
+            .put(name, refund_definition(strategy, 7), 1)
+            .expect("registered");
+        let registered = gateway.registry.get(name).expect("registered");
+        assert!(registered.fast.is_some());
+        let slow = without_fast_path(&registered);
+        let partition = if strategy.is_some() {
+            r#", "partition": 5"#
+        } else {
+            ""
+        };
+        let metadata = format!(
+            r#"{{"eid": "{}", "occurred_at": "2026-12-01T10:00:00Z", "trace": [1, {{"a": null}}]{partition}}}"#,
+            eid(1)
+        );
+        let events = [
+            format!(r#"{{"order_id": "o-1", "amount": 5, "metadata": {metadata}}}"#),
+            format!(r#"{{"metadata": {metadata}, "order_id": "o\"2\u00e9", "amount": 1.50}}"#),
+            format!(
+                "{{ \"amount\" : 0 ,\"customer\": {{\"country\": \"NL\"}}, \"order_id\":\"o-3\" , \"metadata\" : {metadata} }}\r"
+            ),
+            // Invalid: both paths refuse it the same way.
+            format!(r#"{{"order_id": "o-4", "amount": -1, "metadata": {metadata}}}"#),
+        ];
+        let body = events.join("\n");
+        let fast = prepare(&registered, body.as_bytes(), &options(false)).expect("a batch");
+        let full = prepare(&slow, body.as_bytes(), &options(false)).expect("a batch");
+        assert_eq!(fast.items, full.items, "{name}");
+        assert_eq!(fast.records.len(), 3, "{name}");
+        for (fast, full) in fast.records.iter().zip(&full.records) {
+            let parsed = |record: &Record| -> Value {
+                serde_json::from_slice(&record.bytes).expect("stored JSON")
+            };
+            assert_eq!(parsed(fast), parsed(full), "{name}");
+            assert_eq!(
+                (fast.partition, &fast.key, &fast.eid, &fast.occurred_at),
+                (full.partition, &full.key, &full.eid, &full.occurred_at),
+                "{name}"
+            );
+        }
+        if strategy.is_some() {
+            assert!(fast.records.iter().all(|record| record.partition == 5));
+        } else {
+            assert_eq!(fast.records[1].key.as_deref(), Some("o\"2é"));
+        }
+    }
+}

@@ -74,9 +74,12 @@ struct Checks {
     maximum: Option<f64>,
     exclusive_minimum: Option<f64>,
     exclusive_maximum: Option<f64>,
-    /// Sorted by name.
-    properties: Vec<(Box<str>, Node)>,
+    /// Sorted by name; each with its index in `required`, if it is required.
+    properties: Vec<(Box<str>, Node, Option<usize>)>,
     required: Vec<Box<str>>,
+    /// Whether a required name is not among `properties` (then names that are not properties
+    /// are looked up in `required` too).
+    required_elsewhere: bool,
     additional: Option<Node>,
     items: Option<Node>,
     min_items: Option<u64>,
@@ -133,14 +136,42 @@ impl FastSchema {
     /// Whether the event `json` (an object; its `metadata` member is not part of the
     /// validated body) is valid. `false` may also mean "not sure".
     pub fn accepts(&self, json: &[u8]) -> bool {
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        self.scan(json, &[]).is_some()
+    }
+
+    /// Checks the event `json` as [`Self::accepts`] does, and finds its `metadata` member and
+    /// the top-level members `key_members` name on the way: `None` when it does not accept
+    /// the event, or a member it looks for is given twice.
+    pub fn scan<'a>(&self, json: &'a [u8], key_members: &[&str]) -> Option<Scan<'a>> {
+        let text = std::str::from_utf8(json).ok()?;
+        let capture = Capture {
+            base: text.as_ptr() as usize,
+            key_members,
+            metadata: std::cell::Cell::new(None),
+            keys: std::cell::RefCell::new(vec![None; key_members.len()]),
+        };
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         Check {
             node: &self.root,
             root: true,
+            capture: Some(&capture),
         }
         .deserialize(&mut deserializer)
         .and_then(|()| deserializer.end())
-        .is_ok()
+        .ok()?;
+        let slice = |(start, length): (usize, usize)| text.get(start..start + length);
+        Some(Scan {
+            metadata: match capture.metadata.get() {
+                Some(range) => Some(slice(range)?),
+                None => None,
+            },
+            keys: capture
+                .keys
+                .into_inner()
+                .into_iter()
+                .map(|range| range.and_then(slice))
+                .collect(),
+        })
     }
 }
 
@@ -251,12 +282,15 @@ fn checks(map: &Map<String, Value>, root: bool) -> Option<Node> {
                     .collect::<Option<Vec<_>>>()?;
             }
             "properties" => {
-                let mut properties: Vec<(Box<str>, Node)> = value
+                let mut properties: Vec<(Box<str>, Node, Option<usize>)> = value
                     .as_object()?
                     .iter()
-                    .map(|(name, schema)| Some((Box::from(name.as_str()), node(schema, false)?)))
+                    .map(|(name, schema)| {
+                        Some((Box::from(name.as_str()), node(schema, false)?, None))
+                    })
                     .collect::<Option<Vec<_>>>()?;
                 properties.sort_by(|a, b| a.0.cmp(&b.0));
+                properties.dedup_by(|a, b| a.0 == b.0);
                 checks.properties = properties;
             }
             "additionalProperties" => checks.additional = Some(node(value, false)?),
@@ -267,8 +301,37 @@ fn checks(map: &Map<String, Value>, root: bool) -> Option<Node> {
     if any {
         return Some(Node::Any);
     }
+    for (index, name) in checks.required.iter().enumerate() {
+        match checks
+            .properties
+            .iter_mut()
+            .find(|(known, _, _)| known == name)
+        {
+            Some(property) => property.2 = property.2.or(Some(index)),
+            None => checks.required_elsewhere = true,
+        }
+    }
     Some(Node::Checks(Box::new(checks)))
 }
+
+/// The checks of a schema that admits anything.
+static NO_CHECKS: Checks = Checks {
+    types: None,
+    enum_strings: None,
+    min_length: None,
+    max_length: None,
+    minimum: None,
+    maximum: None,
+    exclusive_minimum: None,
+    exclusive_maximum: None,
+    properties: Vec::new(),
+    required: Vec::new(),
+    required_elsewhere: false,
+    additional: None,
+    items: None,
+    min_items: None,
+    max_items: None,
+};
 
 /// Validation failed, or the fast path is not sure: the full validator decides.
 #[derive(Debug)]
@@ -294,6 +357,31 @@ struct Check<'a> {
     node: &'a Node,
     /// The event itself: its `metadata` member is skipped.
     root: bool,
+    /// At the root: where the members publishing needs are, found on the way.
+    capture: Option<&'a Capture<'a>>,
+}
+
+/// The members of an event found while it is checked, as byte ranges of its text.
+struct Capture<'a> {
+    base: usize,
+    key_members: &'a [&'a str],
+    metadata: std::cell::Cell<Option<(usize, usize)>>,
+    keys: std::cell::RefCell<Vec<Option<(usize, usize)>>>,
+}
+
+impl Capture<'_> {
+    fn range(&self, raw: &serde_json::value::RawValue) -> (usize, usize) {
+        let text = raw.get();
+        (text.as_ptr() as usize - self.base, text.len())
+    }
+}
+
+/// An event checked by the fast path, with the members publishing needs.
+pub struct Scan<'a> {
+    /// The `metadata` member's value, as it was sent.
+    pub metadata: Option<&'a str>,
+    /// The value of each key member asked for (`None`: not there).
+    pub keys: Vec<Option<&'a str>>,
 }
 
 impl<'de> DeserializeSeed<'de> for Check<'_> {
@@ -389,7 +477,7 @@ impl Check<'_> {
 }
 
 /// An object member's name, borrowed from the text when it has no escapes.
-struct Name<'de>(Cow<'de, str>);
+pub(crate) struct Name<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Name<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -464,7 +552,11 @@ impl<'de> Visitor<'de> for Check<'_> {
         let mut count = 0u64;
         loop {
             let more = match items {
-                Some(node) => seq.next_element_seed(Check { node, root: false })?,
+                Some(node) => seq.next_element_seed(Check {
+                    node,
+                    root: false,
+                    capture: None,
+                })?,
                 None => seq.next_element::<IgnoredAny>()?.map(drop),
             };
             if more.is_none() {
@@ -498,7 +590,15 @@ impl<'de> Visitor<'de> for Check<'_> {
         let mut seen_more: Vec<&str> = Vec::new();
         while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
             if self.root && name == "metadata" {
-                map.next_value::<IgnoredAny>()?;
+                match self.capture {
+                    Some(capture) => {
+                        let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                        if capture.metadata.replace(Some(capture.range(raw))).is_some() {
+                            return Err(unsure());
+                        }
+                    }
+                    None => map.next_value::<IgnoredAny>().map(drop)?,
+                }
                 continue;
             }
             if delegated.is_some() {
@@ -506,24 +606,63 @@ impl<'de> Visitor<'de> for Check<'_> {
                 collected.insert(name.into_owned(), value);
                 continue;
             }
-            let Some(checks) = checks else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
+            let checks = checks.unwrap_or(&NO_CHECKS);
+            let property = checks
+                .properties
+                .binary_search_by(|(known, _, _)| (**known).cmp(&*name))
+                .ok()
+                .map(|index| &checks.properties[index]);
+            let required_index = match property {
+                Some((_, _, index)) => *index,
+                None if checks.required_elsewhere => {
+                    required.iter().position(|known| **known == *name)
+                }
+                None => None,
             };
-            if let Some(index) = required.iter().position(|known| **known == *name) {
+            if let Some(index) = required_index {
                 if index < 64 {
                     seen |= 1 << index;
                 } else {
                     seen_more.push(&required[index]);
                 }
             }
-            let property = checks
-                .properties
-                .binary_search_by(|(known, _)| (**known).cmp(&*name))
-                .ok()
-                .map(|index| &checks.properties[index].1);
-            match property.or(checks.additional.as_ref()) {
-                Some(node) => map.next_value_seed(Check { node, root: false })?,
+            let node = property
+                .map(|(_, node, _)| node)
+                .or(checks.additional.as_ref());
+            let wanted = self.capture.and_then(|capture| {
+                capture
+                    .key_members
+                    .iter()
+                    .position(|member| *member == name)
+                    .map(|index| (capture, index))
+            });
+            if let Some((capture, index)) = wanted {
+                // A key member: kept as text, and checked from that text.
+                let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                if capture.keys.borrow_mut()[index]
+                    .replace(capture.range(raw))
+                    .is_some()
+                {
+                    return Err(unsure());
+                }
+                if let Some(node) = node {
+                    let mut inner = serde_json::Deserializer::from_str(raw.get());
+                    Check {
+                        node,
+                        root: false,
+                        capture: None,
+                    }
+                    .deserialize(&mut inner)
+                    .map_err(|_| unsure::<A::Error>())?;
+                }
+                continue;
+            }
+            match node {
+                Some(node) => map.next_value_seed(Check {
+                    node,
+                    root: false,
+                    capture: None,
+                })?,
                 None => map.next_value::<IgnoredAny>().map(drop)?,
             }
         }

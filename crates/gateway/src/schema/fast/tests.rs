@@ -38,6 +38,32 @@ fn the_metadata_member_is_not_part_of_the_body() {
 }
 
 #[test]
+fn a_scan_finds_the_metadata_and_key_members_as_sent_and_still_checks_them() {
+    let schema = json!({
+        "type": "object",
+        "properties": {"id": {"type": "string", "maxLength": 3}, "n": {"type": "integer"}},
+        "required": ["id"]
+    });
+    let compiled = FastSchema::compile(&schema).expect("compiled");
+    let text = br#"{"n": 1, "metadata": {"eid" : "x"}, "id": "a\"b"}"#;
+    let scan = compiled.scan(text, &["id", "missing"]).expect("accepted");
+    assert_eq!(scan.metadata, Some(r#"{"eid" : "x"}"#));
+    assert_eq!(scan.keys, [Some(r#""a\"b""#), None]);
+    // A key member is checked too, and a member looked for twice is not the fast path's.
+    assert!(compiled.scan(br#"{"id": "long"}"#, &["id"]).is_none());
+    assert!(
+        compiled
+            .scan(br#"{"id": "a", "id": "b"}"#, &["id"])
+            .is_none()
+    );
+    assert!(
+        compiled
+            .scan(br#"{"id": "a", "metadata": {}, "metadata": {}}"#, &[])
+            .is_none()
+    );
+}
+
+#[test]
 fn keywords_it_does_not_compile_are_left_to_the_full_validator_on_that_part_only() {
     let schema = json!({
         "type": "object",
