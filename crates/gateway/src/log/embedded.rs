@@ -1,9 +1,14 @@
 //! The embedded event log: every event type's partitions in the gateway database.
 //!
 //! On-disk format (the `events` keyspace of the gateway database): key = type name, a zero
-//! byte, the partition (u32, big-endian) and the offset (u64, big-endian), so one partition's
-//! events are one contiguous, ordered key range; value = the event's JSON as published (with
-//! the metadata the gateway added, its offset aside, which the key holds).
+//! byte, the partition (u32, big-endian) and the offset (u64, big-endian) of the first event
+//! of the value, so one partition's events are one contiguous, ordered key range; value =
+//! the events one append put on that partition, consecutive: the byte 0x01, their count and
+//! each one's length (u32, little-endian), then the events' JSON as published (with the
+//! metadata the gateway added, their offsets aside). A value that starts with `{` is one
+//! event (the format before runs). One value per append and partition rather than per event:
+//! a key per event cost a tenth of the server's time while publishing (memtable inserts,
+//! checksums, compactions).
 //!
 //! Appends go through one writer thread that commits whatever batches are waiting as one
 //! atomic write and one fsync (group commit), then answers each: an append is answered only
@@ -54,6 +59,48 @@ fn partition_prefix(event_type: &str, partition: u32) -> Vec<u8> {
     let mut prefix = key(event_type, partition, 0);
     prefix.truncate(prefix.len() - 8);
     prefix
+}
+
+/// The first byte of a run of events.
+const RUN: u8 = 0x01;
+
+/// A run of consecutive events as one value.
+fn encode(events: &[Vec<u8>]) -> Vec<u8> {
+    let total: usize = events.iter().map(Vec::len).sum();
+    let mut value = Vec::with_capacity(5 + 4 * events.len() + total);
+    value.push(RUN);
+    value.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for event in events {
+        value.extend_from_slice(&(event.len() as u32).to_le_bytes());
+    }
+    for event in events {
+        value.extend_from_slice(event);
+    }
+    value
+}
+
+/// The events of a value, in offset order.
+fn decode(value: &[u8]) -> Result<Vec<&[u8]>, LogError> {
+    let Some(rest) = value.strip_prefix(&[RUN]) else {
+        return Ok(vec![value]);
+    };
+    let corrupt = || LogError::Storage("a corrupt run of events in the event log".into());
+    let (count, mut rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let count = u32::from_le_bytes(*count) as usize;
+    let (lengths, mut bodies) = rest
+        .split_at_checked(count.checked_mul(4).ok_or_else(corrupt)?)
+        .ok_or_else(corrupt)?;
+    rest = lengths;
+    let mut events = Vec::with_capacity(count);
+    while let Some((length, tail)) = rest.split_first_chunk::<4>() {
+        rest = tail;
+        let (event, more) = bodies
+            .split_at_checked(u32::from_le_bytes(*length) as usize)
+            .ok_or_else(corrupt)?;
+        events.push(event);
+        bodies = more;
+    }
+    Ok(events)
 }
 
 fn offset_of(key: &[u8]) -> u64 {
@@ -138,15 +185,37 @@ impl Embedded {
         offset: u64,
         limit: usize,
     ) -> Result<(Vec<Stored>, u64), LogError> {
-        let start = key(event_type, partition, offset);
-        let end = key(event_type, partition, u64::MAX);
         let mut events = Vec::new();
         let mut next = offset;
-        for guard in self.events.range(start..=end).take(limit) {
+        if limit == 0 {
+            return Ok((events, next));
+        }
+        // The run holding `offset` starts at or before it; the runs after it follow.
+        let holding = self
+            .events
+            .range(key(event_type, partition, 0)..=key(event_type, partition, offset))
+            .next_back();
+        let from = match holding {
+            Some(guard) => offset_of(&guard.key().map_err(storage)?),
+            None => offset,
+        };
+        let runs = self
+            .events
+            .range(key(event_type, partition, from)..=key(event_type, partition, u64::MAX));
+        'runs: for guard in runs {
             let (key, value) = guard.into_inner().map_err(storage)?;
-            let at = offset_of(&key);
-            next = at + 1;
-            events.push((at, value.to_vec()));
+            let first = offset_of(&key);
+            for (index, event) in decode(&value)?.into_iter().enumerate() {
+                let at = first + index as u64;
+                if at < next {
+                    continue;
+                }
+                events.push((at, event.to_vec()));
+                next = at + 1;
+                if events.len() == limit {
+                    break 'runs;
+                }
+            }
         }
         Ok((events, next))
     }
@@ -176,22 +245,28 @@ impl Embedded {
         };
         let last = last.key().map_err(storage)?;
         let mut expired = Vec::new();
+        let mut count = 0;
         for guard in self.events.prefix(&prefix) {
             let (key, value) = guard.into_inner().map_err(storage)?;
             if key == last {
                 break;
             }
-            let received = serde_json::from_slice::<Envelope<'_>>(&value)
-                .ok()
+            // The events of a run were received together: its last one stands for all.
+            let events = decode(&value)?;
+            let received = events
+                .last()
+                .and_then(|event| serde_json::from_slice::<Envelope<'_>>(event).ok())
                 .and_then(|envelope| {
                     mm_model::time::parse_rfc3339(envelope.metadata.received_at).ok()
                 });
             match received {
-                Some(at) if at < cutoff_us => expired.push(key),
+                Some(at) if at < cutoff_us => {
+                    count += events.len() as u64;
+                    expired.push(key);
+                }
                 _ => break,
             }
         }
-        let count = expired.len() as u64;
         for chunk in expired.chunks(10_000) {
             let mut batch = self.database.batch();
             for key in chunk {
@@ -244,7 +319,10 @@ fn next_offset(
         .prefix(partition_prefix(event_type, partition))
         .next_back()
     {
-        Some(guard) => offset_of(&guard.key().map_err(storage)?) + 1,
+        Some(guard) => {
+            let (key, value) = guard.into_inner().map_err(storage)?;
+            offset_of(&key) + decode(&value)?.len() as u64
+        }
         None => 0,
     };
     ends.insert((event_type.to_owned(), partition), next);
@@ -308,6 +386,8 @@ fn commit(
     let mut failure = None;
     for append in group.iter_mut() {
         let mut offsets = Vec::with_capacity(append.records.len());
+        // This append's runs: (partition, first offset, events), in order of first appearance.
+        let mut runs: Vec<(u32, u64, Vec<Vec<u8>>)> = Vec::new();
         for Record {
             partition, bytes, ..
         } in std::mem::take(&mut append.records)
@@ -323,9 +403,19 @@ fn commit(
                     }
                 },
             };
-            batch.insert(events, key(&append.event_type, partition, next), bytes);
+            match runs.iter_mut().find(|run| run.0 == partition) {
+                Some(run) => run.2.push(bytes),
+                None => runs.push((partition, next, vec![bytes])),
+            }
             assigned.insert(slot, next + 1);
             offsets.push(next);
+        }
+        for (partition, first, run) in runs {
+            batch.insert(
+                events,
+                key(&append.event_type, partition, first),
+                encode(&run),
+            );
         }
         per_append.push(offsets);
     }
@@ -345,5 +435,96 @@ fn commit(
     Committed {
         per_append,
         error: failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: u32, number: u64) -> Record {
+        Record {
+            partition,
+            key: None,
+            eid: String::new(),
+            occurred_at: String::new(),
+            bytes: format!(
+                r#"{{"n":{number},"metadata":{{"received_at":"2026-12-01T10:00:{:02}Z"}}}}"#,
+                number % 60
+            )
+            .into_bytes(),
+        }
+    }
+
+    fn append(log: &Embedded, records: Vec<Record>) -> Vec<u64> {
+        crate::block_on(log.append("t", records).expect("queued"))
+            .expect("answered")
+            .expect("durable")
+    }
+
+    fn numbers(events: &[Stored]) -> Vec<(u64, u64)> {
+        events
+            .iter()
+            .map(|(offset, bytes)| {
+                let event: serde_json::Value = serde_json::from_slice(bytes).expect("JSON");
+                (*offset, event["n"].as_u64().expect("n"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_start_inside_runs_and_cross_them_in_offset_order() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let database = crate::registry::open_database(dir.path()).expect("database");
+        let log = Embedded::open(&database).expect("log");
+        // Two appends, each one run per partition, interleaved across partitions.
+        let offsets = append(
+            &log,
+            vec![record(0, 1), record(1, 2), record(0, 3), record(0, 4)],
+        );
+        assert_eq!(offsets, [0, 0, 1, 2]);
+        assert_eq!(append(&log, vec![record(0, 5), record(0, 6)]), [3, 4]);
+        let (events, next) = log.read("t", 0, 2, 3).expect("read");
+        assert_eq!(numbers(&events), [(2, 4), (3, 5), (4, 6)]);
+        assert_eq!(next, 5);
+        let (events, next) = log.read("t", 0, 1, 1).expect("read");
+        assert_eq!((numbers(&events), next), (vec![(1, 3)], 2));
+        let (events, next) = log.read("t", 0, 5, 10).expect("read");
+        assert_eq!((events.len(), next), (0, 5));
+        assert_eq!(numbers(&log.read("t", 1, 0, 10).expect("read").0), [(0, 2)]);
+        // A value in the format before runs (one event) reads as a run of one.
+        database
+            .keyspace("events", fjall::KeyspaceCreateOptions::default)
+            .expect("keyspace")
+            .insert(key("t", 0, 5), record(0, 7).bytes)
+            .expect("inserted");
+        assert_eq!(
+            numbers(&log.read("t", 0, 4, 10).expect("read").0),
+            [(4, 6), (5, 7)]
+        );
+        drop(log);
+        // The end survives a restart: the last run's first offset and length.
+        let log = Embedded::open(&database).expect("log again");
+        assert_eq!(log.end("t", 0).expect("end"), 6);
+        assert_eq!(append(&log, vec![record(0, 8)]), [6]);
+    }
+
+    #[test]
+    fn expiry_removes_whole_runs_received_before_the_cutoff_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let database = crate::registry::open_database(dir.path()).expect("database");
+        let log = Embedded::open(&database).expect("log");
+        append(&log, vec![record(0, 1), record(0, 2)]);
+        append(&log, vec![record(0, 3)]);
+        append(&log, vec![record(0, 50)]);
+        let cutoff = mm_model::time::parse_rfc3339("2026-12-01T10:00:10Z").expect("time");
+        assert_eq!(log.expire("t", 0, cutoff).expect("expired"), 3);
+        assert_eq!(
+            numbers(&log.read("t", 0, 0, 10).expect("read").0),
+            [(3, 50)]
+        );
+        // The newest run stays even when it is old.
+        assert_eq!(log.expire("t", 0, i64::MAX).expect("expired"), 0);
+        assert_eq!(log.end("t", 0).expect("end"), 4);
     }
 }
