@@ -1413,7 +1413,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The schema breaks the compatibility mode (code incompatible_schema, with violations), a fixed field changed (code immutable_field), or the type is built in (code built_in_event_type) */
+            /** @description The schema breaks the compatibility mode (code incompatible_schema, with violations), a fixed field changed (code immutable_field), the type is built in (code built_in_event_type), or another instance changed it at the same moment (code concurrent_change: retry) */
             409: {
                 headers: {
                     [name: string]: unknown;

@@ -160,7 +160,7 @@ pub async fn list_event_types(State(state): State<Arc<AppState>>) -> Result<Resp
         (status = 201, description = "Created at version 1.0.0", body = EventType),
         (status = 200, description = "Evolved (or unchanged)", body = EventType),
         (status = 400, description = "Unreadable body (code bad_request)", body = ErrorBody),
-        (status = 409, description = "The schema breaks the compatibility mode (code incompatible_schema, with violations), a fixed field changed (code immutable_field), or the type is built in (code built_in_event_type)", body = ErrorBody),
+        (status = 409, description = "The schema breaks the compatibility mode (code incompatible_schema, with violations), a fixed field changed (code immutable_field), the type is built in (code built_in_event_type), or another instance changed it at the same moment (code concurrent_change: retry)", body = ErrorBody),
         (status = 422, description = "Bad name, definition or schema (codes invalid_event_type_name, invalid_definition, invalid_schema; location says where)", body = ErrorBody),
     ),
 )]
