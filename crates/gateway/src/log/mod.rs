@@ -52,7 +52,7 @@ pub type Stored = (u64, Vec<u8>);
 enum Backend {
     Embedded(embedded::Embedded),
     #[cfg(feature = "kafka")]
-    Kafka(crate::kafka::events::KafkaEvents),
+    Kafka(Box<crate::kafka::events::KafkaEvents>),
 }
 
 /// The event log of this deployment.
@@ -72,7 +72,7 @@ impl EventLog {
     #[cfg(feature = "kafka")]
     pub fn kafka(events: crate::kafka::events::KafkaEvents) -> Self {
         Self {
-            backend: Backend::Kafka(events),
+            backend: Backend::Kafka(Box::new(events)),
         }
     }
 
