@@ -67,33 +67,28 @@ impl Gateway {
         settings: &mm_kafka::KafkaSettings,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Self, RegistryError> {
-        let topic = kafka::registry_topic(settings);
-        runtime
-            .block_on(kafka::create_topic(
-                settings,
-                &topic,
-                1,
-                &[("cleanup.policy", "compact")],
-            ))
-            .map_err(|error| RegistryError::Storage(error.to_string()))?;
-        let table = kafka::table::Table::open(settings, &topic).map_err(RegistryError::Storage)?;
-        let registry = Registry::open(Box::new(table))?;
+        // A shared table's topic: one partition, compacted; created when missing.
+        let table = |topic: String| -> Result<kafka::table::Table, RegistryError> {
+            runtime
+                .block_on(kafka::create_topic(
+                    settings,
+                    &topic,
+                    1,
+                    &[("cleanup.policy", "compact")],
+                ))
+                .map_err(|error| RegistryError::Storage(error.to_string()))?;
+            kafka::table::Table::open(settings, &topic).map_err(RegistryError::Storage)
+        };
+        let registry = Registry::open(Box::new(table(kafka::registry_topic(settings))?))?;
         let log = EventLog::kafka(
             kafka::events::KafkaEvents::open(settings)
                 .map_err(|error| RegistryError::Storage(error.to_string()))?,
         );
-        let topic = kafka::subscriptions_topic(settings);
-        runtime
-            .block_on(kafka::create_topic(
-                settings,
-                &topic,
-                1,
-                &[("cleanup.policy", "compact")],
-            ))
-            .map_err(|error| RegistryError::Storage(error.to_string()))?;
-        let table = kafka::table::Table::open(settings, &topic).map_err(RegistryError::Storage)?;
         let subscriptions = subscriptions::Subscriptions::with_store(Box::new(
-            kafka::subscriptions::KafkaSubscriptions::new(settings, table),
+            kafka::subscriptions::KafkaSubscriptions::new(
+                settings,
+                table(kafka::subscriptions_topic(settings))?,
+            ),
         ));
         Ok(Self {
             registry,

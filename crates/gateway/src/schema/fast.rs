@@ -28,6 +28,8 @@ use serde_json::{Map, Value};
 /// Integers this size or smaller convert to `f64` exactly.
 const EXACT: u64 = 1 << 53;
 
+/// Keywords no validator acts on (`compat::ANNOTATIONS` less those one may: `format`,
+/// `content*`, and the identifiers, which the fast path leaves to the full validator).
 const ANNOTATIONS: [&str; 8] = [
     "title",
     "description",
