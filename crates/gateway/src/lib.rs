@@ -67,16 +67,19 @@ impl Gateway {
         settings: &mm_kafka::KafkaSettings,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Self, RegistryError> {
-        // A shared table's topic: one partition, compacted; created when missing.
+        // A shared table's topic: one partition, compacted; created when missing unless
+        // `create_topics_partitions` is 0 (topics are then the operator's to create).
         let table = |topic: String| -> Result<kafka::table::Table, RegistryError> {
-            runtime
-                .block_on(kafka::create_topic(
-                    settings,
-                    &topic,
-                    1,
-                    &[("cleanup.policy", "compact")],
-                ))
-                .map_err(|error| RegistryError::Storage(error.to_string()))?;
+            if settings.create_topics_partitions > 0 {
+                runtime
+                    .block_on(kafka::create_topic(
+                        settings,
+                        &topic,
+                        1,
+                        &[("cleanup.policy", "compact")],
+                    ))
+                    .map_err(|error| RegistryError::Storage(error.to_string()))?;
+            }
             kafka::table::Table::open(settings, &topic).map_err(RegistryError::Storage)
         };
         let registry = Registry::open(Box::new(table(kafka::registry_topic(settings))?))?;

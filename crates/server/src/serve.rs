@@ -121,14 +121,25 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
         config.max_clock_skew,
         config.max_inflight_requests,
     ));
-    let gateway = match &config.kafka {
-        None => open_gateway(&config.data_dir, &config.mapping)?,
+    let (gateway, gateway_unavailable) = match &config.kafka {
+        None => (
+            Some(Arc::new(open_gateway(&config.data_dir, &config.mapping)?)),
+            None,
+        ),
+        // The gateway's topics are not the core's: without them ingest and aggregation go on,
+        // and the gateway's routes say why it is missing.
         #[cfg(feature = "kafka")]
-        Some(settings) => open_cluster_gateway(settings, &config.mapping).await?,
+        Some(settings) => match open_cluster_gateway(settings, &config.mapping).await {
+            Ok(gateway) => (Some(Arc::new(gateway)), None),
+            Err(error) => {
+                let reason = format!("{error:#}");
+                tracing::error!(%reason, "the event gateway is not available on this instance");
+                (None, Some(reason))
+            }
+        },
         #[cfg(not(feature = "kafka"))]
         Some(_) => unreachable!("refused above"),
     };
-    let gateway = Some(Arc::new(gateway));
     let state = Arc::new(match &backend {
         Backend::Embedded(pipeline) => AppState {
             ingestor,
@@ -146,7 +157,8 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: pipeline.activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
-            gateway,
+            gateway: gateway.clone(),
+            gateway_unavailable: gateway_unavailable.clone(),
             max_decoded_bytes: config.max_decoded_bytes,
         },
         #[cfg(feature = "kafka")]
@@ -166,7 +178,8 @@ pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow:
             activity: activity.clone(),
             shutdown: tokio::sync::watch::Sender::new(false),
             ui: crate::http::Ui::from_env(),
-            gateway,
+            gateway: gateway.clone(),
+            gateway_unavailable: gateway_unavailable.clone(),
             max_decoded_bytes: config.max_decoded_bytes,
         },
     });

@@ -560,3 +560,40 @@ fn changes_made_at_once_on_two_instances_end_in_one_history_on_both() {
         history(b.address)
     );
 }
+
+#[test]
+fn without_its_topics_the_gateway_answers_503_with_the_reason_and_ingest_goes_on() {
+    let broker = Broker::in_memory();
+    // Topics are the operator's (`create_topics_partitions = 0`): the core's exist, the
+    // gateway's do not.
+    for topic in ["calls", "activity", "dead-letters", "bare-repartition"] {
+        broker.create_topic(topic, 2);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_cluster_config(dir.path(), &broker.bootstrap(), "bare", "2s", 0, "");
+    let server = ServerProcess::start(EXE, &dir.path().join("a"), &["--config", &config], &[]);
+    let answer = get(server.address, "/v1/event-types");
+    assert_eq!(
+        answer.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let error = answer.json();
+    assert_eq!(error["error"]["code"], "gateway_unavailable");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("bare.event-types")),
+        "{error}"
+    );
+    let line = r#"{"ts":"2026-12-01T10:00:00Z","merchant":"m0","api":"/v1/payments","status":200,"latency_ms":5,"corr_id":"c1"}"#;
+    let ingested =
+        mm_testkit::ingest(server.address, format!("{line}\n").as_bytes()).expect("answers");
+    assert_eq!(
+        ingested.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&ingested.body)
+    );
+}

@@ -96,14 +96,17 @@ impl KafkaEvents {
         })
     }
 
-    /// Creates the type's topic unless it is known to exist.
+    /// Creates the type's topic unless it is known to exist (or topics are the operator's to
+    /// create: `create_topics_partitions = 0`).
     pub async fn ensure_topic(&self, event_type: &str, partitions: u32) -> Result<(), LogError> {
         let topic = event_topic(&self.settings, event_type);
         let mut known = self.topics.lock().await;
         if known.contains(&topic) {
             return Ok(());
         }
-        create_topic(&self.settings, &topic, partitions, &[]).await?;
+        if self.settings.create_topics_partitions > 0 {
+            create_topic(&self.settings, &topic, partitions, &[]).await?;
+        }
         known.insert(topic);
         Ok(())
     }

@@ -49,9 +49,15 @@ pub struct CompatibilityRequest {
 pub(super) fn gateway(state: &AppState) -> Result<Arc<Gateway>, ApiError> {
     state.gateway.clone().ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "gateway_not_running",
-            "the event gateway is not running on this instance",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway_unavailable",
+            format!(
+                "the event gateway is not running on this instance: {}",
+                state
+                    .gateway_unavailable
+                    .as_deref()
+                    .unwrap_or("it was not started")
+            ),
         )
     })
 }

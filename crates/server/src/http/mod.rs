@@ -55,8 +55,11 @@ pub struct AppState {
     pub activity: tokio::sync::broadcast::Sender<Arc<mm_model::activity::ActivityRecord>>,
     /// Where the web dashboard's files come from.
     pub ui: Ui,
-    /// The event gateway: its registry of event types and its event log (embedded mode).
+    /// The event gateway: its registry of event types, its event log and subscriptions.
     pub gateway: Option<Arc<mm_gateway::Gateway>>,
+    /// Why the gateway is not running, when it is not (cluster mode: its topics could not be
+    /// opened); ingest and aggregation go on without it.
+    pub gateway_unavailable: Option<String>,
     /// Largest decompressed request body.
     pub max_decoded_bytes: usize,
 }
