@@ -70,6 +70,22 @@ pub struct GatewayRejectLabel {
     pub reason: String,
 }
 
+/// Labels of an HTTP request: the route as declared (`/v1/merchants/{merchant}/activity`),
+/// the method and the status class (`2xx`, `4xx`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HttpRequestLabel {
+    pub route: String,
+    pub method: String,
+    pub status: &'static str,
+}
+
+/// A histogram family of request latencies.
+pub type LatencyFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
 /// Handles to every metric.
 #[derive(Debug)]
 pub struct Metrics {
@@ -148,6 +164,8 @@ pub struct Metrics {
     pub gateway_event_types: Gauge,
     /// Publish requests, from the body read to the durable answer.
     pub gateway_publish_seconds: Histogram,
+    /// HTTP requests by route, method and status class: from routing to the answer's head.
+    pub http_request_seconds: LatencyFamily<HttpRequestLabel>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -204,8 +222,14 @@ impl Metrics {
             gateway_rejected: Family::default(),
             gateway_event_types: Gauge::default(),
             gateway_publish_seconds: Histogram::new(latency_buckets()),
+            http_request_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
+        registry.register(
+            "mm_http_request_seconds",
+            "HTTP requests by route, method and status class, from routing to the answer's head",
+            metrics.http_request_seconds.clone(),
+        );
         registry.register(
             "mm_gateway_published_events",
             "Events the gateway published (durable), by event type",

@@ -272,9 +272,40 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(protected)
         .merge(open)
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(ui::serve)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
+}
+
+/// Times each request of a declared route into `mm_http_request_seconds` (the dashboard's
+/// files and unknown paths stay out: their paths are not bounded).
+async fn observe(
+    State(state): State<Arc<AppState>>,
+    matched: axum::extract::MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    state
+        .metrics
+        .http_request_seconds
+        .get_or_create(&mm_telemetry::HttpRequestLabel {
+            route: matched.as_str().to_owned(),
+            method,
+            status,
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Who called, as far as idempotency keys are concerned: a fingerprint of the bearer token
