@@ -211,7 +211,9 @@ impl Pipeline {
         wal_config.health = Some(health.clone());
         let sync_metrics = metrics.clone();
         let durable_archive = archive.clone();
+        let durable_metrics = metrics.clone();
         wal_config.on_durable = Some(Arc::new(move |lsn, payload| {
+            durable_metrics.wal_durable_lsn.set(lsn as i64);
             // Findable from the moment it is acknowledged: the hot tail gets it first.
             if let Err(error) = durable_archive.append(lsn, payload.clone()) {
                 tracing::error!(%error, lsn, "archive refused a durable batch");

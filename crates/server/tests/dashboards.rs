@@ -152,6 +152,11 @@ fn the_overview_and_gateway_dashboards_query_only_metrics_an_embedded_server_exp
         ),
         "{metrics}"
     );
+    // The accepted batch is durable: the checkpoint-lag panel has a position to work from.
+    assert!(
+        mm_testkit::metric_value(&metrics, "mm_wal_durable_lsn").is_some_and(|lsn| lsn >= 1.0),
+        "{metrics}"
+    );
     let overview = check_dashboard("overview", &metrics);
     assert!(
         overview.contains("mm_http_request_seconds") && overview.contains("mm_ingest_rejected")

@@ -114,6 +114,9 @@ pub struct Metrics {
     pub wal_group_batches: Histogram,
     /// Last checkpointed WAL position.
     pub wal_checkpointed_lsn: Gauge,
+    /// The newest durable WAL position: less the checkpointed one, the batches a restart
+    /// would replay (the checkpoint lag).
+    pub wal_durable_lsn: Gauge,
     /// Rollup store checkpoint commit latency.
     pub store_write_seconds: Histogram,
     /// Records emitted on the activity stream, by kind (final, correction).
@@ -198,6 +201,7 @@ impl Metrics {
             wal_fsync_seconds: Histogram::new(latency_buckets()),
             wal_group_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             wal_checkpointed_lsn: Gauge::default(),
+            wal_durable_lsn: Gauge::default(),
             store_write_seconds: Histogram::new(latency_buckets()),
             activity_records: Family::default(),
             archive_quarantined_segments: Gauge::default(),
@@ -344,6 +348,11 @@ impl Metrics {
             "mm_wal_checkpointed_lsn",
             "Last checkpointed WAL position",
             metrics.wal_checkpointed_lsn.clone(),
+        );
+        registry.register(
+            "mm_wal_durable_lsn",
+            "Newest durable WAL position (less mm_wal_checkpointed_lsn: the checkpoint lag)",
+            metrics.wal_durable_lsn.clone(),
         );
         registry.register(
             "mm_store_write_seconds",
