@@ -177,8 +177,9 @@ pub fn prepare_events(
     };
     let key_members = match registered.event_type.partition_strategy {
         PartitionStrategy::Hash => key_members(&registered.event_type.partition_key_fields),
-        _ => Some(Vec::new()),
+        _ => Vec::new(),
     };
+    let key_members: Vec<&str> = key_members.iter().map(String::as_str).collect();
     let enrichment = metadata::Enrichment::new(
         &prepared.context.received_at,
         &prepared.context.version,
@@ -186,7 +187,7 @@ pub fn prepare_events(
         &registered.event_type.name,
     );
     for (index, event) in events.into_iter().enumerate() {
-        let outcome = place(registered, event, &enrichment, key_members.as_deref());
+        let outcome = place(registered, event, &enrichment, &key_members);
         match outcome {
             Ok(Placed {
                 eid,
@@ -292,7 +293,7 @@ fn place(
     registered: &Registered,
     raw: &[u8],
     enrichment: &metadata::Enrichment,
-    key_members: Option<&[&str]>,
+    key_members: &[&str],
 ) -> Result<Placed, Failure> {
     if let Some(placed) = place_fast(registered, raw, enrichment, key_members) {
         return Ok(placed);
@@ -338,22 +339,12 @@ fn place(
             "metadata",
         ));
     };
-    // The fast path checks the text as it is parsed; only what it does not accept is built
-    // into a value for the full validator, which decides and words the errors.
-    let accepted = registered
-        .fast
-        .as_ref()
-        .is_some_and(|fast| fast.accepts(raw));
-    let body = if accepted {
-        None
-    } else {
-        let body = body_value(&fields, |name| name != "metadata")
-            .map_err(|detail| fail(Step::Validating, detail, "not_json"))?;
-        validate(registered, &body)
-            .map_err(|(detail, reason)| fail(Step::Validating, detail, reason))?;
-        Some(body)
-    };
-    let (partition, key) = partition_of(registered, body.as_ref(), &fields, view.partition)
+    // What the fast path did not take: the full validator decides and words the errors.
+    let body = body_value(&fields, |name| name != "metadata")
+        .map_err(|detail| fail(Step::Validating, detail, "not_json"))?;
+    validate(registered, &body)
+        .map_err(|(detail, reason)| fail(Step::Validating, detail, reason))?;
+    let (partition, key) = partition_of(registered, &body, view.partition)
         .map_err(|detail| fail(Step::Partitioning, detail, "partition"))?;
     let mut bytes = Vec::with_capacity(raw.len() + 192);
     bytes.push(b'{');
@@ -393,13 +384,10 @@ fn place_fast(
     registered: &Registered,
     raw: &[u8],
     enrichment: &metadata::Enrichment,
-    key_members: Option<&[&str]>,
+    key_members: &[&str],
 ) -> Option<Placed> {
     let raw = raw.trim_ascii_end();
-    let scan = registered
-        .fast
-        .as_ref()?
-        .scan(raw, key_members.unwrap_or_default())?;
+    let scan = registered.fast.as_ref()?.scan(raw, key_members)?;
     let metadata_text = scan.metadata?;
     let raw_metadata: &RawValue = serde_json::from_str(metadata_text).ok()?;
     let view = metadata::View::read(raw_metadata)?;
@@ -409,27 +397,21 @@ fn place_fast(
     }
     let (partition, key) = match strategy {
         PartitionStrategy::Hash => {
-            key_members?;
-            let mut key = String::new();
-            for (index, text) in scan.keys.iter().enumerate() {
-                let text = (*text)?;
-                if index > 0 {
-                    key.push('|');
+            let key_fields = &registered.event_type.partition_key_fields;
+            let key = match plain_key(key_fields, key_members, &scan.keys) {
+                Some(key) => key,
+                // Deeper pointers, other values, escapes: the key fields' members as values.
+                None => {
+                    let mut members = Map::new();
+                    for (name, text) in key_members.iter().zip(&scan.keys) {
+                        members.insert((*name).to_owned(), serde_json::from_str((*text)?).ok()?);
+                    }
+                    partition_key(&Value::Object(members), key_fields).ok()?
                 }
-                match text
-                    .strip_prefix('"')
-                    .and_then(|rest| rest.strip_suffix('"'))
-                {
-                    Some(inner) if !inner.contains('\\') => key.push_str(inner),
-                    Some(_) => key.push_str(&serde_json::from_str::<String>(text).ok()?),
-                    None => key.push_str(&serde_json::from_str::<Value>(text).ok()?.to_string()),
-                }
-            }
-            let partition =
-                mm_kafka::partition_for(key.as_bytes(), registered.event_type.partitions);
-            (partition as u32, Some(key))
+            };
+            hashed(&registered.event_type, key)
         }
-        _ => partition_of(registered, None, &[], view.partition).ok()?,
+        _ => (keyless_partition(registered, view.partition).ok()?, None),
     };
     let start = metadata_text.as_ptr() as usize - raw.as_ptr() as usize;
     let end = start + metadata_text.len();
@@ -446,16 +428,36 @@ fn place_fast(
     })
 }
 
-/// The top-level members that hold the key fields, when each key field is one (`/order_id`);
-/// `None` when one reaches deeper.
-fn key_members(key_fields: &[String]) -> Option<Vec<&str>> {
-    key_fields
-        .iter()
-        .map(|field| {
-            let name = field.strip_prefix('/')?;
-            (!name.contains(['/', '~'])).then_some(name)
-        })
-        .collect()
+/// The top-level members that hold the key fields (`/customer/id` → `customer`), each once.
+fn key_members(key_fields: &[String]) -> Vec<String> {
+    let mut members: Vec<String> = Vec::new();
+    for field in key_fields {
+        let member = first_segment(field);
+        if !members.contains(&member) {
+            members.push(member);
+        }
+    }
+    members
+}
+
+/// The partition key straight from the members' text, when every key field is a top-level
+/// member (`/order_id`) holding a string without escapes; `None` otherwise.
+fn plain_key(key_fields: &[String], members: &[&str], texts: &[Option<&str>]) -> Option<String> {
+    let mut key = String::new();
+    for (index, field) in key_fields.iter().enumerate() {
+        let name = field.strip_prefix('/')?;
+        let position = members.iter().position(|member| *member == name)?;
+        let text = texts.get(position).copied().flatten()?;
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains('\\') {
+            return None;
+        }
+        if index > 0 {
+            key.push('|');
+        }
+        key.push_str(inner);
+    }
+    Some(key)
 }
 
 /// Whether the metadata passes [`check_metadata`] (which words the problem when not).
@@ -528,28 +530,6 @@ fn validate(registered: &Registered, body: &Value) -> Result<(), (String, &'stat
         detail.push_str("; and more");
     }
     Err((detail, reason))
-}
-
-/// The partition key read straight from the text, when every key field is a top-level member
-/// holding a string without escapes; `None` otherwise.
-fn plain_key(fields: &[(Cow<'_, str>, &RawValue)], key_fields: &[String]) -> Option<String> {
-    let mut key = String::new();
-    for (index, field) in key_fields.iter().enumerate() {
-        let name = field.strip_prefix('/')?;
-        if name.contains(['/', '~']) {
-            return None;
-        }
-        let (_, value) = fields.iter().find(|(known, _)| known == name)?;
-        let text = value.get().strip_prefix('"')?.strip_suffix('"')?;
-        if text.contains('\\') {
-            return None;
-        }
-        if index > 0 {
-            key.push('|');
-        }
-        key.push_str(text);
-    }
-    Some(key)
 }
 
 /// The first segment of a JSON pointer, unescaped (`/a~1b/c` → `a/b`).
@@ -659,36 +639,35 @@ pub fn partition_key(body: &Value, fields: &[String]) -> Result<String, String> 
     Ok(key)
 }
 
-/// The event's partition, and its partition key when the strategy has one. `body` is the
-/// event's body when it was built; otherwise the key fields' members are read from `fields`.
+/// The event's partition, and its partition key when the strategy has one.
 fn partition_of(
     registered: &Registered,
-    body: Option<&Value>,
-    fields: &[(Cow<'_, str>, &RawValue)],
+    body: &Value,
     given: Option<&RawValue>,
 ) -> Result<(u32, Option<String>), String> {
     let event_type = &registered.event_type;
     match event_type.partition_strategy {
-        PartitionStrategy::Hash => {
-            let key_fields = &event_type.partition_key_fields;
-            let key = match body {
-                Some(body) => partition_key(body, key_fields)?,
-                None if let Some(key) = plain_key(fields, key_fields) => key,
-                None => {
-                    let members: Vec<String> = key_fields
-                        .iter()
-                        .map(|field| first_segment(field))
-                        .collect();
-                    let partial = body_value(fields, |name| {
-                        name != "metadata" && members.iter().any(|member| member == name)
-                    })?;
-                    partition_key(&partial, key_fields)?
-                }
-            };
-            let partition = mm_kafka::partition_for(key.as_bytes(), event_type.partitions) as u32;
-            Ok((partition, Some(key)))
-        }
-        PartitionStrategy::Random => Ok((fastrand::u32(..event_type.partitions), None)),
+        PartitionStrategy::Hash => Ok(hashed(
+            event_type,
+            partition_key(body, &event_type.partition_key_fields)?,
+        )),
+        _ => Ok((keyless_partition(registered, given)?, None)),
+    }
+}
+
+/// The partition of a partition key: the Java client's murmur2.
+fn hashed(event_type: &crate::EventType, key: String) -> (u32, Option<String>) {
+    let partition = mm_kafka::partition_for(key.as_bytes(), event_type.partitions) as u32;
+    (partition, Some(key))
+}
+
+/// The partition of an event of a strategy without keys: `random`, or `user_defined` from
+/// `metadata.partition` (`given`).
+fn keyless_partition(registered: &Registered, given: Option<&RawValue>) -> Result<u32, String> {
+    let event_type = &registered.event_type;
+    match event_type.partition_strategy {
+        PartitionStrategy::Hash => Err("the hash strategy partitions by key".into()),
+        PartitionStrategy::Random => Ok(fastrand::u32(..event_type.partitions)),
         PartitionStrategy::UserDefined => {
             let given: Value = given
                 .and_then(|raw| serde_json::from_str(raw.get()).ok())
@@ -703,7 +682,7 @@ fn partition_of(
             };
             match partition {
                 Some(partition) if partition < u64::from(event_type.partitions) => {
-                    Ok((partition as u32, None))
+                    Ok(partition as u32)
                 }
                 _ => Err(format!(
                     "/metadata/partition: {given} is not a partition of this type (0 to {})",

@@ -423,13 +423,24 @@ fn without_fast_path(registered: &Registered) -> Registered {
 #[test]
 fn the_fast_and_the_full_path_store_the_same_events_on_the_same_partitions() {
     let (_dir, gateway) = gateway();
-    for (name, strategy) in [
-        ("order.hashed", None),
-        ("order.chosen", Some(PartitionStrategy::UserDefined)),
+    for (name, strategy, key_fields) in [
+        ("order.hashed", None, vec!["/order_id"]),
+        ("order.chosen", Some(PartitionStrategy::UserDefined), vec![]),
+        // A key below the top level and a number: read as values on the fast path too.
+        (
+            "order.by-country",
+            None,
+            vec!["/customer/country", "/amount"],
+        ),
     ] {
+        let mut definition = refund_definition(strategy, 7);
+        if !key_fields.is_empty() {
+            definition.partition_key_fields =
+                key_fields.iter().map(|field| (*field).into()).collect();
+        }
         gateway
             .registry
-            .put(name, refund_definition(strategy, 7), 1)
+            .put(name, definition, 1)
             .expect("registered");
         let registered = gateway.registry.get(name).expect("registered");
         assert!(registered.fast.is_some());
@@ -456,7 +467,10 @@ fn the_fast_and_the_full_path_store_the_same_events_on_the_same_partitions() {
         let fast = prepare(&registered, body.as_bytes(), &options(false)).expect("a batch");
         let full = prepare(&slow, body.as_bytes(), &options(false)).expect("a batch");
         assert_eq!(fast.items, full.items, "{name}");
-        assert_eq!(fast.records.len(), 3, "{name}");
+        // Events without a customer have no key for the type keyed by its country.
+        let placed = if name == "order.by-country" { 1 } else { 3 };
+        assert_eq!(fast.records.len(), placed, "{name}");
+        assert_eq!(full.records.len(), placed, "{name}");
         for (fast, full) in fast.records.iter().zip(&full.records) {
             let parsed = |record: &Record| -> Value {
                 serde_json::from_slice(&record.bytes).expect("stored JSON")
@@ -468,10 +482,25 @@ fn the_fast_and_the_full_path_store_the_same_events_on_the_same_partitions() {
                 "{name}"
             );
         }
-        if strategy.is_some() {
-            assert!(fast.records.iter().all(|record| record.partition == 5));
+        // The valid events are placed by the fast path itself.
+        let enrichment = metadata::Enrichment::new("t", "1.0.0", "f", name);
+        let members = if strategy.is_some() {
+            Vec::new()
         } else {
-            assert_eq!(fast.records[1].key.as_deref(), Some("o\"2é"));
+            key_members(&registered.event_type.partition_key_fields)
+        };
+        let members: Vec<&str> = members.iter().map(String::as_str).collect();
+        let fast_placed = events[..3]
+            .iter()
+            .filter(|event| {
+                place_fast(&registered, event.as_bytes(), &enrichment, &members).is_some()
+            })
+            .count();
+        assert_eq!(fast_placed, placed, "{name}");
+        match name {
+            "order.chosen" => assert!(fast.records.iter().all(|record| record.partition == 5)),
+            "order.hashed" => assert_eq!(fast.records[1].key.as_deref(), Some("o\"2é")),
+            _ => assert_eq!(fast.records[0].key.as_deref(), Some("NL|0")),
         }
     }
 }
