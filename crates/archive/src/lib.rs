@@ -272,6 +272,7 @@ impl Archive {
     }
 
     /// Writes the hot tail to segments and switches the manifest. Returns the events written.
+    #[tracing::instrument(name = "archive.flush", skip_all, fields(otel.name = "archive flush", events = tracing::field::Empty))]
     pub fn flush(&self) -> Result<usize, ArchiveError> {
         let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
         let taken = {
@@ -279,6 +280,7 @@ impl Archive {
             if state.hot.events == 0 {
                 return Ok(0);
             }
+            tracing::Span::current().record("events", state.hot.events as i64);
             let taken = Arc::new(std::mem::take(&mut state.hot));
             state.taken = Some(taken.clone());
             taken
@@ -399,6 +401,7 @@ impl Archive {
     }
 
     /// Events matching `query` from segments and memory, in no particular order.
+    #[tracing::instrument(name = "archive.lookup", skip_all, fields(otel.name = "archive lookup"))]
     pub fn find(&self, query: &RowQuery<'_>) -> Result<Vec<ApiCall>, ArchiveError> {
         let mut found = Vec::new();
         self.scan(query, |event| found.push(event))?;
@@ -407,6 +410,7 @@ impl Archive {
 
     /// The `limit` oldest events a query matches, oldest first, and whether more matched:
     /// memory bounded by `limit` whatever the number of matches.
+    #[tracing::instrument(name = "archive.lookup", skip_all, fields(otel.name = "archive lookup", limit))]
     pub fn find_oldest(
         &self,
         query: &RowQuery<'_>,

@@ -330,6 +330,22 @@ fn forward(
             key: header::SOURCE_OFFSET,
             value: Some(source_offset.as_bytes()),
         });
+    // The producer's trace goes on with the re-keyed record (read only while spans are
+    // exported: a header lookup per record otherwise saved).
+    let trace = if mm_trace::exporting() {
+        mm_kafka::trace::record_context(message)
+    } else {
+        None
+    };
+    let headers = match &trace {
+        Some(trace) => trace.pairs().fold(headers, |headers, (key, value)| {
+            headers.insert(rdkafka::message::Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        }),
+        None => headers,
+    };
     let mut record = BaseRecord::to(target)
         .key(merchant)
         .payload(payload.as_slice())

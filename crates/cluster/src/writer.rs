@@ -38,6 +38,8 @@ pub struct CheckpointJob {
     pub commit: Vec<(i32, i64)>,
     pub finals: u64,
     pub corrections: u64,
+    /// When the checkpoint was prepared.
+    pub prepared: std::time::Instant,
 }
 
 /// What became of a job.
@@ -47,6 +49,8 @@ pub enum JobResult {
         commit: Vec<(i32, i64)>,
         finals: u64,
         corrections: u64,
+        /// When the job's checkpoint was prepared.
+        prepared: std::time::Instant,
     },
     /// A record may be missing downstream: start over from the last checkpoints.
     Failed(String),
@@ -256,6 +260,13 @@ impl Drop for CheckpointWriter {
 }
 
 fn write(emitter: &Emitter, checkpoint_topic: &str, job: CheckpointJob) -> JobResult {
+    let span = tracing::info_span!(
+        "checkpoint",
+        otel.name = "cluster checkpoint",
+        records = job.records.len() as i64,
+        partitions = job.checkpoints.len() as i64,
+    );
+    let _entered = span.enter();
     for outgoing in &job.records {
         if let Err(error) = emitter.emit(outgoing) {
             return JobResult::Failed(error.to_string());
@@ -268,6 +279,7 @@ fn write(emitter: &Emitter, checkpoint_topic: &str, job: CheckpointJob) -> JobRe
         commit,
         finals: job.finals,
         corrections: job.corrections,
+        prepared: job.prepared,
     };
     if job.checkpoints.is_empty() {
         return written(Vec::new());

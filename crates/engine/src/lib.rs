@@ -219,6 +219,10 @@ impl Pipeline {
                 tracing::error!(%error, lsn, "archive refused a durable batch");
             }
         }));
+        let size_metrics = metrics.clone();
+        wal_config.on_size = Some(Arc::new(move |bytes| {
+            size_metrics.wal_bytes.set(bytes as i64);
+        }));
         wal_config.on_sync = Some(Arc::new(move |elapsed, batches| {
             sync_metrics
                 .wal_fsync_seconds

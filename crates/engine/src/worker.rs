@@ -122,7 +122,10 @@ impl Worker {
                 return Ok(());
             }
             if self.health.report_recovered("checkpoint") {
-                tracing::info!(lsn = self.applied_lsn, "checkpoints are written again");
+                tracing::info!(
+                    lsn = self.applied_lsn as i64,
+                    "checkpoints are written again"
+                );
             }
         }
         let round = self.aggregator.checkpoint(now_wall_us);
@@ -131,6 +134,16 @@ impl Worker {
         if round.is_empty() && covered == self.applied_lsn {
             return Ok(());
         }
+        let span = tracing::info_span!(
+            parent: None,
+            "checkpoint",
+            otel.name = "checkpoint",
+            lsn = self.applied_lsn as i64,
+            finals = round.finals.len() as i64,
+            corrections = round.corrections.len() as i64,
+            open = round.open.len() as i64,
+        );
+        let _entered = span.enter();
         let batch = CheckpointBatch {
             finals: round
                 .finals
@@ -282,12 +295,12 @@ impl Worker {
                     self.checkpoint(now_us())?;
                     if self.unwritten() {
                         tracing::warn!(
-                            lsn = self.applied_lsn,
+                            lsn = self.applied_lsn as i64,
                             "the last checkpoint could not be written (see the error above); every acknowledged event is in the write-ahead log and the next start replays it"
                         );
                     } else {
                         tracing::info!(
-                            lsn = self.applied_lsn,
+                            lsn = self.applied_lsn as i64,
                             "aggregator drained and checkpointed"
                         );
                     }

@@ -10,7 +10,8 @@
 //!   producer keyed the same way agrees; `random` picks one; `user_defined` takes
 //!   `metadata.partition`.
 //! - `enriching`: the gateway adds `received_at`, `version`, `partition`, `flow_id` and
-//!   `event_type` to the metadata.
+//!   `event_type` to the metadata, and the batch's W3C trace context (`traceparent`,
+//!   `tracestate`: the producer span's, or the caller's when traces are off) when it has one.
 //! - `publishing`: the durable append ([`crate::log`]); its failure fails the whole batch.
 
 use std::borrow::Cow;
@@ -25,7 +26,15 @@ use crate::log::{BatchContext, Record};
 use crate::registry::Registered;
 
 /// Metadata fields only the gateway sets.
-const GATEWAY_FIELDS: [&str; 5] = ["received_at", "version", "event_type", "offset", "flow_id"];
+const GATEWAY_FIELDS: [&str; 7] = [
+    "received_at",
+    "version",
+    "event_type",
+    "offset",
+    "flow_id",
+    "traceparent",
+    "tracestate",
+];
 /// Validation errors reported per event at most.
 const MAX_REPORTED: usize = 5;
 
@@ -85,6 +94,22 @@ pub struct PublishOptions {
     pub flow_id: String,
     /// Stamped as `received_at`.
     pub now_us: i64,
+    /// The trace context stored with each event and carried in its Kafka headers: see
+    /// [`producer_span`] and [`mm_trace::context::outgoing`].
+    pub trace: Option<mm_trace::context::TraceHeaders>,
+}
+
+/// The span of publishing one batch (an OpenTelemetry producer span): the events' trace
+/// context is this span's, so each consumer's span continues from it.
+pub fn producer_span(event_type: &str) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = format!("{event_type} publish"),
+        otel.kind = "producer",
+        messaging.system = "merchant-monitor",
+        messaging.operation.type = "publish",
+        messaging.destination.name = event_type,
+    )
 }
 
 /// A batch checked and placed: the answer of each event and the records to append.
@@ -173,6 +198,7 @@ pub fn prepare_events(
             version: registered.event_type.version.to_string(),
             received_at: mm_model::time::format_rfc3339(options.now_us),
             flow_id: options.flow_id.clone(),
+            trace: options.trace.clone(),
         },
     };
     let key_members = match registered.event_type.partition_strategy {
@@ -180,12 +206,7 @@ pub fn prepare_events(
         _ => Vec::new(),
     };
     let key_members: Vec<&str> = key_members.iter().map(String::as_str).collect();
-    let enrichment = metadata::Enrichment::new(
-        &prepared.context.received_at,
-        &prepared.context.version,
-        &prepared.context.flow_id,
-        &registered.event_type.name,
-    );
+    let enrichment = metadata::Enrichment::new(&prepared.context, &registered.event_type.name);
     for (index, event) in events.into_iter().enumerate() {
         let outcome = place(registered, event, &enrichment, &key_members);
         match outcome {

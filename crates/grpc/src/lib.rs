@@ -11,7 +11,11 @@ use std::time::Instant;
 use mm_gateway::publish::{self, PublishOptions};
 use mm_gateway::{Gateway, LogError, PublishingStatus, RegistryError, Step};
 use mm_telemetry::Metrics;
+use mm_trace::context::TraceHeaders;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
+
+mod trace;
 
 /// The generated messages and services.
 pub mod proto {
@@ -63,6 +67,7 @@ pub async fn serve(
     health.set_serving::<EventGatewayServer<Service>>().await;
     health.set_serving::<EventTypesServer<Service>>().await;
     let mut router = tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(trace::Traced))
         .add_service(health_service)
         .add_service(publishing)
         .add_service(registry);
@@ -77,7 +82,20 @@ pub async fn serve(
         .await
 }
 
+/// The W3C trace context a call arrived with (`traceparent`/`tracestate` metadata).
+fn caller_trace(metadata: &tonic::metadata::MetadataMap) -> Option<TraceHeaders> {
+    TraceHeaders::read(|name| metadata.get(name).and_then(|value| value.to_str().ok()))
+}
+
 fn authorize(tokens: &[String], request: Request<()>) -> Result<Request<()>, Status> {
+    if let Some(level) = request.metadata().get(trace::LOG_LEVEL) {
+        let valid = level.to_str().map(mm_trace::level::parse);
+        if !matches!(valid, Ok(Ok(_))) {
+            return Err(Status::invalid_argument(format!(
+                "log_level metadata: {level:?} is not a log level (error, warn, info, debug or trace)"
+            )));
+        }
+    }
     if tokens.is_empty() {
         return Ok(request);
     }
@@ -181,11 +199,14 @@ impl Service {
     async fn publish_batch(
         &self,
         request: proto::PublishRequest,
+        caller: Option<&TraceHeaders>,
     ) -> Result<Vec<proto::PublishItem>, Status> {
         let state = &self.0;
         let name = request.event_type.clone();
         let registered = state.gateway.publishable(&name).map_err(registry_status)?;
+        let span = publish::producer_span(&name);
         let options = PublishOptions {
+            trace: mm_trace::context::outgoing(&span, caller),
             atomic: request.atomic,
             flow_id: if request.flow_id.is_empty() {
                 publish::new_flow_id()
@@ -195,7 +216,9 @@ impl Service {
             now_us: mm_model::time::now_us(),
         };
         let started = Instant::now();
+        let preparing = span.clone();
         let mut prepared = tokio::task::spawn_blocking(move || {
+            let _entered = preparing.enter();
             let events: Vec<&[u8]> = request
                 .events_json
                 .iter()
@@ -208,6 +231,7 @@ impl Service {
         let submitted = state
             .gateway
             .commit(&name, &mut prepared)
+            .instrument(span)
             .await
             .map_err(log_status)?;
         state.metrics.count_published(
@@ -257,7 +281,10 @@ impl EventGateway for Service {
         &self,
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
-        let items = self.publish_batch(request.into_inner()).await?;
+        let caller = caller_trace(request.metadata());
+        let items = self
+            .publish_batch(request.into_inner(), caller.as_ref())
+            .await?;
         Ok(Response::new(publish_response(items)))
     }
 
@@ -265,10 +292,11 @@ impl EventGateway for Service {
         &self,
         request: Request<Streaming<proto::PublishRequest>>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
+        let caller = caller_trace(request.metadata());
         let mut batches = request.into_inner();
         let mut items = Vec::new();
         while let Some(batch) = batches.message().await? {
-            items.extend(self.publish_batch(batch).await?);
+            items.extend(self.publish_batch(batch, caller.as_ref()).await?);
         }
         Ok(Response::new(publish_response(items)))
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use crate::{BodyError, IngestLimits, RejectedRecord, Rejections, decode_body, process_body};
 use mm_http::Reservation;
@@ -216,17 +217,21 @@ impl Ingestor {
     ) -> Result<IngestAnswer, IngestFailure> {
         let permit = self.clone().try_admit_owned()?;
         let ingestor = self.clone();
-        let task = tokio::spawn(async move {
-            let _permit = permit;
-            ingestor
-                .ingest_admitted(
-                    content_encoding.as_deref(),
-                    &body,
-                    &mut reservation,
-                    key.as_deref(),
-                )
-                .await
-        });
+        // The task goes on inside the request's span.
+        let task = tokio::spawn(
+            async move {
+                let _permit = permit;
+                ingestor
+                    .ingest_admitted(
+                        content_encoding.as_deref(),
+                        &body,
+                        &mut reservation,
+                        key.as_deref(),
+                    )
+                    .await
+            }
+            .instrument(tracing::Span::current()),
+        );
         task.await.map_err(|_| IngestFailure::Aborted)?
     }
 
@@ -327,12 +332,22 @@ impl Ingestor {
                         }
                         None => None,
                     };
-                    let ticket = wal.try_append(payload).map_err(append_failure)?;
-                    let lsn = match ticket.await {
+                    let span = tracing::info_span!(
+                        "wal.append",
+                        otel.name = "wal append",
+                        wal.bytes = payload.len() as i64,
+                        wal.events = processed.accepted as i64,
+                        wal.lsn = tracing::field::Empty,
+                    );
+                    let ticket = span
+                        .in_scope(|| wal.try_append(payload))
+                        .map_err(append_failure)?;
+                    let lsn = match ticket.instrument(span.clone()).await {
                         Ok(Ok(lsn)) => lsn,
                         Ok(Err(error)) => return Err(append_failure(error)),
                         Err(_) => return Err(IngestFailure::Closed),
                     };
+                    span.record("wal.lsn", lsn as i64);
                     if let Some((guard, stored)) = record {
                         guard.answered(stored, lsn);
                     }
@@ -367,24 +382,52 @@ impl Ingestor {
     ) -> Result<(usize, Rejections), IngestFailure> {
         let mut deliveries = Vec::new();
         let mut refused = None;
-        let (records, rejected) = crate::for_each_record(
-            &self.parser,
-            &decoded,
-            bounds,
-            &self.limits,
-            |event, raw| {
-                if refused.is_some() {
-                    return;
-                }
-                let record = rdkafka::producer::FutureRecord::to(topic)
-                    .key(event.merchant.as_bytes())
-                    .payload(raw);
-                match producer.send_result(record) {
-                    Ok(delivery) => deliveries.push(delivery),
-                    Err((error, _)) => refused = Some(error),
-                }
-            },
-        )?;
+        // Traced: each record carries the request's trace context, so the aggregating
+        // consumer's span continues it.
+        let span = tracing::info_span!(
+            "kafka.produce",
+            otel.name = format!("{topic} publish"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "publish",
+            messaging.destination.name = topic,
+        );
+        let trace = if mm_trace::exporting() {
+            mm_trace::context::outgoing(&span, None)
+        } else {
+            None
+        };
+        let (records, rejected) = span.in_scope(|| {
+            crate::for_each_record(
+                &self.parser,
+                &decoded,
+                bounds,
+                &self.limits,
+                |event, raw| {
+                    if refused.is_some() {
+                        return;
+                    }
+                    let mut record = rdkafka::producer::FutureRecord::to(topic)
+                        .key(event.merchant.as_bytes())
+                        .payload(raw);
+                    if let Some(trace) = &trace {
+                        record = record.headers(trace.pairs().fold(
+                            rdkafka::message::OwnedHeaders::new_with_capacity(2),
+                            |headers, (key, value)| {
+                                headers.insert(rdkafka::message::Header {
+                                    key,
+                                    value: Some(value.as_bytes()),
+                                })
+                            },
+                        ));
+                    }
+                    match producer.send_result(record) {
+                        Ok(delivery) => deliveries.push(delivery),
+                        Err((error, _)) => refused = Some(error),
+                    }
+                },
+            )
+        })?;
         drop(decoded);
         if records == 0 {
             return Err(IngestFailure::Empty);

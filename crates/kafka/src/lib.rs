@@ -12,6 +12,8 @@ pub mod delivery;
 pub mod guard;
 pub mod murmur2;
 pub mod settings;
+#[cfg(feature = "client")]
+pub mod trace;
 
 pub use checkpoint::{CheckpointError, PartitionCheckpoint};
 pub use dead_letter::DeadLetter;

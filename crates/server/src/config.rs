@@ -36,10 +36,16 @@
 //!
 //! [activity]
 //! file = "activity.ndjson"    # relative to data_dir; omit to disable the file sink
+//!
+//! [telemetry]                 # traces (mm_trace::RawTelemetry); off without an endpoint
+//! otlp_endpoint = "http://127.0.0.1:4318"
+//! otlp_protocol = "http"      # or "grpc" (then usually port 4317)
+//! sampling_ratio = 0.01       # new traces recorded; callers' traceparent decides for theirs
+//! service_name = "merchant-monitor"
 //! ```
 //!
 //! Environment overrides: `MM_LISTEN`, `MM_GRPC_LISTEN`, `MM_DATA_DIR`, `MM_AUTH_TOKENS` (comma-separated),
-//! `MM_RETENTION`, `MM_GRACE`.
+//! `MM_RETENTION`, `MM_GRACE`, `MM_OTLP_ENDPOINT` (empty: traces off).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,6 +81,9 @@ pub struct RawConfig {
     pub activity: RawActivity,
     /// Cluster mode: consume from (and ingest into) Kafka.
     pub kafka: Option<mm_kafka::KafkaSettings>,
+    /// Traces: OTLP export of spans (off without an endpoint).
+    #[serde(default)]
+    pub telemetry: mm_trace::RawTelemetry,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +168,8 @@ pub struct Config {
     pub activity_file: Option<PathBuf>,
     /// Cluster mode when present.
     pub kafka: Option<mm_kafka::KafkaSettings>,
+    /// Span export.
+    pub telemetry: mm_trace::TelemetrySettings,
 }
 
 /// Reads `30d`, `3m`, `10s`, `500ms`, `2h` (one number and one unit).
@@ -441,6 +452,7 @@ impl RawConfig {
             ballast_bytes: self.storage.ballast_bytes.unwrap_or(64 * 1024 * 1024),
             mapping: self.mapping,
             kafka: self.kafka,
+            telemetry: self.telemetry.validate(env)?,
         })
     }
 }

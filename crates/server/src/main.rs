@@ -53,17 +53,39 @@ enum Command {
     Openapi,
 }
 
+/// Logging alone (commands that export no spans).
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    let format = if json {
+        mm_trace::LogFormat::Json
     } else {
-        builder.init();
+        mm_trace::LogFormat::Text
+    };
+    if let Err(error) = mm_trace::init(&mm_trace::TelemetrySettings::default(), format) {
+        eprintln!("{error:#}");
     }
+}
+
+/// `serve` and `demo`: the configuration first (its `[telemetry]` decides what is installed),
+/// then logs and traces, then the server; buffered spans are sent before exiting.
+fn serve(args: ServerArgs, demo: Option<demo::DemoOptions>) -> anyhow::Result<()> {
+    let config = serve::load_config(&args)?;
+    let runtime = runtime()?;
+    let format = if args.log_json {
+        mm_trace::LogFormat::Json
+    } else {
+        mm_trace::LogFormat::Text
+    };
+    let telemetry = {
+        // The span exporter runs on the runtime.
+        let _runtime = runtime.enter();
+        mm_trace::init(&config.telemetry, format)?
+    };
+    let result = runtime.block_on(serve::run_with(config, demo));
+    {
+        let _runtime = runtime.enter();
+        telemetry.shutdown();
+    }
+    result
 }
 
 /// mimalloc's `purge_delay` option (its index in mimalloc v3's `mi_option_t`).
@@ -86,10 +108,7 @@ fn main() -> anyhow::Result<()> {
     keep_freed_memory_longer();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => {
-            init_logging(args.log_json);
-            runtime()?.block_on(serve::run(args, None))
-        }
+        Command::Serve(args) => serve(args, None),
         Command::Demo {
             server,
             rate,
@@ -97,14 +116,13 @@ fn main() -> anyhow::Result<()> {
             seed,
             backfill,
         } => {
-            init_logging(server.log_json);
             let demo = demo::DemoOptions {
                 rate,
                 merchants,
                 seed,
                 backfill,
             };
-            runtime()?.block_on(serve::run(server, Some(demo)))
+            serve(server, Some(demo))
         }
         Command::Import(args) => {
             init_logging(false);

@@ -117,6 +117,8 @@ pub struct Metrics {
     /// The newest durable WAL position: less the checkpointed one, the batches a restart
     /// would replay (the checkpoint lag).
     pub wal_durable_lsn: Gauge,
+    /// Bytes of write-ahead log segments on disk.
+    pub wal_bytes: Gauge,
     /// Rollup store checkpoint commit latency.
     pub store_write_seconds: Histogram,
     /// Records emitted on the activity stream, by kind (final, correction).
@@ -142,6 +144,9 @@ pub struct Metrics {
     pub kafka_fetch_gaps: Counter,
     /// Checkpoints committed (activity delivered, offsets with state committed).
     pub kafka_checkpoints: Counter,
+    /// Cluster mode: from a checkpoint prepared to its offsets committed (activity records,
+    /// checkpoint records and the commit).
+    pub kafka_checkpoint_seconds: Histogram,
     /// Partitions paused for backpressure.
     pub kafka_paused_partitions: Gauge,
     /// HTTP connections open.
@@ -202,6 +207,7 @@ impl Metrics {
             wal_group_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             wal_checkpointed_lsn: Gauge::default(),
             wal_durable_lsn: Gauge::default(),
+            wal_bytes: Gauge::default(),
             store_write_seconds: Histogram::new(latency_buckets()),
             activity_records: Family::default(),
             archive_quarantined_segments: Gauge::default(),
@@ -214,6 +220,9 @@ impl Metrics {
             kafka_replayed_records: Counter::default(),
             kafka_fetch_gaps: Counter::default(),
             kafka_checkpoints: Counter::default(),
+            kafka_checkpoint_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             kafka_paused_partitions: Gauge::default(),
             http_connections_open: Gauge::default(),
             http_connections_refused: Counter::default(),
@@ -355,6 +364,11 @@ impl Metrics {
             metrics.wal_durable_lsn.clone(),
         );
         registry.register(
+            "mm_wal_bytes",
+            "Bytes of write-ahead log segments on disk",
+            metrics.wal_bytes.clone(),
+        );
+        registry.register(
             "mm_store_write_seconds",
             "Rollup store checkpoint commit latency",
             metrics.store_write_seconds.clone(),
@@ -408,6 +422,11 @@ impl Metrics {
             "mm_kafka_checkpoints",
             "Checkpoints committed in cluster mode",
             metrics.kafka_checkpoints.clone(),
+        );
+        registry.register(
+            "mm_kafka_checkpoint_seconds",
+            "Cluster mode: from a checkpoint prepared to its offsets committed",
+            metrics.kafka_checkpoint_seconds.clone(),
         );
         registry.register(
             "mm_kafka_paused_partitions",

@@ -46,6 +46,7 @@ pub struct ServerProcess {
     child: Child,
     pub address: SocketAddr,
     pub data_dir: PathBuf,
+    stderr: Option<std::process::ChildStderr>,
 }
 
 impl ServerProcess {
@@ -55,6 +56,32 @@ impl ServerProcess {
         Self::start_command(executable, "serve", data_dir, args, env)
     }
 
+    /// Like [`ServerProcess::start`], keeping the JSON lines the server logs (`--log-json`)
+    /// as they come; other lines go to the test's stderr.
+    pub fn start_logged(
+        executable: &str,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (
+        Self,
+        std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    ) {
+        let mut server = Self::spawn(executable, "serve", data_dir, args, env, Stdio::piped());
+        let stderr = server.stderr.take().expect("stderr is piped");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(value) => collected.lock().expect("log lines").push(value),
+                    Err(_) => eprintln!("{line}"),
+                }
+            }
+        });
+        (server, lines)
+    }
+
     /// Like [`ServerProcess::start`] with another command that serves (`demo`).
     pub fn start_command(
         executable: &str,
@@ -62,6 +89,24 @@ impl ServerProcess {
         data_dir: &Path,
         args: &[&str],
         env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(
+            executable,
+            subcommand,
+            data_dir,
+            args,
+            env,
+            Stdio::inherit(),
+        )
+    }
+
+    fn spawn(
+        executable: &str,
+        subcommand: &str,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
     ) -> Self {
         let mut command = Command::new(executable);
         command
@@ -74,7 +119,7 @@ impl ServerProcess {
                 std::env::var("MM_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (name, value) in env {
             command.env(name, value);
         }
@@ -96,10 +141,12 @@ impl ServerProcess {
             let mut sink = Vec::new();
             let _ = reader.read_to_end(&mut sink);
         });
+        let stderr = child.stderr.take();
         Self {
             child,
             address,
             data_dir: data_dir.to_owned(),
+            stderr,
         }
     }
 

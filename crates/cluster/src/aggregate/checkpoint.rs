@@ -27,12 +27,13 @@ impl Worker {
         mode: CommitMode,
     ) -> Result<bool> {
         while let Some(result) = self.writer.try_result() {
-            let (commit, finals, corrections) = match result {
+            let (commit, finals, corrections, prepared) = match result {
                 JobResult::Written {
                     commit,
                     finals,
                     corrections,
-                } => (commit, finals, corrections),
+                    prepared,
+                } => (commit, finals, corrections, prepared),
                 JobResult::Failed(error) => {
                     // Something sent since the last checkpoint may be missing downstream.
                     tracing::error!(%error, "activity or dead-letter delivery failed; rebuilding from the last checkpoint");
@@ -69,6 +70,9 @@ impl Worker {
                         }
                     }
                     metrics.kafka_checkpoints.inc();
+                    metrics
+                        .kafka_checkpoint_seconds
+                        .observe(prepared.elapsed().as_secs_f64());
                     self.report(consumer, now_us());
                 }
                 // Not fatal: the next checkpoint commits further, or a new owner rebuilds.
@@ -82,6 +86,7 @@ impl Worker {
     /// the broker did not take what an earlier checkpoint covered: the caller starts over from
     /// the last checkpoints.
     pub(super) fn checkpoint(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<bool> {
+        let started = std::time::Instant::now();
         if !self.collect(consumer, CommitMode::Async)? {
             return Ok(false);
         }
@@ -171,6 +176,7 @@ impl Worker {
             commit,
             finals: final_count,
             corrections: correction_count,
+            prepared: started,
         })?;
         self.report(consumer, now);
         Ok(true)

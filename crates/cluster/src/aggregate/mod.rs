@@ -165,6 +165,8 @@ struct Worker {
     writer: CheckpointWriter,
     clock: WallClock,
     last_report: Instant,
+    /// Spans continuing the traces of the records handled (when spans are exported).
+    spans: mm_kafka::trace::ConsumerSpans,
 }
 
 /// The wall clock, read once per 256 calls (arrival times need no finer grain).
@@ -230,6 +232,7 @@ pub fn run(options: AggregateOptions) -> Result<()> {
         writer,
         clock: WallClock::default(),
         last_report: Instant::now() - Duration::from_secs(60),
+        spans: mm_kafka::trace::ConsumerSpans::default(),
     };
     loop {
         let consumer: BaseConsumer<GroupContext> = settings
@@ -361,6 +364,7 @@ impl Worker {
         {
             return Ok(());
         }
+        self.spans.note(message, "process");
         let now = self.clock.now_us();
         let outcome = state.process(
             &input_record(message, self.repartitioned),

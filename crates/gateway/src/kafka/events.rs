@@ -129,6 +129,15 @@ impl KafkaEvents {
                 .insert(text(header::EVENT_OCCURRED_AT, &record.occurred_at))
                 .insert(text(header::EVENT_RECEIVED_AT, &context.received_at))
                 .insert(text(header::EVENT_FLOW_ID, &context.flow_id));
+            let headers = match &context.trace {
+                Some(trace) => trace.pairs().fold(headers, |headers, (key, value)| {
+                    headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    })
+                }),
+                None => headers,
+            };
             let mut message = FutureRecord::to(&topic)
                 .partition(record.partition as i32)
                 .payload(record.bytes.as_slice())
@@ -324,6 +333,7 @@ fn read(
     let mut next = wanted;
     let deadline = Instant::now() + READ_LIMIT;
     let mut reached_end = false;
+    let mut received = mm_kafka::trace::ConsumerSpans::default();
     'seek: loop {
         let mut assignment = TopicPartitionList::new();
         assignment
@@ -358,6 +368,7 @@ fn read(
                 start = (next - back).max(low);
                 continue 'seek;
             }
+            received.note(&message, "receive");
             events.push((at as u64, message.payload().unwrap_or_default().to_vec()));
             next = at + 1;
         }

@@ -44,6 +44,8 @@ pub struct BatchContext {
     pub version: String,
     pub received_at: String,
     pub flow_id: String,
+    /// The W3C trace context of the batch, stored in each event's metadata and Kafka headers.
+    pub trace: Option<mm_trace::context::TraceHeaders>,
 }
 
 /// A read event: its offset and bytes.

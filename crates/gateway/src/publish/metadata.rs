@@ -120,26 +120,32 @@ impl<'de> serde::Deserialize<'de> for Text<'de> {
 pub(super) struct Enrichment {
     /// `"received_at":…,"version":…,"partition":`
     head: Vec<u8>,
-    /// `,"flow_id":…,"event_type":…}`
+    /// `,"flow_id":…,"event_type":…[,"traceparent":…[,"tracestate":…]]}`
     tail: Vec<u8>,
 }
 
 impl Enrichment {
-    pub fn new(received_at: &str, version: &str, flow_id: &str, event_type: &str) -> Self {
+    pub fn new(context: &crate::log::BatchContext, event_type: &str) -> Self {
         let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into());
+        let mut tail = format!(
+            ",\"flow_id\":{},\"event_type\":{}",
+            text(&context.flow_id),
+            text(event_type)
+        );
+        if let Some(trace) = &context.trace {
+            for (name, value) in trace.pairs() {
+                tail.push_str(&format!(",\"{name}\":{}", text(value)));
+            }
+        }
+        tail.push('}');
         Self {
             head: format!(
                 "\"received_at\":{},\"version\":{},\"partition\":",
-                text(received_at),
-                text(version)
+                text(&context.received_at),
+                text(&context.version)
             )
             .into_bytes(),
-            tail: format!(
-                ",\"flow_id\":{},\"event_type\":{}}}",
-                text(flow_id),
-                text(event_type)
-            )
-            .into_bytes(),
+            tail: tail.into_bytes(),
         }
     }
 
@@ -173,7 +179,16 @@ mod tests {
 
     #[test]
     fn the_gateway_members_follow_the_producers_and_the_result_is_json() {
-        let enrichment = Enrichment::new("2026-12-01T10:00:00Z", "1.2.0", "f\"1", "order.paid");
+        let context = crate::log::BatchContext {
+            version: "1.2.0".into(),
+            received_at: "2026-12-01T10:00:00Z".into(),
+            flow_id: "f\"1".into(),
+            trace: Some(mm_trace::context::TraceHeaders {
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                tracestate: Some("vendor=1".into()),
+            }),
+        };
+        let enrichment = Enrichment::new(&context, "order.paid");
         let mut out = Vec::new();
         let raw: Box<RawValue> =
             serde_json::from_str(r#" { "eid": "x", "trace": {"a": [1]} } "#).expect("raw");
@@ -183,7 +198,9 @@ mod tests {
             written,
             serde_json::json!({
                 "eid": "x", "trace": {"a": [1]}, "received_at": "2026-12-01T10:00:00Z",
-                "version": "1.2.0", "partition": 3, "flow_id": "f\"1", "event_type": "order.paid"
+                "version": "1.2.0", "partition": 3, "flow_id": "f\"1", "event_type": "order.paid",
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "tracestate": "vendor=1"
             })
         );
         let empty: Box<RawValue> = serde_json::from_str("{ }").expect("raw");

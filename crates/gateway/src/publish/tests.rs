@@ -54,6 +54,7 @@ fn options(atomic: bool) -> PublishOptions {
         atomic,
         flow_id: "flow-1".into(),
         now_us: 1_800_000_000_000_000,
+        trace: None,
     }
 }
 
@@ -483,7 +484,13 @@ fn the_fast_and_the_full_path_store_the_same_events_on_the_same_partitions() {
             );
         }
         // The valid events are placed by the fast path itself.
-        let enrichment = metadata::Enrichment::new("t", "1.0.0", "f", name);
+        let context = BatchContext {
+            version: "1.0.0".into(),
+            received_at: "t".into(),
+            flow_id: "f".into(),
+            trace: None,
+        };
+        let enrichment = metadata::Enrichment::new(&context, name);
         let members = if strategy.is_some() {
             Vec::new()
         } else {

@@ -15,6 +15,7 @@ use mm_gateway::{
 };
 use mm_ingest::IngestFailure;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
@@ -508,13 +509,20 @@ pub async fn publish(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(mm_gateway::publish::new_flow_id);
+    let span = mm_gateway::publish::producer_span(&name);
     let options = PublishOptions {
         atomic,
         flow_id,
         now_us: mm_model::time::now_us(),
+        trace: mm_trace::context::outgoing(
+            &span,
+            mm_trace::context::TraceHeaders::from_http(&headers).as_ref(),
+        ),
     };
     let max_decoded = state.max_decoded_bytes;
+    let preparing = span.clone();
     let prepared = tokio::task::spawn_blocking(move || {
+        let _entered = preparing.enter();
         let decoded =
             mm_ingest::decode_body(encoding.as_deref(), &bytes, max_decoded, &mut reservation)
                 .map_err(|error| failure_to_error(IngestFailure::Body(error)))?;
@@ -529,7 +537,10 @@ pub async fn publish(
     .await
     .map_err(|error| ApiError::internal("publishing task", error))??;
     let mut prepared = prepared;
-    let submitted = gateway.commit(&name, &mut prepared).await?;
+    let submitted = gateway
+        .commit(&name, &mut prepared)
+        .instrument(span)
+        .await?;
     state.metrics.count_published(
         &name,
         submitted,

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use mm_storage::rollups::RollupStore;
 use mm_telemetry::Metrics;
+use tracing::Instrument as _;
 
 use mm_ingest::Ingestor;
 
@@ -279,7 +280,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Times each request of a declared route into `mm_http_request_seconds` (the dashboard's
-/// files and unknown paths stay out: their paths are not bounded).
+/// files and unknown paths stay out: their paths are not bounded), and runs it inside its
+/// server span: continuing the caller's W3C `traceparent`, at the log level `X-Log-Level`
+/// asks for.
 async fn observe(
     State(state): State<Arc<AppState>>,
     matched: axum::extract::MatchedPath,
@@ -288,8 +291,53 @@ async fn observe(
 ) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().as_str().to_owned();
-    let response = next.run(request).await;
-    let status = match response.status().as_u16() {
+    let route = matched.as_str();
+    let log_level = match request.headers().get(LOG_LEVEL_HEADER) {
+        None => None,
+        Some(value) => match value.to_str().map(mm_trace::level::parse) {
+            Ok(Ok(_)) => value.to_str().ok().map(str::to_owned),
+            _ => {
+                return ApiError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid_log_level",
+                    format!(
+                        "{LOG_LEVEL_HEADER}: {value:?} is not a log level (error, warn, info, debug or trace)"
+                    ),
+                )
+                .into_response();
+            }
+        },
+    };
+    let incoming = mm_trace::context::TraceHeaders::from_http(request.headers());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method.as_str(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        log_level = log_level.as_deref(),
+    );
+    if let Some(incoming) = &incoming {
+        mm_trace::context::continue_from(&span, incoming);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    let code = response.status().as_u16();
+    let elapsed = started.elapsed();
+    span.record("http.response.status_code", i64::from(code));
+    if code >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    // The access log: a debug line, so `X-Log-Level: debug` shows it for one request.
+    span.in_scope(|| {
+        tracing::debug!(
+            status = code,
+            elapsed_ms = elapsed.as_secs_f64() * 1e3,
+            "request served"
+        );
+    });
+    let status = match code {
         100..=199 => "1xx",
         200..=299 => "2xx",
         300..=399 => "3xx",
@@ -300,13 +348,16 @@ async fn observe(
         .metrics
         .http_request_seconds
         .get_or_create(&mm_telemetry::HttpRequestLabel {
-            route: matched.as_str().to_owned(),
+            route: route.to_owned(),
             method,
             status,
         })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     response
 }
+
+/// The header that raises the log level of one request's spans.
+pub const LOG_LEVEL_HEADER: &str = "x-log-level";
 
 /// Who called, as far as idempotency keys are concerned: a fingerprint of the bearer token
 /// (never the token itself), so two clients cannot answer each other's keys.

@@ -21,6 +21,9 @@ pub type SyncObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 /// Called with each batch once it is durable and before it is acknowledged, in LSN order.
 pub type DurableObserver = Arc<dyn Fn(u64, &Arc<Vec<u8>>) + Send + Sync>;
 
+/// Told the log's size on disk (every segment) after each group commit.
+pub type SizeObserver = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Writer settings.
 #[derive(Clone)]
 pub struct WalConfig {
@@ -36,6 +39,8 @@ pub struct WalConfig {
     pub on_sync: Option<SyncObserver>,
     /// Sees every batch after it is durable and before its append is acknowledged.
     pub on_durable: Option<DurableObserver>,
+    /// Told the log's size on disk.
+    pub on_size: Option<SizeObserver>,
     /// Told when a write fails and when writes succeed again.
     pub health: Option<Arc<StorageHealth>>,
 }
@@ -60,6 +65,7 @@ impl WalConfig {
             max_group_bytes: 8 * 1024 * 1024,
             on_sync: None,
             on_durable: None,
+            on_size: None,
             health: None,
         }
     }
@@ -91,6 +97,8 @@ pub enum AppendError {
 struct Request {
     payload: Arc<Vec<u8>>,
     done: oneshot::Sender<Result<u64, AppendError>>,
+    /// The span that appended (a request's): the fsync span links to it.
+    span: tracing::Span,
 }
 
 /// Handle to the writer thread; cheap to clone. The thread stops when every handle is gone.
@@ -126,7 +134,12 @@ impl Wal {
             committed_tx,
             checkpointed_lsn,
             buffer: Vec::with_capacity(1 << 20),
+            closed_bytes: 0,
         };
+        writer.closed_bytes = writer.closed_segment_bytes();
+        if let Some(observer) = &writer.config.on_size {
+            observer(writer.closed_bytes);
+        }
         let thread = std::thread::Builder::new()
             .name("mm-wal".into())
             .spawn(move || writer.run(request_rx))
@@ -147,6 +160,7 @@ impl Wal {
         let request = Request {
             payload: Arc::new(payload),
             done,
+            span: tracing::Span::current(),
         };
         match self.request_tx.try_send(request) {
             Ok(()) => Ok(receiver),
@@ -165,6 +179,7 @@ impl Wal {
             .send(Request {
                 payload: Arc::new(payload),
                 done,
+                span: tracing::Span::current(),
             })
             .map_err(|_| AppendError::Closed)?;
         Ok(receiver)
@@ -221,6 +236,8 @@ struct Writer {
     committed_tx: SyncSender<CommittedBatch>,
     checkpointed_lsn: Arc<AtomicU64>,
     buffer: Vec<u8>,
+    /// Bytes of the segments before the current one still on disk.
+    closed_bytes: u64,
 }
 
 impl Writer {
@@ -313,6 +330,20 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: &mut Vec<Request>) -> Result<(), StorageError> {
+        // One span per group commit, linked to the spans that appended to it.
+        let span = tracing::info_span!(
+            parent: None,
+            "wal.fsync",
+            otel.name = "wal fsync",
+            wal.batches = group.len() as i64,
+            wal.bytes = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            for request in group.iter() {
+                span.follows_from(&request.span);
+            }
+        }
+        let _entered = span.enter();
         self.buffer.clear();
         let first_lsn = self.next_lsn;
         for request in group.iter() {
@@ -327,6 +358,7 @@ impl Writer {
             self.buffer.extend_from_slice(payload);
         }
         debug_assert!(self.buffer.len() >= FRAME_HEADER_BYTES * group.len());
+        span.record("wal.bytes", self.buffer.len() as i64);
         self.segment
             .file
             .write_all(&self.buffer)
@@ -340,6 +372,9 @@ impl Writer {
             observer(started.elapsed(), group.len());
         }
         self.segment.bytes += self.buffer.len() as u64;
+        if let Some(observer) = &self.config.on_size {
+            observer(self.closed_bytes + self.segment.bytes);
+        }
         for (offset, request) in group.drain(..).enumerate() {
             let lsn = first_lsn + offset as u64;
             if let Some(observer) = &self.config.on_durable {
@@ -367,7 +402,22 @@ impl Writer {
             .map_err(|source| StorageError::io("fsync wal segment", &self.segment.path, source))?;
         self.segment = Segment::create(&self.config.dir, self.next_lsn)?;
         self.delete_checkpointed();
+        self.closed_bytes = self.closed_segment_bytes();
         Ok(())
+    }
+
+    /// The size of every segment but the current one.
+    fn closed_segment_bytes(&self) -> u64 {
+        list_segments(&self.config.dir)
+            .map(|segments| {
+                segments
+                    .iter()
+                    .filter(|(first_lsn, _)| *first_lsn != self.segment.first_lsn)
+                    .filter_map(|(_, path)| std::fs::metadata(path).ok())
+                    .map(|metadata| metadata.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Deletes segments whose every frame is covered by the checkpoint.

@@ -200,6 +200,7 @@ fn validation_ns(events: u64) -> anyhow::Result<(f64, f64, f64)> {
         atomic: false,
         flow_id: "bench".into(),
         now_us: mm_model::time::now_us(),
+        trace: None,
     };
     let started = Instant::now();
     let mut accepted = 0;

@@ -1,0 +1,55 @@
+//! Trace context on Kafka records: the W3C `traceparent`/`tracestate` headers producers set,
+//! and the consumer spans that continue a producer's trace.
+
+use rdkafka::message::{Headers as _, Message};
+
+use mm_trace::context::TraceHeaders;
+
+/// The trace context of a consumed record, from its headers.
+pub fn record_context(message: &impl Message) -> Option<TraceHeaders> {
+    let headers = message.headers()?;
+    TraceHeaders::read(|name| {
+        headers
+            .iter()
+            .find(|header| header.key == name)
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    })
+}
+
+/// The consumer spans of a stream of records: one per run of records that carry the same
+/// producer context (one published batch or ingest request), each continuing that trace.
+/// Records without a context, or consumed while spans are not exported, cost nothing more.
+#[derive(Debug, Default)]
+pub struct ConsumerSpans {
+    last: Option<String>,
+}
+
+impl ConsumerSpans {
+    /// Notes `message` (of `topic`), `operation` being `receive` (read for someone else) or
+    /// `process` (handled here).
+    pub fn note(&mut self, message: &impl Message, operation: &'static str) {
+        if !mm_trace::exporting() {
+            return;
+        }
+        let Some(incoming) = record_context(message) else {
+            return;
+        };
+        if self.last.as_deref() == Some(incoming.traceparent.as_str()) {
+            return;
+        }
+        let topic = message.topic();
+        let span = tracing::info_span!(
+            "kafka.consume",
+            otel.name = format!("{topic} {operation}"),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = operation,
+            messaging.destination.name = topic,
+            messaging.destination.partition.id = message.partition(),
+            messaging.kafka.offset = message.offset(),
+        );
+        mm_trace::context::continue_from(&span, &incoming);
+        self.last = Some(incoming.traceparent);
+    }
+}
