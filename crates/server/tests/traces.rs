@@ -317,6 +317,28 @@ fn an_ingest_request_is_traced_through_the_wal_and_its_debug_lines_carry_the_ids
     let plain = request(server.address, "POST", "/v1/ingest", &[], &calls(5)).expect("answers");
     assert_eq!(plain.status, 200);
 
+    // A call whose record carried a trace context shows its trace id when looked up.
+    let now = mm_model::time::now_us() / 1_000;
+    let traced_calls = format!(
+        "{{\"ts\":{now},\"merchant\":\"m-t\",\"api\":\"refund\",\"status\":200,\"latency_ms\":3,\"corr_id\":\"with-parent\",\"traceparent\":\"00-{TRACE}-{CALLER_SPAN}-01\"}}\n\
+         {{\"ts\":{now},\"merchant\":\"m-t\",\"api\":\"refund\",\"status\":200,\"latency_ms\":3,\"corr_id\":\"with-id\",\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\"}}\n"
+    );
+    let stored = mm_testkit::ingest(server.address, traced_calls.as_bytes()).expect("answers");
+    assert_eq!(stored.status, 200);
+    for (corr_id, trace_id) in [
+        ("with-parent", TRACE),
+        ("with-id", "0af7651916cd43dd8448eb211c80319c"),
+    ] {
+        let found = get(server.address, &format!("/v1/events/{corr_id}")).json();
+        let event = &found["events"][0];
+        assert_eq!(event["trace_id"], trace_id, "{found}");
+    }
+    let untraced = get(server.address, "/v1/events/c-1").json();
+    assert!(
+        untraced["events"][0].get("trace_id").is_none(),
+        "{untraced}"
+    );
+
     let server_span = receiver.span("the ingest request", |span| {
         span["name"] == "POST /v1/ingest" && span["trace_id"] == TRACE
     });

@@ -262,7 +262,7 @@ export interface paths {
         };
         /**
          * The call(s) that carried a correlation id
-         * @description Each event with every field as ingested: ts (RFC 3339), merchant, api, status, latency_ms, corr_id, the optional mapped fields, and every unmapped field of the original record.
+         * @description Each event with every field as ingested: ts (RFC 3339), merchant, api, status, latency_ms, corr_id, the optional mapped fields, trace_id when the record carried a trace context (a trace_id field or a W3C traceparent), and every other unmapped field of the original record.
          */
         get: operations["lookup_events"];
         put?: never;
@@ -644,6 +644,11 @@ export interface components {
              * @description HTTP status of the call.
              */
             status: number;
+            /**
+             * @description The W3C trace id (32 hexadecimal digits) of the call, when its record carried one: its
+             *     `trace_id` field, or the trace id of its `traceparent` field.
+             */
+            trace_id?: string;
             /**
              * Format: date-time
              * @description Event time.

@@ -48,6 +48,11 @@ pub struct CallEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub region: Option<String>,
+    /// The W3C trace id (32 hexadecimal digits) of the call, when its record carried one: its
+    /// `trace_id` field, or the trace id of its `traceparent` field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub trace_id: Option<String>,
     /// The record's unmapped fields, each exactly as archived (at any depth of nesting); a
     /// mapped field's name is never repeated here.
     #[serde(flatten)]
@@ -86,6 +91,7 @@ impl CallEvent {
                 unmapped.remove(name);
             }
         }
+        let trace_id = trace_id(&mut unmapped);
         Self {
             ts: mm_model::time::format_rfc3339(event.ts_us),
             merchant: event.merchant.clone(),
@@ -98,9 +104,28 @@ impl CallEvent {
             path: event.path.clone(),
             host: event.host.clone(),
             region: event.region.clone(),
+            trace_id,
             unmapped,
         }
     }
+}
+
+/// The trace id a record carried: a `trace_id` string (taken out of the unmapped fields, so it
+/// is shown once), else the trace id of a valid `traceparent`.
+fn trace_id(unmapped: &mut BTreeMap<String, Box<RawValue>>) -> Option<String> {
+    if let Some(raw) = unmapped.get("trace_id")
+        && let Ok(text) = serde_json::from_str::<String>(raw.get())
+    {
+        unmapped.remove("trace_id");
+        return Some(text);
+    }
+    let traceparent = unmapped
+        .get(mm_trace::context::TRACEPARENT)
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())?;
+    mm_trace::context::TraceHeaders::read(|name| {
+        (name == mm_trace::context::TRACEPARENT).then_some(traceparent.as_str())
+    })
+    .map(|context| context.trace_id().to_owned())
 }
 
 /// The query parameters of `GET /v1/events/{corr_id}`.
@@ -169,7 +194,7 @@ pub struct EventsPage {
     operation_id = "lookup_events",
     tag = "events",
     summary = "The call(s) that carried a correlation id",
-    description = "Each event with every field as ingested: ts (RFC 3339), merchant, api, status, latency_ms, corr_id, the optional mapped fields, and every unmapped field of the original record.",
+    description = "Each event with every field as ingested: ts (RFC 3339), merchant, api, status, latency_ms, corr_id, the optional mapped fields, trace_id when the record carried a trace context (a trace_id field or a W3C traceparent), and every other unmapped field of the original record.",
     params(("corr_id" = String, Path, description = "Correlation id"), LookupParams),
     responses(
         (status = 200, description = "Matching events, oldest first", body = EventsFound),

@@ -16,6 +16,9 @@
 //!   batch, alternating in one run (target: ratio ≥ 0.9).
 //! - `import`: `import` of a 2M-event NDJSON file (or `--input FILE`) into a fresh data
 //!   directory, against DuckDB's `read_json` + `GROUP BY` of the same file, alternating.
+//! - `tracing`: HTTP ingest and publishing with traces off, exported at sampling 0.01 and at
+//!   1.0 (to an OTLP/HTTP sink in the benchmark), alternating in one run (target: 0.01 costs
+//!   under 3 %).
 //! - `bad-lines`: 64 clients send 16 MiB bodies of unparseable lines for `--ingest-seconds`;
 //!   the server's resident memory before, at its peak and after, against the request-memory
 //!   bound.
@@ -38,6 +41,7 @@ mod ingest;
 mod kafka;
 mod publish;
 mod query;
+mod traces;
 
 pub use aggregate::parse_and_aggregate;
 
@@ -50,7 +54,7 @@ use query::bench_query;
 pub struct BenchArgs {
     /// Benchmarks to run, comma-separated: aggregate, parse, stages, query, ingest, archive,
     /// lookup, kafka (needs --kafka-brokers), bad-lines, ingest-keys, import, publish (the event
-    /// gateway against /v1/ingest).
+    /// gateway against /v1/ingest), tracing (ingest and publish with traces off, 1 %, 100 %).
     #[arg(
         long,
         value_delimiter = ',',
@@ -118,12 +122,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "ingest-keys" => ingest::bench_ingest_keys(&args, &work_dir)?,
             "import" => import::bench_import(&args, &work_dir)?,
             "publish" => publish::bench_publish(&args, &work_dir)?,
+            "tracing" => traces::bench_tracing(&args, &work_dir)?,
             #[cfg(feature = "kafka")]
             "kafka" => kafka::bench_kafka(&args, &work_dir)?,
             #[cfg(not(feature = "kafka"))]
             "kafka" => bail!("the kafka benchmark needs a build with the `kafka` feature"),
             other => bail!(
-                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, ingest-keys, import, publish, archive, lookup, kafka, bad-lines)"
+                "unknown benchmark {other:?} (aggregate, parse, stages, query, ingest, ingest-keys, import, publish, tracing, archive, lookup, kafka, bad-lines)"
             ),
         }
     }

@@ -20,11 +20,11 @@ use serde_json::{Value, json};
 use super::child::ChildServer;
 use super::{BenchArgs, median, percentile};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 const BATCH: usize = 500;
 const IN_FLIGHT: usize = 8;
-const TYPE_NAME: &str = "payment.settled";
+pub(super) const TYPE_NAME: &str = "payment.settled";
 
 /// The benchmark's event type: 12 fields, enums, nested objects.
 pub fn definition() -> Value {
@@ -96,11 +96,11 @@ pub fn event(number: u64) -> Value {
     })
 }
 
-fn client() -> HttpClient {
+pub(super) fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-async fn send(
+pub(super) async fn send(
     client: &HttpClient,
     method: &str,
     url: &str,
@@ -119,7 +119,7 @@ async fn send(
 
 /// Posts every body to `url`, `IN_FLIGHT` at a time; every answer must be a 200 (retried on
 /// 429/503). Returns the elapsed time.
-async fn post_all(
+pub(super) async fn post_all(
     client: &HttpClient,
     url: &str,
     bodies: Arc<Vec<Bytes>>,
@@ -156,7 +156,7 @@ async fn post_all(
     Ok(started.elapsed())
 }
 
-fn publish_batches(events: u64) -> Vec<Bytes> {
+pub(super) fn publish_batches(events: u64) -> Vec<Bytes> {
     (0..events.div_ceil(BATCH as u64))
         .map(|batch| {
             let first = batch * BATCH as u64;
@@ -167,7 +167,7 @@ fn publish_batches(events: u64) -> Vec<Bytes> {
 }
 
 /// API-call records in NDJSON batches of 500, their times ending now.
-fn ingest_batches(work_dir: &Path, events: u64) -> anyhow::Result<Vec<Bytes>> {
+pub(super) fn ingest_batches(work_dir: &Path, events: u64) -> anyhow::Result<Vec<Bytes>> {
     let path = work_dir.join(format!("publish-ingest-{events}.ndjson"));
     let rate = 200_000.0;
     let config = mm_traffic::TrafficConfig {
