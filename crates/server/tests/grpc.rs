@@ -93,6 +93,14 @@ fn an_independent_grpc_client_registers_publishes_and_sees_health_and_reflection
     assert_eq!(seen["compatible"], false);
     assert_eq!(seen["rules"], serde_json::json!(["type-changed"]));
     assert_eq!(seen["unknown"], "NOT_FOUND");
+    // A log level that is not one is refused before anything is published.
+    assert_eq!(seen["bad_level"], "INVALID_ARGUMENT", "{seen}");
+    assert!(
+        seen["bad_level_message"]
+            .as_str()
+            .is_some_and(|message| message.contains("log_level")),
+        "{seen}"
+    );
 
     // What gRPC published is read back over HTTP: four events, the flow id on the first.
     let mut eids = Vec::new();
@@ -105,6 +113,11 @@ fn an_independent_grpc_client_registers_publishes_and_sees_health_and_reflection
         for event in page["events"].as_array().expect("events") {
             if event["order_id"] == "o1" {
                 assert_eq!(event["metadata"]["flow_id"], "grpc-flow");
+                // The caller's trace context, passed on as received.
+                assert_eq!(
+                    event["metadata"]["traceparent"],
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                );
             }
             eids.push(
                 event["metadata"]["eid"]

@@ -70,7 +70,13 @@ def event(number, amount):
     })
 
 
-answer = gateway.Publish(pb.PublishRequest(event_type="order.grpc", events_json=[event(1, 5), event(2, -1)], flow_id="grpc-flow"))
+# The caller's trace context travels as metadata (this server exports no spans: it passes
+# the context on as received).
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+answer = gateway.Publish(
+    pb.PublishRequest(event_type="order.grpc", events_json=[event(1, 5), event(2, -1)], flow_id="grpc-flow"),
+    metadata=[("traceparent", TRACEPARENT), ("log_level", "debug")],
+)
 seen["unary"] = {
     "submitted": answer.submitted,
     "failed": answer.failed,
@@ -97,5 +103,12 @@ try:
 except grpc.RpcError as error:
     seen["unknown"] = error.code().name
     seen["unknown_message"] = error.details()
+
+try:
+    gateway.Publish(pb.PublishRequest(event_type="order.grpc", events_json=[event(6, 1)]), metadata=[("log_level", "loud")])
+    seen["bad_level"] = "OK"
+except grpc.RpcError as error:
+    seen["bad_level"] = error.code().name
+    seen["bad_level_message"] = error.details()
 
 print(json.dumps(seen))
