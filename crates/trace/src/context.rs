@@ -94,10 +94,18 @@ pub fn continue_from(span: &tracing::Span, incoming: &TraceHeaders) {
 
 /// The context to hand on from inside `span`: its own when spans are exported, otherwise the
 /// one it received (`fallback`), so a server without traces does not break its callers' chain.
+///
+/// A span that is exported but not sampled hands on nothing: no span of its trace is recorded,
+/// so there is nothing to continue, and the ~80 bytes a context adds to every published event
+/// are not paid for the traces sampling leaves out (its consumers decide for themselves).
 pub fn outgoing(span: &tracing::Span, fallback: Option<&TraceHeaders>) -> Option<TraceHeaders> {
     let context = span.context();
-    if !context.span().span_context().is_valid() {
+    let span_context = context.span().span_context().clone();
+    if !span_context.is_valid() {
         return fallback.cloned();
+    }
+    if !span_context.is_sampled() {
+        return None;
     }
     let mut carrier: HashMap<String, String> = HashMap::with_capacity(2);
     TraceContextPropagator::new().inject_context(&context, &mut carrier);

@@ -159,3 +159,22 @@ fn json_lines_inside_a_span_carry_its_trace_and_span_ids() {
     assert_eq!(inside["trace_id"], TRACE);
     assert_eq!(inside["span_id"], server.span_context.span_id().to_string());
 }
+
+#[test]
+fn a_span_that_sampling_left_out_hands_on_nothing() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let mut handed_on = Some(caller());
+    tracing::subscriber::with_default(subscriber, || {
+        let producer = tracing::info_span!("publish");
+        handed_on = context::outgoing(&producer, Some(&caller()));
+    });
+    assert_eq!(handed_on, None);
+    provider.force_flush().expect("flushed");
+    assert!(exporter.get_finished_spans().expect("spans").is_empty());
+}

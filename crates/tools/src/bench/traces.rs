@@ -113,7 +113,10 @@ pub(super) fn bench_tracing(args: &BenchArgs, work_dir: &Path) -> anyhow::Result
     let mut rates: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); MODES.len()]; 2];
     for round in 0..args.runs.max(1) {
         for (workload, publishing) in [false, true].into_iter().enumerate() {
-            for (index, mode) in MODES.into_iter().enumerate() {
+            // Each round starts with another mode, so no mode always follows the same one.
+            for step in 0..MODES.len() {
+                let index = (round + step) % MODES.len();
+                let mode = MODES[index];
                 let data_dir = work_dir.join("tracing-data");
                 let _ = std::fs::remove_dir_all(&data_dir);
                 let config = work_dir.join("tracing.toml");
