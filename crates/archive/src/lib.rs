@@ -410,7 +410,7 @@ impl Archive {
 
     /// The `limit` oldest events a query matches, oldest first, and whether more matched:
     /// memory bounded by `limit` whatever the number of matches.
-    #[tracing::instrument(name = "archive.lookup", skip_all, fields(otel.name = "archive lookup", limit))]
+    #[tracing::instrument(name = "archive.lookup", skip_all, fields(otel.name = "archive lookup", limit = limit as i64))]
     pub fn find_oldest(
         &self,
         query: &RowQuery<'_>,

@@ -314,7 +314,9 @@ impl EventTypes for Service {
                 .map_err(|error| Status::invalid_argument(format!("definition_json: {error}")))?;
         let gateway = self.0.gateway.clone();
         let metrics = self.0.metrics.clone();
+        let span = tracing::Span::current();
         let (outcome, event_type) = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let put = gateway
                 .registry
                 .put(&request.name, definition, mm_model::time::now_us());

@@ -440,18 +440,23 @@ impl Ingestor {
             ) => IngestFailure::BrokerBusy,
             other => IngestFailure::Broker(other.to_string()),
         });
-        // Every record sent must be on the broker before anything is acknowledged.
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => {
-                    failure.get_or_insert(IngestFailure::Broker(error.to_string()));
-                }
-                Err(_) => {
-                    failure.get_or_insert(IngestFailure::Closed);
+        // Every record sent must be on the broker before anything is acknowledged (inside the
+        // producer span: it ends when the broker has them).
+        async {
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => {
+                        failure.get_or_insert(IngestFailure::Broker(error.to_string()));
+                    }
+                    Err(_) => {
+                        failure.get_or_insert(IngestFailure::Closed);
+                    }
                 }
             }
         }
+        .instrument(span)
+        .await;
         if let Some(failure) = failure {
             return Err(failure);
         }

@@ -17,27 +17,46 @@ pub fn record_context(message: &impl Message) -> Option<TraceHeaders> {
     })
 }
 
-/// The consumer spans of a stream of records: one per run of records that carry the same
-/// producer context (one published batch or ingest request), each continuing that trace.
-/// Records without a context, or consumed while spans are not exported, cost nothing more.
+/// The consumer spans of a stream of records: one per producer context (one published batch
+/// or ingest request) among the last few seen, each continuing that trace. A span marks the
+/// record's arrival (it covers no work). Records without a context, or consumed while spans
+/// are not exported, cost nothing more.
 #[derive(Debug, Default)]
 pub struct ConsumerSpans {
-    last: Option<String>,
+    /// The `traceparent` values of the latest spans, newest last.
+    recent: Vec<Vec<u8>>,
 }
 
+/// Contexts remembered: records of a few batches interleave across partitions.
+const RECENT: usize = 8;
+
 impl ConsumerSpans {
-    /// Notes `message` (of `topic`), `operation` being `receive` (read for someone else) or
-    /// `process` (handled here).
+    /// Notes `message`, `operation` being `receive` (read for someone else) or `process`
+    /// (handled here).
     pub fn note(&mut self, message: &impl Message, operation: &'static str) {
         if !mm_trace::exporting() {
+            return;
+        }
+        let Some(headers) = message.headers() else {
+            return;
+        };
+        let Some(raw) = headers
+            .iter()
+            .find(|header| header.key == mm_trace::context::TRACEPARENT)
+            .and_then(|header| header.value)
+        else {
+            return;
+        };
+        if self.recent.iter().any(|seen| seen.as_slice() == raw) {
             return;
         }
         let Some(incoming) = record_context(message) else {
             return;
         };
-        if self.last.as_deref() == Some(incoming.traceparent.as_str()) {
-            return;
+        if self.recent.len() == RECENT {
+            self.recent.remove(0);
         }
+        self.recent.push(raw.to_vec());
         let topic = message.topic();
         let span = tracing::info_span!(
             "kafka.consume",
@@ -50,6 +69,5 @@ impl ConsumerSpans {
             messaging.kafka.offset = message.offset(),
         );
         mm_trace::context::continue_from(&span, &incoming);
-        self.last = Some(incoming.traceparent);
     }
 }

@@ -205,7 +205,7 @@ fn a_published_event_is_traced_across_the_http_hop_and_the_kafka_hop() {
 import json
 from kafka import KafkaConsumer
 consumer = KafkaConsumer("tr.events.{TYPE}", bootstrap_servers="{broker}",
-                         auto_offset_reset="earliest", consumer_timeout_ms=5000)
+                         auto_offset_reset="earliest", consumer_timeout_ms=20000)
 print(json.dumps([{{k: v.decode() for k, v in m.headers}} for m in consumer]))
 "#,
         broker = broker.bootstrap()
@@ -257,7 +257,7 @@ print(json.dumps([{{k: v.decode() for k, v in m.headers}} for m in consumer]))
     assert_eq!(consumer["attributes"]["messaging.system"], "kafka");
 }
 
-/// An embedded server exporting over HTTP at `sampling_ratio`, logging JSON at `info`.
+/// An embedded server exporting over HTTP at `sampling_ratio`, logging JSON at `warn`.
 fn embedded(
     receiver: &Receiver,
     dir: &std::path::Path,
@@ -276,7 +276,7 @@ fn embedded(
         EXE,
         &dir.join("data"),
         &["--config", config.to_str().expect("utf-8"), "--log-json"],
-        &[("MM_LOG", "info")],
+        &[("MM_LOG", "warn")],
     );
     let lines = server.1.clone();
     (server.0, lines)

@@ -12,6 +12,28 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
+/// Longest `tracestate` carried on (it is copied into every event of a batch).
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// `00-<trace id>-<span id>-<flags>`: lower-case hexadecimal, neither id all zeros.
+fn valid_traceparent(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let hex = |range: std::ops::Range<usize>| {
+        bytes[range.clone()]
+            .iter()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte))
+    };
+    let zero = |range: std::ops::Range<usize>| bytes[range].iter().all(|byte| *byte == b'0');
+    bytes.len() == 55
+        && &bytes[..2] == b"00"
+        && [2, 35, 52].iter().all(|at| bytes[*at] == b'-')
+        && hex(3..35)
+        && hex(36..52)
+        && hex(53..55)
+        && !zero(3..35)
+        && !zero(36..52)
+}
+
 /// A trace context as it travels: `traceparent` (`00-<trace id>-<span id>-<flags>`) and
 /// `tracestate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,20 +56,22 @@ impl<'a, F: Fn(&str) -> Option<&'a str>> Extractor for Lookup<'a, F> {
 
 impl TraceHeaders {
     /// Reads a context through `get` (a header lookup by lower-case name); `None` when there
-    /// is no `traceparent` or it is not a valid W3C one.
+    /// is no `traceparent` or it is not a valid W3C one (`00-<32 hex>-<16 hex>-<2 hex>`, lower
+    /// case, ids not all zero). A `tracestate` that is not valid or longer than
+    /// [`MAX_TRACESTATE_BYTES`] is left out.
     pub fn read<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Self> {
-        let context =
-            TraceContextPropagator::new().extract(&Lookup(&get, std::marker::PhantomData));
-        let span = context.span();
-        if !span.span_context().is_valid() {
+        let traceparent = get(TRACEPARENT)?.trim();
+        if !valid_traceparent(traceparent) {
             return None;
         }
+        let tracestate = get(TRACESTATE)
+            .map(str::trim)
+            .filter(|state| !state.is_empty() && state.len() <= MAX_TRACESTATE_BYTES)
+            .filter(|state| state.parse::<opentelemetry::trace::TraceState>().is_ok())
+            .map(str::to_owned);
         Some(Self {
-            traceparent: get(TRACEPARENT)?.trim().to_owned(),
-            tracestate: get(TRACESTATE)
-                .map(str::trim)
-                .filter(|state| !state.is_empty())
-                .map(str::to_owned),
+            traceparent: traceparent.to_owned(),
+            tracestate,
         })
     }
 
@@ -160,9 +184,27 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-1-1-1",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
         ] {
             let read = TraceHeaders::read(|name| (name == "traceparent").then_some(bad));
             assert_eq!(read, None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_or_oversized_tracestate_is_left_out() {
+        let long = format!("a={}", "x".repeat(MAX_TRACESTATE_BYTES));
+        for state in ["not a state", long.as_str()] {
+            let read = TraceHeaders::read(|name| match name {
+                "traceparent" => Some(PARENT),
+                "tracestate" => Some(state),
+                _ => None,
+            })
+            .expect("the parent is valid");
+            assert_eq!(read.tracestate, None, "{state:?}");
         }
     }
 

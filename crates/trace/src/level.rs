@@ -4,7 +4,9 @@
 //!
 //! [`Requests`] notes the level on the span when it is created; [`Forced`] is the filter that
 //! lets a line through when a span around it asked for it. While no such span is open the
-//! filter answers with one atomic load.
+//! filter disables nothing it would not: it tells `tracing` so per callsite (`Interest::never`)
+//! and through its level hint, and the interest cache is rebuilt when the first raised span
+//! opens and when the last one closes. A disabled `debug!` stays a level comparison.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -44,6 +46,13 @@ pub fn declares_level(metadata: &Metadata<'_>) -> bool {
     metadata.is_span() && metadata.fields().field(FIELD).is_some()
 }
 
+/// The filter of spans that declare a level: request spans are `info` or above, so the hint
+/// keeps `debug!` and `trace!` callsites out of it.
+pub fn declaring() -> tracing_subscriber::filter::FilterFn<fn(&Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::FilterFn::new(declares_level as fn(&Metadata<'_>) -> bool)
+        .with_max_level_hint(LevelFilter::INFO)
+}
+
 /// Notes the level asked for on the spans that declare one.
 #[derive(Debug)]
 pub struct Requests;
@@ -70,17 +79,30 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Requests {
         attributes.record(&mut visitor);
         if let (Some(level), Some(span)) = (visitor.0, cx.span(id)) {
             span.extensions_mut().insert(Raised(level));
-            OPEN.fetch_add(1, Ordering::Relaxed);
+            if OPEN.fetch_add(1, Ordering::AcqRel) == 0 {
+                // Callsites disabled until now may be enabled inside this span.
+                tracing::callsite::rebuild_interest_cache();
+            }
         }
     }
 
     fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
-        if let Some(span) = cx.span(&id)
-            && span.extensions().get::<Raised>().is_some()
-        {
-            OPEN.fetch_sub(1, Ordering::Relaxed);
+        let raised = cx
+            .span(&id)
+            .is_some_and(|span| span.extensions().get::<Raised>().is_some());
+        if raised && OPEN.fetch_sub(1, Ordering::AcqRel) == 1 {
+            tracing::callsite::rebuild_interest_cache();
         }
     }
+}
+
+/// The filter of the log output: what `base` (`MM_LOG`) lets through, what a raised span around
+/// it asks for, and the spans that may raise it (so they are seen whatever `base` says).
+pub fn lines<S: Subscriber + for<'a> LookupSpan<'a>>(
+    base: tracing_subscriber::EnvFilter,
+) -> impl Filter<S> {
+    use tracing_subscriber::filter::FilterExt as _;
+    base.or(Forced).or(declaring())
 }
 
 /// Lets a span or event through when a span around it raised the level enough.
@@ -89,7 +111,7 @@ pub struct Forced;
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Forced {
     fn enabled(&self, metadata: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
-        if OPEN.load(Ordering::Relaxed) == 0 {
+        if OPEN.load(Ordering::Acquire) == 0 {
             return false;
         }
         let Some(current) = cx.lookup_current() else {
@@ -104,12 +126,20 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Forced {
     }
 
     fn callsite_enabled(&self, _: &'static Metadata<'static>) -> Interest {
-        // Whether a line is written depends on the spans around it, each time.
-        Interest::sometimes()
+        if OPEN.load(Ordering::Acquire) == 0 {
+            Interest::never()
+        } else {
+            // Whether a line is written depends on the spans around it, each time.
+            Interest::sometimes()
+        }
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(LevelFilter::TRACE)
+        if OPEN.load(Ordering::Acquire) == 0 {
+            Some(LevelFilter::OFF)
+        } else {
+            Some(LevelFilter::TRACE)
+        }
     }
 }
 
@@ -118,7 +148,6 @@ mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
-    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
@@ -148,15 +177,16 @@ mod tests {
         let lines = Lines::default();
         let writer = lines.clone();
         let subscriber = tracing_subscriber::registry()
-            .with(Requests.with_filter(tracing_subscriber::filter::filter_fn(declares_level)))
+            .with(Requests.with_filter(declaring()))
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(move || writer.clone())
                     .with_ansi(false)
-                    .with_filter(tracing_subscriber::EnvFilter::new("info").or(Forced)),
+                    .with_filter(super::lines(tracing_subscriber::EnvFilter::new("warn"))),
             );
         tracing::subscriber::with_default(subscriber, || {
             tracing::debug!("outside any request");
+            tracing::info!("info outside any request, below the base level");
             let raised = tracing::info_span!("request", log_level = "debug");
             raised.in_scope(|| {
                 tracing::debug!("inside the raised request");
@@ -169,7 +199,7 @@ mod tests {
             plain.in_scope(|| tracing::debug!("inside a plain request"));
             drop(raised);
             tracing::debug!("after the raised request");
-            tracing::info!("info as always");
+            tracing::warn!("warn as always");
         });
         let written = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("text");
         assert!(written.contains("inside the raised request"), "{written}");
@@ -177,8 +207,9 @@ mod tests {
             written.contains("inside a child of the raised request"),
             "{written}"
         );
-        assert!(written.contains("info as always"), "{written}");
+        assert!(written.contains("warn as always"), "{written}");
         for absent in [
+            "info outside any request, below the base level",
             "outside any request",
             "trace inside the raised request",
             "inside a plain request",

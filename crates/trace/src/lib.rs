@@ -25,7 +25,6 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -78,7 +77,7 @@ pub fn init(settings: &TelemetrySettings, format: LogFormat) -> anyhow::Result<T
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     // A line is written when `MM_LOG` allows it, or when it is inside a request that asked for
     // more (`X-Log-Level`).
-    let lines = env.or(level::Forced);
+    let lines = level::lines(env);
     let json = json::JsonLines::new();
     let output = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -101,7 +100,12 @@ pub fn init(settings: &TelemetrySettings, format: LogFormat) -> anyhow::Result<T
             .with_tracer(provider.tracer("merchant-monitor"))
             .with_tracked_inactivity(false)
             .with_threads(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(exported))
+            .with_filter(
+                tracing_subscriber::filter::FilterFn::new(
+                    exported as fn(&tracing::Metadata<'_>) -> bool,
+                )
+                .with_max_level_hint(tracing::level_filters::LevelFilter::INFO),
+            )
     });
     let subscriber = tracing_subscriber::registry()
         .with(spans)

@@ -48,8 +48,8 @@ pub struct CallEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub region: Option<String>,
-    /// The W3C trace id (32 hexadecimal digits) of the call, when its record carried one: its
-    /// `trace_id` field, or the trace id of its `traceparent` field.
+    /// The trace id of the call, when its record carried one: its `trace_id` field (a string,
+    /// as recorded), or the trace id (32 hexadecimal digits) of a valid W3C `traceparent` field.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub trace_id: Option<String>,
@@ -110,12 +110,12 @@ impl CallEvent {
     }
 }
 
-/// The trace id a record carried: a `trace_id` string (taken out of the unmapped fields, so it
-/// is shown once), else the trace id of a valid `traceparent`.
+/// The trace id a record carried: its `trace_id` field when it is a string (taken out of the
+/// unmapped fields, so it is shown once), else the trace id of a valid `traceparent`. A
+/// `trace_id` field of another kind stays among the unmapped fields, and nothing is derived.
 fn trace_id(unmapped: &mut BTreeMap<String, Box<RawValue>>) -> Option<String> {
-    if let Some(raw) = unmapped.get("trace_id")
-        && let Ok(text) = serde_json::from_str::<String>(raw.get())
-    {
+    if let Some(raw) = unmapped.get("trace_id") {
+        let text = serde_json::from_str::<String>(raw.get()).ok()?;
         unmapped.remove("trace_id");
         return Some(text);
     }

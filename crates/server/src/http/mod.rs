@@ -292,8 +292,17 @@ async fn observe(
     let started = std::time::Instant::now();
     let method = request.method().as_str().to_owned();
     let route = matched.as_str();
+    // Raising the log level is for callers the server knows (any, without tokens).
+    let known = state.tokens.is_empty()
+        || request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token)
+            .is_some_and(|token| accepted(&state, token));
     let log_level = match request.headers().get(LOG_LEVEL_HEADER) {
         None => None,
+        Some(_) if !known => None,
         Some(value) => match value.to_str().map(mm_trace::level::parse) {
             Ok(Ok(_)) => value.to_str().ok().map(str::to_owned),
             _ => {
@@ -379,12 +388,7 @@ async fn authenticate(
         .and_then(|value| value.to_str().ok())
         .and_then(bearer_token);
     match presented {
-        Some(token)
-            if state
-                .tokens
-                .iter()
-                .any(|allowed| constant_time_eq(allowed.as_bytes(), token.as_bytes())) =>
-        {
+        Some(token) if accepted(&state, token) => {
             let caller = Caller(format!(
                 "t{:08x}{:08x}",
                 crc32fast::hash(token.as_bytes()),
@@ -397,6 +401,14 @@ async fn authenticate(
         Some(_) => unauthorized(&state, "the bearer token is not valid", true),
         None => unauthorized(&state, "send Authorization: Bearer <token>", false),
     }
+}
+
+/// Whether `token` is one of the server's.
+fn accepted(state: &AppState, token: &str) -> bool {
+    state
+        .tokens
+        .iter()
+        .any(|allowed| constant_time_eq(allowed.as_bytes(), token.as_bytes()))
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme name is
