@@ -97,12 +97,16 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Requests {
 }
 
 /// The filter of the log output: what `base` (`MM_LOG`) lets through, what a raised span around
-/// it asks for, and the spans that may raise it (so they are seen whatever `base` says).
+/// it asks for, and the spans that may raise it (so they are seen whatever `base` says). Other
+/// spans only with `spans` (when they are exported, so log lines name them and their ids);
+/// otherwise `tracing` builds none of them.
 pub fn lines<S: Subscriber + for<'a> LookupSpan<'a>>(
     base: tracing_subscriber::EnvFilter,
+    spans: bool,
 ) -> impl Filter<S> {
     use tracing_subscriber::filter::FilterExt as _;
-    base.or(Forced).or(declaring())
+    let kinds = tracing_subscriber::filter::filter_fn(move |metadata| spans || metadata.is_event());
+    base.and(kinds).or(Forced).or(declaring())
 }
 
 /// Lets a span or event through when a span around it raised the level enough.
@@ -182,7 +186,10 @@ mod tests {
                 tracing_subscriber::fmt::layer()
                     .with_writer(move || writer.clone())
                     .with_ansi(false)
-                    .with_filter(super::lines(tracing_subscriber::EnvFilter::new("warn"))),
+                    .with_filter(super::lines(
+                        tracing_subscriber::EnvFilter::new("warn"),
+                        false,
+                    )),
             );
         tracing::subscriber::with_default(subscriber, || {
             tracing::debug!("outside any request");

@@ -77,7 +77,7 @@ pub fn init(settings: &TelemetrySettings, format: LogFormat) -> anyhow::Result<T
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     // A line is written when `MM_LOG` allows it, or when it is inside a request that asked for
     // more (`X-Log-Level`).
-    let lines = level::lines(env);
+    let lines = level::lines(env, settings.otlp_endpoint.is_some());
     let json = json::JsonLines::new();
     let output = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()

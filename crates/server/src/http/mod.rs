@@ -292,45 +292,20 @@ async fn observe(
     let started = std::time::Instant::now();
     let method = request.method().as_str().to_owned();
     let route = matched.as_str();
-    // Raising the log level is for callers the server knows (any, without tokens).
-    let known = state.tokens.is_empty()
-        || request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token)
-            .is_some_and(|token| accepted(&state, token));
-    let log_level = match request.headers().get(LOG_LEVEL_HEADER) {
-        None => None,
-        Some(_) if !known => None,
-        Some(value) => match value.to_str().map(mm_trace::level::parse) {
-            Ok(Ok(_)) => value.to_str().ok().map(str::to_owned),
-            _ => {
-                return ApiError::new(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "invalid_log_level",
-                    format!(
-                        "{LOG_LEVEL_HEADER}: {value:?} is not a log level (error, warn, info, debug or trace)"
-                    ),
-                )
-                .into_response();
-            }
-        },
+    let log_level = match requested_level(&state, request.headers()) {
+        Ok(level) => level,
+        Err(refusal) => return refusal,
     };
-    let incoming = mm_trace::context::TraceHeaders::from_http(request.headers());
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method.as_str(),
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        log_level = log_level.as_deref(),
-    );
-    if let Some(incoming) = &incoming {
-        mm_trace::context::continue_from(&span, incoming);
-    }
+    // Without traces or a raised level the request has no span: nothing would use it.
+    let span = if log_level.is_none() && !mm_trace::exporting() {
+        tracing::Span::none()
+    } else {
+        let span = request_span(&method, route, log_level.as_deref());
+        if let Some(incoming) = mm_trace::context::TraceHeaders::from_http(request.headers()) {
+            mm_trace::context::continue_from(&span, &incoming);
+        }
+        span
+    };
     let response = next.run(request).instrument(span.clone()).await;
     let code = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -363,6 +338,51 @@ async fn observe(
         })
         .observe(elapsed.as_secs_f64());
     response
+}
+
+/// The level `X-Log-Level` asks for: honoured for callers the server knows (any, without
+/// tokens); a value that is not a level is refused.
+fn requested_level(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<String>, Response> {
+    let Some(value) = headers.get(LOG_LEVEL_HEADER) else {
+        return Ok(None);
+    };
+    let known = state.tokens.is_empty()
+        || headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token)
+            .is_some_and(|token| accepted(state, token));
+    if !known {
+        return Ok(None);
+    }
+    match value.to_str().map(mm_trace::level::parse) {
+        Ok(Ok(_)) => Ok(value.to_str().ok().map(str::to_owned)),
+        _ => Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_log_level",
+            format!(
+                "{LOG_LEVEL_HEADER}: {value:?} is not a log level (error, warn, info, debug or trace)"
+            ),
+        )
+        .into_response()),
+    }
+}
+
+/// The server span of one request.
+fn request_span(method: &str, route: &str, log_level: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        log_level,
+    )
 }
 
 /// The header that raises the log level of one request's spans.
