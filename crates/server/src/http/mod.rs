@@ -294,7 +294,7 @@ async fn observe(
     let route = matched.as_str();
     let log_level = match requested_level(&state, request.headers()) {
         Ok(level) => level,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     // Without traces or a raised level the request has no span: nothing would use it.
     let span = if log_level.is_none() && !mm_trace::exporting() {
@@ -345,7 +345,7 @@ async fn observe(
 fn requested_level(
     state: &AppState,
     headers: &axum::http::HeaderMap,
-) -> Result<Option<String>, Response> {
+) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(LOG_LEVEL_HEADER) else {
         return Ok(None);
     };
@@ -366,8 +366,7 @@ fn requested_level(
             format!(
                 "{LOG_LEVEL_HEADER}: {value:?} is not a log level (error, warn, info, debug or trace)"
             ),
-        )
-        .into_response()),
+        )),
     }
 }
 
