@@ -1,7 +1,8 @@
 //! The tracing benchmark: HTTP ingest and event publishing against a child server with traces
 //! off, exported at a sampling ratio of 0.01 and at 1.0, alternating in one run. The spans go
 //! over OTLP/HTTP to a sink in this process that reads and acknowledges every export, so the
-//! server pays the export as it would to a collector.
+//! server pays the export as it would to a collector. Each workload's block of runs starts with
+//! an unmeasured one.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -113,9 +114,12 @@ pub(super) fn bench_tracing(args: &BenchArgs, work_dir: &Path) -> anyhow::Result
     let mut rates: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); MODES.len()]; 2];
     for round in 0..args.runs.max(1) {
         for (workload, publishing) in [false, true].into_iter().enumerate() {
-            // Each round starts with another mode, so no mode always follows the same one.
-            for step in 0..MODES.len() {
-                let index = (round + step) % MODES.len();
+            // Each round starts with another mode, so no mode always follows the same one, and
+            // with an unmeasured run: the first run after the other workload is slower whatever
+            // its mode (the disk is still writing the last one back).
+            for step in 0..=MODES.len() {
+                let warm_up = step == 0;
+                let index = (round + step.max(1) - 1) % MODES.len();
                 let mode = MODES[index];
                 let data_dir = work_dir.join("tracing-data");
                 let _ = std::fs::remove_dir_all(&data_dir);
@@ -163,6 +167,15 @@ pub(super) fn bench_tracing(args: &BenchArgs, work_dir: &Path) -> anyhow::Result
                 // A graceful stop exports what is buffered.
                 server.stop()?;
                 let rate = events as f64 / elapsed.as_secs_f64();
+                if warm_up {
+                    println!(
+                        "tracing: round {}: {} warm-up ({}): {rate:.0} events/s, not counted",
+                        round + 1,
+                        if publishing { "publish" } else { "ingest" },
+                        label(mode)
+                    );
+                    continue;
+                }
                 let exported = sink.bytes.load(Ordering::Relaxed) - exported_before;
                 println!(
                     "tracing: round {}: {} with traces {}: {events} events in {:.2} s: {rate:.0} events/s ({exported} bytes of spans exported)",
