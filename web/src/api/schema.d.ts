@@ -645,8 +645,8 @@ export interface components {
              */
             status: number;
             /**
-             * @description The W3C trace id (32 hexadecimal digits) of the call, when its record carried one: its
-             *     `trace_id` field, or the trace id of its `traceparent` field.
+             * @description The trace id of the call, when its record carried one: its `trace_id` field (a string,
+             *     as recorded), or the trace id (32 hexadecimal digits) of a valid W3C `traceparent` field.
              */
             trace_id?: string;
             /**
