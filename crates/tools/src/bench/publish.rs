@@ -298,6 +298,39 @@ async fn paced_latencies(
     Ok(latencies)
 }
 
+/// Against a fresh server at `url`: registers the benchmark type and publishes every body
+/// (`publishing`), or ingests every API-call body. Returns the elapsed time of the posts.
+pub(super) async fn post_workload(
+    client: &HttpClient,
+    url: &str,
+    publishing: bool,
+    publish_bodies: &Arc<Vec<Bytes>>,
+    ingest_bodies: &Arc<Vec<Bytes>>,
+) -> anyhow::Result<Duration> {
+    if !publishing {
+        return post_all(client, &format!("{url}/v1/ingest"), ingest_bodies.clone()).await;
+    }
+    let (status, answer) = send(
+        client,
+        "PUT",
+        &format!("{url}/v1/event-types/{TYPE_NAME}"),
+        Bytes::from(definition().to_string()),
+    )
+    .await?;
+    if status != 201 {
+        bail!(
+            "registering the type answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    post_all(
+        client,
+        &format!("{url}/v1/event-types/{TYPE_NAME}/events"),
+        publish_bodies.clone(),
+    )
+    .await
+}
+
 pub(super) fn bench_publish(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<()> {
     let events = args.events;
     let publish_bodies = Arc::new(publish_batches(events));
@@ -314,36 +347,13 @@ pub(super) fn bench_publish(args: &BenchArgs, work_dir: &Path) -> anyhow::Result
             let data_dir = work_dir.join("publish-data");
             let _ = std::fs::remove_dir_all(&data_dir);
             let server = ChildServer::start(&data_dir, None)?;
-            let elapsed = runtime.block_on(async {
-                if publishing {
-                    let (status, answer) = send(
-                        &client,
-                        "PUT",
-                        &format!("{}/v1/event-types/{TYPE_NAME}", server.url),
-                        Bytes::from(definition().to_string()),
-                    )
-                    .await?;
-                    if status != 201 {
-                        bail!(
-                            "registering the type answered {status}: {}",
-                            String::from_utf8_lossy(&answer)
-                        );
-                    }
-                    post_all(
-                        &client,
-                        &format!("{}/v1/event-types/{TYPE_NAME}/events", server.url),
-                        publish_bodies.clone(),
-                    )
-                    .await
-                } else {
-                    post_all(
-                        &client,
-                        &format!("{}/v1/ingest", server.url),
-                        ingest_bodies.clone(),
-                    )
-                    .await
-                }
-            })?;
+            let elapsed = runtime.block_on(post_workload(
+                &client,
+                &server.url,
+                publishing,
+                &publish_bodies,
+                &ingest_bodies,
+            ))?;
             server.stop()?;
             let rate = events as f64 / elapsed.as_secs_f64();
             println!(

@@ -10,13 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::bail;
-use bytes::Bytes;
-
 use super::child::ChildServer;
-use super::publish::{
-    TYPE_NAME, client, definition, ingest_batches, post_all, publish_batches, send,
-};
+use super::publish::{client, ingest_batches, post_workload, publish_batches};
 use super::{BenchArgs, median};
 
 /// The modes compared: traces off, then exported at each ratio.
@@ -134,36 +129,13 @@ pub(super) fn bench_tracing(args: &BenchArgs, work_dir: &Path) -> anyhow::Result
                 std::fs::write(&config, telemetry)?;
                 let exported_before = sink.bytes.load(Ordering::Relaxed);
                 let server = ChildServer::start(&data_dir, Some(&config))?;
-                let elapsed = runtime.block_on(async {
-                    if publishing {
-                        let (status, answer) = send(
-                            &client,
-                            "PUT",
-                            &format!("{}/v1/event-types/{TYPE_NAME}", server.url),
-                            Bytes::from(definition().to_string()),
-                        )
-                        .await?;
-                        if status != 201 {
-                            bail!(
-                                "registering the type answered {status}: {}",
-                                String::from_utf8_lossy(&answer)
-                            );
-                        }
-                        post_all(
-                            &client,
-                            &format!("{}/v1/event-types/{TYPE_NAME}/events", server.url),
-                            publish_bodies.clone(),
-                        )
-                        .await
-                    } else {
-                        post_all(
-                            &client,
-                            &format!("{}/v1/ingest", server.url),
-                            ingest_bodies.clone(),
-                        )
-                        .await
-                    }
-                })?;
+                let elapsed = runtime.block_on(post_workload(
+                    &client,
+                    &server.url,
+                    publishing,
+                    &publish_bodies,
+                    &ingest_bodies,
+                ))?;
                 // A graceful stop exports what is buffered.
                 server.stop()?;
                 let rate = events as f64 / elapsed.as_secs_f64();
