@@ -432,3 +432,57 @@ fn sampling_follows_a_sampled_caller_even_when_new_traces_are_not_recorded() {
         receiver.spans()
     );
 }
+
+#[test]
+fn only_a_caller_with_a_valid_token_raises_the_log_level() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, lines) = ServerProcess::start_logged(
+        EXE,
+        &dir.path().join("data"),
+        &["--log-json"],
+        &[("MM_LOG", "warn"), ("MM_AUTH_TOKENS", "level-token-1")],
+    );
+    // A wrong token: refused, and its level ignored (no debug line).
+    let refused = request(
+        server.address,
+        "GET",
+        "/v1/merchants",
+        &[
+            ("X-Log-Level", "debug"),
+            ("Authorization", "Bearer not-the-token"),
+        ],
+        b"",
+    )
+    .expect("answers");
+    assert_eq!(refused.status, 401);
+    let served = request(
+        server.address,
+        "GET",
+        "/v1/merchants",
+        &[
+            ("X-Log-Level", "debug"),
+            ("Authorization", "Bearer level-token-1"),
+        ],
+        b"",
+    )
+    .expect("answers");
+    assert_eq!(served.status, 200);
+    let served_lines = || -> Vec<Value> {
+        lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter(|line| line["fields"]["message"] == "request served")
+            .cloned()
+            .collect()
+    };
+    // Lines arrive in the order they are written: once the second request's line is here, the
+    // first one's would be too.
+    eventually(Duration::from_secs(30), || {
+        (!served_lines().is_empty()).then_some(())
+    })
+    .expect("the access line of the caller with a token");
+    let written = served_lines();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0]["fields"]["status"], 200);
+}
