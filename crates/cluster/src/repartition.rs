@@ -337,15 +337,7 @@ fn forward(
     } else {
         None
     };
-    let headers = match &trace {
-        Some(trace) => trace.pairs().fold(headers, |headers, (key, value)| {
-            headers.insert(rdkafka::message::Header {
-                key,
-                value: Some(value.as_bytes()),
-            })
-        }),
-        None => headers,
-    };
+    let headers = mm_kafka::trace::with_context(headers, trace.as_ref());
     let mut record = BaseRecord::to(target)
         .key(merchant)
         .payload(payload.as_slice())

@@ -88,13 +88,12 @@ fn caller_trace(metadata: &tonic::metadata::MetadataMap) -> Option<TraceHeaders>
 }
 
 fn authorize(tokens: &[String], request: Request<()>) -> Result<Request<()>, Status> {
-    if let Some(level) = request.metadata().get(trace::LOG_LEVEL) {
-        let valid = level.to_str().map(mm_trace::level::parse);
-        if !matches!(valid, Ok(Ok(_))) {
-            return Err(Status::invalid_argument(format!(
-                "log_level metadata: {level:?} is not a log level (error, warn, info, debug or trace)"
-            )));
-        }
+    if let Some(level) = request.metadata().get(trace::LOG_LEVEL)
+        && let Err(reason) = mm_trace::level::parse(level.to_str().unwrap_or_default())
+    {
+        return Err(Status::invalid_argument(format!(
+            "log_level metadata: {reason}"
+        )));
     }
     if tokens.is_empty() {
         return Ok(request);

@@ -410,15 +410,10 @@ impl Ingestor {
                     let mut record = rdkafka::producer::FutureRecord::to(topic)
                         .key(event.merchant.as_bytes())
                         .payload(raw);
-                    if let Some(trace) = &trace {
-                        record = record.headers(trace.pairs().fold(
+                    if trace.is_some() {
+                        record = record.headers(mm_kafka::trace::with_context(
                             rdkafka::message::OwnedHeaders::new_with_capacity(2),
-                            |headers, (key, value)| {
-                                headers.insert(rdkafka::message::Header {
-                                    key,
-                                    value: Some(value.as_bytes()),
-                                })
-                            },
+                            trace.as_ref(),
                         ));
                     }
                     match producer.send_result(record) {

@@ -1,9 +1,23 @@
 //! Trace context on Kafka records: the W3C `traceparent`/`tracestate` headers producers set,
 //! and the consumer spans that continue a producer's trace.
 
-use rdkafka::message::{Headers as _, Message};
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 
 use mm_trace::context::TraceHeaders;
+
+/// `headers` with the W3C trace context `trace` added (`traceparent`, `tracestate`); as they
+/// are without one.
+pub fn with_context(headers: OwnedHeaders, trace: Option<&TraceHeaders>) -> OwnedHeaders {
+    match trace {
+        Some(trace) => trace.pairs().fold(headers, |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        }),
+        None => headers,
+    }
+}
 
 /// The trace context of a consumed record, from its headers.
 pub fn record_context(message: &impl Message) -> Option<TraceHeaders> {

@@ -53,14 +53,18 @@ enum Command {
     Openapi,
 }
 
-/// Logging alone (commands that export no spans).
-fn init_logging(json: bool) {
-    let format = if json {
+/// `--log-json` or text.
+fn log_format(json: bool) -> mm_trace::LogFormat {
+    if json {
         mm_trace::LogFormat::Json
     } else {
         mm_trace::LogFormat::Text
-    };
-    if let Err(error) = mm_trace::init(&mm_trace::TelemetrySettings::default(), format) {
+    }
+}
+
+/// Logging alone (commands that export no spans).
+fn init_logging(json: bool) {
+    if let Err(error) = mm_trace::init(&mm_trace::TelemetrySettings::default(), log_format(json)) {
         eprintln!("{error:#}");
     }
 }
@@ -70,17 +74,12 @@ fn init_logging(json: bool) {
 fn serve(args: ServerArgs, demo: Option<demo::DemoOptions>) -> anyhow::Result<()> {
     let config = serve::load_config(&args)?;
     let runtime = runtime()?;
-    let format = if args.log_json {
-        mm_trace::LogFormat::Json
-    } else {
-        mm_trace::LogFormat::Text
-    };
     let telemetry = {
         // The span exporter runs on the runtime.
         let _runtime = runtime.enter();
-        mm_trace::init(&config.telemetry, format)?
+        mm_trace::init(&config.telemetry, log_format(args.log_json))?
     };
-    let result = runtime.block_on(serve::run_with(config, demo));
+    let result = runtime.block_on(serve::run(config, demo));
     {
         let _runtime = runtime.enter();
         telemetry.shutdown();

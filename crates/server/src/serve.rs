@@ -74,13 +74,8 @@ pub fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
     raw.validate(&overrides, &|name| std::env::var(name).ok())
 }
 
-/// Runs until SIGTERM or Ctrl-C, then drains and checkpoints.
-pub async fn run(args: ServerArgs, demo_options: Option<DemoOptions>) -> anyhow::Result<()> {
-    run_with(load_config(&args)?, demo_options).await
-}
-
 /// Runs `config` until SIGTERM or Ctrl-C, then drains and checkpoints.
-pub async fn run_with(config: Config, demo_options: Option<DemoOptions>) -> anyhow::Result<()> {
+pub async fn run(config: Config, demo_options: Option<DemoOptions>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let parser = EventParser::new(&config.mapping, true).context("compiling field mapping")?;
     if let (Some(options), None) = (demo_options, &config.kafka) {

@@ -129,15 +129,7 @@ impl KafkaEvents {
                 .insert(text(header::EVENT_OCCURRED_AT, &record.occurred_at))
                 .insert(text(header::EVENT_RECEIVED_AT, &context.received_at))
                 .insert(text(header::EVENT_FLOW_ID, &context.flow_id));
-            let headers = match &context.trace {
-                Some(trace) => trace.pairs().fold(headers, |headers, (key, value)| {
-                    headers.insert(Header {
-                        key,
-                        value: Some(value),
-                    })
-                }),
-                None => headers,
-            };
+            let headers = mm_kafka::trace::with_context(headers, context.trace.as_ref());
             let mut message = FutureRecord::to(&topic)
                 .partition(record.partition as i32)
                 .payload(record.bytes.as_slice())

@@ -358,14 +358,13 @@ fn requested_level(
     if !known {
         return Ok(None);
     }
-    match value.to_str().map(mm_trace::level::parse) {
-        Ok(Ok(_)) => Ok(value.to_str().ok().map(str::to_owned)),
-        _ => Err(ApiError::new(
+    let text = value.to_str().unwrap_or_default();
+    match mm_trace::level::parse(text) {
+        Ok(_) => Ok(Some(text.to_owned())),
+        Err(reason) => Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
             "invalid_log_level",
-            format!(
-                "{LOG_LEVEL_HEADER}: {value:?} is not a log level (error, warn, info, debug or trace)"
-            ),
+            format!("{LOG_LEVEL_HEADER}: {reason}"),
         )),
     }
 }
