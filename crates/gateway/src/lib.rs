@@ -164,6 +164,7 @@ impl Gateway {
 /// Runs `future` to completion on this thread (parking it while the future waits): for the
 /// few places that wait for an asynchronous answer outside any runtime, such as a registry
 /// change waiting for its delivery report in a blocking task.
+#[cfg(any(test, feature = "kafka"))]
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
