@@ -20,6 +20,7 @@
 //! now would still count into are written open, so the server restores them with these calls;
 //! older ones are written final, added to what is stored.
 
+mod pages;
 mod parquet;
 mod source;
 mod unit;
@@ -175,6 +176,7 @@ pub fn import_file(
     progress: &Progress,
 ) -> Result<FileOutcome, ImportError> {
     let started = Instant::now();
+    let _pages = pages::BasePages::new();
     let report_dir = options
         .report_dir
         .clone()
@@ -250,6 +252,7 @@ pub fn import_file(
     let mut committer = Committer {
         source,
         store,
+        memo: store.import_memo().map_err(ImportError::Write)?,
         report_file,
         report_path: report.clone(),
         open_from_minute,

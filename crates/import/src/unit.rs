@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 use mm_model::time::MICROS_PER_MINUTE;
-use mm_storage::rollups::RollupStore;
+use mm_storage::rollups::{ImportMemo, RollupStore};
 use rustc_hash::FxHashMap;
 
 use crate::{FileProgress, ImportError, Parsed, Source};
@@ -34,6 +34,8 @@ pub(crate) struct Sealed {
 pub(crate) struct Committer<'a> {
     pub(crate) source: &'a Source,
     pub(crate) store: &'a RollupStore,
+    /// Which keys the store is known not to hold.
+    pub(crate) memo: ImportMemo,
     pub(crate) report_file: std::fs::File,
     pub(crate) report_path: PathBuf,
     pub(crate) open_from_minute: i64,
@@ -71,6 +73,7 @@ impl Committer<'_> {
                     &sealed.windows,
                     self.open_from_minute,
                     (&self.source.id, &record),
+                    &mut self.memo,
                 )
                 .map_err(ImportError::Write)?;
             self.progress = next;

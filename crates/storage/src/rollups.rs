@@ -29,6 +29,7 @@
 
 mod handle;
 mod hours;
+mod memo;
 mod ranking;
 mod read;
 mod replica;
@@ -37,6 +38,7 @@ mod write;
 
 pub use handle::RollupStore;
 pub use hours::Series;
+pub use memo::ImportMemo;
 pub use ranking::{Counts, MerchantCounts, Totals};
 pub use replica::Replicated;
 
@@ -250,6 +252,13 @@ impl Store {
 
     fn day(&self, day: i64) -> Option<Day> {
         self.days.read().ok()?.get(&day).cloned()
+    }
+
+    fn day_numbers(&self) -> Result<Vec<i64>, StorageError> {
+        self.days
+            .read()
+            .map(|days| days.keys().copied().collect())
+            .map_err(|_| StorageError::Poisoned("store days"))
     }
 
     fn day_or_create(&self, day: i64) -> Result<Day, StorageError> {

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use mm_model::rollup::{Rollup, WindowKey};
 
 use super::{
-    Checkpoint, CheckpointBatch, MerchantCounts, PreparedCheckpoint, Replicated, Series, Store,
-    StoredRequest,
+    Checkpoint, CheckpointBatch, ImportMemo, MerchantCounts, PreparedCheckpoint, Replicated,
+    Series, Store, StoredRequest,
 };
 use crate::StorageError;
 use crate::codec::RollupView;
@@ -168,8 +168,15 @@ impl RollupStore {
         windows: &[(WindowKey, Rollup)],
         open_from_minute: i64,
         progress: (&str, &[u8]),
+        memo: &mut ImportMemo,
     ) -> Result<(), StorageError> {
-        self.write(|store| store.import(windows, open_from_minute, progress))
+        self.write(|store| store.import(windows, open_from_minute, progress, memo))
+    }
+
+    /// What an import keeps to skip reading keys it knows are absent: taken when the import
+    /// begins and handed to each of its [`RollupStore::import`] calls.
+    pub fn import_memo(&self) -> Result<ImportMemo, StorageError> {
+        Ok(ImportMemo::new(self.store()?.day_numbers()?))
     }
 
     /// The progress record an import last wrote under `key`.

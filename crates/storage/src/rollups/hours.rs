@@ -26,6 +26,7 @@ use std::ops::Bound;
 use fjall::{Readable, Slice, Snapshot};
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 
+use super::memo::{Memo, Space, must_read};
 use super::{
     Day, MINUTES_PER_DAY, Store, day_of, decode_error, rollup_key, series_prefix, sortable,
     split_rollup_key, unsortable,
@@ -84,6 +85,7 @@ impl Store {
         &self,
         write: &mut fjall::OwnedWriteBatch,
         changes: Vec<(&WindowKey, HourChange<'_>)>,
+        mut memo: Memo<'_>,
     ) -> Result<(), StorageError> {
         if changes.is_empty() {
             return Ok(());
@@ -112,11 +114,13 @@ impl Store {
                     handles
                 }
             };
+            let read = must_read(&mut memo, day_of(hour), Space::Index, &key);
             let Some(calls) = calls else {
                 write.insert(&handles.index, key, []);
                 continue;
             };
-            let mut sum = match handles.index.get(&key)? {
+            let stored = if read { handles.index.get(&key)? } else { None };
+            let mut sum = match stored {
                 // Unknown stays unknown.
                 Some(bytes) if bytes.is_empty() => continue,
                 Some(bytes) => {

@@ -11,6 +11,7 @@ mod memory;
 pub use memory::{Counts, MerchantCounts};
 pub(super) use memory::{MemoryRanking, MinuteChange};
 
+use super::memo::{Memo, Space, must_read};
 use super::{Day, Store, day_of, sortable};
 use crate::StorageError;
 use crate::codec::{self, Reader};
@@ -103,11 +104,19 @@ impl Store {
         day: &Day,
         key: &WindowKey,
         rollup: &Rollup,
-        hour_deltas: &mut BTreeMap<(i64, i64, String), [i64; 6]>,
-        changes: &mut Vec<MinuteChange>,
+        (hour_deltas, changes): (
+            &mut BTreeMap<(i64, i64, String), [i64; 6]>,
+            &mut Vec<MinuteChange>,
+        ),
+        memo: &mut Memo<'_>,
     ) -> Result<(), StorageError> {
         let minute_key = index_key(b'm', key.minute, &key.merchant);
-        let previous = match day.index.get(&minute_key)? {
+        let stored = if must_read(memo, day_of(key.minute), Space::Index, &minute_key) {
+            day.index.get(&minute_key)?
+        } else {
+            None
+        };
+        let previous = match stored {
             Some(bytes) => Totals::decode(&bytes)?,
             None => Totals::default(),
         };

@@ -136,6 +136,7 @@ impl Store {
                 (Group::Final, windows.as_slice()),
                 (Group::Open, open_windows.as_slice()),
             ],
+            None,
         )?;
         let hour_changes = final_growth
             .into_iter()
@@ -153,7 +154,7 @@ impl Store {
                     .map(|position| (&open_windows[position].0, HourChange::Unknown)),
             )
             .collect();
-        self.write_hours(&mut write, hour_changes)?;
+        self.write_hours(&mut write, hour_changes, None)?;
         for (key, partition, offset, is_final) in &covers {
             let day = self.day_or_create(day_of(key.minute))?;
             let mut value = Vec::with_capacity(13);

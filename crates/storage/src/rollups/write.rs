@@ -9,6 +9,7 @@ use fjall::PersistMode;
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 
 use super::hours::HourChange;
+use super::memo::{ImportMemo, Memo, Space, must_read};
 use super::ranking::{Totals, index_key};
 use super::{
     Applied, CHECKPOINT_KEY, CheckpointBatch, Group, IMPORT_PREFIX, PreparedCheckpoint, Store,
@@ -58,6 +59,7 @@ impl Store {
                 (Group::Final, corrected.as_slice()),
                 (Group::Open, open.as_slice()),
             ],
+            None,
         )?;
         // A closing window's hour gains all its calls; a corrected one, the late calls.
         let hour_changes = finals
@@ -70,7 +72,7 @@ impl Store {
                     .map(|((key, _), calls)| (key, HourChange::Add(Cow::Borrowed(calls)))),
             )
             .collect();
-        self.write_hours(&mut write, hour_changes)?;
+        self.write_hours(&mut write, hour_changes, None)?;
         let checkpoint_bytes =
             serde_json::to_vec(&checkpoint).map_err(|error| StorageError::Corrupt {
                 what: "checkpoint",
@@ -93,6 +95,7 @@ impl Store {
         &self,
         write: &mut fjall::OwnedWriteBatch,
         groups: [(Group, &[(WindowKey, Rollup)]); N],
+        mut memo: Memo<'_>,
     ) -> Result<Applied, StorageError> {
         let mut changes = Vec::new();
         let mut opened = Vec::new();
@@ -134,7 +137,8 @@ impl Store {
                 if key.api == MERCHANT_TOTAL_API {
                     let seen = last_seen.entry(key.merchant.as_str()).or_insert(key.minute);
                     *seen = (*seen).max(key.minute);
-                    self.index_minute(write, &day, key, rollup, &mut hour_deltas, &mut changes)?;
+                    let deltas = (&mut hour_deltas, &mut changes);
+                    self.index_minute(write, &day, key, rollup, deltas, &mut memo)?;
                 }
             }
         }
@@ -150,7 +154,12 @@ impl Store {
                 continue;
             };
             let hour_key = index_key(b'h', hour, &merchant);
-            let previous = match handles.index.get(&hour_key)? {
+            let stored = if must_read(&mut memo, day, Space::Index, &hour_key) {
+                handles.index.get(&hour_key)?
+            } else {
+                None
+            };
+            let previous = match stored {
                 Some(bytes) => Totals::decode(&bytes)?,
                 None => Totals::default(),
             };
@@ -221,15 +230,26 @@ impl Store {
         windows: &[(WindowKey, Rollup)],
         open_from_minute: i64,
         progress: (&str, &[u8]),
+        memo: &mut ImportMemo,
     ) -> Result<(), StorageError> {
         let mut finals = Vec::new();
         let mut finals_never_open = Vec::new();
         let mut open = Vec::new();
         let mut hour_changes = Vec::new();
-        for (key, calls) in windows {
-            let stored = match self.day(day_of(key.minute)) {
-                Some(day) => day.rollups.get(rollup_key(key))?,
-                None => None,
+        // In key order: each insert then walks the memtable's skiplist down the path the one
+        // before it warmed, instead of a random one through memory the size of the memtable.
+        let mut keyed: Vec<(Vec<u8>, &(WindowKey, Rollup))> = windows
+            .iter()
+            .map(|window| (rollup_key(&window.0), window))
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (store_key, (key, calls)) in keyed {
+            let day = day_of(key.minute);
+            // Claimed whether or not the day exists yet: this batch may create it.
+            let read = must_read(&mut Some(&mut *memo), day, Space::Rollups, &store_key);
+            let stored = match self.day(day) {
+                Some(handles) if read => handles.rollups.get(store_key)?,
+                _ => None,
             };
             let (mut merged, state) = match stored {
                 Some(bytes) => {
@@ -268,8 +288,9 @@ impl Store {
                 (Group::FinalNeverOpen, finals_never_open.as_slice()),
                 (Group::Open, open.as_slice()),
             ],
+            Some(memo),
         )?;
-        self.write_hours(&mut write, hour_changes)?;
+        self.write_hours(&mut write, hour_changes, Some(memo))?;
         write.insert(
             &self.meta,
             format!("{IMPORT_PREFIX}{}", progress.0),

@@ -206,8 +206,9 @@ fn hours_read_like_their_minutes_through_snapshots_closes_corrections_and_import
         },
     );
     let imported = windows(&mut calls, HOUR - 90..HOUR + 140);
+    let mut memo = store.import_memo().expect("memo");
     store
-        .import(&imported, HOUR + 125, ("test", b"done"))
+        .import(&imported, HOUR + 125, ("test", b"done"), &mut memo)
         .expect("imports");
     assert_hours_match_minutes(&store, "imported");
     drop(store);
@@ -340,4 +341,84 @@ fn a_window_closing_while_a_reader_reads_is_counted_once() {
             .map(|(key, _)| rollup_key(key).into_boxed_slice()),
     );
     assert!(assert_hours_match_minutes(&store, "closing") > 0);
+}
+
+#[test]
+fn an_import_in_units_adds_each_unit_to_what_the_store_and_its_earlier_units_hold() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let mut calls = Calls(0x5eed_1234);
+    let mut expected: BTreeMap<WindowKey, Rollup> = BTreeMap::new();
+    let mut add = |windows: &[(WindowKey, Rollup)]| {
+        for (key, rollup) in windows {
+            expected.entry(key.clone()).or_default().merge(rollup);
+        }
+    };
+    // The day before the boundary is held before the import begins; the one after is not.
+    let held = windows(&mut calls, HOUR - 90..HOUR - 10);
+    add(&held);
+    commit(
+        &store,
+        CheckpointBatch {
+            finals: held,
+            ..CheckpointBatch::default()
+        },
+    );
+    let mut memo = store.import_memo().expect("memo");
+    // Units that revisit each other's windows on both days, as the ends of units do.
+    for (unit, minutes) in [
+        HOUR - 120..HOUR + 30,
+        HOUR - 30..HOUR + 90,
+        HOUR + 20..HOUR + 100,
+        HOUR - 50..HOUR + 60,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let imported = windows(&mut calls, minutes);
+        add(&imported);
+        store
+            .import(
+                &imported,
+                HOUR + 1_000,
+                ("test", format!("{unit}").as_bytes()),
+                &mut memo,
+            )
+            .expect("imports");
+    }
+    let check = |store: &RollupStore, what: &str| {
+        for api in APIS.into_iter().chain([MERCHANT_TOTAL_API]) {
+            let mut stored = BTreeMap::new();
+            store
+                .scan_series("M", api, HOUR - 200, HOUR + 200, |minute, view| {
+                    stored.insert(key("M", api, minute), view.to_rollup().expect("decodes"));
+                })
+                .expect("scans");
+            let wanted: BTreeMap<WindowKey, Rollup> = expected
+                .iter()
+                .filter(|(key, _)| key.api == api)
+                .map(|(key, rollup)| (key.clone(), rollup.clone()))
+                .collect();
+            assert_eq!(
+                stored, wanted,
+                "{what}: every window of {api} holds all its calls"
+            );
+        }
+        let ranked: u64 = store
+            .merchant_counts(HOUR - 200, HOUR + 200)
+            .expect("ranks")
+            .iter()
+            .map(|entry| entry.counts.calls)
+            .sum();
+        let total: u64 = expected
+            .iter()
+            .filter(|(key, _)| key.api == MERCHANT_TOTAL_API)
+            .map(|(_, rollup)| rollup.calls)
+            .sum();
+        assert_eq!(ranked, total, "{what}: the ranking counts every call");
+        assert_hours_match_minutes(store, what);
+    };
+    check(&store, "imported");
+    drop(store);
+    check(&RollupStore::open(dir.path()).expect("reopens"), "reopened");
 }
