@@ -97,6 +97,9 @@ pub(super) fn index_key(tag: u8, time: i64, merchant: &str) -> Vec<u8> {
     key.extend_from_slice(merchant.as_bytes());
     key
 }
+/// Per (day, hour, merchant): how a batch changes the hour's totals.
+pub(super) type HourDeltas = BTreeMap<(i64, i64, String), [i64; 6]>;
+
 impl Store {
     pub(super) fn index_minute(
         &self,
@@ -104,10 +107,7 @@ impl Store {
         day: &Day,
         key: &WindowKey,
         rollup: &Rollup,
-        (hour_deltas, changes): (
-            &mut BTreeMap<(i64, i64, String), [i64; 6]>,
-            &mut Vec<MinuteChange>,
-        ),
+        (hour_deltas, changes): (&mut HourDeltas, &mut Vec<MinuteChange>),
         memo: &mut Memo<'_>,
     ) -> Result<(), StorageError> {
         let minute_key = index_key(b'm', key.minute, &key.merchant);

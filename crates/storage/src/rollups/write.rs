@@ -10,7 +10,7 @@ use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 
 use super::hours::HourChange;
 use super::memo::{ImportMemo, Memo, Space, must_read};
-use super::ranking::{Totals, index_key};
+use super::ranking::{HourDeltas, Totals, index_key};
 use super::{
     Applied, CHECKPOINT_KEY, CheckpointBatch, Group, IMPORT_PREFIX, PreparedCheckpoint, Store,
     day_of, decode_error, merchant_name_key, rollup_key, sortable,
@@ -104,7 +104,7 @@ impl Store {
             .open_keys
             .read()
             .map_err(|_| StorageError::Poisoned("open windows"))?;
-        let mut hour_deltas: BTreeMap<(i64, i64, String), [i64; 6]> = BTreeMap::new();
+        let mut hour_deltas = HourDeltas::new();
         // The name index holds each merchant's latest minute written in this batch.
         let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
         let mut value = Vec::with_capacity(256);
