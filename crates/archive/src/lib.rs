@@ -45,7 +45,7 @@
 mod maintenance;
 mod segment;
 
-pub use segment::{MetadataCache, RowQuery, SegmentInfo};
+pub use segment::{EventColumns, MetadataCache, Optional, RowQuery, Rows, SegmentInfo};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -295,8 +295,10 @@ impl Archive {
                 }
             })?;
         }
-        let new_segments =
-            self.write_segments(&events, &format!("seg-{:020}.parquet", taken.last_lsn))?;
+        let new_segments = self.write_segments(
+            events.as_slice(),
+            &format!("seg-{:020}.parquet", taken.last_lsn),
+        )?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut manifest = state.manifest.clone();
         manifest.segments.extend(new_segments);
@@ -309,20 +311,20 @@ impl Archive {
 
     /// Writes `events` to one segment per hour, each called `file` in its hour's directory;
     /// the manifest does not list them yet.
-    fn write_segments(
+    fn write_segments<R: segment::Rows + ?Sized>(
         &self,
-        events: &[mm_model::ApiCallRef<'_>],
+        events: &R,
         file: &str,
     ) -> Result<Vec<SegmentInfo>, ArchiveError> {
         let order = segment::segment_order(events);
         let mut new_segments = Vec::new();
         let mut start = 0;
         while start < order.len() {
-            let hour = hour_of(events[order[start] as usize].ts_us);
+            let hour = hour_of(events.ts_us(order[start] as usize));
             let end = start
                 + order[start..]
                     .iter()
-                    .take_while(|index| hour_of(events[**index as usize].ts_us) == hour)
+                    .take_while(|index| hour_of(events.ts_us(**index as usize)) == hour)
                     .count();
             let directory = self.dir.join(hour_directory(hour));
             std::fs::create_dir_all(&directory)
@@ -341,38 +343,25 @@ impl Archive {
         Ok(new_segments)
     }
 
-    /// Writes imported events (batch payloads as `mm_storage::wal` encodes them; they are not
-    /// in the write-ahead log) to segments and, in the same manifest switch, records that the
-    /// import of `source` has come to `position`. Returns the events written.
+    /// Writes imported events (they are not in the write-ahead log) to segments and, in the
+    /// same manifest switch, records that the import of `source` has come to `position`.
+    /// Returns the events written.
     pub fn write_imported(
         &self,
-        payloads: &[Vec<u8>],
+        events: &EventColumns,
         source: &str,
         position: u64,
     ) -> Result<usize, ArchiveError> {
         let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
-        let decode_error = |source: mm_storage::codec::CodecError| ArchiveError::Decode {
-            lsn: 0,
-            detail: source.to_string(),
-        };
-        // Sized once: grown by pushes, the list was copied and its fresh pages zeroed over
-        // and over (a tenth of an import's time).
-        let count = payloads.iter().try_fold(0, |count, payload| {
-            wal::batch_len(payload).map(|len| count + len)
-        });
-        let mut events = Vec::with_capacity(count.map_err(decode_error)?);
-        for payload in payloads {
-            wal::decode_batch(payload, |event| events.push(event)).map_err(decode_error)?;
-        }
         let new_segments =
-            self.write_segments(&events, &format!("imp-{source}-{position:020}.parquet"))?;
+            self.write_segments(events, &format!("imp-{source}-{position:020}.parquet"))?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut manifest = state.manifest.clone();
         manifest.segments.extend(new_segments);
         manifest.imports.insert(source.to_owned(), position);
         self.write_manifest(&manifest)?;
         state.manifest = manifest;
-        Ok(events.len())
+        Ok(events.rows())
     }
 
     /// How far the import of `source` is in segments (0 when it never started).

@@ -104,13 +104,13 @@ impl Archive {
             }
             let borrowed: Vec<mm_model::ApiCallRef<'_>> =
                 events.iter().map(ApiCall::as_ref).collect();
-            let order = segment::segment_order(&borrowed);
+            let order = segment::segment_order(borrowed.as_slice());
             let directory = self.dir.join(hour_directory(*hour));
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_micros());
             let path = directory.join(format!("seg-c{stamp:020}.parquet"));
-            let merged = segment::write(&path, *hour, &borrowed, &order)?;
+            let merged = segment::write(&path, *hour, borrowed.as_slice(), &order)?;
             sync_directory(&directory);
             if let Err(error) = self.metadata.preload(&path) {
                 tracing::warn!(%error, "could not preload a compacted segment's footer");

@@ -2,9 +2,11 @@
 
 mod cache;
 mod lookup;
+mod rows;
 
 pub use cache::MetadataCache;
 pub use lookup::{RowQuery, read};
+pub use rows::{EventColumns, Optional, Rows};
 
 use std::fs::File;
 use std::path::Path;
@@ -13,7 +15,6 @@ use std::sync::Arc;
 use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, Float64Array, Int32Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use mm_model::ApiCallRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -115,40 +116,41 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
 }
 
 /// A string column built in one buffer sized up front (growing it would copy the column
-/// several times over).
-fn strings<'e>(values: impl Iterator<Item = Option<&'e str>> + Clone) -> ArrayRef {
-    let (rows, bytes) = values.clone().fold((0, 0), |(rows, bytes), value| {
-        (rows + 1, bytes + value.map_or(0, str::len))
-    });
-    let mut builder = StringBuilder::with_capacity(rows, bytes);
+/// several times over). The values are looked up once: in segment order they are scattered
+/// over the events, and a row group's references fit in the cache.
+fn strings<'e>(values: impl Iterator<Item = Option<&'e str>>) -> ArrayRef {
+    let values: Vec<Option<&str>> = values.collect();
+    let bytes = values.iter().map(|value| value.map_or(0, str::len)).sum();
+    let mut builder = StringBuilder::with_capacity(values.len(), bytes);
     for value in values {
         builder.append_option(value);
     }
     Arc::new(builder.finish())
 }
 
-fn to_batch(events: &[ApiCallRef<'_>], order: &[u32]) -> Result<RecordBatch, ArchiveError> {
-    let rows = || order.iter().map(|index| &events[*index as usize]);
+fn to_batch<R: Rows + ?Sized>(events: &R, order: &[u32]) -> Result<RecordBatch, ArchiveError> {
+    let rows = || order.iter().map(|index| *index as usize);
+    let optional = |column| strings(rows().map(move |row| events.optional(column, row)));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows().map(|event| event.ts_us))
+            TimestampMicrosecondArray::from_iter_values(rows().map(|row| events.ts_us(row)))
                 .with_timezone("UTC"),
         ),
-        strings(rows().map(|event| Some(event.merchant.as_ref()))),
-        strings(rows().map(|event| Some(event.api.as_ref()))),
+        strings(rows().map(|row| Some(events.merchant(row)))),
+        strings(rows().map(|row| Some(events.api(row)))),
         Arc::new(Int32Array::from_iter_values(
-            rows().map(|event| i32::from(event.status)),
+            rows().map(|row| i32::from(events.status(row))),
         )),
         Arc::new(Float64Array::from_iter_values(
-            rows().map(|event| event.latency_ms),
+            rows().map(|row| events.latency_ms(row)),
         )),
-        strings(rows().map(|event| Some(event.corr_id.as_ref()))),
-        strings(rows().map(|event| event.partner.as_deref())),
-        strings(rows().map(|event| event.method.as_deref())),
-        strings(rows().map(|event| event.path.as_deref())),
-        strings(rows().map(|event| event.host.as_deref())),
-        strings(rows().map(|event| event.region.as_deref())),
-        strings(rows().map(|event| event.attributes.as_deref())),
+        strings(rows().map(|row| Some(events.corr_id(row)))),
+        optional(Optional::Partner),
+        optional(Optional::Method),
+        optional(Optional::Path),
+        optional(Optional::Host),
+        optional(Optional::Region),
+        optional(Optional::Attributes),
     ];
     RecordBatch::try_new(schema(), columns)
         .map_err(|error| ArchiveError::Parquet(error.to_string()))
@@ -157,13 +159,12 @@ fn to_batch(events: &[ApiCallRef<'_>], order: &[u32]) -> Result<RecordBatch, Arc
 /// The segment order of `events` (hour, merchant, ts, corr_id) as indices into it; events
 /// are not moved. Each distinct merchant is compared only while sorting the distinct
 /// merchants, and events are then ordered by the merchant's rank.
-pub fn segment_order(events: &[ApiCallRef<'_>]) -> Vec<u32> {
+pub fn segment_order<R: Rows + ?Sized>(events: &R) -> Vec<u32> {
     let mut ids: rustc_hash::FxHashMap<&str, u32> = rustc_hash::FxHashMap::default();
-    let merchant_ids: Vec<u32> = events
-        .iter()
-        .map(|event| {
+    let merchant_ids: Vec<u32> = (0..events.rows())
+        .map(|row| {
             let next = ids.len() as u32;
-            *ids.entry(event.merchant.as_ref()).or_insert(next)
+            *ids.entry(events.merchant(row)).or_insert(next)
         })
         .collect();
     let mut distinct: Vec<(&str, u32)> = ids.into_iter().collect();
@@ -172,16 +173,16 @@ pub fn segment_order(events: &[ApiCallRef<'_>]) -> Vec<u32> {
     for (rank, (_, id)) in distinct.iter().enumerate() {
         rank_of_id[*id as usize] = rank as u32;
     }
-    let mut keyed: Vec<(i64, u32, i64, u32)> = events
+    let mut keyed: Vec<(i64, u32, i64, u32)> = merchant_ids
         .iter()
-        .zip(&merchant_ids)
         .enumerate()
-        .map(|(index, (event, id))| {
+        .map(|(row, id)| {
+            let ts_us = events.ts_us(row);
             (
-                event.ts_us.div_euclid(3_600_000_000),
+                ts_us.div_euclid(3_600_000_000),
                 rank_of_id[*id as usize],
-                event.ts_us,
-                index as u32,
+                ts_us,
+                row as u32,
             )
         })
         .collect();
@@ -189,9 +190,9 @@ pub fn segment_order(events: &[ApiCallRef<'_>]) -> Vec<u32> {
         (left.0, left.1, left.2)
             .cmp(&(right.0, right.1, right.2))
             .then_with(|| {
-                events[left.3 as usize]
-                    .corr_id
-                    .cmp(&events[right.3 as usize].corr_id)
+                events
+                    .corr_id(left.3 as usize)
+                    .cmp(events.corr_id(right.3 as usize))
             })
     });
     keyed.into_iter().map(|(_, _, _, index)| index).collect()
@@ -199,10 +200,10 @@ pub fn segment_order(events: &[ApiCallRef<'_>]) -> Vec<u32> {
 
 /// Writes the `events` that `order` lists, in that order (all of one hour, in
 /// [`segment_order`]), to `path`, fsynced.
-pub fn write(
+pub fn write<R: Rows + ?Sized>(
     path: &Path,
     hour: i64,
-    events: &[ApiCallRef<'_>],
+    events: &R,
     order: &[u32],
 ) -> Result<SegmentInfo, ArchiveError> {
     let file =
@@ -224,7 +225,7 @@ pub fn write(
         .map_err(|source| ArchiveError::io("fsync segment", path, source))?;
     drop(writer);
     let (crc32, bytes) = file_crc32(path)?;
-    let rows = || order.iter().map(|index| &events[*index as usize]);
+    let rows = || order.iter().map(|index| *index as usize);
     Ok(SegmentInfo {
         crc32,
         file: path
@@ -234,15 +235,21 @@ pub fn write(
         hour,
         rows: order.len() as u64,
         bytes,
-        min_ts_us: rows().map(|event| event.ts_us).min().unwrap_or_default(),
-        max_ts_us: rows().map(|event| event.ts_us).max().unwrap_or_default(),
+        min_ts_us: rows()
+            .map(|row| events.ts_us(row))
+            .min()
+            .unwrap_or_default(),
+        max_ts_us: rows()
+            .map(|row| events.ts_us(row))
+            .max()
+            .unwrap_or_default(),
         min_merchant: rows()
             .next()
-            .map(|event| event.merchant.to_string())
+            .map(|row| events.merchant(row).to_owned())
             .unwrap_or_default(),
         max_merchant: rows()
             .next_back()
-            .map(|event| event.merchant.to_string())
+            .map(|row| events.merchant(row).to_owned())
             .unwrap_or_default(),
     })
 }

@@ -32,8 +32,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mm_archive::{Archive, ArchiveConfig};
-use mm_ingest::{IngestLimits, process_body};
+use mm_archive::{Archive, ArchiveConfig, EventColumns, Rows};
+use mm_ingest::{IngestLimits, for_each_record};
 use mm_model::mapping::{EventParser, FieldMapping, TimeBounds};
 
 use mm_model::time::{minute_of, now_us};
@@ -160,7 +160,7 @@ pub(crate) struct Parsed {
     bytes: u64,
     /// Line ends in the chunk.
     newlines: u64,
-    payload: Vec<u8>,
+    events: EventColumns,
     accepted: u64,
     records: u64,
     /// (line within the chunk, code, report line without its file line number)
@@ -246,7 +246,6 @@ pub fn import_file(
     // Held by the parsers only: once they are gone, the reader's sends fail and it stops.
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let (parsed_tx, parsed_rx) = sync_channel::<(usize, Result<Parsed, String>)>(threads * 2);
-    let budget = mm_http::MemoryBudget::new(usize::MAX);
 
     let mut unit = Unit::new(&stored, start, archived);
     let mut committer = Committer {
@@ -269,13 +268,12 @@ pub fn import_file(
             })
         });
         for _ in 0..threads {
-            let (chunk_rx, parsed_tx, parser, budget) =
-                (chunk_rx.clone(), parsed_tx.clone(), &parser, budget.clone());
+            let (chunk_rx, parsed_tx, parser) = (chunk_rx.clone(), parsed_tx.clone(), &parser);
             scope.spawn(move || {
                 loop {
                     let next = chunk_rx.lock().map(|receiver| receiver.recv());
                     let Ok(Ok((index, chunk))) = next else { return };
-                    let parsed = parse_chunk(parser, &chunk, bounds, &limits, &budget);
+                    let parsed = parse_chunk(parser, &chunk, bounds, &limits);
                     if parsed_tx.send((index, parsed)).is_err() {
                         return;
                     }
@@ -290,9 +288,9 @@ pub fn import_file(
         let (archive_tx, archive_rx) = sync_channel::<ArchiveUnit>(1);
         let archiving = scope.spawn(move || {
             let started = Instant::now();
-            for (end, payloads) in archive_rx {
+            for (end, chunks) in archive_rx {
                 if end > archived {
-                    archive.write_imported(&payloads, &source.id, end)?;
+                    archive.write_imported(&EventColumns::concat(&chunks), &source.id, end)?;
                 }
             }
             tracing::debug!(
@@ -358,19 +356,27 @@ pub fn import_file(
     })
 }
 
+/// Events per input byte a chunk is first given room for (generated calls take 200–400
+/// bytes a line).
+const ROWS_PER_BYTE: usize = 256;
+
 fn parse_chunk(
     parser: &EventParser,
     chunk: &[u8],
     bounds: TimeBounds,
     limits: &IngestLimits,
-    budget: &Arc<mm_http::MemoryBudget>,
 ) -> Result<Parsed, String> {
-    let mut reservation = budget.reservation();
-    let body = process_body(parser, chunk, bounds, limits, &mut reservation)
-        .map_err(|error| error.to_string())?;
-    let lines: Vec<&[u8]> = chunk.split(|byte| *byte == b'\n').collect();
-    let rejected = body
-        .rejected
+    let mut events = EventColumns::with_capacity(chunk.len() / ROWS_PER_BYTE);
+    let (records, rejections) = for_each_record(parser, chunk, bounds, limits, |event, _| {
+        events.push(event);
+    })
+    .map_err(|error| error.to_string())?;
+    let lines: Vec<&[u8]> = if rejections.listed.is_empty() {
+        Vec::new()
+    } else {
+        chunk.split(|byte| *byte == b'\n').collect()
+    };
+    let rejected = rejections
         .listed
         .iter()
         .map(|record| {
@@ -397,9 +403,9 @@ fn parse_chunk(
     Ok(Parsed {
         bytes: chunk.len() as u64,
         newlines: memchr::memchr_iter(b'\n', chunk).count() as u64,
-        payload: body.payload,
-        accepted: body.accepted as u64,
-        records: body.records as u64,
+        accepted: events.rows() as u64,
+        events,
+        records: records as u64,
         rejected,
     })
 }
@@ -420,7 +426,7 @@ fn merge(
 ) -> Result<u64, ImportError> {
     let send = |mut sealed: Sealed| -> Result<(), ImportError> {
         archive_tx
-            .send((sealed.end, std::mem::take(&mut sealed.payloads)))
+            .send((sealed.end, std::mem::take(&mut sealed.events)))
             .map_err(|_| gone())?;
         sealed_tx.send(sealed).map_err(|_| gone())
     };

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use mm_archive::{EventColumns, Rows};
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 use mm_model::time::MICROS_PER_MINUTE;
 use mm_storage::rollups::{ImportMemo, RollupStore};
@@ -14,15 +15,15 @@ use rustc_hash::FxHashMap;
 
 use crate::{FileProgress, ImportError, Parsed, Source};
 
-/// A finished unit's end position and events, for the archive thread.
-pub(crate) type ArchiveUnit = (u64, Vec<Vec<u8>>);
+/// A finished unit's end position and events (per chunk), for the archive thread.
+pub(crate) type ArchiveUnit = (u64, Vec<EventColumns>);
 
 /// A finished unit, for the committer.
 pub(crate) struct Sealed {
     pub(crate) end: u64,
     pub(crate) lines: u64,
     pub(crate) windows: Vec<(WindowKey, Rollup)>,
-    pub(crate) payloads: Vec<Vec<u8>>,
+    pub(crate) events: Vec<EventColumns>,
     pub(crate) report: Vec<u8>,
     pub(crate) records: u64,
     pub(crate) accepted: u64,
@@ -97,7 +98,7 @@ pub(crate) struct Unit {
     pub(crate) merchants: Interner,
     pub(crate) apis: Interner,
     pub(crate) windows: FxHashMap<(u32, u32, i64), Rollup>,
-    pub(crate) payloads: Vec<Vec<u8>>,
+    pub(crate) events: Vec<EventColumns>,
     pub(crate) report: Vec<u8>,
     pub(crate) records: u64,
     pub(crate) accepted: u64,
@@ -136,7 +137,7 @@ impl Unit {
             merchants: Interner::default(),
             apis: Interner::default(),
             windows: FxHashMap::default(),
-            payloads: Vec::new(),
+            events: Vec::new(),
             report: Vec::new(),
             records: 0,
             accepted: 0,
@@ -174,25 +175,21 @@ impl Unit {
                     .map_err(|error| ImportError::Pipeline(error.to_string()))?;
                 self.report.push(b'\n');
             }
-            if !parsed.payload.is_empty() {
-                let (windows, merchants, apis) =
-                    (&mut self.windows, &mut self.merchants, &mut self.apis);
-                mm_storage::wal::decode_batch(&parsed.payload, |event| {
-                    let key = (
-                        merchants.id(&event.merchant),
-                        apis.id(&event.api),
-                        event.ts_us.div_euclid(MICROS_PER_MINUTE),
-                    );
-                    windows
-                        .entry(key)
-                        .or_default()
-                        .record(event.status, event.latency_ms);
-                })
-                .map_err(|error| ImportError::Pipeline(error.to_string()))?;
+            let events = &parsed.events;
+            for row in 0..events.rows() {
+                let key = (
+                    self.merchants.id(events.merchant(row)),
+                    self.apis.id(events.api(row)),
+                    events.ts_us(row).div_euclid(MICROS_PER_MINUTE),
+                );
+                self.windows
+                    .entry(key)
+                    .or_default()
+                    .record(events.status(row), events.latency_ms(row));
             }
         }
-        if for_archive && !parsed.payload.is_empty() {
-            self.payloads.push(parsed.payload);
+        if for_archive && parsed.events.rows() > 0 {
+            self.events.push(parsed.events);
         }
         Ok(())
     }
@@ -229,7 +226,7 @@ impl Unit {
             end: self.end,
             lines: self.lines,
             windows,
-            payloads: std::mem::take(&mut self.payloads),
+            events: std::mem::take(&mut self.events),
             report: std::mem::take(&mut self.report),
             records: std::mem::take(&mut self.records),
             accepted: std::mem::take(&mut self.accepted),

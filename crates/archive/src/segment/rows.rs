@@ -1,0 +1,288 @@
+//! What a segment is written from: events by index, either decoded events ([`ApiCallRef`],
+//! the WAL's) or [`EventColumns`] (an import's, built while parsing).
+
+use mm_model::ApiCallRef;
+
+/// A column that may be absent from an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optional {
+    Partner,
+    Method,
+    Path,
+    Host,
+    Region,
+    Attributes,
+}
+
+impl Optional {
+    fn of<'e>(self, event: &'e ApiCallRef<'_>) -> Option<&'e str> {
+        match self {
+            Optional::Partner => event.partner.as_deref(),
+            Optional::Method => event.method.as_deref(),
+            Optional::Path => event.path.as_deref(),
+            Optional::Host => event.host.as_deref(),
+            Optional::Region => event.region.as_deref(),
+            Optional::Attributes => event.attributes.as_deref(),
+        }
+    }
+
+    pub const ALL: [Optional; 6] = [
+        Optional::Partner,
+        Optional::Method,
+        Optional::Path,
+        Optional::Host,
+        Optional::Region,
+        Optional::Attributes,
+    ];
+}
+
+/// Events by index, as a segment reads them.
+pub trait Rows {
+    fn rows(&self) -> usize;
+    fn ts_us(&self, row: usize) -> i64;
+    fn merchant(&self, row: usize) -> &str;
+    fn api(&self, row: usize) -> &str;
+    fn status(&self, row: usize) -> u16;
+    fn latency_ms(&self, row: usize) -> f64;
+    fn corr_id(&self, row: usize) -> &str;
+    fn optional(&self, column: Optional, row: usize) -> Option<&str>;
+}
+
+impl Rows for [ApiCallRef<'_>] {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    fn ts_us(&self, row: usize) -> i64 {
+        self[row].ts_us
+    }
+    fn merchant(&self, row: usize) -> &str {
+        &self[row].merchant
+    }
+    fn api(&self, row: usize) -> &str {
+        &self[row].api
+    }
+    fn status(&self, row: usize) -> u16 {
+        self[row].status
+    }
+    fn latency_ms(&self, row: usize) -> f64 {
+        self[row].latency_ms
+    }
+    fn corr_id(&self, row: usize) -> &str {
+        &self[row].corr_id
+    }
+    fn optional(&self, column: Optional, row: usize) -> Option<&str> {
+        column.of(&self[row])
+    }
+}
+
+/// One text column: the values one after the other, and where each starts (and, last, where
+/// the last one ends).
+#[derive(Debug, Clone)]
+struct Texts {
+    text: String,
+    bounds: Vec<usize>,
+    /// Per value: present (the optional columns only; empty for the others).
+    present: Vec<bool>,
+}
+
+impl Texts {
+    fn push(&mut self, value: &str) {
+        self.text.push_str(value);
+        self.bounds.push(self.text.len());
+    }
+
+    fn push_optional(&mut self, value: Option<&str>) {
+        self.push(value.unwrap_or_default());
+        self.present.push(value.is_some());
+    }
+
+    fn get(&self, row: usize) -> &str {
+        &self.text[self.bounds[row]..self.bounds[row + 1]]
+    }
+
+    fn get_optional(&self, row: usize) -> Option<&str> {
+        self.present[row].then(|| self.get(row))
+    }
+
+    fn concat<'p>(&mut self, parts: impl Iterator<Item = &'p Texts> + Clone) {
+        self.text
+            .reserve(parts.clone().map(|part| part.text.len()).sum());
+        for part in parts {
+            self.append(part);
+        }
+    }
+
+    fn append(&mut self, other: &Texts) {
+        let base = self.text.len();
+        self.text.push_str(&other.text);
+        self.bounds
+            .extend(other.bounds[1..].iter().map(|end| base + end));
+        self.present.extend_from_slice(&other.present);
+    }
+}
+
+/// Events as columns: each text column in one buffer, so building them costs no allocation
+/// per event and a segment reads each column from compact memory.
+#[derive(Debug, Clone)]
+pub struct EventColumns {
+    ts_us: Vec<i64>,
+    status: Vec<u16>,
+    latency_ms: Vec<f64>,
+    merchant: Texts,
+    api: Texts,
+    corr_id: Texts,
+    optional: [Texts; 6],
+}
+
+impl Default for EventColumns {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl EventColumns {
+    pub fn push(&mut self, event: &ApiCallRef<'_>) {
+        self.ts_us.push(event.ts_us);
+        self.status.push(event.status);
+        self.latency_ms.push(event.latency_ms);
+        self.merchant.push(&event.merchant);
+        self.api.push(&event.api);
+        self.corr_id.push(&event.corr_id);
+        for column in Optional::ALL {
+            self.optional[column as usize].push_optional(column.of(event));
+        }
+    }
+
+    /// Room for `rows` events before any grows (their texts grow as they come).
+    pub fn with_capacity(rows: usize) -> Self {
+        let texts = || {
+            let mut bounds = Vec::with_capacity(rows + 1);
+            bounds.push(0);
+            Texts {
+                text: String::new(),
+                bounds,
+                present: Vec::new(),
+            }
+        };
+        let optional = || Texts {
+            present: Vec::with_capacity(rows),
+            ..texts()
+        };
+        Self {
+            ts_us: Vec::with_capacity(rows),
+            status: Vec::with_capacity(rows),
+            latency_ms: Vec::with_capacity(rows),
+            merchant: texts(),
+            api: texts(),
+            corr_id: texts(),
+            optional: std::array::from_fn(|_| optional()),
+        }
+    }
+
+    /// The events of `parts`, one after the other, each column allocated once.
+    pub fn concat(parts: &[EventColumns]) -> Self {
+        let mut all = Self::with_capacity(parts.iter().map(|part| part.rows()).sum());
+        all.merchant.concat(parts.iter().map(|part| &part.merchant));
+        all.api.concat(parts.iter().map(|part| &part.api));
+        all.corr_id.concat(parts.iter().map(|part| &part.corr_id));
+        for (index, into) in all.optional.iter_mut().enumerate() {
+            into.concat(parts.iter().map(|part| &part.optional[index]));
+        }
+        for part in parts {
+            all.ts_us.extend_from_slice(&part.ts_us);
+            all.status.extend_from_slice(&part.status);
+            all.latency_ms.extend_from_slice(&part.latency_ms);
+        }
+        all
+    }
+}
+
+impl Rows for EventColumns {
+    fn rows(&self) -> usize {
+        self.ts_us.len()
+    }
+    fn ts_us(&self, row: usize) -> i64 {
+        self.ts_us[row]
+    }
+    fn merchant(&self, row: usize) -> &str {
+        self.merchant.get(row)
+    }
+    fn api(&self, row: usize) -> &str {
+        self.api.get(row)
+    }
+    fn status(&self, row: usize) -> u16 {
+        self.status[row]
+    }
+    fn latency_ms(&self, row: usize) -> f64 {
+        self.latency_ms[row]
+    }
+    fn corr_id(&self, row: usize) -> &str {
+        self.corr_id.get(row)
+    }
+    fn optional(&self, column: Optional, row: usize) -> Option<&str> {
+        self.optional[column as usize].get_optional(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn event(index: usize) -> ApiCallRef<'static> {
+        let text = |value: String| Cow::Owned(value);
+        ApiCallRef {
+            ts_us: index as i64 * 1_000,
+            merchant: text(format!("merchant-{}", index % 3)),
+            api: text(format!("/v1/api/{}", index % 2)),
+            status: 200 + index as u16,
+            latency_ms: index as f64 / 4.0,
+            corr_id: text(format!("corr-{index}")),
+            partner: (index % 2 == 0).then(|| text(format!("partner-{index}"))),
+            method: Some(Cow::Borrowed("POST")),
+            path: (index % 3 == 0).then(|| Cow::Borrowed("")),
+            host: None,
+            region: Some(text(format!("region-{index}"))),
+            attributes: (index % 4 == 1).then(|| text(format!("{{\"n\":{index}}}"))),
+        }
+    }
+
+    fn same<A: Rows + ?Sized, B: Rows + ?Sized>(left: &A, right: &B) {
+        assert_eq!(left.rows(), right.rows());
+        for row in 0..left.rows() {
+            assert_eq!(left.ts_us(row), right.ts_us(row));
+            assert_eq!(left.merchant(row), right.merchant(row));
+            assert_eq!(left.api(row), right.api(row));
+            assert_eq!(left.status(row), right.status(row));
+            assert_eq!(left.latency_ms(row), right.latency_ms(row));
+            assert_eq!(left.corr_id(row), right.corr_id(row));
+            for column in Optional::ALL {
+                assert_eq!(
+                    left.optional(column, row),
+                    right.optional(column, row),
+                    "{column:?} of row {row}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn columns_read_back_every_field_of_the_events_pushed_and_concatenated() {
+        let events: Vec<ApiCallRef<'static>> = (0..10).map(event).collect();
+        let mut first = EventColumns::with_capacity(2);
+        for event in &events[..4] {
+            first.push(event);
+        }
+        let mut second = EventColumns::default();
+        for event in &events[4..] {
+            second.push(event);
+        }
+        same(&first, &events[..4]);
+        let all = EventColumns::concat(&[first, EventColumns::default(), second]);
+        same(&all, events.as_slice());
+        // An empty text is present, an absent one is not.
+        assert_eq!(all.optional(Optional::Path, 0), Some(""));
+        assert_eq!(all.optional(Optional::Path, 1), None);
+    }
+}
