@@ -239,9 +239,11 @@ mod tests {
             status: 200 + index as u16,
             latency_ms: index as f64 / 4.0,
             corr_id: text(format!("corr-{index}")),
-            partner: (index % 2 == 0).then(|| text(format!("partner-{index}"))),
+            partner: index
+                .is_multiple_of(2)
+                .then(|| text(format!("partner-{index}"))),
             method: Some(Cow::Borrowed("POST")),
-            path: (index % 3 == 0).then(|| Cow::Borrowed("")),
+            path: index.is_multiple_of(3).then_some(Cow::Borrowed("")),
             host: None,
             region: Some(text(format!("region-{index}"))),
             attributes: (index % 4 == 1).then(|| text(format!("{{\"n\":{index}}}"))),
