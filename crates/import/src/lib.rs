@@ -4,8 +4,8 @@
 //! Each file (NDJSON, plain, gzip or zstd; or Parquet, whose rows become JSON objects of their
 //! columns) is cut into line-aligned chunks that parser threads
 //! (one per core) parse and validate exactly as `/v1/ingest` does (same field mapping, same
-//! time bounds, same per-record errors), encoding the accepted events as write-ahead-log
-//! batches. One thread takes the chunks back in file order and adds every call to its
+//! time bounds, same per-record errors), collecting the accepted events as columns
+//! ([`EventColumns`]). One thread takes the chunks back in file order and adds every call to its
 //! (merchant, api, minute) window and the merchant-wide one. Every [`UNIT_BYTES`] of input it
 //! commits a unit: the events to archive segments (the manifest records how far the file is
 //! archived), then the windows merged into the rollup store with the file's progress, in one

@@ -90,18 +90,41 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
-        // Per series-hour: the calls gained, or `None` once unknown.
+        // Per series-hour: the calls gained, or `None` once unknown. Consecutive changes of
+        // one series-hour (an import's come in key order) are summed before its entry is
+        // looked up.
         let mut grown: BTreeMap<Vec<u8>, (i64, Option<Rollup>)> = BTreeMap::new();
+        let settle =
+            |grown: &mut BTreeMap<Vec<u8>, (i64, Option<Rollup>)>,
+             (merchant, api, hour, gained): (&str, &str, i64, Option<Rollup>)| {
+                let entry = grown
+                    .entry(hour_key(merchant, api, hour))
+                    .or_insert_with(|| (hour, Some(Rollup::default())));
+                match (gained, &mut entry.1) {
+                    (Some(calls), Some(sum)) => sum.merge(&calls),
+                    (Some(_), None) => {}
+                    (None, slot) => *slot = None,
+                }
+            };
+        let mut run: Option<(&str, &str, i64, Option<Rollup>)> = None;
         for (key, change) in changes {
             let hour = hour_of(key.minute);
-            let entry = grown
-                .entry(hour_key(&key.merchant, &key.api, hour))
-                .or_insert_with(|| (hour, Some(Rollup::default())));
-            match (change, &mut entry.1) {
+            if let Some((merchant, api, run_hour, _)) = &run
+                && (*merchant, *api, *run_hour) != (key.merchant.as_str(), key.api.as_str(), hour)
+                && let Some(done) = run.take()
+            {
+                settle(&mut grown, done);
+            }
+            let (_, _, _, gained) =
+                run.get_or_insert_with(|| (&key.merchant, &key.api, hour, Some(Rollup::default())));
+            match (change, gained) {
                 (HourChange::Add(calls), Some(sum)) => sum.merge(&calls),
                 (HourChange::Add(_), None) => {}
                 (HourChange::Unknown, slot) => *slot = None,
             }
+        }
+        if let Some(done) = run {
+            settle(&mut grown, done);
         }
         let mut value = Vec::with_capacity(256);
         let mut day: Option<(i64, Day)> = None;
