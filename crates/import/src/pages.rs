@@ -15,9 +15,7 @@ pub(crate) struct BasePages {
 
 impl BasePages {
     pub(crate) fn new() -> Self {
-        #[allow(unsafe_code)]
-        // SAFETY: PR_GET_THP_DISABLE takes no pointer and only returns the process's flag.
-        let was_off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
+        let was_off = is_off();
         if !was_off {
             set_off(true);
         }
@@ -33,6 +31,13 @@ impl Drop for BasePages {
     }
 }
 
+fn is_off() -> bool {
+    #[allow(unsafe_code)]
+    // SAFETY: PR_GET_THP_DISABLE takes no pointer and only returns the process's flag.
+    let flag = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+    flag == 1
+}
+
 fn set_off(off: bool) {
     #[allow(unsafe_code)]
     // SAFETY: PR_SET_THP_DISABLE takes a flag and no pointer; it only changes how later page
@@ -44,5 +49,24 @@ fn set_off(off: bool) {
             error = %std::io::Error::last_os_error(),
             "transparent huge pages setting unchanged"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_pages_are_off_while_an_import_runs_and_as_before_afterwards() {
+        let before = is_off();
+        {
+            let _pages = BasePages::new();
+            assert!(is_off());
+            {
+                let _nested = BasePages::new();
+            }
+            assert!(is_off(), "an inner guard leaves them off");
+        }
+        assert_eq!(is_off(), before);
     }
 }
