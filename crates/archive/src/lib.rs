@@ -45,7 +45,7 @@
 mod maintenance;
 mod segment;
 
-pub use segment::{EventColumns, MetadataCache, Optional, RowQuery, Rows, SegmentInfo};
+pub use segment::{EventColumns, MetadataCache, Optional, RowQuery, Rows, SegmentInfo, Series};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ mod rows;
 
 pub use cache::MetadataCache;
 pub use lookup::{RowQuery, read};
-pub use rows::{EventColumns, Optional, Rows};
+pub use rows::{EventColumns, Optional, Rows, Series};
 
 use std::fs::File;
 use std::path::Path;

@@ -176,10 +176,18 @@ impl Unit {
                 self.report.push(b'\n');
             }
             let events = &parsed.events;
+            // Each distinct merchant and API of the chunk is looked up once.
+            let series = events.series();
+            let merchants: Vec<u32> = series
+                .merchants
+                .iter()
+                .map(|name| self.merchants.id(name))
+                .collect();
+            let apis: Vec<u32> = series.apis.iter().map(|name| self.apis.id(name)).collect();
             for row in 0..events.rows() {
                 let key = (
-                    self.merchants.id(events.merchant(row)),
-                    self.apis.id(events.api(row)),
+                    merchants[series.merchant_of[row] as usize],
+                    apis[series.api_of[row] as usize],
                     events.ts_us(row).div_euclid(MICROS_PER_MINUTE),
                 );
                 self.windows

@@ -173,6 +173,16 @@ impl Repeated {
     }
 }
 
+/// The series of [`EventColumns`]: the distinct merchants and APIs, and per event the index
+/// of its merchant and its API in them.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'c> {
+    pub merchants: &'c [Box<str>],
+    pub merchant_of: &'c [u32],
+    pub apis: &'c [Box<str>],
+    pub api_of: &'c [u32],
+}
+
 /// Events as columns: each text column in one buffer, the repetitive ones as ids, so building
 /// them costs no allocation per event and a segment reads each column from compact memory.
 #[derive(Debug, Clone)]
@@ -237,6 +247,16 @@ impl EventColumns {
             host: Repeated::with_capacity(rows),
             region: Repeated::with_capacity(rows),
             attributes: texts(true),
+        }
+    }
+
+    /// The distinct merchants and APIs, and per event the index of its own in each.
+    pub fn series(&self) -> Series<'_> {
+        Series {
+            merchants: &self.merchant.values,
+            merchant_of: &self.merchant.ids,
+            apis: &self.api.values,
+            api_of: &self.api.ids,
         }
     }
 
@@ -353,6 +373,14 @@ mod tests {
             second.push(event);
         }
         same(&first, &events[..4]);
+        let series = first.series();
+        for (row, event) in events[..4].iter().enumerate() {
+            assert_eq!(
+                *series.merchants[series.merchant_of[row] as usize],
+                *event.merchant
+            );
+            assert_eq!(*series.apis[series.api_of[row] as usize], *event.api);
+        }
         let all = EventColumns::concat(&[first, EventColumns::default(), second]);
         same(&all, events.as_slice());
         // An empty text is present, an absent one is not.
