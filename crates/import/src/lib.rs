@@ -356,9 +356,9 @@ pub fn import_file(
     })
 }
 
-/// Events per input byte a chunk is first given room for (generated calls take 200–400
-/// bytes a line).
-const ROWS_PER_BYTE: usize = 256;
+/// Input bytes per event a chunk's columns are first given room for (generated calls take
+/// 200–400 bytes a line).
+const BYTES_PER_ROW: usize = 256;
 
 fn parse_chunk(
     parser: &EventParser,
@@ -366,7 +366,7 @@ fn parse_chunk(
     bounds: TimeBounds,
     limits: &IngestLimits,
 ) -> Result<Parsed, String> {
-    let mut events = EventColumns::with_capacity(chunk.len() / ROWS_PER_BYTE);
+    let mut events = EventColumns::with_capacity(chunk.len() / BYTES_PER_ROW);
     let (records, rejections) = for_each_record(parser, chunk, bounds, limits, |event, _| {
         events.push(event);
     })

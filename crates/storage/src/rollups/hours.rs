@@ -26,7 +26,7 @@ use std::ops::Bound;
 use fjall::{Readable, Slice, Snapshot};
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 
-use super::memo::{Memo, Space, must_read};
+use super::memo::{Memo, Space, must_read, read_for_write};
 use super::{
     Day, MINUTES_PER_DAY, Store, day_of, decode_error, rollup_key, series_prefix, sortable,
     split_rollup_key, unsortable,
@@ -137,12 +137,14 @@ impl Store {
                     handles
                 }
             };
-            let read = must_read(&mut memo, day_of(hour), Space::Index, &key);
             let Some(calls) = calls else {
+                // Written without a read, but remembered: a later read must find the mark.
+                must_read(&mut memo, day_of(hour), Space::Index, &key);
                 write.insert(&handles.index, key, []);
                 continue;
             };
-            let stored = if read { handles.index.get(&key)? } else { None };
+            let stored =
+                read_for_write(&mut memo, day_of(hour), Space::Index, &handles.index, &key)?;
             let mut sum = match stored {
                 // Unknown stays unknown.
                 Some(bytes) if bytes.is_empty() => continue,

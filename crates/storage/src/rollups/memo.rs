@@ -81,6 +81,22 @@ pub(super) fn must_read(memo: &mut Memo<'_>, day: i64, space: Space, key: &[u8])
         .is_some_and(|memo| memo.claim(day, space, key))
 }
 
+/// `key` of `keyspace` (a keyspace of `day`) as stored before it is written: read unless the
+/// memo knows it is absent (and remembered as written either way).
+pub(super) fn read_for_write(
+    memo: &mut Memo<'_>,
+    day: i64,
+    space: Space,
+    keyspace: &fjall::Keyspace,
+    key: &[u8],
+) -> Result<Option<fjall::Slice>, crate::StorageError> {
+    if must_read(memo, day, space, key) {
+        Ok(keyspace.get(key)?)
+    } else {
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ mod memory;
 pub use memory::{Counts, MerchantCounts};
 pub(super) use memory::{MemoryRanking, MinuteChange};
 
-use super::memo::{Memo, Space, must_read};
+use super::memo::{Memo, Space, read_for_write};
 use super::{Day, Store, day_of, sortable};
 use crate::StorageError;
 use crate::codec::{self, Reader};
@@ -111,11 +111,13 @@ impl Store {
         memo: &mut Memo<'_>,
     ) -> Result<(), StorageError> {
         let minute_key = index_key(b'm', key.minute, &key.merchant);
-        let stored = if must_read(memo, day_of(key.minute), Space::Index, &minute_key) {
-            day.index.get(&minute_key)?
-        } else {
-            None
-        };
+        let stored = read_for_write(
+            memo,
+            day_of(key.minute),
+            Space::Index,
+            &day.index,
+            &minute_key,
+        )?;
         let previous = match stored {
             Some(bytes) => Totals::decode(&bytes)?,
             None => Totals::default(),

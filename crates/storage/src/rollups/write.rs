@@ -9,7 +9,7 @@ use fjall::PersistMode;
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 
 use super::hours::HourChange;
-use super::memo::{ImportMemo, Memo, Space, must_read};
+use super::memo::{ImportMemo, Memo, Space, must_read, read_for_write};
 use super::ranking::{HourDeltas, Totals, index_key};
 use super::{
     Applied, CHECKPOINT_KEY, CheckpointBatch, Group, IMPORT_PREFIX, PreparedCheckpoint, Store,
@@ -154,11 +154,7 @@ impl Store {
                 continue;
             };
             let hour_key = index_key(b'h', hour, &merchant);
-            let stored = if must_read(&mut memo, day, Space::Index, &hour_key) {
-                handles.index.get(&hour_key)?
-            } else {
-                None
-            };
+            let stored = read_for_write(&mut memo, day, Space::Index, &handles.index, &hour_key)?;
             let previous = match stored {
                 Some(bytes) => Totals::decode(&bytes)?,
                 None => Totals::default(),
