@@ -320,7 +320,12 @@ pub fn for_each_record(
         return Ok((records.len(), rejections));
     }
     let mut index = 0;
-    for (line_number, line) in body.split(|byte| *byte == b'\n').enumerate() {
+    // Line ends found a vector at a time; the last line may lack its newline.
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    let mut start = 0;
+    for (line_number, end) in ends.enumerate() {
+        let line = &body[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use mm_model::rollup::{Rollup, WindowKey};
 
 use super::hours::HourChange;
+use super::write::WindowWrite;
 use super::{Group, Store, day_of, decode_error, rollup_key};
 use crate::StorageError;
 use crate::codec::{self, RollupState};
@@ -133,8 +134,8 @@ impl Store {
         let applied = self.write_windows(
             &mut write,
             [
-                (Group::Final, windows.as_slice()),
-                (Group::Open, open_windows.as_slice()),
+                (Group::Final, &WindowWrite::all(&windows)),
+                (Group::Open, &WindowWrite::all(&open_windows)),
             ],
             None,
         )?;

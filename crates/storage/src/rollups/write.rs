@@ -18,6 +18,27 @@ use super::{
 use crate::StorageError;
 use crate::codec::{self, RollupState};
 
+/// A window to write: its key, its store key ([`rollup_key`]) and its rollup.
+pub(super) struct WindowWrite<'a> {
+    pub(super) key: &'a WindowKey,
+    pub(super) store_key: Vec<u8>,
+    pub(super) rollup: Cow<'a, Rollup>,
+}
+
+impl<'a> WindowWrite<'a> {
+    /// Each of `windows`, borrowed.
+    pub(super) fn all(windows: &'a [(WindowKey, Rollup)]) -> Vec<Self> {
+        windows
+            .iter()
+            .map(|(key, rollup)| WindowWrite {
+                key,
+                store_key: rollup_key(key),
+                rollup: Cow::Borrowed(rollup),
+            })
+            .collect()
+    }
+}
+
 impl Store {
     /// Builds the atomic batch for `batch`: merges corrections into the stored finals and
     /// brings the ranking index along.
@@ -55,9 +76,9 @@ impl Store {
         let applied = self.write_windows(
             &mut write,
             [
-                (Group::Final, finals.as_slice()),
-                (Group::Final, corrected.as_slice()),
-                (Group::Open, open.as_slice()),
+                (Group::Final, &WindowWrite::all(&finals)),
+                (Group::Final, &WindowWrite::all(&corrected)),
+                (Group::Open, &WindowWrite::all(&open)),
             ],
             None,
         )?;
@@ -94,7 +115,7 @@ impl Store {
     pub(super) fn write_windows<const N: usize>(
         &self,
         write: &mut fjall::OwnedWriteBatch,
-        groups: [(Group, &[(WindowKey, Rollup)]); N],
+        groups: [(Group, &[WindowWrite<'_>]); N],
         mut memo: Memo<'_>,
     ) -> Result<Applied, StorageError> {
         let mut changes = Vec::new();
@@ -108,27 +129,37 @@ impl Store {
         // The name index holds each merchant's latest minute written in this batch.
         let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
         let mut value = Vec::with_capacity(256);
+        // The day of the window before (windows come grouped by series, then by minute).
+        let mut day: Option<(i64, super::Day)> = None;
         for (group, windows) in groups {
             let state = match group {
                 Group::Open => RollupState::Open,
                 Group::Final | Group::FinalNeverOpen => RollupState::Final,
             };
-            for (key, rollup) in windows {
-                let day = self.day_or_create(day_of(key.minute))?;
-                let store_key = rollup_key(key);
+            for window in windows {
+                let (key, store_key, rollup) = (window.key, &window.store_key[..], &*window.rollup);
+                let number = day_of(key.minute);
+                let day = match &day {
+                    Some((held, handles)) if *held == number => handles.clone(),
+                    _ => {
+                        let handles = self.day_or_create(number)?;
+                        day = Some((number, handles.clone()));
+                        handles
+                    }
+                };
                 value.clear();
                 codec::encode_rollup(rollup, state, &mut value);
-                write.insert(&day.rollups, store_key.clone(), value.as_slice());
+                write.insert(&day.rollups, store_key, value.as_slice());
                 match group {
                     Group::Open => {
-                        if !open_keys.contains(store_key.as_slice()) {
-                            opened.push(store_key.clone());
+                        if !open_keys.contains(store_key) {
+                            opened.push(store_key.to_vec());
                         }
                         write.insert(&self.open, store_key, []);
                     }
                     Group::Final => {
-                        if open_keys.contains(store_key.as_slice()) {
-                            closed.push(store_key.clone());
+                        if open_keys.contains(store_key) {
+                            closed.push(store_key.to_vec());
                         }
                         write.remove(&self.open, store_key);
                     }
@@ -242,37 +273,45 @@ impl Store {
         for (store_key, (key, calls)) in keyed {
             let day = day_of(key.minute);
             // Claimed whether or not the day exists yet: this batch may create it.
-            let read = must_read(&mut Some(&mut *memo), day, Space::Rollups, &store_key);
-            let stored = match self.day(day) {
-                Some(handles) if read => handles.rollups.get(store_key)?,
-                _ => None,
+            let stored = match must_read(&mut Some(&mut *memo), day, Space::Rollups, &store_key) {
+                true => match self.day(day) {
+                    Some(handles) => handles.rollups.get(&store_key)?,
+                    None => None,
+                },
+                false => None,
             };
-            let (mut merged, state) = match stored {
+            // A window never stored is written as imported, without a copy.
+            let (rollup, state) = match stored {
                 Some(bytes) => {
-                    let (rollup, state) =
+                    let (mut rollup, state) =
                         codec::decode_rollup(&bytes).map_err(decode_error("stored rollup"))?;
-                    (rollup, Some(state))
+                    rollup.merge(calls);
+                    (Cow::Owned(rollup), Some(state))
                 }
-                None => (Rollup::default(), None),
+                None => (Cow::Borrowed(calls), None),
             };
-            merged.merge(calls);
+            let window = WindowWrite {
+                key,
+                store_key,
+                rollup,
+            };
             match state {
-                Some(RollupState::Open) => open.push((key.clone(), merged)),
+                Some(RollupState::Open) => open.push(window),
                 _ if key.minute >= open_from_minute => {
                     if state == Some(RollupState::Final) {
                         // A final window reopened: its hour no longer holds it whole.
                         hour_changes.push((key, HourChange::Unknown));
                     }
-                    open.push((key.clone(), merged));
+                    open.push(window);
                 }
                 Some(RollupState::Final) => {
                     hour_changes.push((key, HourChange::Add(Cow::Borrowed(calls))));
-                    finals.push((key.clone(), merged));
+                    finals.push(window);
                 }
                 // Never stored: no open-window marker to clear.
                 None => {
                     hour_changes.push((key, HourChange::Add(Cow::Borrowed(calls))));
-                    finals_never_open.push((key.clone(), merged));
+                    finals_never_open.push(window);
                 }
             }
         }
