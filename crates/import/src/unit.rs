@@ -103,6 +103,10 @@ pub(crate) struct Unit {
     pub(crate) records: u64,
     pub(crate) accepted: u64,
     pub(crate) rejected_by_code: BTreeMap<String, u64>,
+    /// The latest minute of the unit's events.
+    pub(crate) latest_minute: Option<i64>,
+    /// Once the unit holds its size: its latest minute then.
+    pub(crate) full_at: Option<Option<i64>>,
     /// Seconds adding calls to windows.
     pub(crate) timings: [Duration; 1],
 }
@@ -142,7 +146,32 @@ impl Unit {
             records: 0,
             accepted: 0,
             rejected_by_code: BTreeMap::new(),
+            latest_minute: None,
+            full_at: None,
             timings: [Duration::ZERO; 1],
+        }
+    }
+
+    /// Whether the unit ends with the chunk added last. It ends once it holds `unit_bytes`,
+    /// but not in the middle of a minute when it can help it: it takes chunks on until one
+    /// reaches a later minute than the unit had when it filled (half a unit more at most).
+    /// A minute split between two units has most of its windows written twice, the second
+    /// time read back and merged; cut between minutes, a time-ordered file's units share only
+    /// the windows of the few calls logged out of order.
+    pub(crate) fn ends_here(&mut self, unit_bytes: u64) -> bool {
+        let size = self.end - self.start;
+        if size < unit_bytes {
+            return false;
+        }
+        if size >= unit_bytes.saturating_add(unit_bytes / 2) {
+            return true;
+        }
+        match self.full_at {
+            None => {
+                self.full_at = Some(self.latest_minute);
+                self.latest_minute.is_none()
+            }
+            Some(full) => self.latest_minute > full,
         }
     }
 
@@ -160,6 +189,11 @@ impl Unit {
             self.lines = self.stored_lines;
         }
         self.end += parsed.bytes;
+        let chunk_latest = (0..parsed.events.rows())
+            .map(|row| parsed.events.ts_us(row))
+            .max()
+            .map(|ts_us| ts_us.div_euclid(MICROS_PER_MINUTE));
+        self.latest_minute = self.latest_minute.max(chunk_latest);
         let base_line = self.lines;
         self.lines += parsed.newlines;
         // Only what the store lacks is counted; only what the archive lacks is archived.
@@ -242,6 +276,87 @@ impl Unit {
             last,
         };
         self.start = self.end;
+        (self.latest_minute, self.full_at) = (None, None);
         sealed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mm_model::ApiCall;
+
+    use super::*;
+
+    /// A parsed chunk of `bytes` input bytes with a call in each of `minutes`.
+    fn chunk(bytes: u64, minutes: &[i64]) -> Parsed {
+        let mut events = EventColumns::with_capacity(minutes.len());
+        for (index, minute) in minutes.iter().enumerate() {
+            let call = ApiCall {
+                ts_us: minute * MICROS_PER_MINUTE + 1,
+                merchant: "m".into(),
+                api: "/a".into(),
+                status: 200,
+                latency_ms: 1.0,
+                corr_id: format!("{minute}-{index}"),
+                partner: None,
+                method: None,
+                path: None,
+                host: None,
+                region: None,
+                attributes: None,
+            };
+            events.push(&call.as_ref());
+        }
+        Parsed {
+            bytes,
+            newlines: minutes.len() as u64,
+            accepted: minutes.len() as u64,
+            records: minutes.len() as u64,
+            events,
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Adds the chunks one by one; returns after which ones (1-based) the unit ended.
+    fn ends(unit_bytes: u64, chunks: Vec<Parsed>) -> Vec<usize> {
+        let mut unit = Unit::new(&FileProgress::default(), 0, 0);
+        let mut ends = Vec::new();
+        for (index, parsed) in chunks.into_iter().enumerate() {
+            unit.add(parsed).expect("adds");
+            if unit.ends_here(unit_bytes) {
+                unit.seal(false);
+                ends.push(index + 1);
+            }
+        }
+        ends
+    }
+
+    #[test]
+    fn a_full_unit_ends_at_the_first_chunk_reaching_a_later_minute_or_at_half_a_unit_more() {
+        // Full at the second chunk (minute 6): the third stays in minute 6, the fourth
+        // reaches minute 7. The next unit fills in minute 7 and never leaves it: it ends at
+        // 150 bytes.
+        let chunks = vec![
+            chunk(60, &[5, 6]),
+            chunk(40, &[6]),
+            chunk(10, &[6, 5]),
+            chunk(10, &[6, 7]),
+            chunk(60, &[7]),
+            chunk(60, &[7]),
+            chunk(30, &[7]),
+            chunk(10, &[7, 8]),
+        ];
+        assert_eq!(ends(100, chunks), vec![4, 7]);
+        // Out of order: a later minute than the unit had when full, not than the chunk
+        // before.
+        let chunks = vec![
+            chunk(100, &[9, 3]),
+            chunk(10, &[4]),
+            chunk(10, &[9]),
+            chunk(10, &[10]),
+        ];
+        assert_eq!(ends(100, chunks), vec![4]);
+        // A unit of rejected lines only has no minute to wait for.
+        assert_eq!(ends(100, vec![chunk(50, &[]), chunk(50, &[])]), vec![2]);
     }
 }

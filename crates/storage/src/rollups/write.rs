@@ -157,11 +157,13 @@ impl Store {
                         }
                         write.insert(&self.open, store_key, []);
                     }
+                    // The set in memory is the keyspace's: a window not in it has no
+                    // marker to remove (and a needless tombstone would slow its scans).
                     Group::Final => {
                         if open_keys.contains(store_key) {
                             closed.push(store_key.to_vec());
+                            write.remove(&self.open, store_key);
                         }
-                        write.remove(&self.open, store_key);
                     }
                     Group::FinalNeverOpen => {}
                 }
