@@ -283,28 +283,18 @@ impl Unit {
 
 #[cfg(test)]
 mod tests {
-    use mm_model::ApiCall;
+    use mm_testkit::calls;
 
     use super::*;
 
     /// A parsed chunk of `bytes` input bytes with a call in each of `minutes`.
     fn chunk(bytes: u64, minutes: &[i64]) -> Parsed {
         let mut events = EventColumns::with_capacity(minutes.len());
-        for (index, minute) in minutes.iter().enumerate() {
-            let call = ApiCall {
-                ts_us: minute * MICROS_PER_MINUTE + 1,
-                merchant: "m".into(),
-                api: "/a".into(),
-                status: 200,
-                latency_ms: 1.0,
-                corr_id: format!("{minute}-{index}"),
-                partner: None,
-                method: None,
-                path: None,
-                host: None,
-                region: None,
-                attributes: None,
-            };
+        for (mut call, minute) in calls(1, minutes.len(), 1, &["/a"], 0, 1)
+            .into_iter()
+            .zip(minutes)
+        {
+            call.ts_us = minute * MICROS_PER_MINUTE + 1;
             events.push(&call.as_ref());
         }
         Parsed {
