@@ -6,7 +6,7 @@ mod rows;
 
 pub use cache::MetadataCache;
 pub use lookup::{RowQuery, read};
-pub use rows::{EventColumns, Optional, Rows, Series};
+pub use rows::{Coded, EventColumns, Optional, Rows, Series};
 
 use std::fs::File;
 use std::path::Path;
@@ -128,16 +128,31 @@ fn strings<'e>(values: impl Iterator<Item = Option<&'e str>>) -> ArrayRef {
     Arc::new(builder.finish())
 }
 
+/// A column of few distinct values: a dictionary array when the rows hold it as ids (the
+/// file is the same, its values are dictionary-encoded either way), else its values gathered.
+fn coded<'e, R: Rows + ?Sized>(
+    events: &'e R,
+    column: Coded,
+    order: &[u32],
+    values: &dyn Fn(usize) -> Option<&'e str>,
+) -> Result<ArrayRef, ArchiveError> {
+    match events.dictionary(column, order) {
+        Some(array) => array.map_err(|error| ArchiveError::Parquet(error.to_string())),
+        None => Ok(strings(order.iter().map(|row| values(*row as usize)))),
+    }
+}
+
 fn to_batch<R: Rows + ?Sized>(events: &R, order: &[u32]) -> Result<RecordBatch, ArchiveError> {
     let rows = || order.iter().map(|index| *index as usize);
+    let coded = |column, values| coded(events, column, order, values);
     let optional = |column| strings(rows().map(move |row| events.optional(column, row)));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
             TimestampMicrosecondArray::from_iter_values(rows().map(|row| events.ts_us(row)))
                 .with_timezone("UTC"),
         ),
-        strings(rows().map(|row| Some(events.merchant(row)))),
-        strings(rows().map(|row| Some(events.api(row)))),
+        coded(Coded::Merchant, &|row| Some(events.merchant(row)))?,
+        coded(Coded::Api, &|row| Some(events.api(row)))?,
         Arc::new(Int32Array::from_iter_values(
             rows().map(|row| i32::from(events.status(row))),
         )),
@@ -145,14 +160,29 @@ fn to_batch<R: Rows + ?Sized>(events: &R, order: &[u32]) -> Result<RecordBatch, 
             rows().map(|row| events.latency_ms(row)),
         )),
         strings(rows().map(|row| Some(events.corr_id(row)))),
-        optional(Optional::Partner),
-        optional(Optional::Method),
+        coded(Coded::Partner, &|row| {
+            events.optional(Optional::Partner, row)
+        })?,
+        coded(Coded::Method, &|row| events.optional(Optional::Method, row))?,
         optional(Optional::Path),
-        optional(Optional::Host),
-        optional(Optional::Region),
+        coded(Coded::Host, &|row| events.optional(Optional::Host, row))?,
+        coded(Coded::Region, &|row| events.optional(Optional::Region, row))?,
         optional(Optional::Attributes),
     ];
-    RecordBatch::try_new(schema(), columns)
+    // The batch's own schema says which columns are dictionaries; the writer's is the
+    // archive's.
+    let fields: Vec<Field> = schema()
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(field, column)| {
+            field
+                .as_ref()
+                .clone()
+                .with_data_type(column.data_type().clone())
+        })
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|error| ArchiveError::Parquet(error.to_string()))
 }
 

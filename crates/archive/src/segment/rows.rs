@@ -1,6 +1,11 @@
 //! What a segment is written from: events by index, either decoded events ([`ApiCallRef`],
 //! the WAL's) or [`EventColumns`] (an import's, built while parsing).
 
+use std::sync::Arc;
+
+use arrow_array::types::UInt32Type;
+use arrow_array::{ArrayRef, DictionaryArray, StringArray, UInt32Array};
+use arrow_schema::ArrowError;
 use mm_model::ApiCallRef;
 use rustc_hash::FxHashMap;
 
@@ -37,6 +42,17 @@ impl Optional {
     ];
 }
 
+/// A column of few distinct values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coded {
+    Merchant,
+    Api,
+    Partner,
+    Method,
+    Host,
+    Region,
+}
+
 /// Events by index, as a segment reads them.
 pub trait Rows {
     fn rows(&self) -> usize;
@@ -47,6 +63,11 @@ pub trait Rows {
     fn latency_ms(&self, row: usize) -> f64;
     fn corr_id(&self, row: usize) -> &str;
     fn optional(&self, column: Optional, row: usize) -> Option<&str>;
+    /// `column` of the rows `order` lists as a dictionary array (ids into the column's
+    /// distinct values), when the rows hold it so; `None`: the segment gathers the values.
+    fn dictionary(&self, _column: Coded, _order: &[u32]) -> Option<Result<ArrayRef, ArrowError>> {
+        None
+    }
 }
 
 impl Rows for [ApiCallRef<'_>] {
@@ -160,6 +181,20 @@ impl Repeated {
     fn get(&self, row: usize) -> Option<&str> {
         let id = self.ids[row];
         (id != ABSENT).then(|| &*self.values[id as usize])
+    }
+
+    /// The rows `order` lists as ids into the distinct values (each distinct value copied
+    /// once, not once a row).
+    fn dictionary(&self, order: &[u32]) -> Result<ArrayRef, ArrowError> {
+        let keys: UInt32Array = order
+            .iter()
+            .map(|row| Some(self.ids[*row as usize]).filter(|id| *id != ABSENT))
+            .collect();
+        let values = StringArray::from_iter_values(self.values.iter().map(|value| &**value));
+        Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(
+            keys,
+            Arc::new(values),
+        )?))
     }
 
     fn concat<'p>(&mut self, parts: impl Iterator<Item = &'p Repeated>) {
@@ -314,6 +349,17 @@ impl Rows for EventColumns {
             Optional::Attributes => self.attributes.get_optional(row),
         }
     }
+    fn dictionary(&self, column: Coded, order: &[u32]) -> Option<Result<ArrayRef, ArrowError>> {
+        let repeated = match column {
+            Coded::Merchant => &self.merchant,
+            Coded::Api => &self.api,
+            Coded::Partner => &self.partner,
+            Coded::Method => &self.method,
+            Coded::Host => &self.host,
+            Coded::Region => &self.region,
+        };
+        Some(repeated.dictionary(order))
+    }
 }
 
 #[cfg(test)]
@@ -386,5 +432,25 @@ mod tests {
         // An empty text is present, an absent one is not.
         assert_eq!(all.optional(Optional::Path, 0), Some(""));
         assert_eq!(all.optional(Optional::Path, 1), None);
+    }
+
+    #[test]
+    fn a_segment_written_from_columns_is_the_file_written_from_the_decoded_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events: Vec<ApiCallRef<'static>> = (0..40_000).map(event).collect();
+        let mut columns = EventColumns::default();
+        for event in &events {
+            columns.push(event);
+        }
+        let order = super::super::segment_order(events.as_slice());
+        assert_eq!(order, super::super::segment_order(&columns));
+        let (decoded, columnar) = (dir.path().join("decoded"), dir.path().join("columns"));
+        super::super::write(&decoded, 0, events.as_slice(), &order).expect("written");
+        super::super::write(&columnar, 0, &columns, &order).expect("written");
+        let read = |path| std::fs::read(path).expect("read");
+        assert!(
+            read(&decoded) == read(&columnar),
+            "the same bytes, dictionary columns included"
+        );
     }
 }
