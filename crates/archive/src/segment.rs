@@ -6,7 +6,7 @@ mod rows;
 
 pub use cache::MetadataCache;
 pub use lookup::{RowQuery, read};
-pub use rows::{Coded, EventColumns, Optional, Rows, Series};
+pub use rows::{EventColumns, Optional, Rows, Series, Text};
 
 use std::fs::File;
 use std::path::Path;
@@ -128,15 +128,14 @@ fn strings<'e>(values: impl Iterator<Item = Option<&'e str>>) -> ArrayRef {
     Arc::new(builder.finish())
 }
 
-/// A column of few distinct values: a dictionary array when the rows hold it as ids (the
-/// file is the same, its values are dictionary-encoded either way), else its values gathered.
-fn coded<'e, R: Rows + ?Sized>(
+/// Text `column`: as the rows build it (see [`Rows::array`]), else gathered value by value.
+fn text<'e, R: Rows + ?Sized>(
     events: &'e R,
-    column: Coded,
+    column: Text,
     order: &[u32],
-    values: &dyn Fn(usize) -> Option<&'e str>,
+    values: impl Fn(usize) -> Option<&'e str>,
 ) -> Result<ArrayRef, ArchiveError> {
-    match events.dictionary(column, order) {
+    match events.array(column, order) {
         Some(array) => array.map_err(|error| ArchiveError::Parquet(error.to_string())),
         None => Ok(strings(order.iter().map(|row| values(*row as usize)))),
     }
@@ -144,30 +143,33 @@ fn coded<'e, R: Rows + ?Sized>(
 
 fn to_batch<R: Rows + ?Sized>(events: &R, order: &[u32]) -> Result<RecordBatch, ArchiveError> {
     let rows = || order.iter().map(|index| *index as usize);
-    let coded = |column, values| coded(events, column, order, values);
-    let optional = |column| strings(rows().map(move |row| events.optional(column, row)));
+    let optional = |column| {
+        text(events, Text::Optional(column), order, move |row| {
+            events.optional(column, row)
+        })
+    };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
             TimestampMicrosecondArray::from_iter_values(rows().map(|row| events.ts_us(row)))
                 .with_timezone("UTC"),
         ),
-        coded(Coded::Merchant, &|row| Some(events.merchant(row)))?,
-        coded(Coded::Api, &|row| Some(events.api(row)))?,
+        text(events, Text::Merchant, order, |row| {
+            Some(events.merchant(row))
+        })?,
+        text(events, Text::Api, order, |row| Some(events.api(row)))?,
         Arc::new(Int32Array::from_iter_values(
             rows().map(|row| i32::from(events.status(row))),
         )),
         Arc::new(Float64Array::from_iter_values(
             rows().map(|row| events.latency_ms(row)),
         )),
-        strings(rows().map(|row| Some(events.corr_id(row)))),
-        coded(Coded::Partner, &|row| {
-            events.optional(Optional::Partner, row)
-        })?,
-        coded(Coded::Method, &|row| events.optional(Optional::Method, row))?,
-        optional(Optional::Path),
-        coded(Coded::Host, &|row| events.optional(Optional::Host, row))?,
-        coded(Coded::Region, &|row| events.optional(Optional::Region, row))?,
-        optional(Optional::Attributes),
+        text(events, Text::CorrId, order, |row| Some(events.corr_id(row)))?,
+        optional(Optional::Partner)?,
+        optional(Optional::Method)?,
+        optional(Optional::Path)?,
+        optional(Optional::Host)?,
+        optional(Optional::Region)?,
+        optional(Optional::Attributes)?,
     ];
     // The batch's own schema says which columns are dictionaries; the writer's is the
     // archive's.

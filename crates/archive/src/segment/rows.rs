@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow_array::types::UInt32Type;
 use arrow_array::{ArrayRef, DictionaryArray, StringArray, UInt32Array};
+use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer};
 use arrow_schema::ArrowError;
 use mm_model::ApiCallRef;
 use rustc_hash::FxHashMap;
@@ -42,15 +43,13 @@ impl Optional {
     ];
 }
 
-/// A column of few distinct values.
+/// The text columns of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coded {
+pub enum Text {
     Merchant,
     Api,
-    Partner,
-    Method,
-    Host,
-    Region,
+    CorrId,
+    Optional(Optional),
 }
 
 /// Events by index, as a segment reads them.
@@ -63,9 +62,10 @@ pub trait Rows {
     fn latency_ms(&self, row: usize) -> f64;
     fn corr_id(&self, row: usize) -> &str;
     fn optional(&self, column: Optional, row: usize) -> Option<&str>;
-    /// `column` of the rows `order` lists as a dictionary array (ids into the column's
-    /// distinct values), when the rows hold it so; `None`: the segment gathers the values.
-    fn dictionary(&self, _column: Coded, _order: &[u32]) -> Option<Result<ArrayRef, ArrowError>> {
+    /// Text `column` of the rows `order` lists as an array, when the rows can build it better
+    /// than value by value (a dictionary array of a column held as ids, a column held in one
+    /// buffer gathered whole); `None`: the segment gathers the values.
+    fn array(&self, _column: Text, _order: &[u32]) -> Option<Result<ArrayRef, ArrowError>> {
         None
     }
 }
@@ -124,6 +124,32 @@ impl Texts {
 
     fn get_optional(&self, row: usize) -> Option<&str> {
         self.present[row].then(|| self.get(row))
+    }
+
+    /// The values of the rows `order` lists, offsets first, then the bytes in one copy each.
+    fn gather(&self, order: &[u32]) -> Result<ArrayRef, ArrowError> {
+        let span = |row: u32| self.bounds[row as usize]..self.bounds[row as usize + 1];
+        let mut offsets = Vec::with_capacity(order.len() + 1);
+        offsets.push(0i32);
+        let mut length = 0usize;
+        for row in order {
+            length += span(*row).len();
+            offsets.push(i32::try_from(length).map_err(|_| {
+                ArrowError::InvalidArgumentError("a text column over 2 GiB".into())
+            })?);
+        }
+        let mut bytes = Vec::with_capacity(length);
+        for row in order {
+            bytes.extend_from_slice(&self.text.as_bytes()[span(*row)]);
+        }
+        let present = (!self.present.is_empty()
+            && order.iter().any(|row| !self.present[*row as usize]))
+        .then(|| NullBuffer::from_iter(order.iter().map(|row| self.present[*row as usize])));
+        Ok(Arc::new(StringArray::try_new(
+            OffsetBuffer::new(offsets.into()),
+            Buffer::from_vec(bytes),
+            present,
+        )?))
     }
 
     fn concat<'p>(&mut self, parts: impl Iterator<Item = &'p Texts> + Clone) {
@@ -186,10 +212,15 @@ impl Repeated {
     /// The rows `order` lists as ids into the distinct values (each distinct value copied
     /// once, not once a row).
     fn dictionary(&self, order: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let keys: UInt32Array = order
-            .iter()
-            .map(|row| Some(self.ids[*row as usize]).filter(|id| *id != ABSENT))
-            .collect();
+        let ids: Vec<u32> = order.iter().map(|row| self.ids[*row as usize]).collect();
+        let keys = match ids.contains(&ABSENT) {
+            false => UInt32Array::from(ids),
+            true => {
+                let present = NullBuffer::from_iter(ids.iter().map(|id| *id != ABSENT));
+                let keys = ids.iter().map(|id| if *id == ABSENT { 0 } else { *id });
+                UInt32Array::new(keys.collect(), Some(present))
+            }
+        };
         let values = StringArray::from_iter_values(self.values.iter().map(|value| &**value));
         Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(
             keys,
@@ -349,14 +380,17 @@ impl Rows for EventColumns {
             Optional::Attributes => self.attributes.get_optional(row),
         }
     }
-    fn dictionary(&self, column: Coded, order: &[u32]) -> Option<Result<ArrayRef, ArrowError>> {
+    fn array(&self, column: Text, order: &[u32]) -> Option<Result<ArrayRef, ArrowError>> {
         let repeated = match column {
-            Coded::Merchant => &self.merchant,
-            Coded::Api => &self.api,
-            Coded::Partner => &self.partner,
-            Coded::Method => &self.method,
-            Coded::Host => &self.host,
-            Coded::Region => &self.region,
+            Text::Merchant => &self.merchant,
+            Text::Api => &self.api,
+            Text::CorrId => return Some(self.corr_id.gather(order)),
+            Text::Optional(Optional::Partner) => &self.partner,
+            Text::Optional(Optional::Method) => &self.method,
+            Text::Optional(Optional::Path) => return Some(self.path.gather(order)),
+            Text::Optional(Optional::Host) => &self.host,
+            Text::Optional(Optional::Region) => &self.region,
+            Text::Optional(Optional::Attributes) => return Some(self.attributes.gather(order)),
         };
         Some(repeated.dictionary(order))
     }
