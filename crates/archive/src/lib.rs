@@ -295,9 +295,11 @@ impl Archive {
                 }
             })?;
         }
+        // One thread: a flush runs beside ingest.
         let new_segments = self.write_segments(
             events.as_slice(),
             &format!("seg-{:020}.parquet", taken.last_lsn),
+            1,
         )?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut manifest = state.manifest.clone();
@@ -309,12 +311,14 @@ impl Archive {
         Ok(taken.events)
     }
 
-    /// Writes `events` to one segment per hour, each called `file` in its hour's directory;
-    /// the manifest does not list them yet.
-    fn write_segments<R: segment::Rows + ?Sized>(
+    /// Writes `events` to one segment per hour, each called `file` in its hour's directory,
+    /// each row group's columns encoded on `threads` threads; the manifest does not list them
+    /// yet.
+    fn write_segments<R: segment::Rows + Sync + ?Sized>(
         &self,
         events: &R,
         file: &str,
+        threads: usize,
     ) -> Result<Vec<SegmentInfo>, ArchiveError> {
         let order = segment::segment_order(events);
         let mut new_segments = Vec::new();
@@ -330,7 +334,13 @@ impl Archive {
             std::fs::create_dir_all(&directory)
                 .map_err(|source| ArchiveError::io("create hour directory", &directory, source))?;
             let path = directory.join(file);
-            new_segments.push(segment::write(&path, hour, events, &order[start..end])?);
+            new_segments.push(segment::write(
+                &path,
+                hour,
+                events,
+                &order[start..end],
+                threads,
+            )?);
             sync_directory(&directory);
             start = end;
         }
@@ -345,16 +355,19 @@ impl Archive {
 
     /// Writes imported events (they are not in the write-ahead log) to segments and, in the
     /// same manifest switch, records that the import of `source` has come to `position`.
-    /// Returns the events written.
+    /// Each row group's columns are encoded on `threads` threads. Returns the events written.
     pub fn write_imported(
         &self,
         events: &EventColumns,
-        source: &str,
-        position: u64,
+        (source, position): (&str, u64),
+        threads: usize,
     ) -> Result<usize, ArchiveError> {
         let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
-        let new_segments =
-            self.write_segments(events, &format!("imp-{source}-{position:020}.parquet"))?;
+        let new_segments = self.write_segments(
+            events,
+            &format!("imp-{source}-{position:020}.parquet"),
+            threads,
+        )?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut manifest = state.manifest.clone();
         manifest.segments.extend(new_segments);

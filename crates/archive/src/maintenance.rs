@@ -110,7 +110,7 @@ impl Archive {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_micros());
             let path = directory.join(format!("seg-c{stamp:020}.parquet"));
-            let merged = segment::write(&path, *hour, borrowed.as_slice(), &order)?;
+            let merged = segment::write(&path, *hour, borrowed.as_slice(), &order, 1)?;
             sync_directory(&directory);
             if let Err(error) = self.metadata.preload(&path) {
                 tracing::warn!(%error, "could not preload a compacted segment's footer");

@@ -10,15 +10,17 @@ pub use rows::{EventColumns, Optional, Rows, Series, Text};
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, Float64Array, Int32Array, RecordBatch, TimestampMicrosecondArray};
+use arrow_array::{ArrayRef, Float64Array, Int32Array, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
@@ -141,51 +143,111 @@ fn text<'e, R: Rows + ?Sized>(
     }
 }
 
-fn to_batch<R: Rows + ?Sized>(events: &R, order: &[u32]) -> Result<RecordBatch, ArchiveError> {
-    let rows = || order.iter().map(|index| *index as usize);
+/// Column `index` (in [`schema`] order) of the rows `order` lists.
+fn column<R: Rows + ?Sized>(
+    events: &R,
+    order: &[u32],
+    index: usize,
+) -> Result<ArrayRef, ArchiveError> {
+    let rows = || order.iter().map(|row| *row as usize);
     let optional = |column| {
         text(events, Text::Optional(column), order, move |row| {
             events.optional(column, row)
         })
     };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(
+    Ok(match index {
+        0 => Arc::new(
             TimestampMicrosecondArray::from_iter_values(rows().map(|row| events.ts_us(row)))
                 .with_timezone("UTC"),
         ),
-        text(events, Text::Merchant, order, |row| {
+        1 => text(events, Text::Merchant, order, |row| {
             Some(events.merchant(row))
         })?,
-        text(events, Text::Api, order, |row| Some(events.api(row)))?,
-        Arc::new(Int32Array::from_iter_values(
+        2 => text(events, Text::Api, order, |row| Some(events.api(row)))?,
+        3 => Arc::new(Int32Array::from_iter_values(
             rows().map(|row| i32::from(events.status(row))),
         )),
-        Arc::new(Float64Array::from_iter_values(
+        4 => Arc::new(Float64Array::from_iter_values(
             rows().map(|row| events.latency_ms(row)),
         )),
-        text(events, Text::CorrId, order, |row| Some(events.corr_id(row)))?,
-        optional(Optional::Partner)?,
-        optional(Optional::Method)?,
-        optional(Optional::Path)?,
-        optional(Optional::Host)?,
-        optional(Optional::Region)?,
-        optional(Optional::Attributes)?,
-    ];
-    // The batch's own schema says which columns are dictionaries; the writer's is the
-    // archive's.
-    let fields: Vec<Field> = schema()
-        .fields()
-        .iter()
-        .zip(&columns)
-        .map(|(field, column)| {
-            field
-                .as_ref()
-                .clone()
-                .with_data_type(column.data_type().clone())
-        })
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|error| ArchiveError::Parquet(error.to_string()))
+        5 => text(events, Text::CorrId, order, |row| Some(events.corr_id(row)))?,
+        6 => optional(Optional::Partner)?,
+        7 => optional(Optional::Method)?,
+        8 => optional(Optional::Path)?,
+        9 => optional(Optional::Host)?,
+        10 => optional(Optional::Region)?,
+        11 => optional(Optional::Attributes)?,
+        _ => {
+            return Err(ArchiveError::Parquet(format!(
+                "the archive has no column {index}"
+            )));
+        }
+    })
+}
+
+/// Columns in the order threads take them up, the costliest first (corr_id, attributes,
+/// path, ts, latency, merchant, …), so that no thread is left alone with a long one at the end.
+const ENCODING_ORDER: [usize; 12] = [5, 11, 8, 0, 4, 1, 9, 10, 2, 3, 6, 7];
+
+fn parquet_error(error: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::Parquet(error.to_string())
+}
+
+/// Writes the rows `order` lists as the next row group: each column gathered and encoded by
+/// one of `threads` threads (this one included), then appended in schema order. The file is
+/// the same whatever the number of threads.
+fn write_row_group<R: Rows + Sync + ?Sized>(
+    file: &mut SerializedFileWriter<File>,
+    factory: &ArrowRowGroupWriterFactory,
+    events: &R,
+    order: &[u32],
+    threads: usize,
+) -> Result<(), ArchiveError> {
+    let schema = schema();
+    let writers = factory
+        .create_column_writers(file.flushed_row_groups().len())
+        .map_err(parquet_error)?;
+    let mut jobs: Vec<(usize, ArrowColumnWriter)> = writers.into_iter().enumerate().collect();
+    // Taken from the end: the costliest last.
+    jobs.sort_by_key(|(index, _)| {
+        std::cmp::Reverse(ENCODING_ORDER.iter().position(|column| column == index))
+    });
+    let jobs = Mutex::new(jobs);
+    let chunks = Mutex::new(Vec::with_capacity(ENCODING_ORDER.len()));
+    let poisoned = || ArchiveError::Parquet("a column encoder panicked".into());
+    let work = || -> Result<(), ArchiveError> {
+        loop {
+            let job = jobs.lock().map_err(|_| poisoned())?.pop();
+            let Some((index, mut writer)) = job else {
+                return Ok(());
+            };
+            let array = column(events, order, index)?;
+            for leaf in compute_leaves(schema.field(index), &array).map_err(parquet_error)? {
+                writer.write(&leaf).map_err(parquet_error)?;
+            }
+            let chunk = writer.close().map_err(parquet_error)?;
+            chunks.lock().map_err(|_| poisoned())?.push((index, chunk));
+        }
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads.max(1)).map(|_| scope.spawn(work)).collect();
+        let mine = work();
+        helpers
+            .into_iter()
+            .map(|helper| helper.join().unwrap_or_else(|_| Err(poisoned())))
+            .chain([mine])
+            .collect::<Result<(), ArchiveError>>()
+    })?;
+    let mut chunks = chunks.into_inner().map_err(|_| poisoned())?;
+    chunks.sort_by_key(|(index, _)| *index);
+    let mut row_group = file.next_row_group().map_err(parquet_error)?;
+    for (_, chunk) in chunks {
+        chunk
+            .append_to_row_group(&mut row_group)
+            .map_err(parquet_error)?;
+    }
+    row_group.close().map_err(parquet_error)?;
+    Ok(())
 }
 
 /// The segment order of `events` (hour, merchant, ts, corr_id) as indices into it; events
@@ -231,26 +293,27 @@ pub fn segment_order<R: Rows + ?Sized>(events: &R) -> Vec<u32> {
 }
 
 /// Writes the `events` that `order` lists, in that order (all of one hour, in
-/// [`segment_order`]), to `path`, fsynced.
-pub fn write<R: Rows + ?Sized>(
+/// [`segment_order`]), to `path`, fsynced; each row group's columns encoded on `threads`
+/// threads.
+pub fn write<R: Rows + Sync + ?Sized>(
     path: &Path,
     hour: i64,
     events: &R,
     order: &[u32],
+    threads: usize,
 ) -> Result<SegmentInfo, ArchiveError> {
     let file =
         File::create(path).map_err(|source| ArchiveError::io("create segment", path, source))?;
-    let mut writer =
+    // The Arrow writer sets the file up (the Arrow schema in its metadata); its row groups are
+    // written column by column.
+    let (mut writer, factory) =
         ArrowWriter::try_new(file, schema(), Some(writer_properties(order.len(), hour)?))
-            .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
-    for chunk in order.chunks(ROW_GROUP_ROWS) {
-        writer
-            .write(&to_batch(events, chunk)?)
-            .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(parquet_error)?;
+    for rows in order.chunks(ROW_GROUP_ROWS) {
+        write_row_group(&mut writer, &factory, events, rows, threads)?;
     }
-    writer
-        .finish()
-        .map_err(|error| ArchiveError::Parquet(error.to_string()))?;
+    writer.finish().map_err(parquet_error)?;
     writer
         .inner()
         .sync_all()

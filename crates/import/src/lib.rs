@@ -291,7 +291,8 @@ pub fn import_file(
             let started = Instant::now();
             for (end, chunks) in archive_rx {
                 if end > archived {
-                    archive.write_imported(&EventColumns::concat(&chunks), &source.id, end)?;
+                    let events = EventColumns::concat(&chunks);
+                    archive.write_imported(&events, (&source.id, end), threads)?;
                 }
             }
             tracing::debug!(
