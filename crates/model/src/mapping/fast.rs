@@ -189,6 +189,7 @@ pub(super) fn scan<'a>(text: &'a str, root: &Node, keep_attributes: bool) -> Opt
             if bytes.get(at) != Some(&b'"') {
                 return None;
             }
+            let at_key = at;
             let key_end = plain_string_end(bytes, at + 1)?;
             let key = &text[at + 1..key_end];
             at = skip_whitespace(bytes, key_end + 1);
@@ -200,9 +201,13 @@ pub(super) fn scan<'a>(text: &'a str, root: &Node, keep_attributes: bool) -> Opt
             match root.find(key) {
                 Some((_, Entry::Leaf(field))) => slots.values[*field as usize] = value,
                 Some((_, Entry::Branch(_))) => return None,
-                None if keep_attributes => {
-                    slots.push_attribute_text(key, &text[value_start..value_end])
-                }
+                // A plain key (no escape, no control byte) is its own JSON form, quotes
+                // included, the text serde_json would write for it.
+                None if keep_attributes => slots.push_attribute_text(
+                    &text[at_key..key_end + 1],
+                    &text[value_start..value_end],
+                    text.len(),
+                ),
                 None => {}
             }
             at = skip_whitespace(bytes, value_end);

@@ -110,17 +110,25 @@ impl<'de> Slots<'de> {
     }
 
     fn push_attribute(&mut self, key: &str, raw: &RawValue) {
-        self.push_attribute_text(key, raw.get());
+        // Serializing a str into a String cannot fail.
+        let quoted = serde_json::to_string(key).unwrap_or_default();
+        self.push_attribute_text(&quoted, raw.get(), 0);
     }
 
-    pub(super) fn push_attribute_text(&mut self, key: &str, raw: &str) {
-        let text = self.attributes.get_or_insert_with(|| String::from("{"));
+    /// Adds `quoted_key: raw` to the attributes object. `record_bytes` sizes the object when
+    /// this is its first attribute: the unmapped fields of a record take no more than the
+    /// record, so the object is allocated once.
+    pub(super) fn push_attribute_text(&mut self, quoted_key: &str, raw: &str, record_bytes: usize) {
+        let text = self.attributes.get_or_insert_with(|| {
+            let mut text =
+                String::with_capacity(record_bytes.max(quoted_key.len() + raw.len() + 3));
+            text.push('{');
+            text
+        });
         if text.len() > 1 {
             text.push(',');
         }
-        // Serializing a str into a String cannot fail.
-        let quoted = serde_json::to_string(key).unwrap_or_default();
-        text.push_str(&quoted);
+        text.push_str(quoted_key);
         text.push(':');
         text.push_str(raw);
     }
