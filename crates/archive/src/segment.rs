@@ -232,9 +232,14 @@ fn write_row_group<R: Rows + Sync + ?Sized>(
     std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads.max(1)).map(|_| scope.spawn(work)).collect();
         let mine = work();
-        helpers
+        // Every helper joined before the first error is returned: a helper left to the scope
+        // would turn its panic into this thread's.
+        let joined: Vec<_> = helpers
             .into_iter()
             .map(|helper| helper.join().unwrap_or_else(|_| Err(poisoned())))
+            .collect();
+        joined
+            .into_iter()
             .chain([mine])
             .collect::<Result<(), ArchiveError>>()
     })?;

@@ -7,7 +7,7 @@
 //! time bounds, same per-record errors), collecting the accepted events as columns
 //! ([`EventColumns`]). One thread takes the chunks back in file order and adds every call to its
 //! (merchant, api, minute) window and the merchant-wide one. Every [`UNIT_BYTES`] of input (at
-//! the next minute boundary, when one comes within half a unit: see [`Unit::ends_here`]) it
+//! the first chunk reaching a later minute, within half a unit: see [`Unit::ends_here`]) it
 //! commits a unit: the events to archive segments (the manifest records how far the file is
 //! archived), then the windows merged into the rollup store with the file's progress, in one
 //! atomic batch, then the rejected lines to the file's rejection report.

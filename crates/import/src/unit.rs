@@ -155,9 +155,10 @@ impl Unit {
     /// Whether the unit ends with the chunk added last. It ends once it holds `unit_bytes`,
     /// but not in the middle of a minute when it can help it: it takes chunks on until one
     /// reaches a later minute than the unit had when it filled (half a unit more at most).
-    /// A minute split between two units has most of its windows written twice, the second
-    /// time read back and merged; cut between minutes, a time-ordered file's units share only
-    /// the windows of the few calls logged out of order.
+    /// A minute cut anywhere between two units has about half its windows written twice,
+    /// the second time read back and merged; ended this way, a time-ordered file's units
+    /// share only the windows of the calls in that last chunk's later minute (a chunk is a
+    /// few seconds of a minute) and of calls logged out of order.
     pub(crate) fn ends_here(&mut self, unit_bytes: u64) -> bool {
         let size = self.end - self.start;
         if size < unit_bytes {

@@ -210,9 +210,25 @@ impl Repeated {
     }
 
     /// The rows `order` lists as ids into the distinct values (each distinct value copied
-    /// once, not once a row).
+    /// once, not once a row). When the column has more distinct values than `order` has rows
+    /// (a row group of a unit with many merchants or hosts), the dictionary holds only the
+    /// values these rows use, so writing a unit's row groups copies each value a bounded
+    /// number of times rather than the whole column's values once a row group.
     fn dictionary(&self, order: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let ids: Vec<u32> = order.iter().map(|row| self.ids[*row as usize]).collect();
+        let mut ids: Vec<u32> = order.iter().map(|row| self.ids[*row as usize]).collect();
+        let values: Vec<&str> = if self.values.len() <= order.len() {
+            self.values.iter().map(|value| &**value).collect()
+        } else {
+            let mut local: FxHashMap<u32, u32> = FxHashMap::default();
+            let mut used = Vec::new();
+            for id in ids.iter_mut().filter(|id| **id != ABSENT) {
+                *id = *local.entry(*id).or_insert_with(|| {
+                    used.push(&*self.values[*id as usize]);
+                    used.len() as u32 - 1
+                });
+            }
+            used
+        };
         let keys = match ids.contains(&ABSENT) {
             false => UInt32Array::from(ids),
             true => {
@@ -221,7 +237,7 @@ impl Repeated {
                 UInt32Array::new(keys.collect(), Some(present))
             }
         };
-        let values = StringArray::from_iter_values(self.values.iter().map(|value| &**value));
+        let values = StringArray::from_iter_values(values);
         Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(
             keys,
             Arc::new(values),
@@ -400,6 +416,8 @@ impl Rows for EventColumns {
 mod tests {
     use std::borrow::Cow;
 
+    use arrow_array::Array;
+
     use super::*;
 
     fn event(index: usize) -> ApiCallRef<'static> {
@@ -466,6 +484,43 @@ mod tests {
         // An empty text is present, an absent one is not.
         assert_eq!(all.optional(Optional::Path, 0), Some(""));
         assert_eq!(all.optional(Optional::Path, 1), None);
+    }
+
+    #[test]
+    fn a_row_groups_dictionary_holds_only_the_values_of_its_rows_when_the_column_has_more() {
+        let mut column = Repeated::default();
+        for index in 0..100 {
+            column.push(
+                (index % 10 != 9)
+                    .then(|| format!("host-{index}"))
+                    .as_deref(),
+            );
+        }
+        let order = [42, 9, 7, 42];
+        let array = column.dictionary(&order).expect("built");
+        let array = array
+            .as_any()
+            .downcast_ref::<DictionaryArray<UInt32Type>>()
+            .expect("a dictionary");
+        assert_eq!(array.values().len(), 2, "host-42 and host-7, not all 90");
+        let rows: Vec<Option<&str>> = array
+            .downcast_dict::<StringArray>()
+            .expect("of strings")
+            .into_iter()
+            .collect();
+        assert_eq!(
+            rows,
+            [Some("host-42"), None, Some("host-7"), Some("host-42")]
+        );
+        // A column with no more values than rows keeps its dictionary whole.
+        let whole = column
+            .dictionary(&(0..100).collect::<Vec<u32>>())
+            .expect("built");
+        let whole = whole
+            .as_any()
+            .downcast_ref::<DictionaryArray<UInt32Type>>()
+            .expect("a dictionary");
+        assert_eq!(whole.values().len(), 90);
     }
 
     #[test]
