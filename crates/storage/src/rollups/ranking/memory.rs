@@ -60,9 +60,44 @@ impl Bucket {
     }
 
     fn add(&mut self, id: u32, calls: i64, errors: i64) {
-        let counts = self.entry(id);
-        counts.calls = counts.calls.saturating_add_signed(calls);
-        counts.errors = counts.errors.saturating_add_signed(errors);
+        self.entry(id).add(calls, errors);
+    }
+
+    /// Applies `changes` in order, as many [`Bucket::entry`] calls would: the ids already
+    /// held in place, the new ones merged in with one pass over the entries. Inserting them
+    /// one by one moved the entries after each, which a batch with many merchants new to the
+    /// bucket (an import's hour and day, every minute) paid for quadratically.
+    fn apply_all(&mut self, changes: Vec<(u32, Change)>) {
+        let mut new: Vec<(u32, Change)> = Vec::new();
+        for (id, change) in changes {
+            match self.entries.binary_search_by_key(&id, |(entry, _)| *entry) {
+                Ok(position) => change.apply(&mut self.entries[position].1),
+                Err(_) => new.push((id, change)),
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        // Stable: the changes of one id stay in their order.
+        new.sort_by_key(|(id, _)| *id);
+        let mut added: Vec<(u32, Counts)> = Vec::new();
+        for (id, change) in new {
+            if added.last().is_none_or(|(last, _)| *last != id) {
+                added.push((id, Counts::default()));
+            }
+            if let Some((_, counts)) = added.last_mut() {
+                change.apply(counts);
+            }
+        }
+        let old = std::mem::take(&mut self.entries);
+        self.entries.reserve_exact(old.len() + added.len());
+        let (mut old, mut added) = (old.into_iter().peekable(), added.into_iter().peekable());
+        while let (Some((held, _)), Some((new, _))) = (old.peek(), added.peek()) {
+            let next = if held < new { old.next() } else { added.next() };
+            self.entries.extend(next);
+        }
+        self.entries.extend(old);
+        self.entries.extend(added);
     }
 
     fn add_into(&self, sums: &mut [Counts]) {
@@ -70,6 +105,30 @@ impl Bucket {
             let sum = &mut sums[*id as usize];
             sum.calls += counts.calls;
             sum.errors += counts.errors;
+        }
+    }
+}
+
+impl Counts {
+    fn add(&mut self, calls: i64, errors: i64) {
+        self.calls = self.calls.saturating_add_signed(calls);
+        self.errors = self.errors.saturating_add_signed(errors);
+    }
+}
+
+/// What a minute change does to a bucket's counts: an hour or a day adds the difference, a
+/// minute takes the new totals.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Add { calls: i64, errors: i64 },
+    Set(Counts),
+}
+
+impl Change {
+    fn apply(self, counts: &mut Counts) {
+        match self {
+            Change::Add { calls, errors } => counts.add(calls, errors),
+            Change::Set(totals) => *counts = totals,
         }
     }
 }
@@ -139,24 +198,40 @@ impl MemoryRanking {
         self.newest_minute = self.newest_minute.max(minute);
     }
 
-    /// Applies the minute changes of a committed checkpoint.
+    /// Applies the minute changes of a committed checkpoint (or import unit), grouped by the
+    /// day, hour and minute they change, each group in one pass over its bucket.
     pub(crate) fn apply(&mut self, changes: &[MinuteChange]) {
+        type Groups = FxHashMap<i64, Vec<(u32, Change)>>;
+        let (mut days, mut hours, mut minutes) =
+            (Groups::default(), Groups::default(), Groups::default());
         for change in changes {
             let id = self.id(&change.merchant);
-            let calls = change.current.calls as i64 - change.previous.calls as i64;
-            let errors = change.current.errors as i64 - change.previous.errors as i64;
+            let add = Change::Add {
+                calls: change.current.calls as i64 - change.previous.calls as i64,
+                errors: change.current.errors as i64 - change.previous.errors as i64,
+            };
             let hour = change.minute.div_euclid(60);
-            self.hours.entry(hour).or_default().add(id, calls, errors);
-            self.days
-                .entry(hour.div_euclid(24))
+            hours.entry(hour).or_default().push((id, add));
+            days.entry(hour.div_euclid(24)).or_default().push((id, add));
+            minutes
+                .entry(change.minute)
                 .or_default()
-                .add(id, calls, errors);
+                .push((id, Change::Set(change.current)));
             self.newest_minute = self.newest_minute.max(change.minute);
-            if change.minute >= self.minute_floor() {
-                *self.minutes.entry(change.minute).or_default().entry(id) = change.current;
+        }
+        for (levels, groups) in [(&mut self.days, days), (&mut self.hours, hours)] {
+            for (key, group) in groups {
+                levels.entry(key).or_default().apply_all(group);
             }
         }
+        // Minutes below the floor are not kept (the floor only rises within a batch, so this
+        // keeps what checking each change against the floor of its time would have kept).
         let floor = self.minute_floor();
+        for (minute, group) in minutes {
+            if minute >= floor {
+                self.minutes.entry(minute).or_default().apply_all(group);
+            }
+        }
         while self
             .minutes
             .first_key_value()
@@ -266,6 +341,16 @@ mod tests {
         }
     }
 
+    /// A seeded sequence of pseudo-random numbers.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// Every level of the sum against a plain per-minute fold, over every range of a few days.
     #[test]
     fn sums_over_any_range_match_the_minutes() {
@@ -273,32 +358,37 @@ mod tests {
         let mut truth: BTreeMap<(i64, &str), (u64, u64)> = BTreeMap::new();
         let merchants = ["a", "b", "c"];
         let start = 1_000 * 1440;
-        let mut seed = 7u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(7u64);
         // 47 hours of minutes over three days (within the horizon), some rewritten
         // (corrections), in time order.
         let (first, end) = (start - 60, start + 2760);
         for minute in (first..end).step_by(7) {
             for merchant in merchants {
-                if next() % 3 == 0 {
+                if next().is_multiple_of(3) {
                     continue;
                 }
                 let previous = truth.get(&(minute, merchant)).copied().unwrap_or_default();
                 let current = (previous.0 + next() % 50 + 1, previous.1 + next() % 3);
                 truth.insert((minute, merchant), current);
                 ranking.apply(&[change(merchant, minute, previous, current)]);
-                if next() % 5 == 0 {
+                if next().is_multiple_of(5) {
                     let late = (current.0 + 2, current.1 + 1);
                     truth.insert((minute, merchant), late);
                     ranking.apply(&[change(merchant, minute, current, late)]);
                 }
             }
         }
+        assert_sums_match(&ranking, &truth, &merchants, (first, end));
+    }
+
+    /// Every merchant's sum over many ranges of `[first, end)` (and a little around it)
+    /// against the fold of `truth`, each minute's last totals.
+    fn assert_sums_match(
+        ranking: &MemoryRanking,
+        truth: &BTreeMap<(i64, &str), (u64, u64)>,
+        merchants: &[&str],
+        (first, end): (i64, i64),
+    ) {
         let mut sums = Vec::new();
         let mut checked = 0;
         for from in (first - 30..end + 30).step_by(97) {
@@ -308,13 +398,13 @@ mod tests {
                     missing.is_empty() || from < first,
                     "47 hours are within the horizon"
                 );
+                let mut wants: FxHashMap<&str, (u64, u64)> = FxHashMap::default();
+                for ((_, name), counts) in truth.range((from, "")..(to, "")) {
+                    let want = wants.entry(name).or_default();
+                    *want = (want.0 + counts.0, want.1 + counts.1);
+                }
                 for merchant in merchants {
-                    let want = truth
-                        .range((from, "")..(to, ""))
-                        .filter(|((_, name), _)| *name == merchant)
-                        .fold((0, 0), |sum, (_, counts)| {
-                            (sum.0 + counts.0, sum.1 + counts.1)
-                        });
+                    let want = wants.get(merchant).copied().unwrap_or_default();
                     let got = ranking.known(merchant).map_or((0, 0), |id| {
                         let counts = sums[id as usize];
                         (counts.calls, counts.errors)
@@ -325,6 +415,37 @@ mod tests {
             }
         }
         assert!(checked > 1_000);
+    }
+
+    /// Batches as an import commits them: many merchants, most new to the day, hour and
+    /// minute they change (their ids interleaving with the ones held), some merchant-minute
+    /// changed twice in one batch.
+    #[test]
+    fn a_batch_of_many_merchants_adds_up_as_its_changes_one_by_one() {
+        let mut ranking = MemoryRanking::default();
+        let mut truth: BTreeMap<(i64, &str), (u64, u64)> = BTreeMap::new();
+        let names: Vec<String> = (0..400).map(|index| format!("m{index:03}")).collect();
+        let merchants: Vec<&str> = names.iter().map(String::as_str).collect();
+        let start = 1_000 * 1440;
+        let (first, end) = (start - 60, start + 2760);
+        let mut next = xorshift(11u64);
+        for _batch in 0..6 {
+            let mut batch = Vec::new();
+            for _ in 0..1_500 {
+                let merchant = merchants[(next() % 400) as usize];
+                let minute = first + (next() % (end - first) as u64) as i64;
+                let previous = truth.get(&(minute, merchant)).copied().unwrap_or_default();
+                let current = (previous.0 + next() % 50 + 1, previous.1 + next() % 3);
+                truth.insert((minute, merchant), current);
+                batch.push(change(merchant, minute, previous, current));
+            }
+            ranking.apply(&batch);
+        }
+        assert!(
+            ranking.known("m000").is_some() && ranking.known("m399").is_some(),
+            "every merchant seen"
+        );
+        assert_sums_match(&ranking, &truth, &merchants, (first, end));
     }
 
     #[test]
