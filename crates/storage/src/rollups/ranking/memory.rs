@@ -89,15 +89,9 @@ impl Bucket {
                 change.apply(counts);
             }
         }
-        let old = std::mem::take(&mut self.entries);
-        self.entries.reserve_exact(old.len() + added.len());
-        let (mut old, mut added) = (old.into_iter().peekable(), added.into_iter().peekable());
-        while let (Some((held, _)), Some((new, _))) = (old.peek(), added.peek()) {
-            let next = if held < new { old.next() } else { added.next() };
-            self.entries.extend(next);
-        }
-        self.entries.extend(old);
+        // Two sorted runs of distinct ids: the sort finds them and merges them in one pass.
         self.entries.extend(added);
+        self.entries.sort_by_key(|(id, _)| *id);
     }
 
     fn add_into(&self, sums: &mut [Counts]) {
