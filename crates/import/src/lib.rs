@@ -305,6 +305,9 @@ pub fn import_file(
             for sealed in sealed_rx {
                 committer.commit(sealed)?;
             }
+            // The units committed (all of them, or those before a stop): their hour rollups
+            // held back are written whole.
+            committer.finish()?;
             let [store] = committer.timings.map(|time| time.as_secs_f64());
             tracing::debug!(store, "import: seconds of the store thread");
             Ok::<(), ImportError>(())

@@ -82,6 +82,15 @@ impl Committer<'_> {
         self.timings[0] += started.elapsed();
         Ok(())
     }
+
+    /// Writes what the store holds back of the committed units (see
+    /// [`RollupStore::finish_import`]).
+    pub(crate) fn finish(&mut self) -> Result<(), ImportError> {
+        let started = Instant::now();
+        let finished = self.store.finish_import(&mut self.memo);
+        self.timings[0] += started.elapsed();
+        finished.map_err(ImportError::Write)
+    }
 }
 
 /// The unit being built by the merging thread.

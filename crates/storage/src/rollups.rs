@@ -247,6 +247,7 @@ impl Store {
             open_keys: RwLock::new(open_keys),
         };
         store.build_hours_if_missing()?;
+        store.rebuild_pending_hours()?;
         Ok(store)
     }
 

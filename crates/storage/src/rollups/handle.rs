@@ -173,6 +173,13 @@ impl RollupStore {
         self.write(|store| store.import(windows, open_from_minute, progress, memo))
     }
 
+    /// Writes whole every hour rollup `memo`'s import holds back (durably): what an import
+    /// calls when it ends or stops. One that cannot leaves them to the store's next open,
+    /// which rebuilds them from their minutes.
+    pub fn finish_import(&self, memo: &mut ImportMemo) -> Result<(), StorageError> {
+        self.write(|store| store.release_import_hours(memo))
+    }
+
     /// What an import keeps to skip reading keys it knows are absent: taken when the import
     /// begins and handed to each of its [`RollupStore::import`] calls.
     pub fn import_memo(&self) -> Result<ImportMemo, StorageError> {

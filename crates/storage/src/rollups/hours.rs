@@ -17,9 +17,14 @@
 //! minute replaced by one that does not hold it) marks the hour *unknown* (an empty value);
 //! such an hour stays unknown and is read minute by minute, which is always exact.
 //!
+//! An import is the exception to "in the same batch": it holds its hours back and writes each
+//! whole once it has passed it, marking them unknown meanwhile ([`held`]); an import that
+//! stopped before that leaves them to be rebuilt when the store next opens.
+//!
 //! Stores written before hour rollups existed get them built once, when they are opened.
 
 use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -69,6 +74,71 @@ fn hour_key(merchant: &str, api: &str, hour: i64) -> Vec<u8> {
     key
 }
 
+/// Per series-hour (its key), the hour and the calls the `changes` add to it (`None`: the
+/// hour becomes unknown). Consecutive changes of one series-hour (an import's come in key
+/// order) are summed before its entry is looked up.
+fn sum_changes(
+    changes: Vec<(&WindowKey, HourChange<'_>)>,
+) -> BTreeMap<Vec<u8>, (i64, Option<Rollup>)> {
+    let mut grown: BTreeMap<Vec<u8>, (i64, Option<Rollup>)> = BTreeMap::new();
+    let settle =
+        |grown: &mut BTreeMap<Vec<u8>, (i64, Option<Rollup>)>,
+         (merchant, api, hour, gained): (&str, &str, i64, Option<Rollup>)| {
+            let entry = match grown.entry(hour_key(merchant, api, hour)) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert((hour, gained));
+                    return;
+                }
+                Entry::Occupied(occupied) => occupied.into_mut(),
+            };
+            match (gained, &mut entry.1) {
+                (Some(calls), Some(sum)) => sum.merge(&calls),
+                (Some(_), None) => {}
+                (None, slot) => *slot = None,
+            }
+        };
+    let mut run: Option<(&str, &str, i64, Option<Rollup>)> = None;
+    for (key, change) in changes {
+        let hour = hour_of(key.minute);
+        if let Some((merchant, api, run_hour, _)) = &run
+            && (*merchant, *api, *run_hour) != (key.merchant.as_str(), key.api.as_str(), hour)
+            && let Some(done) = run.take()
+        {
+            settle(&mut grown, done);
+        }
+        let (_, _, _, gained) =
+            run.get_or_insert_with(|| (&key.merchant, &key.api, hour, Some(Rollup::default())));
+        match (change, gained) {
+            (HourChange::Add(calls), Some(sum)) => sum.merge(&calls),
+            (HourChange::Add(_), None) => {}
+            (HourChange::Unknown, slot) => *slot = None,
+        }
+    }
+    if let Some(done) = run {
+        settle(&mut grown, done);
+    }
+    grown
+}
+
+/// A stored hour rollup: `None` when the hour is unknown (an empty value), empty when absent.
+fn decode_hour(stored: Option<&[u8]>) -> Result<Option<Rollup>, StorageError> {
+    match stored {
+        Some([]) => Ok(None),
+        Some(bytes) => Ok(Some(
+            codec::decode_rollup(bytes)
+                .map_err(decode_error("hour rollup"))?
+                .0,
+        )),
+        None => Ok(Some(Rollup::default())),
+    }
+}
+
+fn encode_hour(sum: &Rollup) -> Vec<u8> {
+    let mut value = Vec::with_capacity(256);
+    codec::encode_rollup(sum, RollupState::Final, &mut value);
+    value
+}
+
 /// What one scan found for a series-hour.
 #[derive(Default)]
 struct HourParts {
@@ -87,79 +157,49 @@ impl Store {
         changes: Vec<(&WindowKey, HourChange<'_>)>,
         mut memo: Memo<'_>,
     ) -> Result<(), StorageError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        // Per series-hour: the calls gained, or `None` once unknown. Consecutive changes of
-        // one series-hour (an import's come in key order) are summed before its entry is
-        // looked up.
-        let mut grown: BTreeMap<Vec<u8>, (i64, Option<Rollup>)> = BTreeMap::new();
-        let settle =
-            |grown: &mut BTreeMap<Vec<u8>, (i64, Option<Rollup>)>,
-             (merchant, api, hour, gained): (&str, &str, i64, Option<Rollup>)| {
-                let entry = grown
-                    .entry(hour_key(merchant, api, hour))
-                    .or_insert_with(|| (hour, Some(Rollup::default())));
-                match (gained, &mut entry.1) {
-                    (Some(calls), Some(sum)) => sum.merge(&calls),
-                    (Some(_), None) => {}
-                    (None, slot) => *slot = None,
-                }
-            };
-        let mut run: Option<(&str, &str, i64, Option<Rollup>)> = None;
-        for (key, change) in changes {
-            let hour = hour_of(key.minute);
-            if let Some((merchant, api, run_hour, _)) = &run
-                && (*merchant, *api, *run_hour) != (key.merchant.as_str(), key.api.as_str(), hour)
-                && let Some(done) = run.take()
-            {
-                settle(&mut grown, done);
-            }
-            let (_, _, _, gained) =
-                run.get_or_insert_with(|| (&key.merchant, &key.api, hour, Some(Rollup::default())));
-            match (change, gained) {
-                (HourChange::Add(calls), Some(sum)) => sum.merge(&calls),
-                (HourChange::Add(_), None) => {}
-                (HourChange::Unknown, slot) => *slot = None,
-            }
-        }
-        if let Some(done) = run {
-            settle(&mut grown, done);
-        }
-        let mut value = Vec::with_capacity(256);
         let mut day: Option<(i64, Day)> = None;
-        for (key, (hour, calls)) in grown {
-            let handles = match &day {
-                Some((number, handles)) if *number == day_of(hour) => handles.clone(),
-                _ => {
-                    let handles = self.day_or_create(day_of(hour))?;
-                    day = Some((day_of(hour), handles.clone()));
-                    handles
-                }
-            };
-            let Some(calls) = calls else {
-                // Written without a read, but remembered: a later read must find the mark.
-                must_read(&mut memo, day_of(hour), Space::Index, &key);
-                write.insert(&handles.index, key, []);
-                continue;
-            };
-            let stored =
-                read_for_write(&mut memo, day_of(hour), Space::Index, &handles.index, &key)?;
-            let mut sum = match stored {
-                // Unknown stays unknown.
-                Some(bytes) if bytes.is_empty() => continue,
-                Some(bytes) => {
-                    codec::decode_rollup(&bytes)
-                        .map_err(decode_error("hour rollup"))?
-                        .0
-                }
-                None => Rollup::default(),
-            };
-            sum.merge(&calls);
-            value.clear();
-            codec::encode_rollup(&sum, RollupState::Final, &mut value);
-            write.insert(&handles.index, key, value.as_slice());
+        for (key, (hour, calls)) in sum_changes(changes) {
+            let handles = self.hour_day(&mut day, hour)?;
+            self.add_to_hour(write, &mut memo, &handles, key, hour, calls)?;
         }
+        Ok(())
+    }
+
+    /// The day handles of `hour`, through `held` (the day of the hour before).
+    fn hour_day(&self, held: &mut Option<(i64, Day)>, hour: i64) -> Result<Day, StorageError> {
+        match held {
+            Some((number, handles)) if *number == day_of(hour) => Ok(handles.clone()),
+            _ => {
+                let handles = self.day_or_create(day_of(hour))?;
+                *held = Some((day_of(hour), handles.clone()));
+                Ok(handles)
+            }
+        }
+    }
+
+    /// Adds `calls` to the series-hour `key` as stored (`None`: marks it unknown).
+    fn add_to_hour(
+        &self,
+        write: &mut fjall::OwnedWriteBatch,
+        memo: &mut Memo<'_>,
+        handles: &Day,
+        key: Vec<u8>,
+        hour: i64,
+        calls: Option<Rollup>,
+    ) -> Result<(), StorageError> {
+        let Some(calls) = calls else {
+            // Written without a read, but remembered: a later read must find the mark.
+            must_read(memo, day_of(hour), Space::Index, &key);
+            write.insert(&handles.index, key, []);
+            return Ok(());
+        };
+        let stored = read_for_write(memo, day_of(hour), Space::Index, &handles.index, &key)?;
+        let Some(mut sum) = decode_hour(stored.as_deref())? else {
+            // Unknown stays unknown.
+            return Ok(());
+        };
+        sum.merge(&calls);
+        write.insert(&handles.index, key, encode_hour(&sum));
         Ok(())
     }
 
@@ -420,6 +460,10 @@ fn scan_series_minutes(
     }
     Ok(())
 }
+
+mod held;
+
+pub(super) use held::HeldHours;
 
 #[cfg(test)]
 mod tests;

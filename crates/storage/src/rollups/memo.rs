@@ -7,6 +7,8 @@ use std::hash::{Hash, Hasher};
 
 use rustc_hash::{FxHashSet, FxHasher};
 
+use super::hours::HeldHours;
+
 /// Keys remembered at most (8 bytes each in a set): past this the oldest day is forgotten and
 /// its keys are read again, so a long import's memory stays bounded.
 const MAX_KEYS: usize = 8 << 20;
@@ -31,6 +33,8 @@ pub struct ImportMemo {
     forgotten: BTreeSet<i64>,
     keys: usize,
     max_keys: usize,
+    /// The hour rollups the import holds back (see [`HeldHours`]).
+    pub(super) hours: HeldHours,
 }
 
 impl ImportMemo {
@@ -41,6 +45,7 @@ impl ImportMemo {
             forgotten: BTreeSet::new(),
             keys: 0,
             max_keys: MAX_KEYS,
+            hours: HeldHours::default(),
         }
     }
 

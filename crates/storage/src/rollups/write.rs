@@ -325,9 +325,9 @@ impl Store {
                 (Group::FinalNeverOpen, finals_never_open.as_slice()),
                 (Group::Open, open.as_slice()),
             ],
-            Some(memo),
+            Some(&mut *memo),
         )?;
-        self.write_hours(&mut write, hour_changes, Some(memo))?;
+        self.hold_hours(&mut write, hour_changes, memo)?;
         write.insert(
             &self.meta,
             format!("{IMPORT_PREFIX}{}", progress.0),

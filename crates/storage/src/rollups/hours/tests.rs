@@ -1,9 +1,10 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 
+use super::held::PENDING_PREFIX;
 use super::{HOUR_TAG, HOURS_BUILT_KEY, Series, hour_of};
-use crate::rollups::{CheckpointBatch, Replicated, RollupStore, rollup_key};
+use crate::rollups::{CheckpointBatch, Replicated, RollupStore, rollup_key, unsortable};
 
 /// 2026-11-21T23:00Z: the hours straddle a UTC day boundary.
 const HOUR: i64 = 29_921_700;
@@ -421,4 +422,122 @@ fn an_import_in_units_adds_each_unit_to_what_the_store_and_its_earlier_units_hol
     check(&store, "imported");
     drop(store);
     check(&RollupStore::open(dir.path()).expect("reopens"), "reopened");
+}
+
+/// The hours with a series-hour marked unknown, and how many hours are marked pending.
+fn unknown_hours(store: &RollupStore) -> (BTreeSet<i64>, usize) {
+    let inner = store.store().expect("open");
+    let mut unknown = BTreeSet::new();
+    for (_, day) in inner.days_between(HOUR - 1440, HOUR + 1440) {
+        for guard in day.index.prefix([HOUR_TAG]) {
+            let (key, value) = guard.into_inner().expect("entry");
+            if value.is_empty() {
+                unknown.insert(unsortable(&key[key.len() - 8..]).expect("an hour"));
+            }
+        }
+    }
+    (unknown, inner.meta.prefix(PENDING_PREFIX).count())
+}
+
+/// Imports `units` (all final) with `memo`, checking after each that the hours read exactly
+/// like their minutes and that the hours `unknown_after` names are the ones marked unknown.
+fn import_units(
+    store: &RollupStore,
+    memo: &mut crate::rollups::ImportMemo,
+    calls: &mut Calls,
+    units: &[(std::ops::Range<i64>, &[i64])],
+) {
+    for (unit, (minutes, unknown_after)) in units.iter().enumerate() {
+        let imported = windows(calls, minutes.clone());
+        store
+            .import(&imported, HOUR + 1_000, ("test", &[unit as u8]), memo)
+            .expect("imports");
+        let what = format!("after unit {unit}");
+        assert!(assert_hours_match_minutes(store, &what) > 0);
+        let (unknown, pending) = unknown_hours(store);
+        let wanted: BTreeSet<i64> = unknown_after.iter().copied().collect();
+        assert_eq!(unknown, wanted, "{what}: the hours held back");
+        assert_eq!(pending, wanted.len(), "{what}: each marked pending");
+    }
+}
+
+#[test]
+fn an_import_writes_an_hour_whole_once_a_unit_reaches_a_later_hour_or_it_finishes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let mut calls = Calls(0xfeed_0123);
+    // Stored before the import: the held hours start from these.
+    commit(
+        &store,
+        CheckpointBatch {
+            finals: windows(&mut calls, HOUR - 70..HOUR + 20),
+            ..CheckpointBatch::default()
+        },
+    );
+    let mut memo = store.import_memo().expect("memo");
+    import_units(
+        &store,
+        &mut memo,
+        &mut calls,
+        &[
+            (HOUR - 60..HOUR - 20, &[HOUR - 60]),
+            // Reaches the next hour: the one before is written whole.
+            (HOUR - 30..HOUR + 30, &[HOUR]),
+            (HOUR + 10..HOUR + 50, &[HOUR]),
+            // A unit going back to a written hour adds to it as stored.
+            (HOUR - 40..HOUR + 55, &[HOUR]),
+        ],
+    );
+    store.finish_import(&mut memo).expect("finishes");
+    assert_eq!(unknown_hours(&store), (BTreeSet::new(), 0), "all written");
+    assert!(assert_hours_match_minutes(&store, "finished") > 0);
+    drop(store);
+    let store = RollupStore::open(dir.path()).expect("reopens");
+    assert_eq!(unknown_hours(&store), (BTreeSet::new(), 0));
+    assert!(assert_hours_match_minutes(&store, "reopened") > 0);
+}
+
+#[test]
+fn the_hours_an_import_left_held_when_it_stopped_are_rebuilt_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = RollupStore::open(dir.path()).expect("opens");
+        let mut calls = Calls(0xdead_4567);
+        commit(
+            &store,
+            CheckpointBatch {
+                finals: windows(&mut calls, HOUR - 10..HOUR + 40),
+                ..CheckpointBatch::default()
+            },
+        );
+        let mut memo = store.import_memo().expect("memo");
+        import_units(
+            &store,
+            &mut memo,
+            &mut calls,
+            &[
+                (HOUR - 60..HOUR - 5, &[HOUR - 60]),
+                (HOUR - 50..HOUR + 45, &[HOUR]),
+            ],
+        );
+        // Stopped here: no finish.
+    }
+    let store = RollupStore::open(dir.path()).expect("reopens");
+    assert_eq!(unknown_hours(&store), (BTreeSet::new(), 0), "rebuilt");
+    assert!(assert_hours_match_minutes(&store, "rebuilt") > 0);
+}
+
+#[test]
+fn an_import_holding_too_many_hours_writes_them_whole_with_each_unit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = RollupStore::open(dir.path()).expect("opens");
+    let mut calls = Calls(0xbeef_89ab);
+    let mut memo = store.import_memo().expect("memo");
+    memo.hours.max_held = 3;
+    import_units(
+        &store,
+        &mut memo,
+        &mut calls,
+        &[(HOUR - 60..HOUR - 20, &[]), (HOUR - 30..HOUR + 30, &[])],
+    );
 }
