@@ -271,10 +271,18 @@ pub fn import_file(
         for _ in 0..threads {
             let (chunk_rx, parsed_tx, parser) = (chunk_rx.clone(), parsed_tx.clone(), &parser);
             scope.spawn(move || {
+                // Text bytes per input byte of the chunk before: this chunk's text columns
+                // get room for as much and a quarter.
+                let mut text_share = [0.0f64; 3];
                 loop {
                     let next = chunk_rx.lock().map(|receiver| receiver.recv());
                     let Ok(Ok((index, chunk))) = next else { return };
-                    let parsed = parse_chunk(parser, &chunk, bounds, &limits);
+                    let room = text_share.map(|share| (share * 1.25 * chunk.len() as f64) as usize);
+                    let parsed = parse_chunk(parser, &chunk, bounds, &limits, room);
+                    if let Ok(parsed) = &parsed {
+                        let bytes = parsed.events.text_bytes();
+                        text_share = bytes.map(|bytes| bytes as f64 / chunk.len().max(1) as f64);
+                    }
                     if parsed_tx.send((index, parsed)).is_err() {
                         return;
                     }
@@ -370,8 +378,10 @@ fn parse_chunk(
     chunk: &[u8],
     bounds: TimeBounds,
     limits: &IngestLimits,
+    text_room: [usize; 3],
 ) -> Result<Parsed, String> {
     let mut events = EventColumns::with_capacity(chunk.len() / BYTES_PER_ROW);
+    events.reserve_text(text_room);
     let (records, rejections) = for_each_record(parser, chunk, bounds, limits, |event, _| {
         events.push(event);
     })

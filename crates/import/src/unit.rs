@@ -93,6 +93,21 @@ impl Committer<'_> {
     }
 }
 
+/// The ids `used` lists ranked by their names in byte order: per id its rank (0 for ids not
+/// listed), and per rank its id.
+fn ranks(names: &[Box<str>], used: impl Iterator<Item = u32>) -> (Vec<u32>, Vec<u32>) {
+    let mut seen = vec![false; names.len()];
+    let mut order: Vec<u32> = used
+        .filter(|id| !std::mem::replace(&mut seen[*id as usize], true))
+        .collect();
+    order.sort_unstable_by(|left, right| names[*left as usize].cmp(&names[*right as usize]));
+    let mut rank = vec![0; names.len()];
+    for (position, id) in order.iter().enumerate() {
+        rank[*id as usize] = position as u32;
+    }
+    (rank, order)
+}
+
 /// The unit being built by the merging thread.
 pub(crate) struct Unit {
     /// Where the store and the archive had the file when this run started: what lies before
@@ -246,34 +261,60 @@ impl Unit {
         Ok(())
     }
 
-    /// Hands the unit over (windows keyed by name) and starts the next one.
+    /// Hands the unit over (windows keyed by name, in key order: the store writes them so)
+    /// and starts the next one.
     pub(crate) fn seal(&mut self, last: bool) -> Sealed {
-        let mut windows: Vec<(WindowKey, Rollup)> = Vec::with_capacity(self.windows.len() * 6 / 5);
         let mut merchant_wide: FxHashMap<(u32, i64), Rollup> = FxHashMap::default();
-        for ((merchant, api, minute), rollup) in self.windows.drain() {
+        for ((merchant, _, minute), rollup) in &self.windows {
             merchant_wide
-                .entry((merchant, minute))
+                .entry((*merchant, *minute))
                 .or_default()
-                .merge(&rollup);
-            windows.push((
-                WindowKey {
-                    merchant: self.merchants.names[merchant as usize].to_string(),
-                    api: self.apis.names[api as usize].to_string(),
-                    minute,
-                },
-                rollup,
-            ));
+                .merge(rollup);
         }
-        for ((merchant, minute), rollup) in merchant_wide {
-            windows.push((
-                WindowKey {
-                    merchant: self.merchants.names[merchant as usize].to_string(),
-                    api: MERCHANT_TOTAL_API.to_owned(),
+        // Sorted by the ranks of the names (the merchant-wide series, the empty API, first):
+        // the order of the names, compared once each.
+        let (merchant_rank, merchant_of) =
+            ranks(&self.merchants.names, merchant_wide.keys().map(|key| key.0));
+        let (api_rank, api_of) = ranks(&self.apis.names, self.windows.keys().map(|key| key.1));
+        let mut ranked: Vec<((u32, u32, i64), Rollup)> =
+            Vec::with_capacity(self.windows.len() + merchant_wide.len());
+        ranked.extend(
+            self.windows
+                .drain()
+                .map(|((merchant, api, minute), rollup)| {
+                    let rank = (
+                        merchant_rank[merchant as usize],
+                        api_rank[api as usize] + 1,
+                        minute,
+                    );
+                    (rank, rollup)
+                }),
+        );
+        ranked.extend(
+            merchant_wide
+                .into_iter()
+                .map(|((merchant, minute), rollup)| {
+                    ((merchant_rank[merchant as usize], 0, minute), rollup)
+                }),
+        );
+        ranked.sort_unstable_by_key(|(rank, _)| *rank);
+        let windows: Vec<(WindowKey, Rollup)> = ranked
+            .into_iter()
+            .map(|((merchant, api, minute), rollup)| {
+                let name = |names: &[Box<str>], of: &[u32], rank: u32| {
+                    String::from(&*names[of[rank as usize] as usize])
+                };
+                let key = WindowKey {
+                    merchant: name(&self.merchants.names, &merchant_of, merchant),
+                    api: match api {
+                        0 => MERCHANT_TOTAL_API.to_owned(),
+                        api => name(&self.apis.names, &api_of, api - 1),
+                    },
                     minute,
-                },
-                rollup,
-            ));
-        }
+                };
+                (key, rollup)
+            })
+            .collect();
         let sealed = Sealed {
             end: self.end,
             lines: self.lines,

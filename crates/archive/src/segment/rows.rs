@@ -332,6 +332,23 @@ impl EventColumns {
         }
     }
 
+    /// The bytes of the text columns (correlation id, path, attributes): what a caller
+    /// building columns like these passes to [`EventColumns::reserve_text`].
+    pub fn text_bytes(&self) -> [usize; 3] {
+        [&self.corr_id, &self.path, &self.attributes].map(|texts| texts.text.len())
+    }
+
+    /// Room for `bytes` more of each text column (as [`EventColumns::text_bytes`] counts
+    /// them), so that they do not grow (and copy themselves) value by value.
+    pub fn reserve_text(&mut self, bytes: [usize; 3]) {
+        for (texts, bytes) in [&mut self.corr_id, &mut self.path, &mut self.attributes]
+            .into_iter()
+            .zip(bytes)
+        {
+            texts.text.reserve(bytes);
+        }
+    }
+
     /// The distinct merchants and APIs, and per event the index of its own in each.
     pub fn series(&self) -> Series<'_> {
         Series {

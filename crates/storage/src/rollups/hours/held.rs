@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mm_model::rollup::{Rollup, WindowKey};
+use rustc_hash::FxHashMap;
 
 use super::{HOUR_TAG, HourChange, MINUTES_PER_HOUR, decode_hour, encode_hour, hour_of};
 use crate::StorageError;
@@ -38,7 +39,7 @@ const MAX_HELD: usize = 256 * 1024;
 pub(in crate::rollups) struct HeldHours {
     /// Per series-hour key: its hour, and its stored rollup plus the calls added since
     /// (`None`: unknown, left as stored).
-    held: BTreeMap<Vec<u8>, (i64, Option<Rollup>)>,
+    held: FxHashMap<Vec<u8>, (i64, Option<Rollup>)>,
     /// The hours of the held series-hours; each is marked pending in `meta`.
     pending: BTreeSet<i64>,
     /// Series-hours held at most.
@@ -48,7 +49,7 @@ pub(in crate::rollups) struct HeldHours {
 impl Default for HeldHours {
     fn default() -> Self {
         Self {
-            held: BTreeMap::new(),
+            held: FxHashMap::default(),
             pending: BTreeSet::new(),
             max_held: MAX_HELD,
         }
