@@ -104,6 +104,11 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
         .set_column_dictionary_enabled(ColumnPath::from("path"), false)
         .set_column_dictionary_enabled(ColumnPath::from("attributes"), false)
         .set_statistics_enabled(EnabledStatistics::Page)
+        // The range of a page's correlation ids, paths or attributes prunes nothing (rows are
+        // sorted by merchant and time; lookups by id use the bloom filter).
+        .set_column_statistics_enabled(corr_id.clone(), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("path"), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("attributes"), EnabledStatistics::None)
         .set_column_bloom_filter_enabled(corr_id.clone(), true)
         .set_column_bloom_filter_fpp(corr_id.clone(), 0.01)
         .set_column_bloom_filter_max_ndv(corr_id, rows.clamp(1, ROW_GROUP_ROWS) as u64)
@@ -255,12 +260,16 @@ fn write_row_group<R: Rows + Sync + ?Sized>(
     Ok(())
 }
 
+const MICROS_PER_HOUR: i64 = 3_600_000_000;
+
 /// The segment order of `events` (hour, merchant, ts, corr_id) as indices into it; events
 /// are not moved. Each distinct merchant is compared only while sorting the distinct
-/// merchants, and events are then ordered by the merchant's rank.
+/// merchants; events are then placed by (hour, merchant rank) with a counting sort, and each
+/// such group (in input order, which is mostly time order) sorted by time.
 pub fn segment_order<R: Rows + ?Sized>(events: &R) -> Vec<u32> {
+    let rows = events.rows();
     let mut ids: rustc_hash::FxHashMap<&str, u32> = rustc_hash::FxHashMap::default();
-    let merchant_ids: Vec<u32> = (0..events.rows())
+    let merchant_ids: Vec<u32> = (0..rows)
         .map(|row| {
             let next = ids.len() as u32;
             *ids.entry(events.merchant(row)).or_insert(next)
@@ -272,29 +281,61 @@ pub fn segment_order<R: Rows + ?Sized>(events: &R) -> Vec<u32> {
     for (rank, (_, id)) in distinct.iter().enumerate() {
         rank_of_id[*id as usize] = rank as u32;
     }
-    let mut keyed: Vec<(i64, u32, i64, u32)> = merchant_ids
-        .iter()
-        .enumerate()
-        .map(|(row, id)| {
-            let ts_us = events.ts_us(row);
-            (
-                ts_us.div_euclid(3_600_000_000),
-                rank_of_id[*id as usize],
-                ts_us,
-                row as u32,
-            )
-        })
-        .collect();
-    keyed.sort_unstable_by(|left, right| {
-        (left.0, left.1, left.2)
-            .cmp(&(right.0, right.1, right.2))
-            .then_with(|| {
-                events
-                    .corr_id(left.3 as usize)
-                    .cmp(events.corr_id(right.3 as usize))
-            })
-    });
-    keyed.into_iter().map(|(_, _, _, index)| index).collect()
+    let hour = |row: usize| events.ts_us(row).div_euclid(MICROS_PER_HOUR);
+    let by_time = |left: &u32, right: &u32| {
+        let (left, right) = (*left as usize, *right as usize);
+        events
+            .ts_us(left)
+            .cmp(&events.ts_us(right))
+            .then_with(|| events.corr_id(left).cmp(events.corr_id(right)))
+    };
+    let (first_hour, last_hour) = (0..rows)
+        .map(hour)
+        .fold((i64::MAX, i64::MIN), |(low, high), hour| {
+            (low.min(hour), high.max(hour))
+        });
+    let groups = usize::try_from(last_hour.saturating_sub(first_hour).saturating_add(1))
+        .ok()
+        .and_then(|hours| hours.checked_mul(distinct.len()))
+        .filter(|groups| *groups <= 2 * rows + 1024);
+    let Some(groups) = groups.filter(|_| rows > 0) else {
+        // Events over too many hours for a group each: one comparison sort.
+        let mut order: Vec<u32> = (0..rows as u32).collect();
+        order.sort_unstable_by(|left, right| {
+            let key = |row: u32| {
+                (
+                    hour(row as usize),
+                    rank_of_id[merchant_ids[row as usize] as usize],
+                )
+            };
+            key(*left)
+                .cmp(&key(*right))
+                .then_with(|| by_time(left, right))
+        });
+        return order;
+    };
+    let group_of = |row: usize| {
+        (hour(row) - first_hour) as usize * distinct.len()
+            + rank_of_id[merchant_ids[row] as usize] as usize
+    };
+    let mut starts = vec![0u32; groups + 1];
+    for row in 0..rows {
+        starts[group_of(row) + 1] += 1;
+    }
+    for group in 0..groups {
+        starts[group + 1] += starts[group];
+    }
+    let mut order = vec![0u32; rows];
+    let mut next = starts.clone();
+    for row in 0..rows {
+        let slot = &mut next[group_of(row)];
+        order[*slot as usize] = row as u32;
+        *slot += 1;
+    }
+    for group in starts.windows(2) {
+        order[group[0] as usize..group[1] as usize].sort_by(by_time);
+    }
+    order
 }
 
 /// Writes the `events` that `order` lists, in that order (all of one hour, in
@@ -352,4 +393,67 @@ pub fn write<R: Rows + Sync + ?Sized>(
             .map(|row| events.merchant(row).to_owned())
             .unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use mm_model::ApiCallRef;
+
+    use super::*;
+
+    /// `count` events of seven merchants over `hours` hours, out of time order, some at
+    /// equal times (told apart by correlation id).
+    fn events(count: usize, hours: u64) -> Vec<ApiCallRef<'static>> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        (0..count)
+            .map(|_| ApiCallRef {
+                ts_us: (next(hours * 3_600) * 1_000_000) as i64,
+                merchant: Cow::Owned(format!("m{}", next(7))),
+                api: Cow::Borrowed("/a"),
+                status: 200,
+                latency_ms: 1.0,
+                corr_id: Cow::Owned(format!("c{}", next(1_000_000))),
+                partner: None,
+                method: None,
+                path: None,
+                host: None,
+                region: None,
+                attributes: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_segment_order_is_by_hour_merchant_time_and_correlation_id() {
+        // Few hours (placed by hour and merchant, then sorted by time) and many (one
+        // comparison sort).
+        for (count, hours) in [(3_000, 3), (300, 400)] {
+            let events = events(count, hours);
+            let order = segment_order(events.as_slice());
+            let key = |row: &u32| {
+                let event = &events[*row as usize];
+                (
+                    event.ts_us.div_euclid(MICROS_PER_HOUR),
+                    event.merchant.clone(),
+                    event.ts_us,
+                    event.corr_id.clone(),
+                )
+            };
+            let mut wanted: Vec<u32> = (0..count as u32).collect();
+            wanted.sort_by_key(key);
+            let keys = |rows: &[u32]| rows.iter().map(key).collect::<Vec<_>>();
+            assert_eq!(keys(&order), keys(&wanted), "{count} events, {hours} hours");
+            let mut each_once = order.clone();
+            each_once.sort_unstable();
+            assert_eq!(each_once, (0..count as u32).collect::<Vec<_>>());
+        }
+    }
 }
