@@ -126,21 +126,26 @@ impl Texts {
         self.present[row].then(|| self.get(row))
     }
 
-    /// The values of the rows `order` lists, offsets first, then the bytes in one copy each.
+    /// The values of the rows `order` lists: where each lies read once, then the offsets,
+    /// then the bytes in one copy each.
     fn gather(&self, order: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let span = |row: u32| self.bounds[row as usize]..self.bounds[row as usize + 1];
+        let spans: Vec<(usize, usize)> = order
+            .iter()
+            .map(|row| (self.bounds[*row as usize], self.bounds[*row as usize + 1]))
+            .collect();
         let mut offsets = Vec::with_capacity(order.len() + 1);
         offsets.push(0i32);
         let mut length = 0usize;
-        for row in order {
-            length += span(*row).len();
+        for (start, end) in &spans {
+            length += end - start;
             offsets.push(i32::try_from(length).map_err(|_| {
                 ArrowError::InvalidArgumentError("a text column over 2 GiB".into())
             })?);
         }
         let mut bytes = Vec::with_capacity(length);
-        for row in order {
-            bytes.extend_from_slice(&self.text.as_bytes()[span(*row)]);
+        let text = self.text.as_bytes();
+        for (start, end) in spans {
+            bytes.extend_from_slice(&text[start..end]);
         }
         let present = (!self.present.is_empty()
             && order.iter().any(|row| !self.present[*row as usize]))
