@@ -17,13 +17,6 @@ pub struct Broker {
     dir: Option<PathBuf>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
-
 fn tansu() -> PathBuf {
     if let Some(path) = std::env::var_os("TANSU") {
         return PathBuf::from(path);
@@ -37,7 +30,12 @@ fn tansu() -> PathBuf {
 impl Broker {
     /// A broker keeping everything in memory.
     pub fn in_memory() -> Self {
-        Self::start("memory://tansu/".to_owned(), None)
+        Self::try_in_memory().unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A broker keeping everything in memory, or why it could not be started.
+    pub fn try_in_memory() -> Result<Self, String> {
+        Self::try_start("memory://tansu/".to_owned(), None)
     }
 
     /// A broker keeping topics and committed offsets in an SQLite file under `dir`, so that
@@ -48,20 +46,28 @@ impl Broker {
     }
 
     fn start(storage: String, dir: Option<PathBuf>) -> Self {
-        let address: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
+        Self::try_start(storage, dir).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn try_start(storage: String, dir: Option<PathBuf>) -> Result<Self, String> {
+        let address = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|error| format!("no free loopback port for a broker: {error}"))?;
         let mut broker = Self {
             child: None,
             address,
             storage,
             dir,
         };
-        broker.spawn();
-        broker
+        broker.try_spawn()?;
+        Ok(broker)
     }
 
     fn spawn(&mut self) {
+        self.try_spawn().unwrap_or_else(|error| panic!("{error}"));
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let url = format!("tcp://{}", self.address);
         let mut command = Command::new(tansu());
         if let Some(dir) = &self.dir {
@@ -81,19 +87,25 @@ impl Broker {
                 None => Stdio::null(),
             })
             .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start the tansu broker ({error}); `.ci/run` installs it")
-            });
+            .map_err(|error| {
+                format!(
+                    "cannot start the tansu broker `{}` ({error}); `.ci/run` installs it",
+                    tansu().display()
+                )
+            })?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect_timeout(&self.address, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.address
-            );
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "tansu did not listen on {} within 30 s",
+                    self.address
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
     }
 
     /// `host:port`, as `--kafka-brokers` takes it.

@@ -43,8 +43,19 @@ const PARTITIONS: i32 = 4;
 const EVENT_TIME_RATE: f64 = 200_000.0;
 
 pub fn bench_kafka(args: &BenchArgs, work_dir: &std::path::Path) -> anyhow::Result<()> {
-    let Some(brokers) = args.kafka_brokers.clone() else {
-        bail!("the kafka benchmark needs --kafka-brokers HOST:PORT (a local broker)");
+    // Without one given, a local in-memory broker for the run (stopped when it ends).
+    let (brokers, _local_broker) = match args.kafka_brokers.clone() {
+        Some(brokers) => (brokers, None),
+        None => {
+            let broker = mm_testkit::Broker::try_in_memory().map_err(|error| {
+                anyhow::anyhow!("{error}; or pass --kafka-brokers HOST:PORT (a local broker)")
+            })?;
+            println!(
+                "kafka: started a local in-memory tansu broker on {} (--kafka-brokers runs against another)",
+                broker.bootstrap()
+            );
+            (broker.bootstrap(), Some(broker))
+        }
     };
     let run = std::process::id();
     let mut settings = KafkaSettings::new(

@@ -10,8 +10,9 @@
 //!   decode, aggregate).
 //! - `archive`: bytes stored per event and the archive's write rate.
 //! - `lookup`: correlation-id lookups in an archive of `--lookup-events` events over 24 h.
-//! - `kafka` (feature `kafka`, needs `--kafka-brokers`): consume → aggregate → store against a
-//!   bare consumer of the same topic, in the same run.
+//! - `kafka` (feature `kafka`; against `--kafka-brokers`, else a local in-memory tansu broker
+//!   it starts): consume → aggregate → store against a bare consumer of the same topic, in
+//!   the same run.
 //! - `ingest-keys`: the ingest benchmark without and with an `Idempotency-Key` on every
 //!   batch, alternating in one run (target: ratio ≥ 0.9).
 //! - `import`: `import` of a 2M-event NDJSON file (or `--input FILE`) into a fresh data
@@ -53,8 +54,9 @@ use query::bench_query;
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
     /// Benchmarks to run, comma-separated: aggregate, parse, stages, query, ingest, archive,
-    /// lookup, kafka (needs --kafka-brokers), bad-lines, ingest-keys, import, publish (the event
-    /// gateway against /v1/ingest), tracing (ingest and publish with traces off, 1 %, 100 %).
+    /// lookup, kafka (starts a local broker unless --kafka-brokers), bad-lines, ingest-keys,
+    /// import, publish (the event gateway against /v1/ingest), tracing (ingest and publish
+    /// with traces off, 1 %, 100 %).
     #[arg(
         long,
         value_delimiter = ',',
@@ -76,7 +78,8 @@ pub struct BenchArgs {
     /// Parser threads for the parse benchmark [default: available cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// A local Kafka broker for the `kafka` benchmark.
+    /// A Kafka broker for the `kafka` benchmark (default: a local in-memory tansu broker it
+    /// starts).
     #[arg(long, value_name = "HOST:PORT")]
     pub kafka_brokers: Option<String>,
     /// librdkafka settings for every client of the `kafka` benchmark, applied last, e.g.
