@@ -262,9 +262,10 @@ impl Store {
         memo: &mut ImportMemo,
     ) -> Result<(), StorageError> {
         let mut finals = Vec::new();
-        let mut finals_never_open = Vec::new();
+        // Most of an import's windows are new and final.
+        let mut finals_never_open = Vec::with_capacity(windows.len());
         let mut open = Vec::new();
-        let mut hour_changes = Vec::new();
+        let mut hour_changes = Vec::with_capacity(windows.len());
         // In key order: each insert then walks the memtable's skiplist down the path the one
         // before it warmed, instead of a random one through memory the size of the memtable.
         let mut keyed: Vec<(Vec<u8>, &(WindowKey, Rollup))> = windows

@@ -62,6 +62,17 @@ fn pending_key(hour: i64) -> Vec<u8> {
     key
 }
 
+/// Adds a run of changes of one series-hour to its calls (`None`: unknown).
+fn add_run(sum: &mut Option<Rollup>, run: &[(&WindowKey, HourChange<'_>)]) {
+    for (_, change) in run {
+        match (change, sum.as_mut()) {
+            (HourChange::Add(calls), Some(total)) => total.merge(calls),
+            (HourChange::Add(_), None) => {}
+            (HourChange::Unknown, _) => *sum = None,
+        }
+    }
+}
+
 impl Store {
     /// Adds an import unit's hour changes to `write`: series-hours of hours before the
     /// latest one the unit changes are written whole (with what is held of them); the
@@ -101,37 +112,32 @@ impl Store {
             rest = next;
             let key = super::hour_key(&first.merchant, &first.api, hour);
             let handles = self.hour_day(&mut day, hour)?;
-            let (mut sum, held) = match memo.hours.held.remove(&key) {
-                Some((_, sum)) => (sum, true),
-                None => {
-                    let stored = read_for_write(
-                        &mut Some(&mut *memo),
-                        day_of(hour),
-                        Space::Index,
-                        &handles.index,
-                        &key,
-                    )?;
-                    // Unknown stays unknown (and needs no mark).
-                    let sum = decode_hour(stored.as_deref())?;
-                    if hour >= release_before && sum.is_some() {
-                        write.insert(&handles.index, key.clone(), []);
-                    }
-                    (sum, false)
+            if let Some((_, held)) = memo.hours.held.get_mut(&key) {
+                add_run(held, run);
+                if hour < release_before
+                    && let Some((_, Some(sum))) = memo.hours.held.remove(&key)
+                {
+                    write.insert(&handles.index, key, encode_hour(&sum));
                 }
-            };
-            for (_, change) in run {
-                match (change, sum.as_mut()) {
-                    (HourChange::Add(calls), Some(sum)) => sum.merge(calls),
-                    (HourChange::Add(_), None) => {}
-                    (HourChange::Unknown, _) => sum = None,
-                }
+                continue;
             }
+            let stored = read_for_write(
+                &mut Some(&mut *memo),
+                day_of(hour),
+                Space::Index,
+                &handles.index,
+                &key,
+            )?;
+            // Unknown stays unknown (and needs no mark).
+            let mut sum = decode_hour(stored.as_deref())?;
+            if hour >= release_before && sum.is_some() {
+                write.insert(&handles.index, key.clone(), []);
+            }
+            add_run(&mut sum, run);
             if hour < release_before {
                 match &sum {
                     Some(sum) => write.insert(&handles.index, key, encode_hour(sum)),
-                    // Became unknown: marked now (a held one is marked already).
-                    None if !held => write.insert(&handles.index, key, []),
-                    None => {}
+                    None => write.insert(&handles.index, key, []),
                 }
             } else {
                 if memo.hours.pending.insert(hour) {
