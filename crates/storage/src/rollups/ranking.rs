@@ -100,14 +100,23 @@ pub(super) fn index_key(tag: u8, time: i64, merchant: &str) -> Vec<u8> {
 /// Per (day, hour, merchant): how a batch changes the hour's totals.
 pub(super) type HourDeltas = BTreeMap<(i64, i64, String), [i64; 6]>;
 
+/// Index entries to write: day, key, value (the caller inserts them in key order, which the
+/// memtable takes fastest).
+pub(super) type IndexEntries = Vec<(i64, Vec<u8>, Vec<u8>)>;
+
 impl Store {
+    /// Indexes a merchant-wide window: its minute entry (added to `entries`), its change for
+    /// the ranking in memory, and its hour's delta.
     pub(super) fn index_minute(
         &self,
-        write: &mut fjall::OwnedWriteBatch,
         day: &Day,
         key: &WindowKey,
         rollup: &Rollup,
-        (hour_deltas, changes): (&mut HourDeltas, &mut Vec<MinuteChange>),
+        (hour_deltas, changes, entries): (
+            &mut HourDeltas,
+            &mut Vec<MinuteChange>,
+            &mut IndexEntries,
+        ),
         memo: &mut Memo<'_>,
     ) -> Result<(), StorageError> {
         let minute_key = index_key(b'm', key.minute, &key.merchant);
@@ -123,7 +132,7 @@ impl Store {
             None => Totals::default(),
         };
         let current = Totals::of(rollup);
-        write.insert(&day.index, minute_key, current.encode());
+        entries.push((day_of(key.minute), minute_key, current.encode()));
         changes.push(MinuteChange {
             merchant: key.merchant.clone(),
             minute: key.minute,

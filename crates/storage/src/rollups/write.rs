@@ -10,7 +10,7 @@ use mm_model::rollup::{MERCHANT_TOTAL_API, Rollup, WindowKey};
 
 use super::hours::HourChange;
 use super::memo::{ImportMemo, Memo, Space, must_read, read_for_write};
-use super::ranking::{HourDeltas, Totals, index_key};
+use super::ranking::{HourDeltas, IndexEntries, Totals, index_key};
 use super::{
     Applied, CHECKPOINT_KEY, CheckpointBatch, Group, IMPORT_PREFIX, PreparedCheckpoint, Store,
     day_of, decode_error, merchant_name_key, rollup_key, sortable,
@@ -126,6 +126,7 @@ impl Store {
             .read()
             .map_err(|_| StorageError::Poisoned("open windows"))?;
         let mut hour_deltas = HourDeltas::new();
+        let mut minute_entries = IndexEntries::new();
         // The name index holds each merchant's latest minute written in this batch.
         let mut last_seen: BTreeMap<&str, i64> = BTreeMap::new();
         let mut value = Vec::with_capacity(256);
@@ -170,8 +171,8 @@ impl Store {
                 if key.api == MERCHANT_TOTAL_API {
                     let seen = last_seen.entry(key.merchant.as_str()).or_insert(key.minute);
                     *seen = (*seen).max(key.minute);
-                    let deltas = (&mut hour_deltas, &mut changes);
-                    self.index_minute(write, &day, key, rollup, deltas, &mut memo)?;
+                    let deltas = (&mut hour_deltas, &mut changes, &mut minute_entries);
+                    self.index_minute(&day, key, rollup, deltas, &mut memo)?;
                 }
             }
         }
@@ -181,6 +182,21 @@ impl Store {
                 merchant_name_key(merchant),
                 sortable(minute),
             );
+        }
+        minute_entries.sort_unstable_by(|left, right| (left.0, &left.1).cmp(&(right.0, &right.1)));
+        let mut held: Option<(i64, Option<super::Day>)> = None;
+        for (number, key, value) in minute_entries {
+            let handles = match &held {
+                Some((held_number, handles)) if *held_number == number => handles.clone(),
+                _ => {
+                    let handles = self.day(number);
+                    held = Some((number, handles.clone()));
+                    handles
+                }
+            };
+            if let Some(handles) = handles {
+                write.insert(&handles.index, key, value);
+            }
         }
         for ((day, hour, merchant), delta) in hour_deltas {
             let Some(handles) = self.day(day) else {

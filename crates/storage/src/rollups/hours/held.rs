@@ -154,17 +154,26 @@ impl Store {
     /// mark of each hour left with none held.
     fn release_held(&self, write: &mut fjall::OwnedWriteBatch, memo: &mut ImportMemo, before: i64) {
         let held = &mut memo.hours.held;
-        let released: Vec<Vec<u8>> = held
-            .iter()
-            .filter(|(_, (hour, _))| *hour < before)
-            .map(|(key, _)| key.clone())
+        let mut released: Vec<(Vec<u8>, i64, Option<Rollup>)> = held
+            .extract_if(|_, (hour, _)| *hour < before)
+            .map(|(key, (hour, sum))| (key, hour, sum))
             .collect();
-        for key in released {
-            let Some((hour, sum)) = held.remove(&key) else {
-                continue;
+        // By day, in key order: the memtable's inserts are cheapest so.
+        released.sort_unstable_by(|left, right| {
+            (day_of(left.1), &left.0).cmp(&(day_of(right.1), &right.0))
+        });
+        let mut day: Option<(i64, Option<Day>)> = None;
+        for (key, hour, sum) in released {
+            let handles = match &day {
+                Some((number, handles)) if *number == day_of(hour) => handles.clone(),
+                _ => {
+                    let handles = self.day(day_of(hour));
+                    day = Some((day_of(hour), handles.clone()));
+                    handles
+                }
             };
             // An unknown one keeps its mark.
-            if let (Some(sum), Some(handles)) = (sum, self.day(day_of(hour))) {
+            if let (Some(sum), Some(handles)) = (sum, handles) {
                 write.insert(&handles.index, key, encode_hour(&sum));
             }
         }
