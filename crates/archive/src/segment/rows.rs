@@ -565,4 +565,50 @@ mod tests {
             "the same bytes, dictionary columns included"
         );
     }
+
+    /// `count` events of seven merchants over `hours` hours, out of time order, some at
+    /// equal times (told apart by correlation id).
+    fn shuffled(count: usize, hours: u64) -> Vec<ApiCallRef<'static>> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        (0..count)
+            .map(|index| ApiCallRef {
+                ts_us: (next(hours * 3_600) * 1_000_000) as i64,
+                merchant: Cow::Owned(format!("m{}", next(7))),
+                corr_id: Cow::Owned(format!("c{}", next(1_000_000))),
+                ..event(index)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_segment_order_is_by_hour_merchant_time_and_correlation_id() {
+        // Few hours (placed by hour and merchant, then sorted by time) and many (one
+        // comparison sort).
+        for (count, hours) in [(3_000, 3), (300, 400)] {
+            let events = shuffled(count, hours);
+            let order = super::super::segment_order(events.as_slice());
+            let key = |row: &u32| {
+                let event = &events[*row as usize];
+                (
+                    event.ts_us.div_euclid(3_600_000_000),
+                    event.merchant.clone(),
+                    event.ts_us,
+                    event.corr_id.clone(),
+                )
+            };
+            let mut wanted: Vec<u32> = (0..count as u32).collect();
+            wanted.sort_by_key(key);
+            let keys = |rows: &[u32]| rows.iter().map(key).collect::<Vec<_>>();
+            assert_eq!(keys(&order), keys(&wanted), "{count} events, {hours} hours");
+            let mut each_once = order.clone();
+            each_once.sort_unstable();
+            assert_eq!(each_once, (0..count as u32).collect::<Vec<_>>());
+        }
+    }
 }

@@ -439,6 +439,23 @@ fn unknown_hours(store: &RollupStore) -> (BTreeSet<i64>, usize) {
     (unknown, inner.meta.prefix(PENDING_PREFIX).count())
 }
 
+/// A store in `dir` holding final windows over `minutes`.
+fn store_holding(
+    dir: &std::path::Path,
+    calls: &mut Calls,
+    minutes: std::ops::Range<i64>,
+) -> RollupStore {
+    let store = RollupStore::open(dir).expect("opens");
+    commit(
+        &store,
+        CheckpointBatch {
+            finals: windows(calls, minutes),
+            ..CheckpointBatch::default()
+        },
+    );
+    store
+}
+
 /// Imports `units` (all final) with `memo`, checking after each that the hours read exactly
 /// like their minutes and that the hours `unknown_after` names are the ones marked unknown.
 fn import_units(
@@ -464,16 +481,9 @@ fn import_units(
 #[test]
 fn an_import_writes_an_hour_whole_once_a_unit_reaches_a_later_hour_or_it_finishes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = RollupStore::open(dir.path()).expect("opens");
     let mut calls = Calls(0xfeed_0123);
     // Stored before the import: the held hours start from these.
-    commit(
-        &store,
-        CheckpointBatch {
-            finals: windows(&mut calls, HOUR - 70..HOUR + 20),
-            ..CheckpointBatch::default()
-        },
-    );
+    let store = store_holding(dir.path(), &mut calls, HOUR - 70..HOUR + 20);
     let mut memo = store.import_memo().expect("memo");
     import_units(
         &store,
@@ -501,15 +511,8 @@ fn an_import_writes_an_hour_whole_once_a_unit_reaches_a_later_hour_or_it_finishe
 fn the_hours_an_import_left_held_when_it_stopped_are_rebuilt_when_the_store_opens() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
-        let store = RollupStore::open(dir.path()).expect("opens");
         let mut calls = Calls(0xdead_4567);
-        commit(
-            &store,
-            CheckpointBatch {
-                finals: windows(&mut calls, HOUR - 10..HOUR + 40),
-                ..CheckpointBatch::default()
-            },
-        );
+        let store = store_holding(dir.path(), &mut calls, HOUR - 10..HOUR + 40);
         let mut memo = store.import_memo().expect("memo");
         import_units(
             &store,
