@@ -314,7 +314,9 @@ pub fn import_file(
                 committer.commit(sealed)?;
             }
             // The units committed (all of them, or those before a stop): their hour rollups
-            // held back are written whole.
+            // held back are written whole. Not after a unit that failed (the `?` above): the
+            // memo then holds calls the store lacks, and the store's next open rebuilds the
+            // hours it left pending from their minutes instead.
             committer.finish()?;
             let [store] = committer.timings.map(|time| time.as_secs_f64());
             tracing::debug!(store, "import: seconds of the store thread");

@@ -170,20 +170,39 @@ impl RollupStore {
         progress: (&str, &[u8]),
         memo: &mut ImportMemo,
     ) -> Result<(), StorageError> {
-        self.write(|store| store.import(windows, open_from_minute, progress, memo))
+        self.write(|store| {
+            self.since_reopen(memo);
+            store.import(windows, open_from_minute, progress, memo)
+        })
     }
 
     /// Writes whole every hour rollup `memo`'s import holds back (durably): what an import
     /// calls when it ends or stops. One that cannot leaves them to the store's next open,
     /// which rebuilds them from their minutes.
     pub fn finish_import(&self, memo: &mut ImportMemo) -> Result<(), StorageError> {
-        self.write(|store| store.release_import_hours(memo))
+        self.write(|store| {
+            self.since_reopen(memo);
+            store.release_import_hours(memo)
+        })
+    }
+
+    /// A memo's held hours are of the database as it was when they were taken up: once it has
+    /// been reopened (after a failed write), its open rebuilt them whole from their minutes, so
+    /// the memo lets them go and holds them again from the store.
+    fn since_reopen(&self, memo: &mut ImportMemo) {
+        let reopens = self.reopens();
+        if memo.reopens != reopens {
+            memo.hours.forget();
+            memo.reopens = reopens;
+        }
     }
 
     /// What an import keeps to skip reading keys it knows are absent: taken when the import
     /// begins and handed to each of its [`RollupStore::import`] calls.
     pub fn import_memo(&self) -> Result<ImportMemo, StorageError> {
-        Ok(ImportMemo::new(self.store()?.day_numbers()?))
+        let mut memo = ImportMemo::new(self.store()?.day_numbers()?);
+        memo.reopens = self.reopens();
+        Ok(memo)
     }
 
     /// The progress record an import last wrote under `key`.

@@ -35,6 +35,8 @@ pub struct ImportMemo {
     max_keys: usize,
     /// The hour rollups the import holds back (see [`HeldHours`]).
     pub(super) hours: HeldHours,
+    /// How many times the database had been reopened when the hours were taken up.
+    pub(super) reopens: u64,
 }
 
 impl ImportMemo {
@@ -46,6 +48,7 @@ impl ImportMemo {
             keys: 0,
             max_keys: MAX_KEYS,
             hours: HeldHours::default(),
+            reopens: 0,
         }
     }
 

@@ -184,19 +184,17 @@ impl Store {
             );
         }
         minute_entries.sort_unstable_by(|left, right| (left.0, &left.1).cmp(&(right.0, &right.1)));
-        let mut held: Option<(i64, Option<super::Day>)> = None;
+        let mut held: Option<(i64, super::Day)> = None;
         for (number, key, value) in minute_entries {
             let handles = match &held {
                 Some((held_number, handles)) if *held_number == number => handles.clone(),
                 _ => {
-                    let handles = self.day(number);
+                    let handles = self.day_or_create(number)?;
                     held = Some((number, handles.clone()));
                     handles
                 }
             };
-            if let Some(handles) = handles {
-                write.insert(&handles.index, key, value);
-            }
+            write.insert(&handles.index, key, value);
         }
         for ((day, hour, merchant), delta) in hour_deltas {
             let Some(handles) = self.day(day) else {

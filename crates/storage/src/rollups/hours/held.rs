@@ -56,6 +56,15 @@ impl Default for HeldHours {
     }
 }
 
+impl HeldHours {
+    /// Lets every held hour go without writing it: for a store that was reopened, whose
+    /// open rebuilt the pending hours from their minutes.
+    pub(in crate::rollups) fn forget(&mut self) {
+        self.held.clear();
+        self.pending.clear();
+    }
+}
+
 fn pending_key(hour: i64) -> Vec<u8> {
     let mut key = PENDING_PREFIX.to_vec();
     key.extend_from_slice(&sortable(hour));
@@ -146,13 +155,17 @@ impl Store {
                 memo.hours.held.insert(key, (hour, sum));
             }
         }
-        self.release_held(write, memo, release_before);
-        Ok(())
+        self.release_held(write, memo, release_before)
     }
 
     /// Writes every held series-hour of an hour before `before` whole, and clears the pending
     /// mark of each hour left with none held.
-    fn release_held(&self, write: &mut fjall::OwnedWriteBatch, memo: &mut ImportMemo, before: i64) {
+    fn release_held(
+        &self,
+        write: &mut fjall::OwnedWriteBatch,
+        memo: &mut ImportMemo,
+        before: i64,
+    ) -> Result<(), StorageError> {
         let held = &mut memo.hours.held;
         let mut released: Vec<(Vec<u8>, i64, Option<Rollup>)> = held
             .extract_if(|_, (hour, _)| *hour < before)
@@ -162,18 +175,11 @@ impl Store {
         released.sort_unstable_by(|left, right| {
             (day_of(left.1), &left.0).cmp(&(day_of(right.1), &right.0))
         });
-        let mut day: Option<(i64, Option<Day>)> = None;
+        let mut day: Option<(i64, Day)> = None;
         for (key, hour, sum) in released {
-            let handles = match &day {
-                Some((number, handles)) if *number == day_of(hour) => handles.clone(),
-                _ => {
-                    let handles = self.day(day_of(hour));
-                    day = Some((day_of(hour), handles.clone()));
-                    handles
-                }
-            };
             // An unknown one keeps its mark.
-            if let (Some(sum), Some(handles)) = (sum, handles) {
+            if let Some(sum) = sum {
+                let handles = self.hour_day(&mut day, hour)?;
                 write.insert(&handles.index, key, encode_hour(&sum));
             }
         }
@@ -189,6 +195,7 @@ impl Store {
             memo.hours.pending.remove(&hour);
             write.remove(&self.meta, pending_key(hour));
         }
+        Ok(())
     }
 
     /// Writes every hour rollup an import holds, whole, durably: what an import does when it
@@ -201,7 +208,7 @@ impl Store {
             return Ok(());
         }
         let mut write = self.db.batch();
-        self.release_held(&mut write, memo, i64::MAX);
+        self.release_held(&mut write, memo, i64::MAX)?;
         write
             .durability(Some(fjall::PersistMode::SyncData))
             .commit()?;

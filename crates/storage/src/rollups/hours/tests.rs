@@ -544,3 +544,55 @@ fn an_import_holding_too_many_hours_writes_them_whole_with_each_unit() {
         &[(HOUR - 60..HOUR - 20, &[]), (HOUR - 30..HOUR + 30, &[])],
     );
 }
+
+/// Imports over `store` (already holding finals) units that reopen stored finals and write
+/// open windows (from `HOUR + 80` on), across the day boundary, into an hour that was unknown
+/// before the import; checks that every range reads exactly after each unit.
+fn import_reopening(store: &RollupStore, calls: &mut Calls) -> crate::rollups::ImportMemo {
+    // An hour unknown before the import begins.
+    let inner = store.store().expect("open");
+    let day = inner.day_or_create(super::day_of(HOUR + 60)).expect("day");
+    let mut mark = inner.db.batch();
+    mark.insert(&day.index, super::hour_key("M", APIS[0], HOUR + 60), []);
+    mark.commit().expect("marks");
+    let mut memo = store.import_memo().expect("memo");
+    for (unit, minutes) in [
+        HOUR - 40..HOUR + 30,
+        HOUR + 20..HOUR + 100,
+        HOUR + 70..HOUR + 110,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let imported = windows(calls, minutes);
+        store
+            .import(&imported, HOUR + 80, ("test", &[unit as u8]), &mut memo)
+            .expect("imports");
+        assert!(assert_hours_match_minutes(store, &format!("after unit {unit}")) > 0);
+    }
+    memo
+}
+
+#[test]
+fn an_import_reopening_finals_and_writing_open_windows_reads_exactly_finished_or_rebuilt() {
+    for finish in [true, false] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let mut calls = Calls(0xc0ff_ee00 + u64::from(finish));
+            let store = store_holding(dir.path(), &mut calls, HOUR - 30..HOUR + 90);
+            let mut memo = import_reopening(&store, &mut calls);
+            if finish {
+                store.finish_import(&mut memo).expect("finishes");
+                assert_eq!(unknown_hours(&store).1, 0, "no hour left pending");
+                assert!(assert_hours_match_minutes(&store, "finished") > 0);
+            }
+        }
+        let store = RollupStore::open(dir.path()).expect("reopens");
+        assert_eq!(
+            unknown_hours(&store).1,
+            0,
+            "finish {finish}: no hour left pending"
+        );
+        assert!(assert_hours_match_minutes(&store, &format!("finish {finish}: reopened")) > 0);
+    }
+}
