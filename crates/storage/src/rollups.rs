@@ -262,6 +262,19 @@ impl Store {
             .map_err(|_| StorageError::Poisoned("store days"))
     }
 
+    /// The handles of `day`, through `held` (the day of the write before, kept in it): a run
+    /// of writes of one day looks it up once.
+    fn day_through(&self, held: &mut Option<(i64, Day)>, day: i64) -> Result<Day, StorageError> {
+        match held {
+            Some((number, handles)) if *number == day => Ok(handles.clone()),
+            _ => {
+                let handles = self.day_or_create(day)?;
+                *held = Some((day, handles.clone()));
+                Ok(handles)
+            }
+        }
+    }
+
     fn day_or_create(&self, day: i64) -> Result<Day, StorageError> {
         if let Some(existing) = self.day(day) {
             return Ok(existing);

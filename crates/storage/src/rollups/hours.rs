@@ -159,22 +159,10 @@ impl Store {
     ) -> Result<(), StorageError> {
         let mut day: Option<(i64, Day)> = None;
         for (key, (hour, calls)) in sum_changes(changes) {
-            let handles = self.hour_day(&mut day, hour)?;
+            let handles = self.day_through(&mut day, day_of(hour))?;
             self.add_to_hour(write, &mut memo, &handles, key, hour, calls)?;
         }
         Ok(())
-    }
-
-    /// The day handles of `hour`, through `held` (the day of the hour before).
-    fn hour_day(&self, held: &mut Option<(i64, Day)>, hour: i64) -> Result<Day, StorageError> {
-        match held {
-            Some((number, handles)) if *number == day_of(hour) => Ok(handles.clone()),
-            _ => {
-                let handles = self.day_or_create(day_of(hour))?;
-                *held = Some((day_of(hour), handles.clone()));
-                Ok(handles)
-            }
-        }
     }
 
     /// Adds `calls` to the series-hour `key` as stored (`None`: marks it unknown).

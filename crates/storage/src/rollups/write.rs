@@ -139,15 +139,7 @@ impl Store {
             };
             for window in windows {
                 let (key, store_key, rollup) = (window.key, &window.store_key[..], &*window.rollup);
-                let number = day_of(key.minute);
-                let day = match &day {
-                    Some((held, handles)) if *held == number => handles.clone(),
-                    _ => {
-                        let handles = self.day_or_create(number)?;
-                        day = Some((number, handles.clone()));
-                        handles
-                    }
-                };
+                let day = self.day_through(&mut day, day_of(key.minute))?;
                 value.clear();
                 codec::encode_rollup(rollup, state, &mut value);
                 write.insert(&day.rollups, store_key, value.as_slice());
@@ -186,14 +178,7 @@ impl Store {
         minute_entries.sort_unstable_by(|left, right| (left.0, &left.1).cmp(&(right.0, &right.1)));
         let mut held: Option<(i64, super::Day)> = None;
         for (number, key, value) in minute_entries {
-            let handles = match &held {
-                Some((held_number, handles)) if *held_number == number => handles.clone(),
-                _ => {
-                    let handles = self.day_or_create(number)?;
-                    held = Some((number, handles.clone()));
-                    handles
-                }
-            };
+            let handles = self.day_through(&mut held, number)?;
             write.insert(&handles.index, key, value);
         }
         for ((day, hour, merchant), delta) in hour_deltas {

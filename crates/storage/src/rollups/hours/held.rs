@@ -120,7 +120,7 @@ impl Store {
             let (run, next) = rest.split_at(length);
             rest = next;
             let key = super::hour_key(&first.merchant, &first.api, hour);
-            let handles = self.hour_day(&mut day, hour)?;
+            let handles = self.day_through(&mut day, day_of(hour))?;
             if let Some((_, held)) = memo.hours.held.get_mut(&key) {
                 add_run(held, run);
                 if hour < release_before
@@ -179,7 +179,7 @@ impl Store {
         for (key, hour, sum) in released {
             // An unknown one keeps its mark.
             if let Some(sum) = sum {
-                let handles = self.hour_day(&mut day, hour)?;
+                let handles = self.day_through(&mut day, day_of(hour))?;
                 write.insert(&handles.index, key, encode_hour(&sum));
             }
         }
