@@ -103,6 +103,11 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
         .set_column_dictionary_enabled(corr_id.clone(), false)
         .set_column_dictionary_enabled(ColumnPath::from("path"), false)
         .set_column_dictionary_enabled(ColumnPath::from("attributes"), false)
+        // Timestamps and latencies are nearly all distinct within a row group: a dictionary
+        // is built for each page only to fall back to plain, and plain is smaller (a 2M-event
+        // import: 16.4 against 20.4 MB for the two columns) and cheaper to write.
+        .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("latency_ms"), false)
         .set_statistics_enabled(EnabledStatistics::Page)
         // The range of a page's correlation ids, paths or attributes prunes nothing (rows are
         // sorted by merchant and time; lookups by id use the bloom filter).
