@@ -23,6 +23,7 @@ up:
 down:
 	docker compose down
 
-# The gRPC code is generated from proto/ by crates/grpc/build.rs (protoc needed).
+# The gRPC code is generated from proto/ by crates/grpc/build.rs (with the protoc the build
+# brings, protoc-bin-vendored).
 proto:
 	cargo build -p mm-grpc
