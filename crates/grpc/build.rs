@@ -11,14 +11,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", proto.display());
     println!("cargo:rerun-if-env-changed=PROTOC");
     let mut config = tonic_prost_build::Config::new();
+    let mut includes = vec![proto_root];
     if std::env::var_os("PROTOC").is_none()
         && let Ok(vendored) = protoc_bin_vendored::protoc_bin_path()
     {
         config.protoc_executable(vendored);
+        // The well-known types (google/protobuf/*.proto) that come with it.
+        includes.extend(protoc_bin_vendored::include_path().ok());
     }
     tonic_prost_build::configure()
         .build_client(false)
         .file_descriptor_set_path(&descriptor)
-        .compile_with_config(config, &[proto], &[proto_root])?;
+        .compile_with_config(config, &[proto], &includes)?;
     Ok(())
 }
