@@ -108,12 +108,16 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
         // import: 16.4 against 20.4 MB for the two columns) and cheaper to write.
         .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
         .set_column_dictionary_enabled(ColumnPath::from("latency_ms"), false)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        // The range of a page's correlation ids, paths or attributes prunes nothing (rows are
-        // sorted by merchant and time; lookups by id use the bloom filter).
-        .set_column_statistics_enabled(corr_id.clone(), EnabledStatistics::None)
-        .set_column_statistics_enabled(ColumnPath::from("path"), EnabledStatistics::None)
-        .set_column_statistics_enabled(ColumnPath::from("attributes"), EnabledStatistics::None)
+        // Page statistics where they prune: time and merchant (lookups read them), status and
+        // latency (numbers, nearly free). The range of a page's other texts prunes nothing
+        // (rows are sorted by merchant and time, so a page holds most APIs, methods, hosts
+        // and regions; lookups by id use the bloom filter), and the writer compares every
+        // row's text to find it.
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("ts"), EnabledStatistics::Page)
+        .set_column_statistics_enabled(ColumnPath::from("merchant"), EnabledStatistics::Page)
+        .set_column_statistics_enabled(ColumnPath::from("status"), EnabledStatistics::Page)
+        .set_column_statistics_enabled(ColumnPath::from("latency_ms"), EnabledStatistics::Page)
         .set_column_bloom_filter_enabled(corr_id.clone(), true)
         .set_column_bloom_filter_fpp(corr_id.clone(), 0.01)
         .set_column_bloom_filter_max_ndv(corr_id, rows.clamp(1, ROW_GROUP_ROWS) as u64)
