@@ -7,7 +7,7 @@
 //! time bounds, same per-record errors), collecting the accepted events as columns
 //! ([`EventColumns`]). One thread takes the chunks back in file order and adds every call to its
 //! (merchant, api, minute) window and the merchant-wide one. Every [`UNIT_BYTES`] of input (at
-//! the first chunk reaching a later minute, within half a unit: see [`Unit::ends_here`]) it
+//! the first chunk reaching a later minute, within half a unit: see `Unit::ends_here`) it
 //! commits a unit: the events to archive segments (the manifest records how far the file is
 //! archived), then the windows merged into the rollup store with the file's progress, in one
 //! atomic batch, then the rejected lines to the file's rejection report.
@@ -16,6 +16,10 @@
 //! store each know how far they have the file, the import reads again from the smaller and
 //! gives each only what it lacks, and the rejection report is cut back to the length the store
 //! recorded. Nothing is counted or archived twice.
+//!
+//! A file is known by its first records ([`Source::id`]), so a copy of an imported file is
+//! skipped and a file that grew since is continued with its new lines; one that does not begin
+//! with exactly the bytes imported under its identity is refused (see [`FileProgress`]).
 //!
 //! The server must be stopped (the store's lock says so otherwise). Windows a server starting
 //! now would still count into are written open, so the server restores them with these calls;
@@ -105,7 +109,7 @@ pub struct ImportOptions {
     pub grace: Duration,
     /// Parser threads.
     pub threads: usize,
-    /// Where the rejection reports go [default: `<data dir>/import`].
+    /// Where the rejection reports go \[default: `<data dir>/import`\].
     pub report_dir: Option<PathBuf>,
     /// Input bytes per committed unit ([`UNIT_BYTES`]); an import that continues another
     /// must use the same.
@@ -130,6 +134,16 @@ pub struct FileProgress {
     pub report_bytes: u64,
     /// Every line is imported.
     pub done: bool,
+    /// CRC-32 of the (decompressed) bytes before `position`: a file continued is checked to
+    /// begin with what was imported of it. Absent from imports of earlier versions.
+    #[serde(default)]
+    pub prefix_crc: Option<u32>,
+    /// The file's size on disk and modification time when it was last imported: unchanged,
+    /// a file imported whole is skipped without reading it.
+    #[serde(default)]
+    pub size_on_disk: Option<u64>,
+    #[serde(default)]
+    pub modified_ns: Option<u64>,
 }
 
 /// The outcome of one file.
@@ -159,6 +173,8 @@ pub struct Progress {
 /// One parsed chunk.
 pub(crate) struct Parsed {
     bytes: u64,
+    /// CRC-32 of the chunk.
+    crc: u32,
     /// Line ends in the chunk.
     newlines: u64,
     events: EventColumns,
@@ -184,25 +200,18 @@ pub fn import_file(
         .unwrap_or_else(|| options.data_dir.join("import"));
     std::fs::create_dir_all(&report_dir)
         .map_err(|error| ImportError::io("creating", &report_dir, error))?;
-    let stem = source.path.file_name().map_or_else(
+    let (id, stored) = stored_progress(source, store)?;
+    let id = id.as_str();
+    // Named after the file as it was first imported (a copy continued adds to its report).
+    let stem = Path::new(&stored.path).file_name().map_or_else(
         || "input".into(),
         |name| name.to_string_lossy().into_owned(),
     );
-    let report = report_dir.join(format!("{stem}.{}.rejected.ndjson", source.id));
-    let stored: FileProgress = match store
-        .import_progress(&source.id)
-        .map_err(ImportError::Write)?
-    {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|error| ImportError::Input {
-            path: source.path.clone(),
-            detail: format!("unreadable import progress: {error}"),
-        })?,
-        None => FileProgress {
-            path: source.path.display().to_string(),
-            ..FileProgress::default()
-        },
-    };
-    if stored.done {
+    let report = report_dir.join(format!("{stem}.{id}.rejected.ndjson"));
+    let unchanged = stored.prefix_crc.is_none()
+        || (stored.size_on_disk == Some(source.size)
+            && stored.modified_ns == Some(source.modified_ns));
+    if stored.done && unchanged {
         return Ok(FileOutcome {
             progress: stored,
             report,
@@ -211,8 +220,42 @@ pub fn import_file(
             elapsed: started.elapsed(),
         });
     }
-    let archived = archive.imported(&source.id);
+    let archived = archive.imported(id);
     let start = stored.position.min(archived);
+    progress.read_on_disk.store(0, Ordering::Relaxed);
+    let mut input = source.open(progress.read_on_disk.clone())?;
+    let shorter = || ImportError::Input {
+        path: source.path.clone(),
+        detail: format!(
+            "shorter than the {} bytes imported from it before (as {}): a file cut or rewritten since is not continued",
+            stored.position, stored.path
+        ),
+    };
+    let read = |input: &mut Box<dyn std::io::Read + Send>, bytes| {
+        source::skip(input, bytes)
+            .map_err(|error| ImportError::io("reading", &source.path, error))?
+            .ok_or_else(shorter)
+    };
+    let at_start = read(&mut input, start)?;
+    // The file must begin with what was imported of it: another file that begins with the
+    // same records, continued, would have those counted twice.
+    if let Some(imported) = stored.prefix_crc {
+        let crc = if start == stored.position {
+            at_start.clone().finalize()
+        } else {
+            read(&mut source.open(Arc::default())?, stored.position)?.finalize()
+        };
+        if crc != imported {
+            return Err(ImportError::Input {
+                path: source.path.clone(),
+                detail: format!(
+                    "begins with the same records as {}, imported before, but differs within the {} bytes imported from it: not imported (the records they share would be counted twice)",
+                    stored.path, stored.position
+                ),
+            });
+        }
+    }
+    let was_done = (stored.done, stored.position);
     // The report holds exactly the rejections of what the store has.
     let report_file = std::fs::OpenOptions::new()
         .create(true)
@@ -222,11 +265,6 @@ pub fn import_file(
     report_file
         .set_len(stored.report_bytes)
         .map_err(|error| ImportError::io("truncating", &report, error))?;
-
-    progress.read_on_disk.store(0, Ordering::Relaxed);
-    let mut input = source.open(progress.read_on_disk.clone())?;
-    source::skip(&mut input, start)
-        .map_err(|error| ImportError::io("reading", &source.path, error))?;
 
     let parser = EventParser::new(&options.mapping, true)
         .map_err(|error| ImportError::Mapping(error.to_string()))?;
@@ -248,9 +286,10 @@ pub fn import_file(
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let (parsed_tx, parsed_rx) = sync_channel::<(usize, Result<Parsed, String>)>(threads * 2);
 
-    let mut unit = Unit::new(&stored, start, archived);
+    let mut unit = Unit::new(&stored, start, archived, at_start);
     let mut committer = Committer {
         source,
+        id,
         store,
         memo: store.import_memo().map_err(ImportError::Write)?,
         report_file,
@@ -300,7 +339,7 @@ pub fn import_file(
             for (end, chunks) in archive_rx {
                 if end > archived {
                     let events = EventColumns::concat(&chunks);
-                    archive.write_imported(&events, (&source.id, end), threads)?;
+                    archive.write_imported(&events, (id, end), threads)?;
                 }
             }
             tracing::debug!(
@@ -362,13 +401,39 @@ pub fn import_file(
         }
     });
     let imported_now = outcome?;
+    // Imported whole before, and nothing was added to it since.
+    let already_done = was_done == (true, committer.progress.position);
     Ok(FileOutcome {
         progress: committer.progress,
         report,
         imported_now,
-        already_done: false,
+        already_done,
         elapsed: started.elapsed(),
     })
+}
+
+/// What the store has of `source`, and the identity it has it under: the file's own, or the
+/// one an earlier version gave it (so its import is continued, not counted again).
+fn stored_progress(
+    source: &Source,
+    store: &RollupStore,
+) -> Result<(String, FileProgress), ImportError> {
+    for id in [&source.id, &source.legacy_id] {
+        if let Some(bytes) = store.import_progress(id).map_err(ImportError::Write)? {
+            let progress = serde_json::from_slice(&bytes).map_err(|error| ImportError::Input {
+                path: source.path.clone(),
+                detail: format!("unreadable import progress: {error}"),
+            })?;
+            return Ok((id.clone(), progress));
+        }
+    }
+    Ok((
+        source.id.clone(),
+        FileProgress {
+            path: source.path.display().to_string(),
+            ..FileProgress::default()
+        },
+    ))
 }
 
 /// Input bytes per event a chunk's columns are first given room for (generated calls take
@@ -419,6 +484,7 @@ fn parse_chunk(
         .collect();
     Ok(Parsed {
         bytes: chunk.len() as u64,
+        crc: crc32fast::hash(chunk),
         newlines: memchr::memchr_iter(b'\n', chunk).count() as u64,
         accepted: events.rows() as u64,
         events,

@@ -11,14 +11,26 @@ use crate::ImportError;
 /// Bytes of input per chunk (one parser thread's unit of work), before line alignment.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// Whole lines of at least this many bytes (from the start of the records) identify a file.
+const FINGERPRINT_BYTES: usize = 256;
+/// The fingerprint looks no further than this for those lines.
+const FINGERPRINT_WINDOW: usize = 64 << 10;
+
 /// One input file.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub path: PathBuf,
     /// Size on disk (compressed, when it is).
     pub size: u64,
-    /// Stable while the file is unchanged: path, size and modification time.
+    /// Modification time, ns since the epoch (0 when the system has none).
+    pub modified_ns: u64,
+    /// The file's identity: its first records (the first whole lines reaching 256 bytes,
+    /// decompressed), so a file that grew since it was imported is
+    /// continued, and a copy or a compressed version of it is known, under any name.
     pub id: String,
+    /// The identity earlier versions gave the file (its path, modification time and size):
+    /// an import they made is continued under it.
+    pub legacy_id: String,
 }
 
 impl Source {
@@ -26,19 +38,32 @@ impl Source {
         let io = |source| ImportError::io("reading", path, source);
         let metadata = std::fs::metadata(path).map_err(io)?;
         let canonical = std::fs::canonicalize(path).map_err(io)?;
-        let modified = metadata
+        let modified_ns = metadata
             .modified()
             .ok()
             .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |since| since.as_nanos());
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            });
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(canonical.to_string_lossy().as_bytes());
-        hasher.update(&modified.to_le_bytes());
-        Ok(Self {
+        hasher.update(&u128::from(modified_ns).to_le_bytes());
+        let mut source = Self {
             path: path.to_owned(),
             size: metadata.len(),
-            id: format!("{:08x}{:x}", hasher.finalize(), metadata.len()),
-        })
+            modified_ns,
+            id: String::new(),
+            legacy_id: format!("{:08x}{:x}", hasher.finalize(), metadata.len()),
+        };
+        let mut head = Vec::with_capacity(FINGERPRINT_WINDOW);
+        source
+            .open(Arc::default())?
+            .take(FINGERPRINT_WINDOW as u64)
+            .read_to_end(&mut head)
+            .map_err(|error| ImportError::io("reading", path, error))?;
+        let print = fingerprint(&head);
+        source.id = format!("f{:08x}{:x}", crc32fast::hash(print), print.len());
+        Ok(source)
     }
 
     /// The file's records as NDJSON: gzip and zstd are decompressed and Parquet rows converted
@@ -103,16 +128,36 @@ fn fill(input: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// Skips the first `bytes` of `input` (an import continuing where it stopped).
-pub fn skip(input: &mut impl Read, bytes: u64) -> std::io::Result<()> {
-    let copied = std::io::copy(&mut input.take(bytes), &mut std::io::sink())?;
-    if copied < bytes {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the file is shorter than the import had read of it",
-        ));
+/// What identifies a file by its content: its first whole lines reaching
+/// [`FINGERPRINT_BYTES`] (all of `head` when they do not, or when its first line is longer
+/// than `head`). Appending to the file does not change them.
+fn fingerprint(head: &[u8]) -> &[u8] {
+    let end = memchr::memchr(b'\n', head.get(FINGERPRINT_BYTES - 1..).unwrap_or_default())
+        .map_or(head.len(), |newline| FINGERPRINT_BYTES + newline);
+    &head[..end]
+}
+
+/// Reads the first `bytes` of `input` (an import continuing where it stopped); returns the
+/// CRC-32 of what it read, or `None` when the input is shorter.
+pub fn skip(input: &mut impl Read, bytes: u64) -> std::io::Result<Option<crc32fast::Hasher>> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let want = buffer
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        match input.read(&mut buffer[..want]) {
+            Ok(0) => return Ok(None),
+            Ok(read) => {
+                hasher.update(&buffer[..read]);
+                left -= read as u64;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
     }
-    Ok(())
+    Ok(Some(hasher))
 }
 
 /// Splits `input` into chunks of whole lines, calling `send` with each: a chunk is the lines
@@ -207,7 +252,8 @@ mod tests {
         // Continuing from a chunk end cuts the rest the same way.
         let first = whole[0].len() as u64;
         let mut rest = &data[..];
-        skip(&mut rest, first).expect("skips");
+        let skipped = skip(&mut rest, first).expect("reads").expect("long enough");
+        assert_eq!(skipped.finalize(), crc32fast::hash(&whole[0]));
         assert!(cut(rest, 777) == whole[1..], "the rest cut as before");
     }
 }

@@ -89,6 +89,19 @@ fn assert_archive_matches(archive: &Archive, events: &[ApiCall]) {
     assert!(got.iter().map(String::as_str).eq(want.iter().copied()));
 }
 
+/// The line numbers a rejection report lists, in its order.
+fn reported_lines(report: &Path) -> Vec<u64> {
+    std::fs::read_to_string(report)
+        .expect("report")
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("json")["line"]
+                .as_u64()
+                .expect("line")
+        })
+        .collect()
+}
+
 #[test]
 fn an_import_stores_the_fold_of_its_events_archives_each_once_and_reports_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -109,15 +122,7 @@ fn an_import_stores_the_fold_of_its_events_archives_each_once_and_reports_the_re
     assert!(outcome.progress.done);
     assert_store_matches(&store, &events);
     assert_archive_matches(&archive, &events);
-    let report = std::fs::read_to_string(&outcome.report).expect("report");
-    let lines: Vec<u64> = report
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).expect("json")["line"]
-                .as_u64()
-                .expect("line")
-        })
-        .collect();
+    let lines = reported_lines(&outcome.report);
     assert_eq!(lines, bad, "each bad line reported with its line number");
     // Importing the same file again changes nothing.
     let again = import_file(
@@ -278,6 +283,161 @@ fn parquet_files_with_the_same_fields_import_like_ndjson() {
         accepted += outcome.progress.accepted;
     }
     assert_eq!(accepted, events.len() as u64);
+    assert_store_matches(&store, &events);
+    assert_archive_matches(&archive, &events);
+}
+
+/// Imports `path` into `data` (opened afresh, as a new process would).
+fn import_once(path: &Path, data: &Path) -> Result<FileOutcome, ImportError> {
+    let (store, archive) = open(data).expect("opens");
+    let source = Source::new(path).expect("source");
+    import_file(
+        &source,
+        &options(data, UNIT_BYTES),
+        &store,
+        &archive,
+        &Progress::default(),
+    )
+}
+
+/// The store and archive of `data` hold exactly `events`.
+fn assert_data_matches(data: &Path, events: &[ApiCall]) {
+    let (store, archive) = open(data).expect("opens");
+    assert_store_matches(&store, events);
+    assert_archive_matches(&archive, events);
+}
+
+/// The first `lines` lines of `text`.
+fn first_lines(text: &str, lines: usize) -> String {
+    text.split_inclusive('\n').take(lines).collect()
+}
+
+#[test]
+fn a_file_that_grew_since_its_import_is_continued_with_its_new_lines_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 20_000);
+    let whole = std::fs::read_to_string(&path).expect("input");
+    // The file as it was at the first import: its first 12,000 lines.
+    let cut = 12_000;
+    let bad_before = bad.iter().filter(|line| **line <= cut as u64).count();
+    let good_before = cut - bad_before;
+    std::fs::write(&path, first_lines(&whole, cut)).expect("written");
+    let data = dir.path().join("data");
+    let first = import_once(&path, &data).expect("imports");
+    assert_eq!(first.imported_now, good_before as u64);
+    assert_data_matches(&data, &events[..good_before]);
+    // Appended to since.
+    std::fs::write(&path, &whole).expect("written");
+    let second = import_once(&path, &data).expect("imports");
+    assert!(!second.already_done);
+    assert_eq!(second.imported_now, (events.len() - good_before) as u64);
+    assert_eq!(second.progress.accepted, events.len() as u64);
+    assert_eq!(second.progress.rejected, bad.len() as u64);
+    assert_data_matches(&data, &events);
+    let lines = reported_lines(&second.report);
+    assert_eq!(
+        lines, bad,
+        "every bad line reported once, numbered in the whole file"
+    );
+    // Nothing added since: skipped.
+    assert!(import_once(&path, &data).expect("imports").already_done);
+    assert_data_matches(&data, &events);
+}
+
+#[test]
+fn a_copy_of_an_imported_file_under_another_name_or_compressed_is_known_as_imported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 20_000);
+    let data = dir.path().join("data");
+    import_once(&path, &data).expect("imports");
+    let copy = dir.path().join("copy-of-calls.ndjson");
+    std::fs::copy(&path, &copy).expect("copied");
+    let compressed = dir.path().join("calls.ndjson.zst");
+    let text = std::fs::read(&path).expect("input");
+    std::fs::write(&compressed, zstd::encode_all(&text[..], 1).expect("zstd")).expect("written");
+    for other in [&copy, &compressed] {
+        let outcome = import_once(other, &data).expect("imports");
+        assert!(outcome.already_done, "{}", other.display());
+        assert_eq!(outcome.imported_now, 0);
+        assert_eq!(outcome.progress.path, path.display().to_string());
+    }
+    assert_data_matches(&data, &events);
+}
+
+#[test]
+fn a_different_file_beginning_with_the_same_records_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 20_000);
+    let data = dir.path().join("data");
+    import_once(&path, &data).expect("imports");
+    let whole = std::fs::read_to_string(&path).expect("input");
+    // The same first records, then others: continued, the first ones would count twice.
+    let other = dir.path().join("other.ndjson");
+    let mut text = first_lines(&whole, 5);
+    let rest: String = whole.split_inclusive('\n').skip(10).collect();
+    text.push_str(&rest);
+    text.push_str(&rest);
+    std::fs::write(&other, text).expect("written");
+    let error = import_once(&other, &data).expect_err("refused").to_string();
+    assert!(
+        error.contains("begins with the same records as") && error.contains("calls.ndjson"),
+        "{error}"
+    );
+    // And one cut shorter than what was imported of it.
+    std::fs::write(&other, first_lines(&whole, 1_000)).expect("written");
+    let error = import_once(&other, &data).expect_err("refused").to_string();
+    assert!(error.contains("shorter than the"), "{error}");
+    assert_data_matches(&data, &events);
+    let reports: Vec<_> = std::fs::read_dir(data.join("import"))
+        .expect("reports")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        reports.len(),
+        1,
+        "only the imported file's report: {reports:?}"
+    );
+}
+
+#[test]
+fn a_file_imported_by_an_earlier_version_is_known_by_the_identity_it_gave_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 20_000);
+    let data = dir.path().join("data");
+    {
+        // Earlier versions identified a file by its path, size and modification time.
+        let (store, archive) = open(&data).expect("opens");
+        let mut source = Source::new(&path).expect("source");
+        source.id = source.legacy_id.clone();
+        let progress = Progress::default();
+        progress.stop.store(true, Ordering::Release);
+        let interrupted = import_file(
+            &source,
+            &options(&data, 1 << 20),
+            &store,
+            &archive,
+            &progress,
+        );
+        assert!(matches!(interrupted, Err(ImportError::Interrupted)));
+    }
+    let (store, archive) = open(&data).expect("opens");
+    let source = Source::new(&path).expect("source");
+    let outcome = import_file(
+        &source,
+        &options(&data, 1 << 20),
+        &store,
+        &archive,
+        &Progress::default(),
+    )
+    .expect("imports");
+    assert!(outcome.progress.done);
+    assert!(
+        outcome
+            .report
+            .display()
+            .to_string()
+            .contains(&source.legacy_id)
+    );
     assert_store_matches(&store, &events);
     assert_archive_matches(&archive, &events);
 }

@@ -21,6 +21,8 @@ pub(crate) type ArchiveUnit = (u64, Vec<EventColumns>);
 /// A finished unit, for the committer.
 pub(crate) struct Sealed {
     pub(crate) end: u64,
+    /// CRC-32 of the file's bytes before `end`.
+    pub(crate) prefix_crc: u32,
     pub(crate) lines: u64,
     pub(crate) windows: Vec<(WindowKey, Rollup)>,
     pub(crate) events: Vec<EventColumns>,
@@ -34,6 +36,8 @@ pub(crate) struct Sealed {
 /// Writes units to the store in order: the report, then the windows with the file's progress.
 pub(crate) struct Committer<'a> {
     pub(crate) source: &'a Source,
+    /// The identity the store has the file under.
+    pub(crate) id: &'a str,
     pub(crate) store: &'a RollupStore,
     /// Which keys the store is known not to hold.
     pub(crate) memo: ImportMemo,
@@ -49,7 +53,10 @@ pub(crate) struct Committer<'a> {
 impl Committer<'_> {
     pub(crate) fn commit(&mut self, sealed: Sealed) -> Result<(), ImportError> {
         let started = Instant::now();
-        if sealed.end > self.progress.position || (sealed.last && !self.progress.done) {
+        let seen_as = (Some(self.source.size), Some(self.source.modified_ns));
+        let changed = seen_as != (self.progress.size_on_disk, self.progress.modified_ns);
+        if sealed.end > self.progress.position || (sealed.last && (!self.progress.done || changed))
+        {
             self.report_file
                 .write_all(&sealed.report)
                 .and_then(|()| self.report_file.sync_data())
@@ -65,6 +72,8 @@ impl Committer<'_> {
             }
             next.report_bytes += sealed.report.len() as u64;
             next.done = sealed.last;
+            next.prefix_crc = Some(sealed.prefix_crc);
+            (next.size_on_disk, next.modified_ns) = seen_as;
             let record = serde_json::to_vec(&next).map_err(|error| ImportError::Input {
                 path: self.source.path.clone(),
                 detail: error.to_string(),
@@ -73,7 +82,7 @@ impl Committer<'_> {
                 .import(
                     &sealed.windows,
                     self.open_from_minute,
-                    (&self.source.id, &record),
+                    (self.id, &record),
                     &mut self.memo,
                 )
                 .map_err(ImportError::Write)?;
@@ -117,6 +126,8 @@ pub(crate) struct Unit {
     pub(crate) archived: u64,
     pub(crate) start: u64,
     pub(crate) end: u64,
+    /// CRC-32 of the file's bytes before `end`.
+    pub(crate) crc: crc32fast::Hasher,
     /// Lines before `end` (known from the store's position on).
     pub(crate) lines: u64,
     pub(crate) merchants: Interner,
@@ -154,13 +165,20 @@ impl Interner {
 }
 
 impl Unit {
-    pub(crate) fn new(stored: &FileProgress, start: u64, archived: u64) -> Self {
+    /// A unit from `start`, the file's bytes before it having the CRC `before`.
+    pub(crate) fn new(
+        stored: &FileProgress,
+        start: u64,
+        archived: u64,
+        before: crc32fast::Hasher,
+    ) -> Self {
         Self {
             stored: stored.position,
             stored_lines: stored.lines,
             archived,
             start,
             end: start,
+            crc: before,
             lines: stored.lines,
             merchants: Interner::default(),
             apis: Interner::default(),
@@ -214,6 +232,10 @@ impl Unit {
             self.lines = self.stored_lines;
         }
         self.end += parsed.bytes;
+        self.crc.combine(&crc32fast::Hasher::new_with_initial_len(
+            parsed.crc,
+            parsed.bytes,
+        ));
         let chunk_latest = (0..parsed.events.rows())
             .map(|row| parsed.events.ts_us(row))
             .max()
@@ -317,6 +339,7 @@ impl Unit {
             .collect();
         let sealed = Sealed {
             end: self.end,
+            prefix_crc: self.crc.clone().finalize(),
             lines: self.lines,
             windows,
             events: std::mem::take(&mut self.events),
@@ -350,6 +373,7 @@ mod tests {
         }
         Parsed {
             bytes,
+            crc: 0,
             newlines: minutes.len() as u64,
             accepted: minutes.len() as u64,
             records: minutes.len() as u64,
@@ -360,7 +384,7 @@ mod tests {
 
     /// Adds the chunks one by one; returns after which ones (1-based) the unit ended.
     fn ends(unit_bytes: u64, chunks: Vec<Parsed>) -> Vec<usize> {
-        let mut unit = Unit::new(&FileProgress::default(), 0, 0);
+        let mut unit = Unit::new(&FileProgress::default(), 0, 0, crc32fast::Hasher::new());
         let mut ends = Vec::new();
         for (index, parsed) in chunks.into_iter().enumerate() {
             unit.add(parsed).expect("adds");

@@ -90,9 +90,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         };
         let file = &outcome.progress;
         if outcome.already_done {
+            let shown = source.path.display().to_string();
             println!(
-                "{}: already imported ({} events); skipped",
-                source.path.display(),
+                "{shown}: already imported{} ({} events); skipped",
+                if file.path == shown {
+                    String::new()
+                } else {
+                    format!(" as {}", file.path)
+                },
                 file.accepted
             );
             continue;

@@ -202,6 +202,53 @@ fn an_import_killed_mid_file_continues_and_counts_every_event_once() {
     assert!(server.terminate());
 }
 
+#[test]
+fn a_log_imported_again_after_it_grew_counts_only_its_new_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let history = calls(
+        13,
+        20_000,
+        MERCHANTS,
+        &APIS,
+        now_us() - 30 * MICROS_PER_MINUTE,
+        120,
+    );
+    // The log as it was at the first import, then as it is after more calls were appended.
+    let file = dir.path().join("api.log");
+    let run = |file: &Path| {
+        let output = import(&data, file, &[]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    write_input(&file, &history[..12_000]);
+    let first = run(&file);
+    assert!(first.contains("12000 imported by this run"), "{first}");
+    write_input(&file, &history);
+    let second = run(&file);
+    assert!(
+        second.contains("20000 imported, 0 rejected (8000 imported by this run"),
+        "{second}"
+    );
+    let third = run(&file);
+    assert!(third.contains("already imported (20000 events)"), "{third}");
+    let copy = dir.path().join("api.log.1");
+    std::fs::copy(&file, &copy).expect("copied");
+    let fourth = run(&copy);
+    assert!(
+        fourth.contains(&format!("already imported as {}", file.display())),
+        "{fourth}"
+    );
+
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    assert_served(&server, &history);
+    assert!(server.terminate());
+}
+
 /// Calls per minute of the whole ranking (every merchant) over `[from, to)`.
 fn ranked_total(server: &ServerProcess, from: i64, to: i64) -> u64 {
     let answer = get(
