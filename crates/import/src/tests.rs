@@ -441,3 +441,17 @@ fn a_file_imported_by_an_earlier_version_is_known_by_the_identity_it_gave_it() {
     assert_store_matches(&store, &events);
     assert_archive_matches(&archive, &events);
 }
+
+#[test]
+fn a_file_beginning_with_a_byte_order_mark_imports_every_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 2_000);
+    let mut text = b"\xEF\xBB\xBF".to_vec();
+    text.extend(std::fs::read(&path).expect("input"));
+    std::fs::write(&path, text).expect("written");
+    let data = dir.path().join("data");
+    let outcome = import_once(&path, &data).expect("imports");
+    assert_eq!(outcome.progress.accepted, events.len() as u64);
+    assert_eq!(outcome.progress.rejected, bad.len() as u64);
+    assert_data_matches(&data, &events);
+}

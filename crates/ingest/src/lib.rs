@@ -289,9 +289,13 @@ pub fn process_body(
     })
 }
 
+/// The UTF-8 byte order mark some editors and Windows tools begin a text file with.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
 /// Parses and validates every record of a decoded body (NDJSON, or a JSON array), calling
 /// `accept` with each valid event and the record's own bytes. Returns the number of records
-/// and the rejected ones.
+/// and the rejected ones. A UTF-8 byte order mark before the body or a line (files written
+/// by Windows tools, and such files concatenated) is not part of the records.
 pub fn for_each_record(
     parser: &EventParser,
     body: &[u8],
@@ -300,6 +304,7 @@ pub fn for_each_record(
     mut accept: impl FnMut(&ApiCallRef<'_>, &[u8]),
 ) -> Result<(usize, Rejections), BodyError> {
     let mut rejections = Rejections::new(limits.max_reported_errors);
+    let body = body.strip_prefix(BYTE_ORDER_MARK).unwrap_or(body);
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
         let records: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
@@ -327,6 +332,7 @@ pub fn for_each_record(
         let line = &body[start..end];
         start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -413,6 +419,45 @@ mod tests {
         })
         .expect("decodes");
         assert_eq!(merchants, vec!["M1", "M1"]);
+    }
+
+    /// `body` processed without time bounds, with the default limits.
+    fn unbounded(body: &str) -> ProcessedBody {
+        process_body(
+            &parser(),
+            body.as_bytes(),
+            TimeBounds::UNBOUNDED,
+            &IngestLimits::default(),
+            &mut budget().reservation(),
+        )
+        .expect("readable")
+    }
+
+    #[test]
+    fn byte_order_marks_before_the_body_and_its_lines_are_not_part_of_the_records() {
+        let mark = "\u{FEFF}";
+        for body in [
+            format!("{mark}{GOOD}\n{GOOD}\n{mark}{GOOD}\r\n"),
+            format!("{mark}[{GOOD}, {GOOD}, {GOOD}]"),
+        ] {
+            let processed = unbounded(&body);
+            assert_eq!(
+                (processed.records, processed.accepted),
+                (3, 3),
+                "{body:?}: {:?}",
+                processed.rejected.listed
+            );
+        }
+        // Inside a record it is the record's text.
+        let body = format!("{}\n", GOOD.replace("\"M1\"", &format!("\"{mark}M1\"")));
+        let processed = unbounded(&body);
+        assert_eq!(processed.accepted, 1);
+        let mut merchants = Vec::new();
+        wal::decode_batch(&processed.payload, |event| {
+            merchants.push(event.merchant.into_owned())
+        })
+        .expect("decodes");
+        assert_eq!(merchants, vec![format!("{mark}M1")]);
     }
 
     #[test]
