@@ -249,6 +249,20 @@ fn a_log_imported_again_after_it_grew_counts_only_its_new_calls() {
     assert!(server.terminate());
 }
 
+#[test]
+fn a_file_that_cannot_be_read_fails_the_import_naming_it_and_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.ndjson");
+    let output = import(&dir.path().join("data"), &missing, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: reading {}", missing.display())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+}
+
 /// Calls per minute of the whole ranking (every merchant) over `[from, to)`.
 fn ranked_total(server: &ServerProcess, from: i64, to: i64) -> u64 {
     let answer = get(
