@@ -200,7 +200,7 @@ pub fn import_file(
         .unwrap_or_else(|| options.data_dir.join("import"));
     std::fs::create_dir_all(&report_dir)
         .map_err(|error| ImportError::io("creating", &report_dir, error))?;
-    let (id, stored) = stored_progress(source, store)?;
+    let (id, stored) = stored_progress(source, store, archive)?;
     let id = id.as_str();
     // Named after the file as it was first imported (a copy continued adds to its report).
     let stem = Path::new(&stored.path).file_name().map_or_else(
@@ -208,10 +208,13 @@ pub fn import_file(
         |name| name.to_string_lossy().into_owned(),
     );
     let report = report_dir.join(format!("{stem}.{id}.rejected.ndjson"));
+    // Imported whole, into the archive too (its last unit may have been cut short by a
+    // crash after the store's), and the very file, unchanged since.
     let unchanged = stored.prefix_crc.is_none()
-        || (stored.size_on_disk == Some(source.size)
+        || (stored.path == source.path.display().to_string()
+            && stored.size_on_disk == Some(source.size)
             && stored.modified_ns == Some(source.modified_ns));
-    if stored.done && unchanged {
+    if stored.done && unchanged && archive.imported(id) >= stored.position {
         return Ok(FileOutcome {
             progress: stored,
             report,
@@ -256,6 +259,9 @@ pub fn import_file(
         }
     }
     let was_done = (stored.done, stored.position);
+    // Where the other of the store and the archive has the file: a chunk must end there, as
+    // the unit it ended did, even if the file has grown past it since.
+    let cut_at = Some(stored.position.max(archived) - start).filter(|bytes| *bytes > 0);
     // The report holds exactly the rejections of what the store has.
     let report_file = std::fs::OpenOptions::new()
         .create(true)
@@ -301,7 +307,7 @@ pub fn import_file(
     let outcome = std::thread::scope(|scope| -> Result<u64, ImportError> {
         let reader = scope.spawn(move || {
             let mut index = 0;
-            source::chunks(&mut input, |chunk| {
+            source::chunks(&mut input, cut_at, |chunk| {
                 let sent = chunk_tx.send((index, chunk)).is_ok();
                 index += 1;
                 sent
@@ -417,7 +423,12 @@ pub fn import_file(
 fn stored_progress(
     source: &Source,
     store: &RollupStore,
+    archive: &Archive,
 ) -> Result<(String, FileProgress), ImportError> {
+    let fresh = FileProgress {
+        path: source.path.display().to_string(),
+        ..FileProgress::default()
+    };
     for id in [&source.id, &source.legacy_id] {
         if let Some(bytes) = store.import_progress(id).map_err(ImportError::Write)? {
             let progress = serde_json::from_slice(&bytes).map_err(|error| ImportError::Input {
@@ -426,14 +437,12 @@ fn stored_progress(
             })?;
             return Ok((id.clone(), progress));
         }
+        // Archived before the store had any of it (a crash between the two).
+        if archive.imported(id) > 0 {
+            return Ok((id.clone(), fresh));
+        }
     }
-    Ok((
-        source.id.clone(),
-        FileProgress {
-            path: source.path.display().to_string(),
-            ..FileProgress::default()
-        },
-    ))
+    Ok((source.id.clone(), fresh))
 }
 
 /// Input bytes per event a chunk's columns are first given room for (generated calls take

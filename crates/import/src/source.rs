@@ -11,10 +11,11 @@ use crate::ImportError;
 /// Bytes of input per chunk (one parser thread's unit of work), before line alignment.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
-/// Whole lines of at least this many bytes (from the start of the records) identify a file.
+/// A file's first bytes (decompressed) identify it: its first record or two, with their times
+/// and ids. Fewer would make files that begin alike one file more often (continued, or refused
+/// when they differ further on: never counted twice); more would make a file that begins with
+/// another's first few records a new one, imported whole.
 const FINGERPRINT_BYTES: usize = 256;
-/// The fingerprint looks no further than this for those lines.
-const FINGERPRINT_WINDOW: usize = 64 << 10;
 
 /// One input file.
 #[derive(Debug, Clone)]
@@ -24,8 +25,7 @@ pub struct Source {
     pub size: u64,
     /// Modification time, ns since the epoch (0 when the system has none).
     pub modified_ns: u64,
-    /// The file's identity: its first records (the first whole lines reaching 256 bytes,
-    /// decompressed), so a file that grew since it was imported is
+    /// The file's identity: its first records (its first 256 bytes, decompressed), so a file that grew since it was imported is
     /// continued, and a copy or a compressed version of it is known, under any name.
     pub id: String,
     /// The identity earlier versions gave the file (its path, modification time and size):
@@ -55,14 +55,15 @@ impl Source {
             id: String::new(),
             legacy_id: format!("{:08x}{:x}", hasher.finalize(), metadata.len()),
         };
-        let mut head = Vec::with_capacity(FINGERPRINT_WINDOW);
+        // Appending does not change them, even to a file whose last line was not finished;
+        // only a file shorter than that is known by less, and is a new file once it grows.
+        let mut head = Vec::with_capacity(FINGERPRINT_BYTES);
         source
             .open(Arc::default())?
-            .take(FINGERPRINT_WINDOW as u64)
+            .take(FINGERPRINT_BYTES as u64)
             .read_to_end(&mut head)
             .map_err(|error| ImportError::io("reading", path, error))?;
-        let print = fingerprint(&head);
-        source.id = format!("f{:08x}{:x}", crc32fast::hash(print), print.len());
+        source.id = format!("f{:08x}{:x}", crc32fast::hash(&head), head.len());
         Ok(source)
     }
 
@@ -128,15 +129,6 @@ fn fill(input: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// What identifies a file by its content: its first whole lines reaching
-/// [`FINGERPRINT_BYTES`] (all of `head` when they do not, or when its first line is longer
-/// than `head`). Appending to the file does not change them.
-fn fingerprint(head: &[u8]) -> &[u8] {
-    let end = memchr::memchr(b'\n', head.get(FINGERPRINT_BYTES - 1..).unwrap_or_default())
-        .map_or(head.len(), |newline| FINGERPRINT_BYTES + newline);
-    &head[..end]
-}
-
 /// Reads the first `bytes` of `input` (an import continuing where it stopped); returns the
 /// CRC-32 of what it read, or `None` when the input is shorter.
 pub fn skip(input: &mut impl Read, bytes: u64) -> std::io::Result<Option<crc32fast::Hasher>> {
@@ -161,19 +153,35 @@ pub fn skip(input: &mut impl Read, bytes: u64) -> std::io::Result<Option<crc32fa
 }
 
 /// Splits `input` into chunks of whole lines, calling `send` with each: a chunk is the lines
-/// that end within [`CHUNK_BYTES`] of its start (a longer line makes a longer chunk). Where a
-/// chunk ends depends only on the bytes from its start, not on how reads return them, so an
-/// import that continues from a chunk end cuts the rest as the first run did. Stops early when
-/// `send` returns false.
-pub fn chunks(input: &mut impl Read, mut send: impl FnMut(Vec<u8>) -> bool) -> std::io::Result<()> {
+/// that end within [`CHUNK_BYTES`] of its start (a longer line makes a longer chunk), and a
+/// chunk ends at `cut_at` bytes from the input's start when it reaches that far. Where a chunk
+/// ends depends only on the bytes from its start, not on how reads return them, so an import
+/// that continues from a chunk end cuts the rest as the first run did; `cut_at` is where an
+/// earlier run ended a unit that a chunk of this one could otherwise run past (the end of a
+/// file that has grown since). Stops early when `send` returns false.
+pub fn chunks(
+    input: &mut impl Read,
+    cut_at: Option<u64>,
+    mut send: impl FnMut(Vec<u8>) -> bool,
+) -> std::io::Result<()> {
     let mut carry: Vec<u8> = Vec::new();
+    let mut sent = 0u64;
     loop {
+        let forced = cut_at
+            .and_then(|at| at.checked_sub(sent))
+            .filter(|left| *left > 0);
         let mut buffer = Vec::with_capacity(CHUNK_BYTES.max(carry.len()) + 1);
         buffer.append(&mut carry);
         let mut ended = false;
         // The window from the chunk's start, widened until a line ends in it.
         let mut window = CHUNK_BYTES;
         let cut = loop {
+            let exact = forced
+                .and_then(|left| usize::try_from(left).ok())
+                .filter(|left| *left <= window);
+            if let Some(exact) = exact {
+                window = exact;
+            }
             let start = buffer.len();
             if start < window {
                 buffer.resize(window, 0);
@@ -184,6 +192,9 @@ pub fn chunks(input: &mut impl Read, mut send: impl FnMut(Vec<u8>) -> bool) -> s
             if ended {
                 break buffer.len();
             }
+            if exact.is_some() {
+                break window;
+            }
             match memchr::memrchr(b'\n', &buffer) {
                 Some(last_newline) => break last_newline + 1,
                 None => window += CHUNK_BYTES,
@@ -191,6 +202,7 @@ pub fn chunks(input: &mut impl Read, mut send: impl FnMut(Vec<u8>) -> bool) -> s
         };
         carry.extend_from_slice(&buffer[cut..]);
         buffer.truncate(cut);
+        sent += cut as u64;
         if !buffer.is_empty() && !send(buffer) {
             return Ok(());
         }
@@ -220,8 +232,12 @@ mod tests {
     }
 
     fn cut(data: &[u8], step: usize) -> Vec<Vec<u8>> {
+        cut_at(data, step, None)
+    }
+
+    fn cut_at(data: &[u8], step: usize, at: Option<u64>) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        chunks(&mut Trickle { data, step }, |chunk| {
+        chunks(&mut Trickle { data, step }, at, |chunk| {
             out.push(chunk);
             true
         })
@@ -255,5 +271,30 @@ mod tests {
         let skipped = skip(&mut rest, first).expect("reads").expect("long enough");
         assert_eq!(skipped.finalize(), crc32fast::hash(&whole[0]));
         assert!(cut(rest, 777) == whole[1..], "the rest cut as before");
+    }
+
+    #[test]
+    fn a_chunk_ends_where_told_and_the_rest_is_cut_as_from_there() {
+        let mut data = Vec::new();
+        for index in 0..100_000 {
+            data.extend_from_slice(format!("{{\"line\":{index}}}\n").as_bytes());
+        }
+        let whole = cut(&data, usize::MAX);
+        // Inside the second chunk, in the middle of a line (the end of a file that then grew).
+        let at = whole[0].len() + whole[1].len() / 2 + 3;
+        for step in [usize::MAX, 65_521] {
+            let told = cut_at(&data, step, Some(at as u64));
+            assert_eq!(told.concat(), data);
+            let ends: Vec<usize> = told
+                .iter()
+                .scan(0, |end, chunk| {
+                    *end += chunk.len();
+                    Some(*end)
+                })
+                .collect();
+            assert!(ends.contains(&at), "a chunk ends at {at}: {ends:?}");
+            let after = ends.iter().position(|end| *end == at).expect("there") + 1;
+            assert!(told[after..] == cut(&data[at..], usize::MAX)[..]);
+        }
     }
 }

@@ -187,6 +187,46 @@ fn one_unit(source: &Source, options: &ImportOptions, store: &RollupStore, archi
     ));
 }
 
+/// One unit of `source` into both sides of `data`, then one side alone `units` units further
+/// (to the end of the file with `None`), the other side's writes going to a copy thrown
+/// away: the state a crash between the two writes of a unit leaves.
+fn ahead_after_a_crash(
+    source: &Source,
+    data: &Path,
+    scratch: &Path,
+    archive_ahead: bool,
+    units: Option<usize>,
+) {
+    let options = options(data, 1 << 20);
+    let (store, archive) = open(data).expect("opens");
+    one_unit(source, &options, &store, &archive);
+    let (scratch_store, scratch_archive) = open(scratch).expect("opens");
+    let (store, archive) = match archive_ahead {
+        true => (&scratch_store, &archive),
+        false => (&store, &scratch_archive),
+    };
+    match units {
+        Some(units) => (0..units).for_each(|_| one_unit(source, &options, store, archive)),
+        None => {
+            import_file(source, &options, store, archive, &Progress::default()).expect("imports");
+        }
+    }
+}
+
+/// Where the store and the archive of `data` have `source`.
+fn sides(source: &Source, data: &Path) -> (u64, u64) {
+    let (store, archive) = open(data).expect("opens");
+    let stored = store
+        .import_progress(&source.id)
+        .expect("reads")
+        .map_or(0, |bytes| {
+            serde_json::from_slice::<FileProgress>(&bytes)
+                .expect("json")
+                .position
+        });
+    (stored, archive.imported(&source.id))
+}
+
 /// One side (archive or store) two units ahead of the other, as after a crash between the
 /// two writes of a unit; then the import run again to the end, into both.
 fn crash_between(archive_ahead: bool) {
@@ -194,35 +234,21 @@ fn crash_between(archive_ahead: bool) {
     let (path, events, _) = input(dir.path(), 40_000);
     let data = dir.path().join("data");
     let source = Source::new(&path).expect("source");
-    let options = options(&data, 1 << 20);
-    {
-        let (store, archive) = open(&data).expect("opens");
-        one_unit(&source, &options, &store, &archive);
-        // The other side's writes of the next two units go to a copy thrown away.
-        let (scratch_store, scratch_archive) = open(&dir.path().join("scratch")).expect("opens");
-        for _ in 0..2 {
-            if archive_ahead {
-                one_unit(&source, &options, &scratch_store, &archive);
-            } else {
-                one_unit(&source, &options, &store, &scratch_archive);
-            }
-        }
-        let stored = store
-            .import_progress(&source.id)
-            .expect("reads")
-            .expect("some");
-        let stored: FileProgress = serde_json::from_slice(&stored).expect("json");
-        let archived = archive.imported(&source.id);
-        assert!(if archive_ahead {
-            archived > stored.position
-        } else {
-            stored.position > archived
-        });
-    }
-    let (store, archive) = open(&data).expect("opens");
-    import_file(&source, &options, &store, &archive, &Progress::default()).expect("imports");
-    assert_store_matches(&store, &events);
-    assert_archive_matches(&archive, &events);
+    ahead_after_a_crash(
+        &source,
+        &data,
+        &dir.path().join("scratch"),
+        archive_ahead,
+        Some(2),
+    );
+    let (stored, archived) = sides(&source, &data);
+    assert!(if archive_ahead {
+        archived > stored
+    } else {
+        stored > archived
+    });
+    import_in_units(&path, &data, 1 << 20).expect("imports");
+    assert_data_matches(&data, &events);
 }
 
 #[test]
@@ -233,6 +259,55 @@ fn a_crash_between_archive_and_store_is_made_good_by_the_next_run() {
 #[test]
 fn a_crash_between_store_and_archive_is_made_good_by_the_next_run() {
     crash_between(false);
+}
+
+#[test]
+fn an_archive_left_behind_a_finished_store_is_completed_by_the_next_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 40_000);
+    let data = dir.path().join("data");
+    let source = Source::new(&path).expect("source");
+    ahead_after_a_crash(&source, &data, &dir.path().join("scratch"), false, None);
+    let (stored, archived) = sides(&source, &data);
+    assert!(stored > archived);
+    import_in_units(&path, &data, 1 << 20).expect("imports");
+    assert_data_matches(&data, &events);
+}
+
+/// One side at the end of the file and the other behind, as a crash leaves them; then the
+/// file grows and is imported again.
+fn grown_after_a_crash_between(archive_ahead: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 40_000);
+    let whole = std::fs::read_to_string(&path).expect("input");
+    std::fs::write(&path, first_lines(&whole, 24_000)).expect("written");
+    let data = dir.path().join("data");
+    let source = Source::new(&path).expect("source");
+    ahead_after_a_crash(
+        &source,
+        &data,
+        &dir.path().join("scratch"),
+        archive_ahead,
+        None,
+    );
+    let (stored, archived) = sides(&source, &data);
+    let end = std::fs::metadata(&path).expect("file").len();
+    assert_eq!(if archive_ahead { archived } else { stored }, end);
+    std::fs::write(&path, &whole).expect("written");
+    let outcome = import_in_units(&path, &data, 1 << 20).expect("imports");
+    assert_eq!(outcome.progress.accepted, events.len() as u64);
+    assert_eq!(reported_lines(&outcome.report), bad);
+    assert_data_matches(&data, &events);
+}
+
+#[test]
+fn a_file_that_grew_after_a_crash_between_archive_and_store_is_continued_exactly() {
+    grown_after_a_crash_between(true);
+}
+
+#[test]
+fn a_file_that_grew_after_a_crash_between_store_and_archive_is_continued_exactly() {
+    grown_after_a_crash_between(false);
 }
 
 #[test]
@@ -289,11 +364,16 @@ fn parquet_files_with_the_same_fields_import_like_ndjson() {
 
 /// Imports `path` into `data` (opened afresh, as a new process would).
 fn import_once(path: &Path, data: &Path) -> Result<FileOutcome, ImportError> {
+    import_in_units(path, data, UNIT_BYTES)
+}
+
+/// Imports `path` into `data` in units of `unit_bytes` (opened afresh).
+fn import_in_units(path: &Path, data: &Path, unit_bytes: u64) -> Result<FileOutcome, ImportError> {
     let (store, archive) = open(data).expect("opens");
     let source = Source::new(path).expect("source");
     import_file(
         &source,
-        &options(data, UNIT_BYTES),
+        &options(data, unit_bytes),
         &store,
         &archive,
         &Progress::default(),
@@ -399,47 +479,65 @@ fn a_different_file_beginning_with_the_same_records_is_refused() {
     );
 }
 
+/// `path` as earlier versions identified it: by its path, size and modification time.
+fn as_earlier_versions_knew_it(path: &Path) -> Source {
+    let mut source = Source::new(path).expect("source");
+    source.id = source.legacy_id.clone();
+    source
+}
+
 #[test]
-fn a_file_imported_by_an_earlier_version_is_known_by_the_identity_it_gave_it() {
+fn a_file_imported_by_an_earlier_version_is_continued_under_the_identity_it_gave_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (path, events, _) = input(dir.path(), 20_000);
+    let (path, events, _) = input(dir.path(), 40_000);
+    let data = dir.path().join("data");
+    let legacy = as_earlier_versions_knew_it(&path);
+    {
+        let (store, archive) = open(&data).expect("opens");
+        one_unit(&legacy, &options(&data, 1 << 20), &store, &archive);
+        // Its progress record as they wrote it, without what this version adds.
+        let record = store
+            .import_progress(&legacy.id)
+            .expect("reads")
+            .expect("some");
+        let mut record: serde_json::Value = serde_json::from_slice(&record).expect("json");
+        for added in ["prefix_crc", "size_on_disk", "modified_ns"] {
+            record.as_object_mut().expect("object").remove(added);
+        }
+        let record = serde_json::to_vec(&record).expect("json");
+        let mut memo = store.import_memo().expect("memo");
+        store
+            .import(&[], i64::MAX, (&legacy.id, &record), &mut memo)
+            .expect("written");
+    }
+    let outcome = import_in_units(&path, &data, 1 << 20).expect("imports");
+    assert!(outcome.progress.done);
+    let report = outcome.report.display().to_string();
+    assert!(report.contains(&legacy.legacy_id), "{report}");
+    assert_data_matches(&data, &events);
+    // Done, under that identity: skipped.
+    assert!(
+        import_in_units(&path, &data, 1 << 20)
+            .expect("imports")
+            .already_done
+    );
+}
+
+#[test]
+fn an_archive_an_earlier_version_wrote_before_the_store_is_continued_not_repeated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 40_000);
     let data = dir.path().join("data");
     {
-        // Earlier versions identified a file by its path, size and modification time.
-        let (store, archive) = open(&data).expect("opens");
-        let mut source = Source::new(&path).expect("source");
-        source.id = source.legacy_id.clone();
-        let progress = Progress::default();
-        progress.stop.store(true, Ordering::Release);
-        let interrupted = import_file(
-            &source,
-            &options(&data, 1 << 20),
-            &store,
-            &archive,
-            &progress,
-        );
-        assert!(matches!(interrupted, Err(ImportError::Interrupted)));
+        // A crash after the first unit's archive write, before its store write.
+        let legacy = as_earlier_versions_knew_it(&path);
+        let (_, archive) = open(&data).expect("opens");
+        let (scratch, _) = open(&dir.path().join("scratch")).expect("opens");
+        one_unit(&legacy, &options(&data, 1 << 20), &scratch, &archive);
+        assert!(archive.imported(&legacy.id) > 0);
     }
-    let (store, archive) = open(&data).expect("opens");
-    let source = Source::new(&path).expect("source");
-    let outcome = import_file(
-        &source,
-        &options(&data, 1 << 20),
-        &store,
-        &archive,
-        &Progress::default(),
-    )
-    .expect("imports");
-    assert!(outcome.progress.done);
-    assert!(
-        outcome
-            .report
-            .display()
-            .to_string()
-            .contains(&source.legacy_id)
-    );
-    assert_store_matches(&store, &events);
-    assert_archive_matches(&archive, &events);
+    import_in_units(&path, &data, 1 << 20).expect("imports");
+    assert_data_matches(&data, &events);
 }
 
 #[test]

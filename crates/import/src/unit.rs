@@ -53,7 +53,13 @@ pub(crate) struct Committer<'a> {
 impl Committer<'_> {
     pub(crate) fn commit(&mut self, sealed: Sealed) -> Result<(), ImportError> {
         let started = Instant::now();
-        let seen_as = (Some(self.source.size), Some(self.source.modified_ns));
+        // The size and time of the file imported under its own name (a copy's would make the
+        // file itself look changed).
+        let same_file = self.progress.path == self.source.path.display().to_string();
+        let seen_as = match same_file {
+            true => (Some(self.source.size), Some(self.source.modified_ns)),
+            false => (self.progress.size_on_disk, self.progress.modified_ns),
+        };
         let changed = seen_as != (self.progress.size_on_disk, self.progress.modified_ns);
         if sealed.end > self.progress.position || (sealed.last && (!self.progress.done || changed))
         {
