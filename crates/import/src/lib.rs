@@ -156,6 +156,9 @@ pub struct FileOutcome {
     pub imported_now: u64,
     /// The file had been imported completely before.
     pub already_done: bool,
+    /// Bytes of the file's last line, unfinished (no newline, not a record), left for an
+    /// import after the file has grown.
+    pub unfinished: u64,
     pub elapsed: Duration,
 }
 
@@ -173,6 +176,8 @@ pub struct Progress {
 /// One parsed chunk.
 pub(crate) struct Parsed {
     bytes: u64,
+    /// Bytes of an unfinished last line left for a later import (after `bytes`).
+    unfinished: u64,
     /// CRC-32 of the chunk.
     crc: u32,
     /// Line ends in the chunk.
@@ -220,6 +225,7 @@ pub fn import_file(
             report,
             imported_now: 0,
             already_done: true,
+            unfinished: 0,
             elapsed: started.elapsed(),
         });
     }
@@ -287,7 +293,7 @@ pub fn import_file(
         max_reported_errors: usize::MAX,
     };
     let threads = options.threads.max(1);
-    let (chunk_tx, chunk_rx) = sync_channel::<(usize, Vec<u8>)>(threads * 2);
+    let (chunk_tx, chunk_rx) = sync_channel::<(usize, Vec<u8>, bool)>(threads * 2);
     // Held by the parsers only: once they are gone, the reader's sends fail and it stops.
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let (parsed_tx, parsed_rx) = sync_channel::<(usize, Result<Parsed, String>)>(threads * 2);
@@ -307,8 +313,8 @@ pub fn import_file(
     let outcome = std::thread::scope(|scope| -> Result<u64, ImportError> {
         let reader = scope.spawn(move || {
             let mut index = 0;
-            source::chunks(&mut input, cut_at, |chunk| {
-                let sent = chunk_tx.send((index, chunk)).is_ok();
+            source::chunks(&mut input, cut_at, |chunk, last| {
+                let sent = chunk_tx.send((index, chunk, last)).is_ok();
                 index += 1;
                 sent
             })
@@ -321,9 +327,11 @@ pub fn import_file(
                 let mut text_share = [0.0f64; 3];
                 loop {
                     let next = chunk_rx.lock().map(|receiver| receiver.recv());
-                    let Ok(Ok((index, chunk))) = next else { return };
+                    let Ok(Ok((index, chunk, last))) = next else {
+                        return;
+                    };
                     let room = text_share.map(|share| (share * 1.25 * chunk.len() as f64) as usize);
-                    let parsed = parse_chunk(parser, &chunk, bounds, &limits, room);
+                    let parsed = parse_chunk(parser, (&chunk, last), bounds, &limits, room);
                     if let Ok(parsed) = &parsed {
                         let bytes = parsed.events.text_bytes();
                         text_share = bytes.map(|bytes| bytes as f64 / chunk.len().max(1) as f64);
@@ -414,6 +422,7 @@ pub fn import_file(
         report,
         imported_now,
         already_done,
+        unfinished: unit.unfinished,
         elapsed: started.elapsed(),
     })
 }
@@ -449,19 +458,39 @@ fn stored_progress(
 /// 200–400 bytes a line).
 const BYTES_PER_ROW: usize = 256;
 
+/// Parses a chunk (`last`: the input ends with it).
 fn parse_chunk(
     parser: &EventParser,
-    chunk: &[u8],
+    (chunk, last): (&[u8], bool),
     bounds: TimeBounds,
     limits: &IngestLimits,
     text_room: [usize; 3],
 ) -> Result<Parsed, String> {
     let mut events = EventColumns::with_capacity(chunk.len() / BYTES_PER_ROW);
     events.reserve_text(text_room);
-    let (records, rejections) = for_each_record(parser, chunk, bounds, limits, |event, _| {
-        events.push(event);
-    })
-    .map_err(|error| error.to_string())?;
+    let (mut records, mut rejections) =
+        for_each_record(parser, chunk, bounds, limits, |event, _| {
+            events.push(event);
+        })
+        .map_err(|error| error.to_string())?;
+    let newlines = memchr::memchr_iter(b'\n', chunk).count();
+    // The input's last line without its newline and not a record: a line still being written
+    // (a log read while it grows). It is left for an import after the file has grown, which
+    // reads it whole, rather than rejected now and its rest rejected then.
+    let whole = chunk.len();
+    let mut bytes = whole;
+    if last
+        && chunk.last().is_some_and(|byte| *byte != b'\n')
+        && rejections
+            .listed
+            .last()
+            .is_some_and(|record| record.line == Some(newlines + 1))
+    {
+        rejections.listed.pop();
+        records -= 1;
+        bytes = memchr::memrchr(b'\n', chunk).map_or(0, |newline| newline + 1);
+    }
+    let chunk = &chunk[..bytes];
     let lines: Vec<&[u8]> = if rejections.listed.is_empty() {
         Vec::new()
     } else {
@@ -494,7 +523,8 @@ fn parse_chunk(
     Ok(Parsed {
         bytes: chunk.len() as u64,
         crc: crc32fast::hash(chunk),
-        newlines: memchr::memchr_iter(b'\n', chunk).count() as u64,
+        newlines: newlines as u64,
+        unfinished: (whole - bytes) as u64,
         accepted: events.rows() as u64,
         events,
         records: records as u64,

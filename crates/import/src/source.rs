@@ -158,11 +158,12 @@ pub fn skip(input: &mut impl Read, bytes: u64) -> std::io::Result<Option<crc32fa
 /// ends depends only on the bytes from its start, not on how reads return them, so an import
 /// that continues from a chunk end cuts the rest as the first run did; `cut_at` is where an
 /// earlier run ended a unit that a chunk of this one could otherwise run past (the end of a
-/// file that has grown since). Stops early when `send` returns false.
+/// file that has grown since). `send` is told whether the input ends with the chunk; it
+/// stops the split early by returning false.
 pub fn chunks(
     input: &mut impl Read,
     cut_at: Option<u64>,
-    mut send: impl FnMut(Vec<u8>) -> bool,
+    mut send: impl FnMut(Vec<u8>, bool) -> bool,
 ) -> std::io::Result<()> {
     let mut carry: Vec<u8> = Vec::new();
     let mut sent = 0u64;
@@ -203,7 +204,7 @@ pub fn chunks(
         carry.extend_from_slice(&buffer[cut..]);
         buffer.truncate(cut);
         sent += cut as u64;
-        if !buffer.is_empty() && !send(buffer) {
+        if !buffer.is_empty() && !send(buffer, ended) {
             return Ok(());
         }
         if ended && carry.is_empty() {
@@ -237,7 +238,7 @@ mod tests {
 
     fn cut_at(data: &[u8], step: usize, at: Option<u64>) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        chunks(&mut Trickle { data, step }, at, |chunk| {
+        chunks(&mut Trickle { data, step }, at, |chunk, _| {
             out.push(chunk);
             true
         })

@@ -553,3 +553,49 @@ fn a_file_beginning_with_a_byte_order_mark_imports_every_record() {
     assert_eq!(outcome.progress.rejected, bad.len() as u64);
     assert_data_matches(&data, &events);
 }
+
+#[test]
+fn an_unfinished_last_line_is_left_for_the_import_after_the_file_grows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 20_000);
+    let whole = std::fs::read_to_string(&path).expect("input");
+    // Read while a writer was in the middle of a line: the first 12,000 lines and half of
+    // the next one.
+    let lines: Vec<&str> = whole.split_inclusive('\n').collect();
+    let (done, next) = (lines[..12_000].concat(), lines[12_000]);
+    assert!(!bad.contains(&12_001), "the line cut is a record");
+    let bad_before = bad.iter().filter(|line| **line <= 12_000).count();
+    let good_before = 12_000 - bad_before;
+    std::fs::write(&path, format!("{done}{}", &next[..next.len() / 2])).expect("written");
+    let data = dir.path().join("data");
+    let first = import_once(&path, &data).expect("imports");
+    assert_eq!(first.progress.accepted, good_before as u64);
+    assert_eq!(
+        reported_lines(&first.report).len(),
+        bad_before,
+        "the cut line not rejected"
+    );
+    assert_eq!(first.unfinished, (next.len() / 2) as u64);
+    assert_eq!(first.progress.position, done.len() as u64);
+    // The writer finished the line and went on.
+    std::fs::write(&path, &whole).expect("written");
+    let second = import_once(&path, &data).expect("imports");
+    assert_eq!(second.progress.accepted, events.len() as u64);
+    assert_eq!(second.unfinished, 0);
+    assert_eq!(reported_lines(&second.report), bad);
+    assert_data_matches(&data, &events);
+}
+
+#[test]
+fn a_last_line_without_its_newline_that_is_a_record_is_imported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 2_000);
+    let whole = std::fs::read_to_string(&path).expect("input");
+    std::fs::write(&path, whole.trim_end()).expect("written");
+    let data = dir.path().join("data");
+    let outcome = import_once(&path, &data).expect("imports");
+    assert_eq!(outcome.unfinished, 0);
+    assert_eq!(outcome.progress.accepted, events.len() as u64);
+    assert_eq!(reported_lines(&outcome.report), bad);
+    assert_data_matches(&data, &events);
+}

@@ -136,6 +136,8 @@ pub(crate) struct Unit {
     pub(crate) crc: crc32fast::Hasher,
     /// Lines before `end` (known from the store's position on).
     pub(crate) lines: u64,
+    /// Bytes of the file's unfinished last line, left for a later import.
+    pub(crate) unfinished: u64,
     pub(crate) merchants: Interner,
     pub(crate) apis: Interner,
     pub(crate) windows: FxHashMap<(u32, u32, i64), Rollup>,
@@ -185,6 +187,7 @@ impl Unit {
             start,
             end: start,
             crc: before,
+            unfinished: 0,
             lines: stored.lines,
             merchants: Interner::default(),
             apis: Interner::default(),
@@ -238,6 +241,7 @@ impl Unit {
             self.lines = self.stored_lines;
         }
         self.end += parsed.bytes;
+        self.unfinished = parsed.unfinished;
         self.crc.combine(&crc32fast::Hasher::new_with_initial_len(
             parsed.crc,
             parsed.bytes,
@@ -379,6 +383,7 @@ mod tests {
         }
         Parsed {
             bytes,
+            unfinished: 0,
             crc: 0,
             newlines: minutes.len() as u64,
             accepted: minutes.len() as u64,

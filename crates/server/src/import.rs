@@ -131,6 +131,12 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                 outcome.report.display()
             );
         }
+        if outcome.unfinished > 0 {
+            println!(
+                "  its last line is unfinished ({} bytes, no newline, not a record): left for an import after the file grows",
+                outcome.unfinished
+            );
+        }
     }
     drop(archive);
     // Everything imported is durable by now (each unit's store batch synced, its segments
