@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 
+use mm_model::lines::without_byte_order_mark;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -160,8 +161,9 @@ impl Prepared {
 }
 
 /// Splits a body into events, each as its own JSON text: a JSON array, or NDJSON (one event
-/// per non-blank line).
+/// per non-blank line). A UTF-8 byte order mark before the body or a line is not part of it.
 pub fn split_batch(body: &[u8]) -> Result<Vec<&[u8]>, UnreadableBatch> {
+    let body = without_byte_order_mark(body);
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
         let events: Vec<&RawValue> = serde_json::from_slice(body).map_err(|error| {
@@ -171,6 +173,7 @@ pub fn split_batch(body: &[u8]) -> Result<Vec<&[u8]>, UnreadableBatch> {
     }
     Ok(body
         .split(|byte| *byte == b'\n')
+        .map(without_byte_order_mark)
         .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
         .collect())
 }

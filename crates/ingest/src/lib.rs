@@ -35,6 +35,7 @@ use std::io::Read;
 
 use mm_http::{BudgetExhausted, Reservation};
 use mm_model::event::ApiCallRef;
+use mm_model::lines::without_byte_order_mark;
 use mm_model::mapping::{EventParser, RecordError, RejectReason, TimeBounds};
 use mm_storage::{codec, wal};
 use serde::Serialize;
@@ -289,9 +290,6 @@ pub fn process_body(
     })
 }
 
-/// The UTF-8 byte order mark some editors and Windows tools begin a text file with.
-const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
-
 /// Parses and validates every record of a decoded body (NDJSON, or a JSON array), calling
 /// `accept` with each valid event and the record's own bytes. Returns the number of records
 /// and the rejected ones. A UTF-8 byte order mark before the body or a line (files written
@@ -304,7 +302,7 @@ pub fn for_each_record(
     mut accept: impl FnMut(&ApiCallRef<'_>, &[u8]),
 ) -> Result<(usize, Rejections), BodyError> {
     let mut rejections = Rejections::new(limits.max_reported_errors);
-    let body = body.strip_prefix(BYTE_ORDER_MARK).unwrap_or(body);
+    let body = without_byte_order_mark(body);
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
         let records: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
@@ -332,7 +330,7 @@ pub fn for_each_record(
         let line = &body[start..end];
         start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(line);
+        let line = without_byte_order_mark(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }

@@ -19,6 +19,7 @@
 
 pub mod activity;
 pub mod event;
+pub mod lines;
 pub mod mapping;
 pub mod rollup;
 pub mod sketch;

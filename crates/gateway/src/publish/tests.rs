@@ -511,3 +511,20 @@ fn the_fast_and_the_full_path_store_the_same_events_on_the_same_partitions() {
         }
     }
 }
+
+#[test]
+fn byte_order_marks_before_a_batch_and_its_lines_are_not_part_of_the_events() {
+    let mark = "\u{FEFF}";
+    let event = r#"{"order_id":"o1"}"#;
+    for body in [
+        format!("{mark}{event}\n{mark}{event}\r\n{event}"),
+        format!("{mark}[{event},{event},{event}]"),
+    ] {
+        let events = split_batch(body.as_bytes()).expect("readable");
+        assert_eq!(events.len(), 3, "{body:?}");
+        for text in events {
+            let text = std::str::from_utf8(text).expect("text");
+            assert_eq!(text.trim_end(), event, "{body:?}");
+        }
+    }
+}
