@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use mm_archive::{Archive, ArchiveConfig, EventColumns, Rows};
 use mm_ingest::{IngestLimits, for_each_record};
-use mm_model::mapping::{EventParser, FieldMapping, TimeBounds};
+use mm_model::mapping::{EventParser, FieldMapping, RejectReason, TimeBounds};
 
 use mm_model::time::{minute_of, now_us};
 use mm_storage::rollups::RollupStore;
@@ -144,6 +144,10 @@ pub struct FileProgress {
     pub size_on_disk: Option<u64>,
     #[serde(default)]
     pub modified_ns: Option<u64>,
+    /// Bytes of the file's last line, unfinished (no newline, not JSON), left for an import
+    /// after the file has grown.
+    #[serde(default)]
+    pub unfinished: u64,
 }
 
 /// The outcome of one file.
@@ -221,11 +225,11 @@ pub fn import_file(
             && stored.modified_ns == Some(source.modified_ns));
     if stored.done && unchanged && archive.imported(id) >= stored.position {
         return Ok(FileOutcome {
+            unfinished: stored.unfinished,
             progress: stored,
             report,
             imported_now: 0,
             already_done: true,
-            unfinished: 0,
             elapsed: started.elapsed(),
         });
     }
@@ -418,11 +422,11 @@ pub fn import_file(
     // Imported whole before, and nothing was added to it since.
     let already_done = was_done == (true, committer.progress.position);
     Ok(FileOutcome {
+        unfinished: committer.progress.unfinished,
         progress: committer.progress,
         report,
         imported_now,
         already_done,
-        unfinished: unit.unfinished,
         elapsed: started.elapsed(),
     })
 }
@@ -438,17 +442,26 @@ fn stored_progress(
         path: source.path.display().to_string(),
         ..FileProgress::default()
     };
-    for id in [&source.id, &source.legacy_id] {
-        if let Some(bytes) = store.import_progress(id).map_err(ImportError::Write)? {
+    // A file shorter than its fingerprint when it was imported is known by all it was then:
+    // one beginning with those bytes is that file grown (and checked to begin with what was
+    // imported of it, as any file continued).
+    let shorter = (1..source.head.len())
+        .rev()
+        .map(|length| source::identity(&source.head[..length]));
+    for id in [source.id.clone(), source.legacy_id.clone()]
+        .into_iter()
+        .chain(shorter)
+    {
+        if let Some(bytes) = store.import_progress(&id).map_err(ImportError::Write)? {
             let progress = serde_json::from_slice(&bytes).map_err(|error| ImportError::Input {
                 path: source.path.clone(),
                 detail: format!("unreadable import progress: {error}"),
             })?;
-            return Ok((id.clone(), progress));
+            return Ok((id, progress));
         }
         // Archived before the store had any of it (a crash between the two).
-        if archive.imported(id) > 0 {
-            return Ok((id.clone(), fresh));
+        if archive.imported(&id) > 0 {
+            return Ok((id, fresh));
         }
     }
     Ok((source.id.clone(), fresh))
@@ -474,17 +487,23 @@ fn parse_chunk(
         })
         .map_err(|error| error.to_string())?;
     let newlines = memchr::memchr_iter(b'\n', chunk).count();
-    // The input's last line without its newline and not a record: a line still being written
-    // (a log read while it grows). It is left for an import after the file has grown, which
-    // reads it whole, rather than rejected now and its rest rejected then.
+    // The input's last line without its newline and not JSON (or too long): a line still being
+    // written (a log read while it grows). It is left for an import after the file has grown,
+    // which reads it whole, rather than rejected now and its rest rejected then. A whole
+    // record that fails a check is rejected as any other.
     let whole = chunk.len();
     let mut bytes = whole;
     if last
         && chunk.last().is_some_and(|byte| *byte != b'\n')
-        && rejections
-            .listed
-            .last()
-            .is_some_and(|record| record.line == Some(newlines + 1))
+        && rejections.listed.last().is_some_and(|record| {
+            record.line == Some(newlines + 1)
+                && matches!(
+                    record.code,
+                    RejectReason::InvalidJson
+                        | RejectReason::InvalidUtf8
+                        | RejectReason::RecordTooLarge
+                )
+        })
     {
         rejections.listed.pop();
         records -= 1;

@@ -25,12 +25,20 @@ pub struct Source {
     pub size: u64,
     /// Modification time, ns since the epoch (0 when the system has none).
     pub modified_ns: u64,
-    /// The file's identity: its first records (its first 256 bytes, decompressed), so a file that grew since it was imported is
-    /// continued, and a copy or a compressed version of it is known, under any name.
+    /// The file's identity: its first records (its first 256 bytes, decompressed), so a file
+    /// that grew since it was imported is continued, and a copy or a compressed version of it
+    /// is known, under any name.
     pub id: String,
     /// The identity earlier versions gave the file (its path, modification time and size):
     /// an import they made is continued under it.
     pub legacy_id: String,
+    /// The bytes the identity is of.
+    pub(crate) head: Vec<u8>,
+}
+
+/// The identity of a file that begins with `head` (its first 256 bytes, or all of it).
+pub(crate) fn identity(head: &[u8]) -> String {
+    format!("f{:08x}{:x}", crc32fast::hash(head), head.len())
 }
 
 impl Source {
@@ -54,16 +62,18 @@ impl Source {
             modified_ns,
             id: String::new(),
             legacy_id: format!("{:08x}{:x}", hasher.finalize(), metadata.len()),
+            head: Vec::with_capacity(FINGERPRINT_BYTES),
         };
         // Appending does not change them, even to a file whose last line was not finished;
-        // only a file shorter than that is known by less, and is a new file once it grows.
+        // only a file shorter than that is known by less (see `stored_progress`).
         let mut head = Vec::with_capacity(FINGERPRINT_BYTES);
         source
             .open(Arc::default())?
             .take(FINGERPRINT_BYTES as u64)
             .read_to_end(&mut head)
             .map_err(|error| ImportError::io("reading", path, error))?;
-        source.id = format!("f{:08x}{:x}", crc32fast::hash(&head), head.len());
+        source.id = identity(&head);
+        source.head = head;
         Ok(source)
     }
 
@@ -158,8 +168,9 @@ pub fn skip(input: &mut impl Read, bytes: u64) -> std::io::Result<Option<crc32fa
 /// ends depends only on the bytes from its start, not on how reads return them, so an import
 /// that continues from a chunk end cuts the rest as the first run did; `cut_at` is where an
 /// earlier run ended a unit that a chunk of this one could otherwise run past (the end of a
-/// file that has grown since). `send` is told whether the input ends with the chunk; it
-/// stops the split early by returning false.
+/// file that has grown since). `send` is told whether the input ended inside the chunk (not
+/// so for a chunk ended at `cut_at` just as the input ends); it stops the split early by
+/// returning false.
 pub fn chunks(
     input: &mut impl Read,
     cut_at: Option<u64>,
@@ -283,6 +294,7 @@ mod tests {
         let whole = cut(&data, usize::MAX);
         // Inside the second chunk, in the middle of a line (the end of a file that then grew).
         let at = whole[0].len() + whole[1].len() / 2 + 3;
+        assert_ne!(data[at - 1], b'\n', "in the middle of a line");
         for step in [usize::MAX, 65_521] {
             let told = cut_at(&data, step, Some(at as u64));
             assert_eq!(told.concat(), data);

@@ -599,3 +599,40 @@ fn a_last_line_without_its_newline_that_is_a_record_is_imported() {
     assert_eq!(reported_lines(&outcome.report), bad);
     assert_data_matches(&data, &events);
 }
+
+#[test]
+fn a_file_shorter_than_its_fingerprint_that_grows_is_continued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 2_000);
+    let whole = std::fs::read_to_string(&path).expect("input");
+    // A log just started: one record and half the next, fewer bytes than the fingerprint.
+    let lines: Vec<&str> = whole.split_inclusive('\n').collect();
+    let start = format!("{}{}", lines[0], &lines[1][..lines[1].len() / 2]);
+    assert!(start.len() < 256, "{} bytes", start.len());
+    std::fs::write(&path, &start).expect("written");
+    let data = dir.path().join("data");
+    let first = import_once(&path, &data).expect("imports");
+    assert_eq!(first.progress.accepted, 1);
+    assert!(first.unfinished > 0);
+    std::fs::write(&path, &whole).expect("written");
+    let second = import_once(&path, &data).expect("imports");
+    assert_eq!(second.imported_now, events.len() as u64 - 1);
+    assert_eq!(reported_lines(&second.report), bad);
+    assert_data_matches(&data, &events);
+}
+
+#[test]
+fn a_whole_last_record_without_its_newline_that_fails_a_check_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, mut bad) = input(dir.path(), 2_000);
+    let mut text = std::fs::read_to_string(&path).expect("input");
+    text.push_str(r#"{"merchant":"m1","api":"/v1/payments"}"#);
+    bad.push(text.lines().count() as u64);
+    std::fs::write(&path, text).expect("written");
+    let data = dir.path().join("data");
+    let outcome = import_once(&path, &data).expect("imports");
+    assert_eq!(outcome.unfinished, 0);
+    assert_eq!(outcome.progress.accepted, events.len() as u64);
+    assert_eq!(reported_lines(&outcome.report), bad);
+    assert!(outcome.progress.done);
+}

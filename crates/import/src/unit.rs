@@ -21,6 +21,8 @@ pub(crate) type ArchiveUnit = (u64, Vec<EventColumns>);
 /// A finished unit, for the committer.
 pub(crate) struct Sealed {
     pub(crate) end: u64,
+    /// Bytes of an unfinished last line after `end`, left for a later import.
+    pub(crate) unfinished: u64,
     /// CRC-32 of the file's bytes before `end`.
     pub(crate) prefix_crc: u32,
     pub(crate) lines: u64,
@@ -79,6 +81,7 @@ impl Committer<'_> {
             next.report_bytes += sealed.report.len() as u64;
             next.done = sealed.last;
             next.prefix_crc = Some(sealed.prefix_crc);
+            next.unfinished = sealed.unfinished;
             (next.size_on_disk, next.modified_ns) = seen_as;
             let record = serde_json::to_vec(&next).map_err(|error| ImportError::Input {
                 path: self.source.path.clone(),
@@ -349,6 +352,7 @@ impl Unit {
             .collect();
         let sealed = Sealed {
             end: self.end,
+            unfinished: self.unfinished,
             prefix_crc: self.crc.clone().finalize(),
             lines: self.lines,
             windows,

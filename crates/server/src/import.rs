@@ -100,6 +100,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                 },
                 file.accepted
             );
+            print_unfinished(&outcome);
             continue;
         }
         total += outcome.imported_now;
@@ -131,12 +132,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                 outcome.report.display()
             );
         }
-        if outcome.unfinished > 0 {
-            println!(
-                "  its last line is unfinished ({} bytes, no newline, not a record): left for an import after the file grows",
-                outcome.unfinished
-            );
-        }
+        print_unfinished(&outcome);
     }
     drop(archive);
     // Everything imported is durable by now (each unit's store batch synced, its segments
@@ -153,6 +149,16 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The file's last line, unfinished, left for an import after it grows.
+fn print_unfinished(outcome: &mm_import::FileOutcome) {
+    if outcome.unfinished > 0 {
+        println!(
+            "  its last line is unfinished ({} bytes, no newline, not JSON): left for an import after the file grows",
+            outcome.unfinished
+        );
+    }
 }
 
 /// What an import into `config`'s data directory accepts, as its server would: one parser
