@@ -144,6 +144,9 @@ pub struct FileProgress {
     pub size_on_disk: Option<u64>,
     #[serde(default)]
     pub modified_ns: Option<u64>,
+    /// The file's absolute path then (`path` is as it was named).
+    #[serde(default)]
+    pub canonical: Option<String>,
     /// Bytes of the file's last line, unfinished (no newline, not JSON), left for an import
     /// after the file has grown.
     #[serde(default)]
@@ -220,7 +223,7 @@ pub fn import_file(
     // Imported whole, into the archive too (its last unit may have been cut short by a
     // crash after the store's), and the very file, unchanged since.
     let unchanged = stored.prefix_crc.is_none()
-        || (stored.path == source.path.display().to_string()
+        || (stored.canonical.as_ref() == Some(&source.canonical)
             && stored.size_on_disk == Some(source.size)
             && stored.modified_ns == Some(source.modified_ns));
     if stored.done && unchanged && archive.imported(id) >= stored.position {

@@ -34,6 +34,8 @@ pub struct Source {
     pub legacy_id: String,
     /// The bytes the identity is of.
     pub(crate) head: Vec<u8>,
+    /// The file's absolute path, whatever it was named by.
+    pub(crate) canonical: String,
 }
 
 /// The identity of a file that begins with `head` (its first 256 bytes, or all of it).
@@ -63,6 +65,7 @@ impl Source {
             id: String::new(),
             legacy_id: format!("{:08x}{:x}", hasher.finalize(), metadata.len()),
             head: Vec::with_capacity(FINGERPRINT_BYTES),
+            canonical: canonical.to_string_lossy().into_owned(),
         };
         // Appending does not change them, even to a file whose last line was not finished;
         // only a file shorter than that is known by less (see `stored_progress`).

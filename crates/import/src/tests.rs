@@ -636,3 +636,26 @@ fn a_whole_last_record_without_its_newline_that_fails_a_check_is_rejected() {
     assert_eq!(reported_lines(&outcome.report), bad);
     assert!(outcome.progress.done);
 }
+
+#[test]
+fn an_unchanged_file_named_another_way_is_skipped_without_reading_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 20_000);
+    let data = dir.path().join("data");
+    import_once(&path, &data).expect("imports");
+    let (store, archive) = open(&data).expect("opens");
+    let other_name = dir.path().join(".").join("calls.ndjson");
+    let source = Source::new(&other_name).expect("source");
+    let progress = Progress::default();
+    let outcome = import_file(
+        &source,
+        &options(&data, UNIT_BYTES),
+        &store,
+        &archive,
+        &progress,
+    )
+    .expect("imports");
+    assert!(outcome.already_done);
+    assert_eq!(progress.read_on_disk.load(Ordering::Relaxed), 0, "not read");
+    assert_store_matches(&store, &events);
+}

@@ -57,7 +57,11 @@ impl Committer<'_> {
         let started = Instant::now();
         // The size and time of the file imported under its own name (a copy's would make the
         // file itself look changed).
-        let same_file = self.progress.path == self.source.path.display().to_string();
+        // (A file named as imported, or by another name of the same path.)
+        let same_file = match &self.progress.canonical {
+            Some(canonical) => *canonical == self.source.canonical,
+            None => self.progress.path == self.source.path.display().to_string(),
+        };
         let seen_as = match same_file {
             true => (Some(self.source.size), Some(self.source.modified_ns)),
             false => (self.progress.size_on_disk, self.progress.modified_ns),
@@ -83,6 +87,9 @@ impl Committer<'_> {
             next.prefix_crc = Some(sealed.prefix_crc);
             next.unfinished = sealed.unfinished;
             (next.size_on_disk, next.modified_ns) = seen_as;
+            if same_file {
+                next.canonical = Some(self.source.canonical.clone());
+            }
             let record = serde_json::to_vec(&next).map_err(|error| ImportError::Input {
                 path: self.source.path.clone(),
                 detail: error.to_string(),
