@@ -163,9 +163,6 @@ pub struct FileOutcome {
     pub imported_now: u64,
     /// The file had been imported completely before.
     pub already_done: bool,
-    /// Bytes of the file's last line, unfinished (no newline, not a record), left for an
-    /// import after the file has grown.
-    pub unfinished: u64,
     pub elapsed: Duration,
 }
 
@@ -228,7 +225,6 @@ pub fn import_file(
             && stored.modified_ns == Some(source.modified_ns));
     if stored.done && unchanged && archive.imported(id) >= stored.position {
         return Ok(FileOutcome {
-            unfinished: stored.unfinished,
             progress: stored,
             report,
             imported_now: 0,
@@ -425,7 +421,6 @@ pub fn import_file(
     // Imported whole before, and nothing was added to it since.
     let already_done = was_done == (true, committer.progress.position);
     Ok(FileOutcome {
-        unfinished: committer.progress.unfinished,
         progress: committer.progress,
         report,
         imported_now,

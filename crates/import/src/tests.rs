@@ -575,13 +575,13 @@ fn an_unfinished_last_line_is_left_for_the_import_after_the_file_grows() {
         bad_before,
         "the cut line not rejected"
     );
-    assert_eq!(first.unfinished, (next.len() / 2) as u64);
+    assert_eq!(first.progress.unfinished, (next.len() / 2) as u64);
     assert_eq!(first.progress.position, done.len() as u64);
     // The writer finished the line and went on.
     std::fs::write(&path, &whole).expect("written");
     let second = import_once(&path, &data).expect("imports");
     assert_eq!(second.progress.accepted, events.len() as u64);
-    assert_eq!(second.unfinished, 0);
+    assert_eq!(second.progress.unfinished, 0);
     assert_eq!(reported_lines(&second.report), bad);
     assert_data_matches(&data, &events);
 }
@@ -594,7 +594,7 @@ fn a_last_line_without_its_newline_that_is_a_record_is_imported() {
     std::fs::write(&path, whole.trim_end()).expect("written");
     let data = dir.path().join("data");
     let outcome = import_once(&path, &data).expect("imports");
-    assert_eq!(outcome.unfinished, 0);
+    assert_eq!(outcome.progress.unfinished, 0);
     assert_eq!(outcome.progress.accepted, events.len() as u64);
     assert_eq!(reported_lines(&outcome.report), bad);
     assert_data_matches(&data, &events);
@@ -613,7 +613,7 @@ fn a_file_shorter_than_its_fingerprint_that_grows_is_continued() {
     let data = dir.path().join("data");
     let first = import_once(&path, &data).expect("imports");
     assert_eq!(first.progress.accepted, 1);
-    assert!(first.unfinished > 0);
+    assert!(first.progress.unfinished > 0);
     std::fs::write(&path, &whole).expect("written");
     let second = import_once(&path, &data).expect("imports");
     assert_eq!(second.imported_now, events.len() as u64 - 1);
@@ -631,7 +631,7 @@ fn a_whole_last_record_without_its_newline_that_fails_a_check_is_rejected() {
     std::fs::write(&path, text).expect("written");
     let data = dir.path().join("data");
     let outcome = import_once(&path, &data).expect("imports");
-    assert_eq!(outcome.unfinished, 0);
+    assert_eq!(outcome.progress.unfinished, 0);
     assert_eq!(outcome.progress.accepted, events.len() as u64);
     assert_eq!(reported_lines(&outcome.report), bad);
     assert!(outcome.progress.done);

@@ -153,10 +153,10 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
 
 /// The file's last line, unfinished, left for an import after it grows.
 fn print_unfinished(outcome: &mm_import::FileOutcome) {
-    if outcome.unfinished > 0 {
+    if outcome.progress.unfinished > 0 {
         println!(
             "  its last line is unfinished ({} bytes, no newline, not JSON): left for an import after the file grows",
-            outcome.unfinished
+            outcome.progress.unfinished
         );
     }
 }
