@@ -114,7 +114,8 @@ pub struct ImportOptions {
     /// Where the rejection reports go \[default: `<data dir>/import`\].
     pub report_dir: Option<PathBuf>,
     /// Input bytes per committed unit ([`UNIT_BYTES`]); an import that continues another
-    /// must use the same.
+    /// may use another size (chunks, not units, decide where the store and the archive can
+    /// have stopped).
     pub unit_bytes: u64,
 }
 

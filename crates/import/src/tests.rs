@@ -230,6 +230,11 @@ fn sides(source: &Source, data: &Path) -> (u64, u64) {
 /// One side (archive or store) two units ahead of the other, as after a crash between the
 /// two writes of a unit; then the import run again to the end, into both.
 fn crash_between(archive_ahead: bool) {
+    crash_between_then_units_of(archive_ahead, 1 << 20);
+}
+
+/// [`crash_between`], continued in units of `unit_bytes` (the first run's are 1 MiB).
+fn crash_between_then_units_of(archive_ahead: bool, unit_bytes: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, events, _) = input(dir.path(), 40_000);
     let data = dir.path().join("data");
@@ -247,7 +252,7 @@ fn crash_between(archive_ahead: bool) {
     } else {
         stored > archived
     });
-    import_in_units(&path, &data, 1 << 20).expect("imports");
+    import_in_units(&path, &data, unit_bytes).expect("imports");
     assert_data_matches(&data, &events);
 }
 
@@ -259,6 +264,43 @@ fn a_crash_between_archive_and_store_is_made_good_by_the_next_run() {
 #[test]
 fn a_crash_between_store_and_archive_is_made_good_by_the_next_run() {
     crash_between(false);
+}
+
+#[test]
+fn an_import_continued_with_another_unit_size_counts_and_archives_each_record_once() {
+    // Units smaller and larger than the first run's, the store or the archive ahead.
+    for (archive_ahead, unit_bytes) in [
+        (true, 300 << 10),
+        (true, 3 << 20),
+        (false, 300 << 10),
+        (false, 3 << 20),
+    ] {
+        crash_between_then_units_of(archive_ahead, unit_bytes);
+    }
+    // Stopped after every unit, each run with units of another size.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 40_000);
+    let data = dir.path().join("data");
+    let source = Source::new(&path).expect("source");
+    let sizes = [1 << 20, 300 << 10, 700 << 10, 400 << 10];
+    for run in 0.. {
+        let (store, archive) = open(&data).expect("opens");
+        let progress = Progress::default();
+        progress.stop.store(true, Ordering::Release);
+        let options = options(&data, sizes[run % sizes.len()]);
+        match import_file(&source, &options, &store, &archive, &progress) {
+            Err(ImportError::Interrupted) => continue,
+            Ok(outcome) => {
+                assert!(run >= 3, "every size ends a unit: {} runs", run + 1);
+                assert_eq!(outcome.progress.accepted, events.len() as u64);
+                assert_eq!(reported_lines(&outcome.report), bad);
+                assert_store_matches(&store, &events);
+                assert_archive_matches(&archive, &events);
+                break;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
 }
 
 #[test]

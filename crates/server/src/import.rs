@@ -15,7 +15,8 @@ use crate::serve::{ServerArgs, load_config};
 
 #[derive(Debug, Args, Clone)]
 pub struct ImportArgs {
-    /// NDJSON files of API calls (plain, gzip or zstd), imported in order.
+    /// Files of API calls, imported in order: NDJSON (plain, gzip or zstd) or Parquet with the
+    /// same fields.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// The server's configuration file (field mapping, retention, clock skew, grace).
@@ -31,7 +32,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
     /// Input per committed unit, in MiB: what an interruption can cost again, and about what
-    /// a unit holds in memory. An import that continues another must use the same.
+    /// a unit holds in memory (an import continued may use another).
     #[arg(long, default_value_t = mm_import::UNIT_BYTES >> 20)]
     pub unit_mib: u64,
     /// No progress bar (a line per file only).
