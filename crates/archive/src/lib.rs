@@ -45,7 +45,9 @@
 mod maintenance;
 mod segment;
 
-pub use segment::{EventColumns, MetadataCache, Optional, RowQuery, Rows, SegmentInfo, Series};
+pub use segment::{
+    EventColumns, HOUR_METADATA_KEY, MetadataCache, Optional, RowQuery, Rows, SegmentInfo, Series,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

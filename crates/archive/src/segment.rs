@@ -32,6 +32,10 @@ const ROW_GROUP_ROWS: usize = 16 * 1024;
 /// so a lookup with a merchant reads the pages of that merchant, not whole row groups.
 const PAGE_ROWS: usize = 4096;
 
+/// The key of a segment's Parquet metadata that holds its UTC hour: what tells the archive's
+/// own files apart (their `attributes` column is the JSON object of a record's other fields).
+pub const HOUR_METADATA_KEY: &str = "merchant_monitor.hour";
+
 /// What the manifest records about a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentInfo {
@@ -125,7 +129,7 @@ fn writer_properties(rows: usize, hour: i64) -> Result<WriterProperties, Archive
         .set_data_page_size_limit(128 * 1024)
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_key_value_metadata(Some(vec![KeyValue::new(
-            "merchant_monitor.hour".into(),
+            HOUR_METADATA_KEY.into(),
             hour.to_string(),
         )]))
         .build())

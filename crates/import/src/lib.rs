@@ -268,7 +268,12 @@ pub fn import_file(
         .set_len(stored.report_bytes)
         .map_err(|error| ImportError::io("truncating", &report, error))?;
 
-    let parser = EventParser::new(&options.mapping, true)
+    // An archive segment's columns are the event's fields by name.
+    let mapping = match source.archive_segment {
+        true => FieldMapping::default(),
+        false => options.mapping.clone(),
+    };
+    let parser = EventParser::new(&mapping, true)
         .map_err(|error| ImportError::Mapping(error.to_string()))?;
     let now = now_us();
     let bounds = TimeBounds::around(
@@ -435,6 +440,7 @@ fn stored_progress(
         .map(|length| source::identity(&source.head[..length]));
     for id in [source.id.clone(), source.legacy_id.clone()]
         .into_iter()
+        .chain(source.earlier_id.clone())
         .chain(shorter)
     {
         if let Some(bytes) = store.import_progress(&id).map_err(ImportError::Write)? {

@@ -1,6 +1,11 @@
-//! Parquet input: each row becomes the JSON object of its columns (column name → value), one
-//! per line, so it goes through the same field mapping and validation as NDJSON. Files the
-//! archive wrote (and anything with the same column names) import as they are.
+//! Parquet input: each row becomes the JSON object of its columns (column name → value, in
+//! the byte order of the names, null values left out), one per line, so it goes through the
+//! same field mapping and validation as NDJSON.
+//!
+//! The archive's own segments (their metadata names their hour) are read back as the records
+//! they were written from: their `attributes` column, the JSON object of a record's unmapped
+//! fields, gives its members back to the line instead of becoming one text field, and their
+//! columns are the event's fields by name (the import reads them with the default mapping).
 
 use std::io::Write;
 use std::path::Path;
@@ -9,41 +14,90 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
     UInt32Type, UInt64Type,
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde_json::{Map, Value};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::ImportError;
 
 /// The four bytes a Parquet file starts with.
 pub const MAGIC: &[u8; 4] = b"PAR1";
 
-/// The rows of the Parquet file at `path` as NDJSON, written by a thread into a pipe; `read`
-/// advances with the rows converted (as a share of the file's size).
+/// The archive's column of a record's unmapped fields (as a JSON object's text).
+const ATTRIBUTES: &str = "attributes";
+
+/// How rows are written as lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lines {
+    /// Every column a field (the archive's `attributes` one too): files that are not archive
+    /// segments, and archive segments as versions before this one converted them (their
+    /// identity then).
+    Columns,
+    /// An archive segment's rows as the records they were: `attributes` spliced.
+    Records,
+}
+
+/// A Parquet file opened for reading, and whether the archive wrote it.
+pub(crate) struct Opened {
+    batches: ParquetRecordBatchReader,
+    rows: u64,
+    pub(crate) segment: bool,
+}
+
+fn parquet_error(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> ImportError + '_ {
+    move |error| ImportError::Input {
+        path: path.to_owned(),
+        detail: format!("reading Parquet: {error}"),
+    }
+}
+
+/// Opens the Parquet file at `path`.
+pub(crate) fn open(path: &Path) -> Result<Opened, ImportError> {
+    let file =
+        std::fs::File::open(path).map_err(|error| ImportError::io("opening", path, error))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error(path))?;
+    let metadata = builder.metadata().file_metadata();
+    let rows = metadata.num_rows().max(1) as u64;
+    let segment = metadata.key_value_metadata().is_some_and(|pairs| {
+        pairs
+            .iter()
+            .any(|pair| pair.key == mm_archive::HOUR_METADATA_KEY)
+    });
+    let batches = builder
+        .with_batch_size(8_192)
+        .build()
+        .map_err(parquet_error(path))?;
+    Ok(Opened {
+        batches,
+        rows,
+        segment,
+    })
+}
+
+/// The rows of the Parquet file at `path` as NDJSON (archive segments as their records), written
+/// by a thread into a pipe; `read` advances with the rows converted (as a share of the file's
+/// size).
 pub fn ndjson(
     path: &Path,
     size: u64,
     read: Arc<AtomicU64>,
 ) -> Result<std::io::PipeReader, ImportError> {
-    let io = |action, error| ImportError::io(action, path, error);
-    let file = std::fs::File::open(path).map_err(|error| io("opening", error))?;
-    let parquet = |error: parquet::errors::ParquetError| ImportError::Input {
-        path: path.to_owned(),
-        detail: format!("reading Parquet: {error}"),
+    let opened = open(path)?;
+    let lines = match opened.segment {
+        true => Lines::Records,
+        false => Lines::Columns,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
-    let rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
-    let batches = builder.with_batch_size(8_192).build().map_err(parquet)?;
-    let (reader, mut writer) = std::io::pipe().map_err(|error| io("opening a pipe for", error))?;
+    let (reader, mut writer) =
+        std::io::pipe().map_err(|error| ImportError::io("opening a pipe for", path, error))?;
     let path = path.to_owned();
     std::thread::spawn(move || {
         let mut done = 0u64;
         let mut out = Vec::with_capacity(1 << 20);
-        for batch in batches {
+        for batch in opened.batches {
             let batch = match batch {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -57,7 +111,7 @@ pub fn ndjson(
                 }
             };
             out.clear();
-            if let Err(detail) = write_rows(&batch, &mut out) {
+            if let Err(detail) = write_rows(&batch, lines, &mut out) {
                 let _ = writeln!(writer, "\u{0}{}: {detail}", path.display());
                 return;
             }
@@ -65,76 +119,444 @@ pub fn ndjson(
                 return;
             }
             done += batch.num_rows() as u64;
-            read.store(size * done / rows, Ordering::Relaxed);
+            read.store(size * done / opened.rows, Ordering::Relaxed);
         }
     });
     Ok(reader)
 }
 
-/// Appends each row of `batch` as a JSON object and a newline.
-fn write_rows(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), String> {
+/// The first `bytes` bytes of the lines an archive segment's rows became in versions before
+/// this one (every column a field): the identity they imported it under.
+pub(crate) fn earlier_head(opened: Opened, bytes: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for batch in opened.batches {
+        let batch = batch.map_err(|error| error.to_string())?;
+        write_rows(&batch, Lines::Columns, &mut out)?;
+        if out.len() >= bytes {
+            break;
+        }
+    }
+    out.truncate(bytes);
+    Ok(out)
+}
+
+/// One column's values, typed once per batch.
+enum Values<'a> {
+    Text(Box<dyn Fn(usize) -> &'a str + 'a>),
+    Bool(&'a arrow_array::BooleanArray),
+    Signed(Box<dyn Fn(usize) -> i64 + 'a>),
+    Unsigned(Box<dyn Fn(usize) -> u64 + 'a>),
+    Float(Box<dyn Fn(usize) -> f64 + 'a>),
+    /// Microseconds since the epoch, written as RFC 3339 text.
+    Time(Box<dyn Fn(usize) -> i64 + 'a>),
+    Unsupported(&'a DataType),
+}
+
+fn values(column: &dyn Array) -> Values<'_> {
+    fn signed<'a, T>(column: &'a dyn Array) -> Values<'a>
+    where
+        T: arrow_array::ArrowPrimitiveType,
+        T::Native: Into<i64>,
+    {
+        let array = column.as_primitive::<T>();
+        Values::Signed(Box::new(move |row| array.value(row).into()))
+    }
+    fn unsigned<'a, T>(column: &'a dyn Array) -> Values<'a>
+    where
+        T: arrow_array::ArrowPrimitiveType,
+        T::Native: Into<u64>,
+    {
+        let array = column.as_primitive::<T>();
+        Values::Unsigned(Box::new(move |row| array.value(row).into()))
+    }
+    fn micros<'a, T>(column: &'a dyn Array, to_micros: fn(i64) -> i64) -> Values<'a>
+    where
+        T: arrow_array::ArrowPrimitiveType<Native = i64>,
+    {
+        let array = column.as_primitive::<T>();
+        Values::Time(Box::new(move |row| to_micros(array.value(row))))
+    }
+    match column.data_type() {
+        DataType::Utf8 => {
+            let array = column.as_string::<i32>();
+            Values::Text(Box::new(move |row| array.value(row)))
+        }
+        DataType::LargeUtf8 => {
+            let array = column.as_string::<i64>();
+            Values::Text(Box::new(move |row| array.value(row)))
+        }
+        DataType::Utf8View => {
+            let array = column.as_string_view();
+            Values::Text(Box::new(move |row| array.value(row)))
+        }
+        DataType::Boolean => Values::Bool(column.as_boolean()),
+        DataType::Int8 => signed::<Int8Type>(column),
+        DataType::Int16 => signed::<Int16Type>(column),
+        DataType::Int32 => signed::<Int32Type>(column),
+        DataType::Int64 => signed::<Int64Type>(column),
+        DataType::UInt8 => unsigned::<UInt8Type>(column),
+        DataType::UInt16 => unsigned::<UInt16Type>(column),
+        DataType::UInt32 => unsigned::<UInt32Type>(column),
+        DataType::UInt64 => unsigned::<UInt64Type>(column),
+        DataType::Float32 => {
+            let array = column.as_primitive::<Float32Type>();
+            Values::Float(Box::new(move |row| f64::from(array.value(row))))
+        }
+        DataType::Float64 => {
+            let array = column.as_primitive::<Float64Type>();
+            Values::Float(Box::new(move |row| array.value(row)))
+        }
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            micros::<TimestampSecondType>(column, |value| value.saturating_mul(1_000_000))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            micros::<TimestampMillisecondType>(column, |value| value.saturating_mul(1_000))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            micros::<TimestampMicrosecondType>(column, |value| value)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            micros::<TimestampNanosecondType>(column, |value| value / 1_000)
+        }
+        other => Values::Unsupported(other),
+    }
+}
+
+/// One field of the lines: its name as JSON with the colon after it, and its column.
+struct Field<'a> {
+    name: &'a str,
+    key: Vec<u8>,
+    column: &'a dyn Array,
+    values: Values<'a>,
+}
+
+/// The members of an archived record's attributes (the text inside its braces), or `None`
+/// when the text is not an object's.
+fn members(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    Some(inner.trim())
+}
+
+/// Appends each row of `batch` as a JSON object and a newline: the columns in the byte order
+/// of their names (of columns named alike, the last one not null), null values left out,
+/// numbers and text as serde_json writes them. With [`Lines::Records`], the `attributes`
+/// text's members come first (so a column named like one of them is the value that counts).
+fn write_rows(batch: &RecordBatch, lines: Lines, out: &mut Vec<u8>) -> Result<(), String> {
     let schema = batch.schema();
-    let columns: Vec<(&str, &dyn Array)> = schema
+    let mut fields: Vec<Field<'_>> = schema
         .fields()
         .iter()
         .zip(batch.columns())
-        .map(|(field, column)| (field.name().as_str(), column.as_ref()))
-        .collect();
+        .map(|(field, column)| {
+            let mut key = Vec::with_capacity(field.name().len() + 3);
+            serde_json::to_writer(&mut key, field.name()).map_err(|error| error.to_string())?;
+            key.push(b':');
+            Ok(Field {
+                name: field.name().as_str(),
+                key,
+                column: column.as_ref(),
+                values: values(column.as_ref()),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    // Stable: columns named alike stay in schema order.
+    fields.sort_by(|left, right| left.name.cmp(right.name));
+    let splice = match lines {
+        Lines::Records => fields
+            .iter()
+            .position(|field| field.name == ATTRIBUTES && matches!(field.values, Values::Text(_))),
+        Lines::Columns => None,
+    };
+    let mut time = String::with_capacity(32);
     for row in 0..batch.num_rows() {
-        let mut object = Map::with_capacity(columns.len());
-        for (name, column) in &columns {
-            if column.is_null(row) {
+        out.push(b'{');
+        let mut first = true;
+        let mut spliced = None;
+        if let Some(index) = splice
+            && let (false, Values::Text(text)) =
+                (fields[index].column.is_null(row), &fields[index].values)
+            && let Some(inner) = members(text(row))
+        {
+            spliced = Some(index);
+            if !inner.is_empty() {
+                out.extend_from_slice(inner.as_bytes());
+                first = false;
+            }
+        }
+        let mut index = 0;
+        while index < fields.len() {
+            // Columns named alike: the last one not null in this row, as a map keeps it.
+            let mut end = index + 1;
+            while end < fields.len() && fields[end].name == fields[index].name {
+                end += 1;
+            }
+            let chosen = (index..end)
+                .rev()
+                .find(|at| !fields[*at].column.is_null(row));
+            index = end;
+            let Some(at) = chosen else { continue };
+            if spliced == Some(at) {
                 continue;
             }
-            object.insert((*name).to_owned(), value(*column, row, name)?);
+            let field = &fields[at];
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&field.key);
+            write_value(&field.values, field.name, row, out, &mut time)?;
         }
-        serde_json::to_writer(&mut *out, &object).map_err(|error| error.to_string())?;
-        out.push(b'\n');
+        out.extend_from_slice(b"}\n");
     }
     Ok(())
 }
 
-fn value(column: &dyn Array, row: usize, name: &str) -> Result<Value, String> {
-    Ok(match column.data_type() {
-        DataType::Utf8 => Value::from(column.as_string::<i32>().value(row)),
-        DataType::LargeUtf8 => Value::from(column.as_string::<i64>().value(row)),
-        DataType::Utf8View => Value::from(column.as_string_view().value(row)),
-        DataType::Boolean => Value::from(column.as_boolean().value(row)),
-        DataType::Int8 => Value::from(column.as_primitive::<Int8Type>().value(row)),
-        DataType::Int16 => Value::from(column.as_primitive::<Int16Type>().value(row)),
-        DataType::Int32 => Value::from(column.as_primitive::<Int32Type>().value(row)),
-        DataType::Int64 => Value::from(column.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt8 => Value::from(column.as_primitive::<UInt8Type>().value(row)),
-        DataType::UInt16 => Value::from(column.as_primitive::<UInt16Type>().value(row)),
-        DataType::UInt32 => Value::from(column.as_primitive::<UInt32Type>().value(row)),
-        DataType::UInt64 => Value::from(column.as_primitive::<UInt64Type>().value(row)),
-        DataType::Float32 => {
-            Value::from(f64::from(column.as_primitive::<Float32Type>().value(row)))
+fn write_value(
+    values: &Values<'_>,
+    name: &str,
+    row: usize,
+    out: &mut Vec<u8>,
+    time: &mut String,
+) -> Result<(), String> {
+    let written = match values {
+        Values::Text(text) => serde_json::to_writer(&mut *out, text(row)),
+        Values::Bool(array) => serde_json::to_writer(&mut *out, &array.value(row)),
+        Values::Signed(value) => serde_json::to_writer(&mut *out, &value(row)),
+        Values::Unsigned(value) => serde_json::to_writer(&mut *out, &value(row)),
+        // Not finite: `null`, as a JSON value of it is.
+        Values::Float(value) => serde_json::to_writer(&mut *out, &value(row)),
+        Values::Time(micros) => {
+            time.clear();
+            mm_model::time::write_rfc3339(micros(row), time);
+            serde_json::to_writer(&mut *out, time.as_str())
         }
-        DataType::Float64 => Value::from(column.as_primitive::<Float64Type>().value(row)),
-        DataType::Timestamp(unit, _) => {
-            use arrow_array::types::{
-                TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-                TimestampSecondType,
-            };
-            let micros = match unit {
-                TimeUnit::Second => column
-                    .as_primitive::<TimestampSecondType>()
-                    .value(row)
-                    .saturating_mul(1_000_000),
-                TimeUnit::Millisecond => column
-                    .as_primitive::<TimestampMillisecondType>()
-                    .value(row)
-                    .saturating_mul(1_000),
-                TimeUnit::Microsecond => {
-                    column.as_primitive::<TimestampMicrosecondType>().value(row)
-                }
-                TimeUnit::Nanosecond => {
-                    column.as_primitive::<TimestampNanosecondType>().value(row) / 1_000
-                }
-            };
-            Value::from(mm_model::time::format_rfc3339(micros))
+        Values::Unsupported(other) => {
+            return Err(format!("column {name}: type {other} is not supported"));
         }
-        other => return Err(format!("column {name}: type {other} is not supported")),
-    })
+    };
+    written.map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        ArrayRef, BooleanArray, Float32Array, Float64Array, Int8Array, Int64Array,
+        LargeStringArray, StringArray, StringViewArray, TimestampMillisecondArray,
+        TimestampNanosecondArray, UInt16Array, UInt64Array,
+    };
+    use arrow_schema::{Field as SchemaField, Schema};
+    use serde_json::{Map, Value};
+
+    use super::*;
+
+    /// A value as versions before this one made it: a JSON value per row and column.
+    fn as_a_value(column: &dyn Array, row: usize) -> Value {
+        use arrow_array::types::*;
+        match column.data_type() {
+            DataType::Utf8 => Value::from(column.as_string::<i32>().value(row)),
+            DataType::LargeUtf8 => Value::from(column.as_string::<i64>().value(row)),
+            DataType::Utf8View => Value::from(column.as_string_view().value(row)),
+            DataType::Boolean => Value::from(column.as_boolean().value(row)),
+            DataType::Int8 => Value::from(column.as_primitive::<Int8Type>().value(row)),
+            DataType::Int64 => Value::from(column.as_primitive::<Int64Type>().value(row)),
+            DataType::UInt16 => Value::from(column.as_primitive::<UInt16Type>().value(row)),
+            DataType::UInt64 => Value::from(column.as_primitive::<UInt64Type>().value(row)),
+            DataType::Float32 => {
+                Value::from(f64::from(column.as_primitive::<Float32Type>().value(row)))
+            }
+            DataType::Float64 => Value::from(column.as_primitive::<Float64Type>().value(row)),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                Value::from(mm_model::time::format_rfc3339(
+                    column
+                        .as_primitive::<TimestampMillisecondType>()
+                        .value(row)
+                        .saturating_mul(1_000),
+                ))
+            }
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                Value::from(mm_model::time::format_rfc3339(
+                    column.as_primitive::<TimestampNanosecondType>().value(row) / 1_000,
+                ))
+            }
+            other => panic!("the test has no column of type {other}"),
+        }
+    }
+
+    /// The lines as versions before this one wrote them: a JSON map per row (keys in byte
+    /// order, a later column of a name replacing an earlier one), serialized.
+    fn as_a_map_writes_them(batch: &RecordBatch) -> Vec<u8> {
+        let mut out = Vec::new();
+        let schema = batch.schema();
+        for row in 0..batch.num_rows() {
+            let mut object = Map::new();
+            for (field, column) in schema.fields().iter().zip(batch.columns()) {
+                if !column.is_null(row) {
+                    object.insert(field.name().clone(), as_a_value(column.as_ref(), row));
+                }
+            }
+            serde_json::to_writer(&mut out, &object).expect("serialized");
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        let fields: Vec<SchemaField> = columns
+            .iter()
+            .map(|(name, array)| SchemaField::new(*name, array.data_type().clone(), true))
+            .collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns.into_iter().map(|(_, array)| array).collect(),
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn rows_are_written_as_earlier_versions_wrote_them_so_imported_files_keep_their_identity() {
+        let batch = batch(vec![
+            (
+                "zeta",
+                Arc::new(Int8Array::from(vec![Some(-3), None, Some(7)])),
+            ),
+            (
+                "text",
+                Arc::new(StringArray::from(vec![
+                    Some("plain"),
+                    Some("quote \" backslash \\ tab \t bell \u{7} é ☃"),
+                    None,
+                ])),
+            ),
+            (
+                "large",
+                Arc::new(LargeStringArray::from(vec![Some("a"), None, Some("b")])),
+            ),
+            (
+                "view",
+                Arc::new(StringViewArray::from(vec![
+                    Some("a view longer than twelve bytes"),
+                    Some(""),
+                    None,
+                ])),
+            ),
+            (
+                "flag",
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+            ),
+            (
+                "big",
+                Arc::new(Int64Array::from(vec![
+                    Some(i64::MIN),
+                    Some(i64::MAX),
+                    Some(0),
+                ])),
+            ),
+            (
+                "ubig",
+                Arc::new(UInt64Array::from(vec![Some(u64::MAX), None, Some(1)])),
+            ),
+            (
+                "small",
+                Arc::new(UInt16Array::from(vec![Some(201), Some(503), None])),
+            ),
+            (
+                "latency",
+                Arc::new(Float64Array::from(vec![
+                    Some(516.86),
+                    Some(f64::NAN),
+                    Some(1e300),
+                ])),
+            ),
+            (
+                "single",
+                Arc::new(Float32Array::from(vec![
+                    Some(0.1),
+                    Some(f32::INFINITY),
+                    None,
+                ])),
+            ),
+            (
+                "ms",
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![Some(1_764_000_000_123), None, Some(0)])
+                        .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "ns",
+                Arc::new(TimestampNanosecondArray::from(vec![
+                    Some(1_764_000_000_123_456_789),
+                    Some(-1_500),
+                    None,
+                ])),
+            ),
+            // Named alike: the later one not null wins, as in a map.
+            (
+                "text",
+                Arc::new(StringArray::from(vec![None, Some("later"), None])),
+            ),
+            (
+                "attributes",
+                Arc::new(StringArray::from(vec![Some(r#"{"sdk":"go"}"#), None, None])),
+            ),
+        ]);
+        let mut fast = Vec::new();
+        write_rows(&batch, Lines::Columns, &mut fast).expect("written");
+        assert_eq!(
+            String::from_utf8(fast).expect("utf-8"),
+            String::from_utf8(as_a_map_writes_them(&batch)).expect("utf-8")
+        );
+    }
+
+    #[test]
+    fn an_archived_records_attributes_become_its_fields_again() {
+        let batch = batch(vec![
+            (
+                "merchant",
+                Arc::new(StringArray::from(vec!["m1", "m2", "m3", "m4"])),
+            ),
+            (
+                "attributes",
+                Arc::new(StringArray::from(vec![
+                    Some(r#"{"sdk_version":"java/4.2.1","note":"a \"quoted\" ü"}"#),
+                    None,
+                    Some("{}"),
+                    Some("not an object"),
+                ])),
+            ),
+            (
+                "api",
+                Arc::new(StringArray::from(vec!["/a", "/b", "/c", "/d"])),
+            ),
+        ]);
+        let mut out = Vec::new();
+        write_rows(&batch, Lines::Records, &mut out).expect("written");
+        let lines: Vec<&str> = std::str::from_utf8(&out).expect("utf-8").lines().collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"sdk_version":"java/4.2.1","note":"a \"quoted\" ü","api":"/a","merchant":"m1"}"#,
+                r#"{"api":"/b","merchant":"m2"}"#,
+                r#"{"api":"/c","merchant":"m3"}"#,
+                r#"{"api":"/d","attributes":"not an object","merchant":"m4"}"#,
+            ]
+        );
+        // Each line is JSON.
+        for line in lines {
+            serde_json::from_str::<Value>(line).expect(line);
+        }
+    }
+
+    #[test]
+    fn an_unsupported_column_fails_at_its_first_value() {
+        let batch = batch(vec![(
+            "when",
+            Arc::new(arrow_array::Date32Array::from(vec![None, Some(1)])) as ArrayRef,
+        )]);
+        let mut out = Vec::new();
+        let error = write_rows(&batch, Lines::Columns, &mut out).expect_err("a date");
+        assert_eq!(error, "column when: type Date32 is not supported");
+    }
 }

@@ -32,6 +32,13 @@ pub struct Source {
     /// The identity earlier versions gave the file (its path, modification time and size):
     /// an import they made is continued under it.
     pub legacy_id: String,
+    /// For an archive segment, the identity versions before this one gave it (they read its
+    /// `attributes` as one text field, so its lines began otherwise): an import they made is
+    /// found under it.
+    pub(crate) earlier_id: Option<String>,
+    /// The archive wrote the file (a Parquet segment): its columns are the event's fields by
+    /// name, whatever mapping the server has.
+    pub archive_segment: bool,
     /// The bytes the identity is of.
     pub(crate) head: Vec<u8>,
     /// The file's absolute path, whatever it was named by.
@@ -64,6 +71,8 @@ impl Source {
             modified_ns,
             id: String::new(),
             legacy_id: format!("{:08x}{:x}", hasher.finalize(), metadata.len()),
+            earlier_id: None,
+            archive_segment: false,
             head: Vec::with_capacity(FINGERPRINT_BYTES),
             canonical: canonical.to_string_lossy().into_owned(),
         };
@@ -77,7 +86,31 @@ impl Source {
             .map_err(|error| ImportError::io("reading", path, error))?;
         source.id = identity(&head);
         source.head = head;
+        if source.is_parquet()? {
+            let opened = crate::parquet::open(path)?;
+            if opened.segment {
+                source.archive_segment = true;
+                let earlier =
+                    crate::parquet::earlier_head(opened, FINGERPRINT_BYTES).map_err(|detail| {
+                        ImportError::Input {
+                            path: path.to_owned(),
+                            detail: format!("reading Parquet: {detail}"),
+                        }
+                    })?;
+                source.earlier_id = Some(identity(&earlier));
+            }
+        }
         Ok(source)
+    }
+
+    /// Whether the file is Parquet (by its magic bytes).
+    fn is_parquet(&self) -> Result<bool, ImportError> {
+        use std::io::Read as _;
+        let mut magic = Vec::with_capacity(4);
+        std::fs::File::open(&self.path)
+            .and_then(|file| file.take(4).read_to_end(&mut magic))
+            .map_err(|source| ImportError::io("reading", &self.path, source))?;
+        Ok(magic == crate::parquet::MAGIC)
     }
 
     /// The file's records as NDJSON: gzip and zstd are decompressed and Parquet rows converted

@@ -357,27 +357,8 @@ fn parquet_files_with_the_same_fields_import_like_ndjson() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, events, _) = input(dir.path(), 20_000);
     let first = dir.path().join("first");
-    {
-        let (store, archive) = open(&first).expect("opens");
-        let source = Source::new(&path).expect("source");
-        import_file(
-            &source,
-            &options(&first, UNIT_BYTES),
-            &store,
-            &archive,
-            &Progress::default(),
-        )
-        .expect("imports");
-    }
-    let mut segments = Vec::new();
-    for hour in std::fs::read_dir(first.join("archive")).expect("archive") {
-        let hour = hour.expect("entry").path();
-        if hour.is_dir() {
-            for file in std::fs::read_dir(&hour).expect("hour") {
-                segments.push(file.expect("entry").path());
-            }
-        }
-    }
+    import_once(&path, &first).expect("imports");
+    let segments = segments_of(&first);
     assert!(!segments.is_empty());
     let second = dir.path().join("second");
     let (store, archive) = open(&second).expect("opens");
@@ -700,4 +681,138 @@ fn an_unchanged_file_named_another_way_is_skipped_without_reading_it() {
     assert!(outcome.already_done);
     assert_eq!(progress.read_on_disk.load(Ordering::Relaxed), 0, "not read");
     assert_store_matches(&store, &events);
+}
+
+/// The archive segments under `data`.
+fn segments_of(data: &Path) -> Vec<PathBuf> {
+    let mut segments = Vec::new();
+    for hour in std::fs::read_dir(data.join("archive")).expect("archive") {
+        let hour = hour.expect("entry").path();
+        if hour.is_dir() {
+            for file in std::fs::read_dir(&hour).expect("hour") {
+                segments.push(file.expect("entry").path());
+            }
+        }
+    }
+    segments.sort();
+    segments
+}
+
+/// Every event `data`'s archive holds, by correlation id.
+fn archived(data: &Path) -> Vec<ApiCall> {
+    let (_, archive) = open(data).expect("opens");
+    let mut events = archive
+        .find(&RowQuery {
+            corr_id: None,
+            merchant: None,
+            from_us: i64::MIN,
+            to_us: i64::MAX,
+        })
+        .expect("reads");
+    events.sort_by(|left, right| left.corr_id.cmp(&right.corr_id));
+    events
+}
+
+/// Adds optional fields and unmapped ones (escapes, non-ASCII, a nested object) to most of
+/// the lines of the file at `path`.
+fn with_more_fields(path: &Path) {
+    let text: String = std::fs::read_to_string(path)
+        .expect("input")
+        .lines()
+        .enumerate()
+        .map(|(index, line)| match (index % 3, line.strip_suffix('}')) {
+            (0, Some(open)) => format!(
+                "{open},\"method\":\"POST\",\"host\":\"gw-{index}\",\"sdk_version\":\"go/1.{index}\",\"note\":\"a \\\"quoted\\\" ü\",\"ctx\":{{\"try\":{index}}}}}\n"
+            ),
+            (1, Some(open)) => format!("{open},\"region\":\"eu\",\"retry\":true}}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(path, text).expect("written");
+}
+
+/// `count` events with [`with_more_fields`] imported into `dir/first`; returns it and the
+/// events its archive holds.
+fn archived_with_more_fields(dir: &Path, count: usize) -> (PathBuf, Vec<ApiCall>) {
+    let (path, _, _) = input(dir, count);
+    with_more_fields(&path);
+    let first = dir.join("first");
+    import_once(&path, &first).expect("imports");
+    let events = archived(&first);
+    (first, events)
+}
+
+#[test]
+fn archive_segments_imported_again_hold_the_same_records_whatever_the_mapping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, before) = archived_with_more_fields(dir.path(), 6_000);
+    assert!(
+        before.iter().any(|event| event
+            .attributes
+            .as_deref()
+            .is_some_and(|text| text.contains("sdk_version"))),
+        "the input has unmapped fields"
+    );
+    // Re-imported under a mapping that reads the merchant from elsewhere: the segments'
+    // columns are the event's own fields.
+    let second = dir.path().join("second");
+    let (store, archive) = open(&second).expect("opens");
+    let mut mapped = options(&second, UNIT_BYTES);
+    mapped.mapping = FieldMapping {
+        merchant: "/req/account".into(),
+        ..FieldMapping::default()
+    };
+    for segment in segments_of(&first) {
+        let source = Source::new(&segment).expect("source");
+        assert!(source.archive_segment);
+        let outcome =
+            import_file(&source, &mapped, &store, &archive, &Progress::default()).expect("imports");
+        assert_eq!(
+            outcome.progress.rejected, 0,
+            "{:?}",
+            outcome.progress.rejected_by_code
+        );
+    }
+    drop((store, archive));
+    assert_eq!(
+        archived(&second),
+        before,
+        "every field of every record as it was"
+    );
+    let (store, _) = open(&second).expect("opens");
+    assert_store_matches(&store, &before);
+}
+
+#[test]
+fn an_archive_segment_an_earlier_version_imported_is_not_imported_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, events) = archived_with_more_fields(dir.path(), 4_000);
+    let segments = segments_of(&first);
+    let second = dir.path().join("second");
+    {
+        // Imported under the identity earlier versions gave it.
+        let (store, archive) = open(&second).expect("opens");
+        let mut known_otherwise = 0;
+        for segment in &segments {
+            let mut source = Source::new(segment).expect("source");
+            let earlier = source.earlier_id.clone().expect("an archive segment");
+            // Those whose first rows have unmapped fields begin otherwise now.
+            known_otherwise += usize::from(earlier != source.id);
+            source.id = earlier;
+            import_file(
+                &source,
+                &options(&second, UNIT_BYTES),
+                &store,
+                &archive,
+                &Progress::default(),
+            )
+            .expect("imports");
+        }
+        assert!(known_otherwise > 0, "of {} segments", segments.len());
+    }
+    for segment in &segments {
+        let outcome = import_in_units(segment, &second, UNIT_BYTES).expect("imports");
+        assert!(outcome.already_done, "{}", segment.display());
+    }
+    assert_data_matches(&second, &events);
 }
