@@ -198,6 +198,19 @@ pub fn import_file(
         .map_err(|error| ImportError::io("creating", &report_dir, error))?;
     let (id, stored) = stored_progress(source, store, archive)?;
     let id = id.as_str();
+    // An archive segment imported (in part, or whole) by a version that read it otherwise is
+    // read as it was: the positions and checksum it recorded are of those lines.
+    let earlier;
+    let source = match source.earlier_id.as_deref() == Some(id) && id != source.id {
+        true => {
+            earlier = Source {
+                as_earlier: true,
+                ..source.clone()
+            };
+            &earlier
+        }
+        false => source,
+    };
     // Named after the file as it was first imported (a copy continued adds to its report).
     let stem = Path::new(&stored.path).file_name().map_or_else(
         || "input".into(),
@@ -269,7 +282,7 @@ pub fn import_file(
         .map_err(|error| ImportError::io("truncating", &report, error))?;
 
     // An archive segment's columns are the event's fields by name.
-    let mapping = match source.archive_segment {
+    let mapping = match source.archive_segment && !source.as_earlier {
         true => FieldMapping::default(),
         false => options.mapping.clone(),
     };

@@ -78,16 +78,17 @@ pub(crate) fn open(path: &Path) -> Result<Opened, ImportError> {
     })
 }
 
-/// The rows of the Parquet file at `path` as NDJSON (archive segments as their records), written
-/// by a thread into a pipe; `read` advances with the rows converted (as a share of the file's
-/// size).
-pub fn ndjson(
+/// The rows of the Parquet file at `path` as NDJSON (archive segments as their records, unless
+/// `as_earlier` asks for the lines versions before this one made of them), written by a thread
+/// into a pipe; `read` advances with the rows converted (as a share of the file's size).
+pub(crate) fn ndjson(
     path: &Path,
     size: u64,
     read: Arc<AtomicU64>,
+    as_earlier: bool,
 ) -> Result<std::io::PipeReader, ImportError> {
     let opened = open(path)?;
-    let lines = match opened.segment {
+    let lines = match opened.segment && !as_earlier {
         true => Lines::Records,
         false => Lines::Columns,
     };
@@ -237,10 +238,58 @@ fn members(text: &str) -> Option<&str> {
     Some(inner.trim())
 }
 
+/// The top-level keys of a JSON object's text.
+fn object_keys(text: &str) -> Option<Vec<String>> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    serde_json::Deserializer::from_str(text)
+        .deserialize_map(Keys)
+        .ok()
+}
+
+/// What an archived record's attributes give its line: their members, or nothing when they
+/// cannot be the line's own fields (the text is not an object's, or one of its keys is the
+/// name of a column: a record written under a mapping that left such a key unmapped, which
+/// the default mapping would read as that field). Line breaks between its tokens (a nested
+/// value kept as it was sent, pretty-printed) become spaces, so the record stays one line.
+fn spliced<'t>(text: &'t str, columns: &[(&str, Vec<u8>)]) -> Option<std::borrow::Cow<'t, str>> {
+    let inner = members(text)?;
+    // A column's name as a key, quoted and followed by its colon, not inside a string.
+    let named = |key: &[u8]| {
+        memchr::memmem::find_iter(inner.as_bytes(), key)
+            .any(|at| at == 0 || inner.as_bytes()[at - 1] != b'\\')
+    };
+    if columns.iter().any(|(_, key)| named(key))
+        && object_keys(text)?
+            .iter()
+            .any(|key| columns.iter().any(|(name, _)| name == key))
+    {
+        return None;
+    }
+    Some(match inner.contains(['\n', '\r']) {
+        true => inner.replace(['\n', '\r'], " ").into(),
+        false => inner.into(),
+    })
+}
+
 /// Appends each row of `batch` as a JSON object and a newline: the columns in the byte order
 /// of their names (of columns named alike, the last one not null), null values left out,
 /// numbers and text as serde_json writes them. With [`Lines::Records`], the `attributes`
-/// text's members come first (so a column named like one of them is the value that counts).
+/// text's members come first (see [`spliced`]).
 fn write_rows(batch: &RecordBatch, lines: Lines, out: &mut Vec<u8>) -> Result<(), String> {
     let schema = batch.schema();
     let mut fields: Vec<Field<'_>> = schema
@@ -267,19 +316,25 @@ fn write_rows(batch: &RecordBatch, lines: Lines, out: &mut Vec<u8>) -> Result<()
             .position(|field| field.name == ATTRIBUTES && matches!(field.values, Values::Text(_))),
         Lines::Columns => None,
     };
+    // The other columns' names, and each as its key in the line (for `spliced`).
+    let columns: Vec<(&str, Vec<u8>)> = fields
+        .iter()
+        .filter(|field| field.name != ATTRIBUTES)
+        .map(|field| (field.name, field.key.clone()))
+        .collect();
     let mut time = String::with_capacity(32);
     for row in 0..batch.num_rows() {
         out.push(b'{');
         let mut first = true;
-        let mut spliced = None;
+        let mut spliced_at = None;
         if let Some(index) = splice
             && let (false, Values::Text(text)) =
                 (fields[index].column.is_null(row), &fields[index].values)
-            && let Some(inner) = members(text(row))
+            && let Some(members) = spliced(text(row), &columns)
         {
-            spliced = Some(index);
-            if !inner.is_empty() {
-                out.extend_from_slice(inner.as_bytes());
+            spliced_at = Some(index);
+            if !members.is_empty() {
+                out.extend_from_slice(members.as_bytes());
                 first = false;
             }
         }
@@ -295,7 +350,7 @@ fn write_rows(batch: &RecordBatch, lines: Lines, out: &mut Vec<u8>) -> Result<()
                 .find(|at| !fields[*at].column.is_null(row));
             index = end;
             let Some(at) = chosen else { continue };
-            if spliced == Some(at) {
+            if spliced_at == Some(at) {
                 continue;
             }
             let field = &fields[at];
@@ -360,6 +415,7 @@ mod tests {
             DataType::Utf8View => Value::from(column.as_string_view().value(row)),
             DataType::Boolean => Value::from(column.as_boolean().value(row)),
             DataType::Int8 => Value::from(column.as_primitive::<Int8Type>().value(row)),
+            DataType::Int32 => Value::from(column.as_primitive::<Int32Type>().value(row)),
             DataType::Int64 => Value::from(column.as_primitive::<Int64Type>().value(row)),
             DataType::UInt16 => Value::from(column.as_primitive::<UInt16Type>().value(row)),
             DataType::UInt64 => Value::from(column.as_primitive::<UInt64Type>().value(row)),
@@ -367,6 +423,19 @@ mod tests {
                 Value::from(f64::from(column.as_primitive::<Float32Type>().value(row)))
             }
             DataType::Float64 => Value::from(column.as_primitive::<Float64Type>().value(row)),
+            DataType::Timestamp(TimeUnit::Second, _) => {
+                Value::from(mm_model::time::format_rfc3339(
+                    column
+                        .as_primitive::<TimestampSecondType>()
+                        .value(row)
+                        .saturating_mul(1_000_000),
+                ))
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Value::from(mm_model::time::format_rfc3339(
+                    column.as_primitive::<TimestampMicrosecondType>().value(row),
+                ))
+            }
             DataType::Timestamp(TimeUnit::Millisecond, _) => {
                 Value::from(mm_model::time::format_rfc3339(
                     column
@@ -492,6 +561,34 @@ mod tests {
                     None,
                 ])),
             ),
+            // The archive's own types.
+            (
+                "status",
+                Arc::new(arrow_array::Int32Array::from(vec![
+                    Some(201),
+                    None,
+                    Some(-1),
+                ])),
+            ),
+            (
+                "ts",
+                Arc::new(
+                    arrow_array::TimestampMicrosecondArray::from(vec![
+                        Some(1_764_000_000_123_456),
+                        Some(i64::MAX),
+                        None,
+                    ])
+                    .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "secs",
+                Arc::new(arrow_array::TimestampSecondArray::from(vec![
+                    Some(1_764_000_000),
+                    None,
+                    Some(i64::MIN),
+                ])),
+            ),
             // Named alike: the later one not null wins, as in a map.
             (
                 "text",
@@ -515,7 +612,9 @@ mod tests {
         let batch = batch(vec![
             (
                 "merchant",
-                Arc::new(StringArray::from(vec!["m1", "m2", "m3", "m4"])),
+                Arc::new(StringArray::from(vec![
+                    "m1", "m2", "m3", "m4", "m5", "m6", "m7",
+                ])),
             ),
             (
                 "attributes",
@@ -524,11 +623,19 @@ mod tests {
                     None,
                     Some("{}"),
                     Some("not an object"),
+                    // A key named like a column: kept whole, as a field.
+                    Some(r#"{"api":"/shadow","x":1}"#),
+                    // Named so only inside a string: spliced.
+                    Some(r#"{"note":"say \"api\": no"}"#),
+                    // A nested value kept pretty-printed: one line still.
+                    Some("{\"ctx\":{\n  \"a\": 1\r\n}}"),
                 ])),
             ),
             (
                 "api",
-                Arc::new(StringArray::from(vec!["/a", "/b", "/c", "/d"])),
+                Arc::new(StringArray::from(vec![
+                    "/a", "/b", "/c", "/d", "/e", "/f", "/g",
+                ])),
             ),
         ]);
         let mut out = Vec::new();
@@ -541,6 +648,9 @@ mod tests {
                 r#"{"api":"/b","merchant":"m2"}"#,
                 r#"{"api":"/c","merchant":"m3"}"#,
                 r#"{"api":"/d","attributes":"not an object","merchant":"m4"}"#,
+                r#"{"api":"/e","attributes":"{\"api\":\"/shadow\",\"x\":1}","merchant":"m5"}"#,
+                r#"{"note":"say \"api\": no","api":"/f","merchant":"m6"}"#,
+                r#"{"ctx":{   "a": 1  },"api":"/g","merchant":"m7"}"#,
             ]
         );
         // Each line is JSON.
@@ -550,13 +660,19 @@ mod tests {
     }
 
     #[test]
-    fn an_unsupported_column_fails_at_its_first_value() {
-        let batch = batch(vec![(
-            "when",
-            Arc::new(arrow_array::Date32Array::from(vec![None, Some(1)])) as ArrayRef,
-        )]);
+    fn an_unsupported_column_fails_only_where_it_has_a_value() {
+        let dates = |values: Vec<Option<i32>>| {
+            batch(vec![(
+                "when",
+                Arc::new(arrow_array::Date32Array::from(values)) as ArrayRef,
+            )])
+        };
+        // Null throughout: nothing to write, as earlier versions had it.
         let mut out = Vec::new();
-        let error = write_rows(&batch, Lines::Columns, &mut out).expect_err("a date");
+        write_rows(&dates(vec![None, None]), Lines::Columns, &mut out).expect("all null");
+        assert_eq!(out, b"{}\n{}\n");
+        let error =
+            write_rows(&dates(vec![None, Some(1)]), Lines::Columns, &mut out).expect_err("a date");
         assert_eq!(error, "column when: type Date32 is not supported");
     }
 }

@@ -39,6 +39,10 @@ pub struct Source {
     /// The archive wrote the file (a Parquet segment): its columns are the event's fields by
     /// name, whatever mapping the server has.
     pub archive_segment: bool,
+    /// Read as versions before this one read archive segments (every column a field, the
+    /// server's mapping): to continue an import one of them began, whose positions are in
+    /// those lines.
+    pub(crate) as_earlier: bool,
     /// The bytes the identity is of.
     pub(crate) head: Vec<u8>,
     /// The file's absolute path, whatever it was named by.
@@ -73,6 +77,7 @@ impl Source {
             legacy_id: format!("{:08x}{:x}", hasher.finalize(), metadata.len()),
             earlier_id: None,
             archive_segment: false,
+            as_earlier: false,
             head: Vec::with_capacity(FINGERPRINT_BYTES),
             canonical: canonical.to_string_lossy().into_owned(),
         };
@@ -90,14 +95,10 @@ impl Source {
             let opened = crate::parquet::open(path)?;
             if opened.segment {
                 source.archive_segment = true;
-                let earlier =
-                    crate::parquet::earlier_head(opened, FINGERPRINT_BYTES).map_err(|detail| {
-                        ImportError::Input {
-                            path: path.to_owned(),
-                            detail: format!("reading Parquet: {detail}"),
-                        }
-                    })?;
-                source.earlier_id = Some(identity(&earlier));
+                // Unreadable, it has no earlier identity; its import says why.
+                source.earlier_id = crate::parquet::earlier_head(opened, FINGERPRINT_BYTES)
+                    .ok()
+                    .map(|head| identity(&head));
             }
         }
         Ok(source)
@@ -135,6 +136,7 @@ impl Source {
                 &self.path,
                 self.size,
                 read_on_disk,
+                self.as_earlier,
             )?));
         }
         Ok(match head {

@@ -799,6 +799,7 @@ fn an_archive_segment_an_earlier_version_imported_is_not_imported_again() {
             // Those whose first rows have unmapped fields begin otherwise now.
             known_otherwise += usize::from(earlier != source.id);
             source.id = earlier;
+            source.as_earlier = true;
             import_file(
                 &source,
                 &options(&second, UNIT_BYTES),
@@ -815,4 +816,152 @@ fn an_archive_segment_an_earlier_version_imported_is_not_imported_again() {
         assert!(outcome.already_done, "{}", segment.display());
     }
     assert_data_matches(&second, &events);
+}
+
+#[test]
+fn an_archive_segment_an_earlier_version_began_importing_is_continued_as_it_read_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, events) = archived_with_more_fields(dir.path(), 6_000);
+    let second = dir.path().join("second");
+    let unit_bytes = 64 << 10;
+    let mut interrupted = 0;
+    for segment in segments_of(&first) {
+        {
+            // Its first unit imported as an earlier version read it, then interrupted (a
+            // segment of one unit is imported whole).
+            let (store, archive) = open(&second).expect("opens");
+            let mut earlier = Source::new(&segment).expect("source");
+            earlier.id = earlier.earlier_id.clone().expect("an archive segment");
+            earlier.as_earlier = true;
+            let progress = Progress::default();
+            progress.stop.store(true, Ordering::Release);
+            let options = options(&second, unit_bytes);
+            match import_file(&earlier, &options, &store, &archive, &progress) {
+                Err(ImportError::Interrupted) => interrupted += 1,
+                Ok(outcome) => assert!(outcome.progress.done),
+                Err(error) => panic!("{error}"),
+            }
+        }
+        let outcome = import_in_units(&segment, &second, unit_bytes).expect("imports");
+        assert!(outcome.progress.done);
+        assert_eq!(outcome.progress.rejected, 0);
+    }
+    assert!(interrupted > 0, "no segment was left half imported");
+    let (store, archive) = open(&second).expect("opens");
+    assert_store_matches(&store, &events);
+    drop((store, archive));
+    let ids = |events: &[ApiCall]| -> Vec<String> {
+        events.iter().map(|event| event.corr_id.clone()).collect()
+    };
+    assert_eq!(ids(&archived(&second)), ids(&events), "each archived once");
+}
+
+/// Imports every archive segment of `from` into `into` (with the default mapping); returns
+/// the events `into`'s archive then holds.
+fn segments_imported(from: &Path, into: &Path) -> Vec<ApiCall> {
+    for segment in segments_of(from) {
+        let outcome = import_in_units(&segment, into, UNIT_BYTES).expect("imports");
+        assert_eq!(
+            outcome.progress.rejected, 0,
+            "{:?}",
+            outcome.progress.rejected_by_code
+        );
+    }
+    archived(into)
+}
+
+#[test]
+fn an_archived_record_whose_unmapped_value_spans_lines_is_read_back_as_one_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 500);
+    // A pretty-printed JSON array: the nested value keeps its line breaks in `attributes`.
+    let records: Vec<serde_json::Value> = events
+        .iter()
+        .map(|event| {
+            let mut record: serde_json::Value =
+                serde_json::from_str(&ndjson_line(event)).expect("json");
+            record["ctx"] = serde_json::json!({"try": 1, "tags": ["a", "b"]});
+            record
+        })
+        .collect();
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&records).expect("serialized"),
+    )
+    .expect("written");
+    let first = dir.path().join("first");
+    import_once(&path, &first).expect("imports");
+    let before = archived(&first);
+    assert!(
+        before[0]
+            .attributes
+            .as_deref()
+            .is_some_and(|text| text.contains('\n')),
+        "{:?}",
+        before[0].attributes
+    );
+    let after = segments_imported(&first, &dir.path().join("second"));
+    assert_eq!(after.len(), before.len());
+    for (after, before) in after.into_iter().zip(before) {
+        let attributes = |event: &ApiCall| -> serde_json::Value {
+            serde_json::from_str(event.attributes.as_deref().expect("attributes")).expect("json")
+        };
+        assert_eq!(attributes(&after), attributes(&before), "the same value");
+        assert_eq!(
+            ApiCall {
+                attributes: None,
+                ..after
+            },
+            ApiCall {
+                attributes: None,
+                ..before
+            }
+        );
+    }
+}
+
+#[test]
+fn an_archived_record_with_an_unmapped_key_named_like_a_field_keeps_both() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 500);
+    // Read with a mapping that takes the host from elsewhere: the top-level `host` is an
+    // unmapped field, kept in `attributes`.
+    let text: String = std::fs::read_to_string(&path)
+        .expect("input")
+        .lines()
+        .map(|line| {
+            let open = line.strip_suffix('}').expect("an object");
+            format!("{open},\"host\":\"top\",\"gw\":{{\"host\":\"real\"}}}}\n")
+        })
+        .collect();
+    std::fs::write(&path, text).expect("written");
+    let first = dir.path().join("first");
+    {
+        let (store, archive) = open(&first).expect("opens");
+        let mut mapped = options(&first, UNIT_BYTES);
+        mapped.mapping.host = "/gw/host".into();
+        let source = Source::new(&path).expect("source");
+        import_file(&source, &mapped, &store, &archive, &Progress::default()).expect("imports");
+    }
+    let before = archived(&first);
+    assert_eq!(before.len(), events.len());
+    let after = segments_imported(&first, &dir.path().join("second"));
+    assert_eq!(after.len(), before.len());
+    for (after, before) in after.into_iter().zip(before) {
+        assert_eq!(after.host.as_deref(), Some("real"), "the mapped host");
+        // The unmapped one is not taken for it: the attributes are kept whole, as a field.
+        let kept: serde_json::Value =
+            serde_json::from_str(after.attributes.as_deref().expect("attributes")).expect("json");
+        assert_eq!(kept["attributes"].as_str(), before.attributes.as_deref());
+        assert_eq!(
+            ApiCall {
+                attributes: None,
+                ..after
+            },
+            ApiCall {
+                attributes: None,
+                ..before
+            }
+        );
+    }
 }
