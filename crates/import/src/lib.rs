@@ -43,7 +43,7 @@ use mm_ingest::IngestLimits;
 use mm_model::mapping::{EventParser, FieldMapping, TimeBounds};
 
 use mm_model::time::{minute_of, now_us};
-use mm_storage::rollups::RollupStore;
+use mm_storage::rollups::{ImportMemo, RollupStore};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -181,12 +181,70 @@ pub struct Progress {
 }
 
 /// Imports `source` into the data directory; continues an earlier, interrupted import of it.
+/// The files of one command go through one [`Imports`] instead.
 pub fn import_file(
     source: &Source,
     options: &ImportOptions,
     store: &RollupStore,
     archive: &Archive,
     progress: &Progress,
+) -> Result<FileOutcome, ImportError> {
+    let mut imports = Imports::new(store)?;
+    let outcome = imports.import_file(source, options, store, archive, progress);
+    imports.finish(store)?;
+    outcome
+}
+
+/// The imports of one command (one process: the store's lock keeps other writers out), file
+/// after file: what the store is known not to hold and the hour rollups held back carry over
+/// from one file to the next, so files that share days (logs of several hosts, segments of
+/// one hour) neither read keys an earlier file's day is known to lack nor write their hours
+/// once each.
+pub struct Imports {
+    memo: ImportMemo,
+    /// A unit's store write failed: the memo holds calls the store lacks.
+    failed: bool,
+}
+
+impl Imports {
+    pub fn new(store: &RollupStore) -> Result<Self, ImportError> {
+        Ok(Self {
+            memo: store.import_memo().map_err(ImportError::Write)?,
+            failed: false,
+        })
+    }
+
+    /// Imports `source` (see [`import_file`]).
+    pub fn import_file(
+        &mut self,
+        source: &Source,
+        options: &ImportOptions,
+        store: &RollupStore,
+        archive: &Archive,
+        progress: &Progress,
+    ) -> Result<FileOutcome, ImportError> {
+        import_one(source, options, (store, archive), progress, self)
+    }
+
+    /// Writes the hour rollups held back whole: what the committed units (of every file, or
+    /// those before a stop or an error) added to them. Not after a unit whose store write
+    /// failed: the store's next open rebuilds the hours left pending from their minutes.
+    pub fn finish(mut self, store: &RollupStore) -> Result<(), ImportError> {
+        if self.failed {
+            return Ok(());
+        }
+        store
+            .finish_import(&mut self.memo)
+            .map_err(ImportError::Write)
+    }
+}
+
+fn import_one(
+    source: &Source,
+    options: &ImportOptions,
+    (store, archive): (&RollupStore, &Archive),
+    progress: &Progress,
+    imports: &mut Imports,
 ) -> Result<FileOutcome, ImportError> {
     let started = Instant::now();
     let _pages = pages::BasePages::new();
@@ -311,7 +369,8 @@ pub fn import_file(
         source,
         id,
         store,
-        memo: store.import_memo().map_err(ImportError::Write)?,
+        memo: &mut imports.memo,
+        failed: &mut imports.failed,
         report_file,
         report_path: report.clone(),
         open_from_minute,
@@ -374,11 +433,6 @@ pub fn import_file(
             for sealed in sealed_rx {
                 committer.commit(sealed)?;
             }
-            // The units committed (all of them, or those before a stop): their hour rollups
-            // held back are written whole. Not after a unit that failed (the `?` above): the
-            // memo then holds calls the store lacks, and the store's next open rebuilds the
-            // hours it left pending from their minutes instead.
-            committer.finish()?;
             let [store] = committer.timings.map(|time| time.as_secs_f64());
             tracing::debug!(store, "import: seconds of the store thread");
             Ok::<(), ImportError>(())

@@ -965,3 +965,92 @@ fn an_archived_record_with_an_unmapped_key_named_like_a_field_keeps_both() {
         );
     }
 }
+
+#[test]
+fn files_of_one_command_that_share_days_and_hours_count_each_call_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, bad) = input(dir.path(), 30_000);
+    // The logs of three hosts: each line in one of them, all over the same hours.
+    let text = std::fs::read_to_string(&path).expect("input");
+    let hosts: Vec<PathBuf> = (0..3)
+        .map(|host| {
+            let lines: String = text.split_inclusive('\n').skip(host).step_by(3).collect();
+            let path = dir.path().join(format!("gw{host}.ndjson"));
+            std::fs::write(&path, lines).expect("written");
+            path
+        })
+        .collect();
+    let data = dir.path().join("data");
+    let mut rejected = 0;
+    {
+        let (store, archive) = open(&data).expect("opens");
+        let mut imports = Imports::new(&store).expect("memo");
+        let options = options(&data, 1 << 20);
+        // The second host's import stops after a unit (Ctrl-C); the command writes what it
+        // holds and ends.
+        for (index, host) in hosts.iter().enumerate().take(2) {
+            let source = Source::new(host).expect("source");
+            let progress = Progress::default();
+            progress.stop.store(index == 1, Ordering::Release);
+            match imports.import_file(&source, &options, &store, &archive, &progress) {
+                Ok(outcome) => rejected += outcome.progress.rejected,
+                Err(ImportError::Interrupted) => {}
+                Err(error) => panic!("{error}"),
+            }
+        }
+        imports.finish(&store).expect("hours written");
+    }
+    {
+        // The same command again: the first file is done, the others continue.
+        let (store, archive) = open(&data).expect("opens");
+        let mut imports = Imports::new(&store).expect("memo");
+        for host in &hosts {
+            let source = Source::new(host).expect("source");
+            let outcome = imports
+                .import_file(
+                    &source,
+                    &options(&data, 1 << 20),
+                    &store,
+                    &archive,
+                    &Progress::default(),
+                )
+                .expect("imports");
+            if !outcome.already_done {
+                rejected += outcome.progress.rejected;
+            }
+        }
+        imports.finish(&store).expect("hours written");
+    }
+    assert_eq!(rejected, bad.len() as u64);
+    assert_data_matches(&data, &events);
+    // The hours, read whole (a server answers long ranges from them).
+    let (store, _) = open(&data).expect("opens");
+    let expected: BTreeMap<WindowKey, Rollup> = oracle(&events);
+    let mut per_hour: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for (key, rollup) in expected
+        .iter()
+        .filter(|(key, _)| key.api != mm_model::rollup::MERCHANT_TOTAL_API)
+    {
+        *per_hour
+            .entry((key.merchant.clone(), key.minute.div_euclid(60)))
+            .or_default() += rollup.calls;
+    }
+    for ((merchant, hour), calls) in per_hour {
+        for series in [
+            mm_storage::rollups::Series::EveryApi,
+            mm_storage::rollups::Series::One(mm_model::rollup::MERCHANT_TOTAL_API),
+        ] {
+            let mut got = 0;
+            store
+                .scan_hours(
+                    &merchant,
+                    series,
+                    hour * 60,
+                    hour * 60 + 60,
+                    |_, _, view| got += view.calls,
+                )
+                .expect("reads");
+            assert_eq!(got, calls, "{merchant} hour {hour}");
+        }
+    }
+}

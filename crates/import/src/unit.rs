@@ -41,8 +41,11 @@ pub(crate) struct Committer<'a> {
     /// The identity the store has the file under.
     pub(crate) id: &'a str,
     pub(crate) store: &'a RollupStore,
-    /// Which keys the store is known not to hold.
-    pub(crate) memo: ImportMemo,
+    /// Which keys the store is known not to hold, and the hours held back (shared by the
+    /// files of one command).
+    pub(crate) memo: &'a mut ImportMemo,
+    /// Set when a unit's store write failed: the memo then holds calls the store lacks.
+    pub(crate) failed: &'a mut bool,
     pub(crate) report_file: std::fs::File,
     pub(crate) report_path: PathBuf,
     pub(crate) open_from_minute: i64,
@@ -94,27 +97,20 @@ impl Committer<'_> {
                 path: self.source.path.clone(),
                 detail: error.to_string(),
             })?;
-            self.store
-                .import(
-                    &sealed.windows,
-                    self.open_from_minute,
-                    (self.id, &record),
-                    &mut self.memo,
-                )
-                .map_err(ImportError::Write)?;
+            // Failed until it returns: a write that panics leaves it so too.
+            let failed_before = std::mem::replace(self.failed, true);
+            let written = self.store.import(
+                &sealed.windows,
+                self.open_from_minute,
+                (self.id, &record),
+                &mut *self.memo,
+            );
+            *self.failed = failed_before || written.is_err();
+            written.map_err(ImportError::Write)?;
             self.progress = next;
         }
         self.timings[0] += started.elapsed();
         Ok(())
-    }
-
-    /// Writes what the store holds back of the committed units (see
-    /// [`RollupStore::finish_import`]).
-    pub(crate) fn finish(&mut self) -> Result<(), ImportError> {
-        let started = Instant::now();
-        let finished = self.store.finish_import(&mut self.memo);
-        self.timings[0] += started.elapsed();
-        finished.map_err(ImportError::Write)
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mm_import::{ImportError, ImportOptions, Progress, Source};
+use mm_import::{ImportError, ImportOptions, Imports, Progress, Source};
 
 use crate::serve::{ServerArgs, load_config};
 
@@ -65,13 +65,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         .map(|path| Source::new(path))
         .collect::<Result<Vec<_>, _>>()?;
     let (store, archive) = mm_import::open(&config.data_dir)?;
+    let mut imports = Imports::new(&store)?;
     let progress = Arc::new(Progress::default());
     watch_ctrl_c(progress.clone());
     let started = Instant::now();
     let mut total = 0u64;
     for source in &sources {
         let bar = progress_bar(source, &progress, args.quiet);
-        let result = mm_import::import_file(source, &options, &store, &archive, &progress);
+        let result = imports.import_file(source, &options, &store, &archive, &progress);
         if let Some((bar, ticker)) = bar {
             ticker.store(true, Ordering::Release);
             bar.finish_and_clear();
@@ -79,6 +80,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(ImportError::Interrupted) => {
+                imports.finish(&store)?;
                 println!(
                     "{}: interrupted; what was committed stays, and the same command continues from there",
                     source.path.display()
@@ -86,6 +88,13 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                 std::process::exit(130);
             }
             Err(error) => {
+                // What the files before committed is written whole; an error in that is
+                // the lesser news.
+                if let Err(finishing) = imports.finish(&store) {
+                    eprintln!(
+                        "warning: writing the hour rollups of the files imported: {finishing}"
+                    );
+                }
                 return Err(error).with_context(|| format!("importing {}", source.path.display()));
             }
         };
@@ -135,6 +144,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         }
         print_unfinished(&outcome);
     }
+    imports.finish(&store)?;
     drop(archive);
     // Everything imported is durable by now (each unit's store batch synced, its segments
     // fsynced); dropping the store would only free its memtable node by node, a sixth of a
