@@ -259,7 +259,7 @@ fn import_one(
     // An archive segment imported (in part, or whole) by a version that read it otherwise is
     // read as it was: the positions and checksum it recorded are of those lines.
     let earlier;
-    let source = match source.earlier_id.as_deref() == Some(id) && id != source.id {
+    let source = match source.earlier_id.as_deref() == Some(id) {
         true => {
             earlier = Source {
                 as_earlier: true,
@@ -502,7 +502,12 @@ fn stored_progress(
     // A file shorter than its fingerprint when it was imported is known by all it was then:
     // one beginning with those bytes is that file grown (and checked to begin with what was
     // imported of it, as any file continued).
-    let shorter = (1..source.head.len())
+    // (A Parquet file does not grow: an archive segment is known by its whole identity.)
+    let shorter_than = match source.archive_segment {
+        true => 0,
+        false => source.head.len(),
+    };
+    let shorter = (1..shorter_than)
         .rev()
         .map(|length| source::identity(&source.head[..length]));
     for id in [source.id.clone(), source.legacy_id.clone()]

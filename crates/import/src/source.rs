@@ -49,6 +49,10 @@ pub struct Source {
     pub(crate) canonical: String,
 }
 
+/// What an archive segment's identity is of, before its first bytes: the records it holds,
+/// as this version reads them.
+const SEGMENT_RECORDS: &[u8] = b"archive segment, records\n";
+
 /// The identity of a file that begins with `head` (its first 256 bytes, or all of it).
 pub(crate) fn identity(head: &[u8]) -> String {
     format!("f{:08x}{:x}", crc32fast::hash(head), head.len())
@@ -95,6 +99,10 @@ impl Source {
             let opened = crate::parquet::open(path)?;
             if opened.segment {
                 source.archive_segment = true;
+                // Its lines as this version reads it can begin as they did when versions
+                // before read it (a first record without unmapped fields) and differ further
+                // on: its identity says which reading an import made.
+                source.id = identity(&[SEGMENT_RECORDS, &source.head].concat());
                 // Unreadable, it has no earlier identity; its import says why.
                 source.earlier_id = crate::parquet::earlier_head(opened, FINGERPRINT_BYTES)
                     .ok()
