@@ -266,23 +266,35 @@ fn object_keys(text: &str) -> Option<Vec<String>> {
 /// name of a column: a record written under a mapping that left such a key unmapped, which
 /// the default mapping would read as that field). Line breaks between its tokens (a nested
 /// value kept as it was sent, pretty-printed) become spaces, so the record stays one line.
-fn spliced<'t>(text: &'t str, columns: &[(&str, Vec<u8>)]) -> Option<std::borrow::Cow<'t, str>> {
+fn spliced<'t>(text: &'t str, columns: &[&str]) -> Option<std::borrow::Cow<'t, str>> {
     let inner = members(text)?;
-    // A column's name as a key, quoted and followed by its colon, not inside a string.
-    let named = |key: &[u8]| {
-        memchr::memmem::find_iter(inner.as_bytes(), key)
-            .any(|at| at == 0 || inner.as_bytes()[at - 1] != b'\\')
-    };
-    if columns.iter().any(|(_, key)| named(key))
+    if may_name(inner.as_bytes(), columns)
         && object_keys(text)?
             .iter()
-            .any(|key| columns.iter().any(|(name, _)| name == key))
+            .any(|key| columns.contains(&key.as_str()))
     {
         return None;
     }
     Some(match inner.contains(['\n', '\r']) {
         true => inner.replace(['\n', '\r'], " ").into(),
         false => inner.into(),
+    })
+}
+
+/// Whether some key of the JSON text `members` (at any depth) may be one of `names`: each
+/// quote right before a colon ends a key (inside a string a quote is escaped), which starts
+/// after the quote before it. A key with escapes may be taken for another; the caller reads
+/// the keys to be sure.
+fn may_name(members: &[u8], names: &[&str]) -> bool {
+    memchr::memchr_iter(b':', members).any(|colon| {
+        let Some(end) = colon.checked_sub(1).filter(|end| members[*end] == b'"') else {
+            return false;
+        };
+        memchr::memrchr(b'"', &members[..end]).is_some_and(|start| {
+            names
+                .iter()
+                .any(|name| name.as_bytes() == &members[start + 1..end])
+        })
     })
 }
 
@@ -316,11 +328,11 @@ fn write_rows(batch: &RecordBatch, lines: Lines, out: &mut Vec<u8>) -> Result<()
             .position(|field| field.name == ATTRIBUTES && matches!(field.values, Values::Text(_))),
         Lines::Columns => None,
     };
-    // The other columns' names, and each as its key in the line (for `spliced`).
-    let columns: Vec<(&str, Vec<u8>)> = fields
+    // The other columns' names (for `spliced`).
+    let columns: Vec<&str> = fields
         .iter()
-        .filter(|field| field.name != ATTRIBUTES)
-        .map(|field| (field.name, field.key.clone()))
+        .map(|field| field.name)
+        .filter(|name| *name != ATTRIBUTES)
         .collect();
     let mut time = String::with_capacity(32);
     for row in 0..batch.num_rows() {
