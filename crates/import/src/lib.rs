@@ -191,8 +191,11 @@ pub fn import_file(
 ) -> Result<FileOutcome, ImportError> {
     let mut imports = Imports::new(store)?;
     let outcome = imports.import_file(source, options, store, archive, progress);
-    imports.finish(store)?;
-    outcome
+    let finished = imports.finish(store);
+    // The import's own error first (an interruption included).
+    let outcome = outcome?;
+    finished?;
+    Ok(outcome)
 }
 
 /// The imports of one command (one process: the store's lock keeps other writers out), file
@@ -223,6 +226,11 @@ impl Imports {
         archive: &Archive,
         progress: &Progress,
     ) -> Result<FileOutcome, ImportError> {
+        if self.failed {
+            return Err(ImportError::Pipeline(
+                "an earlier file's store write failed: the command stops there".into(),
+            ));
+        }
         import_one(source, options, (store, archive), progress, self)
     }
 
@@ -256,10 +264,13 @@ fn import_one(
         .map_err(|error| ImportError::io("creating", &report_dir, error))?;
     let (id, stored) = stored_progress(source, store, archive)?;
     let id = id.as_str();
-    // An archive segment imported (in part, or whole) by a version that read it otherwise is
-    // read as it was: the positions and checksum it recorded are of those lines.
+    // An archive segment imported (in part, or whole) by a version that read it otherwise
+    // (under the identity its lines had then, or the one of its path, size and time) is read
+    // as it was: the positions and checksum it recorded are of those lines.
     let earlier;
-    let source = match source.earlier_id.as_deref() == Some(id) {
+    let by_earlier = source.earlier_id.as_deref() == Some(id)
+        || (source.archive_segment && id == source.legacy_id);
+    let source = match by_earlier {
         true => {
             earlier = Source {
                 as_earlier: true,
