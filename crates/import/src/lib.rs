@@ -388,14 +388,21 @@ fn import_one(
         progress: stored,
         timings: [Duration::ZERO; 1],
     };
+    let read_whole = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| -> Result<u64, ImportError> {
+        let read_whole = &read_whole;
         let reader = scope.spawn(move || {
             let mut index = 0;
-            source::chunks(&mut input, cut_at, |chunk, last| {
-                let sent = chunk_tx.send((index, chunk, last)).is_ok();
+            let mut taken = true;
+            let read = source::chunks(&mut input, cut_at, |chunk, last| {
+                taken = chunk_tx.send((index, chunk, last)).is_ok();
                 index += 1;
-                sent
-            })
+                taken
+            });
+            // Before the chunks' channel closes (with this thread): the merging thread, which
+            // sees it close last, reads it then.
+            read_whole.store(read.is_ok() && taken, Ordering::Release);
+            read
         });
         for _ in 0..threads {
             let (chunk_rx, parsed_tx, parser) = (chunk_rx.clone(), parsed_tx.clone(), &parser);
@@ -453,7 +460,7 @@ fn import_one(
             &mut unit,
             options.unit_bytes.max(1),
             (&sealed_tx, &archive_tx),
-            progress,
+            (progress, read_whole),
         );
         drop(sealed_tx);
         drop(archive_tx);
@@ -553,7 +560,7 @@ fn merge(
     unit: &mut Unit,
     unit_bytes: u64,
     (sealed_tx, archive_tx): (&SyncSender<Sealed>, &SyncSender<ArchiveUnit>),
-    progress: &Progress,
+    (progress, read_whole): (&Progress, &AtomicBool),
 ) -> Result<u64, ImportError> {
     let send = |mut sealed: Sealed| -> Result<(), ImportError> {
         archive_tx
@@ -587,7 +594,10 @@ fn merge(
     if !waiting.is_empty() {
         return Err(ImportError::Pipeline("a parser thread stopped".into()));
     }
-    send(unit.seal(true))?;
+    // The file is done only if it was read to its end: one whose reading failed (a truncated
+    // gzip stream, an unreadable Parquet page) has what was read before committed, and is
+    // continued from there by the next import (which meets the failure again, or the rest).
+    send(unit.seal(read_whole.load(Ordering::Acquire)))?;
     Ok(imported)
 }
 

@@ -9,8 +9,8 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -86,35 +86,34 @@ pub(crate) fn ndjson(
     size: u64,
     read: Arc<AtomicU64>,
     as_earlier: bool,
-) -> Result<std::io::PipeReader, ImportError> {
+) -> Result<Converted, ImportError> {
     let opened = open(path)?;
     let lines = match opened.segment && !as_earlier {
         true => Lines::Records,
         false => Lines::Columns,
     };
-    let (reader, mut writer) =
+    let (pipe, mut writer) =
         std::io::pipe().map_err(|error| ImportError::io("opening a pipe for", path, error))?;
-    let path = path.to_owned();
+    let failure = Arc::new(Mutex::new(None));
+    let failed = failure.clone();
     std::thread::spawn(move || {
         let mut done = 0u64;
         let mut out = Vec::with_capacity(1 << 20);
+        // Said before the pipe closes (the writer goes with the thread): the reader finds it
+        // at the end of the lines.
+        let fail = |reason: String| {
+            if let Ok(mut slot) = failed.lock() {
+                *slot = Some(reason);
+            }
+        };
         for batch in opened.batches {
             let batch = match batch {
                 Ok(batch) => batch,
-                Err(error) => {
-                    // A line no parser accepts ends the import with the reason.
-                    let _ = writeln!(
-                        writer,
-                        "\u{0}unreadable Parquet in {}: {error}",
-                        path.display()
-                    );
-                    return;
-                }
+                Err(error) => return fail(format!("unreadable Parquet: {error}")),
             };
             out.clear();
             if let Err(detail) = write_rows(&batch, lines, &mut out) {
-                let _ = writeln!(writer, "\u{0}{}: {detail}", path.display());
-                return;
+                return fail(detail);
             }
             if writer.write_all(&out).is_err() {
                 return;
@@ -123,7 +122,31 @@ pub(crate) fn ndjson(
             read.store(size * done / opened.rows, Ordering::Relaxed);
         }
     });
-    Ok(reader)
+    Ok(Converted { pipe, failure })
+}
+
+/// The lines of a Parquet file as its converting thread writes them. A file whose rows cannot
+/// all be converted ends in an error, the reason, once the lines written before it are read:
+/// the import stops there, not taking the file for read whole.
+pub(crate) struct Converted {
+    pipe: std::io::PipeReader,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl std::io::Read for Converted {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.pipe.read(buffer)?;
+        if read == 0 && !buffer.is_empty() {
+            let failure = match self.failure.lock() {
+                Ok(slot) => slot.clone(),
+                Err(_) => Some("the Parquet conversion panicked".into()),
+            };
+            if let Some(reason) = failure {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
+            }
+        }
+        Ok(read)
+    }
 }
 
 /// The first `bytes` bytes of the lines an archive segment's rows became in versions before

@@ -1108,3 +1108,52 @@ fn files_of_one_command_that_share_days_and_hours_count_each_call_once() {
         }
     }
 }
+
+#[test]
+fn a_parquet_file_whose_rows_cannot_be_read_is_refused_naming_it_and_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, _) = archived_with_more_fields(dir.path(), 2_000);
+    let segment = segments_of(&first).remove(0);
+    // Its first page header overwritten; the footer, and so the metadata, intact.
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    bytes[4..68].fill(0xff);
+    let broken = dir.path().join("broken.parquet");
+    std::fs::write(&broken, bytes).expect("written");
+    // Not a file of one rejected line (the reason), taken for imported whole.
+    let error = Source::new(&broken).expect_err("rows unreadable");
+    let message = error.to_string();
+    assert!(
+        message.contains("unreadable Parquet") && message.contains("broken.parquet"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_file_whose_reading_fails_midway_keeps_what_was_read_and_is_not_taken_for_done() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 40_000);
+    let text = std::fs::read(&path).expect("input");
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&text).expect("compressed");
+    let gzip = gzip.finish().expect("compressed");
+    // The stream cut short: it decompresses part of the way, then fails.
+    let cut = dir.path().join("cut.ndjson.gz");
+    std::fs::write(&cut, &gzip[..gzip.len() * 2 / 3]).expect("written");
+    let data = dir.path().join("data");
+    for _ in 0..2 {
+        let error = import_in_units(&cut, &data, 1 << 20).expect_err("a cut stream");
+        assert!(matches!(error, ImportError::Io { .. }), "{error}");
+    }
+    let (stored, _) = sides(&Source::new(&cut).expect("source"), &data);
+    assert!(stored > 0, "what was read before is kept");
+    // The whole file, once it is there, is continued from where the cut one stopped.
+    std::fs::write(&cut, &gzip).expect("written");
+    let outcome = import_in_units(&cut, &data, 1 << 20).expect("imports");
+    assert!(outcome.progress.done);
+    assert!(
+        outcome.imported_now < events.len() as u64,
+        "continued, not repeated"
+    );
+    assert_data_matches(&data, &events);
+}
