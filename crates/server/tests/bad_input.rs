@@ -31,7 +31,7 @@ fn malformed_records_are_reported_and_the_rest_stored() {
         good(&huge, 200).into_bytes(),                                                                          // 7 huge string
         good("bad-input-m", 200).replace("bad-input-m", "bad\u{fffd}m").into_bytes(),                          // 8 invalid UTF-8 (patched below)
         good("bad-input-m", 200).replace("\"status\":200", "\"status\":\"teapot\"").into_bytes(),              // 9 bad status
-        good("bad-input-m", 200).replace("12.5", "-3").into_bytes(),                                            // 10 negative latency
+        good("bad-input-m", 200).replace("\"latency_ms\":12.5", "\"latency_ms\":-3").into_bytes(),          // 10 negative latency (the key too: a time can hold "12.5")
         b"[1,2,3]".to_vec(),                                                                                    // 11 not an object
         good("bad-input-m", 404).into_bytes(),                                                                  // 12 ok
     ];
