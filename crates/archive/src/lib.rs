@@ -356,24 +356,35 @@ impl Archive {
     }
 
     /// Writes imported events (they are not in the write-ahead log) to segments and, in the
-    /// same manifest switch, records that the import of `source` has come to `position`.
-    /// Each row group's columns are encoded on `threads` threads. Returns the events written.
+    /// same manifest switch, records how far the import of each of their files has come
+    /// (`positions`: per file, its identity and position; the events are of these files,
+    /// before those positions). Each row group's columns are encoded on `threads` threads.
+    /// Returns the events written.
     pub fn write_imported(
         &self,
         events: &EventColumns,
-        (source, position): (&str, u64),
+        positions: &[(&str, u64)],
         threads: usize,
     ) -> Result<usize, ArchiveError> {
+        let Some((last_source, last_position)) = positions.last() else {
+            return Err(ArchiveError::Parquet(
+                "imported events without the position of their file".into(),
+            ));
+        };
         let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
+        // Named after the last file's position: unique, since each write moves every file
+        // it names forward (a name written again is a crash's leftover, not in the manifest).
         let new_segments = self.write_segments(
             events,
-            &format!("imp-{source}-{position:020}.parquet"),
+            &format!("imp-{last_source}-{last_position:020}.parquet"),
             threads,
         )?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut manifest = state.manifest.clone();
         manifest.segments.extend(new_segments);
-        manifest.imports.insert(source.to_owned(), position);
+        for (source, position) in positions {
+            manifest.imports.insert((*source).to_owned(), *position);
+        }
         self.write_manifest(&manifest)?;
         state.manifest = manifest;
         Ok(events.rows())

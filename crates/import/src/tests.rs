@@ -1,9 +1,10 @@
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use mm_archive::RowQuery;
 use mm_model::ApiCall;
 use mm_model::rollup::{Rollup, WindowKey};
-use mm_model::time::MICROS_PER_MINUTE;
+use mm_model::time::{MICROS_PER_MINUTE, now_us};
 use mm_testkit::{calls, ndjson_line, oracle};
 
 use super::*;
@@ -526,7 +527,7 @@ fn forget_what_later_versions_record(store: &RollupStore, id: &str) {
     let record = serde_json::to_vec(&record).expect("json");
     let mut memo = store.import_memo().expect("memo");
     store
-        .import(&[], i64::MAX, (id, &record), &mut memo)
+        .import(&[], i64::MAX, &[(id, &record)], &mut memo)
         .expect("written");
 }
 

@@ -13,51 +13,149 @@ use mm_model::time::MICROS_PER_MINUTE;
 use mm_storage::rollups::{ImportMemo, RollupStore};
 use rustc_hash::FxHashMap;
 
-use crate::{FileProgress, ImportError, Parsed, Source};
+use crate::{FileError, FileOutcome, FileProgress, ImportError, Parsed, Source};
 
-/// A finished unit's end position and events (per chunk), for the archive thread.
-pub(crate) type ArchiveUnit = (u64, Vec<EventColumns>);
+/// A finished unit's events (per chunk), for the archive thread, with the position it
+/// brings each of its files to in the archive (those the archive lacked some of): per
+/// file, its index in the command, its identity and that position.
+pub(crate) type ArchiveUnit = (Vec<(usize, String, u64)>, Vec<EventColumns>);
 
-/// A finished unit, for the committer.
-pub(crate) struct Sealed {
+/// A file's share of a finished unit, for the committer.
+pub(crate) struct SealedPart {
+    /// The file's index in the command.
+    pub(crate) file: usize,
     pub(crate) end: u64,
     /// Bytes of an unfinished last line after `end`, left for a later import.
     pub(crate) unfinished: u64,
     /// CRC-32 of the file's bytes before `end`.
     pub(crate) prefix_crc: u32,
     pub(crate) lines: u64,
-    pub(crate) windows: Vec<(WindowKey, Rollup)>,
-    pub(crate) events: Vec<EventColumns>,
     pub(crate) report: Vec<u8>,
     pub(crate) records: u64,
     pub(crate) accepted: u64,
     pub(crate) rejected_by_code: BTreeMap<String, u64>,
+    /// The file was read to its end: it is imported whole.
     pub(crate) last: bool,
+    /// No more of the file comes in this run (read whole, or its reading failed).
+    pub(crate) ended: bool,
 }
 
-/// Writes units to the store in order: the report, then the windows with the file's progress.
-pub(crate) struct Committer<'a> {
-    pub(crate) source: &'a Source,
+/// A finished unit, for the committer: the windows of the calls of all its files.
+pub(crate) struct Sealed {
+    pub(crate) parts: Vec<SealedPart>,
+    pub(crate) windows: Vec<(WindowKey, Rollup)>,
+}
+
+/// What the committer keeps of a file while its units are written.
+pub(crate) struct CommitFile<'s> {
+    pub(crate) source: std::borrow::Cow<'s, Source>,
     /// The identity the store has the file under.
-    pub(crate) id: &'a str,
+    pub(crate) id: String,
+    pub(crate) report_file: std::fs::File,
+    pub(crate) report_path: PathBuf,
+    /// What the store has.
+    pub(crate) progress: FileProgress,
+    /// Events the store had of the file when this run began.
+    pub(crate) accepted_before: u64,
+    /// Whether the file was imported whole when this run began, and to where.
+    pub(crate) was_done: (bool, u64),
+    /// When this run began with the file.
+    pub(crate) started: Instant,
+}
+
+/// Writes units to the store in order: each file's report, then the windows with the
+/// progress of every file of the unit, in one batch.
+pub(crate) struct Committer<'a, 's> {
     pub(crate) store: &'a RollupStore,
     /// Which keys the store is known not to hold, and the hours held back (shared by the
     /// files of one command).
     pub(crate) memo: &'a mut ImportMemo,
     /// Set when a unit's store write failed: the memo then holds calls the store lacks.
     pub(crate) failed: &'a mut bool,
-    pub(crate) report_file: std::fs::File,
-    pub(crate) report_path: PathBuf,
     pub(crate) open_from_minute: i64,
-    /// What the store has.
-    pub(crate) progress: FileProgress,
+    /// The files being imported, by index in the command.
+    pub(crate) files: BTreeMap<usize, CommitFile<'s>>,
     /// Seconds in the store.
     pub(crate) timings: [Duration; 1],
 }
 
-impl Committer<'_> {
-    pub(crate) fn commit(&mut self, sealed: Sealed) -> Result<(), ImportError> {
+impl<'s> Committer<'_, 's> {
+    pub(crate) fn begin(&mut self, file: usize, commit: CommitFile<'s>) {
+        self.files.insert(file, commit);
+    }
+
+    /// Commits `sealed`; returns the outcomes of the files it imported the last of.
+    pub(crate) fn commit(
+        &mut self,
+        sealed: Sealed,
+    ) -> Result<Vec<(usize, FileOutcome)>, FileError> {
         let started = Instant::now();
+        let last_file = sealed.parts.last().map_or(0, |part| part.file);
+        let mut records = Vec::with_capacity(sealed.parts.len());
+        for part in &sealed.parts {
+            let fail = |error| FileError {
+                file: part.file,
+                error,
+            };
+            let Some(file) = self.files.get_mut(&part.file) else {
+                return Err(fail(ImportError::Pipeline(
+                    "a unit of a file that never began".into(),
+                )));
+            };
+            if let Some(next) = file.next_progress(part) {
+                file.report_file
+                    .write_all(&part.report)
+                    .and_then(|()| file.report_file.sync_data())
+                    .map_err(|error| fail(ImportError::io("writing", &file.report_path, error)))?;
+                let record = serde_json::to_vec(&next).map_err(|error| {
+                    fail(ImportError::Input {
+                        path: file.source.path.clone(),
+                        detail: error.to_string(),
+                    })
+                })?;
+                records.push((part.file, next, record));
+            }
+        }
+        if !records.is_empty() || !sealed.windows.is_empty() {
+            let keyed: Vec<(&str, &[u8])> = records
+                .iter()
+                .map(|(file, _, record)| (self.files[file].id.as_str(), record.as_slice()))
+                .collect();
+            // Failed until it returns: a write that panics leaves it so too.
+            let failed_before = std::mem::replace(self.failed, true);
+            let written = self.store.import(
+                &sealed.windows,
+                self.open_from_minute,
+                &keyed,
+                &mut *self.memo,
+            );
+            *self.failed = failed_before || written.is_err();
+            written.map_err(|error| FileError {
+                file: last_file,
+                error: ImportError::Write(error),
+            })?;
+        }
+        for (file, next, _) in records {
+            if let Some(file) = self.files.get_mut(&file) {
+                file.progress = next;
+            }
+        }
+        let mut outcomes = Vec::new();
+        for part in sealed.parts.iter().filter(|part| part.ended) {
+            if let Some(file) = self.files.remove(&part.file)
+                && part.last
+            {
+                outcomes.push((part.file, file.outcome()));
+            }
+        }
+        self.timings[0] += started.elapsed();
+        Ok(outcomes)
+    }
+}
+
+impl CommitFile<'_> {
+    /// The progress record after `part`, or `None` when the store has it already.
+    fn next_progress(&self, part: &SealedPart) -> Option<FileProgress> {
         // The size and time of the file imported under its own name (a copy's would make the
         // file itself look changed).
         // (A file named as imported, or by another name of the same path.)
@@ -70,47 +168,39 @@ impl Committer<'_> {
             false => (self.progress.size_on_disk, self.progress.modified_ns),
         };
         let changed = seen_as != (self.progress.size_on_disk, self.progress.modified_ns);
-        if sealed.end > self.progress.position || (sealed.last && (!self.progress.done || changed))
+        if part.end <= self.progress.position && !(part.last && (!self.progress.done || changed))
         {
-            self.report_file
-                .write_all(&sealed.report)
-                .and_then(|()| self.report_file.sync_data())
-                .map_err(|error| ImportError::io("writing", &self.report_path, error))?;
-            let mut next = self.progress.clone();
-            next.position = sealed.end;
-            next.lines = sealed.lines;
-            next.records += sealed.records;
-            next.accepted += sealed.accepted;
-            next.rejected += sealed.rejected_by_code.values().sum::<u64>();
-            for (code, count) in sealed.rejected_by_code {
-                *next.rejected_by_code.entry(code).or_default() += count;
-            }
-            next.report_bytes += sealed.report.len() as u64;
-            next.done = sealed.last;
-            next.prefix_crc = Some(sealed.prefix_crc);
-            next.unfinished = sealed.unfinished;
-            (next.size_on_disk, next.modified_ns) = seen_as;
-            if same_file {
-                next.canonical = Some(self.source.canonical.clone());
-            }
-            let record = serde_json::to_vec(&next).map_err(|error| ImportError::Input {
-                path: self.source.path.clone(),
-                detail: error.to_string(),
-            })?;
-            // Failed until it returns: a write that panics leaves it so too.
-            let failed_before = std::mem::replace(self.failed, true);
-            let written = self.store.import(
-                &sealed.windows,
-                self.open_from_minute,
-                (self.id, &record),
-                &mut *self.memo,
-            );
-            *self.failed = failed_before || written.is_err();
-            written.map_err(ImportError::Write)?;
-            self.progress = next;
+            return None;
         }
-        self.timings[0] += started.elapsed();
-        Ok(())
+        let mut next = self.progress.clone();
+        next.position = part.end;
+        next.lines = part.lines;
+        next.records += part.records;
+        next.accepted += part.accepted;
+        next.rejected += part.rejected_by_code.values().sum::<u64>();
+        for (code, count) in &part.rejected_by_code {
+            *next.rejected_by_code.entry(code.clone()).or_default() += count;
+        }
+        next.report_bytes += part.report.len() as u64;
+        next.done = part.last;
+        next.prefix_crc = Some(part.prefix_crc);
+        next.unfinished = part.unfinished;
+        (next.size_on_disk, next.modified_ns) = seen_as;
+        if same_file {
+            next.canonical = Some(self.source.canonical.clone());
+        }
+        Some(next)
+    }
+
+    fn outcome(self) -> FileOutcome {
+        FileOutcome {
+            imported_now: self.progress.accepted.saturating_sub(self.accepted_before),
+            // Imported whole before, and nothing was added to it since.
+            already_done: self.was_done == (true, self.progress.position),
+            report: self.report_path,
+            progress: self.progress,
+            elapsed: self.started.elapsed(),
+        }
     }
 }
 
@@ -129,14 +219,17 @@ fn ranks(names: &[Box<str>], used: impl Iterator<Item = u32>) -> (Vec<u32>, Vec<
     (rank, order)
 }
 
-/// The unit being built by the merging thread.
-pub(crate) struct Unit {
+/// A file's share of the unit being built: where the file stands.
+pub(crate) struct Part {
+    /// The file's index in the command.
+    pub(crate) file: usize,
+    /// The identity the file is imported under.
+    pub(crate) id: String,
     /// Where the store and the archive had the file when this run started: what lies before
     /// is not counted, or not archived, again.
     pub(crate) stored: u64,
     pub(crate) stored_lines: u64,
     pub(crate) archived: u64,
-    pub(crate) start: u64,
     pub(crate) end: u64,
     /// CRC-32 of the file's bytes before `end`.
     pub(crate) crc: crc32fast::Hasher,
@@ -144,14 +237,54 @@ pub(crate) struct Unit {
     pub(crate) lines: u64,
     /// Bytes of the file's unfinished last line, left for a later import.
     pub(crate) unfinished: u64,
-    pub(crate) merchants: Interner,
-    pub(crate) apis: Interner,
-    pub(crate) windows: FxHashMap<(u32, u32, i64), Rollup>,
-    pub(crate) events: Vec<EventColumns>,
     pub(crate) report: Vec<u8>,
     pub(crate) records: u64,
     pub(crate) accepted: u64,
     pub(crate) rejected_by_code: BTreeMap<String, u64>,
+    /// No more of the file comes: `Some(true)` when it was read to its end.
+    pub(crate) ended: Option<bool>,
+}
+
+impl Part {
+    /// The file `file`, imported under `id`, read from `start` (whose bytes before have the
+    /// CRC `before`), the store and the archive having it as `stored` and to `archived`.
+    pub(crate) fn new(
+        (file, id): (usize, String),
+        stored: &FileProgress,
+        (start, archived): (u64, u64),
+        before: crc32fast::Hasher,
+    ) -> Self {
+        Self {
+            file,
+            id,
+            stored: stored.position,
+            stored_lines: stored.lines,
+            archived,
+            end: start,
+            crc: before,
+            lines: stored.lines,
+            unfinished: 0,
+            report: Vec::new(),
+            records: 0,
+            accepted: 0,
+            rejected_by_code: BTreeMap::new(),
+            ended: None,
+        }
+    }
+}
+
+/// The unit being built by the merging thread: the calls of one file or of several after
+/// one another (a command's small files make units as large as one large file's).
+#[derive(Default)]
+pub(crate) struct Unit {
+    /// The files of the unit, in order: all but the last have ended.
+    pub(crate) parts: Vec<Part>,
+    /// Input bytes of the unit, over its files.
+    pub(crate) size: u64,
+    pub(crate) merchants: Interner,
+    pub(crate) apis: Interner,
+    pub(crate) windows: FxHashMap<(u32, u32, i64), Rollup>,
+    pub(crate) events: Vec<EventColumns>,
     /// The latest minute of the unit's events.
     pub(crate) latest_minute: Option<i64>,
     /// Once the unit holds its size: its latest minute then.
@@ -179,34 +312,21 @@ impl Interner {
 }
 
 impl Unit {
-    /// A unit from `start`, the file's bytes before it having the CRC `before`.
-    pub(crate) fn new(
-        stored: &FileProgress,
-        start: u64,
-        archived: u64,
-        before: crc32fast::Hasher,
-    ) -> Self {
-        Self {
-            stored: stored.position,
-            stored_lines: stored.lines,
-            archived,
-            start,
-            end: start,
-            crc: before,
-            unfinished: 0,
-            lines: stored.lines,
-            merchants: Interner::default(),
-            apis: Interner::default(),
-            windows: FxHashMap::default(),
-            events: Vec::new(),
-            report: Vec::new(),
-            records: 0,
-            accepted: 0,
-            rejected_by_code: BTreeMap::new(),
-            latest_minute: None,
-            full_at: None,
-            timings: [Duration::ZERO; 1],
+    /// A file begins: its chunks come next.
+    pub(crate) fn begin(&mut self, part: Part) {
+        self.parts.push(part);
+    }
+
+    /// No more of `file` comes; `whole` when it was read to its end.
+    pub(crate) fn end_file(&mut self, file: usize, whole: bool) {
+        if let Some(part) = self.parts.iter_mut().find(|part| part.file == file) {
+            part.ended = Some(whole);
         }
+    }
+
+    /// Lines of the file being read before the unit's end.
+    pub(crate) fn lines(&self) -> u64 {
+        self.parts.last().map_or(0, |part| part.lines)
     }
 
     /// Whether the unit ends with the chunk added last. It ends once it holds `unit_bytes`,
@@ -217,7 +337,7 @@ impl Unit {
     /// share only the windows of the calls in that last chunk's later minute (a chunk is a
     /// few seconds of a minute) and of calls logged out of order.
     pub(crate) fn ends_here(&mut self, unit_bytes: u64) -> bool {
-        let size = self.end - self.start;
+        let size = self.size;
         if size < unit_bytes {
             return false;
         }
@@ -241,14 +361,20 @@ impl Unit {
     }
 
     pub(crate) fn add_chunk(&mut self, parsed: Parsed) -> Result<(), ImportError> {
-        let chunk_start = self.end;
-        if chunk_start == self.stored {
+        let Some(part) = self.parts.last_mut().filter(|part| part.ended.is_none()) else {
+            return Err(ImportError::Pipeline(
+                "a chunk outside the file being read".into(),
+            ));
+        };
+        let chunk_start = part.end;
+        if chunk_start == part.stored {
             // Line numbers are the store's from its position on (reports start there).
-            self.lines = self.stored_lines;
+            part.lines = part.stored_lines;
         }
-        self.end += parsed.bytes;
-        self.unfinished = parsed.unfinished;
-        self.crc.combine(&crc32fast::Hasher::new_with_initial_len(
+        part.end += parsed.bytes;
+        self.size += parsed.bytes;
+        part.unfinished = parsed.unfinished;
+        part.crc.combine(&crc32fast::Hasher::new_with_initial_len(
             parsed.crc,
             parsed.bytes,
         ));
@@ -257,20 +383,20 @@ impl Unit {
             .max()
             .map(|ts_us| ts_us.div_euclid(MICROS_PER_MINUTE));
         self.latest_minute = self.latest_minute.max(chunk_latest);
-        let base_line = self.lines;
-        self.lines += parsed.newlines;
+        let base_line = part.lines;
+        part.lines += parsed.newlines;
         // Only what the store lacks is counted; only what the archive lacks is archived.
-        let for_store = chunk_start >= self.stored;
-        let for_archive = chunk_start >= self.archived;
+        let for_store = chunk_start >= part.stored;
+        let for_archive = chunk_start >= part.archived;
         if for_store {
-            self.records += parsed.records;
-            self.accepted += parsed.accepted;
+            part.records += parsed.records;
+            part.accepted += parsed.accepted;
             for (line, code, mut report) in parsed.rejected {
-                *self.rejected_by_code.entry(code).or_default() += 1;
+                *part.rejected_by_code.entry(code).or_default() += 1;
                 report["line"] = serde_json::json!(base_line as usize + line);
-                serde_json::to_writer(&mut self.report, &report)
+                serde_json::to_writer(&mut part.report, &report)
                     .map_err(|error| ImportError::Pipeline(error.to_string()))?;
-                self.report.push(b'\n');
+                part.report.push(b'\n');
             }
             let events = &parsed.events;
             // Each distinct merchant and API of the chunk is looked up once.
@@ -299,9 +425,13 @@ impl Unit {
         Ok(())
     }
 
-    /// Hands the unit over (windows keyed by name, in key order: the store writes them so)
-    /// and starts the next one.
-    pub(crate) fn seal(&mut self, last: bool) -> Sealed {
+    /// Hands the unit over (windows keyed by name, in key order: the store writes them so),
+    /// with its events for the archive when it has a file the archive lacks some of, and
+    /// starts the next one; `None` when the unit has no file.
+    pub(crate) fn seal(&mut self) -> Option<(Sealed, Option<ArchiveUnit>)> {
+        if self.parts.is_empty() {
+            return None;
+        }
         let mut merchant_wide: FxHashMap<(u32, i64), Rollup> = FxHashMap::default();
         for ((merchant, _, minute), rollup) in &self.windows {
             merchant_wide
@@ -353,22 +483,33 @@ impl Unit {
                 (key, rollup)
             })
             .collect();
-        let sealed = Sealed {
-            end: self.end,
-            unfinished: self.unfinished,
-            prefix_crc: self.crc.clone().finalize(),
-            lines: self.lines,
-            windows,
-            events: std::mem::take(&mut self.events),
-            report: std::mem::take(&mut self.report),
-            records: std::mem::take(&mut self.records),
-            accepted: std::mem::take(&mut self.accepted),
-            rejected_by_code: std::mem::take(&mut self.rejected_by_code),
-            last,
-        };
-        self.start = self.end;
+        // Each file's share; those that go on stay in the next unit, from where it ends.
+        let mut archive_positions = Vec::new();
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for part in &mut self.parts {
+            if part.end > part.archived {
+                archive_positions.push((part.file, part.id.clone(), part.end));
+            }
+            parts.push(SealedPart {
+                file: part.file,
+                end: part.end,
+                unfinished: part.unfinished,
+                prefix_crc: part.crc.clone().finalize(),
+                lines: part.lines,
+                report: std::mem::take(&mut part.report),
+                records: std::mem::take(&mut part.records),
+                accepted: std::mem::take(&mut part.accepted),
+                rejected_by_code: std::mem::take(&mut part.rejected_by_code),
+                last: part.ended == Some(true),
+                ended: part.ended.is_some(),
+            });
+        }
+        self.parts.retain(|part| part.ended.is_none());
+        let events = std::mem::take(&mut self.events);
+        self.size = 0;
         (self.latest_minute, self.full_at) = (None, None);
-        sealed
+        let archive = (!archive_positions.is_empty()).then_some((archive_positions, events));
+        Some((Sealed { parts, windows }, archive))
     }
 }
 
@@ -402,12 +543,19 @@ mod tests {
 
     /// Adds the chunks one by one; returns after which ones (1-based) the unit ended.
     fn ends(unit_bytes: u64, chunks: Vec<Parsed>) -> Vec<usize> {
-        let mut unit = Unit::new(&FileProgress::default(), 0, 0, crc32fast::Hasher::new());
+        let mut unit = Unit::default();
+        let part = Part::new(
+            (0, "f".into()),
+            &FileProgress::default(),
+            (0, 0),
+            crc32fast::Hasher::new(),
+        );
+        unit.begin(part);
         let mut ends = Vec::new();
         for (index, parsed) in chunks.into_iter().enumerate() {
             unit.add(parsed).expect("adds");
             if unit.ends_here(unit_bytes) {
-                unit.seal(false);
+                unit.seal();
                 ends.push(index + 1);
             }
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mm_import::{ImportError, ImportOptions, Imports, Progress, Source};
+use mm_import::{FileError, ImportError, ImportOptions, Imports, Progress, Source};
 
 use crate::serve::{ServerArgs, load_config};
 
@@ -69,80 +69,51 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let progress = Arc::new(Progress::default());
     watch_ctrl_c(progress.clone());
     let started = Instant::now();
+    let bar = progress_bar(&sources, &progress, args.quiet);
+    let printer = bar.as_ref().map(|(bar, _)| bar.clone());
     let mut total = 0u64;
-    for source in &sources {
-        let bar = progress_bar(source, &progress, args.quiet);
-        let result = imports.import_file(source, &options, &store, &archive, &progress);
-        if let Some((bar, ticker)) = bar {
-            ticker.store(true, Ordering::Release);
-            bar.finish_and_clear();
-        }
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(ImportError::Interrupted) => {
-                imports.finish(&store)?;
-                println!(
-                    "{}: interrupted; what was committed stays, and the same command continues from there",
-                    source.path.display()
-                );
-                std::process::exit(130);
+    let result = imports.import_files(
+        &sources,
+        &options,
+        (&store, &archive),
+        &progress,
+        &mut |file, outcome| {
+            if !outcome.already_done {
+                total += outcome.imported_now;
             }
-            Err(error) => {
-                // What the files before committed is written whole; an error in that is
-                // the lesser news.
-                if let Err(finishing) = imports.finish(&store) {
-                    eprintln!(
-                        "warning: writing the hour rollups of the files imported: {finishing}"
-                    );
+            for line in describe(&sources[file], &outcome) {
+                match &printer {
+                    Some(bar) => bar.println(line),
+                    None => println!("{line}"),
                 }
-                return Err(error).with_context(|| format!("importing {}", source.path.display()));
             }
-        };
-        let file = &outcome.progress;
-        if outcome.already_done {
-            let shown = source.path.display().to_string();
+        },
+    );
+    if let Some((bar, ticker)) = bar {
+        ticker.store(true, Ordering::Release);
+        bar.finish_and_clear();
+    }
+    match result {
+        Ok(()) => {}
+        Err(FileError {
+            file,
+            error: ImportError::Interrupted,
+        }) => {
+            imports.finish(&store)?;
             println!(
-                "{shown}: already imported{} ({} events); skipped",
-                if file.path == shown {
-                    String::new()
-                } else {
-                    format!(" as {}", file.path)
-                },
-                file.accepted
+                "{}: interrupted; what was committed stays, and the same command continues from there",
+                sources[file].path.display()
             );
-            print_unfinished(&outcome);
-            continue;
+            std::process::exit(130);
         }
-        total += outcome.imported_now;
-        let rate = outcome.imported_now as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
-        let by_code = file
-            .rejected_by_code
-            .iter()
-            .map(|(code, count)| format!("{code} {count}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        println!(
-            "{}: {} records, {} imported, {} rejected{} ({} imported by this run in {:.1} s, {:.0} events/s)",
-            source.path.display(),
-            file.records,
-            file.accepted,
-            file.rejected,
-            if by_code.is_empty() {
-                String::new()
-            } else {
-                format!(" ({by_code})")
-            },
-            outcome.imported_now,
-            outcome.elapsed.as_secs_f64(),
-            rate,
-        );
-        if file.rejected > 0 {
-            println!(
-                "  rejected lines, with reasons: {}",
-                outcome.report.display()
-            );
+        Err(FileError { file, error }) => {
+            // What the files before committed is written whole; an error in that is the
+            // lesser news.
+            if let Err(finishing) = imports.finish(&store) {
+                eprintln!("warning: writing the hour rollups of the files imported: {finishing}");
+            }
+            return Err(error).with_context(|| format!("importing {}", sources[file].path.display()));
         }
-        print_unfinished(&outcome);
     }
     imports.finish(&store)?;
     drop(archive);
@@ -162,14 +133,63 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lines that say how a file's import went.
+fn describe(source: &Source, outcome: &mm_import::FileOutcome) -> Vec<String> {
+    let file = &outcome.progress;
+    let mut lines = Vec::new();
+    if outcome.already_done {
+        let shown = source.path.display().to_string();
+        lines.push(format!(
+            "{shown}: already imported{} ({} events); skipped",
+            if file.path == shown {
+                String::new()
+            } else {
+                format!(" as {}", file.path)
+            },
+            file.accepted
+        ));
+    } else {
+        let rate = outcome.imported_now as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+        let by_code = file
+            .rejected_by_code
+            .iter()
+            .map(|(code, count)| format!("{code} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(format!(
+            "{}: {} records, {} imported, {} rejected{} ({} imported by this run in {:.1} s, {:.0} events/s)",
+            source.path.display(),
+            file.records,
+            file.accepted,
+            file.rejected,
+            if by_code.is_empty() {
+                String::new()
+            } else {
+                format!(" ({by_code})")
+            },
+            outcome.imported_now,
+            outcome.elapsed.as_secs_f64(),
+            rate,
+        ));
+        if file.rejected > 0 {
+            lines.push(format!(
+                "  rejected lines, with reasons: {}",
+                outcome.report.display()
+            ));
+        }
+    }
+    lines.extend(unfinished(outcome));
+    lines
+}
+
 /// The file's last line, unfinished, left for an import after it grows.
-fn print_unfinished(outcome: &mm_import::FileOutcome) {
-    if outcome.progress.unfinished > 0 {
-        println!(
+fn unfinished(outcome: &mm_import::FileOutcome) -> Option<String> {
+    (outcome.progress.unfinished > 0).then(|| {
+        format!(
             "  its last line is unfinished ({} bytes, no newline, not JSON): left for an import after the file grows",
             outcome.progress.unfinished
-        );
-    }
+        )
+    })
 }
 
 /// What an import into `config`'s data directory accepts, as its server would: one parser
@@ -188,29 +208,35 @@ pub fn import_options(config: &crate::config::Config) -> ImportOptions {
     }
 }
 
-/// A bar of the file's bytes read, with events/s; ticks from a thread of its own.
+/// A bar of the files' bytes read, with events/s; ticks from a thread of its own.
 fn progress_bar(
-    source: &Source,
+    sources: &[Source],
     progress: &Arc<Progress>,
     quiet: bool,
 ) -> Option<(ProgressBar, Arc<std::sync::atomic::AtomicBool>)> {
     if quiet {
         return None;
     }
-    let bar = ProgressBar::new(source.size);
+    let bar = ProgressBar::new(sources.iter().map(|source| source.size).sum());
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    bar.set_prefix(source.path.display().to_string());
+    bar.set_prefix(match sources {
+        [source] => source.path.display().to_string(),
+        _ => format!("{} files", sources.len()),
+    });
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ticker_bar, ticker_done, progress) = (bar.clone(), done.clone(), progress.clone());
     let started = Instant::now();
     let accepted_before = progress.accepted.load(Ordering::Relaxed);
     std::thread::spawn(move || {
         while !ticker_done.load(Ordering::Acquire) {
-            ticker_bar.set_position(progress.read_on_disk.load(Ordering::Relaxed));
+            ticker_bar.set_position(
+                progress.read_on_disk.load(Ordering::Relaxed)
+                    + progress.skipped_on_disk.load(Ordering::Relaxed),
+            );
             let events = progress.accepted.load(Ordering::Relaxed) - accepted_before;
             ticker_bar.set_message(format!(
                 "{events} events, {:.0}/s",

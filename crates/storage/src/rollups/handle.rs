@@ -160,14 +160,15 @@ impl RollupStore {
         self.write(|store| store.commit(prepared))
     }
 
-    /// Merges imported calls into the store with the import's progress, atomically: each
+    /// Merges imported calls into the store with the import's progress (a record per file the
+    /// calls are of), atomically: each
     /// window is added to what is stored, and is open when it is open in the store or starts
     /// at or after `open_from_minute`, final otherwise.
     pub fn import(
         &self,
         windows: &[(WindowKey, Rollup)],
         open_from_minute: i64,
-        progress: (&str, &[u8]),
+        progress: &[(&str, &[u8])],
         memo: &mut ImportMemo,
     ) -> Result<(), StorageError> {
         self.write(|store| {

@@ -248,8 +248,9 @@ impl Store {
         )
     }
 
-    /// Merges imported calls into the store, atomically with the import's progress record
-    /// (`progress`: a key of its own and a value, in the `meta` keyspace). Each window's calls
+    /// Merges imported calls into the store, atomically with the import's progress records
+    /// (`progress`: per file of the calls, a key of its own and a value, in the `meta`
+    /// keyspace). Each window's calls
     /// are added to what is stored; a window stays (or becomes) open when it is open in the
     /// store or starts at or after `open_from_minute` (a window a starting server would still
     /// count into, so it restores it with these calls), and is final otherwise.
@@ -257,7 +258,7 @@ impl Store {
         &self,
         windows: &[(WindowKey, Rollup)],
         open_from_minute: i64,
-        progress: (&str, &[u8]),
+        progress: &[(&str, &[u8])],
         memo: &mut ImportMemo,
     ) -> Result<(), StorageError> {
         let mut finals = Vec::new();
@@ -328,11 +329,9 @@ impl Store {
             Some(&mut *memo),
         )?;
         self.hold_hours(&mut write, hour_changes, memo)?;
-        write.insert(
-            &self.meta,
-            format!("{IMPORT_PREFIX}{}", progress.0),
-            progress.1,
-        );
+        for (key, record) in progress {
+            write.insert(&self.meta, format!("{IMPORT_PREFIX}{key}"), *record);
+        }
         self.commit_batch(write, applied, Some(PersistMode::SyncData))
     }
 

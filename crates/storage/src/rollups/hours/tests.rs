@@ -209,7 +209,7 @@ fn hours_read_like_their_minutes_through_snapshots_closes_corrections_and_import
     let imported = windows(&mut calls, HOUR - 90..HOUR + 140);
     let mut memo = store.import_memo().expect("memo");
     store
-        .import(&imported, HOUR + 125, ("test", b"done"), &mut memo)
+        .import(&imported, HOUR + 125, &[("test", b"done")], &mut memo)
         .expect("imports");
     assert_hours_match_minutes(&store, "imported");
     drop(store);
@@ -382,7 +382,7 @@ fn an_import_in_units_adds_each_unit_to_what_the_store_and_its_earlier_units_hol
             .import(
                 &imported,
                 HOUR + 1_000,
-                ("test", format!("{unit}").as_bytes()),
+                &[("test", format!("{unit}").as_bytes())],
                 &mut memo,
             )
             .expect("imports");
@@ -467,7 +467,7 @@ fn import_units(
     for (unit, (minutes, unknown_after)) in units.iter().enumerate() {
         let imported = windows(calls, minutes.clone());
         store
-            .import(&imported, HOUR + 1_000, ("test", &[unit as u8]), memo)
+            .import(&imported, HOUR + 1_000, &[("test", &[unit as u8])], memo)
             .expect("imports");
         let what = format!("after unit {unit}");
         assert!(assert_hours_match_minutes(store, &what) > 0);
@@ -566,7 +566,7 @@ fn import_reopening(store: &RollupStore, calls: &mut Calls) -> crate::rollups::I
     {
         let imported = windows(calls, minutes);
         store
-            .import(&imported, HOUR + 80, ("test", &[unit as u8]), &mut memo)
+            .import(&imported, HOUR + 80, &[("test", &[unit as u8])], &mut memo)
             .expect("imports");
         assert!(assert_hours_match_minutes(store, &format!("after unit {unit}")) > 0);
     }
