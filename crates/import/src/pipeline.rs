@@ -177,11 +177,17 @@ pub(crate) fn import_files(
         let report_dir = report_dir.as_path();
         let reader = scope.spawn(move || {
             let mut index = 0;
-            read_files(sources, (store, archive), (report_dir, progress), finished, |step| {
-                let sent = step_tx.send((index, step)).is_ok();
-                index += 1;
-                sent
-            });
+            read_files(
+                sources,
+                (store, archive),
+                (report_dir, progress),
+                finished,
+                |step| {
+                    let sent = step_tx.send((index, step)).is_ok();
+                    index += 1;
+                    sent
+                },
+            );
         });
         for _ in 0..threads {
             let (step_rx, parsed_tx) = (step_rx.clone(), parsed_tx.clone());
@@ -205,8 +211,7 @@ pub(crate) fn import_files(
                             let parser = if segment { segment_parser } else { parser };
                             let room = text_share
                                 .map(|share| (share * 1.25 * chunk.len() as f64) as usize);
-                            let parsed =
-                                parse_chunk(parser, (&chunk, last), bounds, limits, room);
+                            let parsed = parse_chunk(parser, (&chunk, last), bounds, limits, room);
                             if let Ok(parsed) = &parsed {
                                 let bytes = parsed.events.text_bytes();
                                 text_share =
@@ -356,10 +361,12 @@ fn read_files<'s>(
         // A file whose reading fails midway (a cut gzip stream, an unreadable Parquet page)
         // has what was read committed and stays unfinished: the next import meets the
         // failure again, or the rest.
-        if !taken || !send(Step::End {
-            file,
-            whole: read.is_ok(),
-        }) {
+        if !taken
+            || !send(Step::End {
+                file,
+                whole: read.is_ok(),
+            })
+        {
             return;
         }
         if let Err(error) = read {

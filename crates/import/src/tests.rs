@@ -1149,3 +1149,5 @@ fn a_file_whose_reading_fails_midway_keeps_what_was_read_and_is_not_taken_for_do
     );
     assert_data_matches(&data, &events);
 }
+
+mod files;

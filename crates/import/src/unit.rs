@@ -168,8 +168,7 @@ impl CommitFile<'_> {
             false => (self.progress.size_on_disk, self.progress.modified_ns),
         };
         let changed = seen_as != (self.progress.size_on_disk, self.progress.modified_ns);
-        if part.end <= self.progress.position && !(part.last && (!self.progress.done || changed))
-        {
+        if part.end <= self.progress.position && !(part.last && (!self.progress.done || changed)) {
             return None;
         }
         let mut next = self.progress.clone();

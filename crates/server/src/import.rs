@@ -112,7 +112,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
             if let Err(finishing) = imports.finish(&store) {
                 eprintln!("warning: writing the hour rollups of the files imported: {finishing}");
             }
-            return Err(error).with_context(|| format!("importing {}", sources[file].path.display()));
+            return Err(error)
+                .with_context(|| format!("importing {}", sources[file].path.display()));
         }
     }
     imports.finish(&store)?;

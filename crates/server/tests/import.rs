@@ -250,6 +250,71 @@ fn a_log_imported_again_after_it_grew_counts_only_its_new_calls() {
 }
 
 #[test]
+fn a_directory_of_rotated_logs_imports_in_one_command_reporting_each_file_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let history = calls(
+        17,
+        30_000,
+        MERCHANTS,
+        &APIS,
+        now_us() - 30 * MICROS_PER_MINUTE,
+        120,
+    );
+    // Six rotated logs, then a copy of the first under another name.
+    let mut files: Vec<std::path::PathBuf> = history
+        .chunks(5_000)
+        .enumerate()
+        .map(|(index, calls)| {
+            let file = dir.path().join(format!("api-{index}.log"));
+            write_input(&file, calls);
+            file
+        })
+        .collect();
+    let copy = dir.path().join("api-0.log.bak");
+    std::fs::copy(&files[0], &copy).expect("copied");
+    files.push(copy.clone());
+    let output = Command::new(EXE)
+        .args(["import", "--quiet", "--data-dir"])
+        .arg(&data)
+        .args(&files)
+        .output()
+        .expect("import runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), files.len() + 1, "{stdout}");
+    for (line, file) in lines.iter().zip(&files[..6]) {
+        assert!(
+            line.starts_with(&format!(
+                "{}: 5000 records, 5000 imported, 0 rejected (5000 imported by this run",
+                file.display()
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(
+        lines[6].starts_with(&format!(
+            "{}: already imported as {}",
+            copy.display(),
+            files[0].display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        lines[7].starts_with("7 files: 30000 events imported"),
+        "{stdout}"
+    );
+    let server = ServerProcess::start(EXE, &data, &[], &[]);
+    assert_served(&server, &history);
+    assert!(server.terminate());
+}
+
+#[test]
 fn a_file_that_cannot_be_read_fails_the_import_naming_it_and_its_cause_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing.ndjson");
