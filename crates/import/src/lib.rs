@@ -5,12 +5,16 @@
 //! columns) is cut into line-aligned chunks that parser threads
 //! (one per core) parse and validate exactly as `/v1/ingest` does (same field mapping, same
 //! time bounds, same per-record errors), collecting the accepted events as columns
-//! ([`EventColumns`]). One thread takes the chunks back in file order and adds every call to its
+//! ([`mm_archive::EventColumns`]). One thread takes the chunks back in file order and adds every call to its
 //! (merchant, api, minute) window and the merchant-wide one. Every [`UNIT_BYTES`] of input (at
 //! the first chunk reaching a later minute, within half a unit: see `Unit::ends_here`) it
 //! commits a unit: the events to archive segments (the manifest records how far the file is
 //! archived), then the windows merged into the rollup store with the file's progress, in one
 //! atomic batch, then the rejected lines to the file's rejection report.
+//!
+//! The files of one command go through one pipeline ([`Imports::import_files`], module
+//! `pipeline`): a unit holds the chunks of as many files as make its size, each with its own
+//! progress in the unit's store batch and archive manifest switch.
 //!
 //! An interrupted import (a crash, Ctrl-C) continues where it stopped: the archive and the
 //! store each know how far they have the file, the import reads again from the smaller and

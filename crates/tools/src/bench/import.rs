@@ -3,6 +3,8 @@
 //! the same file (`read_json`, counts per status class and latency quantiles per merchant, api
 //! and minute, two threads), alternating in one run; and against DuckDB doing the work an
 //! import does (the events and the windows kept on disk), reported in all and step by step.
+//! The same calls cut into [`PIECES`] files (a directory of rotated logs) are imported too,
+//! in one command and file by file, against the one file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +30,45 @@ fn recent_dataset(work_dir: &Path, events: u64) -> anyhow::Result<PathBuf> {
     };
     crate::dataset::write_gen(config, events, &path)?;
     Ok(path)
+}
+
+/// Files the input is cut into for the several-files measurement.
+const PIECES: usize = 40;
+
+/// `path` (decompressed) cut into [`PIECES`] files of consecutive lines under `dir`, made once.
+fn pieces(path: &Path, dir: &Path) -> anyhow::Result<Vec<Source>> {
+    use std::io::{BufRead, BufReader, Write};
+    let names: Vec<PathBuf> = (0..PIECES)
+        .map(|index| dir.join(format!("piece-{index:02}.ndjson")))
+        .collect();
+    if !names.iter().all(|name| name.exists()) {
+        std::fs::create_dir_all(dir)?;
+        let open = || -> anyhow::Result<_> {
+            Ok(BufReader::with_capacity(
+                1 << 20,
+                Source::new(path)?.open(Default::default())?,
+            ))
+        };
+        let lines = open()?.split(b'\n').count();
+        let per_piece = lines.div_ceil(PIECES).max(1);
+        let mut input = open()?;
+        for name in &names {
+            let mut piece = std::io::BufWriter::new(std::fs::File::create(name)?);
+            let mut line = Vec::new();
+            for _ in 0..per_piece {
+                line.clear();
+                if input.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                piece.write_all(&line)?;
+            }
+            piece.flush()?;
+        }
+    }
+    Ok(names
+        .iter()
+        .map(|name| Source::new(name))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Writes out what the previous job left dirty in the page cache, so that no job's fsyncs wait
@@ -169,6 +210,8 @@ pub(super) fn bench_import(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<
     let mut accepted = 0;
     let mut windows = 0;
     let duck_dir = work_dir.join("import-duckdb");
+    let pieces = pieces(&path, &work_dir.join("import-pieces"))?;
+    let (mut in_one_command, mut file_by_file) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
         let data = work_dir.join(format!("import-data-{run}"));
         let _ = std::fs::remove_dir_all(&data);
@@ -221,9 +264,52 @@ pub(super) fn bench_import(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<
                 None => {}
             }
         }
+        for (one_command, rates, name) in [
+            (true, &mut in_one_command, "in one command"),
+            (false, &mut file_by_file, "file by file"),
+        ] {
+            settle_disk();
+            let started = Instant::now();
+            let (store, archive) = mm_import::open(&data)?;
+            let mut imports = mm_import::Imports::new(&store)?;
+            let mut imported = 0;
+            match one_command {
+                true => imports
+                    .import_files(
+                        &pieces,
+                        &options,
+                        (&store, &archive),
+                        &Progress::default(),
+                        &mut |_, outcome| imported += outcome.imported_now,
+                    )
+                    .map_err(|failed| failed.error)?,
+                false => {
+                    for piece in &pieces {
+                        imported += imports
+                            .import_file(piece, &options, &store, &archive, &Progress::default())?
+                            .imported_now;
+                    }
+                }
+            }
+            imports.finish(&store)?;
+            drop(archive);
+            let elapsed = started.elapsed();
+            drop(store);
+            let _ = std::fs::remove_dir_all(&data);
+            let rate = imported as f64 / elapsed.as_secs_f64();
+            line.push_str(&format!(", {PIECES} files {name} {rate:.0} events/s"));
+            rates.push(rate);
+        }
         println!("{line}");
     }
     let ours = median(&mut ours);
+    let (several, one_by_one) = (median(&mut in_one_command), median(&mut file_by_file));
+    println!(
+        "import: the same calls in {PIECES} files of consecutive lines: in one command median {several:.0} events/s ({:.2} of the one file), file by file (a pipeline each) {one_by_one:.0} events/s ({:.2}); one command against file by file {:.2}",
+        several / ours,
+        one_by_one / ours,
+        several / one_by_one
+    );
     println!(
         "import of {}: {accepted} events, {threads} parser threads, rollups + archive segments written, {} runs: median {ours:.0} events/s",
         path.display(),
