@@ -372,6 +372,20 @@ impl Archive {
             ));
         };
         let _serial = self.flush_lock.lock().map_err(|_| poisoned())?;
+        // Each file moves forward: events before a recorded position are archived already
+        // (and a segment of that name may be listed).
+        {
+            let state = self.state.read().map_err(|_| poisoned())?;
+            for (source, position) in positions {
+                if let Some(archived) = state.manifest.imports.get(*source)
+                    && *archived >= *position
+                {
+                    return Err(ArchiveError::Parquet(format!(
+                        "import {source} is archived to {archived} already: refusing to archive it again to {position}"
+                    )));
+                }
+            }
+        }
         // Named after the last file's position: unique, since each write moves every file
         // it names forward (a name written again is a crash's leftover, not in the manifest).
         let new_segments = self.write_segments(

@@ -11,7 +11,7 @@
 //! positions in the unit's manifest switch.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -35,12 +35,14 @@ use crate::{
 enum Step<'s> {
     /// A file begins: its share of units, and what the committer keeps of it.
     Begin(Box<(Part, CommitFile<'s>)>),
-    /// A chunk of the file begun last (`segment`: read with the archive's own mapping).
+    /// A chunk of the file begun last (`segment`: read with the archive's own mapping;
+    /// `bounds`: the event times accepted, as when the file began).
     Chunk {
         file: usize,
         chunk: Vec<u8>,
         last: bool,
         segment: bool,
+        bounds: TimeBounds,
     },
     /// A chunk, parsed.
     Parsed {
@@ -64,18 +66,22 @@ enum ToCommit<'s> {
     Skipped(usize, FileOutcome),
 }
 
-/// The files whose outcome is known (committed whole, or skipped), for a reader waiting on
-/// one of them; `stopped` once the pipeline ends.
+/// Which side has committed the last of a file.
+const STORE: u8 = 1;
+const ARCHIVE: u8 = 2;
+
+/// The files the store and the archive have committed the last of (or that were skipped),
+/// for a reader waiting on one of them; `stopped` once the pipeline ends.
 #[derive(Default)]
 struct Finished {
-    state: Mutex<(Vec<usize>, bool)>,
+    state: Mutex<(BTreeMap<usize, u8>, bool)>,
     changed: Condvar,
 }
 
 impl Finished {
-    fn mark(&self, file: usize) {
+    fn mark(&self, file: usize, sides: u8) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.0.push(file);
+        *state.0.entry(file).or_default() |= sides;
         self.changed.notify_all();
     }
 
@@ -85,11 +91,24 @@ impl Finished {
         self.changed.notify_all();
     }
 
-    /// Waits until every one of `files` is finished; false if the pipeline ended first.
+    fn all_done(done: &BTreeMap<usize, u8>, files: &[usize]) -> bool {
+        files
+            .iter()
+            .all(|file| done.get(file) == Some(&(STORE | ARCHIVE)))
+    }
+
+    /// Whether both sides have the last of every one of `files` now.
+    fn done(&self, files: &[usize]) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::all_done(&state.0, files)
+    }
+
+    /// Waits until both sides have the last of every one of `files`; false if the pipeline
+    /// ended first.
     fn wait_for(&self, files: &[usize]) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if files.iter().all(|file| state.0.contains(file)) {
+            if Self::all_done(&state.0, files) {
                 return true;
             }
             if state.1 {
@@ -100,6 +119,16 @@ impl Finished {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+}
+
+/// Stops the pipeline's [`Finished`] when dropped: a thread that ends, by a panic too, never
+/// leaves the reader waiting.
+struct StopOnDrop<'a>(&'a Finished);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -118,11 +147,6 @@ enum Prepared<'s> {
     /// Imported whole before, and unchanged since.
     Skip(Box<FileOutcome>),
     Read(Box<Opened<'s>>),
-}
-
-/// Every identity under which the store or the archive may have `source`.
-fn candidates(source: &Source) -> Vec<String> {
-    crate::candidate_ids(source).collect()
 }
 
 /// Imports `sources` in order (see [`Imports::import_files`]).
@@ -147,11 +171,6 @@ pub(crate) fn import_files(
     let segment_parser = EventParser::new(&FieldMapping::default(), true)
         .map_err(|error| command(ImportError::Mapping(error.to_string())))?;
     let now = now_us();
-    let bounds = TimeBounds::around(
-        now,
-        options.retention.as_micros() as i64,
-        options.max_clock_skew.as_micros() as i64,
-    );
     let limits = IngestLimits {
         max_decoded_bytes: usize::MAX,
         max_record_bytes: options.max_record_bytes,
@@ -172,7 +191,8 @@ pub(crate) fn import_files(
         timings: Default::default(),
     };
     let mut unit = Unit::default();
-    std::thread::scope(|scope| -> Result<(), FileError> {
+    let mut pending: Pending = (BTreeMap::new(), 0);
+    let result = std::thread::scope(|scope| -> Result<(), FileError> {
         let finished = &finished;
         let report_dir = report_dir.as_path();
         let reader = scope.spawn(move || {
@@ -180,7 +200,7 @@ pub(crate) fn import_files(
             read_files(
                 sources,
                 (store, archive),
-                (report_dir, progress),
+                (report_dir, progress, options),
                 finished,
                 |step| {
                     let sent = step_tx.send((index, step)).is_ok();
@@ -207,6 +227,7 @@ pub(crate) fn import_files(
                             chunk,
                             last,
                             segment,
+                            bounds,
                         } => {
                             let parser = if segment { segment_parser } else { parser };
                             let room = text_share
@@ -237,19 +258,28 @@ pub(crate) fn import_files(
         let (commit_tx, commit_rx) = sync_channel::<ToCommit>(1);
         let (archive_tx, archive_rx) = sync_channel::<ArchiveUnit>(1);
         let archiving = scope.spawn(move || {
+            let _stop = StopOnDrop(finished);
             let started = Instant::now();
-            for (positions, chunks) in archive_rx {
-                let events = EventColumns::concat(&chunks);
-                let named: Vec<(&str, u64)> = positions
-                    .iter()
-                    .map(|(_, id, end)| (id.as_str(), *end))
-                    .collect();
-                archive
-                    .write_imported(&events, &named, threads)
-                    .map_err(|error| FileError {
-                        file: positions.last().map_or(0, |(file, _, _)| *file),
-                        error: error.into(),
-                    })?;
+            for unit in archive_rx {
+                if !unit.positions.is_empty() {
+                    let events = EventColumns::concat(&unit.events);
+                    let named: Vec<(&str, u64)> = unit
+                        .positions
+                        .iter()
+                        .map(|(_, id, end)| (id.as_str(), *end))
+                        .collect();
+                    #[cfg(test)]
+                    crate::tests::slow_archive();
+                    archive
+                        .write_imported(&events, &named, threads)
+                        .map_err(|error| FileError {
+                            file: unit.positions.last().map_or(0, |(file, _, _)| *file),
+                            error: error.into(),
+                        })?;
+                }
+                for file in unit.ended {
+                    finished.mark(file, ARCHIVE);
+                }
             }
             tracing::debug!(
                 seconds = started.elapsed().as_secs_f64(),
@@ -257,12 +287,15 @@ pub(crate) fn import_files(
             );
             Ok::<(), FileError>(())
         });
+        let (pending, on_file) = (&mut pending, &mut *on_file);
         let committing = scope.spawn(move || {
-            let committed = commit_all(&mut committer, commit_rx, finished, on_file);
+            let _stop = StopOnDrop(finished);
+            let committed = commit_all(&mut committer, commit_rx, (finished, pending), on_file);
             let [store] = committer.timings.map(|time| time.as_secs_f64());
             tracing::debug!(store, "import: seconds of the store thread");
             committed
         });
+        let stop = StopOnDrop(finished);
         let merged = merge(
             &parsed_rx,
             &mut unit,
@@ -274,7 +307,7 @@ pub(crate) fn import_files(
         drop(archive_tx);
         // Unblock the reader and the parsers before waiting for them.
         drop(parsed_rx);
-        finished.stop();
+        drop(stop);
         let archived = archiving.join();
         let committed = committing.join();
         let read = reader.join();
@@ -294,7 +327,11 @@ pub(crate) fn import_files(
         }
         merged?;
         read.map_err(|_| command(ImportError::Pipeline("the reader thread panicked".into())))
-    })
+    });
+    // The files whose archive write ended after their store's (whatever stopped the command
+    // after them).
+    give(&mut pending, &finished, on_file);
+    result
 }
 
 /// The reader thread: each file prepared (skipped when imported whole), then read in chunks;
@@ -302,23 +339,23 @@ pub(crate) fn import_files(
 fn read_files<'s>(
     sources: &'s [Source],
     sides: (&RollupStore, &Archive),
-    (report_dir, progress): (&Path, &Progress),
+    (report_dir, progress, options): (&Path, &Progress, &ImportOptions),
     finished: &Finished,
     mut send: impl FnMut(Step<'s>) -> bool,
 ) {
-    // The files begun, with the identity each is imported under.
-    let mut began: Vec<(usize, String)> = Vec::new();
+    // The identities the files begun are imported under, and the last file of each.
+    let mut began: HashMap<String, usize> = HashMap::new();
     for (file, source) in sources.iter().enumerate() {
         // One the store or the archive may know under the identity of a file before it in
-        // this command (a copy, the same file named twice) is looked up once that file's
-        // units are committed: it is then found imported, not counted again.
-        let candidates = candidates(source);
-        let earlier: Vec<usize> = began
-            .iter()
-            .filter(|(_, id)| candidates.contains(id))
-            .map(|(file, _)| *file)
+        // this command (a copy, the same file named twice) is looked up once both have that
+        // file's last unit: it is then found imported, not counted again.
+        let earlier: Vec<usize> = crate::candidate_ids(source)
+            .filter_map(|id| began.get(&id).copied())
             .collect();
-        if !earlier.is_empty() && (!send(Step::Flush) || !finished.wait_for(&earlier)) {
+        if !earlier.is_empty()
+            && !finished.done(&earlier)
+            && (!send(Step::Flush) || !finished.wait_for(&earlier))
+        {
             return;
         }
         let opened = match prepare(file, source, sides, report_dir, progress) {
@@ -344,7 +381,14 @@ fn read_files<'s>(
             cut_at,
             segment,
         } = *opened;
-        began.push((file, part.id.clone()));
+        // Taken per file: the last files of a long command (a log still written to) are
+        // checked against the clock as they are read.
+        let bounds = TimeBounds::around(
+            now_us(),
+            options.retention.as_micros() as i64,
+            options.max_clock_skew.as_micros() as i64,
+        );
+        began.insert(part.id.clone(), file);
         if !send(Step::Begin(Box::new((part, commit)))) {
             return;
         }
@@ -355,6 +399,7 @@ fn read_files<'s>(
                 chunk,
                 last,
                 segment,
+                bounds,
             });
             taken
         });
@@ -507,9 +552,7 @@ fn merge<'s>(
         let Some((sealed, archive_unit)) = unit.seal() else {
             return Ok(());
         };
-        if let Some(archive_unit) = archive_unit {
-            archive_tx.send(archive_unit).map_err(|_| gone(file))?;
-        }
+        archive_tx.send(archive_unit).map_err(|_| gone(file))?;
         commit_tx
             .send(ToCommit::Unit(sealed))
             .map_err(|_| gone(file))
@@ -588,35 +631,48 @@ fn merge<'s>(
     send(unit, current)
 }
 
+/// Outcomes known, waiting for those of the files before them, and the next file to give.
+type Pending = (BTreeMap<usize, FileOutcome>, usize);
+
+/// Gives the outcomes of `pending` in order, as long as both sides have the file's last.
+fn give(
+    pending: &mut Pending,
+    finished: &Finished,
+    on_file: &mut (dyn FnMut(usize, FileOutcome) + Send),
+) {
+    let (ready, next) = pending;
+    while ready.contains_key(next) && finished.done(&[*next]) {
+        if let Some(outcome) = ready.remove(next) {
+            on_file(*next, outcome);
+        }
+        *next += 1;
+    }
+}
+
 /// The store thread: each unit committed in order, each file's outcome given in the files'
-/// order once known.
+/// order once the store and the archive have its last unit (those the archive has not yet
+/// are left in `pending`).
 fn commit_all<'s>(
     committer: &mut Committer<'_, 's>,
     commit_rx: Receiver<ToCommit<'s>>,
-    finished: &Finished,
+    (finished, pending): (&Finished, &mut Pending),
     on_file: &mut (dyn FnMut(usize, FileOutcome) + Send),
 ) -> Result<(), FileError> {
-    let mut ready = BTreeMap::new();
-    let mut next = 0;
     for message in commit_rx {
         match message {
             ToCommit::Begin(file, commit) => committer.begin(file, *commit),
-            ToCommit::Unit(sealed) => match committer.commit(sealed) {
-                Ok(outcomes) => ready.extend(outcomes),
-                Err(error) => {
-                    finished.stop();
-                    return Err(error);
+            ToCommit::Unit(sealed) => {
+                for (file, outcome) in committer.commit(sealed)? {
+                    finished.mark(file, STORE);
+                    pending.0.insert(file, outcome);
                 }
-            },
+            }
             ToCommit::Skipped(file, outcome) => {
-                ready.insert(file, outcome);
+                finished.mark(file, STORE | ARCHIVE);
+                pending.0.insert(file, outcome);
             }
         }
-        while let Some(outcome) = ready.remove(&next) {
-            finished.mark(next);
-            on_file(next, outcome);
-            next += 1;
-        }
+        give(pending, finished, on_file);
     }
     Ok(())
 }

@@ -1150,4 +1150,15 @@ fn a_file_whose_reading_fails_midway_keeps_what_was_read_and_is_not_taken_for_do
     assert_data_matches(&data, &events);
 }
 
+/// Milliseconds the archive thread waits before each write: a test makes the archive the
+/// slower side with it (a test runs in a process of its own).
+static ARCHIVE_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn slow_archive() {
+    let delay = ARCHIVE_DELAY_MS.load(Ordering::Relaxed);
+    if delay > 0 {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
+}
+
 mod files;

@@ -15,10 +15,14 @@ use rustc_hash::FxHashMap;
 
 use crate::{FileError, FileOutcome, FileProgress, ImportError, Parsed, Source};
 
-/// A finished unit's events (per chunk), for the archive thread, with the position it
-/// brings each of its files to in the archive (those the archive lacked some of): per
-/// file, its index in the command, its identity and that position.
-pub(crate) type ArchiveUnit = (Vec<(usize, String, u64)>, Vec<EventColumns>);
+/// A finished unit, for the archive thread: its events (per chunk), the position it brings
+/// each of its files to in the archive (those the archive lacked some of: per file, its index
+/// in the command, its identity and that position), and the files it holds the last of.
+pub(crate) struct ArchiveUnit {
+    pub(crate) positions: Vec<(usize, String, u64)>,
+    pub(crate) events: Vec<EventColumns>,
+    pub(crate) ended: Vec<usize>,
+}
 
 /// A file's share of a finished unit, for the committer.
 pub(crate) struct SealedPart {
@@ -425,9 +429,9 @@ impl Unit {
     }
 
     /// Hands the unit over (windows keyed by name, in key order: the store writes them so),
-    /// with its events for the archive when it has a file the archive lacks some of, and
-    /// starts the next one; `None` when the unit has no file.
-    pub(crate) fn seal(&mut self) -> Option<(Sealed, Option<ArchiveUnit>)> {
+    /// with its share for the archive, and starts the next one; `None` when the unit has no
+    /// file.
+    pub(crate) fn seal(&mut self) -> Option<(Sealed, ArchiveUnit)> {
         if self.parts.is_empty() {
             return None;
         }
@@ -504,10 +508,17 @@ impl Unit {
             });
         }
         self.parts.retain(|part| part.ended.is_none());
-        let events = std::mem::take(&mut self.events);
+        let archive = ArchiveUnit {
+            positions: archive_positions,
+            events: std::mem::take(&mut self.events),
+            ended: parts
+                .iter()
+                .filter(|part| part.ended)
+                .map(|part| part.file)
+                .collect(),
+        };
         self.size = 0;
         (self.latest_minute, self.full_at) = (None, None);
-        let archive = (!archive_positions.is_empty()).then_some((archive_positions, events));
         Some((Sealed { parts, windows }, archive))
     }
 }

@@ -115,8 +115,9 @@ fn one_unit(
 }
 
 /// Files cut from one input, a unit spanning several of them committed into both sides of
-/// `data`, then one side (the archive, or the store) two units further, as a crash between
-/// the two writes of a unit leaves it; then the command run again to the end.
+/// `data`, then one side (the archive, or the store) a unit further, as a crash between the
+/// two writes of a unit leaves it (the first of the two runs on that side commits the first
+/// unit again to the other side's throwaway copy); then the command run again to the end.
 fn crash_between_across_files(archive_ahead: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, events, bad) = input(dir.path(), 40_000);
@@ -190,6 +191,9 @@ fn a_file_named_twice_or_its_copy_in_one_command_is_imported_once() {
     std::fs::copy(&path, &copy).expect("copied");
     let data = dir.path().join("data");
     let files = sources(&[path.clone(), copy, path.clone()]);
+    // The archive writes each unit after the store has: a file looked up once the store
+    // alone has the one before it would be archived again.
+    ARCHIVE_DELAY_MS.store(300, Ordering::Relaxed);
     let (outcomes, result) = import_all(&files, &data, UNIT_BYTES, &Progress::default());
     result.expect("imports");
     assert!(!outcomes[&0].already_done);
