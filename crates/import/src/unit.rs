@@ -234,6 +234,8 @@ pub(crate) struct Part {
     pub(crate) stored_lines: u64,
     pub(crate) archived: u64,
     pub(crate) end: u64,
+    /// Where the unit before ended in the file (where this run began, before the first).
+    pub(crate) sealed_at: u64,
     /// CRC-32 of the file's bytes before `end`.
     pub(crate) crc: crc32fast::Hasher,
     /// Lines before `end` (known from the store's position on).
@@ -264,6 +266,7 @@ impl Part {
             stored_lines: stored.lines,
             archived,
             end: start,
+            sealed_at: start,
             crc: before,
             lines: stored.lines,
             unfinished: 0,
@@ -490,9 +493,12 @@ impl Unit {
         let mut archive_positions = Vec::new();
         let mut parts = Vec::with_capacity(self.parts.len());
         for part in &mut self.parts {
-            if part.end > part.archived {
+            // Only a file this unit moves forward in the archive (not one it holds no new
+            // chunk of, nor one the archive had this far already).
+            if part.end > part.archived.max(part.sealed_at) {
                 archive_positions.push((part.file, part.id.clone(), part.end));
             }
+            part.sealed_at = part.end;
             parts.push(SealedPart {
                 file: part.file,
                 end: part.end,

@@ -82,8 +82,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                 total += outcome.imported_now;
             }
             for line in describe(&sources[file], &outcome) {
+                // On standard output above the bar (whether or not the bar is drawn).
                 match &printer {
-                    Some(bar) => bar.println(line),
+                    Some(bar) => bar.suspend(|| println!("{line}")),
                     None => println!("{line}"),
                 }
             }

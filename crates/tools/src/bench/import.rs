@@ -35,9 +35,21 @@ fn recent_dataset(work_dir: &Path, events: u64) -> anyhow::Result<PathBuf> {
 /// Files the input is cut into for the several-files measurement.
 const PIECES: usize = 40;
 
-/// `path` (decompressed) cut into [`PIECES`] files of consecutive lines under `dir`, made once.
-fn pieces(path: &Path, dir: &Path) -> anyhow::Result<Vec<Source>> {
+/// `path` (decompressed) cut into [`PIECES`] files of consecutive lines in a directory of
+/// `work_dir` named after the file's identity and size (made once per input; the pieces of
+/// other inputs are removed).
+fn pieces(path: &Path, work_dir: &Path) -> anyhow::Result<Vec<Source>> {
     use std::io::{BufRead, BufReader, Write};
+    let source = Source::new(path)?;
+    let name = format!("import-pieces-{}-{}", source.id, source.size);
+    for entry in std::fs::read_dir(work_dir)? {
+        let entry = entry?;
+        let other = entry.file_name().to_string_lossy().into_owned();
+        if other.starts_with("import-pieces") && other != name {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    let dir = &work_dir.join(name);
     let names: Vec<PathBuf> = (0..PIECES)
         .map(|index| dir.join(format!("piece-{index:02}.ndjson")))
         .collect();
@@ -210,7 +222,7 @@ pub(super) fn bench_import(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<
     let mut accepted = 0;
     let mut windows = 0;
     let duck_dir = work_dir.join("import-duckdb");
-    let pieces = pieces(&path, &work_dir.join("import-pieces"))?;
+    let pieces = pieces(&path, work_dir)?;
     let (mut in_one_command, mut file_by_file) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
         let data = work_dir.join(format!("import-data-{run}"));
