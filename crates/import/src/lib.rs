@@ -232,7 +232,7 @@ impl Imports {
     /// Imports `sources` in order, through one pipeline: units take the chunks of as many
     /// files as make their size, each file keeping its own progress (see [`import_file`]
     /// for what an import of a file does). `on_file` is given the outcome of each file, in
-    /// the files' order, once its last unit is committed. Stops at the first file that
+    /// the files' order, once the store and the archive both have its last unit. Stops at the first file that
     /// fails (or at a stop): the files before it and the units before that are committed.
     pub fn import_files(
         &mut self,

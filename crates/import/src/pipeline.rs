@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -232,7 +233,14 @@ pub(crate) fn import_files(
                             let parser = if segment { segment_parser } else { parser };
                             let room = text_share
                                 .map(|share| (share * 1.25 * chunk.len() as f64) as usize);
-                            let parsed = parse_chunk(parser, (&chunk, last), bounds, limits, room);
+                            // A panic is the chunk's error: its step is never missing (the
+                            // merging thread would wait for it, and the reader with it).
+                            let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                #[cfg(test)]
+                                crate::tests::parser_fault();
+                                parse_chunk(parser, (&chunk, last), bounds, limits, room)
+                            }))
+                            .unwrap_or_else(|_| Err("the parser panicked on this chunk".into()));
                             if let Ok(parsed) = &parsed {
                                 let bytes = parsed.events.text_bytes();
                                 text_share =

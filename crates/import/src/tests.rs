@@ -1161,4 +1161,14 @@ pub(crate) fn slow_archive() {
     }
 }
 
+/// Chunks the parsers take before one panics (0: none does).
+static PANIC_AT_CHUNK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn parser_fault() {
+    let at = PANIC_AT_CHUNK.load(Ordering::Relaxed);
+    if at > 0 && PANIC_AT_CHUNK.fetch_sub(1, Ordering::Relaxed) == 1 {
+        panic!("a parser fault");
+    }
+}
+
 mod files;

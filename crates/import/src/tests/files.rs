@@ -248,3 +248,29 @@ fn a_file_that_fails_stops_the_command_after_the_files_before_it_are_committed()
     assert!(outcomes[&2].progress.done);
     assert_data_matches(&data, &events);
 }
+
+#[test]
+fn a_parser_that_panics_fails_the_command_instead_of_hanging_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, events, _) = input(dir.path(), 20_000);
+    let copy = dir.path().join("copy-of-calls.ndjson");
+    std::fs::copy(&path, &copy).expect("copied");
+    let data = dir.path().join("data");
+    // The copy makes the reader wait for the first file, whose second chunk never parses.
+    PANIC_AT_CHUNK.store(2, Ordering::Relaxed);
+    let files = sources(&[path.clone(), copy]);
+    let (outcomes, result) = import_all(&files, &data, UNIT_BYTES, &Progress::default());
+    let failed = result.expect_err("a parser fault");
+    assert_eq!(failed.file, 0);
+    assert!(
+        failed.error.to_string().contains("the parser panicked"),
+        "{}",
+        failed.error
+    );
+    assert!(outcomes.is_empty());
+    // Nothing counted twice: the same command, run again, imports the rest.
+    let (outcomes, result) = import_all(&files, &data, UNIT_BYTES, &Progress::default());
+    result.expect("imports");
+    assert!(outcomes[&1].already_done);
+    assert_data_matches(&data, &events);
+}
