@@ -192,9 +192,13 @@ pub(crate) fn import_files(
         timings: Default::default(),
     };
     let mut unit = Unit::default();
-    let mut pending: Pending = (BTreeMap::new(), 0);
+    let outcomes = Mutex::new(Outcomes {
+        ready: BTreeMap::new(),
+        next: 0,
+        on_file,
+    });
     let result = std::thread::scope(|scope| -> Result<(), FileError> {
-        let finished = &finished;
+        let (finished, outcomes) = (&finished, &outcomes);
         let report_dir = report_dir.as_path();
         let reader = scope.spawn(move || {
             let mut index = 0;
@@ -288,6 +292,7 @@ pub(crate) fn import_files(
                 for file in unit.ended {
                     finished.mark(file, ARCHIVE);
                 }
+                give(outcomes, finished);
             }
             tracing::debug!(
                 seconds = started.elapsed().as_secs_f64(),
@@ -295,10 +300,9 @@ pub(crate) fn import_files(
             );
             Ok::<(), FileError>(())
         });
-        let (pending, on_file) = (&mut pending, &mut *on_file);
         let committing = scope.spawn(move || {
             let _stop = StopOnDrop(finished);
-            let committed = commit_all(&mut committer, commit_rx, (finished, pending), on_file);
+            let committed = commit_all(&mut committer, commit_rx, (finished, outcomes));
             let [store] = committer.timings.map(|time| time.as_secs_f64());
             tracing::debug!(store, "import: seconds of the store thread");
             committed
@@ -336,9 +340,8 @@ pub(crate) fn import_files(
         merged?;
         read.map_err(|_| command(ImportError::Pipeline("the reader thread panicked".into())))
     });
-    // The files whose archive write ended after their store's (whatever stopped the command
-    // after them).
-    give(&mut pending, &finished, on_file);
+    // Given by now, unless the command stopped before both sides had them.
+    give(&outcomes, &finished);
     result
 }
 
@@ -639,16 +642,23 @@ fn merge<'s>(
     send(unit, current)
 }
 
-/// Outcomes known, waiting for those of the files before them, and the next file to give.
-type Pending = (BTreeMap<usize, FileOutcome>, usize);
+/// The outcomes known, waiting for those of the files before them; the next file to give;
+/// and whom to give them to. Given by whichever of the store and the archive thread has a
+/// file's last unit second.
+struct Outcomes<'f> {
+    ready: BTreeMap<usize, FileOutcome>,
+    next: usize,
+    on_file: &'f mut (dyn FnMut(usize, FileOutcome) + Send),
+}
 
-/// Gives the outcomes of `pending` in order, as long as both sides have the file's last.
-fn give(
-    pending: &mut Pending,
-    finished: &Finished,
-    on_file: &mut (dyn FnMut(usize, FileOutcome) + Send),
-) {
-    let (ready, next) = pending;
+/// Gives the outcomes known in order, as long as both sides have the file's last unit.
+fn give(outcomes: &Mutex<Outcomes<'_>>, finished: &Finished) {
+    let mut outcomes = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+    let Outcomes {
+        ready,
+        next,
+        on_file,
+    } = &mut *outcomes;
     while ready.contains_key(next) && finished.done(&[*next]) {
         if let Some(outcome) = ready.remove(next) {
             on_file(*next, outcome);
@@ -658,29 +668,31 @@ fn give(
 }
 
 /// The store thread: each unit committed in order, each file's outcome given in the files'
-/// order once the store and the archive have its last unit (those the archive has not yet
-/// are left in `pending`).
+/// order once the store and the archive have its last unit.
 fn commit_all<'s>(
     committer: &mut Committer<'_, 's>,
     commit_rx: Receiver<ToCommit<'s>>,
-    (finished, pending): (&Finished, &mut Pending),
-    on_file: &mut (dyn FnMut(usize, FileOutcome) + Send),
+    (finished, outcomes): (&Finished, &Mutex<Outcomes<'_>>),
 ) -> Result<(), FileError> {
+    let known = |file, outcome| {
+        let mut outcomes = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        outcomes.ready.insert(file, outcome);
+    };
     for message in commit_rx {
         match message {
             ToCommit::Begin(file, commit) => committer.begin(file, *commit),
             ToCommit::Unit(sealed) => {
                 for (file, outcome) in committer.commit(sealed)? {
+                    known(file, outcome);
                     finished.mark(file, STORE);
-                    pending.0.insert(file, outcome);
                 }
             }
             ToCommit::Skipped(file, outcome) => {
+                known(file, outcome);
                 finished.mark(file, STORE | ARCHIVE);
-                pending.0.insert(file, outcome);
             }
         }
-        give(pending, finished, on_file);
+        give(outcomes, finished);
     }
     Ok(())
 }
