@@ -129,27 +129,16 @@ fn imported_history_is_served_and_live_calls_into_its_open_windows_count_exactly
     assert!(server.terminate());
 }
 
-#[test]
-fn an_import_killed_mid_file_continues_and_counts_every_event_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let history = calls(
-        9,
-        200_000,
-        MERCHANTS,
-        &APIS,
-        now_us() - 30 * MICROS_PER_MINUTE,
-        600,
-    );
-    let file = dir.path().join("history.ndjson");
-    write_input(&file, &history);
+/// The import of `files` (cut from `history`) killed several times once it has committed
+/// some units, then run to its end: the server serves every call once.
+fn killed_and_continued(data: &Path, files: &[std::path::PathBuf], history: &[ApiCall]) {
     let manifest = data.join("archive").join("MANIFEST.json");
     let mut kills = 0;
     for attempt in 0..20 {
         let mut child = Command::new(EXE)
             .args(["import", "--quiet", "--unit-mib", "1", "--data-dir"])
-            .arg(&data)
-            .arg(&file)
+            .arg(data)
+            .args(files)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -183,23 +172,65 @@ fn an_import_killed_mid_file_continues_and_counts_every_event_once() {
     }
     assert!(
         kills >= 2,
-        "the import was killed mid-file at least twice ({kills})"
+        "the import was killed midway at least twice ({kills})"
     );
-    let output = import(&data, &file, &["--unit-mib", "1"]);
+    let output = Command::new(EXE)
+        .args(["import", "--quiet", "--unit-mib", "1", "--data-dir"])
+        .arg(data)
+        .args(files)
+        .output()
+        .expect("import runs");
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let server = ServerProcess::start(EXE, &data, &[], &[]);
-    assert_served(&server, &history);
+    let server = ServerProcess::start(EXE, data, &[], &[]);
+    assert_served(&server, history);
     // Every archived event once: each merchant's lookups by correlation id for a sample.
     for event in history.iter().step_by(9_973) {
         let found = get(server.address, &format!("/v1/events/{}", event.corr_id)).json();
         assert_eq!(found["events"].as_array().map(Vec::len), Some(1), "{found}");
     }
     assert!(server.terminate());
+}
+
+fn killed_history() -> Vec<ApiCall> {
+    calls(
+        9,
+        200_000,
+        MERCHANTS,
+        &APIS,
+        now_us() - 30 * MICROS_PER_MINUTE,
+        600,
+    )
+}
+
+#[test]
+fn an_import_killed_mid_file_continues_and_counts_every_event_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = killed_history();
+    let file = dir.path().join("history.ndjson");
+    write_input(&file, &history);
+    killed_and_continued(&dir.path().join("data"), &[file], &history);
+}
+
+#[test]
+fn an_import_of_many_files_killed_in_units_spanning_them_continues_and_counts_every_event_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = killed_history();
+    // 40 logs of about 1.3 MB: units of 1 MiB end in one file and begin in the one before.
+    let files: Vec<std::path::PathBuf> = history
+        .chunks(5_000)
+        .enumerate()
+        .map(|(index, calls)| {
+            let file = dir.path().join(format!("history-{index:02}.ndjson"));
+            write_input(&file, calls);
+            file
+        })
+        .collect();
+    killed_and_continued(&dir.path().join("data"), &files, &history);
 }
 
 #[test]
